@@ -1,0 +1,52 @@
+"""Entry point: ``changeconsole`` (TUI by default), ``--worker``, and the scriptable CLI."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from .common import CliState, aws_options
+from .config_cmd import config_group, provision_cmd
+from .local_cmd import local_group
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@aws_options
+@click.option("--readonly", is_flag=True, help="Console: hide and refuse every mutating action.")
+@click.option("--worker", "as_worker", is_flag=True, help="Run the headless queue worker (= `worker`).")
+@click.version_option(__version__, "--version", prog_name="changeconsole")
+@click.pass_context
+def main(ctx: click.Context, readonly: bool, as_worker: bool) -> None:
+    """changeconsole: send change notices to many customer AWS organisations.
+
+    With no command it opens the operator console.
+    """
+    st = ctx.ensure_object(CliState)
+    st.readonly = readonly
+    if ctx.invoked_subcommand is not None:
+        return
+    if as_worker:  # reached only when called without run()'s argv rewrite
+        worker_cmd = main.get_command(ctx, "worker")
+        if worker_cmd is None:
+            raise click.UsageError("the worker is not available in this build")
+        ctx.invoke(worker_cmd)
+        return
+    from ..app import run_console  # Textual is imported only here
+
+    sys.exit(run_console(st))
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console-script entry: ``--worker`` anywhere before a command means the ``worker`` command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--worker" in args:
+        idx = args.index("--worker")
+        args = [*args[:idx], "worker", *args[idx + 1 :]]
+    main.main(args=args, prog_name="changeconsole")
+
+
+main.add_command(config_group)
+main.add_command(provision_cmd)
+main.add_command(local_group)

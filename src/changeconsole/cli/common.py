@@ -1,0 +1,178 @@
+"""Shared CLI plumbing: global options, lazy config/AWS, output and exit codes.
+
+stdout is data (``--json`` everywhere), stderr narrates; exit 0 ok, 1 operation failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import click
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+
+from ..config import ConfigError, ConfigSource, load_config, resolve_config_path
+from ..models import Config, IllegalTransition, PermanentMessageError, validation_problems
+from ..services.aws import AwsFactory, AwsSettings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+stderr = Console(stderr=True, highlight=False)
+stdout = Console(highlight=False, soft_wrap=True)
+
+
+class OperationFailed(click.ClickException):
+    exit_code = EXIT_FAILED
+
+    def show(self, file: Any = None) -> None:
+        stderr.print(f"[red]error:[/] {escape(self.format_message())}")
+
+
+class BadInput(click.ClickException):
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, problems: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+    def show(self, file: Any = None) -> None:
+        stderr.print(f"[red]error:[/] {escape(self.format_message())}")
+        for p in self.problems:
+            stderr.print(f"  [yellow]{escape(p['path'])}[/]: {escape(p['message'])}")
+
+
+@dataclass
+class CliState:
+    config_flag: str | None = None
+    local: bool = False
+    endpoint_url: str | None = None
+    profile: str | None = None
+    readonly: bool = False
+    _config: Config | None = field(default=None, repr=False)
+    _aws: AwsFactory | None = field(default=None, repr=False)
+
+    @property
+    def config_source(self) -> ConfigSource:
+        return resolve_config_path(self.config_flag, local=self.local)
+
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_source.path)
+        return self._config
+
+    def endpoint(self) -> str | None:
+        if self.endpoint_url:
+            return self.endpoint_url
+        if self.local:
+            cfg = self.config()
+            local = getattr(cfg, "local", None)
+            if isinstance(local, dict) and local.get("endpoint_url"):
+                return str(local["endpoint_url"])
+        return None
+
+    def aws(self) -> AwsFactory:
+        if self._aws is None:
+            cfg = self.config()
+            settings = AwsSettings.resolve(
+                region=cfg.aws_region, endpoint_url=self.endpoint(), local=self.local, profile=self.profile
+            )
+            self._aws = AwsFactory(settings)
+        return self._aws
+
+
+def state() -> CliState:
+    ctx = click.get_current_context()
+    obj = ctx.find_object(CliState)
+    if obj is None:
+        obj = ctx.ensure_object(CliState)
+    return obj
+
+
+def _set(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        if value in (None, False):
+            return
+        setattr(ctx.ensure_object(CliState), attr, value)
+
+    return callback
+
+
+def aws_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--config/--local/--endpoint-url/--profile, accepted before or after the subcommand."""
+    options = [
+        click.option(
+            "--config",
+            "config_flag",
+            metavar="PATH",
+            expose_value=False,
+            callback=_set("config_flag"),
+            help="config.json (overrides CHANGECONSOLE_CONFIG and the XDG path)",
+        ),
+        click.option(
+            "--local",
+            is_flag=True,
+            expose_value=False,
+            callback=_set("local"),
+            help="Use the embedded local AWS stack and its config.",
+        ),
+        click.option(
+            "--endpoint-url",
+            metavar="URL",
+            expose_value=False,
+            callback=_set("endpoint_url"),
+            help="AWS endpoint (overrides AWS_ENDPOINT_URL).",
+        ),
+        click.option(
+            "--profile",
+            metavar="NAME",
+            expose_value=False,
+            callback=_set("profile"),
+            help="AWS profile (overrides AWS_PROFILE).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(func: F) -> F:
+    """Turn our typed errors into exit codes 1/2 with a message, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            raise BadInput(f"invalid config {exc.path}", exc.problems) from None
+        except ValidationError as exc:
+            raise BadInput("invalid input", validation_problems(exc)) from None
+        except (IllegalTransition, PermanentMessageError) as exc:
+            raise BadInput(str(exc)) from None
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            raise OperationFailed(
+                f"AWS {exc.operation_name} failed: {err.get('Code', '?')}: {err.get('Message', '')}"
+            ) from None
+        except BotoCoreError as exc:
+            raise OperationFailed(f"AWS unreachable or misconfigured: {exc}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.flush()

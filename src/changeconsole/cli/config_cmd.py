@@ -1,0 +1,88 @@
+"""``config validate`` and ``provision``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.table import Table
+
+from ..config import config_problems
+from ..services.provision import provision
+from .common import (
+    EXIT_BAD_INPUT,
+    aws_options,
+    handle_errors,
+    json_option,
+    print_json,
+    state,
+    stderr,
+    stdout,
+)
+
+
+@click.group("config")
+def config_group() -> None:
+    """Inspect and validate config.json."""
+
+
+@config_group.command("validate")
+@aws_options
+@json_option
+def validate(as_json: bool) -> None:
+    """Check config.json; exit 2 listing every problem with its JSON path."""
+    source = state().config_source
+    try:
+        text = source.path.read_text(encoding="utf-8")
+    except OSError as exc:
+        problems = [{"path": "$", "message": f"cannot read {source.path}: {exc.strerror}"}]
+    else:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            problems = [
+                {"path": "$", "message": f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"}
+            ]
+        else:
+            problems = config_problems(raw)
+    if as_json:
+        print_json(
+            {"path": str(source.path), "origin": source.origin, "valid": not problems, "problems": problems}
+        )
+    elif problems:
+        stderr.print(f"[red]{source.path}[/] ({source.origin}): {len(problems)} problem(s)")
+        for p in problems:
+            stdout.print(f"{p['path']}: {p['message']}", markup=False)
+    else:
+        cfg = json.loads(text)
+        stderr.print(
+            f"[green]valid[/] {source.path} ({source.origin}): "
+            f"{len(cfg.get('customer_mappings', {}))} customers"
+        )
+    if problems:
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+@click.command("provision")
+@aws_options
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@json_option
+@handle_errors
+def provision_cmd(dry_run: bool, as_json: bool) -> None:
+    """Create or verify the central resources (bucket, queues, DLQs, notifications, tables)."""
+    st = state()
+    actions = provision(st.aws(), st.config(), dry_run=dry_run)
+    changed = [a for a in actions if a.result != "unchanged"]
+    if as_json:
+        print_json({"dry_run": dry_run, "changed": len(changed), "actions": [a.__dict__ for a in actions]})
+        return
+    table = Table("kind", "name", "result", "detail", box=None)
+    for a in actions:
+        colour = "dim" if a.result == "unchanged" else "green"
+        table.add_row(a.kind, a.name, f"[{colour}]{a.result}[/]", a.detail)
+    stdout.print(table)
+    if not changed:
+        stderr.print(f"nothing to change: all {len(actions)} resources match the config")
+    else:
+        verb = "would change" if dry_run else "changed"
+        stderr.print(f"{verb} {len(changed)} of {len(actions)} resources")

@@ -1,0 +1,765 @@
+"""Pydantic models of the deployed data: changes, config, delivery records, queue messages.
+
+Every model keeps keys it does not know (``extra="allow"``) so stored JSON survives a round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import string
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+from urllib.parse import unquote_plus
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+CUSTOMER_CODE_RE = re.compile(r"^[a-z0-9-]{2,50}$")
+CHANGE_ID_RE = re.compile(r"^CHG-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-[0-9a-z]{6}$")
+ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}$")
+QUEUE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:sqs:([a-z0-9-]+):(\d{12}):([\w-]{1,80})$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_BASE36 = string.digits + string.ascii_lowercase
+
+# Length limits (characters) of user-entered text fields.
+MAX_TITLE = 200
+MAX_TICKET = 64
+MAX_LONG_TEXT = 20_000
+MAX_USER = 256
+MAX_CUSTOMERS = 5_000
+# Largest queue message body we parse (SQS allows up to 1 MiB).
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso_utc(value: datetime) -> str:
+    """RFC 3339 UTC with a trailing Z and second precision."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_change_id(now: datetime | None = None) -> str:
+    """``CHG-<UTC yyyy-mm-ddTHH-MM-SS>-<6 base36>``."""
+    stamp = (now or utcnow()).astimezone(UTC).strftime("%Y-%m-%dT%H-%M-%S")
+    suffix = "".join(secrets.choice(_BASE36) for _ in range(6))
+    return f"CHG-{stamp}-{suffix}"
+
+
+class ChangeStatus(StrEnum):
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    APPROVED = "approved"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+# Allowed status changes. Editing an approved change moves it back to submitted.
+TRANSITIONS: dict[ChangeStatus, frozenset[ChangeStatus]] = {
+    ChangeStatus.DRAFT: frozenset({ChangeStatus.SUBMITTED}),
+    ChangeStatus.SUBMITTED: frozenset({ChangeStatus.APPROVED, ChangeStatus.CANCELLED}),
+    ChangeStatus.APPROVED: frozenset(
+        {ChangeStatus.COMPLETED, ChangeStatus.CANCELLED, ChangeStatus.SUBMITTED}
+    ),
+    ChangeStatus.COMPLETED: frozenset(),
+    ChangeStatus.CANCELLED: frozenset(),
+}
+DELETABLE: frozenset[ChangeStatus] = frozenset({ChangeStatus.DRAFT, ChangeStatus.CANCELLED})
+
+
+class IllegalTransition(ValueError):
+    def __init__(self, current: ChangeStatus, target: ChangeStatus) -> None:
+        allowed = sorted(s.value for s in TRANSITIONS[current])
+        self.current, self.target, self.allowed = current, target, allowed
+        super().__init__(
+            f"cannot move a {current.value} change to {target.value}; "
+            f"allowed from {current.value}: {', '.join(allowed) or 'none (final state)'}"
+        )
+
+
+def check_transition(current: ChangeStatus, target: ChangeStatus) -> None:
+    if target not in TRANSITIONS[current]:
+        raise IllegalTransition(current, target)
+
+
+class EmailEvent(StrEnum):
+    """The status reached; each one sends an email."""
+
+    SUBMITTED = "submitted"
+    APPROVED = "approved"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+TOPIC_APPROVAL = "aws-approval"
+TOPIC_ANNOUNCE = "aws-announce"
+TOPIC_CALENDAR = "aws-calendar"
+ALL_TOPICS = (TOPIC_APPROVAL, TOPIC_ANNOUNCE, TOPIC_CALENDAR)
+
+
+def topic_for(event: EmailEvent, *, ever_approved: bool = False) -> str:
+    if event is EmailEvent.SUBMITTED:
+        return TOPIC_APPROVAL
+    if event is EmailEvent.CANCELLED:
+        return TOPIC_ANNOUNCE if ever_approved else TOPIC_APPROVAL
+    return TOPIC_ANNOUNCE
+
+
+def _no_control(value: str | None, field: str) -> str | None:
+    if value is not None and _CONTROL_RE.search(value):
+        raise ValueError(f"{field} must be a single line without control characters")
+    return value
+
+
+def _parse_utc(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip().replace("z", "Z"))
+        except ValueError as exc:
+            raise ValueError(f"not an RFC 3339 timestamp: {value!r}") from exc
+    else:
+        raise ValueError("must be an RFC 3339 timestamp string")
+    if dt.tzinfo is None:
+        raise ValueError(f"timestamp {value!r} needs a UTC offset (e.g. 2026-01-31T22:00:00Z)")
+    return iso_utc(dt)
+
+
+class Modification(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    timestamp: str
+    user_id: str = Field(max_length=MAX_USER)
+    modification_type: str = Field(max_length=64)
+
+
+class Change(BaseModel):
+    """A change notice in the deployed flat camelCase shape."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, validate_assignment=False)
+
+    object_type: Literal["change"] = "change"
+    change_id: str = Field(default_factory=new_change_id, alias="changeId")
+    title: str = Field(alias="changeTitle", min_length=1, max_length=MAX_TITLE)
+    reason: str = Field("", alias="changeReason", max_length=MAX_LONG_TEXT)
+    implementation_plan: str = Field("", alias="implementationPlan", max_length=MAX_LONG_TEXT)
+    test_plan: str = Field("", alias="testPlan", max_length=MAX_LONG_TEXT)
+    customer_impact: str = Field("", alias="customerImpact", max_length=MAX_LONG_TEXT)
+    rollback_plan: str = Field("", alias="rollbackPlan", max_length=MAX_LONG_TEXT)
+    snow_ticket: str = Field("", alias="snowTicket", max_length=MAX_TICKET)
+    jira_ticket: str = Field("", alias="jiraTicket", max_length=MAX_TICKET)
+    customers: list[str] = Field(min_length=1, max_length=MAX_CUSTOMERS)
+    implementation_start: str | None = Field(None, alias="implementationStart")
+    implementation_end: str | None = Field(None, alias="implementationEnd")
+    timezone: str = "UTC"
+    include_meeting: bool = False
+    meeting_metadata: dict[str, Any] | None = None
+    status: ChangeStatus = ChangeStatus.DRAFT
+    prior_status: ChangeStatus | None = None
+    version: int = Field(1, ge=1)
+    created_at: str | None = Field(None, alias="createdAt")
+    created_by: str | None = Field(None, alias="createdBy", max_length=MAX_USER)
+    modified_at: str | None = Field(None, alias="modifiedAt")
+    modified_by: str | None = Field(None, alias="modifiedBy", max_length=MAX_USER)
+    submitted_at: str | None = Field(None, alias="submittedAt")
+    submitted_by: str | None = Field(None, alias="submittedBy", max_length=MAX_USER)
+    approved_at: str | None = Field(None, alias="approvedAt")
+    approved_by: str | None = Field(None, alias="approvedBy", max_length=MAX_USER)
+    completed_at: str | None = Field(None, alias="completedAt")
+    completed_by: str | None = Field(None, alias="completedBy", max_length=MAX_USER)
+    cancelled_at: str | None = Field(None, alias="cancelledAt")
+    cancelled_by: str | None = Field(None, alias="cancelledBy", max_length=MAX_USER)
+    modifications: list[Modification] = Field(default_factory=list)
+
+    @field_validator("change_id")
+    @classmethod
+    def _change_id_shape(cls, value: str) -> str:
+        if not CHANGE_ID_RE.match(value):
+            raise ValueError("must look like CHG-2026-01-31T22-00-00-abc123")
+        return value
+
+    @field_validator("title")
+    @classmethod
+    def _title_line(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be blank")
+        return _no_control(value, "changeTitle") or ""
+
+    @field_validator("snow_ticket", "jira_ticket")
+    @classmethod
+    def _ticket_line(cls, value: str) -> str:
+        return _no_control(value.strip(), "ticket") or ""
+
+    @field_validator("customers")
+    @classmethod
+    def _customer_codes(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        codes = sorted({c.strip() for c in value})
+        bad = [c for c in codes if not CUSTOMER_CODE_RE.match(c)]
+        if bad:
+            raise ValueError(f"invalid customer code(s): {', '.join(bad)}")
+        config = (info.context or {}).get("config")
+        if config is not None:
+            unknown = [c for c in codes if c not in config.customer_mappings]
+            if unknown:
+                raise ValueError(f"unknown customer code(s): {', '.join(unknown)}")
+        return codes
+
+    @field_validator(
+        "implementation_start",
+        "implementation_end",
+        "created_at",
+        "modified_at",
+        "submitted_at",
+        "approved_at",
+        "completed_at",
+        "cancelled_at",
+        mode="before",
+    )
+    @classmethod
+    def _timestamps(cls, value: Any) -> str | None:
+        return _parse_utc(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA timezone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _window(self) -> Change:
+        start, end = self.implementation_start, self.implementation_end
+        if start and end and end <= start:
+            raise ValueError("implementationEnd must be after implementationStart")
+        return self
+
+    # -- helpers -------------------------------------------------------------
+    @property
+    def start_dt(self) -> datetime | None:
+        return datetime.fromisoformat(self.implementation_start) if self.implementation_start else None
+
+    @property
+    def end_dt(self) -> datetime | None:
+        return datetime.fromisoformat(self.implementation_end) if self.implementation_end else None
+
+    @property
+    def ever_approved(self) -> bool:
+        return self.approved_at is not None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The deployed JSON shape (camelCase aliases, unknown keys kept)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=False)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_json_dict(), indent=indent, ensure_ascii=False)
+
+    def schedule_problems(self) -> list[str]:
+        """What stops this change from leaving draft (beyond model validity)."""
+        problems = []
+        if not self.implementation_start:
+            problems.append("implementationStart: required to submit")
+        if not self.implementation_end:
+            problems.append("implementationEnd: required to submit")
+        return problems
+
+
+# -- config -------------------------------------------------------------------
+
+
+class CustomerMapping(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    customer_code: str
+    customer_name: str = Field(min_length=1, max_length=200)
+    environment: str = "production"
+    region: str | None = None
+    ses_role_arn: str
+    sqs_queue_arn: str
+    restricted_recipients: list[EmailStr] = Field(default_factory=list)
+    # Our optional additions.
+    dlq_arn: str | None = None
+    contact_list_name: str | None = None
+    sender_address: EmailStr | None = None
+    ses_external_id: str | None = None
+
+    @field_validator("customer_code")
+    @classmethod
+    def _code(cls, value: str) -> str:
+        if not CUSTOMER_CODE_RE.match(value):
+            raise ValueError("must match ^[a-z0-9-]{2,50}$")
+        return value
+
+    @field_validator("restricted_recipients", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @field_validator("ses_role_arn")
+    @classmethod
+    def _role_arn(cls, value: str) -> str:
+        if not ROLE_ARN_RE.match(value):
+            raise ValueError("must be an IAM role ARN (arn:aws:iam::123456789012:role/name)")
+        return value
+
+    @field_validator("sqs_queue_arn", "dlq_arn")
+    @classmethod
+    def _queue_arn(cls, value: str | None) -> str | None:
+        if value is not None and not QUEUE_ARN_RE.match(value):
+            raise ValueError("must be an SQS queue ARN (arn:aws:sqs:region:123456789012:name)")
+        return value
+
+    @property
+    def account_id(self) -> str:
+        match = ROLE_ARN_RE.match(self.ses_role_arn)
+        assert match is not None
+        return match.group(1)
+
+    @property
+    def queue_name(self) -> str:
+        match = QUEUE_ARN_RE.match(self.sqs_queue_arn)
+        assert match is not None
+        return match.group(3)
+
+    @property
+    def queue_account(self) -> str:
+        match = QUEUE_ARN_RE.match(self.sqs_queue_arn)
+        assert match is not None
+        return match.group(2)
+
+    @property
+    def queue_region(self) -> str:
+        match = QUEUE_ARN_RE.match(self.sqs_queue_arn)
+        assert match is not None
+        return match.group(1)
+
+    @property
+    def dlq_name(self) -> str:
+        if self.dlq_arn:
+            match = QUEUE_ARN_RE.match(self.dlq_arn)
+            assert match is not None
+            return match.group(3)
+        return f"{self.queue_name}-dlq"
+
+    @property
+    def effective_dlq_arn(self) -> str:
+        if self.dlq_arn:
+            return self.dlq_arn
+        return self.sqs_queue_arn.rsplit(":", 1)[0] + ":" + self.dlq_name
+
+    def allows_recipient(self, email: str) -> bool:
+        """Whitelist check, case-insensitive; an empty whitelist allows everyone."""
+        if not self.restricted_recipients:
+            return True
+        allowed = {str(a).casefold() for a in self.restricted_recipients}
+        return email.casefold() in allowed
+
+
+class S3Config(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    bucket_name: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class EmailConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    sender_address: EmailStr
+    portal_base_url: str | None = None
+    reply_to: EmailStr | None = None
+
+    @field_validator("portal_base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value and not re.match(r"^https?://[^\s]+$", value):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/") if value else value
+
+
+class Branding(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    provider_name: str = "Managed Services"
+    accent_color: str = Field("#1f6feb", pattern=r"^#[0-9a-fA-F]{6}$")
+    footer: str = ""
+    logo_url: str | None = None
+
+
+class MetricsConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    namespace: str = "ChangeConsole"
+    cloudwatch: bool = False
+
+
+class Config(BaseModel):
+    """The deployed ``config.json`` plus our optional additions."""
+
+    model_config = ConfigDict(extra="allow")
+
+    aws_region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    s3_config: S3Config
+    email_config: EmailConfig
+    customer_mappings: dict[str, CustomerMapping] = Field(min_length=1)
+    # Our additions (optional, with defaults).
+    status_table_name: str = "changeconsole-status"
+    ledger_table_name: str = "changeconsole-ledger"
+    transport: Literal["s3-events", "sqs-direct"] = "s3-events"
+    contact_list_name: str = "changeconsole"
+    max_receive_count: int = Field(3, ge=1, le=1000)
+    branding: Branding = Field(default_factory=Branding)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    operator_roles: dict[str, list[str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _keys_match_codes(self) -> Config:
+        for key, mapping in self.customer_mappings.items():
+            if key != mapping.customer_code:
+                raise ValueError(
+                    f"customer_mappings.{key}.customer_code is {mapping.customer_code!r}, must equal its key"
+                )
+        return self
+
+    def customer(self, code: str) -> CustomerMapping:
+        try:
+            return self.customer_mappings[code]
+        except KeyError:
+            raise UnknownCustomer(code) from None
+
+    def contact_list_for(self, code: str) -> str:
+        return self.customer(code).contact_list_name or self.contact_list_name
+
+    def sender_for(self, code: str) -> str:
+        return str(self.customer(code).sender_address or self.email_config.sender_address)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+# -- delivery -------------------------------------------------------------------
+
+
+class DeliveryState(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    SENT = "sent"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    DEAD_LETTERED = "dead_lettered"
+    SUPERSEDED = "superseded"
+    SKIPPED = "skipped"
+
+
+FINAL_STATES = frozenset(
+    {
+        DeliveryState.SENT,
+        DeliveryState.PARTIAL,
+        DeliveryState.FAILED,
+        DeliveryState.DEAD_LETTERED,
+        DeliveryState.SUPERSEDED,
+        DeliveryState.SKIPPED,
+    }
+)
+
+
+class DeliveryRecord(BaseModel):
+    """Delivery of one (change, version, event) to one customer."""
+
+    model_config = ConfigDict(extra="allow")
+
+    change_id: str
+    version: int
+    event: EmailEvent
+    customer: str
+    state: DeliveryState = DeliveryState.QUEUED
+    attempts: int = 0
+    recipients_total: int = 0
+    recipients_sent: int = 0
+    recipients_failed: int = 0
+    last_error: str | None = None
+    message_ids: list[str] = Field(default_factory=list)
+    queued_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    updated_at: str | None = None
+    worker_id: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.queued_at:
+            return None
+        start = datetime.fromisoformat(self.queued_at)
+        end = datetime.fromisoformat(self.finished_at) if self.finished_at else utcnow()
+        return max(0.0, (end - start).total_seconds())
+
+
+# -- queue messages -----------------------------------------------------------------
+
+DIRECT_KIND = "changeconsole.trigger"
+# Header names of the hidden machine-readable block in every email.
+HDR_CHANGE = "X-Changeconsole-Change"
+HDR_VERSION = "X-Changeconsole-Version"
+HDR_EVENT = "X-Changeconsole-Event"
+HDR_CUSTOMER = "X-Changeconsole-Customer"
+
+TRIGGER_PREFIX = "customers/"
+_TRIGGER_KEY_RE = re.compile(
+    r"^customers/(?P<code>[a-z0-9-]{2,50})/"
+    r"(?:(?P<cid>CHG-[0-9A-Za-z-]+?)/v(?P<version>\d{1,9})-(?P<event>[a-z]+)|(?P<flat>[^/]+))\.json$"
+)
+
+
+def trigger_key(code: str, change_id: str, version: int, event: EmailEvent) -> str:
+    """S3 key of a trigger: distinct per (customer, change, version, event)."""
+    return f"{TRIGGER_PREFIX}{code}/{change_id}/v{version:04d}-{event.value}.json"
+
+
+class PermanentMessageError(Exception):
+    """A queue message that can never succeed; goes to the DLQ with ``reason``."""
+
+    reason = "invalid_message"
+
+    def __init__(self, detail: str, *, customer: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.customer = customer
+
+
+class MalformedMessage(PermanentMessageError):
+    reason = "malformed_message"
+
+
+class OversizedMessage(PermanentMessageError):
+    reason = "oversized_message"
+
+
+class InvalidTriggerKey(PermanentMessageError):
+    reason = "invalid_trigger_key"
+
+
+class InvalidChange(PermanentMessageError):
+    reason = "invalid_change"
+
+
+class UnknownCustomer(PermanentMessageError, KeyError):
+    reason = "unknown_customer"
+
+    def __init__(self, code: str) -> None:
+        PermanentMessageError.__init__(self, f"unknown customer {code!r}", customer=code)
+        self.code = code
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class IsolationViolation(PermanentMessageError):
+    reason = "isolation_violation"
+
+
+class Ignore(BaseModel):
+    """A message that needs no work (e.g. ``s3:TestEvent``); delete it."""
+
+    reason: str
+
+
+class Trigger(BaseModel):
+    """What a queue message asks for: deliver one change event to one customer."""
+
+    source: Literal["s3-event", "direct"]
+    customer: str
+    change_id: str | None = None
+    version: int | None = None
+    event: EmailEvent | None = None
+    bucket: str | None = None
+    key: str | None = None
+    etag: str | None = None
+    size: int | None = None
+    event_time: str | None = None
+    change: dict[str, Any] | None = None
+
+
+def parse_trigger_key(key: str) -> tuple[str, str | None, int | None, EmailEvent | None]:
+    """(customer, change id, version, event) from a trigger key; raises InvalidTriggerKey."""
+    if len(key) > 1024:
+        raise InvalidTriggerKey("trigger key longer than 1024 characters")
+    match = _TRIGGER_KEY_RE.match(key)
+    if not match:
+        raise InvalidTriggerKey(f"key {key!r} is not customers/<code>/<change>/v<n>-<event>.json")
+    code = match.group("code")
+    if match.group("flat") is not None:
+        flat = match.group("flat")
+        return code, flat if CHANGE_ID_RE.match(flat) else None, None, None
+    cid = match.group("cid")
+    if not CHANGE_ID_RE.match(cid):
+        raise InvalidTriggerKey(f"key {key!r} has an invalid change id", customer=code)
+    try:
+        event = EmailEvent(match.group("event"))
+    except ValueError:
+        raise InvalidTriggerKey(f"key {key!r} names unknown event", customer=code) from None
+    return code, cid, int(match.group("version")), event
+
+
+def _load_body(body: str | bytes) -> Any:
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise OversizedMessage(f"message body is {len(raw)} bytes (limit {MAX_MESSAGE_BYTES})")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedMessage(f"body is not JSON: {exc}") from None
+
+
+def _s3_trigger(record: Any) -> Trigger | Ignore:
+    if not isinstance(record, dict):
+        raise MalformedMessage("Records[0] is not an object")
+    event_name = record.get("eventName")
+    if not isinstance(event_name, str):
+        raise MalformedMessage("Records[0].eventName missing")
+    if not event_name.startswith("ObjectCreated:") and not event_name.startswith("s3:ObjectCreated:"):
+        return Ignore(reason=f"S3 event {event_name} needs no delivery")
+    s3 = record.get("s3")
+    if not isinstance(s3, dict):
+        raise MalformedMessage("Records[0].s3 missing")
+    bucket = (s3.get("bucket") or {}).get("name") if isinstance(s3.get("bucket"), dict) else None
+    obj = s3.get("object")
+    if not isinstance(bucket, str) or not isinstance(obj, dict) or not isinstance(obj.get("key"), str):
+        raise MalformedMessage("Records[0].s3.bucket.name or s3.object.key missing")
+    # S3 URL-encodes keys in notifications (moto also encodes '/').
+    key = unquote_plus(obj["key"])
+    code, cid, version, event = parse_trigger_key(key)
+    size = obj.get("size")
+    etag = obj.get("eTag") or obj.get("etag")
+    return Trigger(
+        source="s3-event",
+        customer=code,
+        change_id=cid,
+        version=version,
+        event=event,
+        bucket=bucket,
+        key=key,
+        etag=etag if isinstance(etag, str) else None,
+        size=size if isinstance(size, int) else None,
+        event_time=record.get("eventTime") if isinstance(record.get("eventTime"), str) else None,
+    )
+
+
+def _direct_trigger(data: dict[str, Any]) -> Trigger:
+    customer = data.get("customer")
+    if not isinstance(customer, str) or not CUSTOMER_CODE_RE.match(customer):
+        raise MalformedMessage("direct message: customer missing or not a customer code")
+    try:
+        event = EmailEvent(str(data.get("event")))
+    except ValueError:
+        raise MalformedMessage("direct message: event missing or unknown", customer=customer) from None
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise MalformedMessage("direct message: version must be a positive integer", customer=customer)
+    cid = data.get("changeId")
+    if not isinstance(cid, str) or not CHANGE_ID_RE.match(cid):
+        raise MalformedMessage("direct message: changeId missing or malformed", customer=customer)
+    change = data.get("change")
+    ref = data.get("s3")
+    if isinstance(change, dict):
+        return Trigger(
+            source="direct", customer=customer, change_id=cid, version=version, event=event, change=change
+        )
+    if isinstance(ref, dict) and isinstance(ref.get("bucket"), str) and isinstance(ref.get("key"), str):
+        return Trigger(
+            source="direct",
+            customer=customer,
+            change_id=cid,
+            version=version,
+            event=event,
+            bucket=ref["bucket"],
+            key=ref["key"],
+        )
+    raise MalformedMessage(
+        "direct message needs an embedded 'change' or an 's3' reference", customer=customer
+    )
+
+
+def parse_queue_message(body: str | bytes) -> Trigger | Ignore:
+    """Parse an SQS body: an S3 event notification (AWS or moto variant) or our direct shape.
+
+    Returns ``Ignore`` for ``s3:TestEvent`` and non-create events; raises a
+    ``PermanentMessageError`` subclass for anything it cannot act on.
+    """
+    data = _load_body(body)
+    if not isinstance(data, dict):
+        raise MalformedMessage("body is not a JSON object")
+    if data.get("Event") == "s3:TestEvent":
+        return Ignore(reason="s3:TestEvent")
+    if data.get("kind") == DIRECT_KIND:
+        return _direct_trigger(data)
+    if "Records" in data:
+        records = data["Records"]
+        if not isinstance(records, list) or not records:
+            raise MalformedMessage("Records must be a non-empty list")
+        if len(records) > 1:
+            raise MalformedMessage(f"expected one S3 record per message, got {len(records)}")
+        return _s3_trigger(records[0])
+    raise MalformedMessage("neither an S3 event notification nor a changeconsole trigger")
+
+
+def direct_message(
+    customer: str,
+    change_id: str,
+    version: int,
+    event: EmailEvent,
+    *,
+    change: dict[str, Any] | None = None,
+    bucket: str | None = None,
+    key: str | None = None,
+) -> str:
+    """Body of an ``sqs-direct`` trigger (embedded change or S3 reference)."""
+    body: dict[str, Any] = {
+        "kind": DIRECT_KIND,
+        "schema": 1,
+        "customer": customer,
+        "changeId": change_id,
+        "version": version,
+        "event": event.value,
+    }
+    if change is not None:
+        body["change"] = change
+    else:
+        body["s3"] = {"bucket": bucket, "key": key}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def validation_problems(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    """Each pydantic error as ``{"path": "a.b[0]", "message": ...}`` using the JSON names."""
+    problems = []
+    for err in exc.errors():
+        parts: list[str] = []
+        for loc in err["loc"]:
+            if isinstance(loc, int):
+                parts.append(f"[{loc}]")
+            elif loc and not str(loc).startswith("function-"):
+                parts.append(("." if parts else "") + str(loc))
+        path = prefix + "".join(parts)
+        msg = err["msg"].removeprefix("Value error, ")
+        problems.append({"path": path or "$", "message": msg})
+    return problems

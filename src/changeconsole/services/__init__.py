@@ -1,0 +1,1 @@
+"""Textual-free core used by the console, the CLI and the worker."""

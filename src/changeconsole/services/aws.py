@@ -1,0 +1,226 @@
+"""The one place AWS clients are made.
+
+Endpoint (``--endpoint-url``, ``AWS_ENDPOINT_URL`` or local mode), region, botocore retry mode,
+per-customer assumed-role sessions with cached, auto-refreshed credentials, operator identity.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import botocore.session
+from botocore.config import Config as BotoConfig
+from botocore.credentials import RefreshableCredentials
+
+from ..models import CustomerMapping
+
+LOCAL_HOST = "127.0.0.1"
+LOCAL_PORT = 4566
+LOCAL_ENDPOINT = f"http://{LOCAL_HOST}:{LOCAL_PORT}"
+LOCAL_ACCOUNT = "123456789012"
+LOCAL_ACCESS_KEY = "testing"
+LOCAL_SECRET_KEY = "testing"
+
+
+@dataclass
+class AwsSettings:
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    profile: str | None = None
+    local: bool = False
+    retry_mode: str = "adaptive"
+    max_attempts: int = 6
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_pool_connections: int = 64
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        local: bool = False,
+        profile: str | None = None,
+        **kwargs: Any,
+    ) -> AwsSettings:
+        """Flag > ``AWS_ENDPOINT_URL`` > local default endpoint."""
+        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or (LOCAL_ENDPOINT if local else None)
+        return cls(
+            region=region
+            or os.environ.get("AWS_REGION")
+            or os.environ.get("AWS_DEFAULT_REGION")
+            or "us-east-1",
+            endpoint_url=endpoint,
+            profile=profile or os.environ.get("AWS_PROFILE"),
+            local=local,
+            **kwargs,
+        )
+
+    @property
+    def environment_label(self) -> str:
+        if self.local:
+            return f"local {self.endpoint_url}"
+        if self.endpoint_url:
+            return f"endpoint {self.endpoint_url}"
+        return f"aws {self.region}"
+
+
+@dataclass
+class _CustomerSession:
+    session: boto3.Session
+    clients: dict[str, Any] = field(default_factory=dict)
+
+
+class AwsFactory:
+    """Builds and caches boto3 clients; thread-safe (boto3 clients are, sessions are not)."""
+
+    # Refresh assumed-role credentials this long before they expire.
+    REFRESH_MARGIN = timedelta(minutes=5)
+
+    def __init__(self, settings: AwsSettings) -> None:
+        self.settings = settings
+        self._lock = threading.RLock()
+        self._session = self._base_session()
+        self._clients: dict[str, Any] = {}
+        self._customers: dict[tuple[str, str], _CustomerSession] = {}
+        self._identity: dict[str, str] | None = None
+        self.call_listeners: list[Any] = []
+
+    # -- sessions ---------------------------------------------------------------
+    def _base_session(self) -> boto3.Session:
+        kwargs: dict[str, Any] = {"region_name": self.settings.region}
+        if self.settings.profile and not self.settings.local:
+            kwargs["profile_name"] = self.settings.profile
+        if self.settings.local and not os.environ.get("AWS_ACCESS_KEY_ID"):
+            kwargs["aws_access_key_id"] = LOCAL_ACCESS_KEY
+            kwargs["aws_secret_access_key"] = LOCAL_SECRET_KEY
+        return boto3.Session(**kwargs)
+
+    def botocore_config(self) -> BotoConfig:
+        s = self.settings
+        return BotoConfig(
+            region_name=s.region,
+            retries={"mode": s.retry_mode, "max_attempts": s.max_attempts},  # type: ignore[arg-type]
+            connect_timeout=s.connect_timeout,
+            read_timeout=s.read_timeout,
+            max_pool_connections=s.max_pool_connections,
+            tcp_keepalive=True,
+        )
+
+    def _make_client(self, session: boto3.Session, service: str, region: str | None = None) -> Any:
+        client = session.client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=self.settings.endpoint_url,
+            region_name=region or self.settings.region,
+            config=self.botocore_config(),
+        )
+        for listener in self.call_listeners:
+            client.meta.events.register("after-call", listener)
+        return client
+
+    def client(self, service: str, region: str | None = None) -> Any:
+        """A client of the central (operator/worker) account."""
+        key = f"{service}:{region or self.settings.region}"
+        with self._lock:
+            if key not in self._clients:
+                self._clients[key] = self._make_client(self._session, service, region)
+            return self._clients[key]
+
+    def add_call_listener(self, listener: Any) -> None:
+        """Register ``after-call`` on every client made (and already made)."""
+        with self._lock:
+            self.call_listeners.append(listener)
+            for client in self._clients.values():
+                client.meta.events.register("after-call", listener)
+
+    # -- customer role sessions -------------------------------------------------------
+    def _assume(self, customer: CustomerMapping) -> dict[str, str]:
+        sts = self.client("sts")
+        kwargs: dict[str, Any] = {
+            "RoleArn": customer.ses_role_arn,
+            "RoleSessionName": f"changeconsole-{customer.customer_code}"[:64],
+            "DurationSeconds": 3600,
+        }
+        if customer.ses_external_id:
+            kwargs["ExternalId"] = customer.ses_external_id
+        creds = sts.assume_role(**kwargs)["Credentials"]
+        expiry = creds["Expiration"]
+        if isinstance(expiry, datetime):
+            expiry = expiry.astimezone(UTC)
+        else:
+            expiry = datetime.fromisoformat(str(expiry).replace("Z", "+00:00"))
+        # moto returns a fixed far-past/future expiry; never trust one in the past.
+        now = datetime.now(UTC)
+        if expiry <= now + self.REFRESH_MARGIN:
+            expiry = now + timedelta(hours=1)
+        return {
+            "access_key": creds["AccessKeyId"],
+            "secret_key": creds["SecretAccessKey"],
+            "token": creds["SessionToken"],
+            "expiry_time": expiry.isoformat(),
+        }
+
+    def customer_session(self, customer: CustomerMapping) -> boto3.Session:
+        key = (customer.customer_code, customer.ses_role_arn)
+        with self._lock:
+            cached = self._customers.get(key)
+            if cached is not None:
+                return cached.session
+        # Assume outside the lock so one slow customer never blocks the others.
+        first = self._assume(customer)
+        creds = RefreshableCredentials.create_from_metadata(
+            metadata=first,
+            refresh_using=lambda: self._assume(customer),
+            method="sts-assume-role",
+        )
+        core = botocore.session.get_session()
+        core._credentials = creds  # type: ignore[attr-defined]  # refreshable assumed-role session
+        core.set_config_variable("region", customer.region or self.settings.region)
+        session = boto3.Session(botocore_session=core)
+        with self._lock:
+            existing = self._customers.get(key)
+            if existing is not None:
+                return existing.session
+            self._customers[key] = _CustomerSession(session)
+            return session
+
+    def customer_client(self, customer: CustomerMapping, service: str) -> Any:
+        """A client acting in the customer's own account through its SES role."""
+        key = (customer.customer_code, customer.ses_role_arn)
+        session = self.customer_session(customer)
+        with self._lock:
+            entry = self._customers[key]
+            if service not in entry.clients:
+                entry.clients[service] = self._make_client(session, service, customer.region)
+            return entry.clients[service]
+
+    def forget_customer(self, code: str) -> None:
+        """Drop cached sessions of a customer (e.g. after its role ARN changed)."""
+        with self._lock:
+            for key in [k for k in self._customers if k[0] == code]:
+                del self._customers[key]
+
+    # -- identity ----------------------------------------------------------------
+    def caller_identity(self) -> dict[str, str]:
+        with self._lock:
+            if self._identity is not None:
+                return self._identity
+        ident = self.client("sts").get_caller_identity()
+        result = {"account": ident["Account"], "arn": ident["Arn"], "user_id": ident["UserId"]}
+        with self._lock:
+            self._identity = result
+        return result
+
+    def operator_identity(self) -> str:
+        """Who is acting, for ``*By`` fields: the caller ARN's last segment."""
+        override = os.environ.get("CHANGECONSOLE_OPERATOR")
+        if override:
+            return override
+        arn = self.caller_identity()["arn"]
+        return arn.rsplit("/", 1)[-1] if "/" in arn else arn

@@ -1,0 +1,419 @@
+"""Create or verify the central resources a config describes (bucket, queues, tables).
+
+``plan(config)`` is the desired state, also used by the Terraform parity test; ``apply`` makes
+reality match it and reports one action per resource (``created``, ``updated`` or ``unchanged``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from ..models import Config, CustomerMapping
+from .aws import AwsFactory
+
+QUEUE_VISIBILITY_TIMEOUT = 120
+QUEUE_RETENTION = 4 * 24 * 3600
+DLQ_RETENTION = 14 * 24 * 3600
+LONG_POLL_SECONDS = 20
+TRIGGER_SUFFIX = ".json"
+LEDGER_TTL_ATTRIBUTE = "expires_at"
+STATUS_GSI_CHANGES = "gsi1"  # gsi1pk = "CHANGES", gsi1sk = "<modifiedAt>#<changeId>"
+STATUS_GSI_CUSTOMER = "gsi2"  # gsi2pk = "CUSTOMER#<code>", gsi2sk = "<updated_at>"
+
+
+def notification_id(code: str) -> str:
+    return f"changeconsole-{code}"
+
+
+def trigger_prefix(code: str) -> str:
+    return f"customers/{code}/"
+
+
+@dataclass
+class QueueSpec:
+    customer: str
+    name: str
+    dlq_name: str
+    attributes: dict[str, str]
+    dlq_attributes: dict[str, str]
+
+
+@dataclass
+class NotificationSpec:
+    id: str
+    customer: str
+    queue_arn: str
+    prefix: str
+    suffix: str
+    events: list[str] = field(default_factory=lambda: ["s3:ObjectCreated:*"])
+
+
+@dataclass
+class TableSpec:
+    name: str
+    gsis: list[str]
+    ttl_attribute: str | None
+
+
+@dataclass
+class Plan:
+    bucket: str
+    queues: list[QueueSpec]
+    notifications: list[NotificationSpec]
+    tables: list[TableSpec]
+
+
+def queue_spec(config: Config, customer: CustomerMapping) -> QueueSpec:
+    redrive = json.dumps(
+        {"deadLetterTargetArn": customer.effective_dlq_arn, "maxReceiveCount": config.max_receive_count},
+        separators=(",", ":"),
+    )
+    return QueueSpec(
+        customer=customer.customer_code,
+        name=customer.queue_name,
+        dlq_name=customer.dlq_name,
+        attributes={
+            "VisibilityTimeout": str(QUEUE_VISIBILITY_TIMEOUT),
+            "MessageRetentionPeriod": str(QUEUE_RETENTION),
+            "ReceiveMessageWaitTimeSeconds": str(LONG_POLL_SECONDS),
+            "SqsManagedSseEnabled": "true",
+            "RedrivePolicy": redrive,
+        },
+        dlq_attributes={
+            "MessageRetentionPeriod": str(DLQ_RETENTION),
+            "SqsManagedSseEnabled": "true",
+        },
+    )
+
+
+def plan(config: Config) -> Plan:
+    customers = [config.customer_mappings[c] for c in sorted(config.customer_mappings)]
+    notifications = []
+    if config.transport == "s3-events":
+        notifications = [
+            NotificationSpec(
+                id=notification_id(c.customer_code),
+                customer=c.customer_code,
+                queue_arn=c.sqs_queue_arn,
+                prefix=trigger_prefix(c.customer_code),
+                suffix=TRIGGER_SUFFIX,
+            )
+            for c in customers
+        ]
+    return Plan(
+        bucket=config.s3_config.bucket_name,
+        queues=[queue_spec(config, c) for c in customers],
+        notifications=notifications,
+        tables=[
+            TableSpec(config.status_table_name, [STATUS_GSI_CHANGES, STATUS_GSI_CUSTOMER], None),
+            TableSpec(config.ledger_table_name, [], LEDGER_TTL_ATTRIBUTE),
+        ],
+    )
+
+
+@dataclass
+class Action:
+    kind: str  # bucket, queue, dlq, notifications, table
+    name: str
+    result: str  # created, updated, unchanged, would-create, would-update
+    detail: str = ""
+
+
+def _is_missing(exc: ClientError, *codes: str) -> bool:
+    return exc.response.get("Error", {}).get("Code") in codes
+
+
+class Provisioner:
+    def __init__(self, aws: AwsFactory, config: Config, *, dry_run: bool = False, threads: int = 16) -> None:
+        self.aws = aws
+        self.config = config
+        self.dry_run = dry_run
+        self.threads = threads
+        self.plan = plan(config)
+        self._lock = threading.Lock()
+        self.actions: list[Action] = []
+
+    def _record(self, kind: str, name: str, result: str, detail: str = "") -> None:
+        if self.dry_run and result in ("created", "updated"):
+            result = {"created": "would-create", "updated": "would-update"}[result]
+        with self._lock:
+            self.actions.append(Action(kind, name, result, detail))
+
+    # -- bucket -------------------------------------------------------------------
+    def bucket(self) -> None:
+        s3 = self.aws.client("s3")
+        name = self.plan.bucket
+        try:
+            s3.head_bucket(Bucket=name)
+            exists = True
+        except ClientError as exc:
+            if not _is_missing(exc, "404", "NoSuchBucket", "NotFound"):
+                raise
+            exists = False
+        changed = []
+        if not exists:
+            if not self.dry_run:
+                kwargs: dict[str, Any] = {"Bucket": name}
+                if self.aws.settings.region != "us-east-1":
+                    kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.aws.settings.region}
+                s3.create_bucket(**kwargs)
+            self._record("bucket", name, "created")
+            if self.dry_run:
+                return
+        versioning = s3.get_bucket_versioning(Bucket=name).get("Status")
+        if versioning != "Enabled":
+            changed.append("versioning")
+            if not self.dry_run:
+                s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        try:
+            s3.get_bucket_encryption(Bucket=name)
+        except ClientError as exc:
+            if not _is_missing(exc, "ServerSideEncryptionConfigurationNotFoundError"):
+                raise
+            changed.append("encryption")
+            if not self.dry_run:
+                s3.put_bucket_encryption(
+                    Bucket=name,
+                    ServerSideEncryptionConfiguration={
+                        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+                    },
+                )
+        block = {
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        }
+        try:
+            current = s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"]
+        except ClientError as exc:
+            if not _is_missing(exc, "NoSuchPublicAccessBlockConfiguration"):
+                raise
+            current = {}
+        if current != block:
+            changed.append("public access block")
+            if not self.dry_run:
+                s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=block)
+        if exists:
+            self._record("bucket", name, "updated" if changed else "unchanged", ", ".join(changed))
+
+    # -- queues ---------------------------------------------------------------------
+    def _ensure_queue(self, kind: str, name: str, attributes: dict[str, str], account: str) -> None:
+        sqs = self.aws.client("sqs")
+        try:
+            url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        except ClientError as exc:
+            if not _is_missing(exc, "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+                raise
+            if not self.dry_run:
+                sqs.create_queue(QueueName=name, Attributes=attributes)
+            self._record(kind, name, "created")
+            return
+        current = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]).get("Attributes", {})
+        diff = {}
+        for attr, want in attributes.items():
+            have = current.get(attr)
+            if attr == "RedrivePolicy" and have and _same_redrive(have, want):
+                continue
+            if have != want:
+                diff[attr] = want
+        if diff and not self.dry_run:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes=diff)
+        self._record(kind, name, "updated" if diff else "unchanged", ", ".join(sorted(diff)))
+
+    def _queue_policy(self, spec: QueueSpec, account: str) -> None:
+        if self.dry_run or self.config.transport != "s3-events":
+            return
+        sqs = self.aws.client("sqs")
+        url = sqs.get_queue_url(QueueName=spec.name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+        arn = self.config.customer_mappings[spec.customer].sqs_queue_arn
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "AllowS3Triggers",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "s3.amazonaws.com"},
+                    "Action": "sqs:SendMessage",
+                    "Resource": arn,
+                    "Condition": {"ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{self.plan.bucket}"}},
+                }
+            ],
+        }
+        have = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"]).get("Attributes", {})
+        if have.get("Policy") and json.loads(have["Policy"]) == policy:
+            return
+        sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+
+    def queues(self) -> None:
+        def one(spec: QueueSpec) -> None:
+            account = self.config.customer_mappings[spec.customer].queue_account
+            self._ensure_queue("dlq", spec.dlq_name, spec.dlq_attributes, account)
+            self._ensure_queue("queue", spec.name, spec.attributes, account)
+            self._queue_policy(spec, account)
+
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            list(pool.map(one, self.plan.queues))
+
+    # -- notifications -----------------------------------------------------------------
+    def notifications(self) -> None:
+        s3 = self.aws.client("s3")
+        if self.dry_run and not any(a.kind == "bucket" and a.result == "unchanged" for a in self.actions):
+            self._record(
+                "notifications", self.plan.bucket, "created", f"{len(self.plan.notifications)} queues"
+            )
+            return
+        current = s3.get_bucket_notification_configuration(Bucket=self.plan.bucket)
+        have = {
+            q.get("Id"): (q["QueueArn"], _filter_rules(q), sorted(q.get("Events", [])))
+            for q in current.get("QueueConfigurations", [])
+        }
+        want = {
+            n.id: (n.queue_arn, {"prefix": n.prefix, "suffix": n.suffix}, sorted(n.events))
+            for n in self.plan.notifications
+        }
+        ours = {k: v for k, v in have.items() if k and str(k).startswith("changeconsole-")}
+        if ours == want:
+            self._record("notifications", self.plan.bucket, "unchanged", f"{len(want)} queues")
+            return
+        foreign = [
+            q
+            for q in current.get("QueueConfigurations", [])
+            if not str(q.get("Id", "")).startswith("changeconsole-")
+        ]
+        config: dict[str, Any] = {
+            "QueueConfigurations": foreign
+            + [
+                {
+                    "Id": n.id,
+                    "QueueArn": n.queue_arn,
+                    "Events": n.events,
+                    "Filter": {
+                        "Key": {
+                            "FilterRules": [
+                                {"Name": "prefix", "Value": n.prefix},
+                                {"Name": "suffix", "Value": n.suffix},
+                            ]
+                        }
+                    },
+                }
+                for n in self.plan.notifications
+            ]
+        }
+        for extra in ("TopicConfigurations", "LambdaFunctionConfigurations", "EventBridgeConfiguration"):
+            if current.get(extra):
+                config[extra] = current[extra]
+        if not self.dry_run:
+            s3.put_bucket_notification_configuration(
+                Bucket=self.plan.bucket, NotificationConfiguration=config
+            )
+        added = len(set(want) - set(ours))
+        self._record(
+            "notifications",
+            self.plan.bucket,
+            "created" if not ours else "updated",
+            f"{len(want)} queues ({added} added)",
+        )
+
+    # -- tables ----------------------------------------------------------------------
+    def tables(self) -> None:
+        ddb = self.aws.client("dynamodb")
+        for spec in self.plan.tables:
+            try:
+                desc = ddb.describe_table(TableName=spec.name)["Table"]
+            except ClientError as exc:
+                if not _is_missing(exc, "ResourceNotFoundException"):
+                    raise
+                if not self.dry_run:
+                    ddb.create_table(**table_definition(spec))
+                    ddb.get_waiter("table_exists").wait(TableName=spec.name)
+                    if spec.ttl_attribute:
+                        ddb.update_time_to_live(
+                            TableName=spec.name,
+                            TimeToLiveSpecification={"Enabled": True, "AttributeName": spec.ttl_attribute},
+                        )
+                    _enable_pitr(ddb, spec.name)
+                self._record("table", spec.name, "created")
+                continue
+            have = {g["IndexName"] for g in desc.get("GlobalSecondaryIndexes", [])}
+            missing = [g for g in spec.gsis if g not in have]
+            self._record(
+                "table",
+                spec.name,
+                "unchanged" if not missing else "updated",
+                f"missing index(es) {', '.join(missing)} must be added by migration" if missing else "",
+            )
+
+    def run(self) -> list[Action]:
+        self.bucket()
+        self.queues()
+        if self.plan.notifications:
+            self.notifications()
+        self.tables()
+        order = {"bucket": 0, "table": 1, "notifications": 2, "dlq": 3, "queue": 4}
+        self.actions.sort(key=lambda a: (order.get(a.kind, 9), a.name))
+        return self.actions
+
+
+def _same_redrive(have: str, want: str) -> bool:
+    a, b = json.loads(have), json.loads(want)
+    return a.get("deadLetterTargetArn") == b.get("deadLetterTargetArn") and int(
+        a.get("maxReceiveCount", 0)
+    ) == int(b.get("maxReceiveCount", 0))
+
+
+def _filter_rules(qc: dict[str, Any]) -> dict[str, str]:
+    rules = qc.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+    return {r["Name"].lower(): r["Value"] for r in rules}
+
+
+def _enable_pitr(ddb: Any, table: str) -> None:
+    try:
+        ddb.update_continuous_backups(
+            TableName=table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+        )
+    except ClientError as exc:  # some emulators lack PITR; the table is still usable
+        if not _is_missing(exc, "UnknownOperationException", "ContinuousBackupsUnavailableException"):
+            raise
+
+
+def table_definition(spec: TableSpec) -> dict[str, Any]:
+    attrs = [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}]
+    gsis = []
+    for gsi in spec.gsis:
+        attrs += [
+            {"AttributeName": f"{gsi}pk", "AttributeType": "S"},
+            {"AttributeName": f"{gsi}sk", "AttributeType": "S"},
+        ]
+        gsis.append(
+            {
+                "IndexName": gsi,
+                "KeySchema": [
+                    {"AttributeName": f"{gsi}pk", "KeyType": "HASH"},
+                    {"AttributeName": f"{gsi}sk", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        )
+    definition: dict[str, Any] = {
+        "TableName": spec.name,
+        "KeySchema": [
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        "AttributeDefinitions": attrs,
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    if gsis:
+        definition["GlobalSecondaryIndexes"] = gsis
+    return definition
+
+
+def provision(aws: AwsFactory, config: Config, *, dry_run: bool = False, threads: int = 16) -> list[Action]:
+    return Provisioner(aws, config, dry_run=dry_run, threads=threads).run()
