@@ -1,0 +1,407 @@
+"""Delivery status records and the change index, in the DynamoDB status table.
+
+Layout (docs/architecture.md): delivery records under ``CHANGE#{id}`` / ``DELIVERY#v{n}#{event}#{code}``
+(with ``gsi2`` by customer), and one ``META`` index item per change (with ``gsi1`` over all changes)
+so listing and search never read the S3 objects.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from ..models import (
+    FINAL_STATES,
+    Change,
+    ChangeStatus,
+    Config,
+    DeliveryRecord,
+    DeliveryState,
+    EmailEvent,
+    iso_utc,
+    utcnow,
+)
+from .aws import AwsFactory
+
+_ser = TypeSerializer()
+_deser = TypeDeserializer()
+
+CHANGES_PK = "CHANGES"
+
+
+class DeliveryKey(NamedTuple):
+    change_id: str
+    version: int
+    event: EmailEvent
+    customer: str
+
+    @property
+    def pk(self) -> str:
+        return f"CHANGE#{self.change_id}"
+
+    @property
+    def sk(self) -> str:
+        return f"DELIVERY#v{self.version:04d}#{self.event.value}#{self.customer}"
+
+    def item_key(self) -> dict[str, Any]:
+        return {"pk": {"S": self.pk}, "sk": {"S": self.sk}}
+
+    @classmethod
+    def of(cls, record: DeliveryRecord) -> DeliveryKey:
+        return cls(record.change_id, record.version, record.event, record.customer)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, set):
+        return sorted(_plain(v) for v in value)
+    return value
+
+
+def to_item(data: dict[str, Any]) -> dict[str, Any]:
+    """Plain dict → DynamoDB attribute map (drops None; floats as Decimal)."""
+    out = {}
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, float):
+            value = Decimal(str(value))
+        out[key] = _ser.serialize(value)
+    return out
+
+
+def from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_deser.deserialize(v)) for k, v in item.items()}
+
+
+_INTERNAL = {"pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "search"}
+
+
+def record_from_item(item: dict[str, Any]) -> DeliveryRecord:
+    data = {k: v for k, v in from_item(item).items() if k not in _INTERNAL}
+    return DeliveryRecord.model_validate(data)
+
+
+@dataclass
+class ChangeSummary:
+    """One row of the change index."""
+
+    change_id: str
+    title: str
+    status: ChangeStatus
+    customers: list[str]
+    version: int
+    implementation_start: str | None
+    implementation_end: str | None
+    modified_at: str | None
+    modified_by: str | None
+    created_by: str | None
+    location: str  # "draft" or "archive"
+    search: str
+
+    def to_json(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["status"] = self.status.value
+        data.pop("search")
+        return data
+
+
+def search_text(change: Change) -> str:
+    parts = [
+        change.change_id,
+        change.title,
+        change.reason,
+        change.snow_ticket,
+        change.jira_ticket,
+        change.customer_impact,
+        " ".join(change.customers),
+        change.created_by or "",
+        change.modified_by or "",
+    ]
+    # Long plans are left out to keep index items small; title/tickets/reason are what people search.
+    return " ".join(p for p in parts if p).casefold()[:4000]
+
+
+class StatusStore:
+    def __init__(self, aws: AwsFactory, config: Config, *, threads: int = 16) -> None:
+        self.aws = aws
+        self.config = config
+        self.table = config.status_table_name
+        self.threads = threads
+
+    @property
+    def _ddb(self) -> Any:
+        return self.aws.client("dynamodb")
+
+    # -- delivery records -----------------------------------------------------------
+    def _record_item(self, record: DeliveryRecord) -> dict[str, Any]:
+        key = DeliveryKey.of(record)
+        data = record.model_dump(mode="json")
+        data.update(
+            pk=key.pk,
+            sk=key.sk,
+            gsi2pk=f"CUSTOMER#{record.customer}",
+            gsi2sk=f"{record.updated_at or record.queued_at or iso_utc(utcnow())}#{record.change_id}",
+        )
+        return to_item(data)
+
+    def put_queued(self, key: DeliveryKey) -> DeliveryRecord:
+        """Write a ``queued`` record unless one exists (a retried fan-out keeps the worker's progress)."""
+        now = iso_utc(utcnow())
+        record = DeliveryRecord(
+            change_id=key.change_id,
+            version=key.version,
+            event=key.event,
+            customer=key.customer,
+            state=DeliveryState.QUEUED,
+            queued_at=now,
+            updated_at=now,
+        )
+        try:
+            self._ddb.put_item(
+                TableName=self.table,
+                Item=self._record_item(record),
+                ConditionExpression="attribute_not_exists(sk)",
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            existing = self.get(key)
+            if existing is not None:
+                return existing
+        return record
+
+    def put_queued_many(self, keys: Iterable[DeliveryKey]) -> list[DeliveryRecord]:
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            return list(pool.map(self.put_queued, keys))
+
+    def get(self, key: DeliveryKey, *, consistent: bool = True) -> DeliveryRecord | None:
+        resp = self._ddb.get_item(TableName=self.table, Key=key.item_key(), ConsistentRead=consistent)
+        item = resp.get("Item")
+        return record_from_item(item) if item else None
+
+    def update(
+        self,
+        key: DeliveryKey,
+        *,
+        unless_state: Iterable[DeliveryState] = (),
+        add_attempt: bool = False,
+        **fields: Any,
+    ) -> DeliveryRecord | None:
+        """Set ``fields`` on a record (creating it if missing); returns the new record.
+
+        ``unless_state``: skip the update (return None) when the record is already in one of
+        these states, e.g. never turn a ``sent`` record back into ``processing``.
+        """
+        now = iso_utc(utcnow())
+        fields.setdefault("updated_at", now)
+        fields.update(
+            change_id=key.change_id,
+            version=key.version,
+            event=key.event.value,
+            customer=key.customer,
+            gsi2pk=f"CUSTOMER#{key.customer}",
+            gsi2sk=f"{fields['updated_at']}#{key.change_id}",
+        )
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        sets = []
+        for i, (name, value) in enumerate(fields.items()):
+            if hasattr(value, "value") and isinstance(value.value, str):
+                value = value.value
+            names[f"#f{i}"] = name
+            values[f":v{i}"] = _ser.serialize(Decimal(str(value)) if isinstance(value, float) else value)
+            sets.append(f"#f{i} = :v{i}")
+        expr = "SET " + ", ".join(sets)
+        if add_attempt:
+            expr += " ADD attempts :one"
+            values[":one"] = {"N": "1"}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": key.item_key(),
+            "UpdateExpression": expr,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_NEW",
+        }
+        blocked = [s.value if isinstance(s, DeliveryState) else str(s) for s in unless_state]
+        if blocked:
+            names["#state"] = "state"
+            conds = []
+            for j, state in enumerate(blocked):
+                values[f":b{j}"] = {"S": state}
+                conds.append(f"#state <> :b{j}")
+            kwargs["ConditionExpression"] = "attribute_not_exists(#state) OR (" + " AND ".join(conds) + ")"
+        try:
+            resp = self._ddb.update_item(**kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return None
+            raise
+        return record_from_item(resp["Attributes"])
+
+    def records(
+        self, change_id: str, *, version: int | None = None, event: EmailEvent | None = None
+    ) -> list[DeliveryRecord]:
+        """Every delivery record of a change (all pages), optionally of one version/event."""
+        prefix = "DELIVERY#"
+        if version is not None:
+            prefix += f"v{version:04d}#"
+            if event is not None:
+                prefix += f"{event.value}#"
+        out = [
+            record_from_item(item)
+            for item in self._query(
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :sk)",
+                ExpressionAttributeValues={":pk": {"S": f"CHANGE#{change_id}"}, ":sk": {"S": prefix}},
+                ConsistentRead=True,
+            )
+        ]
+        if event is not None and version is None:
+            out = [r for r in out if r.event == event]
+        return out
+
+    def latest_round(self, change_id: str) -> list[DeliveryRecord]:
+        """Records of the newest (version, event) of a change: what a live status screen shows."""
+        records = self.records(change_id)
+        if not records:
+            return []
+        newest = max((r.version, r.event.value) for r in records)
+        return [r for r in records if (r.version, r.event.value) == newest]
+
+    def customer_deliveries(self, customer: str, limit: int = 20) -> list[DeliveryRecord]:
+        resp = self._ddb.query(
+            TableName=self.table,
+            IndexName="gsi2",
+            KeyConditionExpression="gsi2pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"CUSTOMER#{customer}"}},
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [record_from_item(item) for item in resp.get("Items", [])]
+
+    @staticmethod
+    def aggregate(records: Iterable[DeliveryRecord]) -> dict[str, int]:
+        """Counts by state (every state present, zero when none)."""
+        counts = Counter(r.state.value for r in records)
+        return {state.value: counts.get(state.value, 0) for state in DeliveryState}
+
+    @staticmethod
+    def all_final(records: Iterable[DeliveryRecord]) -> bool:
+        return all(r.state in FINAL_STATES for r in records)
+
+    def _query(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        paginator = self._ddb.get_paginator("query")
+        for page in paginator.paginate(TableName=self.table, **kwargs):
+            yield from page.get("Items", [])
+
+    # -- change index ------------------------------------------------------------------
+    def index_change(self, change: Change, *, location: str = "archive") -> None:
+        modified = change.modified_at or change.created_at or iso_utc(utcnow())
+        data = {
+            "pk": f"CHANGE#{change.change_id}",
+            "sk": "META",
+            "gsi1pk": CHANGES_PK,
+            "gsi1sk": f"{modified}#{change.change_id}",
+            "change_id": change.change_id,
+            "title": change.title,
+            "status": change.status.value,
+            "customers": list(change.customers),
+            "version": change.version,
+            "implementation_start": change.implementation_start,
+            "implementation_end": change.implementation_end,
+            "modified_at": modified,
+            "modified_by": change.modified_by,
+            "created_by": change.created_by,
+            "location": location,
+            "search": search_text(change),
+        }
+        self._ddb.put_item(TableName=self.table, Item=to_item(data))
+
+    def unindex_change(self, change_id: str) -> None:
+        self._ddb.delete_item(
+            TableName=self.table, Key={"pk": {"S": f"CHANGE#{change_id}"}, "sk": {"S": "META"}}
+        )
+
+    def get_summary(self, change_id: str) -> ChangeSummary | None:
+        resp = self._ddb.get_item(
+            TableName=self.table,
+            Key={"pk": {"S": f"CHANGE#{change_id}"}, "sk": {"S": "META"}},
+            ConsistentRead=True,
+        )
+        item = resp.get("Item")
+        return _summary(from_item(item)) if item else None
+
+    def list_changes(
+        self,
+        *,
+        status: ChangeStatus | str | None = None,
+        customer: str | None = None,
+        text: str | None = None,
+        start_from: str | None = None,
+        start_to: str | None = None,
+    ) -> list[ChangeSummary]:
+        """Every indexed change, newest first, filtered (status, customer, text, window start range)."""
+        filters = []
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":pk": {"S": CHANGES_PK}}
+        if status:
+            names["#st"] = "status"
+            values[":st"] = {"S": str(status.value if isinstance(status, ChangeStatus) else status)}
+            filters.append("#st = :st")
+        if customer:
+            names["#cu"] = "customers"
+            values[":cu"] = {"S": customer}
+            filters.append("contains(#cu, :cu)")
+        if text:
+            names["#se"] = "search"
+            values[":tx"] = {"S": text.casefold()}
+            filters.append("contains(#se, :tx)")
+        if start_from:
+            names["#is"] = "implementation_start"
+            values[":sf"] = {"S": start_from}
+            filters.append("#is >= :sf")
+        if start_to:
+            names["#is"] = "implementation_start"
+            values[":stt"] = {"S": start_to}
+            filters.append("#is <= :stt")
+        kwargs: dict[str, Any] = {
+            "IndexName": "gsi1",
+            "KeyConditionExpression": "gsi1pk = :pk",
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": False,
+        }
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        if filters:
+            kwargs["FilterExpression"] = " AND ".join(filters)
+        return [_summary(from_item(item)) for item in self._query(**kwargs)]
+
+
+def _summary(data: dict[str, Any]) -> ChangeSummary:
+    return ChangeSummary(
+        change_id=data["change_id"],
+        title=data.get("title", ""),
+        status=ChangeStatus(data.get("status", "draft")),
+        customers=list(data.get("customers", [])),
+        version=int(data.get("version", 1)),
+        implementation_start=data.get("implementation_start"),
+        implementation_end=data.get("implementation_end"),
+        modified_at=data.get("modified_at"),
+        modified_by=data.get("modified_by"),
+        created_by=data.get("created_by"),
+        location=data.get("location", "archive"),
+        search=data.get("search", ""),
+    )
