@@ -1,0 +1,52 @@
+"""The set of services one console (or CLI session) works with, built once from config + AWS settings.
+
+Screens reach services only through this object (``app.services``); each service is created on
+first use so a screen that never needs one never pays for it.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from ..models import Config
+from .aws import AwsFactory
+from .status import StatusStore
+
+if TYPE_CHECKING:
+    from .customers import CustomerService
+    from .dlq import DlqService
+    from .lifecycle import ChangeService
+
+
+class Services:
+    def __init__(self, aws: AwsFactory, config: Config, *, readonly: bool = False) -> None:
+        self.aws = aws
+        self.config = config
+        self.readonly = readonly
+
+    @property
+    def environment_label(self) -> str:
+        return self.aws.settings.environment_label
+
+    @cached_property
+    def status(self) -> StatusStore:
+        return StatusStore(self.aws, self.config)
+
+    @cached_property
+    def changes(self) -> ChangeService:
+        from .lifecycle import ChangeService
+
+        return ChangeService(self.aws, self.config)
+
+    @cached_property
+    def customers(self) -> CustomerService:
+        from .customers import CustomerService
+
+        return CustomerService(self.aws, self.config)
+
+    @cached_property
+    def dlq(self) -> DlqService:
+        from .dlq import DlqService
+
+        return DlqService(self.aws, self.config)
