@@ -1,0 +1,463 @@
+"""The change lifecycle (SPEC §2): drafts, transitions with who/when, versions and fan-out.
+
+Every transition reads the archive with its ETag, checks the state machine, writes the superseded
+version to ``versions/``, replaces the archive conditionally and then distributes the event. The
+change index (status table) follows every draft save, transition and delete.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any
+
+from ..models import (
+    DELETABLE,
+    Change,
+    ChangeStatus,
+    Config,
+    EmailEvent,
+    check_transition,
+    iso_utc,
+    new_change_id,
+    utcnow,
+)
+from .aws import AwsFactory
+from .changes import ChangeNotFound, ChangeStore, ConflictError
+from .fanout import ARCHIVE, DestinationState, Fanout, FanoutResult, ProgressEvent
+from .history import FieldDiff, diff_changes
+from .status import ChangeSummary, StatusStore
+
+Progress = Callable[[ProgressEvent], None] | None
+
+# Fields the lifecycle owns; an edit never takes them from the edited copy.
+LIFECYCLE_FIELDS = frozenset(
+    {
+        "object_type",
+        "changeId",
+        "status",
+        "prior_status",
+        "version",
+        "createdAt",
+        "createdBy",
+        "modifiedAt",
+        "modifiedBy",
+        "submittedAt",
+        "submittedBy",
+        "approvedAt",
+        "approvedBy",
+        "completedAt",
+        "completedBy",
+        "cancelledAt",
+        "cancelledBy",
+        "modifications",
+        "deletedAt",
+        "deletedBy",
+    }
+)
+_STAMPS = {
+    ChangeStatus.SUBMITTED: ("submittedAt", "submittedBy"),
+    ChangeStatus.APPROVED: ("approvedAt", "approvedBy"),
+    ChangeStatus.COMPLETED: ("completedAt", "completedBy"),
+    ChangeStatus.CANCELLED: ("cancelledAt", "cancelledBy"),
+}
+EVENT_OF_STATUS = {
+    ChangeStatus.SUBMITTED: EmailEvent.SUBMITTED,
+    ChangeStatus.APPROVED: EmailEvent.APPROVED,
+    ChangeStatus.COMPLETED: EmailEvent.COMPLETED,
+    ChangeStatus.CANCELLED: EmailEvent.CANCELLED,
+}
+_UNSET: Any = object()
+
+
+class ChangeRejected(ValueError):
+    """A change that cannot take this step as it is; ``problems`` name each field."""
+
+    def __init__(self, message: str, problems: list[dict[str, str]] | None = None) -> None:
+        self.problems = problems or []
+        detail = "; ".join(f"{p['path']}: {p['message']}" for p in self.problems)
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+
+class NotDeletable(ValueError):
+    def __init__(self, change: Change) -> None:
+        self.change = change
+        allowed = ", ".join(sorted(s.value for s in DELETABLE))
+        super().__init__(
+            f"cannot delete {change.change_id}: it is {change.status.value}; "
+            f"only {allowed} changes can be deleted"
+        )
+
+
+def user_fields(change: Change) -> dict[str, Any]:
+    """The operator-editable content of a change (incl. unknown keys), without lifecycle fields."""
+    return {k: v for k, v in change.to_json_dict().items() if k not in LIFECYCLE_FIELDS}
+
+
+def _same_write(current: Change | None, ours: Change) -> bool:
+    """True when the archive already holds exactly our write (an earlier try that did succeed)."""
+    return (
+        current is not None
+        and current.version == ours.version
+        and current.modified_at == ours.modified_at
+        and current.modified_by == ours.modified_by
+        and current.status is ours.status
+    )
+
+
+class ChangeService:
+    def __init__(
+        self,
+        aws: AwsFactory,
+        config: Config,
+        *,
+        operator: str | None = None,
+        threads: int = 16,
+        status: StatusStore | None = None,
+    ) -> None:
+        self.aws = aws
+        self.config = config
+        self._operator = operator
+        self.store = ChangeStore(aws, config, threads=threads)
+        self.status = status or StatusStore(aws, config, threads=threads)
+        self.fanout = Fanout(aws, config, self.status, threads=threads)
+
+    @cached_property
+    def operator(self) -> str:
+        """Who acts: the constructor's ``operator``, else CHANGECONSOLE_OPERATOR, else STS."""
+        return self._operator or self.aws.operator_identity()
+
+    # -- helpers ----------------------------------------------------------------------
+    def _validate(self, data: dict[str, Any], *, check_customers: bool = True) -> Change:
+        context = {"config": self.config} if check_customers else None
+        return Change.model_validate(data, context=context)
+
+    def _modification(self, kind: str, now: str, **extra: Any) -> dict[str, Any]:
+        return {"timestamp": now, "user_id": self.operator, "modification_type": kind, **extra}
+
+    def _next(
+        self,
+        current: Change,
+        target: ChangeStatus,
+        kind: str,
+        *,
+        fields: dict[str, Any] | None = None,
+        check_customers: bool = True,
+        **extra: Any,
+    ) -> Change:
+        """``current`` moved to ``target`` as a new version stamped with who and when."""
+        now, who = iso_utc(utcnow()), self.operator
+        version = current.version + 1
+        data = current.to_json_dict()
+        data.update(fields or {})
+        data.update(
+            status=target.value,
+            prior_status=current.status.value,
+            version=version,
+            modifiedAt=now,
+            modifiedBy=who,
+        )
+        at, by = _STAMPS[target]
+        data[at], data[by] = now, who
+        mod = self._modification(
+            kind, now, version=version, from_status=current.status.value, to_status=target.value, **extra
+        )
+        data["modifications"] = [*data.get("modifications", []), mod]
+        return self._validate(data, check_customers=check_customers)
+
+    @staticmethod
+    def _check_schedule(change: Change) -> None:
+        problems = change.schedule_problems()
+        if problems:
+            raise ChangeRejected(
+                f"cannot submit {change.change_id}",
+                [{"path": p.split(":", 1)[0], "message": p.split(":", 1)[1].strip()} for p in problems],
+            )
+
+    def _archive_writer(self, result: FanoutResult) -> Callable[[], None]:
+        def write() -> None:
+            new, previous = result.change, result.previous
+            if previous is not None:
+                self.store.put_version(previous)
+            try:
+                if result.archive_etag is None:
+                    self.store.create(new)
+                else:
+                    self.store.update(new, result.archive_etag)
+            except ConflictError as exc:
+                if not _same_write(exc.current, new):
+                    raise
+            self.status.index_change(new, location="archive")
+            if previous is not None and previous.status is ChangeStatus.DRAFT:
+                self.store.delete_draft(new.change_id)
+
+        return write
+
+    def _publish(
+        self,
+        new: Change,
+        event: EmailEvent,
+        *,
+        previous: Change,
+        etag: str | None,
+        progress: Progress,
+    ) -> FanoutResult:
+        result = Fanout.start(new, event, new.customers, archive=True, archive_etag=etag, previous=previous)
+        return self.fanout.run(result, archive=self._archive_writer(result), progress=progress)
+
+    # -- drafts -------------------------------------------------------------------------
+    def save_draft(self, change: Change) -> Change:
+        """Save to ``drafts/`` (no events). Stamps created (first save) or modified (later saves)."""
+        if change.status is not ChangeStatus.DRAFT:
+            raise ChangeRejected(
+                f"{change.change_id} is {change.status.value}; only drafts are saved as drafts"
+            )
+        stored = self.store.find(change.change_id)
+        if stored is not None:
+            raise ChangeRejected(
+                f"{change.change_id} is already {stored.change.status.value}; "
+                "edit it instead of saving a draft"
+            )
+        now, who = iso_utc(utcnow()), self.operator
+        data = change.to_json_dict()
+        if not data.get("createdAt"):
+            data.update(createdAt=now, createdBy=who)
+            data["modifications"] = [*data.get("modifications", []), self._modification("created", now)]
+        else:
+            data.update(modifiedAt=now, modifiedBy=who)
+        draft = self._validate(data)
+        self.store.save_draft(draft)
+        self.status.index_change(draft, location="draft")
+        return draft
+
+    # -- reading ------------------------------------------------------------------------
+    def load(self, change_id: str) -> Change:
+        """The archived change, else the draft; ChangeNotFound when neither exists."""
+        stored = self.store.find(change_id)
+        if stored is not None:
+            return stored.change
+        try:
+            return self.store.load_draft(change_id)
+        except ChangeNotFound:
+            raise ChangeNotFound(change_id, "archive or drafts") from None
+
+    def list(
+        self,
+        *,
+        status: ChangeStatus | str | None = None,
+        customer: str | None = None,
+        text: str | None = None,
+        start_from: str | None = None,
+        start_to: str | None = None,
+    ) -> builtins.list[ChangeSummary]:
+        """Indexed changes, newest first (reads the status table only, never S3)."""
+        return self.status.list_changes(
+            status=status, customer=customer, text=text, start_from=start_from, start_to=start_to
+        )
+
+    def get_version(self, change_id: str, version: int) -> Change:
+        current = self.load(change_id)
+        if version == current.version:
+            return current
+        if version > current.version:
+            raise ChangeNotFound(change_id, f"versions (newest is v{current.version})")
+        return self.store.get_version(change_id, version)
+
+    def history(self, change_id: str) -> builtins.list[Change]:
+        """Every version, oldest first, the current one last."""
+        current = self.load(change_id)
+        if current.status is ChangeStatus.DRAFT:
+            return [current]
+        older = [v for v in self.store.versions(change_id) if v.version < current.version]
+        return [*older, current]
+
+    def diff(self, change_id: str, a: int, b: int) -> builtins.list[FieldDiff]:
+        return diff_changes(self.get_version(change_id, a), self.get_version(change_id, b))
+
+    # -- transitions ----------------------------------------------------------------------
+    def submit(
+        self,
+        change: Change | str,
+        *,
+        customers: builtins.list[str] | None = None,
+        progress: Progress = None,
+    ) -> FanoutResult:
+        """Submit a draft (object or id). An already archived change is edited/resubmitted instead."""
+        if isinstance(change, str):
+            stored = self.store.find(change)
+            if stored is not None:
+                return self._resubmit(stored.change, stored.etag, customers, progress)
+            draft = self.store.load_draft(change)
+        else:
+            if self.store.find(change.change_id) is not None:
+                if customers is not None:
+                    change = change.model_copy(update={"customers": sorted(set(customers))})
+                edited = self._edit_archived(change, _UNSET, progress)
+                if isinstance(edited, Change):  # nothing changed: nothing sent
+                    return FanoutResult(edited, EVENT_OF_STATUS[edited.status], {})
+                return edited
+            draft = change
+        if draft.status is not ChangeStatus.DRAFT:
+            raise ChangeRejected(
+                f"{draft.change_id} says {draft.status.value} but is not in the archive; "
+                "only drafts can be submitted"
+            )
+        if not draft.created_at:
+            now = iso_utc(utcnow())
+            draft = draft.model_copy(
+                update={
+                    "created_at": now,
+                    "created_by": self.operator,
+                    "modifications": [*draft.modifications, self._modification("created", now)],
+                }
+            )
+        fields = {"customers": customers} if customers is not None else None
+        new = self._next(draft, ChangeStatus.SUBMITTED, "submitted", fields=fields)
+        self._check_schedule(new)
+        return self._publish(new, EmailEvent.SUBMITTED, previous=draft, etag=None, progress=progress)
+
+    def _resubmit(
+        self, current: Change, etag: str, customers: builtins.list[str] | None, progress: Progress
+    ) -> FanoutResult:
+        """``submit ID`` of an archived change: approved → submitted (a new approval round)."""
+        check_transition(current.status, ChangeStatus.SUBMITTED)
+        fields = {"customers": customers} if customers is not None else None
+        new = self._next(current, ChangeStatus.SUBMITTED, "resubmitted", fields=fields)
+        self._check_schedule(new)
+        return self._publish(new, EmailEvent.SUBMITTED, previous=current, etag=etag, progress=progress)
+
+    def _transition(
+        self, change_id: str, target: ChangeStatus, expected_version: int | None, progress: Progress
+    ) -> FanoutResult:
+        stored = self.store.find(change_id)
+        if stored is None:
+            check_transition(self.store.load_draft(change_id).status, target)
+            raise ChangeNotFound(change_id, "archive")  # a draft that claims another status
+        current = stored.change
+        if expected_version is not None and current.version != expected_version:
+            raise ConflictError(change_id, current.modified_by, current.modified_at, current=current)
+        check_transition(current.status, target)
+        new = self._next(current, target, target.value, check_customers=False)
+        return self._publish(
+            new, EVENT_OF_STATUS[target], previous=current, etag=stored.etag, progress=progress
+        )
+
+    def approve(
+        self, change_id: str, *, progress: Progress = None, expected_version: int | None = None
+    ) -> FanoutResult:
+        return self._transition(change_id, ChangeStatus.APPROVED, expected_version, progress)
+
+    def complete(
+        self, change_id: str, *, progress: Progress = None, expected_version: int | None = None
+    ) -> FanoutResult:
+        return self._transition(change_id, ChangeStatus.COMPLETED, expected_version, progress)
+
+    def cancel(
+        self, change_id: str, *, progress: Progress = None, expected_version: int | None = None
+    ) -> FanoutResult:
+        return self._transition(change_id, ChangeStatus.CANCELLED, expected_version, progress)
+
+    def edit(
+        self, change: Change, *, progress: Progress = None, expected_version: int | None = _UNSET
+    ) -> FanoutResult | Change:
+        """Draft: saved. Submitted/approved: a new submitted version and a new approval round.
+
+        Refused with ConflictError unless the archive is still at ``expected_version`` (default:
+        ``change.version``, i.e. the version the edit started from; None skips the check). An edit
+        that changes nothing returns the current change unchanged.
+        """
+        if self.store.find(change.change_id) is None:
+            if change.status is not ChangeStatus.DRAFT:
+                raise ChangeNotFound(change.change_id, "archive")
+            return self.save_draft(change)
+        return self._edit_archived(change, expected_version, progress)
+
+    def _edit_archived(
+        self, change: Change, expected_version: int | None, progress: Progress
+    ) -> FanoutResult | Change:
+        stored = self.store.get(change.change_id)
+        current = stored.change
+        expected = change.version if expected_version is _UNSET else expected_version
+        if expected is not None and current.version != expected:
+            raise ConflictError(change.change_id, current.modified_by, current.modified_at, current=current)
+        if current.status is not ChangeStatus.SUBMITTED:
+            check_transition(current.status, ChangeStatus.SUBMITTED)
+        before, after = user_fields(current), user_fields(change)
+        changed = sorted(k for k in set(before) | set(after) if k in after and before.get(k) != after[k])
+        if not changed:
+            return current
+        new = self._next(current, ChangeStatus.SUBMITTED, "edited", fields=after, changed_fields=changed)
+        self._check_schedule(new)
+        return self._publish(new, EmailEvent.SUBMITTED, previous=current, etag=stored.etag, progress=progress)
+
+    def retry(self, result: FanoutResult, *, progress: Progress = None) -> FanoutResult:
+        """Send again only what is not done: a failed archive (then every customer) or failed customers."""
+        archive_failed = result.states.get(ARCHIVE) not in (None, DestinationState.DONE)
+        writer = self._archive_writer(result) if archive_failed else None
+        return self.fanout.run(result, archive=writer, progress=progress)
+
+    def resend(
+        self, change_id: str, *, customers: builtins.list[str] | None = None, progress: Progress = None
+    ) -> FanoutResult:
+        """Re-send the current version's event to ``customers`` (default: all of the change's).
+
+        Safe to repeat: delivery records keep their progress and the worker sends each email once.
+        """
+        current = self.store.get(change_id).change
+        if current.status is ChangeStatus.DRAFT:
+            raise ChangeRejected(f"{change_id} is a draft; nothing was sent")
+        targets = sorted(set(customers)) if customers else current.customers
+        unknown = [c for c in targets if c not in current.customers]
+        if unknown:
+            raise ChangeRejected(
+                f"{change_id} does not target {', '.join(unknown)}",
+                [{"path": "customers", "message": f"not targeted by the change: {', '.join(unknown)}"}],
+            )
+        result = Fanout.start(current, EVENT_OF_STATUS[current.status], targets, archive=False)
+        return self.fanout.run(result, progress=progress)
+
+    # -- other operations -------------------------------------------------------------
+    def duplicate(self, change_id: str) -> Change:
+        """A new draft with the same content (new id, version 1, only created stamps)."""
+        source = self.load(change_id)
+        now = iso_utc(utcnow())
+        data = user_fields(source)
+        data.update(
+            changeId=new_change_id(),
+            status=ChangeStatus.DRAFT.value,
+            version=1,
+            createdAt=now,
+            createdBy=self.operator,
+            modifications=[self._modification("created", now, duplicated_from=change_id)],
+        )
+        copy = self._validate(data, check_customers=False)
+        self.store.save_draft(copy)
+        self.status.index_change(copy, location="draft")
+        return copy
+
+    def delete(self, change_id: str) -> None:
+        """Soft delete (to ``deleted/``) a draft or cancelled change; NotDeletable otherwise."""
+        stored = self.store.find(change_id)
+        change = stored.change if stored else self.store.load_draft(change_id)
+        if change.status not in DELETABLE:
+            raise NotDeletable(change)
+        now = iso_utc(utcnow())
+        data = change.to_json_dict()
+        data.update(deletedAt=now, deletedBy=self.operator)
+        data["modifications"] = [*data.get("modifications", []), self._modification("deleted", now)]
+        self.store.soft_delete(self._validate(data, check_customers=False), from_archive=stored is not None)
+        self.status.unindex_change(change_id)
+
+    def reindex(self) -> int:
+        """Rebuild the change index from S3 (e.g. for changes written before the index existed)."""
+        count = 0
+        archived = set(self.store.list_archive())
+        for change_id in sorted(archived):
+            self.status.index_change(self.store.get(change_id).change, location="archive")
+            count += 1
+        for change_id in self.store.list_drafts():
+            if change_id not in archived:
+                self.status.index_change(self.store.load_draft(change_id), location="draft")
+                count += 1
+        return count

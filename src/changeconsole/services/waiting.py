@@ -1,0 +1,64 @@
+"""Wait until every targeted customer's delivery of one (change, version, event) is final."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from ..models import FINAL_STATES, DeliveryRecord, EmailEvent
+from .status import StatusStore
+
+
+class WaitTimeout(TimeoutError):
+    """Not every customer reached a final state in time; ``records`` is the last view."""
+
+    def __init__(self, timeout: float, records: list[DeliveryRecord], pending: list[str]) -> None:
+        self.timeout = timeout
+        self.records = records
+        self.pending = pending
+        shown = ", ".join(pending[:10]) + (f" and {len(pending) - 10} more" if len(pending) > 10 else "")
+        super().__init__(f"after {timeout:g}s {len(pending)} customer(s) not final yet: {shown}")
+
+
+def pending_customers(records: Iterable[DeliveryRecord], customers: Iterable[str]) -> list[str]:
+    final = {r.customer for r in records if r.state in FINAL_STATES}
+    return sorted(c for c in set(customers) if c not in final)
+
+
+def wait_for_final(
+    status: StatusStore,
+    change_id: str,
+    version: int,
+    event: EmailEvent,
+    customers: Iterable[str],
+    timeout: float,
+    poll: float = 1.0,
+    on_update: Callable[[list[DeliveryRecord]], None] | None = None,
+    *,
+    stop: threading.Event | None = None,
+) -> list[DeliveryRecord]:
+    """Poll the status table until each customer's record is final; return the records (sorted).
+
+    ``on_update`` gets the records whenever any of them changed. Raises ``WaitTimeout`` after
+    ``timeout`` seconds (or when ``stop`` is set).
+    """
+    wanted = set(customers)
+    deadline = time.monotonic() + timeout
+    stop = stop or threading.Event()
+    last: list[tuple[str, str, str | None]] | None = None
+    while True:
+        records = sorted(
+            (r for r in status.records(change_id, version=version, event=event) if r.customer in wanted),
+            key=lambda r: r.customer,
+        )
+        fingerprint = [(r.customer, r.state.value, r.updated_at) for r in records]
+        if on_update is not None and fingerprint != last:
+            on_update(records)
+        last = fingerprint
+        pending = pending_customers(records, wanted)
+        if not pending:
+            return records
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or stop.wait(min(poll, remaining)):
+            raise WaitTimeout(timeout, records, pending)
