@@ -1,0 +1,52 @@
+variable "customers" {
+  description = "Customer codes (^[a-z0-9-]{2,50}$), one queue and one DLQ each."
+  type        = list(string)
+}
+
+variable "name_prefix" {
+  description = "Queue name prefix; the queue of customer X is <prefix>X (config.json sqs_queue_arn)."
+  type        = string
+  default     = "changeconsole-"
+}
+
+variable "dlq_suffix" {
+  description = "DLQ name suffix appended to the queue name (models.CustomerMapping.dlq_name)."
+  type        = string
+  default     = "-dlq"
+}
+
+variable "max_receive_count" {
+  description = "Receives before SQS moves a message to the DLQ (config.json max_receive_count)."
+  type        = number
+  default     = 3
+}
+
+variable "visibility_timeout_seconds" {
+  description = "provision.QUEUE_VISIBILITY_TIMEOUT."
+  type        = number
+  default     = 120
+}
+
+variable "receive_wait_time_seconds" {
+  description = "Long polling, provision.LONG_POLL_SECONDS."
+  type        = number
+  default     = 20
+}
+
+variable "message_retention_seconds" {
+  description = "provision.QUEUE_RETENTION (4 days)."
+  type        = number
+  default     = 345600
+}
+
+variable "dlq_message_retention_seconds" {
+  description = "provision.DLQ_RETENTION (14 days, the SQS maximum)."
+  type        = number
+  default     = 1209600
+}
+
+variable "tags" {
+  description = "Tags for every queue."
+  type        = map(string)
+  default     = {}
+}
