@@ -26,10 +26,11 @@ from pydantic import (
     model_validator,
 )
 
-CUSTOMER_CODE_RE = re.compile(r"^[a-z0-9-]{2,50}$")
-CHANGE_ID_RE = re.compile(r"^CHG-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-[0-9a-z]{6}$")
-ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}$")
-QUEUE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:sqs:([a-z0-9-]+):(\d{12}):([\w-]{1,80})$")
+# \Z, not $: "$" also matches before a trailing newline.
+CUSTOMER_CODE_RE = re.compile(r"^[a-z0-9-]{2,50}\Z")
+CHANGE_ID_RE = re.compile(r"^CHG-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-[0-9a-z]{6}\Z")
+ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}\Z")
+QUEUE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:sqs:([a-z0-9-]+):(\d{12}):([\w-]{1,80})\Z")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _BASE36 = string.digits + string.ascii_lowercase
 
@@ -48,13 +49,13 @@ def utcnow() -> datetime:
 
 
 def iso_utc(value: datetime) -> str:
-    """RFC 3339 UTC with a trailing Z and second precision."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 UTC with a trailing Z and second precision (four-digit year, even before 1000)."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def new_change_id(now: datetime | None = None) -> str:
     """``CHG-<UTC yyyy-mm-ddTHH-MM-SS>-<6 base36>``."""
-    stamp = (now or utcnow()).astimezone(UTC).strftime("%Y-%m-%dT%H-%M-%S")
+    stamp = iso_utc(now or utcnow())[:-1].replace(":", "-")
     suffix = "".join(secrets.choice(_BASE36) for _ in range(6))
     return f"CHG-{stamp}-{suffix}"
 
@@ -138,13 +139,16 @@ def _parse_utc(value: Any) -> str | None:
         raise ValueError("must be an RFC 3339 timestamp string")
     if dt.tzinfo is None:
         raise ValueError(f"timestamp {value!r} needs a UTC offset (e.g. 2026-01-31T22:00:00Z)")
-    return iso_utc(dt)
+    try:
+        return iso_utc(dt)
+    except OverflowError:
+        raise ValueError(f"timestamp {value!r} is out of range") from None
 
 
 class Modification(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    timestamp: str
+    timestamp: str = Field(max_length=64)
     user_id: str = Field(max_length=MAX_USER)
     modification_type: str = Field(max_length=64)
 
@@ -167,7 +171,7 @@ class Change(BaseModel):
     customers: list[str] = Field(min_length=1, max_length=MAX_CUSTOMERS)
     implementation_start: str | None = Field(None, alias="implementationStart")
     implementation_end: str | None = Field(None, alias="implementationEnd")
-    timezone: str = "UTC"
+    timezone: str = Field("UTC", max_length=64)
     include_meeting: bool = False
     meeting_metadata: dict[str, Any] | None = None
     status: ChangeStatus = ChangeStatus.DRAFT
@@ -241,7 +245,7 @@ class Change(BaseModel):
     def _iana_timezone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: "America", too long
             raise ValueError(f"unknown IANA timezone {value!r}") from exc
         return value
 
@@ -451,7 +455,21 @@ class Config(BaseModel):
         return str(self.customer(code).sender_address or self.email_config.sender_address)
 
     def to_json_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude_none=True)
+        """Defaults that are not null, plus everything the document set (explicit nulls and unknown keys
+        included), so a deployed config round-trips without loss."""
+        return _merge(
+            self.model_dump(mode="json", exclude_none=True), self.model_dump(mode="json", exclude_unset=True)
+        )
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 # -- delivery -------------------------------------------------------------------
@@ -527,7 +545,7 @@ HDR_CUSTOMER = "X-Changeconsole-Customer"
 TRIGGER_PREFIX = "customers/"
 _TRIGGER_KEY_RE = re.compile(
     r"^customers/(?P<code>[a-z0-9-]{2,50})/"
-    r"(?:(?P<cid>CHG-[0-9A-Za-z-]+?)/v(?P<version>\d{1,9})-(?P<event>[a-z]+)|(?P<flat>[^/]+))\.json$"
+    r"(?:(?P<cid>CHG-[0-9A-Za-z-]+?)/v(?P<version>\d{1,9})-(?P<event>[a-z]+)|(?P<flat>[^/]+))\.json\Z"
 )
 
 
@@ -629,6 +647,8 @@ def _load_body(body: str | bytes) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedMessage(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedMessage("body is nested too deeply") from None
 
 
 def _s3_trigger(record: Any) -> Trigger | Ignore:

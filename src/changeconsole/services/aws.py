@@ -138,6 +138,9 @@ class AwsFactory:
             self.call_listeners.append(listener)
             for client in self._clients.values():
                 client.meta.events.register("after-call", listener)
+            for entry in self._customers.values():
+                for client in entry.clients.values():
+                    client.meta.events.register("after-call", listener)
 
     # -- customer role sessions -------------------------------------------------------
     def _assume(self, customer: CustomerMapping) -> dict[str, str]:
