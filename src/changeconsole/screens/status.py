@@ -1,0 +1,858 @@
+"""Live per-customer delivery status of one change, and the drill-down into one delivery.
+
+``LiveStatusScreen(change_id, *, version=None, event=None, interval=1.0, clock=None)``
+    One row per customer of the change's newest round (or of ``version``/``event``): state, attempts,
+    recipients sent/total, failed recipients, duration, last error. A stacked bar and counts by state
+    sit above the table. The status table is queried in a thread worker every ``interval`` seconds
+    (never two queries at once); only cells whose text changed are updated (``update_cell``), rows
+    are added/removed by key (the customer code), so the cursor and the ``/`` filter survive every
+    refresh. Bindings: ``p`` pause/resume, ``+``/``-`` longer/shorter interval, ``r`` refresh now,
+    ``/`` filter, ``enter`` drill into a customer, ``d`` open the customer's DLQ, ``escape`` back.
+
+``DeliveryDetailScreen(record, *, clock=None)``
+    One delivery: the record's fields, its full error, the worker's claim, recipient-level results
+    from the ledger and the depth of the customer's DLQ. ``d`` opens ``DlqScreen(customer)``,
+    ``r`` reloads, ``escape`` goes back.
+
+``clock`` is a zero-argument callable returning an aware ``datetime`` (durations and "updated at");
+tests inject a frozen one. Screens reach AWS only through ``app.services`` (``status``, ``customers``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.coordinate import Coordinate
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widget import Widget
+from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+from textual.worker import get_current_worker
+
+from ..models import DeliveryRecord, DeliveryState, EmailEvent, utcnow
+from ..services.customers import describe_error
+from ..services.delivery_detail import DeliveryDetail, DeliveryDetailService
+from ..services.status import DeliveryKey
+
+Clock = Callable[[], datetime]
+
+
+def style_path(name: str) -> str:
+    """Absolute path of a shipped stylesheet: ``changeconsole/styles`` in the wheel, ``styles/`` in a
+    source checkout."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "styles" / name, here.parent.parent / "styles" / name):
+        if candidate.exists():
+            return str(candidate)
+    return str(here / "styles" / name)
+
+
+# -- presentation helpers (pure) --------------------------------------------------------------
+
+STATE_STYLES: dict[str, str] = {
+    DeliveryState.QUEUED.value: "grey62",
+    DeliveryState.PROCESSING.value: "bold dodger_blue1",
+    DeliveryState.SENT.value: "green3",
+    DeliveryState.PARTIAL.value: "bold dark_orange",
+    DeliveryState.FAILED.value: "bold red1",
+    DeliveryState.DEAD_LETTERED.value: "bold magenta",
+    DeliveryState.SUPERSEDED.value: "grey50",
+    DeliveryState.SKIPPED.value: "grey50",
+}
+# Order of segments in the stacked bar and of the counts line: settled-good first, trouble last.
+BAR_ORDER: tuple[str, ...] = (
+    DeliveryState.SENT.value,
+    DeliveryState.PARTIAL.value,
+    DeliveryState.SKIPPED.value,
+    DeliveryState.SUPERSEDED.value,
+    DeliveryState.PROCESSING.value,
+    DeliveryState.QUEUED.value,
+    DeliveryState.FAILED.value,
+    DeliveryState.DEAD_LETTERED.value,
+)
+TROUBLE = frozenset(
+    {DeliveryState.FAILED.value, DeliveryState.DEAD_LETTERED.value, DeliveryState.PARTIAL.value}
+)
+INTERVAL_STEPS: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+# (key, label, width); width None = the rest of the line.
+STATUS_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("customer", "Customer", 0),  # width from the longest configured code
+    ("state", "State", 13),
+    ("attempts", "Att", 3),
+    ("recipients", "Recipients", 10),
+    ("failed", "Failed", 6),
+    ("duration", "Duration", 8),
+    ("error", "Last error", 60),
+)
+COLUMN_KEYS: tuple[str, ...] = tuple(c[0] for c in STATUS_COLUMNS)
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    total = int(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def _parse(ts: str | None) -> datetime | None:
+    if not ts:
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def record_duration(record: DeliveryRecord, now: datetime) -> float | None:
+    """Seconds from queued (or started) to finished, or to ``now`` while still in flight."""
+    start = _parse(record.queued_at) or _parse(record.started_at)
+    if start is None:
+        return None
+    end = _parse(record.finished_at) if record.is_final else None
+    if end is None:
+        end = _parse(record.updated_at) if record.is_final else now
+    if end is None:
+        return None
+    return max(0.0, (end - start).total_seconds())
+
+
+def one_line(text: str | None, limit: int = 300) -> str:
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def row_cells(record: DeliveryRecord, now: datetime) -> tuple[str, ...]:
+    """The plain text of every column of one record (what the diff compares)."""
+    if record.recipients_total or record.is_final:
+        recipients = f"{record.recipients_sent}/{record.recipients_total}"
+    else:
+        recipients = "-"
+    return (
+        record.customer,
+        record.state.value,
+        str(record.attempts),
+        recipients,
+        str(record.recipients_failed) if record.recipients_failed else "",
+        format_duration(record_duration(record, now)),
+        one_line(record.last_error),
+    )
+
+
+def styled_cell(column: str, value: str) -> str | Text:
+    if column == "state":
+        return Text(value, style=STATE_STYLES.get(value, ""))
+    if column == "failed" and value:
+        return Text(value, style="bold red1", justify="right")
+    if column in ("attempts", "recipients", "duration"):
+        return Text(value, justify="right")
+    if column == "error" and value:
+        return Text(value, style="red1")
+    return value
+
+
+def counts_text(counts: dict[str, int], total: int) -> Text:
+    text = Text()
+    for state in BAR_ORDER:
+        n = counts.get(state, 0)
+        if not n and state not in (DeliveryState.SENT.value, DeliveryState.FAILED.value):
+            continue
+        if text:
+            text.append("  ")
+        text.append("■ ", style=STATE_STYLES[state])
+        text.append(f"{state} ", style="bold" if state in TROUBLE and n else "")
+        text.append(str(n), style=STATE_STYLES[state] if n else "dim")
+    in_flight = counts.get(DeliveryState.QUEUED.value, 0) + counts.get(DeliveryState.PROCESSING.value, 0)
+    settled = total - in_flight
+    pct = int(100 * settled / total) if total else 0
+    text.append(f"   settled {settled}/{total} ({pct}%)", style="bold")
+    return text
+
+
+def allocate(counts: Sequence[int], width: int) -> list[int]:
+    """Split ``width`` cells proportionally (largest remainder); any non-zero count gets ≥ 1 cell
+    when there is room."""
+    total = sum(counts)
+    if total <= 0 or width <= 0:
+        return [0] * len(counts)
+    exact = [c * width / total for c in counts]
+    cells = [int(x) for x in exact]
+    for i, c in enumerate(counts):
+        if c and not cells[i]:
+            cells[i] = 1
+    while sum(cells) > width:
+        i = max(range(len(cells)), key=lambda j: (cells[j] - exact[j], cells[j]))
+        if cells[i] <= 1:
+            break
+        cells[i] -= 1
+    order = sorted(range(len(counts)), key=lambda j: exact[j] - cells[j], reverse=True)
+    k = 0
+    while sum(cells) < width and counts:
+        j = order[k % len(order)]
+        if counts[j]:
+            cells[j] += 1
+        k += 1
+        if k > 4 * len(order) + width:
+            break
+    return cells
+
+
+class StateBar(Widget):
+    """A one-line stacked bar of delivery states."""
+
+    DEFAULT_CSS = """
+    StateBar { height: 1; width: 1fr; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.counts: dict[str, int] = {}
+
+    def set_counts(self, counts: dict[str, int]) -> None:
+        if counts != self.counts:
+            self.counts = dict(counts)
+            self.refresh()
+
+    def render(self) -> Text:
+        width = self.size.width
+        values = [self.counts.get(s, 0) for s in BAR_ORDER]
+        if not sum(values):
+            return Text("─" * width, style="grey37")
+        text = Text()
+        for state, cells in zip(BAR_ORDER, allocate(values, width), strict=True):
+            if cells:
+                text.append("█" * cells, style=STATE_STYLES[state].replace("bold ", ""))
+        return text
+
+
+def newest_round(records: Iterable[DeliveryRecord]) -> list[DeliveryRecord]:
+    """Records of the newest version; within it, of the most recently updated event."""
+    items = list(records)
+    if not items:
+        return []
+    version = max(r.version for r in items)
+    same = [r for r in items if r.version == version]
+    events = {r.event for r in same}
+    if len(events) > 1:
+        newest = max(same, key=lambda r: r.updated_at or r.queued_at or "").event
+        same = [r for r in same if r.event == newest]
+    return same
+
+
+def open_dlq(screen: Screen[Any], customer: str) -> None:
+    """Push the DLQ screen of one customer (imported lazily; it belongs to the DLQ module)."""
+    try:
+        module = importlib.import_module("changeconsole.screens.dlq")
+        dlq_screen = module.DlqScreen(customer=customer)
+    except (ImportError, AttributeError) as exc:
+        screen.notify(f"DLQ screen not available: {exc}", severity="warning")
+        return
+    screen.app.push_screen(dlq_screen)
+
+
+@dataclass
+class SyncStats:
+    """What the last table sync touched (tests and the bench read it)."""
+
+    added: int = 0
+    removed: int = 0
+    cells: int = 0
+    sorted: bool = False
+
+
+def cursor_key(table: DataTable[Any]) -> str | None:
+    """Key of the row under the cursor (None when the table is empty)."""
+    if not table.row_count:
+        return None
+    try:
+        row_key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key
+    except CellDoesNotExist:
+        return None
+    return str(row_key.value) if row_key.value is not None else None
+
+
+def sync_rows(
+    table: DataTable[Any],
+    shown: dict[str, tuple[str, ...]],
+    rows: Sequence[tuple[str, tuple[str, ...]]],
+    column_keys: Sequence[str],
+    style: Callable[[str, str], str | Text],
+    *,
+    sort_column: str | None = None,
+) -> SyncStats:
+    """Make ``table`` show exactly ``rows`` (key, plain cells), in key order, touching only what changed.
+
+    ``shown`` maps each row key in the table to the plain cells it displays and is kept up to date.
+    Rows are added/removed by key, changed cells updated with ``update_cell`` (column widths are fixed,
+    so no re-measure), and the cursor stays on the same row key when rows move. The first column (or
+    ``sort_column``) must hold the row key as a plain string: rows appended out of order are re-sorted
+    by it.
+    """
+    stats = SyncStats()
+    before_key = cursor_key(table)
+    before_index = table.cursor_row
+    wanted = {key for key, _ in rows}
+    for key in [k for k in shown if k not in wanted]:
+        with contextlib.suppress(RowDoesNotExist):
+            table.remove_row(key)
+        del shown[key]
+        stats.removed += 1
+    out_of_order = False
+    last = max(shown) if shown else ""
+    for key, cells in rows:
+        old = shown.get(key)
+        if old is None:
+            table.add_row(*(style(c, v) for c, v in zip(column_keys, cells, strict=True)), key=key)
+            stats.added += 1
+            if key < last:
+                out_of_order = True
+            last = max(last, key)
+        elif old != cells:
+            for column, new, prev in zip(column_keys, cells, old, strict=True):
+                if new != prev:
+                    table.update_cell(key, column, style(column, new))
+                    stats.cells += 1
+        shown[key] = cells
+    if out_of_order:
+        table.sort(sort_column or column_keys[0])
+        stats.sorted = True
+    if (stats.added or stats.removed or stats.sorted) and table.row_count:
+        if before_key is not None and before_key in shown:
+            target = table.get_row_index(before_key)
+        else:
+            target = min(max(before_index, 0), table.row_count - 1)
+        if target != table.cursor_row:
+            table.move_cursor(row=target, animate=False)
+    return stats
+
+
+# -- live status ----------------------------------------------------------------------------------
+
+
+class LiveStatusScreen(Screen[None]):
+    CSS_PATH = style_path("status.tcss")
+    AUTO_FOCUS = "#status-table"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("p", "toggle_pause", "Pause/resume"),
+        Binding("plus,equals_sign", "slower", "+interval", key_display="+"),
+        Binding("minus", "faster", "-interval", key_display="-"),
+        Binding("r", "refresh_now", "Refresh"),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("d", "dlq", "DLQ"),
+    ]
+
+    def __init__(
+        self,
+        change_id: str,
+        *,
+        version: int | None = None,
+        event: EmailEvent | str | None = None,
+        interval: float = 1.0,
+        clock: Clock | None = None,
+        name: str | None = None,
+        id: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id)
+        self.change_id = change_id
+        self.version = version
+        self.event = EmailEvent(event) if event is not None else None
+        self.interval = max(0.05, float(interval))
+        self.clock: Clock = clock or utcnow
+        self.paused = False
+        self.filter_text = ""
+        self.records: dict[str, DeliveryRecord] = {}
+        self.shown: dict[str, tuple[str, ...]] = {}
+        self.last_sync = SyncStats()
+        self.fetch_count = 0  # completed queries (tests wait on it)
+        self.error: str | None = None
+        self.title_text: str | None = None
+        self.updated_at: datetime | None = None
+        self._inflight = False
+        self._timer: Timer | None = None
+        self._loaded = False
+
+    # -- layout -----------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="status-head"):
+            yield Static(id="status-title")
+            yield Static(id="status-line")
+            yield StateBar(id="status-bar")
+            yield Static(id="status-counts")
+            yield Static(id="status-error", classes="hidden")
+        yield Input(
+            placeholder="filter: customer, name, state or error text", id="status-filter", classes="hidden"
+        )
+        yield Static(id="status-empty", classes="hidden")
+        yield DataTable(id="status-table", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "Live status"
+        self.sub_title = self.change_id
+        table = self.table
+        codes = list(self.app_config_codes())
+        customer_width = min(30, max([8, *(len(c) for c in codes)]))
+        for key, label, width in STATUS_COLUMNS:
+            table.add_column(label, key=key, width=width or customer_width)
+        self._render_head()
+        self._timer = self.set_interval(self.interval, self._tick, pause=self.paused)
+        self._start_fetch()
+
+    def app_config_codes(self) -> Iterable[str]:
+        services = getattr(self.app, "services", None)
+        config = getattr(services, "config", None)
+        return getattr(config, "customer_mappings", {}) or {}
+
+    @property
+    def table(self) -> DataTable[Any]:
+        return self.query_one("#status-table", DataTable)
+
+    @property
+    def refresh_timer(self) -> Timer | None:
+        return self._timer
+
+    @property
+    def loaded(self) -> bool:
+        """True once the first query has completed (successfully or not)."""
+        return self._loaded
+
+    # -- refresh loop --------------------------------------------------------------------
+    def _tick(self) -> None:
+        if not self.paused:
+            self._start_fetch()
+
+    def _start_fetch(self) -> None:
+        if self._inflight:
+            return  # never stack queries when one is slower than the interval
+        self._inflight = True
+        self._fetch()
+
+    @work(thread=True, group="status-refresh", exit_on_error=False)
+    def _fetch(self) -> None:
+        worker = get_current_worker()
+        services = self.app.services  # type: ignore[attr-defined]
+        store = services.status
+        try:
+            if self.version is not None:
+                records = store.records(self.change_id, version=self.version, event=self.event)
+                records = newest_round(records)
+            elif self.event is not None:
+                records = newest_round(store.records(self.change_id, event=self.event))
+            else:
+                records = store.latest_round(self.change_id)
+            title = self.title_text
+            if title is None:
+                summary = store.get_summary(self.change_id)
+                title = summary.title if summary is not None else ""
+        except Exception as exc:  # every failure is shown; the loop keeps going
+            message = describe_error(exc)
+            if not worker.is_cancelled:
+                self._post(self._fetch_failed, message)
+            return
+        if not worker.is_cancelled:
+            self._post(self._fetch_done, records, title)
+
+    def _post(self, callback: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the app is shutting down
+            self.app.call_from_thread(callback, *args)
+
+    def _fetch_done(self, records: list[DeliveryRecord], title: str) -> None:
+        self._inflight = False
+        self.fetch_count += 1
+        self._loaded = True
+        if not self.is_attached:
+            return
+        self.error = None
+        self.title_text = title
+        self.updated_at = self.clock()
+        self.records = {r.customer: r for r in records}
+        self.sync_table()
+        self._render_head()
+
+    def _fetch_failed(self, message: str) -> None:
+        self._inflight = False
+        self.fetch_count += 1
+        self._loaded = True
+        if not self.is_attached:
+            return
+        self.error = message
+        self._render_head()
+
+    # -- table sync ---------------------------------------------------------------------
+    def _customer_name(self, code: str) -> str:
+        mapping = self.app_config_codes()
+        m = mapping.get(code) if isinstance(mapping, dict) else None
+        return str(getattr(m, "customer_name", "") or "")
+
+    def matches(self, record: DeliveryRecord) -> bool:
+        needle = self.filter_text.strip().casefold()
+        if not needle:
+            return True
+        parts = (record.customer, self._customer_name(record.customer), record.state.value, record.last_error)
+        hay = " ".join(p for p in parts if p).casefold()
+        return needle in hay
+
+    def sync_table(self) -> SyncStats:
+        """Bring the table in line with ``self.records`` + filter, touching only what changed."""
+        now = self.clock()
+        rows = [
+            (code, row_cells(self.records[code], now))
+            for code in sorted(self.records)
+            if self.matches(self.records[code])
+        ]
+        self.last_sync = sync_rows(self.table, self.shown, rows, COLUMN_KEYS, styled_cell)
+        self._render_empty()
+        return self.last_sync
+
+    # -- header ------------------------------------------------------------------------------
+    def _round_label(self) -> str:
+        sample = next(iter(self.records.values()), None)
+        if sample is not None:
+            return f"v{sample.version} · {sample.event.value}"
+        if self.version is not None:
+            return f"v{self.version}" + (f" · {self.event.value}" if self.event else "")
+        return self.event.value if self.event else "newest round"
+
+    def _render_head(self) -> None:
+        title = Text()
+        title.append(self.change_id, style="bold")
+        title.append(f"  {self._round_label()}", style="bold dodger_blue1")
+        if self.title_text:
+            title.append("  —  ")
+            title.append(self.title_text)
+        self.query_one("#status-title", Static).update(title)
+
+        line = Text()
+        if self.paused:
+            line.append("⏸ paused", style="bold dark_orange")
+        else:
+            line.append("● live", style="bold green3")
+        line.append(f" · every {self.interval:g}s")
+        if self.updated_at is not None:
+            line.append(f" · updated {self.updated_at.strftime('%H:%M:%S')}Z")
+        elif not self._loaded:
+            line.append(" · loading…", style="italic")
+        total = len(self.records)
+        line.append(f" · {total} customer{'s' if total != 1 else ''}")
+        if self.filter_text.strip():
+            line.append(f" · filter “{self.filter_text.strip()}”: {len(self.shown)} shown", style="italic")
+        self.query_one("#status-line", Static).update(line)
+
+        counts = {s.value: 0 for s in DeliveryState}
+        for record in self.records.values():
+            counts[record.state.value] += 1
+        self.query_one("#status-bar", StateBar).set_counts(counts)
+        self.query_one("#status-counts", Static).update(counts_text(counts, total))
+
+        error = self.query_one("#status-error", Static)
+        if self.error:
+            error.update(
+                Text(
+                    f"⚠ {self.error} — showing the last known state, retrying every {self.interval:g}s",
+                    style="bold",
+                )
+            )
+            error.remove_class("hidden")
+        else:
+            error.add_class("hidden")
+        self._render_empty()
+
+    def _render_empty(self) -> None:
+        empty = self.query_one("#status-empty", Static)
+        if not self._loaded:
+            empty.update(Text("Loading delivery records…", style="italic"))
+            empty.remove_class("hidden")
+        elif not self.records:
+            if self.error:
+                empty.update(Text("No delivery records could be read.", style="italic"))
+            else:
+                message = f"No delivery records for {self.change_id} yet (waiting for the fan-out)."
+                empty.update(Text(message, style="italic"))
+            empty.remove_class("hidden")
+        elif not self.shown:
+            empty.update(Text(f"No customer matches “{self.filter_text.strip()}”.", style="italic"))
+            empty.remove_class("hidden")
+        else:
+            empty.add_class("hidden")
+
+    # -- actions ------------------------------------------------------------------------------
+    def action_back(self) -> None:
+        filt = self.query_one("#status-filter", Input)
+        if filt.has_focus:
+            filt.value = ""
+            self._close_filter()
+            return
+        if len(self.app.screen_stack) > 1:
+            self.app.pop_screen()
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        if self._timer is not None:
+            if self.paused:
+                self._timer.pause()
+            else:
+                self._timer.resume()
+        self._render_head()
+        if not self.paused:
+            self._start_fetch()
+
+    def set_interval_seconds(self, seconds: float) -> None:
+        self.interval = max(0.05, float(seconds))
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_interval(self.interval, self._tick, pause=self.paused)
+        self._render_head()
+
+    def _step(self, direction: int) -> float:
+        steps = INTERVAL_STEPS
+        if direction > 0:
+            return next((s for s in steps if s > self.interval + 1e-9), steps[-1])
+        return next((s for s in reversed(steps) if s < self.interval - 1e-9), steps[0])
+
+    def action_slower(self) -> None:
+        self.set_interval_seconds(self._step(+1))
+
+    def action_faster(self) -> None:
+        self.set_interval_seconds(self._step(-1))
+
+    def action_refresh_now(self) -> None:
+        self._start_fetch()
+
+    def action_filter(self) -> None:
+        filt = self.query_one("#status-filter", Input)
+        filt.remove_class("hidden")
+        filt.focus()
+
+    def _close_filter(self) -> None:
+        filt = self.query_one("#status-filter", Input)
+        if not filt.value.strip():
+            filt.add_class("hidden")
+        self.table.focus()
+
+    @on(Input.Changed, "#status-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value
+        self.sync_table()
+        self._render_head()
+
+    @on(Input.Submitted, "#status-filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        self._close_filter()
+
+    def highlighted(self) -> DeliveryRecord | None:
+        key = cursor_key(self.table)
+        return self.records.get(key) if key else None
+
+    @on(DataTable.RowSelected, "#status-table")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        record = self.records.get(str(event.row_key.value))
+        if record is not None:
+            self.app.push_screen(DeliveryDetailScreen(record, clock=self.clock))
+
+    def action_dlq(self) -> None:
+        record = self.highlighted()
+        if record is None:
+            self.notify("No customer selected", severity="warning")
+            return
+        open_dlq(self, record.customer)
+
+
+# -- delivery detail ---------------------------------------------------------------------------
+
+RECIPIENT_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("email", "Recipient", 34),
+    ("state", "Result", 10),
+    ("at", "At", 20),
+    ("message_id", "Message id", 24),
+    ("error", "Error", 60),
+)
+RECIPIENT_STYLES = {"sent": "green3", "failed": "bold red1", "pending": "grey62", "skipped": "grey50"}
+
+
+class DeliveryDetailScreen(Screen[None]):
+    CSS_PATH = style_path("status.tcss")
+    AUTO_FOCUS = "#detail-recipients"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("r", "reload", "Reload"),
+        Binding("d", "dlq", "Open DLQ"),
+    ]
+
+    def __init__(
+        self, record: DeliveryRecord, *, clock: Clock | None = None, name: str | None = None
+    ) -> None:
+        super().__init__(name=name)
+        self.record = record
+        self.clock: Clock = clock or utcnow
+        self.detail: DeliveryDetail | None = None
+        self.error: str | None = None
+        self.loaded = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="detail-head"):
+            yield Static(id="detail-summary")
+            yield Static(id="detail-error", classes="hidden")
+            yield Static(id="detail-dlq")
+        yield Static("Recipients", id="detail-recipients-title")
+        yield DataTable(id="detail-recipients", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "Delivery"
+        self.sub_title = f"{self.record.customer} · {self.record.change_id}"
+        table = self.query_one("#detail-recipients", DataTable)
+        for key, label, width in RECIPIENT_COLUMNS:
+            table.add_column(label, key=key, width=width)
+        self.render_detail()
+        self._load()
+
+    @work(thread=True, exclusive=True, group="delivery-detail", exit_on_error=False)
+    def _load(self) -> None:
+        services = self.app.services  # type: ignore[attr-defined]
+        key = DeliveryKey.of(self.record)
+        try:
+            record = services.status.get(key) or self.record
+            detail = DeliveryDetailService(services.aws, services.config, services.customers).detail(record)
+        except Exception as exc:
+            self._post(self._failed, describe_error(exc))
+            return
+        self._post(self._loaded_ok, record, detail)
+
+    def _post(self, callback: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the app is shutting down
+            self.app.call_from_thread(callback, *args)
+
+    def _loaded_ok(self, record: DeliveryRecord, detail: DeliveryDetail) -> None:
+        self.loaded = True
+        self.record, self.detail, self.error = record, detail, detail.error
+        if self.is_attached:
+            self.render_detail()
+
+    def _failed(self, message: str) -> None:
+        self.loaded = True
+        self.error = message
+        if self.is_attached:
+            self.render_detail()
+
+    def _customer_name(self) -> str:
+        config = getattr(getattr(self.app, "services", None), "config", None)
+        mapping = getattr(config, "customer_mappings", {}).get(self.record.customer)
+        return str(getattr(mapping, "customer_name", "") or "")
+
+    def render_detail(self) -> None:
+        r = self.record
+        summary = Text()
+        summary.append(f"{r.customer}", style="bold")
+        name = self._customer_name()
+        if name:
+            summary.append(f"  {name}")
+        summary.append(f"\n{r.change_id}  v{r.version} · {r.event.value}\n")
+        summary.append("state ")
+        summary.append(r.state.value, style=STATE_STYLES.get(r.state.value, ""))
+        summary.append(f"   attempts {r.attempts}")
+        summary.append(f"   recipients {r.recipients_sent}/{r.recipients_total} sent")
+        if r.recipients_failed:
+            summary.append(f", {r.recipients_failed} failed", style="bold red1")
+        summary.append(f"   duration {format_duration(record_duration(r, self.clock()))}")
+        summary.append(f"\nqueued {r.queued_at or '-'}   started {r.started_at or '-'}")
+        summary.append(f"   finished {r.finished_at or '-'}")
+        summary.append(f"\nworker {r.worker_id or '-'}")
+        if self.detail is not None and self.detail.claim is not None:
+            claim = self.detail.claim
+            summary.append(f"   claim {claim.state or 'held'} by {claim.worker or '?'}")
+            summary.append(f" until {claim.lease_until or '?'}")
+        self.query_one("#detail-summary", Static).update(summary)
+
+        err = self.query_one("#detail-error", Static)
+        problems = [p for p in (r.last_error, self.error) if p]
+        if problems:
+            text = Text()
+            if r.last_error:
+                text.append("Last error: ", style="bold")
+                text.append(r.last_error)
+            if self.error:
+                if r.last_error:
+                    text.append("\n")
+                text.append("Could not read the ledger: ", style="bold")
+                text.append(self.error)
+            err.update(text)
+            err.remove_class("hidden")
+        else:
+            err.add_class("hidden")
+
+        dlq = self.query_one("#detail-dlq", Static)
+        depth = self.detail.dlq if self.detail is not None else None
+        line = Text("DLQ  ", style="bold")
+        if not self.loaded:
+            line.append("checking…", style="italic")
+        elif depth is None:
+            line.append("unknown", style="italic")
+        elif depth.error:
+            line.append(f"cannot read: {depth.error}", style="red1")
+        elif depth.total:
+            line.append(
+                f"{depth.total} message{'s' if depth.total != 1 else ''} in {r.customer}'s DLQ",
+                style="bold magenta",
+            )
+            line.append(" — press d to inspect or redrive")
+        else:
+            line.append("empty", style="green3")
+            if r.state is DeliveryState.DEAD_LETTERED:
+                line.append(" (the dead-lettered message was redriven or purged)", style="italic")
+        dlq.update(line)
+
+        table = self.query_one("#detail-recipients", DataTable)
+        table.clear()
+        title = self.query_one("#detail-recipients-title", Static)
+        if self.detail is None:
+            title.update(Text("Recipients  loading…" if not self.loaded else "Recipients  unavailable"))
+            return
+        counts = self.detail.counts
+        head = Text("Recipients  ", style="bold")
+        by_state = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        head.append(by_state or "none recorded in the ledger yet")
+        title.update(head)
+        for rr in self.detail.recipients:
+            table.add_row(
+                rr.email,
+                Text(rr.state, style=RECIPIENT_STYLES.get(rr.state, "")),
+                rr.at or "",
+                rr.message_id or "",
+                Text(one_line(rr.error), style="red1") if rr.error else "",
+                key=rr.email,
+            )
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 1:
+            self.app.pop_screen()
+
+    def action_reload(self) -> None:
+        self._load()
+
+    def action_dlq(self) -> None:
+        open_dlq(self, self.record.customer)

@@ -1,0 +1,346 @@
+"""Per-customer operational facts for the console: queues, DLQs, contacts per topic, last delivery.
+
+Textual-free; every method blocks on AWS, so screens call them from thread workers.
+
+- Queue depths come from ``get_queue_attributes`` on the customer's queue and DLQ (central account),
+  fetched for many customers in parallel with a bounded thread pool.
+- Contacts per topic are computed in the customer's own account (assumed SES role): every page of
+  ``list_contacts`` is read (no server-side filter is trusted) and SES subscription semantics are
+  applied in our code with the topic defaults of ``get_contact_list``.
+- The last delivery comes from the status table (``StatusStore.customer_deliveries``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from ..models import ALL_TOPICS, Config, CustomerMapping, DeliveryRecord
+from .aws import AwsFactory
+from .status import StatusStore
+
+OPT_IN = "OPT_IN"
+OPT_OUT = "OPT_OUT"
+_MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line, operator-readable description of an AWS failure (classified by type)."""
+    if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ConnectTimeoutError):
+        return f"AWS unreachable: {exc}"
+    if isinstance(exc, ReadTimeoutError):
+        return f"AWS timed out: {exc}"
+    if isinstance(exc, NoCredentialsError):
+        return "no AWS credentials found (set AWS_PROFILE or the standard credential chain)"
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = err.get("Code", "Error")
+        message = err.get("Message") or ""
+        return f"{code}: {message}" if message else str(code)
+    if isinstance(exc, BotoCoreError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+# -- subscription semantics -------------------------------------------------------------------
+
+
+def is_subscribed(contact: Mapping[str, Any], topic: str, defaults: Mapping[str, str]) -> bool:
+    """SES topic subscription: not ``UnsubscribeAll`` and (explicit ``OPT_IN`` for the topic, or no
+    preference for it and the topic's default is ``OPT_IN``)."""
+    if contact.get("UnsubscribeAll"):
+        return False
+    for pref in contact.get("TopicPreferences") or []:
+        if pref.get("TopicName") == topic:
+            return pref.get("SubscriptionStatus") == OPT_IN
+    return defaults.get(topic) == OPT_IN
+
+
+def topic_defaults(contact_list: Mapping[str, Any]) -> dict[str, str]:
+    """``{topic: DefaultSubscriptionStatus}`` of a ``get_contact_list`` response."""
+    return {
+        str(t["TopicName"]): str(t.get("DefaultSubscriptionStatus", OPT_OUT))
+        for t in contact_list.get("Topics") or []
+        if "TopicName" in t
+    }
+
+
+# -- data -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CustomerInfo:
+    """What the config says about a customer (no AWS call)."""
+
+    code: str
+    name: str
+    environment: str
+    region: str | None
+    account_id: str
+    queue_name: str
+    dlq_name: str
+    restricted: int
+
+    @classmethod
+    def of(cls, mapping: CustomerMapping) -> CustomerInfo:
+        return cls(
+            code=mapping.customer_code,
+            name=mapping.customer_name,
+            environment=mapping.environment,
+            region=mapping.region,
+            account_id=mapping.account_id,
+            queue_name=mapping.queue_name,
+            dlq_name=mapping.dlq_name,
+            restricted=len(mapping.restricted_recipients),
+        )
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """Approximate message counts of one queue (``error`` set when they could not be read)."""
+
+    visible: int = 0
+    in_flight: int = 0
+    delayed: int = 0
+    error: str | None = None
+
+    @property
+    def total(self) -> int:
+        """Messages waiting or being worked on (visible + not visible)."""
+        return self.visible + self.in_flight
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class CustomerDepths:
+    code: str
+    queue: QueueDepth
+    dlq: QueueDepth
+
+
+@dataclass(frozen=True)
+class ContactCounts:
+    """Contacts of a customer's list, and how many receive each topic."""
+
+    code: str
+    list_name: str
+    contacts: int = 0
+    unsubscribed_all: int = 0
+    # Subscribed per topic (SES semantics) and, of those, allowed by restricted_recipients.
+    subscribed: dict[str, int] = field(default_factory=dict)
+    deliverable: dict[str, int] = field(default_factory=dict)
+    defaults: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class CustomerStats:
+    """The cheap, central-account facts of one customer: depths and last delivery."""
+
+    code: str
+    depths: CustomerDepths
+    last_delivery: DeliveryRecord | None
+    last_delivery_error: str | None = None
+
+
+class CustomerService:
+    """Operational view of every configured customer."""
+
+    def __init__(self, aws: AwsFactory, config: Config, *, threads: int = 16) -> None:
+        self.aws = aws
+        self.config = config
+        self.threads = max(1, threads)
+        self.status = StatusStore(aws, config)
+        self._urls: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    # -- config --------------------------------------------------------------------------
+    def customers(self) -> list[CustomerInfo]:
+        """Every configured customer, sorted by code."""
+        mappings = self.config.customer_mappings
+        return [CustomerInfo.of(mappings[c]) for c in sorted(mappings)]
+
+    def info(self, code: str) -> CustomerInfo:
+        return CustomerInfo.of(self.config.customer(code))
+
+    # -- queues --------------------------------------------------------------------------
+    def _sqs(self, region: str) -> Any:
+        return self.aws.client("sqs", region)
+
+    def _queue_url(self, name: str, account: str, region: str) -> str:
+        key = (name, account)
+        with self._lock:
+            cached = self._urls.get(key)
+        if cached:
+            return cached
+        url = str(self._sqs(region).get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"])
+        with self._lock:
+            self._urls[key] = url
+        return url
+
+    def _depth(self, name: str, account: str, region: str) -> QueueDepth:
+        try:
+            url = self._queue_url(name, account, region)
+            attrs = (
+                self._sqs(region)
+                .get_queue_attributes(
+                    QueueUrl=url,
+                    AttributeNames=[
+                        "ApproximateNumberOfMessages",
+                        "ApproximateNumberOfMessagesNotVisible",
+                        "ApproximateNumberOfMessagesDelayed",
+                    ],
+                )
+                .get("Attributes", {})
+            )
+        except (ClientError, BotoCoreError) as exc:
+            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _MISSING_QUEUE:
+                with self._lock:
+                    self._urls.pop((name, account), None)
+                return QueueDepth(error=f"queue {name} does not exist")
+            return QueueDepth(error=describe_error(exc))
+        return QueueDepth(
+            visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
+            in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
+        )
+
+    def queue_depth(self, code: str) -> QueueDepth:
+        m = self.config.customer(code)
+        return self._depth(m.queue_name, m.queue_account, m.queue_region)
+
+    def dlq_depth(self, code: str) -> QueueDepth:
+        """Messages in the customer's dead-letter queue (visible + in flight)."""
+        m = self.config.customer(code)
+        account, region = m.queue_account, m.queue_region
+        if m.dlq_arn:
+            parts = m.dlq_arn.split(":")
+            region, account = parts[3], parts[4]
+        return self._depth(m.dlq_name, account, region)
+
+    def depths(self, code: str) -> CustomerDepths:
+        return CustomerDepths(code, self.queue_depth(code), self.dlq_depth(code))
+
+    # -- deliveries ------------------------------------------------------------------------
+    def last_delivery(self, code: str) -> DeliveryRecord | None:
+        records = self.status.customer_deliveries(code, 1)
+        return records[0] if records else None
+
+    def recent_deliveries(self, code: str, limit: int = 20) -> list[DeliveryRecord]:
+        return self.status.customer_deliveries(code, limit)
+
+    def stats(self, code: str) -> CustomerStats:
+        depths = self.depths(code)
+        try:
+            last = self.last_delivery(code)
+        except (ClientError, BotoCoreError) as exc:
+            return CustomerStats(code, depths, None, describe_error(exc))
+        return CustomerStats(code, depths, last)
+
+    def all_stats(
+        self,
+        codes: Iterable[str] | None = None,
+        *,
+        on_result: Callable[[CustomerStats], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> dict[str, CustomerStats]:
+        """Depths and last delivery of many customers in parallel (at most ``threads`` at once).
+
+        ``on_result`` is called (on a pool thread) as each customer completes; ``cancelled`` stops
+        scheduling further work when it returns True.
+        """
+        wanted = list(codes) if codes is not None else sorted(self.config.customer_mappings)
+        out: dict[str, CustomerStats] = {}
+        if not wanted:
+            return out
+        with ThreadPoolExecutor(max_workers=min(self.threads, len(wanted))) as pool:
+            futures = [pool.submit(self._stats_unless_cancelled, c, cancelled) for c in wanted]
+            for future in as_completed(futures):
+                stats = future.result()
+                if stats is None:
+                    continue
+                out[stats.code] = stats
+                if on_result is not None:
+                    on_result(stats)
+        return out
+
+    def _stats_unless_cancelled(
+        self, code: str, cancelled: Callable[[], bool] | None
+    ) -> CustomerStats | None:
+        if cancelled is not None and cancelled():
+            return None
+        return self.stats(code)
+
+    # -- contacts (customer account) -----------------------------------------------------------
+    def list_all_contacts(self, code: str) -> list[dict[str, Any]]:
+        """Every contact of the customer's list, following every page (never trusting filters)."""
+        m = self.config.customer(code)
+        ses = self.aws.customer_client(m, "sesv2")
+        list_name = self.config.contact_list_for(code)
+        contacts: list[dict[str, Any]] = []
+        seen_tokens: set[str] = set()
+        kwargs: dict[str, Any] = {"ContactListName": list_name}
+        while True:
+            resp = ses.list_contacts(**kwargs)
+            contacts.extend(resp.get("Contacts", []))
+            token = resp.get("NextToken")
+            if not token or token in seen_tokens:
+                break
+            seen_tokens.add(token)
+            kwargs["NextToken"] = token
+        # A server that ignores paging may repeat contacts across pages: count each address once.
+        unique: dict[str, dict[str, Any]] = {}
+        for contact in contacts:
+            unique.setdefault(str(contact.get("EmailAddress", "")).casefold(), contact)
+        return list(unique.values())
+
+    def contact_counts(self, code: str, topics: Iterable[str] = ALL_TOPICS) -> ContactCounts:
+        """How many contacts receive each topic, computed with SES semantics in our code."""
+        list_name = self.config.contact_list_for(code)
+        try:
+            m = self.config.customer(code)
+            ses = self.aws.customer_client(m, "sesv2")
+            defaults = topic_defaults(ses.get_contact_list(ContactListName=list_name))
+            contacts = self.list_all_contacts(code)
+        except (ClientError, BotoCoreError) as exc:
+            return ContactCounts(code, list_name, error=describe_error(exc))
+        topic_list = list(topics)
+        subscribed = dict.fromkeys(topic_list, 0)
+        deliverable = dict.fromkeys(topic_list, 0)
+        for contact in contacts:
+            address = str(contact.get("EmailAddress", ""))
+            allowed = m.allows_recipient(address)
+            for topic in topic_list:
+                if is_subscribed(contact, topic, defaults):
+                    subscribed[topic] += 1
+                    if allowed:
+                        deliverable[topic] += 1
+        return ContactCounts(
+            code,
+            list_name,
+            contacts=len(contacts),
+            unsubscribed_all=sum(1 for c in contacts if c.get("UnsubscribeAll")),
+            subscribed=subscribed,
+            deliverable=deliverable,
+            defaults=defaults,
+        )
