@@ -1,0 +1,39 @@
+# Applied in the CUSTOMER's account (by the customer, or by the MSP with a role it grants there): the
+# SES role the changeconsole worker assumes. Values per customer come from the central environment:
+#   terraform -chdir=../environments/prod output -json customer_side | jq '.acme'
+#   terraform init -backend-config="key=changeconsole/customers/acme/terraform.tfstate" \
+#                  -backend-config="bucket=<state bucket>" -backend-config="region=<region>" \
+#                  -backend-config="dynamodb_table=<lock table>"
+#   terraform apply -var-file=acme.tfvars
+
+terraform {
+  required_version = ">= 1.5.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "~> 5.40"
+    }
+  }
+
+  # Partial configuration: one state per customer, given with -backend-config at init.
+  backend "s3" {
+    encrypt = true
+  }
+}
+
+provider "aws" {
+  region              = var.ses_region
+  allowed_account_ids = [var.account_id]
+}
+
+module "ses_role" {
+  source = "../modules/customer_ses_role"
+
+  worker_role_arn   = var.worker_role_arn
+  external_id       = var.external_id
+  role_name         = var.role_name
+  ses_identity      = var.ses_identity
+  ses_region        = var.ses_region
+  contact_list_name = var.contact_list_name
+}

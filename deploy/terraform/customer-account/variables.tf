@@ -1,0 +1,34 @@
+variable "account_id" {
+  description = "The customer's account (customer_side.account_id)."
+  type        = string
+}
+
+variable "worker_role_arn" {
+  description = "The MSP's worker role (customer_side.worker_role_arn)."
+  type        = string
+}
+
+variable "external_id" {
+  description = "customer_side.external_id (= config.json ses_external_id)."
+  type        = string
+}
+
+variable "role_name" {
+  type    = string
+  default = "changeconsole-ses-sender"
+}
+
+variable "ses_identity" {
+  description = "Verified SES identity (domain or address) of this customer."
+  type        = string
+}
+
+variable "ses_region" {
+  description = "customer_side.ses_region (= config.json customer region)."
+  type        = string
+}
+
+variable "contact_list_name" {
+  type    = string
+  default = "changeconsole"
+}

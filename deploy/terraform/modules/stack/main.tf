@@ -1,0 +1,110 @@
+# One changeconsole environment in its central account: the composition every example environment
+# (deploy/terraform/environments/*) instantiates with its terraform.tfvars.
+
+terraform {
+  required_version = ">= 1.5.0"
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 5.40"
+    }
+  }
+}
+
+locals {
+  name              = "changeconsole-${var.environment}"
+  queue_arn_pattern = "arn:${var.partition}:sqs:${var.aws_region}:${var.central_account_id}:${var.queue_name_prefix}*"
+  dlq_arn_pattern   = "arn:${var.partition}:sqs:${var.aws_region}:${var.central_account_id}:${var.queue_name_prefix}*-dlq"
+  tags              = merge(var.tags, { "changeconsole:environment" = var.environment })
+}
+
+module "customer" {
+  source   = "../customer_onboarding"
+  for_each = var.customers
+
+  code                          = each.key
+  customer                      = each.value
+  partition                     = var.partition
+  queue_name_prefix             = var.queue_name_prefix
+  max_receive_count             = var.max_receive_count
+  visibility_timeout_seconds    = var.visibility_timeout_seconds
+  receive_wait_time_seconds     = var.receive_wait_time_seconds
+  message_retention_seconds     = var.message_retention_seconds
+  dlq_message_retention_seconds = var.dlq_message_retention_seconds
+  tags                          = local.tags
+}
+
+module "metadata_bucket" {
+  source = "../metadata_bucket"
+
+  bucket_name          = var.bucket_name
+  customer_queues      = { for code, c in module.customer : code => c.queue }
+  enable_notifications = var.transport == "s3-events"
+  kms_key_arn          = var.kms_key_arn
+  tags                 = local.tags
+}
+
+module "tables" {
+  source = "../tables"
+
+  status_table_name = var.status_table_name
+  ledger_table_name = var.ledger_table_name
+  kms_key_arn       = var.kms_key_arn
+  tags              = local.tags
+}
+
+module "worker_iam" {
+  source = "../worker_iam"
+
+  role_name             = "${local.name}-worker"
+  bucket_arn            = module.metadata_bucket.bucket_arn
+  queue_arn_pattern     = local.queue_arn_pattern
+  dlq_arn_pattern       = local.dlq_arn_pattern
+  table_arns            = [module.tables.status_table_arn, module.tables.ledger_table_arn]
+  ses_role_arns         = [for code, c in module.customer : c.ses_role_arn]
+  metrics_namespace     = var.metrics_namespace
+  kms_key_arns          = var.kms_key_arn == "" ? [] : [var.kms_key_arn]
+  trust_ecs_tasks       = var.ecs != null
+  eks_oidc_provider_arn = var.eks_oidc_provider_arn
+  tags                  = local.tags
+}
+
+module "backlog_publisher" {
+  source = "../backlog_publisher"
+
+  name              = local.name
+  queue_name_prefix = var.queue_name_prefix
+  queue_arn_pattern = local.queue_arn_pattern
+  metrics_namespace = var.metrics_namespace
+  tags              = local.tags
+}
+
+module "ecs_worker" {
+  source = "../ecs_worker"
+  count  = var.ecs == null ? 0 : 1
+
+  name                     = local.name
+  image                    = var.ecs.image
+  task_role_arn            = module.worker_iam.role_arn
+  config_ssm_parameter_arn = var.ecs.config_ssm_parameter_arn
+  vpc_id                   = var.ecs.vpc_id
+  subnet_ids               = var.ecs.subnet_ids
+  min_tasks                = var.ecs.min_tasks
+  max_tasks                = var.ecs.max_tasks
+  backlog_metric           = module.backlog_publisher.metric
+  partition                = var.partition
+  tags                     = local.tags
+}
+
+module "monitoring" {
+  source = "../monitoring"
+
+  name              = local.name
+  queues            = { for code, c in module.customer : code => { queue_name = c.queue_name, dlq_name = c.dlq_name } }
+  queue_name_prefix = var.queue_name_prefix
+  metrics_namespace = var.metrics_namespace
+  alarm_actions     = var.alarm_topic_arns
+  ok_actions        = var.alarm_topic_arns
+  ses_accounts      = var.ses_reputation_alarms ? { for code, c in var.customers : code => c.account_id } : {}
+  tags              = local.tags
+}

@@ -1,0 +1,143 @@
+variable "environment" {
+  description = "dev, staging, prod, ...: names are changeconsole-<environment>-*."
+  type        = string
+}
+
+variable "aws_region" {
+  description = "config.json aws_region: region of the bucket, queues and tables."
+  type        = string
+}
+
+variable "central_account_id" {
+  description = "The central account (bucket, queues, tables, worker)."
+  type        = string
+}
+
+variable "partition" {
+  type    = string
+  default = "aws"
+}
+
+variable "bucket_name" {
+  description = "config.json s3_config.bucket_name."
+  type        = string
+}
+
+variable "transport" {
+  description = "config.json transport: s3-events or sqs-direct."
+  type        = string
+  default     = "s3-events"
+
+  validation {
+    condition     = contains(["s3-events", "sqs-direct"], var.transport)
+    error_message = "transport is s3-events or sqs-direct."
+  }
+}
+
+variable "customers" {
+  description = "Customer code => customer; config.json customer_mappings is derived from the same entries."
+  type = map(object({
+    name                  = string
+    account_id            = string
+    ses_region            = string
+    external_id           = string
+    environment           = optional(string, "production")
+    ses_role_name         = optional(string, "changeconsole-ses-sender")
+    ses_identity          = optional(string, "")
+    restricted_recipients = optional(list(string), [])
+  }))
+
+  validation {
+    condition     = alltrue([for code in keys(var.customers) : can(regex("^[a-z0-9-]{2,50}$", code))])
+    error_message = "Customer codes match ^[a-z0-9-]{2,50}$."
+  }
+}
+
+variable "queue_name_prefix" {
+  type    = string
+  default = "changeconsole-"
+}
+
+variable "max_receive_count" {
+  description = "config.json max_receive_count."
+  type        = number
+  default     = 3
+}
+
+variable "visibility_timeout_seconds" {
+  type    = number
+  default = 120
+}
+
+variable "receive_wait_time_seconds" {
+  type    = number
+  default = 20
+}
+
+variable "message_retention_seconds" {
+  type    = number
+  default = 345600
+}
+
+variable "dlq_message_retention_seconds" {
+  type    = number
+  default = 1209600
+}
+
+variable "status_table_name" {
+  description = "config.json status_table_name."
+  type        = string
+  default     = "changeconsole-status"
+}
+
+variable "ledger_table_name" {
+  description = "config.json ledger_table_name."
+  type        = string
+  default     = "changeconsole-ledger"
+}
+
+variable "metrics_namespace" {
+  description = "config.json metrics.namespace."
+  type        = string
+  default     = "ChangeConsole"
+}
+
+variable "kms_key_arn" {
+  type    = string
+  default = ""
+}
+
+variable "ecs" {
+  description = "Run the worker on ECS Fargate (null: the worker runs elsewhere, e.g. EKS with deploy/k8s)."
+  type = object({
+    image                    = string
+    config_ssm_parameter_arn = string
+    vpc_id                   = string
+    subnet_ids               = list(string)
+    min_tasks                = optional(number, 2)
+    max_tasks                = optional(number, 20)
+  })
+  default = null
+}
+
+variable "eks_oidc_provider_arn" {
+  description = "IRSA: the EKS cluster's IAM OIDC provider, trusted for the changeconsole-worker service account."
+  type        = string
+  default     = ""
+}
+
+variable "alarm_topic_arns" {
+  type    = list(string)
+  default = []
+}
+
+variable "ses_reputation_alarms" {
+  description = "Alarm on each customer account's SES reputation (needs CloudWatch cross-account observability)."
+  type        = bool
+  default     = false
+}
+
+variable "tags" {
+  type    = map(string)
+  default = {}
+}
