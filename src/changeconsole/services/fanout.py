@@ -77,7 +77,7 @@ class FanoutResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "changeId": self.change.change_id,
+            "change_id": self.change.change_id,
             "version": self.change.version,
             "status": self.change.status.value,
             "event": self.event.value,

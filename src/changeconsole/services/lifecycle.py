@@ -75,6 +75,7 @@ class ChangeRejected(ValueError):
     """A change that cannot take this step as it is; ``problems`` name each field."""
 
     def __init__(self, message: str, problems: list[dict[str, str]] | None = None) -> None:
+        self.summary = message
         self.problems = problems or []
         detail = "; ".join(f"{p['path']}: {p['message']}" for p in self.problems)
         super().__init__(f"{message}: {detail}" if detail else message)

@@ -1,0 +1,730 @@
+"""``change …`` and ``status``: the change lifecycle from the command line.
+
+stdout is data (tables, or ``--json`` as documented in docs/cli-json.md); stderr narrates progress.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import threading
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+from rich.live import Live
+from rich.markup import escape
+from rich.syntax import Syntax
+from rich.table import Table
+
+from ..models import (
+    CHANGE_ID_RE,
+    Change,
+    ChangeStatus,
+    DeliveryRecord,
+    DeliveryState,
+    EmailEvent,
+    iso_utc,
+    validation_problems,
+)
+from ..services.changes import ChangeNotFound, ConflictError
+from ..services.fanout import ARCHIVE, DestinationState, FanoutResult, ProgressEvent
+from ..services.lifecycle import ChangeRejected, ChangeService, NotDeletable
+from ..services.status import StatusStore
+from ..services.waiting import WaitTimeout, pending_customers, wait_for_final
+from .common import (
+    BadInput,
+    OperationFailed,
+    aws_options,
+    handle_errors,
+    json_option,
+    print_json,
+    state,
+    stderr,
+    stdout,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_TIMEOUT = 300.0
+_STATE_STYLE = {
+    DestinationState.PENDING: "dim",
+    DestinationState.UPLOADING: "cyan",
+    DestinationState.DONE: "green",
+    DestinationState.FAILED: "red",
+}
+_DELIVERY_STYLE = {
+    DeliveryState.QUEUED: "dim",
+    DeliveryState.PROCESSING: "cyan",
+    DeliveryState.SENT: "green",
+    DeliveryState.PARTIAL: "yellow",
+    DeliveryState.FAILED: "red",
+    DeliveryState.DEAD_LETTERED: "red",
+    DeliveryState.SUPERSEDED: "magenta",
+    DeliveryState.SKIPPED: "yellow",
+}
+
+
+def change_errors(func: F) -> F:
+    """Our service errors → exit codes (conflict: 1; unknown id, refused step: 2), then handle_errors."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConflictError as exc:
+            raise OperationFailed(str(exc)) from None
+        except ChangeNotFound as exc:
+            raise BadInput(str(exc)) from None
+        except ChangeRejected as exc:
+            raise BadInput(exc.summary, exc.problems) from None
+        except NotDeletable as exc:
+            raise BadInput(str(exc)) from None
+        except WaitTimeout as exc:
+            raise OperationFailed(f"timed out: {exc}") from None
+
+    return handle_errors(wrapper)  # type: ignore[return-value]
+
+
+def _service() -> ChangeService:
+    st = state()
+    return ChangeService(st.aws(), st.config())
+
+
+def _status_store() -> StatusStore:
+    st = state()
+    return StatusStore(st.aws(), st.config())
+
+
+# -- input ------------------------------------------------------------------------------
+def parse_customers(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    codes = sorted({c.strip() for c in value.split(",") if c.strip()})
+    if not codes:
+        raise BadInput("--customers needs at least one customer code")
+    return codes
+
+
+def read_change_file(path: Path, customers: list[str] | None = None) -> tuple[Change, dict[str, Any]]:
+    """A change file validated against the config; BadInput (exit 2) naming each bad field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(
+            f"{path} is not valid JSON",
+            [{"path": "$", "message": f"{exc.msg} at line {exc.lineno} column {exc.colno}"}],
+        ) from None
+    if not isinstance(raw, dict):
+        raise BadInput(f"{path} must hold one JSON object (a change)")
+    if customers is not None:
+        raw["customers"] = customers
+    try:
+        change = Change.model_validate(raw, context={"config": state().config()})
+    except ValidationError as exc:
+        problems = validation_problems(exc)
+        raise BadInput(f"{path}: {len(problems)} invalid field(s); nothing was written", problems) from None
+    return change, raw
+
+
+def parse_date(value: str | None, *, end: bool) -> str | None:
+    """``YYYY-MM-DD`` (start or end of that UTC day) or an RFC 3339 timestamp → RFC 3339 UTC."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            day = date.fromisoformat(text)
+            clock = (23, 59, 59) if end else (0, 0, 0)
+            return iso_utc(datetime(day.year, day.month, day.day, *clock, tzinfo=UTC))
+        dt = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        dt = None
+    if dt is None or dt.tzinfo is None:
+        raise BadInput(f"not a date: {value!r} (use YYYY-MM-DD or 2026-01-31T22:00:00Z)")
+    return iso_utc(dt)
+
+
+# -- progress narration (stderr) ------------------------------------------------------------------
+class FanoutNarrator:
+    """Per-destination progress: a live table when stderr is a terminal, plain lines otherwise."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.states: dict[str, tuple[DestinationState, str | None]] = {}
+        self.live: Live | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> FanoutNarrator:
+        stderr.print(escape(self.title))
+        if stderr.is_terminal:
+            self.live = Live(
+                get_renderable=self._table, console=stderr, refresh_per_second=8, transient=False
+            )
+            self.live.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def _table(self) -> Table:
+        table = Table("destination", "state", "error", box=None, padding=(0, 2, 0, 0))
+        with self._lock:
+            items = list(self.states.items())
+        for dest, (st, err) in items:
+            table.add_row(dest, f"[{_STATE_STYLE[st]}]{st.value}[/]", escape(err or ""))
+        return table
+
+    def __call__(self, event: ProgressEvent) -> None:
+        with self._lock:
+            self.states[event.destination] = (event.state, event.error)
+        if self.live is None and event.state in (DestinationState.DONE, DestinationState.FAILED):
+            line = f"{event.destination}: {event.state.value}"
+            if event.error:
+                line += f": {event.error}"
+            stderr.print(escape(line))
+
+
+class DeliveryNarrator:
+    """Delivery states while waiting: a live table on a terminal, a line per change otherwise."""
+
+    def __init__(self, customers: list[str]) -> None:
+        self.customers = customers
+        self.records: dict[str, DeliveryRecord] = {}
+        self.live: Live | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> DeliveryNarrator:
+        if stderr.is_terminal:
+            self.live = Live(get_renderable=self._table, console=stderr, refresh_per_second=4)
+            self.live.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def _table(self) -> Table:
+        with self._lock:
+            records = dict(self.records)
+        return delivery_table(records, self.customers)
+
+    def __call__(self, records: list[DeliveryRecord]) -> None:
+        with self._lock:
+            before = {c: r.state for c, r in self.records.items()}
+            self.records = {r.customer: r for r in records}
+        if self.live is None:
+            for r in records:
+                if before.get(r.customer) != r.state:
+                    detail = f" ({r.last_error})" if r.last_error else ""
+                    stderr.print(escape(f"{r.customer}: {r.state.value}{detail}"))
+
+
+# -- output ------------------------------------------------------------------------------------
+def fanout_table(result: FanoutResult) -> Table:
+    table = Table("destination", "state", "error", title=_result_title(result), title_justify="left")
+    for dest, st in result.states.items():
+        table.add_row(dest, f"[{_STATE_STYLE[st]}]{st.value}[/]", escape(result.errors.get(dest, "")))
+    return table
+
+
+def _result_title(result: FanoutResult) -> str:
+    c = result.change
+    return f"{c.change_id} v{c.version} {c.status.value} ({result.event.value})"
+
+
+def delivery_table(
+    records: dict[str, DeliveryRecord], customers: list[str] | None = None, title: str | None = None
+) -> Table:
+    table = Table(
+        "customer", "state", "attempts", "recipients", "updated", "error", title=title, title_justify="left"
+    )
+    for code in customers if customers is not None else sorted(records):
+        r = records.get(code)
+        if r is None:
+            table.add_row(code, "[dim]no record[/]", "", "", "", "")
+            continue
+        recipients = f"{r.recipients_sent}/{r.recipients_total}" if r.recipients_total else ""
+        if r.recipients_failed:
+            recipients += f" ({r.recipients_failed} failed)"
+        table.add_row(
+            code,
+            f"[{_DELIVERY_STYLE.get(r.state, 'white')}]{r.state.value}[/]",
+            str(r.attempts),
+            recipients,
+            r.updated_at or "",
+            escape(r.last_error or ""),
+        )
+    return table
+
+
+def _record_json(record: DeliveryRecord) -> dict[str, Any]:
+    return record.model_dump(mode="json")
+
+
+def _transition_output(
+    result: FanoutResult,
+    *,
+    as_json: bool,
+    wait: bool,
+    timeout: float,
+    action: str,
+) -> None:
+    """Print the fan-out (and optional wait) result; exit 1 unless everything succeeded."""
+    wait_data: dict[str, Any] | None = None
+    failure: str | None = None
+    if not result.ok:
+        if result.states.get(ARCHIVE) is DestinationState.FAILED:
+            failure = f"the archive write failed, nothing was sent; run `change {action}` again"
+        else:
+            failed = ",".join(result.failed)
+            failure = (
+                f"{len(result.failed)} destination(s) failed: {failed}; retry them with "
+                f"`changeconsole change resend {result.change.change_id} --customers {failed}`"
+            )
+    elif wait and result.customers:
+        wait_data, failure = _wait(result, timeout=timeout, as_json=as_json)
+    if as_json:
+        data = result.to_json()
+        data["wait"] = wait_data
+        print_json(data)
+    else:
+        stdout.print(fanout_table(result))
+    if failure:
+        raise OperationFailed(failure)
+    if not as_json:
+        sent = " and sent" if wait_data else ""
+        stderr.print(
+            f"[green]{escape(result.change.change_id)} v{result.change.version} "
+            f"{result.change.status.value}[/]: {len(result.customers)} customer(s) queued{sent}"
+        )
+
+
+def _wait(result: FanoutResult, *, timeout: float, as_json: bool) -> tuple[dict[str, Any], str | None]:
+    change, customers = result.change, result.customers
+    stderr.print(f"waiting up to {timeout:g}s for {len(customers)} customer(s) to reach a final state")
+    timed_out = False
+    with DeliveryNarrator(customers) as narrator:
+        try:
+            records = wait_for_final(
+                _status_store(),
+                change.change_id,
+                change.version,
+                result.event,
+                customers,
+                timeout,
+                on_update=narrator,
+            )
+        except WaitTimeout as exc:
+            records, timed_out = exc.records, True
+    by_code = {r.customer: r for r in records}
+    not_sent = sorted(c for c in customers if c not in by_code or by_code[c].state is not DeliveryState.SENT)
+    data = {
+        "ok": not not_sent,
+        "timed_out": timed_out,
+        "not_sent": not_sent,
+        "records": [_record_json(by_code[c]) for c in customers if c in by_code],
+    }
+    if not not_sent:
+        return data, None
+    if not as_json:
+        stdout.print(delivery_table(by_code, not_sent, title="not sent"))
+    if timed_out:
+        pending = pending_customers(records, customers)
+        return data, (
+            f"timed out after {timeout:g}s: {len(pending)} customer(s) not final "
+            f"({', '.join(pending[:10])}); is a worker running?"
+        )
+    return data, f"{len(not_sent)} customer(s) did not reach sent: {', '.join(not_sent)}"
+
+
+def _fanout(title: str, call: Callable[[Callable[[ProgressEvent], None]], Any]) -> Any:
+    with FanoutNarrator(title) as narrator:
+        return call(narrator)
+
+
+wait_option = click.option(
+    "--wait", is_flag=True, help="Wait until every targeted customer is final; exit 0 only if all were sent."
+)
+timeout_option = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Seconds --wait waits at most.",
+)
+
+
+# -- commands ------------------------------------------------------------------------------------
+@click.group("change")
+def change_group() -> None:
+    """Draft, submit, approve, complete, cancel and inspect change notices."""
+
+
+@change_group.command("draft")
+@aws_options
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@change_errors
+def draft_cmd(file: Path, as_json: bool) -> None:
+    """Save FILE to drafts/ (sends nothing). Prints the change id."""
+    change, _raw = read_change_file(file)
+    svc = _service()
+    draft = svc.save_draft(change)
+    if as_json:
+        print_json(
+            {
+                "change_id": draft.change_id,
+                "version": draft.version,
+                "status": draft.status.value,
+                "key": svc.store.draft_key(draft.change_id),
+                "change": draft.to_json_dict(),
+            }
+        )
+        return
+    stdout.print(draft.change_id, markup=False)
+    where = f"s3://{svc.store.bucket}/{svc.store.draft_key(draft.change_id)}"
+    stderr.print(f"saved draft {escape(draft.change_id)} to {escape(where)}")
+
+
+@change_group.command("submit")
+@aws_options
+@click.argument("target", metavar="FILE|ID")
+@click.option("--customers", metavar="a,b,…", help="Target these customers (overrides the change's list).")
+@wait_option
+@timeout_option
+@json_option
+@change_errors
+def submit_cmd(target: str, customers: str | None, wait: bool, timeout: float, as_json: bool) -> None:
+    """Submit a draft (file or id) for approval; a file of an archived change edits/resubmits it."""
+    codes = parse_customers(customers)
+    path = Path(target)
+    svc = _service()
+    if path.is_file():
+        change, raw = read_change_file(path, codes)
+        if svc.store.find(change.change_id) is not None:
+            expected = change.version if "version" in raw else None
+            title = f"editing {change.change_id} (new approval round)"
+            edited = _fanout(title, lambda p: svc.edit(change, progress=p, expected_version=expected))
+            if isinstance(edited, Change):
+                _nothing_changed(edited, as_json)
+                return
+            result = edited
+        else:
+            title = f"submitting {change.change_id} to {len(change.customers)} customer(s)"
+            result = _fanout(title, lambda p: svc.submit(change, progress=p))
+    elif CHANGE_ID_RE.match(target):
+        title = f"submitting {target}"
+        result = _fanout(title, lambda p: svc.submit(target, customers=codes, progress=p))
+    else:
+        raise BadInput(f"{target!r} is neither a file nor a change id (CHG-…)")
+    if not result.states:
+        _nothing_changed(result.change, as_json)
+        return
+    _transition_output(result, as_json=as_json, wait=wait, timeout=timeout, action="submit")
+
+
+def _nothing_changed(change: Change, as_json: bool) -> None:
+    if as_json:
+        print_json(
+            {
+                "change_id": change.change_id,
+                "version": change.version,
+                "status": change.status.value,
+                "event": None,
+                "ok": True,
+                "failed": [],
+                "destinations": [],
+                "wait": None,
+            }
+        )
+        return
+    stdout.print(f"{change.change_id} v{change.version} {change.status.value}: nothing changed", markup=False)
+    stderr.print("nothing changed, nothing sent")
+
+
+def _transition_command(name: str, target: ChangeStatus) -> click.Command:
+    @change_group.command(name, help=f"Move a change to {target.value} and notify its customers.")
+    @aws_options
+    @click.argument("change_id", metavar="ID")
+    @wait_option
+    @timeout_option
+    @json_option
+    @change_errors
+    def command(change_id: str, wait: bool, timeout: float, as_json: bool) -> None:
+        svc = _service()
+        method = {
+            ChangeStatus.APPROVED: svc.approve,
+            ChangeStatus.COMPLETED: svc.complete,
+            ChangeStatus.CANCELLED: svc.cancel,
+        }[target]
+        result = _fanout(f"{name} {change_id}", lambda p: method(change_id, progress=p))
+        _transition_output(result, as_json=as_json, wait=wait, timeout=timeout, action=f"{name} {change_id}")
+
+    return command
+
+
+approve_cmd = _transition_command("approve", ChangeStatus.APPROVED)
+complete_cmd = _transition_command("complete", ChangeStatus.COMPLETED)
+cancel_cmd = _transition_command("cancel", ChangeStatus.CANCELLED)
+
+
+@change_group.command("resend")
+@aws_options
+@click.argument("change_id", metavar="ID")
+@click.option("--customers", metavar="a,b,…", help="Only these customers [default: all targeted].")
+@wait_option
+@timeout_option
+@json_option
+@change_errors
+def resend_cmd(change_id: str, customers: str | None, wait: bool, timeout: float, as_json: bool) -> None:
+    """Send the current version's event again (e.g. to customers whose trigger failed)."""
+    codes = parse_customers(customers)
+    svc = _service()
+    result = _fanout(f"resending {change_id}", lambda p: svc.resend(change_id, customers=codes, progress=p))
+    _transition_output(result, as_json=as_json, wait=wait, timeout=timeout, action=f"resend {change_id}")
+
+
+@change_group.command("list")
+@aws_options
+@click.option("--status", type=click.Choice([s.value for s in ChangeStatus]), help="Only this status.")
+@click.option("--customer", metavar="CODE", help="Only changes targeting this customer.")
+@click.option("--search", metavar="TEXT", help="Text in id, title, reason, tickets, impact, people.")
+@click.option("--from", "start_from", metavar="DATE", help="Window starts on/after (YYYY-MM-DD or RFC 3339).")
+@click.option("--to", "start_to", metavar="DATE", help="Window starts on/before (YYYY-MM-DD or RFC 3339).")
+@json_option
+@change_errors
+def list_cmd(
+    status: str | None,
+    customer: str | None,
+    search: str | None,
+    start_from: str | None,
+    start_to: str | None,
+    as_json: bool,
+) -> None:
+    """List changes, newest first."""
+    frm, to = parse_date(start_from, end=False), parse_date(start_to, end=True)
+    rows = _service().list(status=status, customer=customer, text=search, start_from=frm, start_to=to)
+    if as_json:
+        print_json({"count": len(rows), "changes": [r.to_json() for r in rows]})
+        return
+    table = Table("id", "status", "v", "title", "customers", "start", "modified", "by")
+    for r in rows:
+        shown = ", ".join(r.customers[:3]) + (f" +{len(r.customers) - 3}" if len(r.customers) > 3 else "")
+        table.add_row(
+            r.change_id,
+            r.status.value,
+            str(r.version),
+            escape(r.title),
+            shown,
+            r.implementation_start or "",
+            r.modified_at or "",
+            escape(r.modified_by or ""),
+        )
+    stdout.print(table)
+    stderr.print(f"{len(rows)} change(s)")
+
+
+_LONG_FIELDS = ("changeReason", "implementationPlan", "testPlan", "customerImpact", "rollbackPlan")
+
+
+@change_group.command("show")
+@aws_options
+@click.argument("change_id", metavar="ID")
+@click.option("--version", "version", type=click.IntRange(min=1), help="This version [default: current].")
+@json_option
+@change_errors
+def show_cmd(change_id: str, version: int | None, as_json: bool) -> None:
+    """Show a change (the current version, or --version N)."""
+    svc = _service()
+    change = svc.get_version(change_id, version) if version else svc.load(change_id)
+    data = change.to_json_dict()
+    if as_json:
+        print_json(data)
+        return
+    table = Table("field", "value", box=None, show_header=False, title=change.change_id, title_justify="left")
+    for key, value in data.items():
+        if key in _LONG_FIELDS or key == "modifications" or value in (None, "", [], {}):
+            continue
+        shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        table.add_row(f"[bold]{key}[/]", escape(shown))
+    stdout.print(table)
+    for key in _LONG_FIELDS:
+        if data.get(key):
+            stdout.print(f"\n[bold]{key}[/]")
+            stdout.print(str(data[key]), markup=False)
+
+
+@change_group.command("history")
+@aws_options
+@click.argument("change_id", metavar="ID")
+@click.option(
+    "--diff", "diff", nargs=2, type=click.IntRange(min=1), metavar="A B", help="Diff version A → B."
+)
+@json_option
+@change_errors
+def history_cmd(change_id: str, diff: tuple[int, int] | None, as_json: bool) -> None:
+    """Every version of a change, or the field-by-field diff of two versions."""
+    svc = _service()
+    if diff:
+        a, b = diff
+        diffs = svc.diff(change_id, a, b)
+        if as_json:
+            print_json({"change_id": change_id, "a": a, "b": b, "diffs": [d.to_json() for d in diffs]})
+            return
+        table = Table("field", f"v{a}", f"v{b}", title=f"{change_id}: v{a} → v{b}", title_justify="left")
+        for d in diffs:
+            if d.unified is None:
+                table.add_row(d.field, escape(_short(d.old)), escape(_short(d.new)))
+            else:
+                table.add_row(d.field, "[dim](long text, see below)[/]", "")
+        stdout.print(table)
+        unified = [d.unified for d in diffs if d.unified]
+        if unified:
+            stdout.print(Syntax("\n".join(unified), "diff", theme="ansi_dark", word_wrap=True))
+        if not diffs:
+            stderr.print("no differences")
+        return
+    versions = svc.history(change_id)
+    if as_json:
+        print_json({"change_id": change_id, "versions": [_version_json(v) for v in versions]})
+        return
+    table = Table("version", "status", "at", "by", "what", title=change_id, title_justify="left")
+    for v in versions:
+        info = _version_json(v)
+        table.add_row(
+            str(v.version), v.status.value, info["at"] or "", escape(info["by"] or ""), info["what"] or ""
+        )
+    stdout.print(table)
+
+
+def _version_json(change: Change) -> dict[str, Any]:
+    mod = change.modifications[-1] if change.modifications else None
+    return {
+        "version": change.version,
+        "status": change.status.value,
+        "at": change.modified_at or change.created_at,
+        "by": change.modified_by or change.created_by,
+        "what": mod.modification_type if mod else None,
+    }
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = "—" if value is None else (", ".join(map(str, value)) if isinstance(value, list) else str(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@change_group.command("duplicate")
+@aws_options
+@click.argument("change_id", metavar="ID")
+@json_option
+@change_errors
+def duplicate_cmd(change_id: str, as_json: bool) -> None:
+    """Copy a change into a new draft. Prints the new id."""
+    copy = _service().duplicate(change_id)
+    if as_json:
+        print_json({"change_id": copy.change_id, "duplicated_from": change_id, "change": copy.to_json_dict()})
+        return
+    stdout.print(copy.change_id, markup=False)
+    stderr.print(f"new draft {escape(copy.change_id)} copied from {escape(change_id)}")
+
+
+@change_group.command("delete")
+@aws_options
+@click.argument("change_id", metavar="ID")
+@json_option
+@change_errors
+def delete_cmd(change_id: str, as_json: bool) -> None:
+    """Soft-delete a draft or cancelled change (moved under deleted/)."""
+    _service().delete(change_id)
+    if as_json:
+        print_json({"change_id": change_id, "deleted": True})
+        return
+    stderr.print(f"deleted {escape(change_id)} (kept under deleted/)")
+
+
+# -- status ------------------------------------------------------------------------------------
+@click.command("status")
+@aws_options
+@click.argument("change_id", metavar="ID")
+@click.option("--version", "version", type=click.IntRange(min=1), help="This version [default: newest].")
+@click.option(
+    "--event", type=click.Choice([e.value for e in EmailEvent]), help="This event (with --version)."
+)
+@click.option("--watch", is_flag=True, help="Refresh until every customer is final.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Seconds --watch waits at most.")
+@json_option
+@change_errors
+def status_cmd(
+    change_id: str, version: int | None, event: str | None, watch: bool, timeout: float | None, as_json: bool
+) -> None:
+    """Per-customer delivery status of a change's newest (or chosen) version and event."""
+    if not CHANGE_ID_RE.match(change_id):
+        raise BadInput(f"{change_id!r} is not a change id (CHG-…)")
+    store = _status_store()
+    records = _round(store, change_id, version, EmailEvent(event) if event else None)
+    failure = None
+    if watch and records:
+        first = records[0]
+        customers = sorted(r.customer for r in records)
+        with DeliveryNarrator(customers) as narrator:
+            try:
+                records = wait_for_final(
+                    store,
+                    change_id,
+                    first.version,
+                    first.event,
+                    customers,
+                    timeout if timeout is not None else float("inf"),
+                    on_update=narrator,
+                )
+            except WaitTimeout as exc:
+                records = exc.records
+                failure = f"timed out: {exc}"
+        if failure is None and any(r.state is not DeliveryState.SENT for r in records):
+            not_sent = [r.customer for r in records if r.state is not DeliveryState.SENT]
+            failure = f"{len(not_sent)} customer(s) did not reach sent: {', '.join(not_sent)}"
+    counts = StatusStore.aggregate(records)
+    if as_json:
+        print_json(
+            {
+                "change_id": change_id,
+                "version": records[0].version if records else None,
+                "event": records[0].event.value if records else None,
+                "counts": counts,
+                "all_final": StatusStore.all_final(records),
+                "records": [_record_json(r) for r in records],
+            }
+        )
+    elif not records:
+        stderr.print(f"no deliveries recorded for {escape(change_id)}")
+    else:
+        title = f"{change_id} v{records[0].version} {records[0].event.value}"
+        stdout.print(delivery_table({r.customer: r for r in records}, title=title))
+        stderr.print(", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    if failure:
+        raise OperationFailed(failure)
+
+
+def _round(
+    store: StatusStore, change_id: str, version: int | None, event: EmailEvent | None
+) -> list[DeliveryRecord]:
+    if version is None:
+        if event is not None:
+            raise BadInput("--event needs --version")
+        records = store.latest_round(change_id)
+    else:
+        records = store.records(change_id, version=version, event=event)
+        if event is None and records:
+            newest = max(r.event.value for r in records)
+            records = [r for r in records if r.event.value == newest]
+    return sorted(records, key=lambda r: r.customer)
