@@ -7,6 +7,7 @@ import sys
 import click
 
 from .. import __version__
+from .change_cmd import change_group, status_cmd
 from .common import CliState, aws_options
 from .config_cmd import config_group, provision_cmd
 from .local_cmd import local_group
@@ -50,3 +51,5 @@ def run(argv: list[str] | None = None) -> None:
 main.add_command(config_group)
 main.add_command(provision_cmd)
 main.add_command(local_group)
+main.add_command(change_group)
+main.add_command(status_cmd)
