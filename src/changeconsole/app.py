@@ -1,0 +1,753 @@
+"""The operator console: ``ChangeConsoleApp`` and ``run_console`` (the TUI entry of ``changeconsole``).
+
+Startup (in a thread worker, behind a loading screen): with ``--local`` reuse the local stack that
+listens on the local endpoint, or start one in-process, provision it and run an in-process worker;
+otherwise load the config (flag > env > XDG) and build AWS clients. Whatever fails is shown as an
+error screen naming the cause, never as a traceback.
+
+Navigation (the home screen is the change list; esc goes back):
+
+    changes ──enter──▶ detail ──e──▶ compose ──submit──▶ progress ──▶ live status
+       │n                 │l                                              ▲
+       └──▶ compose       └────────────────────────────────────────────────┘
+    anywhere: ctrl+p palette · : command line · ?/F1 help · ctrl+l AWS call log · ctrl+q quit
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+from rich.markup import escape
+from textual.app import App
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.screen import Screen
+
+from .commands import ConsoleCommands
+from .config import ConfigError, load_config, local_config_path
+from .models import CHANGE_ID_RE, Change, new_change_id
+from .screens.help import HelpScreen
+from .screens.modals import CommandLine, StartupErrorScreen, StartupScreen
+from .screens.widgets import NAV, VIEW, AwsCallLog, describe_error
+from .services.aws import LOCAL_ENDPOINT, AwsFactory, AwsSettings
+from .services.bundle import Services
+
+if TYPE_CHECKING:
+    from .cli.common import CliState
+    from .services.autosave import AutosaveStore
+    from .services.status import ChangeSummary
+
+Progress = Callable[[str], None]
+Clock = Callable[[], datetime]
+
+STYLE_FILES = ("app.tcss", "changes.tcss", "compose.tcss", "detail.tcss", "modals.tcss")
+
+
+def styles_dir() -> Path:
+    """``changeconsole/styles`` when installed from the wheel, else the repository's ``styles/``."""
+    installed = Path(__file__).resolve().parent / "styles"
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parents[2] / "styles"
+
+
+def style_paths(*names: str) -> list[str | PurePath]:
+    base = styles_dir()
+    return [base / name for name in names if (base / name).exists()]
+
+
+# -- AWS clients that time their calls ---------------------------------------------------------------
+
+
+class ConsoleAwsFactory(AwsFactory):
+    """An ``AwsFactory`` whose clients report every call (service, operation, status, duration)."""
+
+    def __init__(self, settings: AwsSettings, call_log: AwsCallLog) -> None:
+        super().__init__(settings)
+        self.call_log = call_log
+        self.add_call_listener(call_log.after_call)
+
+    def _make_client(self, session: Any, service: str, region: str | None = None) -> Any:
+        client = super()._make_client(session, service, region)
+        client.meta.events.register("before-call", self.call_log.before_call)
+        client.meta.events.register("after-call-error", self.call_log.after_call_error)
+        return client
+
+
+# -- startup -------------------------------------------------------------------------------------------
+
+
+class StartupFailed(Exception):
+    def __init__(self, title: str, problems: list[str], hint: str = "") -> None:
+        super().__init__(title)
+        self.title, self.problems, self.hint = title, problems, hint
+
+
+@dataclass
+class Startup:
+    services: Services
+    cleanup: list[Callable[[], None]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def find_start_background() -> Callable[..., Any] | None:
+    """The worker's in-process entry (``start_background``), wherever the worker module put it."""
+    for name in ("changeconsole.worker", "changeconsole.services.worker"):
+        try:
+            if importlib.util.find_spec(name) is None:
+                continue
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        fn = getattr(module, "start_background", None)
+        if callable(fn):
+            return fn
+    return None
+
+
+def _config_failure(exc: ConfigError, origin: str) -> StartupFailed:
+    problems = [f"{p['path']}: {p['message']}" for p in exc.problems]
+    missing = any(p["message"].startswith("no config file") for p in exc.problems)
+    where = {"flag": "--config", "env": "CHANGECONSOLE_CONFIG", "xdg": "the default location"}.get(
+        origin, origin
+    )
+    if missing:
+        hint = (
+            "Create the file, point --config or CHANGECONSOLE_CONFIG at it, "
+            "or try the embedded stack: changeconsole --local"
+        )
+        return StartupFailed(f"No config file ({where}): {exc.path}", problems, hint)
+    return StartupFailed(
+        f"Invalid config ({where}): {exc.path}",
+        problems,
+        "Fix each problem above (check with: changeconsole config validate), then press r to retry.",
+    )
+
+
+def _local_endpoint(state: CliState) -> str:
+    if state.endpoint_url:
+        return state.endpoint_url.rstrip("/")
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        return os.environ["AWS_ENDPOINT_URL"].rstrip("/")
+    source = state.config_source
+    if source.origin in ("flag", "env") or source.path.exists():
+        try:
+            local = getattr(load_config(source.path), "local", None)
+        except ConfigError:
+            local = None
+        if isinstance(local, dict) and isinstance(local.get("endpoint_url"), str):
+            return str(local["endpoint_url"]).rstrip("/")
+    return LOCAL_ENDPOINT
+
+
+def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -> Startup:
+    from .services.localstack import LocalServer, is_listening, provision_local
+
+    endpoint = _local_endpoint(state)
+    parts = urlsplit(endpoint)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    source = state.config_source
+    config_path = source.path if source.origin in ("flag", "env") else local_config_path()
+    cleanup: list[Callable[[], None]] = []
+    notes: list[str] = []
+    customers = int(os.environ.get("CHANGECONSOLE_LOCAL_CUSTOMERS", "6") or 6)
+    if is_listening(host, port):
+        progress(f"using the local stack at {endpoint}")
+        try:
+            config = load_config(config_path)
+        except ConfigError as exc:
+            if source.origin in ("flag", "env"):
+                raise _config_failure(exc, source.origin) from None
+            progress("no local config yet: provisioning the running stack")
+            config = provision_local(
+                endpoint, customers=customers, config_path=config_path, progress=progress
+            ).config
+        notes.append(
+            f"Using the local stack already running at {endpoint}; deliveries need its worker "
+            "(changeconsole local up --with-worker)."
+        )
+    else:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise StartupFailed(
+                f"No local stack answers at {endpoint}",
+                [f"{endpoint} is not a local address, so no stack can be started there"],
+                "Drop --endpoint-url, or start the stack on that host first.",
+            )
+        progress(f"starting a local AWS stack on {endpoint}")
+        try:
+            server = LocalServer(port=port, host=host).start()
+        except RuntimeError as exc:
+            raise StartupFailed(
+                "Cannot start the local AWS stack",
+                [str(exc)],
+                "Stop whatever uses the port, or pass --endpoint-url http://127.0.0.1:<free port>.",
+            ) from None
+        cleanup.append(server.stop)
+        try:
+            progress(f"provisioning {customers} customers (bucket, queues, tables, SES accounts)")
+            result = provision_local(
+                endpoint, customers=customers, config_path=config_path, progress=progress
+            )
+        except Exception:
+            server.stop()
+            raise
+        config = result.config
+        progress(result.summary())
+        start_background = find_start_background()
+        if start_background is None:
+            notes.append("The in-process worker is not available in this build: nothing will be delivered.")
+        else:
+            from .services.localstack import local_factory
+
+            handle = start_background(local_factory(endpoint), config)
+            progress("in-process worker started")
+            cleanup.insert(0, lambda: handle.stop(timeout=5))
+        notes.append(f"Local stack at {endpoint} with an in-process worker; it stops when you quit.")
+    settings = AwsSettings(
+        region=config.aws_region, endpoint_url=endpoint, local=True, max_attempts=3, connect_timeout=3
+    )
+    services = Services(ConsoleAwsFactory(settings, call_log), config, readonly=state.readonly)
+    return Startup(services, cleanup, notes)
+
+
+def bootstrap(state: CliState, call_log: AwsCallLog, progress: Progress) -> Startup:
+    """Build the console's services from the CLI state (runs in a thread worker)."""
+    if state.local:
+        return bootstrap_local(state, call_log, progress)
+    source = state.config_source
+    progress(f"loading config {source.path}")
+    try:
+        config = load_config(source.path)
+    except ConfigError as exc:
+        raise _config_failure(exc, source.origin) from None
+    settings = AwsSettings.resolve(
+        region=config.aws_region,
+        endpoint_url=state.endpoint_url,
+        profile=state.profile,
+        max_attempts=3,
+        connect_timeout=3,
+    )
+    return Startup(Services(ConsoleAwsFactory(settings, call_log), config, readonly=state.readonly))
+
+
+# -- the app -----------------------------------------------------------------------------------------
+
+# (command, help) of the ``:`` command line.
+COMMANDS_HELP: list[tuple[str, str]] = [
+    ("changes", "the change list (home)"),
+    ("new", "compose a new change"),
+    ("open CHG-…", "change detail"),
+    ("status [CHG-…]", "live delivery status (default: the change on screen)"),
+    ("dlq [customer]", "dead-letter queues"),
+    ("customers", "customers and their last deliveries"),
+    ("log", "toggle the AWS call log"),
+    ("help", "keys of this screen"),
+    ("theme", "pick a theme"),
+    ("q", "quit"),
+]
+
+
+class ChangeConsoleApp(App[int]):
+    """The operator console. Give it ``services`` (tests) or a ``bootstrap`` (run_console)."""
+
+    TITLE = "changeconsole"
+    CSS_PATH: ClassVar[list[str | PurePath]] = style_paths(*STYLE_FILES)
+    COMMANDS = App.COMMANDS | {ConsoleCommands}
+    BINDINGS = [
+        Binding("f1", "help", "Help", group=NAV),
+        Binding("question_mark", "help", "Help", show=False),
+        Binding("colon", "command_line", "Command", key_display=":", group=NAV),
+        Binding("ctrl+l", "toggle_log", "AWS log", group=VIEW),
+        Binding("escape", "go_back", "Back", show=False),
+        Binding("ctrl+q", "quit", "Quit", priority=True, group=NAV),
+    ]
+
+    header_text: reactive[str] = reactive("[b]changeconsole[/]")
+    show_log: reactive[bool] = reactive(False)
+
+    def __init__(
+        self,
+        services: Services | None = None,
+        *,
+        bootstrap: Callable[[Progress], Startup] | None = None,
+        readonly: bool = False,
+        clock: Clock | None = None,
+        change_id_factory: Callable[[], str] | None = None,
+        live: bool = True,
+        default_timezone: str | None = None,
+        autosave: AutosaveStore | None = None,
+        call_log: AwsCallLog | None = None,
+        startup_title: str = "Connecting…",
+        refresh_interval: float = 5.0,
+        autosave_interval: float = 3.0,
+    ) -> None:
+        super().__init__()
+        self._services = services
+        self._bootstrap = bootstrap
+        self._readonly_flag = readonly
+        self._clock = clock
+        self._change_id_factory = change_id_factory
+        self.live = live
+        self.cursor_blink = live
+        self.default_timezone = default_timezone or local_timezone_name()
+        self._autosave = autosave
+        self.call_log = call_log or AwsCallLog()
+        self.startup_title = startup_title
+        self.refresh_interval = refresh_interval
+        self.autosave_interval = autosave_interval
+        self.known_changes: list[ChangeSummary] = []
+        self.identity: str | None = None
+        self.identity_error: str | None = None
+        self._cleanup: list[Callable[[], None]] = []
+        self.startup_notes: list[str] = []
+
+    # -- services and helpers --------------------------------------------------------------
+    @property
+    def services(self) -> Services:
+        if self._services is None:
+            raise RuntimeError("the console is still starting")
+        return self._services
+
+    @property
+    def has_services(self) -> bool:
+        return self._services is not None
+
+    @property
+    def readonly(self) -> bool:
+        return self._readonly_flag or bool(self._services is not None and self._services.readonly)
+
+    def now(self) -> datetime:
+        return self._clock() if self._clock is not None else datetime.now(UTC)
+
+    def make_change_id(self) -> str:
+        return self._change_id_factory() if self._change_id_factory else new_change_id(self.now())
+
+    @property
+    def autosave(self) -> AutosaveStore:
+        if self._autosave is None:
+            from .services.autosave import AutosaveStore
+
+            self._autosave = AutosaveStore()
+        return self._autosave
+
+    # -- startup ------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        if self._services is not None:
+            self._services_ready()
+        elif self._bootstrap is not None:
+            self._start_bootstrap()
+        else:
+            self.push_screen(StartupErrorScreen("Nothing to connect to", ["no services"], can_retry=False))
+
+    def _start_bootstrap(self) -> None:
+        screen = StartupScreen(self.startup_title)
+        self.push_screen(screen)
+        bootstrap = self._bootstrap
+        assert bootstrap is not None
+
+        def progress(line: str) -> None:
+            self._from_thread(screen.add_line, line)
+
+        def run() -> None:
+            try:
+                startup = bootstrap(progress)
+            except StartupFailed as exc:
+                failure = exc
+                self._from_thread(self._startup_failed, failure.title, failure.problems, failure.hint)
+            except Exception as exc:
+                self._from_thread(
+                    self._startup_failed, "The console could not start", [describe_error(exc)], ""
+                )
+            else:
+                self._from_thread(self._startup_done, startup)
+
+        self.run_worker(run, thread=True, exit_on_error=False, group="startup", description="startup")
+
+    def _from_thread(self, fn: Callable[..., Any], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.call_from_thread(fn, *args)
+
+    def _startup_done(self, startup: Startup) -> None:
+        self._services = startup.services
+        self._cleanup.extend(startup.cleanup)
+        self.startup_notes = startup.notes
+        self.switch_screen(self._home_screen())
+        self._services_ready(pushed=True)
+        for note in startup.notes:
+            self.notify(escape(note), title="changeconsole", timeout=8)
+
+    def _startup_failed(self, title: str, problems: list[str], hint: str) -> None:
+        self.switch_screen(StartupErrorScreen(title, problems, hint))
+
+    def retry_startup(self) -> None:
+        if self._bootstrap is None:
+            return
+        self.pop_screen()
+        self._start_bootstrap()
+
+    def action_quit_with_error(self) -> None:
+        self.exit(1)
+
+    def _home_screen(self) -> Screen[Any]:
+        from .screens.changes import ChangesScreen
+
+        return ChangesScreen()
+
+    def _services_ready(self, *, pushed: bool = False) -> None:
+        services = self.services
+        aws = services.aws
+        if not isinstance(aws, ConsoleAwsFactory) and hasattr(aws, "add_call_listener"):
+            aws.add_call_listener(self.call_log.after_call)
+        self._update_header()
+        self._fetch_identity()
+        if not pushed:
+            self.push_screen(self._home_screen())
+
+    def _fetch_identity(self) -> None:
+        aws = self.services.aws
+
+        def run() -> None:
+            try:
+                identity = aws.operator_identity()
+            except Exception as exc:
+                self._from_thread(self._identity_failed, describe_error(exc))
+            else:
+                self._from_thread(self._identity_known, identity)
+
+        self.run_worker(run, thread=True, exit_on_error=False, group="identity", description="identity")
+
+    def _identity_known(self, identity: str) -> None:
+        self.identity, self.identity_error = identity, None
+        self._update_header()
+
+    def _identity_failed(self, error: str) -> None:
+        self.identity, self.identity_error = None, error
+        self._update_header()
+        self.notify(escape(error), title="AWS unreachable", severity="error", timeout=12)
+
+    def _update_header(self) -> None:
+        if self._services is None:
+            return
+        settings = self._services.aws.settings
+        parts = [f"[b]{escape(self._services.environment_label)}[/]"]
+        if not settings.local:
+            parts.append(f"profile {escape(settings.profile or 'default')}")
+        parts.append(escape(settings.region))
+        if self.identity_error:
+            parts.append("[red]operator unknown (AWS unreachable)[/]")
+        else:
+            parts.append(f"operator {escape(self.identity or '…')}")
+        text = "[b]changeconsole[/]  " + "  │  ".join(parts)
+        if self.readonly:
+            text += "  [reverse] READ-ONLY [/]"
+        self.header_text = text
+
+    def on_unmount(self) -> None:
+        self.run_cleanup()
+
+    def run_cleanup(self) -> None:
+        cleanup, self._cleanup = self._cleanup, []
+        for step in cleanup:
+            try:
+                step()
+            except Exception as exc:  # never a traceback on the way out
+                self.log.error(f"cleanup failed: {exc}")
+
+    # -- navigation -------------------------------------------------------------------------------
+    def _have_services(self) -> bool:
+        if self._services is None:
+            self.notify("The console is still starting.", severity="warning")
+            return False
+        return True
+
+    def go_home(self) -> None:
+        from .screens.changes import ChangesScreen
+
+        if not self._have_services():
+            return
+        while len(self.screen_stack) > 1 and not isinstance(self.screen, ChangesScreen):
+            self.pop_screen()
+        if not isinstance(self.screen, ChangesScreen):
+            self.push_screen(ChangesScreen())
+
+    def open_change(self, change_id: str) -> None:
+        from .screens.detail import DetailScreen
+
+        if not self._have_services():
+            return
+        if not CHANGE_ID_RE.match(change_id):
+            self.notify(f"{escape(change_id)} is not a change id (CHG-…)", severity="error")
+            return
+        self.push_screen(DetailScreen(change_id))
+
+    def open_compose(self, change: Change | None = None, *, mode: str | None = None) -> None:
+        from .screens.compose import ComposeScreen
+
+        if not self._have_services():
+            return
+        if self.readonly:
+            self.notify("Read-only console: composing changes is disabled.", severity="warning")
+            return
+        self.push_screen(ComposeScreen(change, mode=mode))
+
+    def _colleague_screen(self, module: str, cls: str, *args: Any, **kwargs: Any) -> Screen[Any] | None:
+        """A screen of another part of the console, imported lazily (None when not in this build)."""
+        try:
+            if importlib.util.find_spec(module) is None:
+                raise ImportError(module)
+            factory = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError):
+            self.notify(f"{cls} is not available in this build.", severity="warning")
+            return None
+        screen: Screen[Any] = factory(*args, **kwargs)
+        return screen
+
+    def open_status(self, change_id: str | None = None) -> None:
+        if not self._have_services():
+            return
+        change_id = change_id or self.current_change_id()
+        if not change_id:
+            self.notify("Which change? Use :status CHG-…", severity="warning")
+            return
+        screen = self._colleague_screen("changeconsole.screens.status", "LiveStatusScreen", change_id)
+        if screen is not None:
+            self.push_screen(screen)
+
+    def open_dlq(self, customer: str | None = None) -> None:
+        if not self._have_services():
+            return
+        args = (customer,) if customer else ()
+        screen = self._colleague_screen("changeconsole.screens.dlq", "DlqScreen", *args)
+        if screen is not None:
+            self.push_screen(screen)
+
+    def open_customers(self) -> None:
+        if not self._have_services():
+            return
+        screen = self._colleague_screen("changeconsole.screens.customers", "CustomersScreen")
+        if screen is not None:
+            self.push_screen(screen)
+
+    # -- fan-outs (submit / resubmit / approve / complete / cancel) ------------------------------------
+    def fanout_call(
+        self, operation: str, change: Change | str, customers: list[str] | None = None
+    ) -> Callable[[Callable[[Any], None] | None], Any]:
+        """The blocking service call of ``operation``; takes the progress callback, returns a FanoutResult."""
+        changes = self.services.changes
+        change_id = change if isinstance(change, str) else change.change_id
+        expected = None if isinstance(change, str) else change.version
+
+        def run(progress: Callable[[Any], None] | None) -> Any:
+            if operation == "submit":
+                return changes.submit(change, customers=customers, progress=progress)
+            if operation == "resubmit":
+                assert isinstance(change, Change)
+                result = changes.edit(change, progress=progress)
+                if isinstance(result, Change):
+                    from .services.fanout import FanoutResult
+                    from .services.lifecycle import EVENT_OF_STATUS
+
+                    return FanoutResult(result, EVENT_OF_STATUS[result.status], {})
+                return result
+            if operation in ("approve", "complete", "cancel"):
+                method = getattr(changes, operation)
+                return method(change_id, progress=progress, expected_version=expected)
+            raise ValueError(f"unknown operation {operation}")
+
+        return run
+
+    def start_fanout(
+        self,
+        operation: str,
+        change: Change | str,
+        *,
+        customers: list[str] | None = None,
+        on_archived: Callable[[Change], None] | None = None,
+    ) -> None:
+        """Run a change event's fan-out with per-destination progress, then show its live status."""
+        if self.readonly:
+            self.notify("Read-only console: nothing was sent.", severity="warning")
+            return
+        run = self.fanout_call(operation, change, customers)
+        change_id = change if isinstance(change, str) else change.change_id
+        screen = self._progress_screen(operation, change, run, on_archived)
+        if screen is not None:
+            self.push_screen(screen)
+            return
+        self._fanout_without_screen(operation, change_id, run, on_archived)
+
+    def _progress_screen(
+        self,
+        operation: str,
+        change: Change | str,
+        run: Callable[[Callable[[Any], None] | None], Any],
+        on_archived: Callable[[Change], None] | None,
+    ) -> Screen[Any] | None:
+        if importlib.util.find_spec("changeconsole.screens.progress") is None:
+            return None
+        module = importlib.import_module("changeconsole.screens.progress")
+        factory = getattr(module, "SubmitProgressScreen", None)
+        if factory is None:
+            return None
+        screen: Screen[Any] = factory(operation, change, run, on_archived=on_archived)
+        return screen
+
+    def _fanout_without_screen(
+        self,
+        operation: str,
+        change_id: str,
+        run: Callable[[Callable[[Any], None] | None], Any],
+        on_archived: Callable[[Change], None] | None,
+    ) -> None:
+        """No progress screen in this build: run it in a worker, report, then open live status."""
+        self.notify(f"{operation.capitalize()} {change_id}: sending…", title="Fan-out")
+
+        def finished(result: Any) -> None:
+            archived = str(result.states.get("archive", "done")) == "done"
+            if archived and on_archived is not None:
+                on_archived(result.change)
+            if result.ok:
+                n = len(result.customers)
+                self.notify(f"{change_id}: {result.event.value} queued for {n} customer(s).", title="Sent")
+                if n:
+                    self.open_status(change_id)
+            else:
+                failed = ", ".join(f"{d}: {result.errors.get(d, '?')}" for d in result.failed)
+                self.notify(
+                    escape(f"{change_id}: failed for {failed}"), title="Fan-out failed", severity="error"
+                )
+
+        def thread() -> None:
+            try:
+                result = run(None)
+            except Exception as exc:
+                message = describe_error(exc)
+                self._from_thread(
+                    lambda: self.notify(
+                        escape(message), title=f"{operation} failed", severity="error", timeout=12
+                    )
+                )
+            else:
+                self._from_thread(finished, result)
+
+        self.run_worker(thread, thread=True, exit_on_error=False, group="fanout", description=operation)
+
+    def current_change_id(self) -> str | None:
+        for screen in reversed(self.screen_stack):
+            change_id = getattr(screen, "change_id", None)
+            if isinstance(change_id, str) and CHANGE_ID_RE.match(change_id):
+                return change_id
+        return None
+
+    def refresh_current(self) -> None:
+        action = getattr(self.screen, "action_refresh", None)
+        if callable(action):
+            action()
+
+    # -- app actions ----------------------------------------------------------------------------------
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)
+            return
+        title = getattr(self.screen, "help_title", None) or type(self.screen).__name__
+        self.push_screen(HelpScreen(str(title), self.screen.active_bindings, COMMANDS_HELP))
+
+    def action_toggle_log(self) -> None:
+        self.toggle_log()
+
+    def toggle_log(self) -> None:
+        self.show_log = not self.show_log
+
+    def action_go_back(self) -> None:
+        from .screens.changes import ChangesScreen
+
+        if isinstance(self.screen, ChangesScreen | StartupScreen | StartupErrorScreen):
+            return
+        if len(self.screen_stack) > 2:
+            self.pop_screen()
+
+    def action_command_line(self) -> None:
+        if isinstance(self.screen, CommandLine):
+            return
+        self.push_screen(CommandLine(self.command_words), self.run_command)
+
+    def command_words(self) -> Iterable[str]:
+        words = ["changes", "new", "open ", "status ", "dlq", "customers", "log", "help", "theme", "q"]
+        ids = [s.change_id for s in self.known_changes]
+        current = self.current_change_id()
+        if current:
+            words.append(f"status {current}")
+        words += [f"status {i}" for i in ids] + [f"open {i}" for i in ids]
+        return words
+
+    def run_command(self, text: str | None) -> None:
+        """Run one ``:`` command; unknown ones are named in an error notification."""
+        if not text:
+            return
+        name, _, arg = text.strip().lstrip(":").partition(" ")
+        name, arg = name.casefold(), arg.strip()
+        if name in ("q", "quit", "q!", "qa"):
+            self.exit(0)
+        elif name in ("changes", "home", "list", "ls"):
+            self.go_home()
+        elif name in ("new", "compose"):
+            self.open_compose()
+        elif name in ("open", "show", "change", "detail") and arg:
+            self.open_change(arg)
+        elif name == "status":
+            self.open_status(arg or None)
+        elif name == "dlq":
+            self.open_dlq(arg or None)
+        elif name == "customers":
+            self.open_customers()
+        elif name == "log":
+            self.toggle_log()
+        elif name == "help":
+            self.action_help()
+        elif name == "theme":
+            self.action_change_theme()
+        elif CHANGE_ID_RE.match(name.upper()):
+            self.open_change(text.strip())
+        else:
+            known = ", ".join(c.split(" ")[0] for c, _ in COMMANDS_HELP)
+            self.notify(f"Unknown command :{escape(text)} (try {known})", severity="error")
+
+
+def local_timezone_name() -> str:
+    """The operator's IANA timezone (TZ, then /etc/localtime), else UTC."""
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if tz and "/" in tz:
+        return tz
+    try:
+        target = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in target:
+            return target.split("zoneinfo/", 1)[1]
+    except OSError:
+        pass
+    return "UTC"
+
+
+def run_console(state: CliState) -> int:
+    """Open the console for the CLI state; returns the exit code."""
+    call_log = AwsCallLog()
+    title = "Starting the local AWS stack…" if state.local else "Connecting…"
+    app = ChangeConsoleApp(
+        bootstrap=lambda progress: bootstrap(state, call_log, progress),
+        readonly=state.readonly,
+        call_log=call_log,
+        startup_title=title,
+    )
+    try:
+        code = app.run()
+    finally:
+        app.run_cleanup()
+    return int(code or app.return_code or 0)

@@ -1,0 +1,356 @@
+"""The home screen: every change, by tab (Drafts / Submitted / Approved / All), filterable and sortable.
+
+Rows come from the change index (``services.changes.list()``; ``services.status.list_changes()`` when
+the lifecycle service is not available) in a thread worker, every few seconds. Refreshes reconcile the
+table by row key (the change id), so the cursor, the ``/`` filter and the sort survive them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from rich.markup import escape
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Input, Static, Tab, Tabs
+from textual.widgets.data_table import RowDoesNotExist
+
+from ..models import ChangeStatus
+from ..services.status import ChangeSummary
+from .widgets import EDIT, NAV, VIEW, ConsoleScreen, FormInput, short_time, window_text
+
+STATUS_STYLES = {
+    "draft": "grey62",
+    "submitted": "bold dark_orange",
+    "approved": "bold green3",
+    "completed": "dodger_blue1",
+    "cancelled": "grey50 strike",
+}
+
+
+@dataclass(frozen=True)
+class TabSpec:
+    id: str
+    label: str
+    statuses: frozenset[ChangeStatus] | None  # None: every status
+
+
+TABS: tuple[TabSpec, ...] = (
+    TabSpec("drafts", "Drafts", frozenset({ChangeStatus.DRAFT})),
+    TabSpec("submitted", "Submitted", frozenset({ChangeStatus.SUBMITTED})),
+    TabSpec("approved", "Approved", frozenset({ChangeStatus.APPROVED})),
+    TabSpec("all", "All", None),
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    sort: Callable[[ChangeSummary], Any]
+    width: int | None = None
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("id", "ID", lambda s: s.change_id, 34),
+    Column("title", "Title", lambda s: s.title.casefold()),
+    Column("status", "Status", lambda s: s.status.value, 10),
+    Column("customers", "Customers", lambda s: len(s.customers)),
+    Column("window", "Window (UTC)", lambda s: s.implementation_start or ""),
+    Column("modified", "Modified", lambda s: s.modified_at or ""),
+)
+COLUMN_KEYS = [c.key for c in COLUMNS]
+
+
+def customers_text(codes: list[str], limit: int = 3) -> str:
+    if not codes:
+        return "—"
+    shown = ", ".join(codes[:limit])
+    return f"{len(codes)}: {shown}" + (f" +{len(codes) - limit}" if len(codes) > limit else "")
+
+
+def row_cells(summary: ChangeSummary) -> list[Any]:
+    who = summary.modified_by or summary.created_by or "—"
+    return [
+        summary.change_id,
+        summary.title,
+        Text(summary.status.value, style=STATUS_STYLES.get(summary.status.value, "")),
+        customers_text(summary.customers),
+        window_text(summary.implementation_start, summary.implementation_end),
+        f"{short_time(summary.modified_at)} {who}",
+    ]
+
+
+def matches(summary: ChangeSummary, text: str) -> bool:
+    """Every word of the filter appears in the id, title, status, customers or indexed search text."""
+    if not text.strip():
+        return True
+    haystack = " ".join(
+        [
+            summary.search,
+            summary.change_id.casefold(),
+            summary.title.casefold(),
+            summary.status.value,
+            " ".join(summary.customers),
+            (summary.modified_by or "").casefold(),
+        ]
+    )
+    return all(word in haystack for word in text.casefold().split())
+
+
+class ChangesScreen(ConsoleScreen[None]):
+    help_title = "Changes"
+    MUTATING: ClassVar[frozenset[str]] = frozenset({"new_change"})
+    BINDINGS = [
+        Binding("n", "new_change", "New", group=EDIT),
+        Binding("enter", "open", "Open", show=False),
+        Binding("slash", "filter", "Filter", key_display="/", group=VIEW),
+        Binding("s", "cycle_sort", "Sort", group=VIEW),
+        Binding("S", "reverse_sort", "Reverse sort", show=False),
+        Binding("l", "live_status", "Live status", group=NAV),
+        Binding("r", "refresh", "Refresh", group=VIEW),
+        Binding("left", "tab(-1)", "Previous tab", show=False),
+        Binding("right", "tab(1)", "Next tab", show=False),
+        Binding("1", "show_tab('drafts')", "Drafts", show=False),
+        Binding("2", "show_tab('submitted')", "Submitted", show=False),
+        Binding("3", "show_tab('approved')", "Approved", show=False),
+        Binding("4", "show_tab('all')", "All", show=False),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="changes")
+        self.summaries: list[ChangeSummary] = []
+        self.filter_text = ""
+        self.sort_key = "modified"
+        self.sort_reverse = True
+        self.tab = "all"
+        self.loaded = False
+        self.error: str | None = None
+        self._shown: list[str] = []
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="changes-body"):
+            yield Tabs(*(Tab(spec.label, id=spec.id) for spec in TABS), active="all", id="change-tabs")
+            with Horizontal(id="filter-bar"):
+                yield Static("/", id="filter-label")
+                yield FormInput(placeholder="filter: words in id, title, tickets, customers…", id="filter")
+            yield Static("", id="changes-error")
+            table: DataTable[Any] = DataTable(cursor_type="row", zebra_stripes=True, id="changes-table")
+            for column in COLUMNS:
+                table.add_column(column.label, key=column.key, width=column.width)
+            yield table
+            yield Static("Loading changes…", id="changes-empty")
+            yield Static("", id="changes-status")
+
+    def on_mount(self) -> None:
+        self.query_one("#filter-bar").display = False
+        self.query_one("#changes-error").display = False
+        self.query_one(DataTable).focus()
+        self.load()
+        if self.console.live:
+            self.set_interval(self.console.refresh_interval, self.load, name="changes-refresh")
+
+    def on_screen_resume(self) -> None:
+        if self.loaded:
+            self.load()
+
+    # -- data ----------------------------------------------------------------------------------------
+    def _list(self) -> list[ChangeSummary]:
+        services = self.services
+        try:
+            changes = services.changes
+        except ImportError:
+            return services.status.list_changes()
+        return list(changes.list())
+
+    def load(self) -> None:
+        self.call_service(
+            self._list,
+            done=self._loaded,
+            failed=self._failed,
+            group="changes-list",
+            exclusive=True,
+            description="list changes",
+        )
+
+    def action_refresh(self) -> None:
+        self.load()
+
+    def _loaded(self, summaries: list[ChangeSummary]) -> None:
+        first_error_cleared = self.error is not None
+        self.summaries = summaries
+        self.console.known_changes = summaries
+        self.loaded = True
+        self.error = None
+        self.query_one("#changes-error").display = False
+        if first_error_cleared:
+            self.notify("Connected again: the change list is up to date.", title="Changes")
+        self.render_rows()
+
+    def _failed(self, exc: BaseException) -> None:
+        from .widgets import describe_error
+
+        message = describe_error(exc)
+        repeated = self.error == message
+        self.error = message
+        box = self.query_one("#changes-error", Static)
+        box.update(f"✖ Cannot load changes: {escape(message)}  [dim](r retries)[/]")
+        box.display = True
+        if not repeated:
+            self.notify(escape(message), title="Cannot load changes", severity="error", timeout=10)
+        self.render_rows()
+
+    # -- rendering ----------------------------------------------------------------------------------------
+    def visible_rows(self) -> list[ChangeSummary]:
+        spec = next(t for t in TABS if t.id == self.tab)
+        rows = [s for s in self.summaries if matches(s, self.filter_text)]
+        if spec.statuses is not None:
+            rows = [s for s in rows if s.status in spec.statuses]
+        column = next(c for c in COLUMNS if c.key == self.sort_key)
+        rows.sort(key=lambda s: s.change_id, reverse=self.sort_reverse)
+        rows.sort(key=column.sort, reverse=self.sort_reverse)
+        return rows
+
+    def render_rows(self) -> None:
+        table = self.query_one(DataTable)
+        rows = self.visible_rows()
+        keys = [s.change_id for s in rows]
+        cursor_key = self._cursor_key()
+        if keys == self._shown:
+            for summary in rows:
+                for column_key, value in zip(COLUMN_KEYS, row_cells(summary), strict=True):
+                    if str(table.get_cell(summary.change_id, column_key)) != str(value):
+                        table.update_cell(summary.change_id, column_key, value)
+        else:
+            table.clear()
+            for summary in rows:
+                table.add_row(*row_cells(summary), key=summary.change_id)
+            self._shown = keys
+            if cursor_key in keys:
+                table.move_cursor(row=keys.index(cursor_key), animate=False)
+        self._update_labels()
+
+    def _cursor_key(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        try:
+            row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        except RowDoesNotExist:
+            return None
+        return str(row_key.value) if row_key.value is not None else None
+
+    def _update_labels(self) -> None:
+        filtered = [s for s in self.summaries if matches(s, self.filter_text)]
+        tabs = self.query_one(Tabs)
+        for spec in TABS:
+            count = (
+                len(filtered) if spec.statuses is None else sum(s.status in spec.statuses for s in filtered)
+            )
+            tabs.query_one(f"#{spec.id}", Tab).label = f"{spec.label} {count}"
+        shown = len(self._shown)
+        empty = self.query_one("#changes-empty", Static)
+        if not self.loaded:
+            empty.update("Loading changes…" if self.error is None else "")
+        elif not self.summaries:
+            empty.update(
+                "No changes yet. Press [b]n[/] to compose one." if not self.readonly else "No changes."
+            )
+        elif not shown:
+            empty.update(
+                "Nothing matches: esc clears the filter." if self.filter_text else "None in this tab."
+            )
+        empty.display = shown == 0 and bool(empty.content)
+        self.query_one(DataTable).display = shown > 0
+        column = next(c for c in COLUMNS if c.key == self.sort_key)
+        arrow = "↓" if self.sort_reverse else "↑"
+        parts = [f"{shown} shown", f"sorted by {column.label.lower()} {arrow}"]
+        if self.filter_text:
+            parts.append(f"filter “{escape(self.filter_text)}”")
+        self.query_one("#changes-status", Static).update(" · ".join(parts))
+
+    # -- events and actions ---------------------------------------------------------------------------
+    @on(Tabs.TabActivated)
+    def _tab(self, event: Tabs.TabActivated) -> None:
+        if event.tab.id and event.tab.id != self.tab:
+            self.tab = event.tab.id
+            self.render_rows()
+
+    def action_tab(self, step: int) -> None:
+        ids = [t.id for t in TABS]
+        self.action_show_tab(ids[(ids.index(self.tab) + step) % len(ids)])
+
+    def action_show_tab(self, tab_id: str) -> None:
+        self.query_one(Tabs).active = tab_id
+
+    @on(DataTable.RowSelected)
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value:
+            self.console.open_change(str(event.row_key.value))
+
+    @on(DataTable.HeaderSelected)
+    def _header(self, event: DataTable.HeaderSelected) -> None:
+        key = str(event.column_key.value)
+        if key == self.sort_key:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_key, self.sort_reverse = key, key == "modified"
+        self.render_rows()
+
+    def action_open(self) -> None:
+        key = self._cursor_key()
+        if key:
+            self.console.open_change(key)
+
+    def action_live_status(self) -> None:
+        key = self._cursor_key()
+        if key:
+            self.console.open_status(key)
+
+    def action_new_change(self) -> None:
+        if self.refuse_readonly("composing a change"):
+            return
+        self.console.open_compose()
+
+    def action_cycle_sort(self) -> None:
+        index = COLUMN_KEYS.index(self.sort_key)
+        self.sort_key = COLUMN_KEYS[(index + 1) % len(COLUMN_KEYS)]
+        self.sort_reverse = self.sort_key == "modified"
+        self.render_rows()
+        column = next(c for c in COLUMNS if c.key == self.sort_key)
+        self.notify(f"Sorted by {column.label.lower()}", timeout=2)
+
+    def action_reverse_sort(self) -> None:
+        self.sort_reverse = not self.sort_reverse
+        self.render_rows()
+
+    def action_filter(self) -> None:
+        bar = self.query_one("#filter-bar")
+        bar.display = True
+        self.query_one("#filter", Input).focus()
+
+    def action_clear_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        if self.filter_text or field.has_focus:
+            field.value = ""
+            self.filter_text = ""
+            self.query_one("#filter-bar").display = False
+            self.query_one(DataTable).focus()
+            self.render_rows()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value.strip()
+        self.render_rows()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        if not self.filter_text:
+            self.query_one("#filter-bar").display = False
+        self.query_one(DataTable).focus()

@@ -1,0 +1,478 @@
+"""One change: every field, its latest delivery round, the actions its state allows, version history + diff.
+
+Confirmations scale with danger: approve/complete ask y/n; cancel and delete make the operator type
+the change id. In a read-only console no action is shown or accepted.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import DataTable, Static, TabbedContent, TabPane
+
+from ..models import Change, ChangeStatus, DeliveryRecord
+from .changes import STATUS_STYLES
+from .compose import to_local
+from .modals import ConfirmModal, TypeToConfirmModal
+from .widgets import EDIT, NAV, VIEW, ConsoleScreen, short_time
+
+# Which actions each state allows (besides duplicate, allowed for any change).
+ALLOWED: dict[ChangeStatus, frozenset[str]] = {
+    ChangeStatus.DRAFT: frozenset({"edit", "delete", "submit"}),
+    ChangeStatus.SUBMITTED: frozenset({"approve", "cancel", "edit"}),
+    ChangeStatus.APPROVED: frozenset({"complete", "cancel", "edit"}),
+    ChangeStatus.COMPLETED: frozenset(),
+    ChangeStatus.CANCELLED: frozenset({"delete"}),
+}
+ACTION_LABELS = {
+    "approve": "a approve",
+    "complete": "c complete",
+    "cancel": "x cancel",
+    "edit": "e edit",
+    "submit": "e edit & submit",
+    "delete": "del delete",
+    "duplicate": "d duplicate",
+}
+
+FIELD_ROWS: tuple[tuple[str, str], ...] = (
+    ("changeTitle", "Title"),
+    ("status", "Status"),
+    ("version", "Version"),
+    ("customers", "Customers"),
+    ("implementationStart", "Start"),
+    ("implementationEnd", "End"),
+    ("timezone", "Timezone"),
+    ("snowTicket", "ServiceNow"),
+    ("jiraTicket", "Jira"),
+    ("include_meeting", "Meeting invite"),
+    ("createdAt", "Created"),
+    ("modifiedAt", "Modified"),
+    ("submittedAt", "Submitted"),
+    ("approvedAt", "Approved"),
+    ("completedAt", "Completed"),
+    ("cancelledAt", "Cancelled"),
+)
+LONG_ROWS: tuple[tuple[str, str], ...] = (
+    ("changeReason", "Reason"),
+    ("customerImpact", "Customer impact"),
+    ("implementationPlan", "Implementation plan"),
+    ("testPlan", "Test plan"),
+    ("rollbackPlan", "Rollback plan"),
+)
+
+
+def field_value(change: Change, doc: dict[str, Any], key: str, customer_names: dict[str, str]) -> Text:
+    value = doc.get(key)
+    if key == "status":
+        return Text(change.status.value, style=STATUS_STYLES.get(change.status.value, ""))
+    if key == "customers":
+        return Text(", ".join(f"{customer_names.get(c, c)} ({c})" for c in change.customers))
+    if key in ("implementationStart", "implementationEnd"):
+        if not value:
+            return Text("—", style="dim")
+        day, clock = to_local(value, change.timezone)
+        return Text(f"{short_time(value)}  ({day} {clock} {change.timezone})")
+    if key.endswith("At"):
+        who = doc.get(key[:-2] + "By")
+        return Text(f"{short_time(value)}  {who or ''}".rstrip()) if value else Text("—", style="dim")
+    if isinstance(value, bool):
+        return Text("yes" if value else "no")
+    if value in (None, ""):
+        return Text("—", style="dim")
+    return Text(str(value))
+
+
+def render_fields(change: Change, customer_names: dict[str, str]) -> Table:
+    doc = change.to_json_dict()
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    for key, label in FIELD_ROWS:
+        table.add_row(label, field_value(change, doc, key, customer_names))
+    return table
+
+
+def render_long(change: Change) -> Table:
+    doc = change.to_json_dict()
+    table = Table.grid(padding=(0, 0))
+    table.add_column()
+    for key, label in LONG_ROWS:
+        table.add_row(Text(label, style="bold underline"))
+        value = doc.get(key) or ""
+        table.add_row(Text(value) if value else Text("—", style="dim"))
+        table.add_row("")
+    return table
+
+
+def render_diff(diffs: list[Any], a: int, b: int) -> Text:
+    """Field-by-field difference (unified diff for long text), colored like ``git diff``."""
+    out = Text()
+    if not diffs:
+        out.append(f"v{a} and v{b} have the same content.", style="dim")
+        return out
+    for diff in diffs:
+        out.append(f"{diff.field}\n", style="bold")
+        if diff.unified:
+            for line in diff.unified.splitlines():
+                if line.startswith(("+++", "---")):
+                    style = "bold"
+                elif line.startswith("+"):
+                    style = "green"
+                elif line.startswith("-"):
+                    style = "red"
+                elif line.startswith("@@"):
+                    style = "cyan"
+                else:
+                    style = ""
+                out.append(line + "\n", style=style)
+        else:
+            out.append(f"- {json.dumps(diff.old, ensure_ascii=False)}\n", style="red")
+            out.append(f"+ {json.dumps(diff.new, ensure_ascii=False)}\n", style="green")
+        out.append("\n")
+    return out
+
+
+class VersionsTable(DataTable[Any]):
+    BINDINGS = [
+        Binding("1", "screen.pick('a')", "Diff: set A"),
+        Binding("2", "screen.pick('b')", "Diff: set B"),
+    ]
+
+
+class DetailScreen(ConsoleScreen[None]):
+    help_title = "Change detail"
+    MUTATING: ClassVar[frozenset[str]] = frozenset(
+        {"approve", "complete", "cancel_change", "edit", "duplicate", "delete"}
+    )
+    BINDINGS = [
+        Binding("a", "approve", "Approve", group=EDIT),
+        Binding("c", "complete", "Complete", group=EDIT),
+        Binding("x", "cancel_change", "Cancel change", group=EDIT),
+        Binding("e", "edit", "Edit", group=EDIT),
+        Binding("d", "duplicate", "Duplicate", group=EDIT),
+        Binding("delete", "delete", "Delete", key_display="del", group=EDIT),
+        Binding("l", "live_status", "Live status", group=NAV),
+        Binding("h", "show_tab('tab-history')", "History", group=VIEW),
+        Binding("i", "show_tab('tab-details')", "Details", show=False),
+        Binding("v", "show_tab('tab-deliveries')", "Deliveries", show=False),
+        Binding("r", "refresh", "Reload", group=VIEW),
+    ]
+
+    def __init__(self, change_id: str) -> None:
+        super().__init__(id="detail")
+        self.change_id = change_id
+        self.change: Change | None = None
+        self.versions: list[Change] = []
+        self.pick_a: int | None = None
+        self.pick_b: int | None = None
+        self.error: str | None = None
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="detail-body"):
+            yield Static(f"[b]{escape(self.change_id)}[/]  loading…", id="detail-title")
+            yield Static("", id="detail-actions")
+            yield Static("", id="detail-error")
+            with TabbedContent(initial="tab-details", id="detail-tabs"):
+                with TabPane("Details", id="tab-details"), VerticalScroll(id="detail-fields-scroll"):
+                    yield Static("", id="detail-fields")
+                    yield Static("", id="detail-long")
+                with TabPane("Deliveries", id="tab-deliveries"), Vertical():
+                    yield Static("", id="deliveries-summary")
+                    deliveries: DataTable[Any] = DataTable(cursor_type="row", id="deliveries-table")
+                    deliveries.add_columns("customer", "state", "attempts", "sent", "last error")
+                    yield deliveries
+                with TabPane("History", id="tab-history"), Vertical():
+                    versions = VersionsTable(cursor_type="row", id="versions-table")
+                    versions.add_columns("A/B", "version", "status", "modified", "by", "what")
+                    yield versions
+                    yield Static("", id="diff-head")
+                    with VerticalScroll(id="diff-scroll"):
+                        yield Static("", id="diff")
+
+    def on_mount(self) -> None:
+        self.query_one("#detail-error").display = False
+        self.load()
+
+    def on_screen_resume(self) -> None:
+        if self.change is not None:
+            self.load()
+
+    # -- loading -----------------------------------------------------------------------------------------
+    def load(self) -> None:
+        change_id = self.change_id
+
+        def fetch() -> tuple[Change, list[Change], list[DeliveryRecord]]:
+            services = self.services
+            change = services.changes.load(change_id)
+            versions = services.changes.history(change_id)
+            records = services.status.latest_round(change_id)
+            return change, versions, records
+
+        self.call_service(fetch, done=self._loaded, failed=self._failed, group="detail", exclusive=True)
+
+    def action_refresh(self) -> None:
+        self.load()
+
+    def _failed(self, exc: BaseException) -> None:
+        from .widgets import describe_error
+
+        self.error = describe_error(exc)
+        box = self.query_one("#detail-error", Static)
+        box.update(f"✖ Cannot load {escape(self.change_id)}: {escape(self.error)}  [dim](r retries)[/]")
+        box.display = True
+        self.notify(escape(self.error), title="Cannot load change", severity="error", timeout=10)
+
+    def _loaded(self, data: tuple[Change, list[Change], list[DeliveryRecord]]) -> None:
+        change, versions, records = data
+        self.change, self.versions, self.error = change, versions, None
+        self.query_one("#detail-error").display = False
+        names = {code: m.customer_name for code, m in self.services.config.customer_mappings.items()}
+        status = Text(change.status.value, style=STATUS_STYLES.get(change.status.value, ""))
+        title = Text.assemble(
+            (change.change_id, "bold"), "  ", change.title, "  ", status, f"  v{change.version}"
+        )
+        self.query_one("#detail-title", Static).update(title)
+        self.query_one("#detail-fields", Static).update(render_fields(change, names))
+        self.query_one("#detail-long", Static).update(render_long(change))
+        self._show_actions()
+        self._show_deliveries(records)
+        self._show_versions()
+        self.refresh_bindings()
+
+    def allowed(self) -> set[str]:
+        if self.change is None:
+            return set()
+        return set(ALLOWED[self.change.status]) | {"duplicate"}
+
+    def _show_actions(self) -> None:
+        box = self.query_one("#detail-actions", Static)
+        if self.readonly:
+            box.update("[reverse] READ-ONLY [/] actions are disabled")
+            return
+        allowed = self.allowed()
+        labels = [label for action, label in ACTION_LABELS.items() if action in allowed]
+        if "submit" in allowed:
+            labels.remove("e edit")
+        box.update("Actions: " + "  ·  ".join(labels) if labels else "No actions: this change is final.")
+
+    def _show_deliveries(self, records: list[DeliveryRecord]) -> None:
+        table = self.query_one("#deliveries-table", DataTable)
+        table.clear()
+        summary = self.query_one("#deliveries-summary", Static)
+        if not records:
+            summary.update(
+                "No deliveries yet."
+                if self.change and self.change.status is not ChangeStatus.DRAFT
+                else "Drafts send nothing."
+            )
+            return
+        first = records[0]
+        counts = self.services.status.aggregate(records)
+        shown = "  ".join(f"{state} {n}" for state, n in counts.items() if n)
+        summary.update(f"Round v{first.version} {first.event.value}: {shown}   [dim](l: live status)[/]")
+        for record in sorted(records, key=lambda r: r.customer):
+            table.add_row(
+                record.customer,
+                record.state.value,
+                str(record.attempts),
+                f"{record.recipients_sent}/{record.recipients_total}",
+                (record.last_error or "")[:80],
+                key=record.customer,
+            )
+
+    def _show_versions(self) -> None:
+        versions = self.versions
+        numbers = [v.version for v in versions]
+        if self.pick_b not in numbers:
+            self.pick_b = numbers[-1] if numbers else None
+        if self.pick_a not in numbers:
+            self.pick_a = numbers[-2] if len(numbers) > 1 else self.pick_b
+        table = self.query_one(VersionsTable)
+        table.clear()
+        for version in reversed(versions):
+            mod = version.modifications[-1] if version.modifications else None
+            marks = ("A" if version.version == self.pick_a else "") + (
+                "B" if version.version == self.pick_b else ""
+            )
+            table.add_row(
+                marks,
+                f"v{version.version}",
+                version.status.value,
+                short_time(version.modified_at or version.created_at),
+                version.modified_by or version.created_by or "—",
+                mod.modification_type if mod else "",
+                key=str(version.version),
+            )
+        self._show_diff()
+
+    def _show_diff(self) -> None:
+        head = self.query_one("#diff-head", Static)
+        a, b = self.pick_a, self.pick_b
+        if a is None or b is None:
+            head.update("No versions.")
+            return
+        if a == b:
+            head.update(
+                f"Only v{a} exists." if len(self.versions) < 2 else f"A and B are both v{a}: pick two."
+            )
+            self.query_one("#diff", Static).update("")
+            return
+        head.update(f"Diff A v{a} → B v{b}   [dim](on a row: 1 sets A, 2 sets B)[/]")
+        change_id = self.change_id
+
+        def compute() -> list[Any]:
+            return self.services.changes.diff(change_id, a, b)
+
+        self.call_service(
+            compute,
+            done=lambda diffs: self.query_one("#diff", Static).update(render_diff(diffs, a, b)),
+            group="diff",
+            exclusive=True,
+        )
+
+    def action_pick(self, which: str) -> None:
+        table = self.query_one(VersionsTable)
+        if not table.row_count:
+            return
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        version = int(str(row_key.value))
+        if which == "a":
+            self.pick_a = version
+        else:
+            self.pick_b = version
+        cursor = table.cursor_row
+        self._show_versions()
+        table.move_cursor(row=cursor, animate=False)
+
+    @on(DataTable.RowSelected, "#versions-table")
+    def _version_selected(self, event: DataTable.RowSelected) -> None:
+        version = int(str(event.row_key.value))
+        numbers = [v.version for v in self.versions]
+        index = numbers.index(version)
+        if index > 0:
+            self.pick_a, self.pick_b = numbers[index - 1], version
+            cursor = event.cursor_row
+            self._show_versions()
+            self.query_one(VersionsTable).move_cursor(row=cursor, animate=False)
+
+    # -- actions -------------------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.MUTATING:
+            if self.readonly or self.change is None:
+                return False
+            name = {"cancel_change": "cancel"}.get(action, action)
+            allowed = self.allowed()
+            if name == "edit":
+                return "edit" in allowed
+            return name in allowed
+        return True
+
+    def _guard(self, action: str) -> Change | None:
+        if self.refuse_readonly(action):
+            return None
+        if self.change is None:
+            return None
+        name = {"cancel_change": "cancel"}.get(action, action)
+        if name not in self.allowed():
+            self.notify(f"A {self.change.status.value} change cannot be {name}d.", severity="warning")
+            return None
+        return self.change
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def action_live_status(self) -> None:
+        self.console.open_status(self.change_id)
+
+    def action_approve(self) -> None:
+        change = self._guard("approve")
+        if change is None:
+            return
+        n = len(change.customers)
+        body = f"[b]{escape(change.title)}[/]\nApproved notices go to {n} customer{'s' if n != 1 else ''}" + (
+            " with a calendar invite." if change.include_meeting else "."
+        )
+        self._confirm_then(
+            ConfirmModal(f"Approve {change.change_id}?", body, yes="Approve"), "approve", change
+        )
+
+    def action_complete(self) -> None:
+        change = self._guard("complete")
+        if change is None:
+            return
+        n = len(change.customers)
+        body = f"[b]{escape(change.title)}[/]\nCompletion notices go to {n} customer{'s' if n != 1 else ''}."
+        self._confirm_then(
+            ConfirmModal(f"Complete {change.change_id}?", body, yes="Complete"), "complete", change
+        )
+
+    def action_cancel_change(self) -> None:
+        change = self._guard("cancel_change")
+        if change is None:
+            return
+        n = len(change.customers)
+        body = (
+            f"[b]{escape(change.title)}[/]\nCancellation notices go to {n} customer{'s' if n != 1 else ''}. "
+            "A cancelled change cannot be reopened."
+        )
+        modal = TypeToConfirmModal(
+            f"Cancel {change.change_id}?", body, change.change_id, action_label="Cancel change"
+        )
+        self._confirm_then(modal, "cancel", change)
+
+    def _confirm_then(self, modal: Any, operation: str, change: Change) -> None:
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self.console.start_fanout(operation, change)
+
+        self.app.push_screen(modal, answered)
+
+    def action_edit(self) -> None:
+        change = self._guard("edit")
+        if change is not None:
+            self.console.open_compose(change)
+
+    def action_duplicate(self) -> None:
+        change = self._guard("duplicate")
+        if change is None:
+            return
+        change_id = change.change_id
+
+        def done(copy: Change) -> None:
+            self.notify(f"Draft {copy.change_id} created from {change_id}.", title="Duplicated")
+            self.console.open_compose(copy)
+
+        self.call_service(lambda: self.services.changes.duplicate(change_id), done=done, group="duplicate")
+
+    def action_delete(self) -> None:
+        change = self._guard("delete")
+        if change is None:
+            return
+        body = (
+            f"[b]{escape(change.title)}[/] ({change.status.value}) moves to deleted/ and leaves the list. "
+            "No email is sent."
+        )
+        modal = TypeToConfirmModal(
+            f"Delete {change.change_id}?", body, change.change_id, action_label="Delete"
+        )
+        change_id = change.change_id
+
+        def deleted(_: object) -> None:
+            self.notify(f"{change_id} deleted.", title="Deleted")
+            self.dismiss(None)
+
+        def answered(ok: bool | None) -> None:
+            if ok:
+                self.call_service(
+                    lambda: self.services.changes.delete(change_id), done=deleted, group="delete"
+                )
+
+        self.app.push_screen(modal, answered)

@@ -1,0 +1,240 @@
+"""Modal dialogs: confirmations scaled to danger, choices, the ``:`` command line, startup screens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from rich.markup import escape
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Button, Footer, Input, Label, LoadingIndicator, Static
+
+from .widgets import FormInput, WordListSuggester
+
+
+class ConfirmModal(ModalScreen[bool]):
+    """Yes/no: ``y``/enter confirms, ``n``/esc declines."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(
+        self,
+        title: str,
+        body: str = "",
+        *,
+        yes: str = "Yes",
+        no: str = "No",
+        danger: bool = False,
+    ) -> None:
+        super().__init__(classes="dialog-screen")
+        self.title_text, self.body, self.yes, self.no, self.danger = title, body, yes, no, danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog" + (" danger" if self.danger else "")):
+            yield Static(escape(self.title_text), classes="dialog-title")
+            if self.body:
+                with VerticalScroll(classes="dialog-body"):
+                    yield Static(self.body, markup=True)
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(
+                    f"{self.yes} (y)", id="yes", variant="error" if self.danger else "primary", compact=True
+                )
+                yield Button(f"{self.no} (n)", id="no", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#no" if self.danger else "#yes", Button).focus()
+
+    def action_answer(self, value: bool) -> None:
+        self.dismiss(value)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+class TypeToConfirmModal(ModalScreen[bool]):
+    """For irreversible or customer-visible actions: type the exact text (e.g. the change id)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, body: str, expected: str, *, action_label: str = "Confirm") -> None:
+        super().__init__(classes="dialog-screen")
+        self.title_text, self.body, self.expected, self.action_label = title, body, expected, action_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog danger"):
+            yield Static(escape(self.title_text), classes="dialog-title")
+            yield Static(self.body, classes="dialog-body-text")
+            yield Label(f"Type [b]{escape(self.expected)}[/b] to confirm:")
+            yield FormInput(placeholder=self.expected, id="confirm-text")
+            yield Static("", id="confirm-hint", classes="field-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.action_label, id="confirm", variant="error", compact=True, disabled=True)
+                yield Button("Cancel (esc)", id="cancel", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    @on(Input.Changed)
+    def _changed(self, event: Input.Changed) -> None:
+        self.query_one("#confirm", Button).disabled = event.value.strip() != self.expected
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        if event.value.strip() == self.expected:
+            self.dismiss(True)
+        else:
+            self.query_one("#confirm-hint", Static).update(
+                f"That does not match {escape(self.expected)}; nothing was done."
+            )
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm")
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class ChoiceModal(ModalScreen[str]):
+    """Several labelled choices; returns the chosen key (esc returns ``cancel_key``)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(
+        self,
+        title: str,
+        body: str,
+        choices: Iterable[tuple[str, str]],
+        *,
+        cancel_key: str = "cancel",
+        primary: str | None = None,
+    ) -> None:
+        super().__init__(classes="dialog-screen")
+        self.title_text, self.body = title, body
+        self.choices = list(choices)
+        self.cancel_key = cancel_key
+        self.primary = primary or (self.choices[0][0] if self.choices else cancel_key)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(escape(self.title_text), classes="dialog-title")
+            yield Static(self.body, classes="dialog-body-text")
+            with Horizontal(classes="dialog-buttons"):
+                for key, label in self.choices:
+                    yield Button(
+                        label,
+                        id=f"choice-{key}",
+                        variant="primary" if key == self.primary else "default",
+                        compact=True,
+                    )
+
+    def on_mount(self) -> None:
+        self.query_one(f"#choice-{self.primary}", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss((event.button.id or "").removeprefix("choice-"))
+
+    def action_cancel(self) -> None:
+        self.dismiss(self.cancel_key)
+
+
+class CommandLine(ModalScreen[str | None]):
+    """The ``:`` command line at the bottom of the screen, with completion (tab/→ accepts)."""
+
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("tab", "complete", "Complete", show=False, priority=True),
+    ]
+
+    def __init__(self, words: Callable[[], Iterable[str]], help_text: str = "") -> None:
+        super().__init__(classes="command-line-screen")
+        self.words = words
+        self.help_text = help_text
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="command-line"):
+            if self.help_text:
+                yield Static(self.help_text, id="command-help")
+            with Horizontal():
+                yield Label(":", id="command-prompt")
+                yield FormInput(
+                    placeholder="changes · new · status CHG-… · open CHG-… · dlq · customers · q",
+                    suggester=WordListSuggester(self.words),
+                    id="command-input",
+                )
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def action_complete(self) -> None:
+        field = self.query_one(Input)
+        if field._suggestion and field.cursor_at_end:
+            field.value = field._suggestion
+            field.cursor_position = len(field.value)
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class StartupScreen(Screen[None]):
+    """Shown while the console connects (and, with ``--local``, starts and provisions a stack)."""
+
+    def __init__(self, headline: str) -> None:
+        super().__init__(id="startup")
+        self.headline = headline
+        self._lines: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="startup-box"):
+            yield Static(escape(self.headline), id="startup-title")
+            yield LoadingIndicator()
+            yield Static("", id="startup-log")
+
+    def add_line(self, line: str) -> None:
+        self._lines = [*self._lines, escape(line)][-8:]
+        self.query_one("#startup-log", Static).update("\n".join(self._lines))
+
+
+class StartupErrorScreen(Screen[None]):
+    """The console could not start: the cause, each problem, what to do. ``r`` retries, ``q`` quits."""
+
+    BINDINGS = [
+        Binding("r", "retry", "Retry"),
+        Binding("q,escape", "app.quit_with_error", "Quit"),
+    ]
+
+    def __init__(self, title: str, problems: list[str], hint: str = "", *, can_retry: bool = True) -> None:
+        super().__init__(id="startup-error")
+        self.title_text, self.problems, self.hint, self.can_retry = title, problems, hint, can_retry
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="startup-error-box"):
+            yield Static(f"✖ {escape(self.title_text)}", id="startup-error-title")
+            with VerticalScroll(id="startup-error-problems"):
+                for problem in self.problems:
+                    yield Static(f"• {escape(problem)}", classes="problem")
+            if self.hint:
+                yield Static(escape(self.hint), id="startup-error-hint")
+        yield Footer()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "retry":
+            return self.can_retry
+        return True
+
+    def action_retry(self) -> None:
+        retry = getattr(self.app, "retry_startup", None)
+        if callable(retry):
+            retry()
