@@ -1,0 +1,296 @@
+"""Change notice emails: Jinja2 templates (autoescaped HTML + text), raw MIME, calendar invites.
+
+One template pair per event under ``changeconsole/templates/``. Every user-entered value is escaped
+in HTML; header values are stripped of control characters (no header injection). Each email carries
+the hidden machine-readable block: ``X-Changeconsole-*`` headers mirrored in a hidden HTML element.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from functools import lru_cache
+from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+import icalendar
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup, escape
+
+from ..models import (
+    HDR_CHANGE,
+    HDR_CUSTOMER,
+    HDR_EVENT,
+    HDR_VERSION,
+    Change,
+    Config,
+    CustomerMapping,
+    EmailEvent,
+)
+
+# Control characters, DEL, C1 controls and Unicode line/paragraph separators.
+_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+@dataclass(frozen=True)
+class EventStyle:
+    emoji: str
+    label: str
+    template: str
+
+
+EVENT_STYLES: dict[EmailEvent, EventStyle] = {
+    EmailEvent.SUBMITTED: EventStyle("📋", "Approval requested", "approval_request"),
+    EmailEvent.APPROVED: EventStyle("✅", "Approved", "approved"),
+    EmailEvent.COMPLETED: EventStyle("🏁", "Completed", "completed"),
+    EmailEvent.CANCELLED: EventStyle("🚫", "Cancelled", "cancelled"),
+}
+
+# SMTP line endings; headers fold only past RFC 5322's hard limit (a folded List-Unsubscribe breaks).
+MIME_POLICY = email.policy.SMTP.clone(max_line_length=998)
+
+DASH = "\u2013"
+ICS_REQUEST = "REQUEST"
+ICS_CANCEL = "CANCEL"
+
+
+def clean_header(value: str, limit: int = 900) -> str:
+    """One header-safe line: control characters become spaces, whitespace collapsed."""
+    return " ".join(_HEADER_UNSAFE.sub(" ", value).split())[:limit]
+
+
+def subject_for(change: Change, event: EmailEvent) -> str:
+    """``<emoji> <title>``, with every control character stripped."""
+    return clean_header(f"{EVENT_STYLES[event].emoji} {change.title}", 400)
+
+
+def change_link(config: Config, change_id: str) -> str | None:
+    base = config.email_config.portal_base_url
+    return f"{base}/changes/{quote(change_id, safe='')}" if base else None
+
+
+def calendar_uid(change_id: str) -> str:
+    """One stable UID per change: every version updates (or cancels) the same calendar event."""
+    return f"{change_id}@changeconsole"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    tz: str
+    local_start: str
+    local_end: str
+    utc_start: str
+    utc_end: str
+
+    @property
+    def local_line(self) -> str:
+        return f"{self.local_start} {DASH} {self.local_end}"
+
+    @property
+    def utc_line(self) -> str:
+        return f"{self.utc_start} {DASH} {self.utc_end}"
+
+
+def _local(dt: datetime, zone: ZoneInfo) -> str:
+    loc = dt.astimezone(zone)
+    return f"{loc:%a %d %b %Y, %H:%M} {loc.tzname() or zone.key}"
+
+
+def schedule_of(change: Change) -> Schedule | None:
+    """The window in the change's timezone (with its abbreviation) and in UTC."""
+    start, end = change.start_dt, change.end_dt
+    if start is None or end is None:
+        return None
+    zone = ZoneInfo(change.timezone)
+    return Schedule(
+        tz=change.timezone,
+        local_start=_local(start, zone),
+        local_end=_local(end, zone),
+        utc_start=f"{start.astimezone(UTC):%a %d %b %Y, %H:%M} UTC",
+        utc_end=f"{end.astimezone(UTC):%a %d %b %Y, %H:%M} UTC",
+    )
+
+
+def _nl2br(value: Any) -> Markup:
+    """Escape, then keep line breaks."""
+    lines = str(value or "").splitlines()
+    return Markup("<br>\n").join(escape(line) for line in lines)
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("changeconsole", "templates"),
+        autoescape=select_autoescape(enabled_extensions=("html", "xml"), default_for_string=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["nl2br"] = _nl2br
+    return env
+
+
+@dataclass(frozen=True)
+class Bodies:
+    subject: str
+    text: str
+    html: str
+
+
+def _safe_url(url: str | None) -> str | None:
+    return url if url and re.match(r"^https?://[^\s\"'<>]+$", url) else None
+
+
+def render_bodies(
+    change: Change,
+    event: EmailEvent,
+    customer: CustomerMapping,
+    config: Config,
+    *,
+    invite: str | None = None,
+) -> Bodies:
+    """Subject, text and HTML of one event's email for one customer.
+
+    ``invite``: ``REQUEST``/``CANCEL`` when a calendar part rides along (mentioned in the text).
+    """
+    style = EVENT_STYLES[event]
+    branding = config.branding
+    context = {
+        "change": change,
+        "event": event.value,
+        "label": style.label,
+        "emoji": style.emoji,
+        "customer_code": customer.customer_code,
+        "customer_name": customer.customer_name,
+        "environment": customer.environment,
+        "provider": branding.provider_name,
+        "accent": branding.accent_color,
+        "footer": branding.footer,
+        "logo_url": _safe_url(branding.logo_url),
+        "link": change_link(config, change.change_id),
+        "schedule": schedule_of(change),
+        "invite": invite,
+        "subject": subject_for(change, event),
+    }
+    env = environment()
+    text = env.get_template(f"{style.template}.txt").render(context)
+    html = env.get_template(f"{style.template}.html").render(context)
+    return Bodies(subject=subject_for(change, event), text=text, html=html)
+
+
+def _meeting_location(change: Change) -> str | None:
+    meta = change.meeting_metadata or {}
+    for key in ("join_url", "joinUrl", "meeting_url", "url", "location"):
+        value = meta.get(key)
+        if isinstance(value, str) and value.strip():
+            return clean_header(value, 500)
+    return None
+
+
+def calendar_invite(
+    change: Change, *, method: str, organizer: str, attendee: str | None, link: str | None
+) -> bytes:
+    """An iCalendar object: METHOD REQUEST (SEQUENCE = version) or CANCEL for the same UID."""
+    start, end = change.start_dt, change.end_dt
+    if start is None or end is None:
+        raise ValueError("a calendar invite needs implementationStart and implementationEnd")
+    cal = icalendar.Calendar()
+    cal.add("prodid", "-//changeconsole//change notices//EN")
+    cal.add("version", "2.0")
+    cal.add("method", method)
+    ev = icalendar.Event()
+    ev.add("uid", calendar_uid(change.change_id))
+    ev.add("sequence", change.version)
+    ev.add("dtstamp", datetime.now(UTC))
+    ev.add("dtstart", start.astimezone(UTC))
+    ev.add("dtend", end.astimezone(UTC))
+    ev.add("summary", clean_header(change.title, 400))
+    description = change.reason or change.title
+    if link:
+        description = f"{description}\n\n{link}"
+    ev.add("description", description[:4000])
+    ev.add("status", "CANCELLED" if method == ICS_CANCEL else "CONFIRMED")
+    if link:
+        ev.add("url", link)
+    location = _meeting_location(change)
+    if location:
+        ev.add("location", location)
+    org = icalendar.vCalAddress(f"mailto:{organizer}")
+    ev.add("organizer", org)
+    if attendee:
+        att = icalendar.vCalAddress(f"mailto:{attendee}")
+        att.params["ROLE"] = icalendar.vText("REQ-PARTICIPANT")
+        att.params["RSVP"] = icalendar.vText("FALSE")
+        ev.add("attendee", att, encode=False)
+    cal.add_component(ev)
+    return bytes(cal.to_ical())
+
+
+def list_unsubscribe(config: Config, customer: str, topic: str) -> str:
+    address = str(config.email_config.reply_to or config.sender_for(customer))
+    return f"<mailto:{address}?subject={quote(f'unsubscribe {customer} {topic}')}>"
+
+
+def build_message(
+    bodies: Bodies,
+    change: Change,
+    event: EmailEvent,
+    customer: CustomerMapping,
+    config: Config,
+    *,
+    recipient: str,
+    topic: str,
+    ics: bytes | None = None,
+    ics_method: str | None = None,
+) -> EmailMessage:
+    """The MIME message: text + HTML alternatives, plus an ``invite.ics`` part when given."""
+    code = customer.customer_code
+    sender = config.sender_for(code)
+    msg = EmailMessage(policy=MIME_POLICY)
+    msg["Subject"] = bodies.subject
+    domain = sender.rpartition("@")[2]
+    msg["From"] = Address(display_name=clean_header(config.branding.provider_name, 100), addr_spec=sender)
+    msg["To"] = Address(addr_spec=clean_header(recipient, 320))
+    if config.email_config.reply_to:
+        msg["Reply-To"] = str(config.email_config.reply_to)
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Message-ID"] = f"<{uuid.uuid4().hex}.{change.change_id.lower()}@{domain or 'changeconsole'}>"
+    msg[HDR_CHANGE] = change.change_id
+    msg[HDR_VERSION] = str(change.version)
+    msg[HDR_EVENT] = event.value
+    msg[HDR_CUSTOMER] = code
+    msg["List-Unsubscribe"] = list_unsubscribe(config, code, topic)
+    msg.set_content(bodies.text, cte="quoted-printable")
+    msg.add_alternative(bodies.html, subtype="html", cte="quoted-printable")
+    if ics is not None:
+        msg.add_attachment(
+            ics.decode("utf-8"),
+            subtype="calendar",
+            filename="invite.ics",
+            params={"method": ics_method or ICS_REQUEST},
+        )
+    return msg
+
+
+def raw_bytes(msg: EmailMessage) -> bytes:
+    return msg.as_bytes(policy=MIME_POLICY)
+
+
+def send_kwargs(
+    msg: EmailMessage, *, sender: str, recipient: str, list_name: str, topic: str
+) -> dict[str, Any]:
+    """Arguments of ``sesv2.send_email`` for one recipient (raw MIME + SES list management)."""
+    return {
+        "FromEmailAddress": sender,
+        "Destination": {"ToAddresses": [recipient]},
+        "Content": {"Raw": {"Data": raw_bytes(msg)}},
+        "ListManagementOptions": {"ContactListName": list_name, "TopicName": topic},
+    }

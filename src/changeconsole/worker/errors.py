@@ -1,0 +1,175 @@
+"""Error classification by type (botocore error codes and exception classes, our typed errors).
+
+Never by message text. ``transient`` failures are retried via message visibility with jittered
+exponential backoff; ``permanent`` ones go to the customer's DLQ at once with ``reason``.
+
+Decisions:
+- A customer role that cannot be assumed (AccessDenied & co. on ``AssumeRole``) is a config problem:
+  permanent, reason ``role_unavailable``, so the operator fixes the role and redrives.
+- SES refusing the customer's account as a whole (AccessDenied, suspended, sending paused, missing
+  contact list) is permanent too; SES rejecting one recipient (``MessageRejected``, bad address)
+  fails that recipient only.
+- Errors of the central account (S3, DynamoDB, SQS), 5xx, throttling, timeouts and connection
+  errors are transient: they are a deployment or service problem, not the message's.
+- ``ReadTimeoutError``/``ConnectionClosedError`` during a send are *ambiguous*: SES may have
+  accepted the email, so that recipient is never sent again (at-most-once).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectionError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
+
+from ..models import PermanentMessageError
+
+TRANSIENT = "transient"
+PERMANENT = "permanent"
+
+THROTTLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "ProvisionedThroughputExceededException",
+        "SlowDown",
+        "LimitExceededException",
+        "BandwidthLimitExceeded",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+    }
+)
+TRANSIENT_CODES = frozenset(
+    {
+        "InternalError",
+        "InternalFailure",
+        "InternalServerError",
+        "InternalServiceError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "TransactionInProgressException",
+        "IDPCommunicationError",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "RequestExpired",
+        "KMS.ThrottlingException",
+        "AWS.SimpleQueueService.ServiceUnavailable",
+    }
+)
+ROLE_PERMANENT_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "InvalidClientTokenId",
+        "RegionDisabledException",
+        "MalformedPolicyDocument",
+        "PackedPolicyTooLarge",
+        "ValidationError",
+        "InvalidParameterValue",
+    }
+)
+SES_ACCOUNT_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "AccountSuspendedException",
+        "SendingPausedException",
+        "MailFromDomainNotVerifiedException",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "NotFoundException",
+    }
+)
+SES_RECIPIENT_CODES = frozenset({"MessageRejected", "BadRequestException", "InvalidParameterValue"})
+
+# Stages of processing that act in the customer's own account.
+CUSTOMER_STAGES = frozenset({"assume_role", "contacts", "send"})
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: str  # transient | permanent
+    reason: str  # typed reason code (DLQ cc-reason)
+    detail: str  # one line, no message text of ours beyond the error's own
+    throttled: bool = False
+    ambiguous: bool = False  # an SES send may have gone through
+    recipient_only: bool = False  # SES rejected this one recipient
+
+    @property
+    def permanent(self) -> bool:
+        return self.kind == PERMANENT
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+def _detail(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        text = f"{exc.operation_name}: {err.get('Code', '?')}: {err.get('Message', '')}"
+    elif isinstance(exc, PermanentMessageError):
+        text = exc.detail
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())[:500]
+
+
+def classify(exc: BaseException, stage: str = "") -> Failure:
+    """What to do about ``exc`` raised during ``stage`` of processing one message."""
+    detail = _detail(exc)
+    if isinstance(exc, PermanentMessageError):
+        return Failure(PERMANENT, exc.reason, detail)
+    if isinstance(exc, ClientError):
+        code, status = error_code(exc), _status(exc)
+        customer_side = stage in CUSTOMER_STAGES
+        if code in THROTTLE_CODES or status == 429:
+            return Failure(TRANSIENT, "throttled", detail, throttled=customer_side)
+        if exc.operation_name == "AssumeRole":
+            if code in ROLE_PERMANENT_CODES or (400 <= status < 500 and code not in TRANSIENT_CODES):
+                return Failure(PERMANENT, "role_unavailable", detail)
+            return Failure(TRANSIENT, "aws_error", detail)
+        if status >= 500 or code in TRANSIENT_CODES:
+            return Failure(TRANSIENT, "aws_error", detail)
+        if customer_side:
+            if code == "NotFoundException":
+                return Failure(PERMANENT, "contact_list_missing", detail)
+            if code in SES_ACCOUNT_CODES:
+                return Failure(PERMANENT, "ses_unavailable", detail)
+            if stage == "send" and code in SES_RECIPIENT_CODES:
+                return Failure(PERMANENT, "recipient_rejected", detail, recipient_only=True)
+        return Failure(TRANSIENT, "aws_error", detail)
+    if isinstance(exc, (ReadTimeoutError, ConnectionClosedError)):
+        return Failure(TRANSIENT, "aws_timeout", detail, ambiguous=stage == "send")
+    if isinstance(exc, ConnectionError):  # connect timeouts, endpoint unreachable: nothing was sent
+        return Failure(TRANSIENT, "aws_unreachable", detail)
+    if isinstance(exc, ParamValidationError) and stage == "send":
+        return Failure(PERMANENT, "recipient_rejected", detail, recipient_only=True)
+    if isinstance(exc, BotoCoreError):
+        return Failure(TRANSIENT, "aws_client_error", detail)
+    return Failure(TRANSIENT, "internal_error", detail)
+
+
+def backoff_delay(receive_count: int, base: float, cap: float, rng: random.Random | None = None) -> int:
+    """Visibility delay before the next attempt: exponential in the receive count, equal jitter."""
+    rng = rng or random.Random()
+    ceiling = min(cap, base * (2 ** max(0, receive_count - 1)))
+    return int(max(1.0, min(cap, ceiling / 2 + rng.uniform(0, ceiling / 2))))

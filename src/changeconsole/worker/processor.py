@@ -1,0 +1,778 @@
+"""Processing one queue message: the worker's Textual-free core.
+
+parse → isolation check → load snapshot → validate → superseded check → claim (ledger) → assume the
+customer's SES role → subscribed contacts → render → send per recipient (ledger per recipient) →
+delivery record → delete trigger → acknowledge. Every exit returns an ``Outcome`` the runtime applies
+to the SQS message (delete, retry later, release).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+from pydantic import ValidationError
+
+from ..models import (
+    CHANGE_ID_RE,
+    TOPIC_CALENDAR,
+    Change,
+    Config,
+    CustomerMapping,
+    DeliveryState,
+    EmailEvent,
+    Ignore,
+    InvalidChange,
+    IsolationViolation,
+    PermanentMessageError,
+    Trigger,
+    iso_utc,
+    parse_queue_message,
+    topic_for,
+    utcnow,
+)
+from ..services import emails
+from ..services.aws import AwsFactory
+from ..services.contacts import Audience, TopicDefaultsCache, subscribed_audience
+from ..services.ledger import FAILED, RETRY, UNKNOWN, Ledger
+from ..services.status import DeliveryKey, StatusStore
+from .errors import Failure, backoff_delay, classify
+from .observe import AuditLog, Metrics, event
+from .options import WorkerOptions
+
+MAX_SNAPSHOT_BYTES = 5 * 1024 * 1024
+MAX_MESSAGE_IDS = 1000  # kept on the delivery record; every id is also in the ledger
+SQS_MAX_ATTRIBUTES = 10
+# Dropped first when a re-dead-lettered message would exceed SQS's 10 attributes.
+_ATTR_DROP_ORDER = (
+    "cc-redriven-by",
+    "cc-redriven-at",
+    "cc-source-message-id",
+    "cc-worker",
+    "cc-receive-count",
+)
+
+# States a worker never overwrites with processing/queued/dead_lettered.
+SETTLED = (DeliveryState.SENT, DeliveryState.PARTIAL, DeliveryState.SUPERSEDED, DeliveryState.SKIPPED)
+
+
+class TriggerMissing(PermanentMessageError):
+    reason = "trigger_missing"
+
+
+class Interrupted(Exception):
+    """Shutdown deadline reached between two recipients."""
+
+
+class ClaimBusy(Exception):
+    def __init__(self, retry_in: float) -> None:
+        super().__init__(f"claimed by another worker; retry in {retry_in:.0f}s")
+        self.retry_in = retry_in
+
+
+class _Gone(Exception):
+    """The trigger object no longer exists."""
+
+
+class StageFailure(Exception):
+    """An error of a call made for the customer (role, contacts, SES), classified where it happened."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.detail)
+        self.failure = failure
+
+
+def _customer_call(stage: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except Exception as exc:
+        raise StageFailure(classify(exc, stage)) from exc
+
+
+@dataclass
+class InFlight:
+    """One received SQS message while this worker holds it."""
+
+    customer: str  # the queue's customer
+    queue_url: str
+    message_id: str
+    receipt: str
+    body: str
+    receive_count: int
+    sent_at: float  # epoch seconds (SentTimestamp)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    received_at: float = field(default_factory=time.monotonic)
+    visible_until: float = 0.0  # monotonic
+    claim: tuple[DeliveryKey, str] | None = None  # renewed by the heartbeat while held
+    claim_lease_until: float = 0.0  # epoch
+    settled: bool = False
+
+
+@dataclass
+class Outcome:
+    action: str  # delete | retry | release
+    delay: int = 0
+    result: str = ""  # what happened, for stats and logs
+    emails: int = 0
+    throttled: bool = False
+
+
+@dataclass
+class _Delivery:
+    key: DeliveryKey
+    change: Change
+    mapping: CustomerMapping
+    owner: str
+    trigger: Trigger
+
+
+class Processor:
+    def __init__(
+        self,
+        aws: AwsFactory,
+        config: Config,
+        options: WorkerOptions,
+        *,
+        queues: Any,
+        status: StatusStore,
+        ledger: Ledger,
+        audit: AuditLog,
+        metrics: Metrics,
+        send_pool: ThreadPoolExecutor | None,
+        aborting: Callable[[], bool] = lambda: False,
+        cooldown: Callable[[str, float], None] = lambda _c, _s: None,
+    ) -> None:
+        self.aws = aws
+        self.config = config
+        self.options = options
+        self.queues = queues
+        self.status = status
+        self.ledger = ledger
+        self.audit = audit
+        self.metrics = metrics
+        self.send_pool = send_pool
+        self.aborting = aborting
+        self.cooldown = cooldown
+        self.defaults_cache = TopicDefaultsCache()
+        self.bucket = config.s3_config.bucket_name
+
+    @property
+    def worker_id(self) -> str:
+        return self.options.worker_id
+
+    # -- entry --------------------------------------------------------------------------
+    def process(self, m: InFlight) -> Outcome:
+        try:
+            trigger = parse_queue_message(m.body)
+        except PermanentMessageError as exc:
+            return self._dead_letter(m, classify(exc), None, None)
+        if isinstance(trigger, Ignore):
+            event(
+                logging.INFO,
+                "message.ignored",
+                customer=m.customer,
+                message_id=m.message_id,
+                reason=trigger.reason,
+            )
+            return Outcome("delete", result="ignored")
+        key: DeliveryKey | None = None
+        delivery: _Delivery | None = None
+        try:
+            mapping = self.config.customer(m.customer)
+            self._check_trigger(m, trigger)
+            try:
+                snapshot = self._load(trigger)
+            except _Gone:
+                return self._trigger_gone(m, trigger)
+            change, key = self._validate(m, trigger, snapshot)
+            delivery = _Delivery(key, change, mapping, f"{self.worker_id}/{uuid.uuid4().hex[:12]}", trigger)
+            return self._deliver(m, delivery)
+        except Interrupted:
+            self._release_claim(m, delivery)
+            if key is not None:
+                self._status(
+                    key,
+                    state=DeliveryState.QUEUED,
+                    last_error="interrupted by worker shutdown",
+                    unless_state=(*SETTLED, DeliveryState.FAILED),
+                )
+            return Outcome("release", result="interrupted")
+        except ClaimBusy as exc:
+            if m.receive_count >= self.config.max_receive_count:
+                failure = Failure("permanent", "claimed_elsewhere", str(exc))
+                return self._dead_letter(m, failure, None, trigger, record=False)
+            delay = int(min(self.options.backoff_cap, max(1.0, exc.retry_in)))
+            return Outcome("retry", delay=delay, result="busy")
+        except Exception as exc:
+            failure = exc.failure if isinstance(exc, StageFailure) else classify(exc, "central")
+            self._release_claim(m, delivery)
+            if failure.permanent:
+                return self._dead_letter(m, failure, key, trigger)
+            return self._transient(m, failure, key, trigger)
+
+    # -- steps ----------------------------------------------------------------------------
+    def _check_trigger(self, m: InFlight, trigger: Trigger) -> None:
+        """The queue and the trigger must name the same customer, and the source must be ours."""
+        if trigger.customer != m.customer:
+            raise IsolationViolation(
+                f"message in {m.customer}'s queue names customer {trigger.customer!r}", customer=m.customer
+            )
+        if trigger.bucket is not None and trigger.bucket != self.bucket:
+            raise IsolationViolation(
+                f"trigger in bucket {trigger.bucket!r}, not the metadata bucket", customer=m.customer
+            )
+        direct_ref = trigger.source == "direct" and trigger.key is not None
+        if direct_ref and not str(trigger.key).startswith(f"payloads/{m.customer}/"):
+            raise IsolationViolation(
+                f"payload key {trigger.key!r} is outside payloads/{m.customer}/", customer=m.customer
+            )
+
+    def _load(self, trigger: Trigger) -> Any:
+        if trigger.change is not None:
+            return trigger.change
+        assert trigger.bucket is not None and trigger.key is not None
+        s3 = self.aws.client("s3")
+        try:
+            obj = s3.get_object(Bucket=trigger.bucket, Key=trigger.key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                raise _Gone() from None
+            raise
+        size = int(obj.get("ContentLength") or 0)
+        if size > MAX_SNAPSHOT_BYTES:
+            obj["Body"].close()
+            raise InvalidChange(f"snapshot is {size} bytes (limit {MAX_SNAPSHOT_BYTES})")
+        raw = obj["Body"].read()
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidChange(f"snapshot is not JSON: {exc}") from None
+
+    def _validate(self, m: InFlight, trigger: Trigger, snapshot: Any) -> tuple[Change, DeliveryKey]:
+        if not isinstance(snapshot, dict):
+            raise InvalidChange("snapshot is not a JSON object", customer=m.customer)
+        try:
+            change = Change.model_validate(snapshot)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "$"
+            raise InvalidChange(
+                f"snapshot is not a valid change ({exc.error_count()} problem(s); {where}: {first['msg']})",
+                customer=m.customer,
+            ) from None
+        if trigger.change_id is not None and change.change_id != trigger.change_id:
+            raise InvalidChange(
+                f"snapshot is change {change.change_id}, trigger names {trigger.change_id}",
+                customer=m.customer,
+            )
+        version = trigger.version if trigger.version is not None else change.version
+        if change.version != version:
+            raise InvalidChange(
+                f"snapshot is version {change.version}, trigger names version {version}", customer=m.customer
+            )
+        event_ = trigger.event
+        if event_ is None:
+            try:
+                event_ = EmailEvent(change.status.value)
+            except ValueError:
+                raise InvalidChange(
+                    f"a {change.status.value} change sends no email", customer=m.customer
+                ) from None
+        if m.customer not in change.customers:
+            raise IsolationViolation(
+                f"change {change.change_id} does not target customer {m.customer!r}", customer=m.customer
+            )
+        return change, DeliveryKey(change.change_id, version, event_, m.customer)
+
+    def _trigger_gone(self, m: InFlight, trigger: Trigger) -> Outcome:
+        """The trigger object is gone: the ledger decides whether this event was already handled."""
+        if trigger.change_id is None or trigger.version is None or trigger.event is None:
+            return self._dead_letter(
+                m,
+                Failure("permanent", TriggerMissing.reason, f"{trigger.key} no longer exists"),
+                None,
+                trigger,
+            )
+        key = DeliveryKey(trigger.change_id, trigger.version, trigger.event, m.customer)
+        claim = self.ledger.get_claim(key) or {}
+        if claim.get("state") == "done":
+            event(
+                logging.INFO,
+                "delivery.duplicate",
+                customer=m.customer,
+                change_id=key.change_id,
+                version=key.version,
+                event=key.event.value,
+                message_id=m.message_id,
+            )
+            return Outcome("delete", result="duplicate")
+        latest = self.ledger.latest(key.change_id, m.customer)
+        if latest is not None and latest.version > key.version:
+            return self._superseded(m, key, latest.version, latest.event, trigger)
+        return self._dead_letter(
+            m,
+            Failure(
+                "permanent", TriggerMissing.reason, f"{trigger.key} no longer exists and was never delivered"
+            ),
+            key,
+            trigger,
+        )
+
+    def _superseded(
+        self, m: InFlight, key: DeliveryKey, newer: int, newer_event: str, trigger: Trigger
+    ) -> Outcome:
+        now = iso_utc(utcnow())
+        self._status(
+            key,
+            state=DeliveryState.SUPERSEDED,
+            finished_at=now,
+            last_error=f"superseded: version {newer} ({newer_event}) was already sent",
+            unless_state=SETTLED,
+        )
+        self._delete_trigger(trigger)
+        event(
+            logging.INFO,
+            "delivery.superseded",
+            customer=m.customer,
+            change_id=key.change_id,
+            version=key.version,
+            event=key.event.value,
+            newer_version=newer,
+        )
+        return Outcome("delete", result="superseded")
+
+    def _deliver(self, m: InFlight, d: _Delivery) -> Outcome:
+        key = d.key
+        latest = self.ledger.latest(key.change_id, key.customer)
+        if latest is not None and latest.version > key.version:
+            return self._superseded(m, key, latest.version, latest.event, d.trigger)
+        claim = self.ledger.claim(key, d.owner, message_id=m.message_id)
+        if claim.outcome == "done":
+            self._delete_trigger(d.trigger)
+            event(
+                logging.INFO,
+                "delivery.duplicate",
+                customer=key.customer,
+                change_id=key.change_id,
+                version=key.version,
+                event=key.event.value,
+                message_id=m.message_id,
+            )
+            return Outcome("delete", result="duplicate")
+        if not claim.acquired:
+            raise ClaimBusy(max(1.0, claim.lease_until - time.time() + 1.0))
+        m.claim, m.claim_lease_until = (key, d.owner), claim.lease_until
+        started = iso_utc(utcnow())
+        self._status(
+            key,
+            state=DeliveryState.PROCESSING,
+            started_at=started,
+            worker_id=self.worker_id,
+            last_error=None,
+            add_attempt=True,
+            unless_state=SETTLED,
+        )
+        event(
+            logging.INFO,
+            "delivery.started",
+            customer=key.customer,
+            change_id=key.change_id,
+            version=key.version,
+            event=key.event.value,
+            message_id=m.message_id,
+            receive_count=m.receive_count,
+        )
+        return self._send_all(m, d)
+
+    def _topics(self, d: _Delivery, invite_sent: bool) -> tuple[str, list[str], str | None]:
+        """(primary topic, topics whose subscribers receive it, calendar method or None)."""
+        change, ev = d.change, d.key.event
+        primary = topic_for(ev, ever_approved=change.ever_approved)
+        scheduled = change.start_dt is not None and change.end_dt is not None
+        if ev is EmailEvent.APPROVED and change.include_meeting and scheduled:
+            return primary, [primary, TOPIC_CALENDAR], emails.ICS_REQUEST
+        if (
+            ev is EmailEvent.CANCELLED
+            and change.ever_approved
+            and scheduled
+            and (change.include_meeting or invite_sent)
+        ):
+            return primary, [primary, TOPIC_CALENDAR], emails.ICS_CANCEL
+        return primary, [primary], None
+
+    def _send_all(self, m: InFlight, d: _Delivery) -> Outcome:
+        key, change, mapping = d.key, d.change, d.mapping
+        ses = _customer_call("assume_role", lambda: self.aws.customer_client(mapping, "sesv2"))
+        invite_sent = False
+        if key.event is EmailEvent.CANCELLED and change.ever_approved:
+            latest = self.ledger.latest(key.change_id, key.customer)
+            invite_sent = bool(latest and latest.invite_version)
+        primary, topics, ics_method = self._topics(d, invite_sent)
+        list_name = self.config.contact_list_for(key.customer)
+        audience: Audience = _customer_call(
+            "contacts",
+            lambda: subscribed_audience(ses, mapping, list_name, topics, defaults_cache=self.defaults_cache),
+        )
+        recipients = audience.addresses()
+        if not recipients:
+            return self._finish(m, d, audience, sent={}, failed={}, invites=0, topic=primary)
+        plain = emails.render_bodies(change, key.event, mapping, self.config)
+        with_ics = (
+            emails.render_bodies(change, key.event, mapping, self.config, invite=ics_method)
+            if ics_method
+            else plain
+        )
+        sender = self.config.sender_for(key.customer)
+        link = emails.change_link(self.config, change.change_id)
+        sent: dict[str, str] = {}
+        failed: dict[str, str] = {}
+        invites = 0
+        lock = threading.Lock()
+
+        def one(address: str) -> None:
+            nonlocal invites
+            if self.aborting():
+                raise Interrupted()
+            wants_ics = ics_method is not None and audience.has_topic(address, TOPIC_CALENDAR)
+            topic = primary if audience.has_topic(address, primary) else TOPIC_CALENDAR
+            ics = (
+                emails.calendar_invite(
+                    change, method=ics_method, organizer=sender, attendee=address, link=link
+                )
+                if wants_ics and ics_method
+                else None
+            )
+            msg = emails.build_message(
+                with_ics if ics else plain,
+                change,
+                key.event,
+                mapping,
+                self.config,
+                recipient=address,
+                topic=topic,
+                ics=ics,
+                ics_method=ics_method,
+            )
+            kwargs = emails.send_kwargs(
+                msg, sender=sender, recipient=address, list_name=list_name, topic=topic
+            )
+            # Rendered first: the window between "sending" and the SES call is only this call.
+            slot = self.ledger.begin_send(key, address, d.owner)
+            if slot.outcome == "sent":
+                with lock:
+                    sent[address] = slot.message_id or ""
+                return
+            if slot.outcome in ("failed", "unknown"):
+                with lock:
+                    failed[address] = slot.outcome
+                return
+            if slot.outcome == "busy":
+                raise ClaimBusy(max(1.0, slot.lease_until - time.time() + 1.0))
+            try:
+                resp = ses.send_email(**kwargs)
+            except Exception as exc:
+                f = classify(exc, "send")
+                state = UNKNOWN if f.ambiguous else FAILED if f.recipient_only else RETRY
+                self.ledger.record_failure(key, address, d.owner, state, f.detail)
+                if f.recipient_only:
+                    with lock:
+                        failed[address] = f.reason
+                    self.audit.record(
+                        "email.failed",
+                        actor=self.worker_id,
+                        customer=key.customer,
+                        change_id=key.change_id,
+                        version=key.version,
+                        event=key.event.value,
+                        recipient=address,
+                        topic=topic,
+                        result=f.reason,
+                        detail=f.detail,
+                    )
+                    return
+                if f.ambiguous:
+                    with lock:
+                        failed[address] = "unknown"
+                raise StageFailure(f) from exc
+            message_id = str(resp.get("MessageId", ""))
+            self.ledger.record_sent(key, address, d.owner, message_id)
+            with lock:
+                sent[address] = message_id
+                if ics is not None and ics_method == emails.ICS_REQUEST:
+                    invites += 1
+            self.metrics.count(key.customer, "EmailsSent")
+            self.audit.record(
+                "email.sent",
+                actor=self.worker_id,
+                customer=key.customer,
+                change_id=key.change_id,
+                version=key.version,
+                event=key.event.value,
+                recipient=address,
+                topic=topic,
+                message_id=message_id,
+                result="sent",
+                invite=ics_method if ics is not None else None,
+            )
+
+        self._fan_out(recipients, one)
+        return self._finish(m, d, audience, sent=sent, failed=failed, invites=invites, topic=primary)
+
+    def _fan_out(self, items: Iterable[str], fn: Callable[[str], None]) -> None:
+        """Run ``fn`` per recipient, ``send_parallelism`` at a time; stop at the first error and raise it."""
+        limit = max(1, self.options.send_parallelism)
+        if self.send_pool is None or limit == 1:
+            for item in items:
+                fn(item)
+            return
+        gate = threading.Semaphore(limit)
+        stop = threading.Event()
+        futures: list[Future[None]] = []
+
+        def run(item: str) -> None:
+            try:
+                if not stop.is_set():
+                    fn(item)
+            except BaseException:
+                stop.set()
+                raise
+            finally:
+                gate.release()
+
+        for item in items:
+            gate.acquire()
+            if stop.is_set():
+                gate.release()
+                break
+            futures.append(self.send_pool.submit(run, item))
+        errors = [f.exception() for f in futures]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            # A permanent failure says the most about the delivery: raise it first.
+            for exc in errors:
+                if isinstance(exc, StageFailure) and exc.failure.permanent:
+                    raise exc
+            raise first
+
+    def _finish(
+        self,
+        m: InFlight,
+        d: _Delivery,
+        audience: Audience,
+        *,
+        sent: dict[str, str],
+        failed: dict[str, str],
+        invites: int,
+        topic: str,
+    ) -> Outcome:
+        key = d.key
+        total = len(audience.recipients)
+        if total == 0:
+            state = DeliveryState.SKIPPED
+            last_error: str | None = f"no subscribed recipients for {topic}"
+        elif not failed:
+            state, last_error = DeliveryState.SENT, None
+        else:
+            state = DeliveryState.PARTIAL if sent else DeliveryState.FAILED
+            reasons = sorted(set(failed.values()))
+            last_error = f"{len(failed)} of {total} recipient(s) not sent ({', '.join(reasons)})"
+        now = iso_utc(utcnow())
+        self._status(
+            key,
+            state=state,
+            recipients_total=total,
+            recipients_sent=len(sent),
+            recipients_failed=len(failed),
+            message_ids=[mid for mid in sent.values() if mid][:MAX_MESSAGE_IDS],
+            finished_at=now,
+            worker_id=self.worker_id,
+            last_error=last_error,
+            topic=topic,
+        )
+        self.ledger.finish_claim(key, d.owner, done=True, result=state.value)
+        m.claim = None
+        if sent:
+            self.ledger.mark_latest(key.change_id, key.customer, key.version, key.event)
+        if invites:
+            self.ledger.mark_invite(key.change_id, key.customer, key.version)
+        self._delete_trigger(d.trigger)
+        event(
+            logging.INFO,
+            "delivery.finished",
+            customer=key.customer,
+            change_id=key.change_id,
+            version=key.version,
+            event=key.event.value,
+            state=state.value,
+            recipients=total,
+            sent=len(sent),
+            failed=len(failed),
+            excluded_by_whitelist=audience.excluded_by_whitelist,
+        )
+        return Outcome("delete", result=state.value, emails=len(sent))
+
+    # -- exits ---------------------------------------------------------------------------------
+    def _transient(
+        self, m: InFlight, failure: Failure, key: DeliveryKey | None, trigger: Trigger | None
+    ) -> Outcome:
+        if m.receive_count >= self.config.max_receive_count:
+            # SQS would move it to the DLQ on the next receive: do it now, with the reason, and record it.
+            exhausted = Failure(
+                "permanent",
+                "retries_exhausted",
+                f"{m.receive_count} attempts; last error {failure.reason}: {failure.detail}"[:500],
+            )
+            return self._dead_letter(m, exhausted, key, trigger)
+        delay = backoff_delay(m.receive_count, self.options.backoff_base, self.options.backoff_cap)
+        if failure.throttled:
+            self.cooldown(m.customer, float(delay))
+        if key is not None:
+            self._status(
+                key,
+                state=DeliveryState.QUEUED,
+                last_error=f"{failure.reason}: {failure.detail}",
+                next_attempt_in=delay,
+                unless_state=(*SETTLED, DeliveryState.FAILED),
+            )
+        event(
+            logging.WARNING,
+            "delivery.retry",
+            customer=m.customer,
+            change_id=key.change_id if key else None,
+            version=key.version if key else None,
+            event=key.event.value if key else None,
+            message_id=m.message_id,
+            reason=failure.reason,
+            detail=failure.detail,
+            retry_in=delay,
+            receive_count=m.receive_count,
+        )
+        return Outcome("retry", delay=delay, result=f"retry:{failure.reason}", throttled=failure.throttled)
+
+    def _dead_letter(
+        self,
+        m: InFlight,
+        failure: Failure,
+        key: DeliveryKey | None,
+        trigger: Trigger | None,
+        *,
+        record: bool = True,
+    ) -> Outcome:
+        """To the customer's DLQ with reason attributes, then the original is deleted."""
+        change_id = key.change_id if key else (trigger.change_id if trigger else None)
+        version = key.version if key else (trigger.version if trigger else None)
+        ev = key.event.value if key else (trigger.event.value if trigger and trigger.event else None)
+        if change_id is not None and not CHANGE_ID_RE.match(change_id):
+            change_id = None
+        attrs: dict[str, str | None] = {
+            "cc-reason": failure.reason,
+            "cc-detail": failure.detail or failure.reason,
+            "cc-customer": m.customer,
+            "cc-change-id": change_id,
+            "cc-version": str(version) if version is not None else None,
+            "cc-event": ev,
+            "cc-failed-at": iso_utc(utcnow()),
+            "cc-source-message-id": m.message_id,
+            "cc-receive-count": str(m.receive_count),
+            "cc-worker": self.worker_id,
+        }
+        self.queues.dead_letter(m, dlq_attributes(m.attributes, attrs))
+        isolation = failure.reason == IsolationViolation.reason
+        if record and key is not None and not isolation:
+            self._status(
+                key,
+                state=DeliveryState.DEAD_LETTERED,
+                finished_at=iso_utc(utcnow()),
+                last_error=f"{failure.reason}: {failure.detail}",
+                worker_id=self.worker_id,
+                unless_state=SETTLED,
+            )
+        self.metrics.count(m.customer, "MessagesDeadLettered")
+        self.audit.record(
+            "message.rejected",
+            actor=self.worker_id,
+            customer=m.customer,
+            change_id=change_id,
+            version=version,
+            event=ev,
+            message_id=m.message_id,
+            reason=failure.reason,
+            detail=failure.detail,
+            result="dead_lettered",
+        )
+        event(
+            logging.ERROR,
+            "message.dead_lettered",
+            customer=m.customer,
+            change_id=change_id,
+            version=version,
+            event=ev,
+            message_id=m.message_id,
+            reason=failure.reason,
+            detail=failure.detail,
+        )
+        return Outcome("delete", result=f"dead_lettered:{failure.reason}")
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _status(
+        self,
+        key: DeliveryKey,
+        *,
+        unless_state: Iterable[DeliveryState] = (),
+        add_attempt: bool = False,
+        **fields: Any,
+    ) -> None:
+        fields = {k: v for k, v in fields.items() if v is not None or k == "last_error"}
+        self.status.update(key, unless_state=unless_state, add_attempt=add_attempt, **fields)
+
+    def _release_claim(self, m: InFlight, d: _Delivery | None) -> None:
+        if d is None or m.claim is None:
+            return
+        try:
+            self.ledger.finish_claim(d.key, d.owner, done=False)
+        except Exception as exc:  # the lease expires on its own
+            event(
+                logging.WARNING,
+                "claim.release_failed",
+                customer=d.key.customer,
+                change_id=d.key.change_id,
+                error=f"{type(exc).__name__}",
+            )
+        m.claim = None
+
+    def _delete_trigger(self, trigger: Trigger) -> None:
+        if trigger.bucket is None or trigger.key is None:
+            return
+        if not (trigger.key.startswith("customers/") or trigger.key.startswith("payloads/")):
+            return
+        self.aws.client("s3").delete_object(Bucket=trigger.bucket, Key=trigger.key)
+
+
+def dlq_attributes(original: dict[str, Any], cc: dict[str, str | None]) -> dict[str, dict[str, str]]:
+    """The original message's attributes plus ours (ours win), within SQS's limit of 10."""
+    out: dict[str, dict[str, str]] = {}
+    for name, attr in (original or {}).items():
+        if isinstance(attr, dict) and attr.get("DataType", "").startswith("String") and "StringValue" in attr:
+            out[name] = {"DataType": "String", "StringValue": str(attr["StringValue"])}
+    for name, value in cc.items():
+        if value is None:
+            out.pop(name, None)
+            continue
+        clean = " ".join(str(value).split())[:1000] or "-"
+        out[name] = {"DataType": "String", "StringValue": clean}
+    for name in _ATTR_DROP_ORDER:
+        if len(out) <= SQS_MAX_ATTRIBUTES:
+            break
+        out.pop(name, None)
+    while len(out) > SQS_MAX_ATTRIBUTES:  # foreign attributes go before ours
+        foreign = [n for n in out if not n.startswith("cc-")]
+        out.pop(foreign[0] if foreign else sorted(out)[-1])
+    return out

@@ -1,0 +1,830 @@
+"""The worker runtime: pollers, a fair bounded scheduler, visibility heartbeat, batched acks, shutdown.
+
+Threads (all bounded): one long-polling thread per assigned queue up to ``max_pollers`` (a thread
+blocked in a 20 s long poll holds no GIL and little memory; beyond the cap, pollers rotate over several
+queues with 1 s polls), ``concurrency`` delivery threads fed round-robin by customer with at most
+``customer_cap`` deliveries of one customer at a time (a flood for one customer never starves the
+others), a send pool of ``concurrency * send_parallelism`` threads (created on demand), a heartbeat
+thread and a housekeeping thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ..models import Config, CustomerMapping
+from ..services.aws import AwsFactory
+from ..services.ledger import Ledger
+from ..services.status import StatusStore
+from .errors import backoff_delay, classify
+from .health import HealthServer
+from .observe import AuditLog, Metrics, event
+from .options import WorkerOptions, assign_customers
+from .processor import InFlight, Outcome, Processor
+
+SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp"]
+
+
+# -- SQS operations ----------------------------------------------------------------------------
+
+
+class Queues:
+    """Queue URLs (cached) and the SQS calls of the worker."""
+
+    def __init__(self, aws: AwsFactory, config: Config) -> None:
+        self.aws = aws
+        self.config = config
+        self._lock = threading.Lock()
+        self._urls: dict[tuple[str, str, str], str] = {}
+
+    def client(self, mapping: CustomerMapping) -> Any:
+        return self.aws.client("sqs", region=mapping.queue_region)
+
+    def _url(self, mapping: CustomerMapping, name: str) -> str:
+        key = (mapping.queue_region, mapping.queue_account, name)
+        with self._lock:
+            if key in self._urls:
+                return self._urls[key]
+        url = str(
+            self.client(mapping).get_queue_url(QueueName=name, QueueOwnerAWSAccountId=mapping.queue_account)[
+                "QueueUrl"
+            ]
+        )
+        with self._lock:
+            self._urls[key] = url
+        return url
+
+    def url(self, mapping: CustomerMapping) -> str:
+        return self._url(mapping, mapping.queue_name)
+
+    def dlq_url(self, mapping: CustomerMapping) -> str:
+        return self._url(mapping, mapping.dlq_name)
+
+    def dead_letter(self, m: InFlight, attributes: dict[str, dict[str, str]]) -> None:
+        mapping = self.config.customer(m.customer)
+        self.client(mapping).send_message(
+            QueueUrl=self.dlq_url(mapping), MessageBody=m.body, MessageAttributes=attributes
+        )
+
+
+# -- scheduling ---------------------------------------------------------------------------------
+
+
+class FairScheduler:
+    """``threads`` workers take messages round-robin by customer, at most ``cap`` per customer at once."""
+
+    def __init__(self, threads: int, cap: int, run: Callable[[InFlight], None]) -> None:
+        self.cap = cap
+        self._run = run
+        self._cond = threading.Condition()
+        self._pending: dict[str, deque[InFlight]] = {}
+        self._running: dict[str, int] = {}
+        self._ready: deque[str] = deque()
+        self._queued: set[str] = set()
+        self._busy = 0
+        self._stopping = False
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"cc-delivery-{i}", daemon=True) for i in range(threads)
+        ]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def _mark(self, code: str) -> None:
+        if code not in self._queued and self._pending.get(code) and self._running.get(code, 0) < self.cap:
+            self._ready.append(code)
+            self._queued.add(code)
+
+    def submit(self, m: InFlight) -> None:
+        with self._cond:
+            self._pending.setdefault(m.customer, deque()).append(m)
+            self._mark(m.customer)
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._ready and not self._stopping:
+                    self._cond.wait()
+                if not self._ready:
+                    return
+                code = self._ready.popleft()
+                self._queued.discard(code)
+                m = self._pending[code].popleft()
+                self._running[code] = self._running.get(code, 0) + 1
+                self._busy += 1
+                self._mark(code)
+                if self._ready:
+                    self._cond.notify()
+            try:
+                self._run(m)
+            finally:
+                with self._cond:
+                    self._running[code] -= 1
+                    self._busy -= 1
+                    self._mark(code)
+                    self._cond.notify_all()
+
+    def active(self, code: str) -> int:
+        """Messages of ``code`` waiting or running."""
+        with self._cond:
+            return len(self._pending.get(code, ())) + self._running.get(code, 0)
+
+    def take_pending(self) -> list[InFlight]:
+        with self._cond:
+            out = [m for q in self._pending.values() for m in q]
+            for q in self._pending.values():
+                q.clear()
+            self._ready.clear()
+            self._queued.clear()
+            return out
+
+    def idle(self) -> bool:
+        with self._cond:
+            return self._busy == 0 and not any(self._pending.values())
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._busy == 0 and not any(self._pending.values()), timeout)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    @property
+    def busy(self) -> int:
+        with self._cond:
+            return self._busy
+
+
+# -- state -----------------------------------------------------------------------------------
+
+
+@dataclass
+class CustomerSlot:
+    code: str
+    mapping: CustomerMapping
+    prefetch: int
+    queue_url: str | None = None
+    outstanding: int = 0  # received and not yet deleted/released
+    cooldown_until: float = 0.0  # monotonic; SES throttled this account
+    last_poll: float = 0.0
+    poll_errors: int = 0
+    drained: bool = False
+    acks: list[InFlight] = field(default_factory=list)
+    acks_since: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    capacity: threading.Event = field(default_factory=threading.Event)
+
+    def cooling(self, now: float) -> float:
+        return max(0.0, self.cooldown_until - now)
+
+
+@dataclass
+class WorkerStats:
+    received: int = 0
+    deleted: int = 0
+    retried: int = 0
+    released: int = 0
+    processed: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+    superseded: int = 0
+    emails_sent: int = 0
+    ignored: int = 0
+    pickup: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
+    results: dict[str, int] = field(default_factory=dict)
+
+    def snapshot(self) -> dict[str, Any]:
+        data = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("pickup", "results")}
+        data["results"] = dict(self.results)
+        lat = sorted(self.pickup)
+        if lat:
+            data["pickup_p50"] = lat[len(lat) // 2]
+            data["pickup_p95"] = lat[min(len(lat) - 1, int(len(lat) * 0.95))]
+            data["pickup_max"] = lat[-1]
+        return data
+
+
+# -- the worker ------------------------------------------------------------------------------
+
+
+class Worker:
+    def __init__(
+        self,
+        aws: AwsFactory,
+        config: Config,
+        options: WorkerOptions | None = None,
+        *,
+        emf_stream: TextIO | None = None,
+    ) -> None:
+        self.aws = aws
+        self.config = config
+        self.options = options = options or WorkerOptions()
+        self.codes = assign_customers(config, options.customers, options.shard)
+        self.worker_id = options.worker_id
+        n_pollers = max(1, min(len(self.codes), options.max_pollers))
+        # Pollers hold one connection each for the length of a long poll: size the SQS pool for them.
+        settings = dataclasses.replace(
+            aws.settings,
+            max_pool_connections=max(aws.settings.max_pool_connections, n_pollers + options.concurrency + 16),
+            read_timeout=max(aws.settings.read_timeout, options.poll_wait + 10),
+        )
+        self.sqs_aws = AwsFactory(settings)
+        for listener in aws.call_listeners:
+            self.sqs_aws.add_call_listener(listener)
+        self.queues = Queues(self.sqs_aws, config)
+        self.status = StatusStore(aws, config)
+        self.ledger = Ledger(aws, config, claim_lease=options.claim_lease, send_lease=options.send_lease)
+        self.audit = AuditLog(aws, config, source="worker")
+        if emf_stream is None and options.emit_emf:
+            emf_stream = sys.stdout
+        self.metrics = Metrics(config, aws=aws, emf_stream=emf_stream, worker_id=self.worker_id)
+        self.send_pool = (
+            ThreadPoolExecutor(
+                max_workers=options.concurrency * options.send_parallelism, thread_name_prefix="cc-send"
+            )
+            if options.send_parallelism > 1
+            else None
+        )
+        self.stats_data = WorkerStats()
+        self._stats_lock = threading.Lock()
+        self._abort = threading.Event()
+        self.processor = Processor(
+            aws,
+            config,
+            options,
+            queues=self.queues,
+            status=self.status,
+            ledger=self.ledger,
+            audit=self.audit,
+            metrics=self.metrics,
+            send_pool=self.send_pool,
+            aborting=self._abort.is_set,
+            cooldown=self.cooldown,
+        )
+        self.slots = {
+            code: CustomerSlot(code, config.customer(code), options.prefetch) for code in self.codes
+        }
+        for slot in self.slots.values():
+            slot.capacity.set()
+        self.scheduler = FairScheduler(options.concurrency, options.customer_cap, self._run_one)
+        self._inflight: dict[int, InFlight] = {}
+        self._inflight_lock = threading.Lock()
+        self._stop_receiving = threading.Event()
+        self._stop_background = threading.Event()
+        self._stopped = threading.Event()
+        self._started = False
+        self._groups = (
+            [list(self.slots.values())[i::n_pollers] for i in range(n_pollers)] if self.codes else []
+        )
+        self._pollers: list[threading.Thread] = []
+        self._poller_beats = [0.0] * len(self._groups)
+        self._loop_beat = 0.0
+        self._last_sqs_ok = 0.0
+        self.started_at = 0.0
+        self._health: HealthServer | None = None
+        self._aux: list[threading.Thread] = []
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> Worker:
+        if self._started:
+            return self
+        self._started = True
+        self.started_at = time.monotonic()
+        self._loop_beat = self.started_at
+        self._poller_beats = [self.started_at] * len(self._groups)
+        if self.options.health_port:
+            self._health = HealthServer(
+                self.options.health_host, self.options.health_port, health=self.health, ready=self.readiness
+            ).start()
+        self.scheduler.start()
+        for i, group in enumerate(self._groups):
+            t = threading.Thread(target=self._poll_group, args=(i, group), name=f"cc-poll-{i}", daemon=True)
+            self._pollers.append(t)
+            t.start()
+        for target, name in (
+            (self._heartbeat_loop, "cc-heartbeat"),
+            (self._housekeeping_loop, "cc-housekeeping"),
+        ):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            self._aux.append(t)
+            t.start()
+        event(
+            logging.INFO,
+            "worker.started",
+            worker_id=self.worker_id,
+            customers=len(self.codes),
+            pollers=len(self._groups),
+            concurrency=self.options.concurrency,
+            customer_cap=self.options.customer_cap,
+            shard=_shard_text(self.options.shard),
+            drain=self.options.drain or None,
+        )
+        return self
+
+    @property
+    def health_port(self) -> int | None:
+        return self._health.port if self._health else None
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop receiving, finish in-flight work until the deadline, release the rest."""
+        if self._stopped.is_set() or not self._started:
+            self._stopped.set()
+            return
+        timeout = self.options.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + max(0.0, timeout)
+        self._stop_receiving.set()
+        event(
+            logging.INFO,
+            "worker.stopping",
+            worker_id=self.worker_id,
+            timeout=timeout,
+            in_flight=self.in_flight(),
+        )
+        for m in self.scheduler.take_pending():
+            self._apply(m, Outcome("release", result="shutdown"))
+        abort_at = deadline - min(2.0, timeout * 0.2)
+        while not self.scheduler.idle():
+            now = time.monotonic()
+            if now >= abort_at:
+                self._abort.set()
+            if now >= deadline:
+                break
+            self.scheduler.wait_idle(min(0.1, max(0.01, deadline - now)))
+        self._flush_acks(force=True)
+        with self._inflight_lock:
+            leftover = [m for m in self._inflight.values() if not m.settled]
+        for m in leftover:  # still running at the deadline: let another worker take it
+            self._apply(m, Outcome("release", result="shutdown"))
+        self.scheduler.stop()
+        for t in self._pollers:  # a poller mid long poll releases what it receives
+            t.join(max(0.0, deadline - time.monotonic()))
+        for m in self.scheduler.take_pending():  # submitted while we were stopping
+            self._apply(m, Outcome("release", result="shutdown"))
+        self._flush_acks(force=True)
+        self._stop_background.set()
+        for t in self._aux:
+            t.join(2.0)
+        self._final_flush()
+        if self.send_pool is not None:
+            self.send_pool.shutdown(wait=False, cancel_futures=True)
+        if self._health is not None:
+            self._health.stop()
+        self._stopped.set()
+        event(logging.INFO, "worker.stopped", worker_id=self.worker_id, **self._summary())
+
+    def _final_flush(self) -> None:
+        try:
+            self.metrics.flush()
+        except Exception as exc:
+            event(logging.WARNING, "metrics.flush_failed", error=type(exc).__name__)
+        self.audit.flush()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def drained(self) -> bool:
+        """--drain: every assigned queue answered empty and nothing is held."""
+        return all(s.drained for s in self.slots.values()) and self.scheduler.idle() and self.in_flight() == 0
+
+    def in_flight(self) -> int:
+        with self._inflight_lock:
+            return len(self._inflight)
+
+    def cooldown(self, code: str, seconds: float) -> None:
+        """SES throttled this customer's account: pause its queue only."""
+        slot = self.slots.get(code)
+        if slot is not None:
+            with slot.lock:
+                slot.cooldown_until = max(slot.cooldown_until, time.monotonic() + seconds)
+            event(logging.WARNING, "customer.cooldown", customer=code, seconds=round(seconds, 1))
+
+    # -- polling ----------------------------------------------------------------------------------
+    def _poll_group(self, index: int, group: list[CustomerSlot]) -> None:
+        single = len(group) == 1
+        wait = self.options.poll_wait if single and not self.options.drain else min(self.options.poll_wait, 1)
+        while not self._stop_receiving.is_set():
+            polled = False
+            for slot in group:
+                if self._stop_receiving.is_set():
+                    break
+                now = time.monotonic()
+                self._poller_beats[index] = now
+                if slot.drained:
+                    continue
+                if slot.queue_url is None and not self._resolve(slot):
+                    continue
+                if slot.cooling(now) > 0:
+                    continue
+                with slot.lock:
+                    free = slot.prefetch - slot.outstanding
+                if free <= 0:
+                    continue
+                polled = True
+                self._receive(slot, min(10, free), wait)
+                self._poller_beats[index] = time.monotonic()
+            if all(s.drained for s in group):
+                return
+            if not polled:
+                if single:
+                    group[0].capacity.wait(0.25)
+                else:
+                    self._stop_receiving.wait(0.05)
+
+    def _resolve(self, slot: CustomerSlot) -> bool:
+        try:
+            slot.queue_url = self.queues.url(slot.mapping)
+            self._last_sqs_ok = time.monotonic()
+            return True
+        except Exception as exc:
+            self._poll_error(slot, exc, "queue.resolve_failed")
+            return False
+
+    def _poll_error(self, slot: CustomerSlot, exc: Exception, name: str) -> None:
+        slot.poll_errors += 1
+        failure = classify(exc, "central")
+        if slot.poll_errors == 1 or slot.poll_errors % 10 == 0:
+            event(
+                logging.WARNING,
+                name,
+                customer=slot.code,
+                reason=failure.reason,
+                detail=failure.detail,
+                errors=slot.poll_errors,
+            )
+        pause = min(30.0, 0.5 * 2 ** min(slot.poll_errors, 6)) * random.uniform(0.5, 1.0)
+        self._stop_receiving.wait(pause)
+
+    def _receive(self, slot: CustomerSlot, n: int, wait: int) -> None:
+        assert slot.queue_url is not None
+        try:
+            resp = self.queues.client(slot.mapping).receive_message(
+                QueueUrl=slot.queue_url,
+                MaxNumberOfMessages=n,
+                WaitTimeSeconds=wait,
+                VisibilityTimeout=self.options.visibility_timeout,
+                MessageSystemAttributeNames=SYSTEM_ATTRIBUTES,
+                MessageAttributeNames=["All"],
+            )
+        except Exception as exc:
+            self._poll_error(slot, exc, "queue.receive_failed")
+            return
+        now = time.monotonic()
+        slot.last_poll = now
+        slot.poll_errors = 0
+        self._last_sqs_ok = now
+        raw = resp.get("Messages") or []
+        if not raw:
+            if self.options.drain and self.scheduler.active(slot.code) == 0:
+                with slot.lock:
+                    slot.drained = slot.outstanding == 0
+            return
+        messages = [self._inflight_of(slot, r, now) for r in raw]
+        with slot.lock:
+            slot.outstanding += len(messages)
+            if slot.outstanding >= slot.prefetch:
+                slot.capacity.clear()
+        with self._inflight_lock:
+            for m in messages:
+                self._inflight[id(m)] = m
+        with self._stats_lock:
+            self.stats_data.received += len(messages)
+        if self._stop_receiving.is_set():
+            for m in messages:
+                self._apply(m, Outcome("release", result="shutdown"))
+            return
+        for m in messages:
+            self.scheduler.submit(m)
+
+    def _inflight_of(self, slot: CustomerSlot, raw: dict[str, Any], now: float) -> InFlight:
+        attrs = raw.get("Attributes") or {}
+        sent_ms = int(attrs.get("SentTimestamp") or 0)
+        sent_at = sent_ms / 1000 if sent_ms else time.time()
+        age = max(0.0, time.time() - sent_at)
+        with self._stats_lock:
+            self.stats_data.pickup.append(age)
+        self.metrics.message_age(slot.code, age)
+        assert slot.queue_url is not None
+        return InFlight(
+            customer=slot.code,
+            queue_url=slot.queue_url,
+            message_id=str(raw.get("MessageId", "")),
+            receipt=str(raw["ReceiptHandle"]),
+            body=str(raw.get("Body", "")),
+            receive_count=int(attrs.get("ApproximateReceiveCount") or 1),
+            sent_at=sent_at,
+            attributes=raw.get("MessageAttributes") or {},
+            received_at=now,
+            visible_until=now + self.options.visibility_timeout,
+        )
+
+    # -- one message --------------------------------------------------------------------------------
+    def _run_one(self, m: InFlight) -> None:
+        slot = self.slots[m.customer]
+        cooling = slot.cooling(time.monotonic())
+        if cooling > 0 and m.receive_count < self.config.max_receive_count and not self._abort.is_set():
+            outcome = Outcome("retry", delay=max(1, int(cooling)), result="cooldown")
+        else:
+            try:
+                outcome = self.processor.process(m)
+            except Exception as exc:  # e.g. the DLQ itself unreachable: try again later
+                failure = classify(exc, "central")
+                delay = backoff_delay(m.receive_count, self.options.backoff_base, self.options.backoff_cap)
+                event(
+                    logging.ERROR,
+                    "message.error",
+                    customer=m.customer,
+                    message_id=m.message_id,
+                    reason=failure.reason,
+                    detail=failure.detail,
+                    retry_in=delay,
+                )
+                outcome = Outcome("retry", delay=delay, result=f"error:{failure.reason}")
+        elapsed = time.monotonic() - m.received_at
+        self.metrics.latency(m.customer, elapsed)
+        self._count(m, outcome)
+        self._apply(m, outcome)
+
+    def _count(self, m: InFlight, outcome: Outcome) -> None:
+        result = outcome.result.split(":", 1)[0]
+        with self._stats_lock:
+            s = self.stats_data
+            s.results[outcome.result] = s.results.get(outcome.result, 0) + 1
+            s.emails_sent += outcome.emails
+            if result == "dead_lettered":
+                s.dead_lettered += 1
+            elif outcome.action == "retry":
+                s.failed += 1
+            elif result == "duplicate":
+                s.duplicates += 1
+            elif result == "superseded":
+                s.superseded += 1
+            elif result == "ignored":
+                s.ignored += 1
+            if outcome.action == "delete" and result != "dead_lettered":
+                s.processed += 1
+        if outcome.action == "retry" or result == "error":
+            self.metrics.count(m.customer, "MessagesFailed")
+        elif outcome.action == "delete" and result != "dead_lettered":
+            self.metrics.count(m.customer, "MessagesProcessed")
+
+    def _apply(self, m: InFlight, outcome: Outcome) -> None:
+        """Delete (batched), retry later (visibility = backoff) or release (visibility 0)."""
+        if m.settled:
+            return
+        slot = self.slots[m.customer]
+        if outcome.action == "delete":
+            with slot.lock:
+                if not slot.acks:
+                    slot.acks_since = time.monotonic()
+                slot.acks.append(m)
+                full = len(slot.acks) >= 10
+            if full or self.scheduler.active(m.customer) <= 1 or self._stop_receiving.is_set():
+                self._flush_slot(slot)
+            return
+        delay = outcome.delay if outcome.action == "retry" else 0
+        try:
+            self.queues.client(slot.mapping).change_message_visibility(
+                QueueUrl=m.queue_url, ReceiptHandle=m.receipt, VisibilityTimeout=int(delay)
+            )
+        except Exception as exc:  # it reappears when its current visibility ends
+            event(
+                logging.WARNING,
+                "message.visibility_failed",
+                customer=m.customer,
+                message_id=m.message_id,
+                error=classify(exc, "central").detail,
+            )
+        with self._stats_lock:
+            if outcome.action == "retry":
+                self.stats_data.retried += 1
+            else:
+                self.stats_data.released += 1
+        self._settle(m)
+
+    def _settle(self, m: InFlight) -> None:
+        if m.settled:
+            return
+        m.settled = True
+        with self._inflight_lock:
+            self._inflight.pop(id(m), None)
+        slot = self.slots[m.customer]
+        with slot.lock:
+            slot.outstanding -= 1
+            if slot.outstanding < slot.prefetch:
+                slot.capacity.set()
+
+    def _flush_slot(self, slot: CustomerSlot) -> None:
+        with slot.lock:
+            batch, slot.acks = slot.acks, []
+        for i in range(0, len(batch), 10):
+            chunk = batch[i : i + 10]
+            try:
+                resp = self.queues.client(slot.mapping).delete_message_batch(
+                    QueueUrl=chunk[0].queue_url,
+                    Entries=[{"Id": str(j), "ReceiptHandle": m.receipt} for j, m in enumerate(chunk)],
+                )
+                failed = resp.get("Failed") or []
+            except Exception as exc:
+                failed = [{"Id": str(j), "Code": classify(exc, "central").reason} for j in range(len(chunk))]
+            for f in failed:  # redelivered later; the ledger makes that harmless
+                m = chunk[int(f["Id"])]
+                event(
+                    logging.WARNING,
+                    "message.delete_failed",
+                    customer=m.customer,
+                    message_id=m.message_id,
+                    code=f.get("Code"),
+                )
+            with self._stats_lock:
+                self.stats_data.deleted += len(chunk) - len(failed)
+            for m in chunk:
+                self._settle(m)
+
+    def _flush_acks(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        for slot in self.slots.values():
+            if slot.acks and (force or now - slot.acks_since >= self.options.ack_linger):
+                self._flush_slot(slot)
+
+    # -- background ----------------------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        every = self.options.heartbeat_every
+        while not self._stop_background.wait(every):
+            try:
+                self._heartbeat()
+            except Exception as exc:
+                event(logging.WARNING, "heartbeat.failed", error=classify(exc, "central").detail)
+
+    def _heartbeat(self) -> None:
+        """Extend the visibility of held messages and the leases of held claims before they lapse."""
+        now = time.monotonic()
+        vis = self.options.visibility_timeout
+        with self._inflight_lock:
+            held = [m for m in self._inflight.values() if not m.settled]
+        due: dict[str, list[InFlight]] = {}
+        for m in held:
+            if m.visible_until - now < vis / 2:
+                due.setdefault(m.queue_url, []).append(m)
+        for url, msgs in due.items():
+            client = self.queues.client(self.slots[msgs[0].customer].mapping)
+            for i in range(0, len(msgs), 10):
+                chunk = msgs[i : i + 10]
+                resp = client.change_message_visibility_batch(
+                    QueueUrl=url,
+                    Entries=[
+                        {"Id": str(j), "ReceiptHandle": m.receipt, "VisibilityTimeout": vis}
+                        for j, m in enumerate(chunk)
+                    ],
+                )
+                failed = {int(f["Id"]) for f in resp.get("Failed") or []}
+                for j, m in enumerate(chunk):
+                    if j not in failed:
+                        m.visible_until = now + vis
+        wall = time.time()
+        for m in held:
+            claim = m.claim
+            if claim is not None and m.claim_lease_until - wall < self.options.claim_lease / 2:
+                lease = self.ledger.renew_claim(claim[0], claim[1])
+                if lease is None:
+                    event(
+                        logging.WARNING,
+                        "claim.lost",
+                        customer=m.customer,
+                        change_id=claim[0].change_id,
+                        message_id=m.message_id,
+                    )
+                else:
+                    m.claim_lease_until = lease
+
+    def _housekeeping_loop(self) -> None:
+        tick = max(0.02, min(0.25, self.options.ack_linger))
+        next_metrics = time.monotonic() + self.options.metrics_interval
+        next_audit = time.monotonic() + self.options.audit_interval
+        while not self._stop_background.wait(tick):
+            now = time.monotonic()
+            self._loop_beat = now
+            try:
+                self._flush_acks()
+                if now >= next_metrics:
+                    next_metrics = now + self.options.metrics_interval
+                    self.metrics.flush()
+                if now >= next_audit:
+                    next_audit = now + self.options.audit_interval
+                    self.audit.flush()
+            except Exception as exc:
+                event(logging.WARNING, "housekeeping.failed", error=classify(exc, "central").detail)
+
+    # -- health --------------------------------------------------------------------------------------
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Loop alive and every poller polled recently."""
+        now = time.monotonic()
+        loop_age = now - self._loop_beat
+        limit = self.options.poll_wait + self.sqs_aws.settings.read_timeout + 30
+        oldest = max((now - b for b in self._poller_beats), default=0.0)
+        ok = self._started and not self._stopped.is_set() and loop_age < 30 and oldest < limit
+        return ok, {
+            "loop_age_s": round(loop_age, 2),
+            "oldest_poll_age_s": round(oldest, 2),
+            "worker_id": self.worker_id,
+        }
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Config valid (loaded), queues resolved and SQS answering; not ready while stopping."""
+        now = time.monotonic()
+        resolved = sum(1 for s in self.slots.values() if s.queue_url)
+        sqs_age = now - self._last_sqs_ok if self._last_sqs_ok else None
+        recent = sqs_age is not None and sqs_age < max(60.0, 3.0 * self.options.poll_wait)
+        ok = (
+            self._started and not self._stop_receiving.is_set() and resolved == len(self.slots) > 0 and recent
+        )
+        return ok, {
+            "customers": len(self.slots),
+            "queues_resolved": resolved,
+            "last_sqs_ok_s": round(sqs_age, 2) if sqs_age is not None else None,
+            "stopping": self._stop_receiving.is_set(),
+        }
+
+    # -- stats ---------------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        with self._stats_lock:
+            data = self.stats_data.snapshot()
+        data.update(
+            worker_id=self.worker_id,
+            customers=len(self.codes),
+            pollers=len(self._groups),
+            in_flight=self.in_flight(),
+            busy=self.scheduler.busy,
+            threads=threading.active_count(),
+            running=self._started and not self._stopped.is_set(),
+        )
+        return data
+
+    def _summary(self) -> dict[str, Any]:
+        s = self.stats()
+        return {k: s.get(k) for k in ("received", "processed", "dead_lettered", "emails_sent", "released")}
+
+
+def _shard_text(shard: tuple[int, int] | None) -> str | None:
+    return f"{shard[0]}/{shard[1]}" if shard else None
+
+
+class WorkerHandle:
+    """A worker running in threads of this process (no signal handlers)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self.worker.stats()
+
+    @property
+    def running(self) -> bool:
+        return not self.worker.stopped
+
+    @property
+    def customers(self) -> list[str]:
+        return list(self.worker.codes)
+
+    @property
+    def worker_id(self) -> str:
+        return self.worker.worker_id
+
+    def stop(self, timeout: float = 25.0) -> None:
+        self.worker.stop(timeout)
+
+
+def start_background(
+    aws: AwsFactory,
+    config: Config,
+    *,
+    customers: list[str] | None = None,
+    concurrency: int | None = None,
+    worker_id: str | None = None,
+    options: WorkerOptions | None = None,
+) -> WorkerHandle:
+    """Run the worker in threads of the current process; ``handle.stop(timeout)`` ends it."""
+    opts = dataclasses.replace(options) if options is not None else WorkerOptions()
+    if customers is not None:
+        opts.customers = list(customers)
+    if concurrency is not None:
+        opts.concurrency = concurrency
+    if worker_id is not None:
+        opts.worker_id = worker_id
+    return WorkerHandle(Worker(aws, config, opts).start())
