@@ -6,6 +6,7 @@ per-customer assumed-role sessions with cached, auto-refreshed credentials, oper
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from dataclasses import dataclass, field
@@ -169,6 +170,17 @@ class AwsFactory:
             "expiry_time": expiry.isoformat(),
         }
 
+    def _shared_loader(self) -> Any:
+        """A data loader sharing the central session's cache of parsed service models.
+
+        A fresh botocore session would re-read and re-parse every model from disk (~0.5 s and
+        megabytes per customer client); with hundreds of customers that dominates start-up.
+        """
+        base = self._session._session.get_component("data_loader")
+        loader = copy.copy(base)  # shares base._cache (the parsed models)
+        loader._search_paths = list(base.search_paths)  # boto3 appends its path per session
+        return loader
+
     def customer_session(self, customer: CustomerMapping) -> boto3.Session:
         key = (customer.customer_code, customer.ses_role_arn)
         with self._lock:
@@ -183,6 +195,7 @@ class AwsFactory:
             method="sts-assume-role",
         )
         core = botocore.session.get_session()
+        core.register_component("data_loader", self._shared_loader())
         core._credentials = creds  # type: ignore[attr-defined]  # refreshable assumed-role session
         core.set_config_variable("region", customer.region or self.settings.region)
         session = boto3.Session(botocore_session=core)
