@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from rich.text import Text
 from textual import on, work
@@ -34,6 +34,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.coordinate import Coordinate
+from textual.geometry import Region
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widget import Widget
@@ -159,13 +160,18 @@ def row_cells(record: DeliveryRecord, now: datetime) -> tuple[str, ...]:
     )
 
 
+_RIGHT = {k: w for k, _label, w in STATUS_COLUMNS if k in ("attempts", "recipients", "duration")}
+
+
 def styled_cell(column: str, value: str) -> str | Text:
+    """The renderable of one cell (plain strings where possible: they are the cheapest to draw)."""
     if column == "state":
         return Text(value, style=STATE_STYLES.get(value, ""))
     if column == "failed" and value:
-        return Text(value, style="bold red1", justify="right")
-    if column in ("attempts", "recipients", "duration"):
-        return Text(value, justify="right")
+        return Text(value.rjust(6), style="bold red1")
+    width = _RIGHT.get(column)
+    if width:
+        return value.rjust(width)
     if column == "error" and value:
         return Text(value, style="red1")
     return value
@@ -280,6 +286,39 @@ class SyncStats:
     sorted: bool = False
 
 
+class LiveTable(DataTable[Any]):
+    """A DataTable whose many ``update_cell`` calls of one sync cost a single repaint.
+
+    ``update_cell`` asks for a full repaint each time; inside ``coalesced()`` those plain repaint
+    requests are coalesced into one at the end (layout refreshes still go through at once).
+    """
+
+    _batching = False
+    _pending_repaint = False
+
+    def refresh(
+        self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False
+    ) -> Self:
+        if self._batching and not regions and not layout and not recompose:
+            self._pending_repaint = True
+            return self
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
+    @contextlib.contextmanager
+    def coalesced(self) -> Iterator[None]:
+        if self._batching:
+            yield
+            return
+        self._batching = True
+        try:
+            yield
+        finally:
+            self._batching = False
+            if self._pending_repaint:
+                self._pending_repaint = False
+                self.refresh()
+
+
 def cursor_key(table: DataTable[Any]) -> str | None:
     """Key of the row under the cursor (None when the table is empty)."""
     if not table.row_count:
@@ -308,6 +347,20 @@ def sync_rows(
     ``sort_column``) must hold the row key as a plain string: rows appended out of order are re-sorted
     by it.
     """
+    if isinstance(table, LiveTable):
+        with table.coalesced():
+            return _sync_rows(table, shown, rows, column_keys, style, sort_column)
+    return _sync_rows(table, shown, rows, column_keys, style, sort_column)
+
+
+def _sync_rows(
+    table: DataTable[Any],
+    shown: dict[str, tuple[str, ...]],
+    rows: Sequence[tuple[str, tuple[str, ...]]],
+    column_keys: Sequence[str],
+    style: Callable[[str, str], str | Text],
+    sort_column: str | None,
+) -> SyncStats:
     stats = SyncStats()
     before_key = cursor_key(table)
     before_index = table.cursor_row
@@ -383,6 +436,7 @@ class LiveStatusScreen(Screen[None]):
         self.paused = False
         self.filter_text = ""
         self.records: dict[str, DeliveryRecord] = {}
+        self.cells: dict[str, tuple[str, ...]] = {}  # plain cell texts of every record
         self.shown: dict[str, tuple[str, ...]] = {}
         self.last_sync = SyncStats()
         self.fetch_count = 0  # completed queries (tests wait on it)
@@ -406,7 +460,7 @@ class LiveStatusScreen(Screen[None]):
             placeholder="filter: customer, name, state or error text", id="status-filter", classes="hidden"
         )
         yield Static(id="status-empty", classes="hidden")
-        yield DataTable(id="status-table", cursor_type="row", zebra_stripes=True)
+        yield LiveTable(id="status-table", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -472,14 +526,19 @@ class LiveStatusScreen(Screen[None]):
             if not worker.is_cancelled:
                 self._post(self._fetch_failed, message)
             return
+        # Cell texts are computed here, off the UI thread; the UI thread only diffs them.
+        now = self.clock()
+        cells = {r.customer: row_cells(r, now) for r in records}
         if not worker.is_cancelled:
-            self._post(self._fetch_done, records, title)
+            self._post(self._fetch_done, records, cells, title, now)
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the app is shutting down
             self.app.call_from_thread(callback, *args)
 
-    def _fetch_done(self, records: list[DeliveryRecord], title: str) -> None:
+    def _fetch_done(
+        self, records: list[DeliveryRecord], cells: dict[str, tuple[str, ...]], title: str, now: datetime
+    ) -> None:
         self._inflight = False
         self.fetch_count += 1
         self._loaded = True
@@ -487,8 +546,9 @@ class LiveStatusScreen(Screen[None]):
             return
         self.error = None
         self.title_text = title
-        self.updated_at = self.clock()
+        self.updated_at = now
         self.records = {r.customer: r for r in records}
+        self.cells = cells
         self.sync_table()
         self._render_head()
 
@@ -517,12 +577,7 @@ class LiveStatusScreen(Screen[None]):
 
     def sync_table(self) -> SyncStats:
         """Bring the table in line with ``self.records`` + filter, touching only what changed."""
-        now = self.clock()
-        rows = [
-            (code, row_cells(self.records[code], now))
-            for code in sorted(self.records)
-            if self.matches(self.records[code])
-        ]
+        rows = [(code, self.cells[code]) for code in sorted(self.records) if self.matches(self.records[code])]
         self.last_sync = sync_rows(self.table, self.shown, rows, COLUMN_KEYS, styled_cell)
         self._render_empty()
         return self.last_sync
@@ -784,8 +839,13 @@ class DeliveryDetailScreen(Screen[None]):
         summary.append(f"\nworker {r.worker_id or '-'}")
         if self.detail is not None and self.detail.claim is not None:
             claim = self.detail.claim
-            summary.append(f"   claim {claim.state or 'held'} by {claim.worker or '?'}")
-            summary.append(f" until {claim.lease_until or '?'}")
+            summary.append(f"   ledger claim {claim.state or 'held'} by {claim.worker or '?'}")
+            if claim.state == "in_progress" and claim.lease_until:
+                summary.append(f" until {claim.lease_until}")
+            elif claim.finished_at:
+                summary.append(f" at {claim.finished_at}")
+            if claim.result:
+                summary.append(f" ({claim.result})")
         self.query_one("#detail-summary", Static).update(summary)
 
         err = self.query_one("#detail-error", Static)

@@ -6,14 +6,15 @@ Textual-free; every method blocks on AWS, so screens call them from thread worke
   fetched for many customers in parallel with a bounded thread pool.
 - Contacts per topic are computed in the customer's own account (assumed SES role): every page of
   ``list_contacts`` is read (no server-side filter is trusted) and SES subscription semantics are
-  applied in our code with the topic defaults of ``get_contact_list``.
+  applied in our code with the topic defaults of ``get_contact_list`` (``services.contacts``, shared
+  with the worker).
 - The last delivery comes from the status table (``StatusStore.customer_deliveries``).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,10 +31,9 @@ from botocore.exceptions import (
 
 from ..models import ALL_TOPICS, Config, CustomerMapping, DeliveryRecord
 from .aws import AwsFactory
+from .contacts import Contact, is_subscribed, iter_contacts, topic_defaults
 from .status import StatusStore
 
-OPT_IN = "OPT_IN"
-OPT_OUT = "OPT_OUT"
 _MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 
 
@@ -53,29 +53,6 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, BotoCoreError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
-
-
-# -- subscription semantics -------------------------------------------------------------------
-
-
-def is_subscribed(contact: Mapping[str, Any], topic: str, defaults: Mapping[str, str]) -> bool:
-    """SES topic subscription: not ``UnsubscribeAll`` and (explicit ``OPT_IN`` for the topic, or no
-    preference for it and the topic's default is ``OPT_IN``)."""
-    if contact.get("UnsubscribeAll"):
-        return False
-    for pref in contact.get("TopicPreferences") or []:
-        if pref.get("TopicName") == topic:
-            return pref.get("SubscriptionStatus") == OPT_IN
-    return defaults.get(topic) == OPT_IN
-
-
-def topic_defaults(contact_list: Mapping[str, Any]) -> dict[str, str]:
-    """``{topic: DefaultSubscriptionStatus}`` of a ``get_contact_list`` response."""
-    return {
-        str(t["TopicName"]): str(t.get("DefaultSubscriptionStatus", OPT_OUT))
-        for t in contact_list.get("Topics") or []
-        if "TopicName" in t
-    }
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -292,35 +269,26 @@ class CustomerService:
         return self.stats(code)
 
     # -- contacts (customer account) -----------------------------------------------------------
-    def list_all_contacts(self, code: str) -> list[dict[str, Any]]:
-        """Every contact of the customer's list, following every page (never trusting filters)."""
+    def list_all_contacts(self, code: str) -> list[Contact]:
+        """Every contact of the customer's list, every page (no server-side filter is trusted).
+
+        A server that ignores paging may repeat contacts across pages: each address counts once.
+        """
         m = self.config.customer(code)
         ses = self.aws.customer_client(m, "sesv2")
-        list_name = self.config.contact_list_for(code)
-        contacts: list[dict[str, Any]] = []
-        seen_tokens: set[str] = set()
-        kwargs: dict[str, Any] = {"ContactListName": list_name}
-        while True:
-            resp = ses.list_contacts(**kwargs)
-            contacts.extend(resp.get("Contacts", []))
-            token = resp.get("NextToken")
-            if not token or token in seen_tokens:
-                break
-            seen_tokens.add(token)
-            kwargs["NextToken"] = token
-        # A server that ignores paging may repeat contacts across pages: count each address once.
-        unique: dict[str, dict[str, Any]] = {}
-        for contact in contacts:
-            unique.setdefault(str(contact.get("EmailAddress", "")).casefold(), contact)
+        unique: dict[str, Contact] = {}
+        for contact in iter_contacts(ses, self.config.contact_list_for(code)):
+            unique.setdefault(contact.email.casefold(), contact)
         return list(unique.values())
 
     def contact_counts(self, code: str, topics: Iterable[str] = ALL_TOPICS) -> ContactCounts:
-        """How many contacts receive each topic, computed with SES semantics in our code."""
+        """How many contacts receive each topic, computed with SES semantics in our code
+        (``services.contacts``), and how many of those the customer's whitelist allows."""
         list_name = self.config.contact_list_for(code)
         try:
             m = self.config.customer(code)
             ses = self.aws.customer_client(m, "sesv2")
-            defaults = topic_defaults(ses.get_contact_list(ContactListName=list_name))
+            defaults = topic_defaults(ses, list_name)
             contacts = self.list_all_contacts(code)
         except (ClientError, BotoCoreError) as exc:
             return ContactCounts(code, list_name, error=describe_error(exc))
@@ -328,8 +296,7 @@ class CustomerService:
         subscribed = dict.fromkeys(topic_list, 0)
         deliverable = dict.fromkeys(topic_list, 0)
         for contact in contacts:
-            address = str(contact.get("EmailAddress", ""))
-            allowed = m.allows_recipient(address)
+            allowed = m.allows_recipient(contact.email)
             for topic in topic_list:
                 if is_subscribed(contact, topic, defaults):
                     subscribed[topic] += 1
@@ -339,7 +306,7 @@ class CustomerService:
             code,
             list_name,
             contacts=len(contacts),
-            unsubscribed_all=sum(1 for c in contacts if c.get("UnsubscribeAll")),
+            unsubscribed_all=sum(1 for c in contacts if c.unsubscribe_all),
             subscribed=subscribed,
             deliverable=deliverable,
             defaults=defaults,

@@ -1,28 +1,35 @@
 """Recipient-level view of one delivery (change, version, event, customer), read from the ledger.
 
-Textual-free. The ledger (docs/architecture.md) holds, under
+Textual-free. The ledger (``services.ledger``, docs/architecture.md) holds, under
 ``pk = DELIVERY#{changeId}#v{version}#{event}#{customer}``, one ``CLAIM`` item (the worker's lease)
-and one ``RCPT#{lower-cased email}`` item per recipient send. Attribute names of those items are
-read leniently (the worker owns them), so an older or newer worker's items still show.
+and one ``RCPT#{lower-cased email}`` item per recipient send (``sending``, ``sent``, ``retry``,
+``failed``, ``unknown``). Attribute names are read leniently so older or newer items still show.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..models import DeliveryRecord
+from ..models import Config, DeliveryRecord, iso_utc
 from .aws import AwsFactory
 from .customers import CustomerService, QueueDepth, describe_error
-from .status import DeliveryKey, from_item
+from .ledger import Ledger
+from .status import DeliveryKey
 
 RCPT_PREFIX = "RCPT#"
 
 
-def ledger_pk(key: DeliveryKey) -> str:
-    return f"DELIVERY#{key.change_id}#v{key.version}#{key.event.value}#{key.customer}"
+def _when(value: Any) -> str | None:
+    """A ledger time: RFC 3339 text as is, epoch seconds (leases) as RFC 3339."""
+    if value in (None, "", 0, 0.0):
+        return None
+    if isinstance(value, int | float):
+        return iso_utc(datetime.fromtimestamp(float(value), UTC))
+    return str(value)
 
 
 def _first(data: dict[str, Any], *names: str) -> Any:
@@ -53,7 +60,7 @@ class RecipientResult:
             state=str(state),
             message_id=_first(data, "message_id", "ses_message_id", "MessageId"),
             error=_first(data, "error", "last_error", "reason"),
-            at=_first(data, "sent_at", "failed_at", "updated_at", "at", "claimed_at"),
+            at=_when(_first(data, "settled_at", "sent_at", "updated_at", "started_at", "at")),
             attempts=int(attempts) if isinstance(attempts, int | float) else None,
         )
 
@@ -63,6 +70,8 @@ class ClaimInfo:
     worker: str | None
     lease_until: str | None
     state: str | None
+    finished_at: str | None = None
+    result: str | None = None
 
 
 @dataclass
@@ -84,42 +93,31 @@ class DeliveryDetail:
 
 
 class DeliveryDetailService:
-    def __init__(self, aws: AwsFactory, config: Any, customers: CustomerService | None = None) -> None:
+    def __init__(self, aws: AwsFactory, config: Config, customers: CustomerService | None = None) -> None:
         self.aws = aws
         self.config = config
+        self.ledger = Ledger(aws, config)
         self.customers = customers or CustomerService(aws, config)
-
-    def ledger_items(self, key: DeliveryKey) -> list[dict[str, Any]]:
-        ddb = self.aws.client("dynamodb")
-        paginator = ddb.get_paginator("query")
-        items: list[dict[str, Any]] = []
-        for page in paginator.paginate(
-            TableName=self.config.ledger_table_name,
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": ledger_pk(key)}},
-            ConsistentRead=True,
-        ):
-            items.extend(from_item(item) for item in page.get("Items", []))
-        return items
 
     def detail(self, record: DeliveryRecord | DeliveryKey) -> DeliveryDetail:
         key = record if isinstance(record, DeliveryKey) else DeliveryKey.of(record)
         detail = DeliveryDetail(key)
         try:
-            items = self.ledger_items(key)
+            recipients = self.ledger.recipients(key)
+            claim = self.ledger.get_claim(key)
         except (ClientError, BotoCoreError) as exc:
             detail.error = describe_error(exc)
-            items = []
-        for data in items:
-            sk = str(data.get("sk", ""))
-            if sk.startswith(RCPT_PREFIX):
-                detail.recipients.append(RecipientResult.from_ledger(data))
-            elif sk == "CLAIM":
+        else:
+            detail.recipients = sorted(
+                (RecipientResult.from_ledger(data) for data in recipients.values()), key=lambda r: r.email
+            )
+            if claim:
                 detail.claim = ClaimInfo(
-                    worker=_first(data, "worker_id", "worker", "owner"),
-                    lease_until=_first(data, "lease_until", "lease_expires_at", "expires"),
-                    state=_first(data, "state", "status"),
+                    worker=_first(claim, "owner", "worker_id", "worker"),
+                    lease_until=_when(_first(claim, "lease_until", "lease_expires_at")),
+                    state=_first(claim, "state", "status"),
+                    finished_at=_when(claim.get("finished_at")),
+                    result=_first(claim, "result"),
                 )
-        detail.recipients.sort(key=lambda r: r.email)
         detail.dlq = self.customers.dlq_depth(key.customer)
         return detail

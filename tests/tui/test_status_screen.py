@@ -1,0 +1,379 @@
+"""Pilot tests of the live status screen and the delivery drill-down (against the moto server)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from textual.app import App
+from textual.pilot import Pilot
+from textual.widgets import DataTable, Static
+
+from changeconsole.models import Change, DeliveryRecord, DeliveryState, EmailEvent
+from changeconsole.screens.status import (
+    DeliveryDetailScreen,
+    LiveStatusScreen,
+    allocate,
+    format_duration,
+    newest_round,
+    row_cells,
+)
+from changeconsole.services.aws import AwsFactory
+from changeconsole.services.bundle import Services
+from changeconsole.services.ledger import Ledger
+from changeconsole.services.status import DeliveryKey, StatusStore
+
+CID = "CHG-2026-11-27T19-00-00-abc123"
+NOW = datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC)
+
+
+def frozen() -> datetime:
+    return NOW
+
+
+class Harness(App[None]):
+    TITLE = "changeconsole"
+
+    def __init__(self, services: Any, screen: Callable[[], Any]) -> None:
+        super().__init__()
+        self.services = services
+        self._make = screen
+
+    def on_mount(self) -> None:
+        self.push_screen(self._make())
+
+
+async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await pilot.pause(0.02)
+
+
+def seed(
+    store: StatusStore,
+    code: str,
+    state: DeliveryState,
+    *,
+    version: int = 1,
+    event: EmailEvent = EmailEvent.APPROVED,
+    sent: int = 0,
+    total: int = 0,
+    failed: int = 0,
+    attempts: int = 1,
+    error: str | None = None,
+    queued: str = "2026-11-27T19:58:00Z",
+    finished: str | None = None,
+) -> DeliveryKey:
+    key = DeliveryKey(CID, version, event, code)
+    fields: dict[str, Any] = {
+        "state": state,
+        "attempts": attempts,
+        "recipients_total": total,
+        "recipients_sent": sent,
+        "recipients_failed": failed,
+        "queued_at": queued,
+        "updated_at": finished or queued,
+    }
+    if error:
+        fields["last_error"] = error
+    if finished:
+        fields["finished_at"] = finished
+    store.update(key, **fields)
+    return key
+
+
+@pytest.fixture
+def services(make_stack: Any, aws_factory: AwsFactory) -> Services:
+    stack = make_stack(customers=5, contacts=2)
+    svc = Services(aws_factory, stack.config)
+    svc.status.index_change(
+        Change.model_validate(
+            {"changeId": CID, "changeTitle": "Rotate TLS certificates", "customers": ["acme", "globex"]}
+        )
+    )
+    return svc
+
+
+def cell(screen: LiveStatusScreen, code: str, column: str) -> str:
+    return str(screen.table.get_cell(code, column)).strip()
+
+
+# -- pure helpers -------------------------------------------------------------------------
+
+
+def test_format_duration_and_allocate() -> None:
+    assert format_duration(None) == "-"
+    assert format_duration(5.9) == "5s"
+    assert format_duration(65) == "1m05s"
+    assert format_duration(3723) == "1h02m03s"
+    assert sum(allocate([1, 999], 50)) == 50
+    assert allocate([1, 999], 50)[0] == 1  # a rare state stays visible
+    assert allocate([0, 0], 10) == [0, 0]
+
+
+def test_row_cells_use_the_clock_while_in_flight() -> None:
+    rec = DeliveryRecord(
+        change_id=CID,
+        version=1,
+        event=EmailEvent.APPROVED,
+        customer="acme",
+        state=DeliveryState.PROCESSING,
+        queued_at="2026-11-27T19:59:30Z",
+    )
+    assert row_cells(rec, NOW)[5] == "30s"
+    done = rec.model_copy(
+        update={
+            "state": DeliveryState.SENT,
+            "finished_at": "2026-11-27T19:59:40Z",
+            "recipients_total": 3,
+            "recipients_sent": 3,
+        }
+    )
+    assert row_cells(done, NOW)[1:6] == ("sent", "0", "3/3", "", "10s")
+
+
+def test_newest_round_prefers_highest_version() -> None:
+    def rec(v: int, e: EmailEvent, c: str) -> DeliveryRecord:
+        return DeliveryRecord(change_id=CID, version=v, event=e, customer=c)
+
+    got = newest_round(
+        [
+            rec(1, EmailEvent.SUBMITTED, "a"),
+            rec(2, EmailEvent.APPROVED, "a"),
+            rec(2, EmailEvent.APPROVED, "b"),
+        ]
+    )
+    assert {(r.version, r.customer) for r in got} == {(2, "a"), (2, "b")}
+
+
+# -- live status against DynamoDB --------------------------------------------------------------
+
+
+async def test_cells_update_in_place_keeping_cursor_and_filter(services: Services) -> None:
+    store = services.status
+    seed(store, "acme", DeliveryState.QUEUED, attempts=0)
+    seed(store, "globex", DeliveryState.PROCESSING, total=5, sent=2)
+    seed(store, "initech", DeliveryState.QUEUED, attempts=0)
+    screen = LiveStatusScreen(CID, interval=0.1, clock=frozen)
+    app = Harness(services, lambda: screen)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: screen.table.row_count == 3)
+        assert [str(r.key.value) for r in screen.table.ordered_rows] == ["acme", "globex", "initech"]
+        await pilot.press("down")
+        assert screen.table.cursor_row == 1
+
+        seed(store, "globex", DeliveryState.SENT, total=5, sent=5, finished="2026-11-27T19:59:00Z")
+        await wait_for(pilot, lambda: cell(screen, "globex", "state") == "sent")
+        assert cell(screen, "globex", "recipients") == "5/5"
+        assert screen.table.cursor_row == 1  # still on globex
+        # Only globex's changed cells were touched, no rows added/removed.
+        n = screen.fetch_count
+        await wait_for(pilot, lambda: screen.fetch_count > n)
+        assert screen.last_sync.added == screen.last_sync.removed == 0
+        assert screen.last_sync.cells == 0  # nothing changed since
+
+        # A filter survives refreshes and new rows.
+        await pilot.press("slash", *"glo", "enter")
+        await wait_for(pilot, lambda: screen.table.row_count == 1)
+        seed(
+            store, "globex", DeliveryState.SENT, total=5, sent=5, attempts=2, finished="2026-11-27T19:59:00Z"
+        )
+        seed(store, "hooli", DeliveryState.QUEUED)
+        await wait_for(pilot, lambda: "hooli" in screen.records)
+        await wait_for(pilot, lambda: cell(screen, "globex", "attempts") == "2")
+        assert screen.table.row_count == 1
+        assert screen.filter_text == "glo"
+        assert screen.table.has_focus
+
+        # Clearing the filter brings every row back, in code order, cursor kept on globex.
+        await pilot.press("slash", "backspace", "backspace", "backspace", "enter")
+        await wait_for(pilot, lambda: screen.table.row_count == 4)
+        assert [str(r.key.value) for r in screen.table.ordered_rows] == ["acme", "globex", "hooli", "initech"]
+        assert (
+            str(screen.table.coordinate_to_cell_key(screen.table.cursor_coordinate).row_key.value) == "globex"
+        )
+
+
+async def test_rows_added_and_removed_by_key_keep_the_cursor(services: Services) -> None:
+    store = services.status
+    for code in ("acme", "hooli", "umbrella"):
+        seed(store, code, DeliveryState.QUEUED)
+    screen = LiveStatusScreen(CID, interval=0.1, clock=frozen)
+    async with Harness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: screen.table.row_count == 3)
+        await pilot.press("down", "down")  # umbrella
+        seed(store, "globex", DeliveryState.QUEUED)  # sorts before the cursor row
+        await wait_for(pilot, lambda: screen.table.row_count == 4)
+        assert [str(r.key.value) for r in screen.table.ordered_rows] == [
+            "acme",
+            "globex",
+            "hooli",
+            "umbrella",
+        ]
+        assert screen.table.cursor_row == 3  # followed umbrella
+        # A newer round replaces the rows (removed by key).
+        seed(store, "acme", DeliveryState.QUEUED, version=2, event=EmailEvent.COMPLETED)
+        await wait_for(pilot, lambda: screen.table.row_count == 1)
+        assert cell(screen, "acme", "state") == "queued"
+        title = str(screen.query_one("#status-title", Static).render())
+        assert "v2 · completed" in title and "Rotate TLS certificates" in title
+
+
+async def test_pause_stops_refreshes_and_plus_minus_change_interval(services: Services) -> None:
+    seed(services.status, "acme", DeliveryState.QUEUED)
+    screen = LiveStatusScreen(CID, interval=0.05, clock=frozen)
+    async with Harness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: screen.fetch_count >= 3)
+        await pilot.press("p")
+        assert screen.paused
+        line = str(screen.query_one("#status-line", Static).render())
+        assert "paused" in line
+        await wait_for(pilot, lambda: not screen._inflight)
+        paused_at = screen.fetch_count
+        deadline = time.monotonic() + 0.5  # ten intervals: no query may run
+        while time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        assert screen.fetch_count == paused_at
+        # Resume queries again.
+        await pilot.press("p")
+        await wait_for(pilot, lambda: screen.fetch_count > paused_at)
+        # + lengthens, - shortens the interval along the steps, shown in the status line.
+        await pilot.press("plus")
+        assert screen.interval == 0.5
+        await pilot.press("plus", "plus")
+        assert screen.interval == 2.0
+        assert "every 2s" in str(screen.query_one("#status-line", Static).render())
+        await pilot.press("minus")
+        assert screen.interval == 1.0
+        assert screen.refresh_timer is not None and screen.refresh_timer._interval == 1.0
+
+
+async def test_unreachable_store_keeps_last_state_and_shows_error(services: Services) -> None:
+    seed(services.status, "acme", DeliveryState.SENT, total=2, sent=2, finished="2026-11-27T19:59:00Z")
+    screen = LiveStatusScreen(CID, interval=0.05, clock=frozen)
+    async with Harness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: screen.table.row_count == 1)
+
+        class Broken:
+            def latest_round(self, change_id: str) -> list[DeliveryRecord]:
+                from botocore.exceptions import EndpointConnectionError
+
+                raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9/")
+
+        services.__dict__["status"] = Broken()
+        await wait_for(pilot, lambda: screen.error is not None)
+        assert "AWS unreachable" in (screen.error or "")
+        assert screen.table.row_count == 1  # last known state kept
+        assert not screen.query_one("#status-error").has_class("hidden")
+
+
+async def test_query_runs_off_the_ui_thread_and_1000_rows_touch_only_changed_cells() -> None:
+    class FakeStore:
+        def __init__(self) -> None:
+            self.threads: set[int] = set()
+            self.records = [
+                DeliveryRecord(
+                    change_id=CID,
+                    version=1,
+                    event=EmailEvent.SUBMITTED,
+                    customer=f"c{i:04d}",
+                    state=DeliveryState.SENT,
+                    recipients_total=3,
+                    recipients_sent=3,
+                    queued_at="2026-11-27T19:58:00Z",
+                    finished_at="2026-11-27T19:58:05Z",
+                )
+                for i in range(1000)
+            ]
+
+        def latest_round(self, change_id: str) -> list[DeliveryRecord]:
+            self.threads.add(threading.get_ident())
+            return list(self.records)
+
+        def get_summary(self, change_id: str) -> None:
+            return None
+
+    class FakeServices:
+        def __init__(self) -> None:
+            self.status = FakeStore()
+            self.config = None
+
+    fake = FakeServices()
+    screen = LiveStatusScreen(CID, interval=0.05, clock=frozen)
+    async with Harness(fake, lambda: screen).run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: screen.table.row_count == 1000)
+        assert screen.last_sync.added == 1000 or screen.fetch_count > 1
+        assert threading.get_ident() not in fake.status.threads
+        await pilot.press("pagedown")
+        cursor = screen.table.cursor_row
+        for i in range(0, 1000, 100):  # ten customers fail
+            fake.status.records[i] = fake.status.records[i].model_copy(
+                update={"state": DeliveryState.FAILED, "last_error": "Throttling: slow down"}
+            )
+        n = screen.fetch_count
+        await wait_for(pilot, lambda: screen.fetch_count > n and screen.last_sync.cells > 0)
+        assert (screen.last_sync.added, screen.last_sync.removed) == (0, 0)
+        assert screen.last_sync.cells == 20  # state + last error of ten rows
+        assert screen.table.cursor_row == cursor
+        assert cell(screen, "c0100", "state") == "failed"
+
+
+# -- drill-down ----------------------------------------------------------------------------------
+
+
+async def test_enter_drills_into_recipients_error_and_dlq(
+    services: Services, aws_factory: AwsFactory
+) -> None:
+    store = services.status
+    seed(store, "acme", DeliveryState.SENT, total=1, sent=1, finished="2026-11-27T19:59:00Z")
+    key = seed(
+        store,
+        "globex",
+        DeliveryState.DEAD_LETTERED,
+        total=2,
+        sent=1,
+        failed=1,
+        attempts=3,
+        error="MessageRejected: Email address is not verified",
+        finished="2026-11-27T19:59:30Z",
+    )
+    ledger = Ledger(aws_factory, services.config)
+    assert ledger.claim(key, "worker-1").acquired
+    assert ledger.begin_send(key, "alex.ng@globex.example.com", "worker-1").outcome == "go"
+    ledger.record_sent(key, "alex.ng@globex.example.com", "worker-1", "msg-0001")
+    assert ledger.begin_send(key, "sam.patel@globex.example.com", "worker-1").outcome == "go"
+    ledger.record_failure(key, "sam.patel@globex.example.com", "worker-1", "failed", "MessageRejected: bad")
+    ledger.finish_claim(key, "worker-1", done=True, result="partial")
+    mapping = services.config.customer("globex")
+    sqs = aws_factory.client("sqs")
+    url = sqs.get_queue_url(QueueName=mapping.dlq_name)["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="{}")
+
+    screen = LiveStatusScreen(CID, interval=5.0, clock=frozen)
+    async with Harness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: screen.table.row_count == 2)
+        await pilot.press("down", "enter")
+        await wait_for(pilot, lambda: isinstance(app_screen(pilot), DeliveryDetailScreen))
+        detail = app_screen(pilot)
+        assert isinstance(detail, DeliveryDetailScreen)
+        await wait_for(pilot, lambda: detail.detail is not None)
+        table = detail.query_one("#detail-recipients", DataTable)
+        assert table.row_count == 2
+        assert str(table.get_cell("sam.patel@globex.example.com", "state")) == "failed"
+        assert str(table.get_cell("alex.ng@globex.example.com", "message_id")) == "msg-0001"
+        assert detail.detail is not None and detail.detail.dlq is not None
+        assert detail.detail.dlq.total == 1
+        assert "1 message in globex's DLQ" in str(detail.query_one("#detail-dlq", Static).render())
+        assert "not verified" in str(detail.query_one("#detail-error", Static).render())
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app_screen(pilot) is screen)
+
+
+def app_screen(pilot: Pilot[Any]) -> Any:
+    return pilot.app.screen
