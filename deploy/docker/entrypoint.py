@@ -26,7 +26,7 @@ from pathlib import Path
 ENV_PATH = "CHANGECONSOLE_CONFIG"
 ENV_INLINE = "CHANGECONSOLE_CONFIG_JSON"
 ENV_OUT = "CHANGECONSOLE_CONFIG_OUT"
-DEFAULT_PATH = "/tmp/changeconsole/config.json"  # noqa: S108 - the only writable place in the image
+DEFAULT_PATH = "/tmp/changeconsole/config.json"
 
 
 class EntrypointError(Exception):
@@ -75,7 +75,7 @@ def main(argv: list[str]) -> int:
     except (EntrypointError, OSError) as exc:
         print(f"entrypoint: {exc}", file=sys.stderr)
         return 2
-    os.execvpe(argv[0], argv, env)  # noqa: S606 - replaces this process; never returns
+    os.execvpe(argv[0], argv, env)
     return 0  # pragma: no cover
 
 

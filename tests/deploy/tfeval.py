@@ -38,7 +38,8 @@ def _strip_markers(value: Any) -> Any:
         return {
             _unquote(k): _strip_markers(v)
             for k, v in value.items()
-            if k not in ("__is_block__", "__comments__", "__inline_comments__", "__start_line__", "__end_line__")
+            if k
+            not in ("__is_block__", "__comments__", "__inline_comments__", "__start_line__", "__end_line__")
         }
     if isinstance(value, list):
         return [_strip_markers(v) for v in value]
@@ -153,7 +154,7 @@ def tokenize(src: str) -> list[Tok]:
             raise TfError("heredocs are not supported by this evaluator")
         m = _TOKEN_RE.match(src, i)
         if not m:
-            raise TfError(f"cannot tokenize {src[i:i + 20]!r} in {src!r}")
+            raise TfError(f"cannot tokenize {src[i : i + 20]!r} in {src!r}")
         i = m.end()
         kind = m.lastgroup
         assert kind is not None
@@ -746,9 +747,9 @@ def _binary(op: str, left: Any, right_node: Node, scope: Scope) -> Any:
             raise TfError(f"{op} needs bools, got {left!r}, {right!r}")
         return right
     if op == "==":
-        return left == right and type(left) is type(right) or _num_eq(left, right)
+        return (left == right and type(left) is type(right)) or _num_eq(left, right)
     if op == "!=":
-        return not (left == right and type(left) is type(right) or _num_eq(left, right))
+        return not ((left == right and type(left) is type(right)) or _num_eq(left, right))
     if any(isinstance(x, bool) or not isinstance(x, int | float) for x in (left, right)):
         raise TfError(f"arithmetic on non-numbers {left!r} {op} {right!r}")
     if op == "/":
@@ -1086,7 +1087,11 @@ class ModuleInstance:
             base = f"{self.address}module.{name}"
             made = []
             for key, scope in _instances(raw, self.scope, base):
-                inputs = {k: evaluate_raw(v, scope) for k, v in raw.items() if k not in META_ARGS | {"source", "version"}}
+                inputs = {
+                    k: evaluate_raw(v, scope)
+                    for k, v in raw.items()
+                    if k not in META_ARGS | {"source", "version"}
+                }
                 child = ModuleInstance(child_src, inputs, f"{base}{_key_text(key)}.", self.root)
                 self.children.append(child)
                 made.append((key, child.outputs_proxy()))

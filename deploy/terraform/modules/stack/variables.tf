@@ -54,34 +54,39 @@ variable "customers" {
 }
 
 variable "queue_name_prefix" {
-  type    = string
-  default = "changeconsole-"
+  description = "Queue names are <prefix><code>; also scopes the worker's IAM, the backlog metric and the dashboard."
+  type        = string
+  default     = "changeconsole-"
 }
 
 variable "max_receive_count" {
-  description = "config.json max_receive_count."
+  description = "config.json max_receive_count; null = the customer_queues default (3)."
   type        = number
-  default     = 3
+  default     = null
 }
 
 variable "visibility_timeout_seconds" {
-  type    = number
-  default = 120
+  description = "null = the customer_queues default (the value provision uses)."
+  type        = number
+  default     = null
 }
 
 variable "receive_wait_time_seconds" {
-  type    = number
-  default = 20
+  description = "null = the customer_queues default (the value provision uses)."
+  type        = number
+  default     = null
 }
 
 variable "message_retention_seconds" {
-  type    = number
-  default = 345600
+  description = "null = the customer_queues default (the value provision uses)."
+  type        = number
+  default     = null
 }
 
 variable "dlq_message_retention_seconds" {
-  type    = number
-  default = 1209600
+  description = "null = the customer_queues default (the value provision uses)."
+  type        = number
+  default     = null
 }
 
 variable "status_table_name" {
