@@ -11,6 +11,7 @@ import base64
 import fnmatch
 import gzip
 import importlib.util
+import io
 import json
 import re
 import shlex
@@ -1021,15 +1022,46 @@ def test_monitoring_alarms_cover_every_customer() -> None:
             (query,) = alarms[f"changeconsole-prod-ses-{kind}-{code}"]["metric_query"]
             assert query["account_id"] == mapping.account_id
             assert query["metric"][0]["metric_name"] == metric
-    rate = alarms["changeconsole-prod-worker-error-rate"]
-    namespaces = {q["metric"][0]["namespace"] for q in rate["metric_query"] if q.get("metric")}
-    assert namespaces == {cfg.metrics.namespace}
-    assert [q["id"] for q in rate["metric_query"] if q["return_data"]] == ["error_rate"]
+        rate = alarms[f"changeconsole-prod-error-rate-{code}"]
+        queries = {q["id"]: q for q in rate["metric_query"]}
+        assert [i for i, q in queries.items() if q["return_data"]] == ["error_rate"]
+        for qid in ("processed", "failed"):
+            metric = queries[qid]["metric"][0]
+            assert metric["namespace"] == cfg.metrics.namespace
+            assert metric["dimensions"] == {"Customer": code}
     for alarm in alarms.values():
         assert alarm["alarm_actions"], alarm["alarm_name"]
         assert "docs/runbooks/monitoring.md#" in alarm["alarm_description"]
     (dashboard,) = plan.instances("aws_cloudwatch_dashboard")
     assert json.loads(dashboard.args["dashboard_body"])["widgets"]
+
+
+def test_error_rate_alarm_reads_what_the_worker_emits() -> None:
+    """The alarm's metric names and dimension are the worker's EMF output (worker/observe.py)."""
+    observe = pytest.importorskip("changeconsole.worker.observe")
+    cfg = env_config("prod")
+    stream = io.StringIO()
+    metrics = observe.Metrics(cfg, emf_stream=stream, worker_id="w1")
+    metrics.count("acme", "MessagesProcessed")
+    metrics.count("acme", "MessagesFailed")
+    metrics.flush()
+    (doc,) = [json.loads(line) for line in stream.getvalue().splitlines()]
+    (directive,) = doc["_aws"]["CloudWatchMetrics"]
+    emitted = {m["Name"] for m in directive["Metrics"]}
+    plan = env_plan("prod")
+    (alarm,) = [
+        a
+        for a in plan.instances("aws_cloudwatch_metric_alarm")
+        if a.key == "acme" and a.name == "worker_error_rate"
+    ]
+    for query in alarm.args["metric_query"]:
+        if not query.get("metric"):
+            continue
+        metric = query["metric"][0]
+        assert metric["namespace"] == directive["Namespace"]
+        assert metric["metric_name"] in emitted
+        assert [sorted(metric["dimensions"])] == directive["Dimensions"]
+        assert all(doc[d] == v for d, v in metric["dimensions"].items())
 
 
 def test_alarm_runbook_anchors_exist() -> None:

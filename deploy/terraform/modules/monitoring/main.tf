@@ -1,7 +1,7 @@
 # Alarms and a dashboard. One runbook section per alarm: docs/runbooks/monitoring.md.
 # * <name>-dlq-<code>:            a message is visible in the customer's DLQ
 # * <name>-oldest-<code>:         the customer's oldest waiting message is older than a threshold
-# * <name>-worker-error-rate:     failed / (processed + failed) from the worker's EMF metrics
+# * <name>-error-rate-<code>:     failed / (processed + failed) of the customer, from the worker's EMF
 # * <name>-ses-bounce-<code>,
 #   <name>-ses-complaint-<code>:  SES reputation of the customer's sending account (cross-account)
 
@@ -56,9 +56,13 @@ resource "aws_cloudwatch_metric_alarm" "oldest_message" {
   tags                = var.tags
 }
 
+# The worker's EMF metrics carry one dimension, the customer (worker/observe.py), so the error rate is
+# per customer: a failing customer alarms on its own and does not hide in a fleet-wide average.
 resource "aws_cloudwatch_metric_alarm" "worker_error_rate" {
-  alarm_name          = "${var.name}-worker-error-rate"
-  alarm_description   = "More than ${var.error_rate_threshold_percent}% of the worker's messages fail. Runbook: docs/runbooks/monitoring.md#worker-error-rate"
+  for_each = var.queues
+
+  alarm_name          = "${var.name}-error-rate-${each.key}"
+  alarm_description   = "More than ${var.error_rate_threshold_percent}% of customer ${each.key}'s messages fail in the worker. Runbook: docs/runbooks/monitoring.md#worker-error-rate"
   evaluation_periods  = 3
   datapoints_to_alarm = 2
   threshold           = var.error_rate_threshold_percent
@@ -73,7 +77,7 @@ resource "aws_cloudwatch_metric_alarm" "worker_error_rate" {
     metric {
       namespace   = var.metrics_namespace
       metric_name = var.worker_processed_metric
-      dimensions  = var.worker_metric_dimensions
+      dimensions  = zipmap([var.worker_customer_dimension], [each.key])
       stat        = "Sum"
       period      = 300
     }
@@ -85,7 +89,7 @@ resource "aws_cloudwatch_metric_alarm" "worker_error_rate" {
     metric {
       namespace   = var.metrics_namespace
       metric_name = var.worker_failed_metric
-      dimensions  = var.worker_metric_dimensions
+      dimensions  = zipmap([var.worker_customer_dimension], [each.key])
       stat        = "Sum"
       period      = 300
     }
@@ -181,8 +185,8 @@ locals {
         stat    = "Sum"
         period  = 300
         metrics = [
-          [var.metrics_namespace, var.worker_processed_metric],
-          [var.metrics_namespace, var.worker_failed_metric],
+          [{ expression = "SUM(SEARCH('{${var.metrics_namespace},${var.worker_customer_dimension}} MetricName=\"${var.worker_processed_metric}\"', 'Sum', 300))", id = "p", label = "processed" }],
+          [{ expression = "SUM(SEARCH('{${var.metrics_namespace},${var.worker_customer_dimension}} MetricName=\"${var.worker_failed_metric}\"', 'Sum', 300))", id = "f", label = "failed" }],
         ]
       }
     },
@@ -197,8 +201,8 @@ locals {
     {
       type = "alarm", x = 12, y = 6, width = 12, height = 6
       properties = {
-        title  = "Worker alarms"
-        alarms = [aws_cloudwatch_metric_alarm.worker_error_rate.arn]
+        title  = "DLQ alarms"
+        alarms = [for a in aws_cloudwatch_metric_alarm.dlq_visible : a.arn]
       }
     },
   ]

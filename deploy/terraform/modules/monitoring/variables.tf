@@ -51,10 +51,10 @@ variable "worker_failed_metric" {
   default     = "MessagesFailed"
 }
 
-variable "worker_metric_dimensions" {
-  description = "Dimension set of the worker's aggregate EMF metrics ({} = the dimensionless aggregate)."
-  type        = map(string)
-  default     = {}
+variable "worker_customer_dimension" {
+  description = "The customer dimension of the worker's EMF metrics."
+  type        = string
+  default     = "Customer"
 }
 
 variable "error_rate_threshold_percent" {
