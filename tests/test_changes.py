@@ -17,16 +17,16 @@ from changeconsole.services.history import diff_changes
 
 
 @pytest.fixture
-def stack(make_stack):  # type: ignore[no-untyped-def]
+def stack(make_stack):
     return make_stack(customers=3, contacts=0)
 
 
 @pytest.fixture
-def store(stack, aws_factory) -> ChangeStore:  # type: ignore[no-untyped-def]
+def store(stack, aws_factory) -> ChangeStore:
     return ChangeStore(aws_factory, stack.config)
 
 
-def test_moto_honours_put_object_preconditions(stack, aws_factory) -> None:  # type: ignore[no-untyped-def]
+def test_moto_honours_put_object_preconditions(stack, aws_factory) -> None:
     """The whole conflict design rests on S3 conditional writes; fail loudly if the stand-in ignores them."""
     s3 = aws_factory.client("s3")
     bucket = stack.config.s3_config.bucket_name
@@ -43,7 +43,7 @@ def test_moto_honours_put_object_preconditions(stack, aws_factory) -> None:  # t
     assert s3.get_object(Bucket=bucket, Key="probe.json")["Body"].read() == b"3"
 
 
-def test_drafts_save_load_list_delete(store: ChangeStore, stack) -> None:  # type: ignore[no-untyped-def]
+def test_drafts_save_load_list_delete(store: ChangeStore, stack) -> None:
     codes = sorted(stack.config.customer_mappings)
     a, b = make_change(codes[:1]), make_change(codes[1:])
     store.save_draft(a)
@@ -56,7 +56,7 @@ def test_drafts_save_load_list_delete(store: ChangeStore, stack) -> None:  # typ
         store.load_draft(a.change_id)
 
 
-def test_archive_create_is_conditional(store: ChangeStore, stack) -> None:  # type: ignore[no-untyped-def]
+def test_archive_create_is_conditional(store: ChangeStore, stack) -> None:
     change = make_change(["acme"], modifiedBy="alice", modifiedAt="2030-01-01T10:00:00Z")
     store.create(change)
     rival = change.model_copy(update={"modified_by": "bob"})
@@ -83,7 +83,7 @@ def test_archive_update_needs_current_etag(store: ChangeStore) -> None:
     assert stored.change.modified_by == "bob" and stored.etag == etag2
 
 
-def test_versions_and_soft_delete(store: ChangeStore, aws_factory, stack) -> None:  # type: ignore[no-untyped-def]
+def test_versions_and_soft_delete(store: ChangeStore, aws_factory, stack) -> None:
     base = make_change(["acme"])
     for n in (1, 2, 10):
         store.put_version(base.model_copy(update={"version": n}))

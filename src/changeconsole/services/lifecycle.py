@@ -306,13 +306,10 @@ class ChangeService:
             )
         if not draft.created_at:
             now = iso_utc(utcnow())
-            draft = draft.model_copy(
-                update={
-                    "created_at": now,
-                    "created_by": self.operator,
-                    "modifications": [*draft.modifications, self._modification("created", now)],
-                }
-            )
+            data = draft.to_json_dict()
+            data.update(createdAt=now, createdBy=self.operator)
+            data["modifications"] = [*data.get("modifications", []), self._modification("created", now)]
+            draft = self._validate(data, check_customers=False)
         fields = {"customers": customers} if customers is not None else None
         new = self._next(draft, ChangeStatus.SUBMITTED, "submitted", fields=fields)
         self._check_schedule(new)
