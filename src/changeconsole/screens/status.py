@@ -265,8 +265,26 @@ def newest_round(records: Iterable[DeliveryRecord]) -> list[DeliveryRecord]:
     return same
 
 
+def app_clock(screen: Screen[Any], clock: Clock | None) -> Clock:
+    """The injected clock, else the console's (``app.now``), else the wall clock."""
+    if clock is not None:
+        return clock
+    now = getattr(screen.app, "now", None)
+    return now if callable(now) else utcnow
+
+
+def app_is_live(screen: Screen[Any]) -> bool:
+    """False when the console runs without timers (deterministic snapshots: ``App(live=False)``)."""
+    return bool(getattr(screen.app, "live", True))
+
+
 def open_dlq(screen: Screen[Any], customer: str) -> None:
-    """Push the DLQ screen of one customer (imported lazily; it belongs to the DLQ module)."""
+    """Push the DLQ screen of one customer (through the console when it offers ``open_dlq``, else
+    imported lazily: the screen belongs to the DLQ module)."""
+    opener = getattr(screen.app, "open_dlq", None)
+    if callable(opener):
+        opener(customer)
+        return
     try:
         module = importlib.import_module("changeconsole.screens.dlq")
         dlq_screen = module.DlqScreen(customer=customer)
@@ -403,6 +421,7 @@ def _sync_rows(
 
 
 class LiveStatusScreen(Screen[None]):
+    help_title = "Live status"
     CSS_PATH = style_path("status.tcss")
     AUTO_FOCUS = "#status-table"
 
@@ -411,7 +430,7 @@ class LiveStatusScreen(Screen[None]):
         Binding("p", "toggle_pause", "Pause/resume"),
         Binding("plus,equals_sign", "slower", "+interval", key_display="+"),
         Binding("minus", "faster", "-interval", key_display="-"),
-        Binding("r", "refresh_now", "Refresh"),
+        Binding("r", "refresh", "Refresh"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("d", "dlq", "DLQ"),
     ]
@@ -432,7 +451,8 @@ class LiveStatusScreen(Screen[None]):
         self.version = version
         self.event = EmailEvent(event) if event is not None else None
         self.interval = max(0.05, float(interval))
-        self.clock: Clock = clock or utcnow
+        self._clock = clock
+        self.clock: Clock = clock or utcnow  # resolved on mount (the console's clock when none given)
         self.paused = False
         self.filter_text = ""
         self.records: dict[str, DeliveryRecord] = {}
@@ -471,8 +491,10 @@ class LiveStatusScreen(Screen[None]):
         customer_width = min(30, max([8, *(len(c) for c in codes)]))
         for key, label, width in STATUS_COLUMNS:
             table.add_column(label, key=key, width=width or customer_width)
+        self.clock = app_clock(self, self._clock)
         self._render_head()
-        self._timer = self.set_interval(self.interval, self._tick, pause=self.paused)
+        if app_is_live(self):
+            self._timer = self.set_interval(self.interval, self._tick, pause=self.paused)
         self._start_fetch()
 
     def app_config_codes(self) -> Iterable[str]:
@@ -693,7 +715,7 @@ class LiveStatusScreen(Screen[None]):
     def action_faster(self) -> None:
         self.set_interval_seconds(self._step(-1))
 
-    def action_refresh_now(self) -> None:
+    def action_refresh(self) -> None:
         self._start_fetch()
 
     def action_filter(self) -> None:
@@ -748,6 +770,7 @@ RECIPIENT_STYLES = {"sent": "green3", "failed": "bold red1", "pending": "grey62"
 
 
 class DeliveryDetailScreen(Screen[None]):
+    help_title = "Delivery detail"
     CSS_PATH = style_path("status.tcss")
     AUTO_FOCUS = "#detail-recipients"
 
@@ -762,6 +785,7 @@ class DeliveryDetailScreen(Screen[None]):
     ) -> None:
         super().__init__(name=name)
         self.record = record
+        self._clock = clock
         self.clock: Clock = clock or utcnow
         self.detail: DeliveryDetail | None = None
         self.error: str | None = None
@@ -780,6 +804,7 @@ class DeliveryDetailScreen(Screen[None]):
     def on_mount(self) -> None:
         self.title = "Delivery"
         self.sub_title = f"{self.record.customer} · {self.record.change_id}"
+        self.clock = app_clock(self, self._clock)
         table = self.query_one("#detail-recipients", DataTable)
         for key, label, width in RECIPIENT_COLUMNS:
             table.add_column(label, key=key, width=width)

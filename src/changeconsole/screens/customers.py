@@ -1,0 +1,702 @@
+"""Every configured customer at a glance, and one customer in detail.
+
+``CustomersScreen(*, clock=None)``
+    One row per configured customer: code, name, environment, account id (from ``ses_role_arn``),
+    queue depth, DLQ depth, contacts receiving each topic (approval / announce / calendar) and in
+    total, and the last delivery. Config columns show at once; depths and last deliveries load in
+    one thread worker (bounded parallel calls, rows fill in as each customer answers); contact counts
+    assume the customer's role, so they load lazily for the highlighted row (``c`` counts every shown
+    row). Bindings: ``/`` filter, ``r`` refresh, ``c`` count contacts of every shown row, ``enter``
+    customer detail, ``d`` the customer's DLQ, ``escape`` back.
+
+``CustomerDetailScreen(code, *, clock=None)``
+    One customer: config facts, queue and DLQ depths, contacts per topic (subscribed with SES
+    semantics, and how many of those its ``restricted_recipients`` allow), the 20 most recent
+    deliveries (``enter`` opens the delivery drill-down). ``d`` DLQ, ``r`` reload, ``escape`` back.
+
+Screens only call ``app.services.customers`` (``services/customers.py``) and render.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import datetime
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.worker import get_current_worker
+
+from ..models import ALL_TOPICS, TOPIC_ANNOUNCE, TOPIC_APPROVAL, TOPIC_CALENDAR, DeliveryRecord, utcnow
+from ..services.customers import ContactCounts, CustomerInfo, CustomerStats, QueueDepth, describe_error
+from .status import (
+    STATE_STYLES,
+    Clock,
+    DeliveryDetailScreen,
+    LiveTable,
+    SyncStats,
+    app_clock,
+    cursor_key,
+    one_line,
+    open_dlq,
+    style_path,
+    sync_rows,
+)
+
+LOADING = "…"
+NOT_LOADED = "·"
+ERROR = "err"
+
+CUSTOMER_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("code", "Code", 0),  # width from the longest configured code
+    ("name", "Name", 20),
+    ("env", "Env", 11),
+    ("account", "Account", 12),
+    ("queue", "Queue", 5),
+    ("dlq", "DLQ", 5),
+    ("approval", "Appr", 4),
+    ("announce", "Annc", 4),
+    ("calendar", "Cal", 4),
+    ("contacts", "All", 4),
+    ("last", "Last delivery", 22),
+)
+CUSTOMER_KEYS: tuple[str, ...] = tuple(c[0] for c in CUSTOMER_COLUMNS)
+TOPIC_COLUMNS = {TOPIC_APPROVAL: "approval", TOPIC_ANNOUNCE: "announce", TOPIC_CALENDAR: "calendar"}
+_NUMERIC = {
+    k: w for k, _label, w in CUSTOMER_COLUMNS if k in ("queue", "dlq", *TOPIC_COLUMNS.values(), "contacts")
+}
+CONTACT_THREADS = 8
+
+
+def _parse(ts: str | None) -> datetime | None:
+    if not ts:
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def age(ts: str | None, now: datetime) -> str:
+    """``5m ago`` style age of an RFC 3339 timestamp."""
+    when = _parse(ts)
+    if when is None:
+        return ""
+    seconds = max(0, int((now - when).total_seconds()))
+    if seconds < 60:
+        return f"{seconds}s ago"
+    if seconds < 3600:
+        return f"{seconds // 60}m ago"
+    if seconds < 86400:
+        return f"{seconds // 3600}h ago"
+    return f"{seconds // 86400}d ago"
+
+
+def depth_text(depth: QueueDepth | None) -> str:
+    if depth is None:
+        return LOADING
+    if depth.error:
+        return ERROR
+    return str(depth.total)
+
+
+def last_delivery_text(stats: CustomerStats | None, now: datetime) -> str:
+    if stats is None:
+        return LOADING
+    if stats.last_delivery_error:
+        return ERROR
+    record = stats.last_delivery
+    if record is None:
+        return "never"
+    return f"{record.state.value} {age(record.updated_at or record.queued_at, now)}".strip()
+
+
+def customer_cells(
+    info: CustomerInfo,
+    stats: CustomerStats | None,
+    contacts: ContactCounts | None,
+    contacts_loading: bool,
+    now: datetime,
+) -> tuple[str, ...]:
+    if contacts is not None and contacts.error:
+        topic_cells = [ERROR] * (len(TOPIC_COLUMNS) + 1)
+    elif contacts is not None:
+        topic_cells = [str(contacts.subscribed.get(t, 0)) for t in TOPIC_COLUMNS]
+        topic_cells.append(str(contacts.contacts))
+    else:
+        topic_cells = [LOADING if contacts_loading else NOT_LOADED] * (len(TOPIC_COLUMNS) + 1)
+    return (
+        info.code,
+        info.name,
+        info.environment,
+        info.account_id,
+        depth_text(stats.depths.queue if stats else None),
+        depth_text(stats.depths.dlq if stats else None),
+        *topic_cells,
+        last_delivery_text(stats, now),
+    )
+
+
+def customer_cell(column: str, value: str) -> str | Text:
+    if value == ERROR:
+        return Text(value.rjust(_NUMERIC.get(column, 0)), style="bold red1")
+    if column == "dlq" and value not in (LOADING, "0"):
+        return Text(value.rjust(_NUMERIC[column]), style="bold magenta")
+    if column == "queue" and value not in (LOADING, "0"):
+        return Text(value.rjust(_NUMERIC[column]), style="bold dodger_blue1")
+    width = _NUMERIC.get(column)
+    if width:
+        return (
+            Text(value.rjust(width), style="grey50") if value in (LOADING, NOT_LOADED) else value.rjust(width)
+        )
+    if column == "last" and value:
+        state = value.split(" ", 1)[0]
+        style = STATE_STYLES.get(state)
+        if style:
+            text = Text(state, style=style)
+            text.append(value[len(state) :])
+            return text
+    return value
+
+
+class CustomersScreen(Screen[None]):
+    help_title = "Customers"
+    CSS_PATH = style_path("customers.tcss")
+    AUTO_FOCUS = "#customers-table"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("c", "count_contacts", "Count contacts"),
+        Binding("d", "dlq", "DLQ"),
+    ]
+
+    def __init__(self, *, clock: Clock | None = None, name: str | None = None, id: str | None = None) -> None:
+        super().__init__(name=name, id=id)
+        self._clock = clock
+        self.clock: Clock = clock or utcnow
+        self.filter_text = ""
+        self.infos: dict[str, CustomerInfo] = {}
+        self.stats: dict[str, CustomerStats] = {}
+        self.contacts: dict[str, ContactCounts] = {}
+        self.shown: dict[str, tuple[str, ...]] = {}
+        self.last_sync = SyncStats()
+        self.stats_loading = False
+        self._stats_generation = 0
+        self._lazy: str | None = None
+        self._bulk: list[str] = []
+        self._stale: set[str] = set()
+        self._contacts_loading: set[str] = set()
+        self._contacts_running = False
+        self._lock = threading.Lock()
+
+    # -- layout ---------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="customers-head"):
+            yield Static(id="customers-summary")
+            yield Static(id="customers-error", classes="hidden")
+        yield Input(
+            placeholder="filter: code, name, environment or account", id="customers-filter", classes="hidden"
+        )
+        yield LiveTable(id="customers-table", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "Customers"
+        self.clock = app_clock(self, self._clock)
+        service = self.app.services.customers  # type: ignore[attr-defined]
+        self.infos = {info.code: info for info in service.customers()}
+        table = self.table
+        code_width = min(30, max([6, *(len(c) for c in self.infos)]))
+        for key, label, width in CUSTOMER_COLUMNS:
+            table.add_column(label, key=key, width=width or code_width)
+        self.sync_table()
+        self.render_summary()
+        self._load_stats()
+
+    @property
+    def table(self) -> LiveTable:
+        return self.query_one("#customers-table", LiveTable)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing loading (tests wait on it)."""
+        return not self.stats_loading and not self._contacts_running
+
+    # -- loading ----------------------------------------------------------------------------
+    def _post(self, callback: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the app is shutting down
+            self.app.call_from_thread(callback, *args)
+
+    def _load_stats(self) -> None:
+        self._stats_generation += 1
+        self.stats_loading = True
+        self.render_summary()
+        self._fetch_stats(self._stats_generation, sorted(self.infos))
+
+    @work(thread=True, group="customer-stats", exit_on_error=False)
+    def _fetch_stats(self, generation: int, codes: list[str]) -> None:
+        worker = get_current_worker()
+        service = self.app.services.customers  # type: ignore[attr-defined]
+        try:
+            service.all_stats(
+                codes,
+                on_result=lambda stats: self._post(self._stats_arrived, generation, stats),
+                cancelled=lambda: worker.is_cancelled,
+            )
+        except Exception as exc:  # every failure is shown on screen
+            self._post(self._stats_failed, generation, describe_error(exc))
+            return
+        self._post(self._stats_done, generation)
+
+    def _stats_arrived(self, generation: int, stats: CustomerStats) -> None:
+        if generation != self._stats_generation or not self.is_attached:
+            return
+        self.stats[stats.code] = stats
+        self.update_row(stats.code)
+
+    def _stats_done(self, generation: int) -> None:
+        if generation != self._stats_generation:
+            return
+        self.stats_loading = False
+        if self.is_attached:
+            self.render_summary()
+
+    def _stats_failed(self, generation: int, message: str) -> None:
+        if generation != self._stats_generation:
+            return
+        self.stats_loading = False
+        if self.is_attached:
+            self.render_summary(extra_error=message)
+
+    def _request_contacts(self, *, lazy: str | None = None, bulk: list[str] | None = None) -> None:
+        if lazy is not None:
+            self._lazy = lazy
+        if bulk:
+            self._bulk.extend(c for c in bulk if c not in self._bulk)
+        self._kick_contacts()
+
+    def _needs_contacts(self, code: str) -> bool:
+        return (code not in self.contacts or code in self._stale) and code not in self._contacts_loading
+
+    def _kick_contacts(self) -> None:
+        if self._contacts_running:
+            return
+        batch: list[str] = []
+        if self._lazy is not None and self._needs_contacts(self._lazy):
+            batch.append(self._lazy)
+        self._lazy = None
+        while self._bulk and len(batch) < 4 * CONTACT_THREADS:
+            code = self._bulk.pop(0)
+            if self._needs_contacts(code) and code not in batch:
+                batch.append(code)
+        if not batch:
+            return
+        self._contacts_running = True
+        self._contacts_loading.update(batch)
+        for code in batch:
+            self.update_row(code)
+        self._fetch_contacts(batch)
+
+    @work(thread=True, group="customer-contacts", exit_on_error=False)
+    def _fetch_contacts(self, codes: list[str]) -> None:
+        service = self.app.services.customers  # type: ignore[attr-defined]
+        try:
+            with ThreadPoolExecutor(max_workers=min(CONTACT_THREADS, len(codes))) as pool:
+                futures = [pool.submit(service.contact_counts, code) for code in codes]
+                for future in as_completed(futures):
+                    self._post(self._contacts_arrived, future.result())
+        except Exception as exc:
+            message = describe_error(exc)
+            for code in codes:
+                self._post(self._contacts_arrived, ContactCounts(code, "", error=message))
+        self._post(self._contacts_batch_done, codes)
+
+    def _contacts_arrived(self, counts: ContactCounts) -> None:
+        self.contacts[counts.code] = counts
+        self._contacts_loading.discard(counts.code)
+        self._stale.discard(counts.code)
+        if self.is_attached:
+            self.update_row(counts.code)
+
+    def _contacts_batch_done(self, codes: list[str]) -> None:
+        self._contacts_running = False
+        self._contacts_loading.difference_update(codes)
+        if self.is_attached:
+            self.render_summary()
+            self._kick_contacts()
+
+    # -- table -------------------------------------------------------------------------------
+    def matches(self, info: CustomerInfo) -> bool:
+        needle = self.filter_text.strip().casefold()
+        if not needle:
+            return True
+        return needle in " ".join((info.code, info.name, info.environment, info.account_id)).casefold()
+
+    def cells(self, code: str, now: datetime | None = None) -> tuple[str, ...]:
+        return customer_cells(
+            self.infos[code],
+            self.stats.get(code),
+            self.contacts.get(code),
+            code in self._contacts_loading,
+            now or self.clock(),
+        )
+
+    def sync_table(self) -> SyncStats:
+        now = self.clock()
+        rows = [
+            (code, self.cells(code, now)) for code in sorted(self.infos) if self.matches(self.infos[code])
+        ]
+        self.last_sync = sync_rows(self.table, self.shown, rows, CUSTOMER_KEYS, customer_cell)
+        return self.last_sync
+
+    def update_row(self, code: str) -> None:
+        """Refresh one row's changed cells (rows outside the filter are left alone)."""
+        old = self.shown.get(code)
+        if old is None:
+            return
+        new = self.cells(code)
+        if new == old:
+            return
+        table = self.table
+        with table.coalesced():
+            for key, value, prev in zip(CUSTOMER_KEYS, new, old, strict=True):
+                if value != prev:
+                    table.update_cell(code, key, customer_cell(key, value))
+        self.shown[code] = new
+        self.render_summary()
+
+    def render_summary(self, extra_error: str | None = None) -> None:
+        n = len(self.infos)
+        loaded = list(self.stats.values())
+        queued = sum(s.depths.queue.total for s in loaded if s.depths.queue.ok)
+        dlq_customers = [s.code for s in loaded if s.depths.dlq.ok and s.depths.dlq.total]
+        dlq_total = sum(s.depths.dlq.total for s in loaded if s.depths.dlq.ok)
+        text = Text()
+        text.append(f"{n} customer{'s' if n != 1 else ''}", style="bold")
+        if self.filter_text.strip():
+            text.append(f" ({len(self.shown)} match “{self.filter_text.strip()}”)", style="italic")
+        text.append(f" · {queued} message{'s' if queued != 1 else ''} queued")
+        text.append(" · DLQ ")
+        if dlq_total:
+            text.append(
+                f"{dlq_total} message{'s' if dlq_total != 1 else ''} in {len(dlq_customers)} "
+                f"customer{'s' if len(dlq_customers) != 1 else ''}",
+                style="bold magenta",
+            )
+        else:
+            text.append("empty", style="green3")
+        if self.stats_loading:
+            text.append(f" · loading {len(self.stats)}/{n}…", style="italic")
+        text.append("\ncontacts load for the highlighted row; c counts every shown row", style="grey50")
+        self.query_one("#customers-summary", Static).update(text)
+
+        errors = [s for s in loaded if not s.depths.queue.ok or not s.depths.dlq.ok or s.last_delivery_error]
+        contact_errors = [c for c in self.contacts.values() if c.error]
+        banner = self.query_one("#customers-error", Static)
+        if errors or contact_errors or extra_error:
+            first = extra_error or (
+                errors[0].depths.queue.error or errors[0].depths.dlq.error or errors[0].last_delivery_error
+                if errors
+                else contact_errors[0].error
+            )
+            msg = Text(f"⚠ {first}", style="bold")
+            if errors:
+                msg.append(f"  ({len(errors)} of {n} customers could not be read; r retries)")
+            elif contact_errors:
+                msg.append(f"  (contacts of {len(contact_errors)} customer(s) could not be read)")
+            banner.update(msg)
+            banner.remove_class("hidden")
+        else:
+            banner.add_class("hidden")
+
+    # -- actions -------------------------------------------------------------------------------
+    @on(DataTable.RowHighlighted, "#customers-table")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self._request_contacts(lazy=str(event.row_key.value))
+
+    @on(DataTable.RowSelected, "#customers-table")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.app.push_screen(CustomerDetailScreen(str(event.row_key.value), clock=self._clock))
+
+    def action_back(self) -> None:
+        filt = self.query_one("#customers-filter", Input)
+        if filt.has_focus:
+            filt.value = ""
+            self._close_filter()
+            return
+        if len(self.app.screen_stack) > 1:
+            self.app.pop_screen()
+
+    def action_filter(self) -> None:
+        filt = self.query_one("#customers-filter", Input)
+        filt.remove_class("hidden")
+        filt.focus()
+
+    def _close_filter(self) -> None:
+        filt = self.query_one("#customers-filter", Input)
+        if not filt.value.strip():
+            filt.add_class("hidden")
+        self.table.focus()
+
+    @on(Input.Changed, "#customers-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value
+        self.sync_table()
+        self.render_summary()
+
+    @on(Input.Submitted, "#customers-filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        self._close_filter()
+
+    def action_refresh(self) -> None:
+        self._stale.update(self.contacts)
+        self._load_stats()
+        key = cursor_key(self.table)
+        self._request_contacts(lazy=key, bulk=sorted(self.contacts))
+
+    def action_count_contacts(self) -> None:
+        self._request_contacts(bulk=list(self.shown))
+
+    def action_dlq(self) -> None:
+        key = cursor_key(self.table)
+        if key is None:
+            self.notify("No customer selected", severity="warning")
+            return
+        open_dlq(self, key)
+
+
+# -- one customer ---------------------------------------------------------------------------------
+
+DELIVERY_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("change", "Change", 30),
+    ("round", "Round", 14),
+    ("state", "State", 13),
+    ("recipients", "Recipients", 10),
+    ("updated", "Updated", 20),
+    ("error", "Last error", 50),
+)
+
+
+class CustomerDetailScreen(Screen[None]):
+    help_title = "Customer"
+    CSS_PATH = style_path("customers.tcss")
+    AUTO_FOCUS = "#customer-deliveries"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+        Binding("r", "refresh", "Reload"),
+        Binding("d", "dlq", "DLQ"),
+    ]
+
+    def __init__(self, code: str, *, clock: Clock | None = None, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.code = code
+        self._clock = clock
+        self.clock: Clock = clock or utcnow
+        self.stats: CustomerStats | None = None
+        self.contacts: ContactCounts | None = None
+        self.deliveries: list[DeliveryRecord] = []
+        self.deliveries_error: str | None = None
+        self.loaded = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical(id="customer-head"):
+            yield Static(id="customer-summary")
+            yield Static(id="customer-error", classes="hidden")
+        yield Static("Contacts per topic", id="customer-topics-title", classes="section")
+        yield DataTable(id="customer-topics", cursor_type="none", show_cursor=False)
+        yield Static("Recent deliveries", id="customer-deliveries-title", classes="section")
+        yield DataTable(id="customer-deliveries", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "Customer"
+        self.sub_title = self.code
+        self.clock = app_clock(self, self._clock)
+        topics = self.query_one("#customer-topics", DataTable)
+        for key, label, width in (
+            ("topic", "Topic", 14),
+            ("default", "Default", 8),
+            ("subscribed", "Subscribed", 10),
+            ("deliverable", "Allowed", 8),
+        ):
+            topics.add_column(label, key=key, width=width)
+        deliveries = self.query_one("#customer-deliveries", DataTable)
+        for key, label, width in DELIVERY_COLUMNS:
+            deliveries.add_column(label, key=key, width=width)
+        self.render_detail()
+        self._load()
+
+    @work(thread=True, exclusive=True, group="customer-detail", exit_on_error=False)
+    def _load(self) -> None:
+        service = self.app.services.customers  # type: ignore[attr-defined]
+        try:
+            stats = service.stats(self.code)
+            contacts = service.contact_counts(self.code)
+        except Exception as exc:
+            self._post(self._failed, describe_error(exc))
+            return
+        try:
+            deliveries, error = service.recent_deliveries(self.code, 20), None
+        except Exception as exc:
+            deliveries, error = [], describe_error(exc)
+        self._post(self._loaded, stats, contacts, deliveries, error)
+
+    def _post(self, callback: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.app.call_from_thread(callback, *args)
+
+    def _loaded(
+        self,
+        stats: CustomerStats,
+        contacts: ContactCounts,
+        deliveries: list[DeliveryRecord],
+        error: str | None,
+    ) -> None:
+        self.loaded = True
+        self.stats, self.contacts, self.deliveries, self.deliveries_error = stats, contacts, deliveries, error
+        if self.is_attached:
+            self.render_detail()
+
+    def _failed(self, message: str) -> None:
+        self.loaded = True
+        self.deliveries_error = message
+        if self.is_attached:
+            self.render_detail()
+
+    def _info(self) -> CustomerInfo:
+        return self.app.services.customers.info(self.code)  # type: ignore[attr-defined]
+
+    def render_detail(self) -> None:
+        info = self._info()
+        mapping = self.app.services.config.customer(self.code)  # type: ignore[attr-defined]
+        now = self.clock()
+        text = Text()
+        text.append(info.code, style="bold")
+        text.append(f"  {info.name}  ({info.environment}")
+        text.append(f", {info.region})" if info.region else ")")
+        text.append(f"\naccount {info.account_id}   role {mapping.ses_role_arn}")
+        text.append(f"\nqueue {info.queue_name}: ")
+        stats = self.stats
+        text.append(self._depth(stats.depths.queue if stats else None))
+        text.append(f"   DLQ {info.dlq_name}: ")
+        dlq = stats.depths.dlq if stats else None
+        text.append(
+            self._depth(dlq), style="bold magenta" if dlq is not None and dlq.ok and dlq.total else ""
+        )
+        if dlq is not None and dlq.ok and dlq.total:
+            text.append(" — press d to inspect or redrive")
+        restricted = info.restricted
+        text.append(
+            f"\nrestricted recipients: {restricted} address{'es' if restricted != 1 else ''}"
+            if restricted
+            else "\nrestricted recipients: none (every subscribed contact receives email)"
+        )
+        if self.contacts is not None and not self.contacts.error:
+            c = self.contacts
+            text.append(
+                f"\ncontact list {c.list_name}: {c.contacts} contacts, {c.unsubscribed_all} unsubscribed"
+            )
+            text.append(" from everything")
+        last = stats.last_delivery if stats else None
+        if last is not None:
+            text.append(f"\nlast delivery {last.change_id} v{last.version} {last.event.value}: ")
+            text.append(last.state.value, style=STATE_STYLES.get(last.state.value, ""))
+            ago = age(last.updated_at or last.queued_at, now)
+            if ago:
+                text.append(f" {ago}")
+        self.query_one("#customer-summary", Static).update(text)
+
+        problems = [
+            p
+            for p in (
+                stats.depths.queue.error if stats else None,
+                stats.depths.dlq.error if stats else None,
+                self.contacts.error if self.contacts else None,
+                self.deliveries_error,
+            )
+            if p
+        ]
+        banner = self.query_one("#customer-error", Static)
+        if problems:
+            banner.update(Text("⚠ " + "\n⚠ ".join(dict.fromkeys(problems)), style="bold"))
+            banner.remove_class("hidden")
+        else:
+            banner.add_class("hidden")
+
+        topics = self.query_one("#customer-topics", DataTable)
+        topics.clear()
+        for topic in ALL_TOPICS:
+            if self.contacts is None or self.contacts.error:
+                value = LOADING if not self.loaded else ERROR
+                topics.add_row(topic, "", value, value, key=topic)
+                continue
+            topics.add_row(
+                topic,
+                self.contacts.defaults.get(topic, "-"),
+                str(self.contacts.subscribed.get(topic, 0)).rjust(10),
+                str(self.contacts.deliverable.get(topic, 0)).rjust(8),
+                key=topic,
+            )
+
+        table = self.query_one("#customer-deliveries", DataTable)
+        title = self.query_one("#customer-deliveries-title", Static)
+        table.clear()
+        if not self.loaded:
+            title.update(Text("Recent deliveries  loading…"))
+            return
+        title.update(
+            Text(
+                f"Recent deliveries  ({len(self.deliveries)})"
+                if self.deliveries
+                else "Recent deliveries  none"
+            )
+        )
+        for i, record in enumerate(self.deliveries):
+            table.add_row(
+                record.change_id,
+                f"v{record.version} {record.event.value}",
+                Text(record.state.value, style=STATE_STYLES.get(record.state.value, "")),
+                f"{record.recipients_sent}/{record.recipients_total}".rjust(10),
+                record.updated_at or "",
+                Text(one_line(record.last_error), style="red1") if record.last_error else "",
+                key=f"{i}",
+            )
+
+    @staticmethod
+    def _depth(depth: QueueDepth | None) -> str:
+        if depth is None:
+            return LOADING
+        if depth.error:
+            return "unreadable"
+        return f"{depth.total} ({depth.visible} waiting, {depth.in_flight} in flight)"
+
+    @on(DataTable.RowSelected, "#customer-deliveries")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        index = int(str(event.row_key.value))
+        if 0 <= index < len(self.deliveries):
+            self.app.push_screen(DeliveryDetailScreen(self.deliveries[index], clock=self._clock))
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 1:
+            self.app.pop_screen()
+
+    def action_refresh(self) -> None:
+        self._load()
+
+    def action_dlq(self) -> None:
+        open_dlq(self, self.code)
