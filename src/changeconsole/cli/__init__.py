@@ -10,6 +10,7 @@ from .. import __version__
 from .change_cmd import change_group, status_cmd
 from .common import CliState, aws_options
 from .config_cmd import config_group, provision_cmd
+from .dlq_cmd import dlq_group
 from .local_cmd import local_group
 
 
@@ -53,3 +54,4 @@ main.add_command(provision_cmd)
 main.add_command(local_group)
 main.add_command(change_group)
 main.add_command(status_cmd)
+main.add_command(dlq_group)
