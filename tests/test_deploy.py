@@ -847,6 +847,22 @@ def test_parity_check_catches_drift(tmp_path: Path, rel: str, old: str, new: str
     assert any(expect in p for p in problems), problems
 
 
+def test_sqs_direct_transport_has_no_notifications_on_either_side(tmp_path: Path) -> None:
+    env_dir = _drifted_copy(
+        tmp_path,
+        "environments/dev/terraform.tfvars",
+        'transport          = "s3-events"',
+        'transport = "sqs-direct"',
+    )
+    plan = plan_root(env_dir, env_dir / "terraform.tfvars", cache=False)
+    cfg = env_config("dev").model_copy(update={"transport": "sqs-direct"})
+    assert provision.plan(cfg).notifications == []
+    assert plan.instances("aws_s3_bucket_notification") == []
+    assert plan.instances("aws_sqs_queue_policy") == []
+    assert parity_problems(cfg, plan) == []
+    assert parity_problems(env_config("dev"), plan), "s3-events config vs sqs-direct Terraform must differ"
+
+
 def test_evaluator_rejects_undeclared_references_and_inputs(tmp_path: Path) -> None:
     env_dir = _drifted_copy(tmp_path, "modules/stack/main.tf", "var.max_receive_count", "var.max_receive_cnt")
     with pytest.raises(TfError, match="max_receive_cnt"):
@@ -948,6 +964,30 @@ def test_worker_ses_role_list_is_split_under_the_policy_size_limit() -> None:
         )
         assert size < 6144, size
     assert len(docs) <= 20, "IAM attaches at most 20 managed policies to a role"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_worker_role_always_has_a_principal(env: str) -> None:
+    trust = policy_statements(env_plan(env), "module.worker_iam.", "trust")
+    assert trust, "an empty trust policy cannot be applied"
+    tfvars = load_tfvars(TF / "environments" / env / "terraform.tfvars")
+    sids = {s["sid"] for s in trust}
+    assert ("EcsTasks" in sids) == ("ecs" in tfvars or not tfvars.get("eks_oidc_provider_arn"))
+    assert ("EksServiceAccount" in sids) == bool(tfvars.get("eks_oidc_provider_arn"))
+
+
+def test_worker_role_without_any_principal_is_refused() -> None:
+    inputs = {
+        "role_name": "w",
+        "bucket_arn": "arn:aws:s3:::b",
+        "queue_arn_pattern": "arn:aws:sqs:eu-west-1:111111111111:changeconsole-*",
+        "dlq_arn_pattern": "arn:aws:sqs:eu-west-1:111111111111:changeconsole-*-dlq",
+        "table_arns": [],
+        "ses_role_arns": [],
+        "trust_ecs_tasks": False,
+    }
+    with pytest.raises(TfError, match="needs a principal"):
+        ModuleInstance(load_module(TF / "modules" / "worker_iam"), inputs, "", TF).plan()
 
 
 def test_customer_ses_role_trusts_only_the_worker_with_external_id() -> None:

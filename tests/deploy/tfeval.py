@@ -13,6 +13,7 @@ precondition, a bad ``for_each``.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -56,9 +57,13 @@ def load_hcl(path: Path) -> dict[str, Any]:
     """Parse one HCL file into plain dicts: labels and string literals without their quotes.
 
     python-hcl2 >= 7 keeps quotes unless asked not to (``strip_string_quotes``); older versions take no
-    options and already strip them.
+    options and already strip them. Parses are cached by content (the evaluator never mutates them).
     """
-    text = path.read_text(encoding="utf-8")
+    return _parse(path.read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=512)
+def _parse(text: str) -> dict[str, Any]:
     try:
         options = hcl2.SerializationOptions(  # type: ignore[attr-defined]
             strip_string_quotes=True, explicit_blocks=False, with_comments=False

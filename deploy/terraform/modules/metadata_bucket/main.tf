@@ -171,7 +171,7 @@ data "aws_iam_policy_document" "queue" {
 }
 
 resource "aws_sqs_queue_policy" "s3_triggers" {
-  for_each = var.enable_notifications ? local.notifications : {}
+  for_each = { for code, n in local.notifications : code => n if var.enable_notifications }
 
   queue_url = each.value.queue_url
   policy    = data.aws_iam_policy_document.queue[each.key].json

@@ -64,7 +64,8 @@ module "worker_iam" {
   ses_role_arns         = [for code, c in module.customer : c.ses_role_arn]
   metrics_namespace     = var.metrics_namespace
   kms_key_arns          = var.kms_key_arn == "" ? [] : [var.kms_key_arn]
-  trust_ecs_tasks       = var.ecs != null
+  # ECS when the stack runs the worker there, or when nothing else is trusted (a role needs a principal).
+  trust_ecs_tasks       = var.ecs != null || var.eks_oidc_provider_arn == ""
   eks_oidc_provider_arn = var.eks_oidc_provider_arn
   tags                  = local.tags
 }
@@ -105,6 +106,6 @@ module "monitoring" {
   metrics_namespace = var.metrics_namespace
   alarm_actions     = var.alarm_topic_arns
   ok_actions        = var.alarm_topic_arns
-  ses_accounts      = var.ses_reputation_alarms ? { for code, c in var.customers : code => c.account_id } : {}
+  ses_accounts      = { for code, c in var.customers : code => c.account_id if var.ses_reputation_alarms }
   tags              = local.tags
 }

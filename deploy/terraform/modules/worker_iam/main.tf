@@ -80,6 +80,13 @@ resource "aws_iam_role" "worker" {
   assume_role_policy   = data.aws_iam_policy_document.trust.json
   max_session_duration = 3600
   tags                 = var.tags
+
+  lifecycle {
+    precondition {
+      condition     = var.trust_ecs_tasks || var.eks_oidc_provider_arn != ""
+      error_message = "The worker role needs a principal: trust_ecs_tasks and/or eks_oidc_provider_arn."
+    }
+  }
 }
 
 data "aws_iam_policy_document" "worker" {
