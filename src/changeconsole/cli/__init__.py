@@ -12,6 +12,7 @@ from .common import CliState, aws_options
 from .config_cmd import config_group, provision_cmd
 from .dlq_cmd import dlq_group
 from .local_cmd import local_group
+from .worker_cmd import worker_cmd
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,4 +55,5 @@ main.add_command(provision_cmd)
 main.add_command(local_group)
 main.add_command(change_group)
 main.add_command(status_cmd)
+main.add_command(worker_cmd)
 main.add_command(dlq_group)

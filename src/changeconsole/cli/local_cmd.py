@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
 
 from ..config import local_config_path
+from ..models import Config
 from ..services.aws import LOCAL_HOST, LOCAL_PORT
 from ..services.localstack import LocalServer, is_listening, provision_local
 from ..services.outbox import read_outbox
@@ -24,6 +27,9 @@ from .common import (
     stderr,
     stdout,
 )
+
+if TYPE_CHECKING:
+    from ..worker import WorkerHandle
 
 
 @click.group("local")
@@ -57,10 +63,12 @@ def wait_for_signal() -> None:
     default=None,
     help=f"Where to write config.json [default: {local_config_path()}]",
 )
+@click.option("--with-worker", is_flag=True, help="Also run the queue worker in this process (until Ctrl-C).")
 @handle_errors
-def up(port: int, n_customers: int, n_contacts: int, config_out: Path | None) -> None:
+def up(port: int, n_customers: int, n_contacts: int, config_out: Path | None, with_worker: bool) -> None:
     """Start (or reuse) the local stack, provision it and run until Ctrl-C."""
     server: LocalServer | None = None
+    worker = None
     endpoint = f"http://{LOCAL_HOST}:{port}"
     if is_listening(LOCAL_HOST, port):
         stderr.print(f"reusing the local stack already listening at {endpoint}")
@@ -81,13 +89,35 @@ def up(port: int, n_customers: int, n_contacts: int, config_out: Path | None) ->
         stdout.print(f"config:      {result.config_path}")
         stdout.print(result.summary())
         stderr.print("try: [bold]changeconsole --local change list[/]   (Ctrl-C stops the stack)")
-        if server is None:
+        if with_worker:
+            worker = _start_worker(endpoint, result.config)
+        if server is None and worker is None:
             return
         wait_for_signal()
     finally:
+        if worker is not None:
+            worker.stop(timeout=5.0)
+            stderr.print(f"worker stopped ({worker.stats.get('emails_sent', 0)} email(s) sent)")
         if server is not None:
             server.stop()
             stderr.print("local stack stopped")
+
+
+def _start_worker(endpoint: str, config: Config) -> WorkerHandle:
+    """The queue worker in threads of this process; its warnings and errors go to stderr as JSON."""
+    from ..services.localstack import local_factory
+    from ..worker import start_background
+    from ..worker.observe import JsonFormatter
+
+    worker_log = logging.getLogger("changeconsole.worker")
+    if not worker_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        handler.setLevel(logging.WARNING)
+        worker_log.addHandler(handler)
+    handle = start_background(local_factory(endpoint), config)
+    stderr.print(f"worker running in this process for {len(handle.customers)} customer queue(s)")
+    return handle
 
 
 @local_group.command("outbox")

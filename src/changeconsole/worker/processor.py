@@ -8,6 +8,7 @@ to the SQS message (delete, retry later, release).
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -51,14 +52,10 @@ from .options import WorkerOptions
 MAX_SNAPSHOT_BYTES = 5 * 1024 * 1024
 MAX_MESSAGE_IDS = 1000  # kept on the delivery record; every id is also in the ledger
 SQS_MAX_ATTRIBUTES = 10
-# Dropped first when a re-dead-lettered message would exceed SQS's 10 attributes.
-_ATTR_DROP_ORDER = (
-    "cc-redriven-by",
-    "cc-redriven-at",
-    "cc-source-message-id",
-    "cc-worker",
-    "cc-receive-count",
-)
+# Ours given up first when a re-dead-lettered message must pack its originals.
+_ATTR_DROP_ORDER = ("cc-worker", "cc-source-message-id", "cc-receive-count")
+# Original attributes that did not fit, as JSON (the convention of the DLQ tools).
+PACKED_ATTRIBUTE = "cc-packed"
 
 # States a worker never overwrites with processing/queued/dead_lettered.
 SETTLED = (DeliveryState.SENT, DeliveryState.PARTIAL, DeliveryState.SUPERSEDED, DeliveryState.SKIPPED)
@@ -214,6 +211,8 @@ class Processor:
         except Exception as exc:
             failure = exc.failure if isinstance(exc, StageFailure) else classify(exc, "central")
             self._release_claim(m, delivery)
+            if key is None and trigger.customer == m.customer:
+                key = _trigger_key(trigger)
             if failure.permanent:
                 return self._dead_letter(m, failure, key, trigger)
             return self._transient(m, failure, key, trigger)
@@ -294,14 +293,14 @@ class Processor:
 
     def _trigger_gone(self, m: InFlight, trigger: Trigger) -> Outcome:
         """The trigger object is gone: the ledger decides whether this event was already handled."""
-        if trigger.change_id is None or trigger.version is None or trigger.event is None:
+        key = _trigger_key(trigger)
+        if key is None:
             return self._dead_letter(
                 m,
                 Failure("permanent", TriggerMissing.reason, f"{trigger.key} no longer exists"),
                 None,
                 trigger,
             )
-        key = DeliveryKey(trigger.change_id, trigger.version, trigger.event, m.customer)
         claim = self.ledger.get_claim(key) or {}
         if claim.get("state") == "done":
             event(
@@ -756,23 +755,72 @@ class Processor:
         self.aws.client("s3").delete_object(Bucket=trigger.bucket, Key=trigger.key)
 
 
-def dlq_attributes(original: dict[str, Any], cc: dict[str, str | None]) -> dict[str, dict[str, str]]:
-    """The original message's attributes plus ours (ours win), within SQS's limit of 10."""
-    out: dict[str, dict[str, str]] = {}
+def _trigger_key(trigger: Trigger) -> DeliveryKey | None:
+    """The delivery a trigger names, when it names one completely."""
+    if trigger.change_id is None or trigger.version is None or trigger.event is None:
+        return None
+    return DeliveryKey(trigger.change_id, trigger.version, trigger.event, trigger.customer)
+
+
+def _attr_json(attr: dict[str, Any]) -> dict[str, Any] | None:
+    dtype = str(attr.get("DataType", "String"))
+    if "StringValue" in attr:
+        return {"DataType": dtype, "StringValue": str(attr["StringValue"])}
+    raw = attr.get("BinaryValue")
+    if isinstance(raw, bytes | bytearray):
+        return {"DataType": dtype, "BinaryValue": base64.b64encode(raw).decode("ascii")}
+    return None
+
+
+def _unpacked(original: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Original attributes as JSON-able dicts, with a ``cc-packed`` attribute expanded."""
+    out: dict[str, dict[str, Any]] = {}
     for name, attr in (original or {}).items():
-        if isinstance(attr, dict) and attr.get("DataType", "").startswith("String") and "StringValue" in attr:
-            out[name] = {"DataType": "String", "StringValue": str(attr["StringValue"])}
-    for name, value in cc.items():
-        if value is None:
-            out.pop(name, None)
+        if name == PACKED_ATTRIBUTE or not isinstance(attr, dict):
             continue
-        clean = " ".join(str(value).split())[:1000] or "-"
-        out[name] = {"DataType": "String", "StringValue": clean}
+        value = _attr_json(attr)
+        if value is not None:
+            out[name] = value
+    packed = (original or {}).get(PACKED_ATTRIBUTE)
+    if isinstance(packed, dict) and "StringValue" in packed:
+        try:
+            inner = json.loads(packed["StringValue"])
+        except ValueError:
+            inner = {}
+        if isinstance(inner, dict):
+            for name, value in inner.items():
+                if name not in out and isinstance(value, dict) and "DataType" in value:
+                    out[name] = value
+    return out
+
+
+def dlq_attributes(original: dict[str, Any], cc: dict[str, str | None]) -> dict[str, dict[str, Any]]:
+    """Our ``cc-*`` attributes plus the original ones, within SQS's limit of 10 attributes.
+
+    Originals that do not fit (e.g. a redriven message's marker) go into one ``cc-packed`` JSON
+    attribute, the convention the DLQ tools unpack; ours then give up ``cc-worker`` to make room.
+    """
+    ours = {
+        k: {"DataType": "String", "StringValue": " ".join(str(v).split())[:1000] or "-"}
+        for k, v in cc.items()
+        if v is not None
+    }
+    rest = {k: v for k, v in _unpacked(original).items() if k not in ours}
+    if len(rest) + len(ours) <= SQS_MAX_ATTRIBUTES:
+        return {**_sqs_attrs(rest), **ours}
     for name in _ATTR_DROP_ORDER:
-        if len(out) <= SQS_MAX_ATTRIBUTES:
+        if len(ours) < SQS_MAX_ATTRIBUTES:
             break
-        out.pop(name, None)
-    while len(out) > SQS_MAX_ATTRIBUTES:  # foreign attributes go before ours
-        foreign = [n for n in out if not n.startswith("cc-")]
-        out.pop(foreign[0] if foreign else sorted(out)[-1])
+        ours.pop(name, None)
+    doc = json.dumps(dict(sorted(rest.items())), separators=(",", ":"), sort_keys=True)
+    return {PACKED_ATTRIBUTE: {"DataType": "String", "StringValue": doc}, **ours}
+
+
+def _sqs_attrs(attrs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in attrs.items():
+        if "BinaryValue" in value:
+            out[name] = {"DataType": value["DataType"], "BinaryValue": base64.b64decode(value["BinaryValue"])}
+        else:
+            out[name] = {"DataType": value["DataType"], "StringValue": value["StringValue"]}
     return out

@@ -458,6 +458,8 @@ class Worker:
     def _poll_error(self, slot: CustomerSlot, exc: Exception, name: str) -> None:
         slot.poll_errors += 1
         failure = classify(exc, "central")
+        if self._stop_receiving.is_set():
+            return
         if slot.poll_errors == 1 or slot.poll_errors % 10 == 0:
             event(
                 logging.WARNING,
@@ -535,26 +537,21 @@ class Worker:
 
     # -- one message --------------------------------------------------------------------------------
     def _run_one(self, m: InFlight) -> None:
-        slot = self.slots[m.customer]
-        cooling = slot.cooling(time.monotonic())
-        if cooling > 0 and m.receive_count < self.config.max_receive_count and not self._abort.is_set():
-            outcome = Outcome("retry", delay=max(1, int(cooling)), result="cooldown")
-        else:
-            try:
-                outcome = self.processor.process(m)
-            except Exception as exc:  # e.g. the DLQ itself unreachable: try again later
-                failure = classify(exc, "central")
-                delay = backoff_delay(m.receive_count, self.options.backoff_base, self.options.backoff_cap)
-                event(
-                    logging.ERROR,
-                    "message.error",
-                    customer=m.customer,
-                    message_id=m.message_id,
-                    reason=failure.reason,
-                    detail=failure.detail,
-                    retry_in=delay,
-                )
-                outcome = Outcome("retry", delay=delay, result=f"error:{failure.reason}")
+        try:
+            outcome = self.processor.process(m)
+        except Exception as exc:  # e.g. the DLQ itself unreachable: try again later
+            failure = classify(exc, "central")
+            delay = backoff_delay(m.receive_count, self.options.backoff_base, self.options.backoff_cap)
+            event(
+                logging.ERROR,
+                "message.error",
+                customer=m.customer,
+                message_id=m.message_id,
+                reason=failure.reason,
+                detail=failure.detail,
+                retry_in=delay,
+            )
+            outcome = Outcome("retry", delay=delay, result=f"error:{failure.reason}")
         elapsed = time.monotonic() - m.received_at
         self.metrics.latency(m.customer, elapsed)
         self._count(m, outcome)
