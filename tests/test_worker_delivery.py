@@ -9,6 +9,18 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
+
+from changeconsole.models import (
+    TOPIC_ANNOUNCE,
+    TOPIC_APPROVAL,
+    Config,
+    DeliveryState,
+    EmailEvent,
+    direct_message,
+)
+from changeconsole.services.aws import AwsFactory
+from changeconsole.services.ledger import Ledger
+from changeconsole.services.status import DeliveryKey
 from test_worker_support import (
     CHANGE_ID,
     attrs,
@@ -29,18 +41,6 @@ from test_worker_support import (
     wait_until,
 )
 
-from changeconsole.models import (
-    TOPIC_ANNOUNCE,
-    TOPIC_APPROVAL,
-    Config,
-    DeliveryState,
-    EmailEvent,
-    direct_message,
-)
-from changeconsole.services.aws import AwsFactory
-from changeconsole.services.ledger import Ledger
-from changeconsole.services.status import DeliveryKey
-
 
 def _bucket_keys(aws: AwsFactory, config: Config, prefix: str) -> list[str]:
     resp = aws.client("s3").list_objects_v2(Bucket=config.s3_config.bucket_name, Prefix=prefix)
@@ -49,7 +49,10 @@ def _bucket_keys(aws: AwsFactory, config: Config, prefix: str) -> list[str]:
 
 def _error_response(status: int, code: str) -> tuple[AWSResponse, dict[str, Any]]:
     http = AWSResponse("https://injected.invalid/", status, {}, None)
-    parsed = {"Error": {"Code": code, "Message": f"injected {code}"}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    parsed = {
+        "Error": {"Code": code, "Message": f"injected {code}"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
     return http, parsed
 
 
@@ -98,7 +101,9 @@ def test_submit_reaches_exactly_the_subscribed_recipients_of_the_targeted_custom
     audit_keys = wait_until(lambda: _bucket_keys(aws_factory, config, "audit/"), 10, what="audit objects")
     lines = []
     for key in audit_keys:
-        body = aws_factory.client("s3").get_object(Bucket=config.s3_config.bucket_name, Key=key)["Body"].read()
+        body = (
+            aws_factory.client("s3").get_object(Bucket=config.s3_config.bucket_name, Key=key)["Body"].read()
+        )
         lines += [json.loads(line) for line in body.decode().splitlines()]
     sent = [e for e in lines if e["type"] == "email.sent"]
     assert len(sent) == len(expected)
@@ -358,7 +363,9 @@ def test_restricted_recipients_whitelist_is_case_insensitive_and_fail_closed(
     assert rec_b is not None and rec_b.state is DeliveryState.SKIPPED and rec_b.recipients_total == 0
 
 
-def test_user_text_arrives_escaped_in_html(make_stack: Any, aws_factory: AwsFactory, moto_endpoint: str) -> None:
+def test_user_text_arrives_escaped_in_html(
+    make_stack: Any, aws_factory: AwsFactory, moto_endpoint: str
+) -> None:
     stack = make_stack(customers=1, contacts=5)
     config = stack.config
     code = sorted(config.customer_mappings)[0]
@@ -368,8 +375,12 @@ def test_user_text_arrives_escaped_in_html(make_stack: Any, aws_factory: AwsFact
         for name in ("changeReason", "implementationPlan", "testPlan", "customerImpact", "rollbackPlan")
     }
     doc = change_doc(
-        [code], title=f"Title {evil}", snowTicket="<b>SNOW</b>", jiraTicket="<i>JIRA</i>",
-        submittedBy="<script>op</script>", **fields,
+        [code],
+        title=f"Title {evil}",
+        snowTicket="<b>SNOW</b>",
+        jiraTicket="<i>JIRA</i>",
+        submittedBy="<script>op</script>",
+        **fields,
     )
     with running_worker(aws_factory, config):
         submit(aws_factory, config, doc)
@@ -447,8 +458,12 @@ def test_direct_transport_messages_are_delivered(
     code = sorted(config.customer_mappings)[0]
     doc = change_doc([code])
     with running_worker(aws_factory, config):
-        send_raw(aws_factory, config, code, direct_message(code, CHANGE_ID, 2, EmailEvent.SUBMITTED, change=doc))
-        wait_until(lambda: record(aws_factory, config, code) is not None and final(aws_factory, config, [code]), 30)
+        send_raw(
+            aws_factory, config, code, direct_message(code, CHANGE_ID, 2, EmailEvent.SUBMITTED, change=doc)
+        )
+        wait_until(
+            lambda: record(aws_factory, config, code) is not None and final(aws_factory, config, [code]), 30
+        )
     assert record(aws_factory, config, code).state is DeliveryState.SENT  # type: ignore[union-attr]
     assert len(outbox(moto_endpoint)) == len(subscribed(code, 5, TOPIC_APPROVAL))
 

@@ -154,19 +154,31 @@ def queue_depth(aws: AwsFactory, config: Config, code: str, *, dlq: bool = False
     return int(resp["ApproximateNumberOfMessages"]) + int(resp["ApproximateNumberOfMessagesNotVisible"])
 
 
-def records(aws: AwsFactory, config: Config, change_id: str = CHANGE_ID) -> dict[tuple[int, str, str], DeliveryRecord]:
+def records(
+    aws: AwsFactory, config: Config, change_id: str = CHANGE_ID
+) -> dict[tuple[int, str, str], DeliveryRecord]:
     return {(r.version, r.event.value, r.customer): r for r in StatusStore(aws, config).records(change_id)}
 
 
 def record(
-    aws: AwsFactory, config: Config, customer: str, version: int = 2, event: str = "submitted",
+    aws: AwsFactory,
+    config: Config,
+    customer: str,
+    version: int = 2,
+    event: str = "submitted",
     change_id: str = CHANGE_ID,
 ) -> DeliveryRecord | None:
     return records(aws, config, change_id).get((version, event, customer))
 
 
-def final(aws: AwsFactory, config: Config, customers: list[str], version: int = 2, event: str = "submitted",
-          change_id: str = CHANGE_ID) -> bool:
+def final(
+    aws: AwsFactory,
+    config: Config,
+    customers: list[str],
+    version: int = 2,
+    event: str = "submitted",
+    change_id: str = CHANGE_ID,
+) -> bool:
     recs = records(aws, config, change_id)
     return all((r := recs.get((version, event, c))) is not None and r.is_final for c in customers)
 
@@ -214,4 +226,3 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
-
