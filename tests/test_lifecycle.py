@@ -13,6 +13,7 @@ from changeconsole.models import (
     TRANSITIONS,
     Change,
     ChangeStatus,
+    DeliveryState,
     EmailEvent,
     IllegalTransition,
     trigger_key,
@@ -20,6 +21,8 @@ from changeconsole.models import (
 from changeconsole.services.changes import ChangeNotFound, ConflictError
 from changeconsole.services.fanout import FanoutResult
 from changeconsole.services.lifecycle import ChangeRejected, ChangeService, NotDeletable
+from changeconsole.services.status import DeliveryKey
+from changeconsole.services.waiting import WaitTimeout, wait_for_final
 
 
 @pytest.fixture
@@ -333,3 +336,30 @@ def test_reindex_rebuilds_the_index_from_s3(svc, codes) -> None:
     rows = {s.change_id: s for s in svc.list()}
     assert rows[draft.change_id].location == "draft"
     assert rows[submitted.change_id].status is ChangeStatus.SUBMITTED
+
+
+def test_wait_for_final_returns_final_records_or_times_out_naming_pending(svc, codes) -> None:
+    result = svc.submit(make_change(codes[:3]))
+    cid, version = result.change.change_id, result.change.version
+    updates: list[list[str]] = []
+
+    def seen(records: list[Any]) -> None:
+        updates.append([r.state.value for r in records])
+
+    with pytest.raises(WaitTimeout) as err:
+        wait_for_final(svc.status, cid, version, EmailEvent.SUBMITTED, codes[:3], timeout=0, on_update=seen)
+    assert err.value.pending == codes[:3] and updates == [["queued"] * 3]
+    for code, state in zip(
+        codes[:3], (DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.SENT), strict=True
+    ):
+        svc.status.update(DeliveryKey(cid, version, EmailEvent.SUBMITTED, code), state=state)
+    records = wait_for_final(
+        svc.status, cid, version, EmailEvent.SUBMITTED, codes[:3], timeout=5, on_update=seen
+    )
+    assert [(r.customer, r.state.value) for r in records] == list(
+        zip(codes[:3], ["sent", "failed", "sent"], strict=True)
+    )
+    assert updates[-1] == ["sent", "failed", "sent"]
+    with pytest.raises(WaitTimeout) as missing:
+        wait_for_final(svc.status, cid, version, EmailEvent.SUBMITTED, [*codes[:3], codes[3]], timeout=0)
+    assert missing.value.pending == [codes[3]]  # never queued: not final
