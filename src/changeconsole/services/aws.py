@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlparse
 
 import boto3
 import botocore.session
@@ -64,6 +65,14 @@ class AwsSettings:
         )
 
     @property
+    def loopback_endpoint(self) -> bool:
+        """True when the endpoint is on this machine (an emulator such as the local stack)."""
+        if not self.endpoint_url:
+            return False
+        host = urlparse(self.endpoint_url).hostname or ""
+        return host == "localhost" or host == "::1" or host.startswith("127.")
+
+    @property
     def environment_label(self) -> str:
         if self.local:
             return f"local {self.endpoint_url}"
@@ -101,7 +110,14 @@ class AwsFactory:
         if self.settings.local and not os.environ.get("AWS_ACCESS_KEY_ID"):
             kwargs["aws_access_key_id"] = LOCAL_ACCESS_KEY
             kwargs["aws_secret_access_key"] = LOCAL_SECRET_KEY
-        return boto3.Session(**kwargs)
+        session = boto3.Session(**kwargs)
+        if self.settings.loopback_endpoint and session.get_credentials() is None:
+            # A local emulator accepts any keys; don't fail for lack of a credential chain.
+            kwargs.pop("profile_name", None)
+            session = boto3.Session(
+                aws_access_key_id=LOCAL_ACCESS_KEY, aws_secret_access_key=LOCAL_SECRET_KEY, **kwargs
+            )
+        return session
 
     def botocore_config(self) -> BotoConfig:
         s = self.settings
