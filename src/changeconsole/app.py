@@ -37,7 +37,7 @@ from .config import ConfigError, load_config, local_config_path
 from .models import CHANGE_ID_RE, Change, new_change_id
 from .screens.help import HelpScreen
 from .screens.modals import CommandLine, StartupErrorScreen, StartupScreen
-from .screens.widgets import NAV, VIEW, AwsCallLog, describe_error
+from .screens.widgets import AwsCallLog, describe_error
 from .services.aws import LOCAL_ENDPOINT, AwsFactory, AwsSettings
 from .services.bundle import Services
 
@@ -263,12 +263,12 @@ class ChangeConsoleApp(App[int]):
     CSS_PATH: ClassVar[list[str | PurePath]] = style_paths(*STYLE_FILES)
     COMMANDS = App.COMMANDS | {ConsoleCommands}
     BINDINGS = [
-        Binding("f1", "help", "Help", group=NAV),
+        Binding("f1", "help", "Help"),
         Binding("question_mark", "help", "Help", show=False),
-        Binding("colon", "command_line", "Command", key_display=":", group=NAV),
-        Binding("ctrl+l", "toggle_log", "AWS log", group=VIEW),
+        Binding("colon", "command_line", "Command", key_display=":"),
+        Binding("ctrl+l", "toggle_log", "AWS log"),
         Binding("escape", "go_back", "Back", show=False),
-        Binding("ctrl+q", "quit", "Quit", priority=True, group=NAV),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
     header_text: reactive[str] = reactive("[b]changeconsole[/]")
@@ -724,16 +724,11 @@ class ChangeConsoleApp(App[int]):
 
 def local_timezone_name() -> str:
     """The operator's IANA timezone (TZ, then /etc/localtime), else UTC."""
-    tz = os.environ.get("TZ", "").lstrip(":")
-    if tz and "/" in tz:
-        return tz
-    try:
+    name = os.environ.get("TZ", "").lstrip(":")
+    if not name or "/" not in name:
         target = os.path.realpath("/etc/localtime")
-        if "zoneinfo/" in target:
-            return target.split("zoneinfo/", 1)[1]
-    except OSError:
-        pass
-    return "UTC"
+        name = target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else "UTC"
+    return "UTC" if name in ("Etc/UTC", "Etc/UCT", "Etc/Universal", "Etc/Zulu", "UCT", "Zulu") else name
 
 
 def run_console(state: CliState) -> int:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from rich.markup import escape
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -22,7 +23,7 @@ from textual.widgets.data_table import RowDoesNotExist
 
 from ..models import ChangeStatus
 from ..services.status import ChangeSummary
-from .widgets import EDIT, NAV, VIEW, ConsoleScreen, FormInput, short_time, window_text
+from .widgets import SORTING, ConsoleScreen, FormInput
 
 STATUS_STYLES = {
     "draft": "grey62",
@@ -53,25 +54,62 @@ class Column:
     key: str
     label: str
     sort: Callable[[ChangeSummary], Any]
-    width: int | None = None
+    width: int | None = None  # None: takes what the others leave (the title)
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("id", "ID", lambda s: s.change_id, 34),
+    Column("id", "ID", lambda s: s.change_id, 30),
     Column("title", "Title", lambda s: s.title.casefold()),
-    Column("status", "Status", lambda s: s.status.value, 10),
-    Column("customers", "Customers", lambda s: len(s.customers)),
-    Column("window", "Window (UTC)", lambda s: s.implementation_start or ""),
-    Column("modified", "Modified", lambda s: s.modified_at or ""),
+    Column("status", "Status", lambda s: s.status.value, 9),
+    Column("customers", "Customers", lambda s: len(s.customers), 14),
+    Column("window", "Window (UTC)", lambda s: s.implementation_start or "", 17),
+    Column("modified", "Modified", lambda s: s.modified_at or "", 18),
 )
 COLUMN_KEYS = [c.key for c in COLUMNS]
+MIN_TITLE = 20
 
 
-def customers_text(codes: list[str], limit: int = 3) -> str:
+def column_widths(total: int) -> dict[str, int]:
+    """Fixed widths for all but the title, which takes the rest (at least MIN_TITLE)."""
+    fixed = sum(c.width or 0 for c in COLUMNS)
+    padding = 2 * len(COLUMNS) + 2  # cell padding + scrollbar
+    return {c.key: c.width or max(MIN_TITLE, total - fixed - padding) for c in COLUMNS}
+
+
+def customers_text(codes: list[str]) -> str:
     if not codes:
         return "—"
-    shown = ", ".join(codes[:limit])
-    return f"{len(codes)}: {shown}" + (f" +{len(codes) - limit}" if len(codes) > limit else "")
+    more = f" +{len(codes) - 1}" if len(codes) > 1 else ""
+    return f"{codes[0]}{more}"
+
+
+def compact_window(start: str | None, end: str | None) -> str:
+    """``12-01 22:00 3h30m``: start (UTC, month-day) and duration."""
+    if not start:
+        return "—"
+    try:
+        begin = datetime.fromisoformat(start).astimezone(UTC)
+    except ValueError:
+        return start
+    text = begin.strftime("%m-%d %H:%M")
+    if end:
+        try:
+            minutes = int((datetime.fromisoformat(end) - begin).total_seconds() // 60)
+        except ValueError:
+            return text
+        days, rest = divmod(max(minutes, 0), 24 * 60)
+        hours, mins = divmod(rest, 60)
+        text += " " + (f"{days}d{hours}h" if days else f"{hours}h{mins:02d}" if hours else f"{mins}m")
+    return text
+
+
+def compact_time(value: str | None) -> str:
+    if not value:
+        return "—"
+    try:
+        return datetime.fromisoformat(value).astimezone(UTC).strftime("%m-%d %H:%M")
+    except ValueError:
+        return value
 
 
 def row_cells(summary: ChangeSummary) -> list[Any]:
@@ -81,8 +119,8 @@ def row_cells(summary: ChangeSummary) -> list[Any]:
         summary.title,
         Text(summary.status.value, style=STATUS_STYLES.get(summary.status.value, "")),
         customers_text(summary.customers),
-        window_text(summary.implementation_start, summary.implementation_end),
-        f"{short_time(summary.modified_at)} {who}",
+        compact_window(summary.implementation_start, summary.implementation_end),
+        f"{compact_time(summary.modified_at)} {who}",
     ]
 
 
@@ -107,13 +145,13 @@ class ChangesScreen(ConsoleScreen[None]):
     help_title = "Changes"
     MUTATING: ClassVar[frozenset[str]] = frozenset({"new_change"})
     BINDINGS = [
-        Binding("n", "new_change", "New", group=EDIT),
+        Binding("n", "new_change", "New"),
         Binding("enter", "open", "Open", show=False),
-        Binding("slash", "filter", "Filter", key_display="/", group=VIEW),
-        Binding("s", "cycle_sort", "Sort", group=VIEW),
-        Binding("S", "reverse_sort", "Reverse sort", show=False),
-        Binding("l", "live_status", "Live status", group=NAV),
-        Binding("r", "refresh", "Refresh", group=VIEW),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("s", "cycle_sort", "Sort by next column", group=SORTING),
+        Binding("S", "reverse_sort", "Reverse sort", group=SORTING),
+        Binding("l", "live_status", "Live status"),
+        Binding("r", "refresh", "Refresh"),
         Binding("left", "tab(-1)", "Previous tab", show=False),
         Binding("right", "tab(1)", "Next tab", show=False),
         Binding("1", "show_tab('drafts')", "Drafts", show=False),
@@ -141,14 +179,12 @@ class ChangesScreen(ConsoleScreen[None]):
                 yield Static("/", id="filter-label")
                 yield FormInput(placeholder="filter: words in id, title, tickets, customers…", id="filter")
             yield Static("", id="changes-error")
-            table: DataTable[Any] = DataTable(cursor_type="row", zebra_stripes=True, id="changes-table")
-            for column in COLUMNS:
-                table.add_column(column.label, key=column.key, width=column.width)
-            yield table
+            yield DataTable(cursor_type="row", zebra_stripes=True, id="changes-table")
             yield Static("Loading changes…", id="changes-empty")
             yield Static("", id="changes-status")
 
     def on_mount(self) -> None:
+        self._fit_columns(self.app.size.width)
         self.query_one("#filter-bar").display = False
         self.query_one("#changes-error").display = False
         self.query_one(DataTable).focus()
@@ -159,6 +195,22 @@ class ChangesScreen(ConsoleScreen[None]):
     def on_screen_resume(self) -> None:
         if self.loaded:
             self.load()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_columns(event.size.width)
+
+    def _fit_columns(self, total: int) -> None:
+        widths = column_widths(total)
+        if widths == getattr(self, "_widths", None):
+            return
+        self._widths = widths
+        table = self.query_one(DataTable)
+        table.clear(columns=True)
+        for column in COLUMNS:
+            table.add_column(column.label, key=column.key, width=widths[column.key])
+        self._shown = []
+        if self.loaded:
+            self.render_rows()
 
     # -- data ----------------------------------------------------------------------------------------
     def _list(self) -> list[ChangeSummary]:
@@ -257,7 +309,7 @@ class ChangesScreen(ConsoleScreen[None]):
         shown = len(self._shown)
         empty = self.query_one("#changes-empty", Static)
         if not self.loaded:
-            empty.update("Loading changes…" if self.error is None else "")
+            empty.update("Loading changes…" if self.error is None else "Nothing loaded yet.")
         elif not self.summaries:
             empty.update(
                 "No changes yet. Press [b]n[/] to compose one." if not self.readonly else "No changes."

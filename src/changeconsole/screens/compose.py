@@ -33,7 +33,7 @@ from textual.widgets.selection_list import Selection
 
 from ..models import Change, ChangeStatus, validation_problems
 from .modals import ChoiceModal, ConfirmModal
-from .widgets import EDIT, ConsoleScreen, FormInput, FormTextArea, PathSuggester, TimezoneSuggester
+from .widgets import CUSTOMER_PICK, ConsoleScreen, FormInput, FormTextArea, PathSuggester, TimezoneSuggester
 
 # -- the form's fields ------------------------------------------------------------------------------
 
@@ -177,8 +177,8 @@ NEW_PREFIX = "new-"
 
 class CustomerList(SelectionList[str]):
     BINDINGS = [
-        Binding("a", "screen.select_all_customers", "Select all shown"),
-        Binding("c", "screen.clear_customers", "Clear all"),
+        Binding("a", "screen.select_all_customers", "Select all shown", group=CUSTOMER_PICK),
+        Binding("c", "screen.clear_customers", "Clear all", group=CUSTOMER_PICK),
     ]
 
 
@@ -188,9 +188,9 @@ class ComposeScreen(ConsoleScreen[None]):
     help_title = "Compose"
     MUTATING: ClassVar[frozenset[str]] = frozenset({"save", "submit", "load_file"})
     BINDINGS = [
-        Binding("ctrl+s", "save", "Save draft", priority=True, group=EDIT),
-        Binding("ctrl+j", "submit", "Submit", key_display="^j", priority=True, group=EDIT),
-        Binding("ctrl+o", "focus_file", "Load file", group=EDIT),
+        Binding("ctrl+s", "save", "Save draft", priority=True),
+        Binding("ctrl+j", "submit", "Submit", key_display="^j", priority=True),
+        Binding("ctrl+o", "focus_file", "Load file"),
         Binding("ctrl+k", "focus_customers", "Customers", show=False),
         Binding("escape", "leave", "Back"),
     ]
@@ -213,6 +213,7 @@ class ComposeScreen(ConsoleScreen[None]):
         self._left = False
         self._ready = False
         self.submitted = False
+        self.submit_attempted = False
         self._last_form: dict[str, Any] | None = None
 
     # -- layout ------------------------------------------------------------------------------------------
@@ -384,12 +385,19 @@ class ComposeScreen(ConsoleScreen[None]):
     def window(self) -> tuple[datetime | None, datetime | None, dict[str, str]]:
         tz = self._value("timezone")
         problems: dict[str, str] = {}
+        try:
+            ZoneInfo(tz.strip() or "UTC")
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            return None, None, problems  # the timezone's own problem says what to fix
         start, start_problem = parse_local(self._value("start_date"), self._value("start_time"), tz)
         end, end_problem = parse_local(self._value("end_date"), self._value("end_time"), tz)
         if start_problem:
             problems["start"] = start_problem
         if end_problem:
             problems["end"] = end_problem
+        elif start and end and end <= start:
+            # Checked here too: the model checks it only once every field is valid.
+            problems["end"] = "must be after the start"
         return start, end, problems
 
     def build(self, *, for_submit: bool = False) -> tuple[Change | None, dict[str, str]]:
@@ -419,7 +427,9 @@ class ComposeScreen(ConsoleScreen[None]):
 
     # -- validation display ----------------------------------------------------------------------------------
     def validate_form(self, *, for_submit: bool = False, show_all: bool = False) -> dict[str, str]:
-        _, problems = self.build(for_submit=for_submit)
+        # After a submit attempt keep showing what submitting needs, as fields change.
+        self.submit_attempted = self.submit_attempted or for_submit
+        _, problems = self.build(for_submit=self.submit_attempted)
         self.problems = problems
         self._last_form = self.form_data()
         if show_all:
@@ -612,6 +622,7 @@ class ComposeScreen(ConsoleScreen[None]):
         box.update(f"⚠ {LABELS['file']}: {escape(message)}")
         box.display = True
         self.query_one("#file-path", Input).focus()
+        self.call_after_refresh(box.scroll_visible, animate=False)
 
     @work(exclusive=True, group="load-file", exit_on_error=False)
     async def read_file(self, raw_path: str) -> None:
@@ -697,7 +708,7 @@ class ComposeScreen(ConsoleScreen[None]):
             self._clean = self.form_data()
             self._autosaved = None
             self._update_title()
-            stamp = self.console.now().astimezone().strftime("%H:%M:%S")
+            stamp = self.console.now().astimezone(UTC).strftime("%H:%M:%SZ")
             self.query_one("#autosave-status", Static).update(f"saved {stamp}")
             self.notify(f"Draft {result.change_id} saved.", title="Saved")
             if then_leave:
@@ -781,7 +792,7 @@ class ComposeScreen(ConsoleScreen[None]):
             self.query_one("#autosave-status", Static).update(f"[red]autosave failed: {escape(str(exc))}[/]")
             return False
         self._autosaved = data
-        stamp = self.console.now().astimezone().strftime("%H:%M:%S")
+        stamp = self.console.now().astimezone(UTC).strftime("%H:%M:%SZ")
         self.query_one("#autosave-status", Static).update(f"autosaved {stamp}")
         return True
 

@@ -22,7 +22,7 @@ from ..models import Change, ChangeStatus, DeliveryRecord
 from .changes import STATUS_STYLES
 from .compose import to_local
 from .modals import ConfirmModal, TypeToConfirmModal
-from .widgets import EDIT, NAV, VIEW, ConsoleScreen, short_time
+from .widgets import DIFF_PICK, ConsoleScreen, short_time
 
 # Which actions each state allows (besides duplicate, allowed for any change).
 ALLOWED: dict[ChangeStatus, frozenset[str]] = {
@@ -142,8 +142,8 @@ def render_diff(diffs: list[Any], a: int, b: int) -> Text:
 
 class VersionsTable(DataTable[Any]):
     BINDINGS = [
-        Binding("1", "screen.pick('a')", "Diff: set A"),
-        Binding("2", "screen.pick('b')", "Diff: set B"),
+        Binding("1", "screen.pick('a')", "Diff: set A", group=DIFF_PICK),
+        Binding("2", "screen.pick('b')", "Diff: set B", group=DIFF_PICK),
     ]
 
 
@@ -153,17 +153,17 @@ class DetailScreen(ConsoleScreen[None]):
         {"approve", "complete", "cancel_change", "edit", "duplicate", "delete"}
     )
     BINDINGS = [
-        Binding("a", "approve", "Approve", group=EDIT),
-        Binding("c", "complete", "Complete", group=EDIT),
-        Binding("x", "cancel_change", "Cancel change", group=EDIT),
-        Binding("e", "edit", "Edit", group=EDIT),
-        Binding("d", "duplicate", "Duplicate", group=EDIT),
-        Binding("delete", "delete", "Delete", key_display="del", group=EDIT),
-        Binding("l", "live_status", "Live status", group=NAV),
-        Binding("h", "show_tab('tab-history')", "History", group=VIEW),
+        Binding("a", "approve", "Approve"),
+        Binding("c", "complete", "Complete"),
+        Binding("x", "cancel_change", "Cancel change"),
+        Binding("e", "edit", "Edit"),
+        Binding("d", "duplicate", "Duplicate"),
+        Binding("delete", "delete", "Delete", key_display="del"),
+        Binding("l", "live_status", "Live status"),
+        Binding("h", "show_tab('tab-history')", "History"),
         Binding("i", "show_tab('tab-details')", "Details", show=False),
         Binding("v", "show_tab('tab-deliveries')", "Deliveries", show=False),
-        Binding("r", "refresh", "Reload", group=VIEW),
+        Binding("r", "refresh", "Reload"),
     ]
 
     def __init__(self, change_id: str) -> None:

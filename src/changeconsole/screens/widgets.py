@@ -36,10 +36,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 R = TypeVar("R")
 
-# Binding groups shown together in the footer and in help.
-NAV = Binding.Group("Navigate")
-EDIT = Binding.Group("Change")
-VIEW = Binding.Group("View")
+# Binding groups: related keys shown together in the footer and in help.
+DIFF_PICK = Binding.Group("Diff A/B")
+CUSTOMER_PICK = Binding.Group("Select shown/clear")
+SORTING = Binding.Group("Sort/reverse")
 
 
 # -- errors ------------------------------------------------------------------------------------------

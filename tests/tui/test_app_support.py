@@ -1,0 +1,290 @@
+"""Shared helpers of the console tests: deterministic fake services, a frozen clock, condition waits.
+
+Imported by test_app*.py, test_changes*.py, test_compose*.py and test_detail*.py (no tests here).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import EndpointConnectionError
+from textual.pilot import Pilot
+
+from changeconsole.app import ChangeConsoleApp
+from changeconsole.models import Change, ChangeStatus, Config, DeliveryRecord, DeliveryState, EmailEvent
+from changeconsole.services.autosave import AutosaveStore
+from changeconsole.services.aws import AwsSettings
+from changeconsole.services.history import diff_changes
+from changeconsole.services.localstack import build_local_config
+from changeconsole.services.status import ChangeSummary, StatusStore, search_text
+
+NOW = datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC)
+NEW_ID = "CHG-2026-11-27T20-00-00-new001"
+ENDPOINT = "http://127.0.0.1:4566"
+
+
+def frozen() -> datetime:
+    return NOW
+
+
+def fake_config() -> Config:
+    return Config.model_validate(build_local_config(6, endpoint=ENDPOINT))
+
+
+def change(
+    cid: str, title: str, status: ChangeStatus, version: int, customers: list[str], **extra: Any
+) -> Change:
+    data: dict[str, Any] = {
+        "changeId": cid,
+        "changeTitle": title,
+        "changeReason": "Certificates expire on 2026-12-15.",
+        "implementationPlan": "1. Upload the new certificate\n2. Switch listeners\n3. Verify",
+        "testPlan": "curl every endpoint",
+        "customerImpact": "None expected; connections may reset once.",
+        "rollbackPlan": "Switch the listeners back.",
+        "snowTicket": "CHG0012345",
+        "jiraTicket": "OPS-42",
+        "customers": customers,
+        "implementationStart": "2026-12-01T22:00:00Z",
+        "implementationEnd": "2026-12-02T01:30:00Z",
+        "timezone": "Europe/London",
+        "status": status.value,
+        "version": version,
+        "createdAt": "2026-11-20T09:00:00Z",
+        "createdBy": "alice",
+        "modifiedAt": f"2026-11-2{version}T10:00:00Z",
+        "modifiedBy": "alice" if version < 3 else "bob",
+        "modifications": [
+            {"timestamp": "2026-11-20T09:00:00Z", "user_id": "alice", "modification_type": "created"}
+        ],
+    }
+    data.update(extra)
+    return Change.model_validate(data)
+
+
+SUBMITTED_ID = "CHG-2026-11-20T09-00-00-sub001"
+DRAFT_ID = "CHG-2026-11-21T09-00-00-drf001"
+APPROVED_ID = "CHG-2026-11-22T09-00-00-apr001"
+DONE_ID = "CHG-2026-11-23T09-00-00-cmp001"
+
+
+def sample_changes() -> dict[str, list[Change]]:
+    """Each change's versions, oldest first."""
+    sub_v1 = change(
+        SUBMITTED_ID,
+        "Rotate TLS certificates on the edge load balancers",
+        ChangeStatus.DRAFT,
+        1,
+        ["acme", "globex", "initech"],
+    )
+    sub_v2 = change(
+        SUBMITTED_ID,
+        "Rotate TLS certificates on the edge load balancers",
+        ChangeStatus.SUBMITTED,
+        2,
+        ["acme", "globex", "initech"],
+        submittedAt="2026-11-22T10:00:00Z",
+        submittedBy="alice",
+    )
+    sub_v3 = change(
+        SUBMITTED_ID,
+        "Rotate TLS certificates on the edge load balancers",
+        ChangeStatus.SUBMITTED,
+        3,
+        ["acme", "globex", "initech"],
+        submittedAt="2026-11-22T10:00:00Z",
+        submittedBy="alice",
+        implementationPlan="1. Upload the new certificate\n2. Drain one AZ at a time\n3. Verify",
+        modifications=[
+            {"timestamp": "2026-11-20T09:00:00Z", "user_id": "alice", "modification_type": "created"},
+            {"timestamp": "2026-11-23T10:00:00Z", "user_id": "bob", "modification_type": "edited"},
+        ],
+    )
+    draft = change(DRAFT_ID, "Upgrade the bastion hosts", ChangeStatus.DRAFT, 1, ["hooli"])
+    approved = change(
+        APPROVED_ID,
+        "Patch the VPN concentrators",
+        ChangeStatus.APPROVED,
+        3,
+        ["acme", "umbrella"],
+        approvedAt="2026-11-23T11:00:00Z",
+        approvedBy="carol",
+    )
+    done = change(DONE_ID, "Resize the reporting database", ChangeStatus.COMPLETED, 4, ["globex"])
+    return {
+        SUBMITTED_ID: [sub_v1, sub_v2, sub_v3],
+        DRAFT_ID: [draft],
+        APPROVED_ID: [approved],
+        DONE_ID: [done],
+    }
+
+
+def summary_of(c: Change) -> ChangeSummary:
+    return ChangeSummary(
+        change_id=c.change_id,
+        title=c.title,
+        status=c.status,
+        customers=list(c.customers),
+        version=c.version,
+        implementation_start=c.implementation_start,
+        implementation_end=c.implementation_end,
+        modified_at=c.modified_at,
+        modified_by=c.modified_by,
+        created_by=c.created_by,
+        location="draft" if c.status is ChangeStatus.DRAFT else "archive",
+        search=search_text(c),
+    )
+
+
+def unreachable() -> Exception:
+    return EndpointConnectionError(endpoint_url=ENDPOINT)
+
+
+class FakeAws:
+    def __init__(self, *, fail: bool = False) -> None:
+        self.settings = AwsSettings(region="us-east-1", endpoint_url=ENDPOINT, local=True)
+        self.fail = fail
+
+    def operator_identity(self) -> str:
+        if self.fail:
+            raise unreachable()
+        return "alice"
+
+    def add_call_listener(self, listener: Any) -> None:
+        pass
+
+
+class FakeChanges:
+    def __init__(self, versions: dict[str, list[Change]], *, fail: bool = False) -> None:
+        self.versions = versions
+        self.fail = fail
+        self.calls: list[tuple[str, Any]] = []
+
+    def _check(self) -> None:
+        if self.fail:
+            raise unreachable()
+
+    def list(self, **_: Any) -> list[ChangeSummary]:
+        self._check()
+        out = [summary_of(v[-1]) for v in self.versions.values()]
+        return sorted(out, key=lambda s: (s.modified_at or "", s.change_id), reverse=True)
+
+    def load(self, change_id: str) -> Change:
+        self._check()
+        return self.versions[change_id][-1]
+
+    def history(self, change_id: str) -> list[Change]:
+        self._check()
+        return list(self.versions[change_id])
+
+    def diff(self, change_id: str, a: int, b: int) -> list[Any]:
+        by_version = {c.version: c for c in self.versions[change_id]}
+        return diff_changes(by_version[a], by_version[b])
+
+    def save_draft(self, c: Change) -> Change:
+        self._check()
+        self.calls.append(("save_draft", c))
+        self.versions[c.change_id] = [c]
+        return c
+
+
+class FakeStatus:
+    aggregate = staticmethod(StatusStore.aggregate)
+
+    def __init__(self, records: dict[str, list[DeliveryRecord]]) -> None:
+        self.records = records
+
+    def latest_round(self, change_id: str) -> list[DeliveryRecord]:
+        return self.records.get(change_id, [])
+
+
+class FakeServices:
+    def __init__(self, *, fail: bool = False, readonly: bool = False) -> None:
+        self.config = fake_config()
+        self.aws = FakeAws(fail=fail)
+        self.readonly = readonly
+        self.changes = FakeChanges(sample_changes(), fail=fail)
+        self.status = FakeStatus(
+            {
+                SUBMITTED_ID: [
+                    DeliveryRecord(
+                        change_id=SUBMITTED_ID,
+                        version=3,
+                        event=EmailEvent.SUBMITTED,
+                        customer=code,
+                        state=state,
+                        attempts=1,
+                        recipients_total=3,
+                        recipients_sent=sent,
+                    )
+                    for code, state, sent in (
+                        ("acme", DeliveryState.SENT, 3),
+                        ("globex", DeliveryState.SENT, 3),
+                        ("initech", DeliveryState.PROCESSING, 1),
+                    )
+                ]
+            }
+        )
+
+    @property
+    def environment_label(self) -> str:
+        return self.aws.settings.environment_label
+
+
+def fake_app(tmp_path: Path, **kwargs: Any) -> ChangeConsoleApp:
+    """A console on fake services: frozen clock, fixed new-change id, no timers, no cursor blink."""
+    services = kwargs.pop("services", None) or FakeServices(
+        fail=kwargs.pop("fail", False), readonly=kwargs.pop("services_readonly", False)
+    )
+    kwargs.setdefault("live", False)
+    kwargs.setdefault("autosave_interval", 0)
+    return ChangeConsoleApp(
+        services,  # type: ignore[arg-type]
+        clock=frozen,
+        change_id_factory=lambda: NEW_ID,
+        default_timezone="Europe/London",
+        autosave=AutosaveStore(tmp_path / "autosave"),
+        **kwargs,
+    )
+
+
+# Workers that wait on the operator (a modal), never "finished" by themselves.
+INTERACTIVE_GROUPS = frozenset({"restore"})
+
+
+async def settle(pilot: Pilot[Any]) -> None:
+    """Let service workers finish and the screen catch up (no fixed sleeps)."""
+    app = pilot.app
+    for _ in range(4):
+        await pilot.pause()
+        busy = [w for w in app.workers if w.group not in INTERACTIVE_GROUPS and not w.is_finished]
+        if busy:
+            await app.workers.wait_for_complete(busy)
+    await pilot.wait_for_scheduled_animations()
+    await pilot.pause()
+
+
+async def wait_for(
+    pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 20.0, what: str = ""
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or 'a condition'}")
+        await pilot.pause(0.05)
+
+
+def screen_text(app: Any) -> str:
+    """Plain text of what the terminal shows."""
+    import io
+
+    from rich.console import Console
+
+    update = app.screen._compositor.render_update(full=True)
+    console = Console(width=app.size.width, record=True, file=io.StringIO(), color_system=None)
+    console.print(update)
+    return console.export_text()
