@@ -88,7 +88,11 @@ def up(port: int, n_customers: int, n_contacts: int, config_out: Path | None, wi
         stdout.print(f"endpoint:    {endpoint}")
         stdout.print(f"config:      {result.config_path}")
         stdout.print(result.summary())
-        stderr.print("try: [bold]changeconsole --local change list[/]   (Ctrl-C stops the stack)")
+        if config_out is None and port == LOCAL_PORT:
+            hint = "changeconsole --local change list"
+        else:
+            hint = f"changeconsole --config {result.config_path} --endpoint-url {endpoint} change list"
+        stderr.print(f"try: [bold]{hint}[/]   (Ctrl-C stops the stack)")
         if with_worker:
             worker = _start_worker(endpoint, result.config)
         if server is None and worker is None:
