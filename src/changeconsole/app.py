@@ -508,6 +508,8 @@ class ChangeConsoleApp(App[int]):
         except (ImportError, AttributeError):
             self.notify(f"{cls} is not available in this build.", severity="warning")
             return None
+        if self._clock is not None:
+            kwargs.setdefault("clock", self._clock)  # deterministic tests freeze every screen's clock
         screen: Screen[Any] = factory(*args, **kwargs)
         return screen
 
@@ -579,7 +581,7 @@ class ChangeConsoleApp(App[int]):
             return
         run = self.fanout_call(operation, change, customers)
         change_id = change if isinstance(change, str) else change.change_id
-        screen = self._progress_screen(operation, change, run, on_archived)
+        screen = self._progress_screen(operation, change, run, on_archived, customers)
         if screen is not None:
             self.push_screen(screen)
             return
@@ -591,6 +593,7 @@ class ChangeConsoleApp(App[int]):
         change: Change | str,
         run: Callable[[Callable[[Any], None] | None], Any],
         on_archived: Callable[[Change], None] | None,
+        customers: list[str] | None = None,
     ) -> Screen[Any] | None:
         if importlib.util.find_spec("changeconsole.screens.progress") is None:
             return None
@@ -598,7 +601,7 @@ class ChangeConsoleApp(App[int]):
         factory = getattr(module, "SubmitProgressScreen", None)
         if factory is None:
             return None
-        screen: Screen[Any] = factory(operation, change, run, on_archived=on_archived)
+        screen: Screen[Any] = factory(operation, change, run, on_archived=on_archived, customers=customers)
         return screen
 
     def _fanout_without_screen(
