@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -265,7 +266,7 @@ class DlqScreen(Screen[None]):
         self.filter_text = ""
         self.cancel_event: threading.Event | None = None
         self.last_result: RedriveResult | None = None
-        self._loading: set[str] = set()
+        self._loading: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     # -- helpers -------------------------------------------------------------------------------
@@ -292,7 +293,7 @@ class DlqScreen(Screen[None]):
     @property
     def idle(self) -> bool:
         """Nothing loading or running (tests wait on it)."""
-        return not self._loading and self.cancel_event is None
+        return not +self._loading and self.cancel_event is None
 
     @property
     def running(self) -> bool:
@@ -311,7 +312,7 @@ class DlqScreen(Screen[None]):
         exclusive: bool = False,
     ) -> None:
         """Run ``fn`` in a thread worker; ``done(result)`` or an error notice on the UI thread."""
-        self._loading.add(what)
+        self._loading[what] += 1
 
         def runner() -> None:
             try:
@@ -324,11 +325,11 @@ class DlqScreen(Screen[None]):
         self.run_worker(runner, thread=True, group=f"dlq-{what}", exclusive=exclusive, exit_on_error=False)
 
     def _finished(self, what: str, done: Callable[[Any], None], result: Any) -> None:
-        self._loading.discard(what)
+        self._loading[what] -= 1
         done(result)
 
     def _failed(self, what: str, exc: BaseException) -> None:
-        self._loading.discard(what)
+        self._loading[what] -= 1
         if what == "redrive":
             self._redrive_over()
         self.set_status(f"[red]{escape(what)} failed:[/] {escape(describe(exc))}")
@@ -391,7 +392,7 @@ class DlqScreen(Screen[None]):
 
     # -- customers ---------------------------------------------------------------------------------
     def load_summaries(self, first: bool = False) -> None:
-        if "summaries" in self._loading:
+        if self._loading["summaries"] > 0:
             return
         self._background(
             "summaries",
