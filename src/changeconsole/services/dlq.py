@@ -754,7 +754,7 @@ def native_unsupported(exc: ClientError) -> str | None:
     if short in _UNSUPPORTED_CODES:
         return f"{code} (HTTP {status})"
     if status in _UNSUPPORTED_STATUS:
-        return f"HTTP {status} {code}".strip()
+        return f"HTTP {status}" if code in ("", str(status)) else f"HTTP {status} {code}"
     return None
 
 
