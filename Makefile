@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/changeconsole local up
+	$(BIN)/changeconsole --local
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests
