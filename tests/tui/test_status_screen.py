@@ -377,3 +377,12 @@ async def test_enter_drills_into_recipients_error_and_dlq(
 
 def app_screen(pilot: Pilot[Any]) -> Any:
     return pilot.app.screen
+
+
+def test_cells_are_text_never_markup() -> None:
+    from changeconsole.screens.customers import customer_cell
+    from changeconsole.screens.status import styled_cell
+
+    for text in (styled_cell("error", "[/oops] [b]bold?[/b]"), customer_cell("name", "Acme [EU]")):
+        assert text.plain in ("[/oops] [b]bold?[/b]", "Acme [EU]")
+        assert not text.spans or all(span.style != "bold" for span in text.spans)

@@ -57,7 +57,7 @@ ERROR = "err"
 
 CUSTOMER_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("code", "Code", 0),  # width from the longest configured code
-    ("name", "Name", 20),
+    ("name", "Name", 16),
     ("env", "Env", 11),
     ("account", "Account", 12),
     ("queue", "Queue", 5),
@@ -66,7 +66,7 @@ CUSTOMER_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("announce", "Annc", 4),
     ("calendar", "Cal", 4),
     ("contacts", "All", 4),
-    ("last", "Last delivery", 22),
+    ("last", "Last delivery", 14),  # fills the rest of the line
 )
 CUSTOMER_KEYS: tuple[str, ...] = tuple(c[0] for c in CUSTOMER_COLUMNS)
 TOPIC_COLUMNS = {TOPIC_APPROVAL: "approval", TOPIC_ANNOUNCE: "announce", TOPIC_CALENDAR: "calendar"}
@@ -145,18 +145,18 @@ def customer_cells(
     )
 
 
-def customer_cell(column: str, value: str) -> str | Text:
+def customer_cell(column: str, value: str) -> Text:
+    """The renderable of one cell (always ``Text``: a plain ``str`` cell would be parsed as markup)."""
+    numeric = column in _NUMERIC
+    justify: Any = "right" if numeric else "left"
     if value == ERROR:
-        return Text(value.rjust(_NUMERIC.get(column, 0)), style="bold red1")
-    if column == "dlq" and value not in (LOADING, "0"):
-        return Text(value.rjust(_NUMERIC[column]), style="bold magenta")
-    if column == "queue" and value not in (LOADING, "0"):
-        return Text(value.rjust(_NUMERIC[column]), style="bold dodger_blue1")
-    width = _NUMERIC.get(column)
-    if width:
-        return (
-            Text(value.rjust(width), style="grey50") if value in (LOADING, NOT_LOADED) else value.rjust(width)
-        )
+        return Text(value, style="bold red1", justify=justify)
+    if value in (LOADING, NOT_LOADED):
+        return Text(value, style="grey50", justify=justify)
+    if column == "dlq" and value != "0":
+        return Text(value, style="bold magenta", justify=justify)
+    if column == "queue" and value != "0":
+        return Text(value, style="bold dodger_blue1", justify=justify)
     if column == "last" and value:
         state = value.split(" ", 1)[0]
         style = STATE_STYLES.get(state)
@@ -164,7 +164,7 @@ def customer_cell(column: str, value: str) -> str | Text:
             text = Text(state, style=style)
             text.append(value[len(state) :])
             return text
-    return value
+    return Text(value, justify=justify)
 
 
 class CustomersScreen(Screen[None]):
@@ -208,7 +208,9 @@ class CustomersScreen(Screen[None]):
         yield Input(
             placeholder="filter: code, name, environment or account", id="customers-filter", classes="hidden"
         )
-        yield LiveTable(id="customers-table", cursor_type="row", zebra_stripes=True)
+        yield LiveTable(
+            id="customers-table", cursor_type="row", zebra_stripes=True, fill_column="last", fill_min=14
+        )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -220,6 +222,7 @@ class CustomersScreen(Screen[None]):
         code_width = min(30, max([6, *(len(c) for c in self.infos)]))
         for key, label, width in CUSTOMER_COLUMNS:
             table.add_column(label, key=key, width=width or code_width)
+        table.fit_fill_column()
         self.sync_table()
         self.render_summary()
         self._load_stats()
@@ -486,7 +489,7 @@ DELIVERY_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("state", "State", 13),
     ("recipients", "Recipients", 10),
     ("updated", "Updated", 20),
-    ("error", "Last error", 50),
+    ("error", "Last error", 20),  # fills the rest of the line
 )
 
 
@@ -520,7 +523,7 @@ class CustomerDetailScreen(Screen[None]):
         yield Static("Contacts per topic", id="customer-topics-title", classes="section")
         yield DataTable(id="customer-topics", cursor_type="none", show_cursor=False)
         yield Static("Recent deliveries", id="customer-deliveries-title", classes="section")
-        yield DataTable(id="customer-deliveries", cursor_type="row", zebra_stripes=True)
+        yield LiveTable(id="customer-deliveries", cursor_type="row", zebra_stripes=True, fill_column="error")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -535,9 +538,10 @@ class CustomerDetailScreen(Screen[None]):
             ("deliverable", "Allowed", 8),
         ):
             topics.add_column(label, key=key, width=width)
-        deliveries = self.query_one("#customer-deliveries", DataTable)
+        deliveries = self.query_one("#customer-deliveries", LiveTable)
         for key, label, width in DELIVERY_COLUMNS:
             deliveries.add_column(label, key=key, width=width)
+        deliveries.fit_fill_column()
         self.render_detail()
         self._load()
 
@@ -589,16 +593,15 @@ class CustomerDetailScreen(Screen[None]):
         text.append(info.code, style="bold")
         text.append(f"  {info.name}  ({info.environment}")
         text.append(f", {info.region})" if info.region else ")")
-        text.append(f"\naccount {info.account_id}   role {mapping.ses_role_arn}")
-        text.append(f"\nqueue {info.queue_name}: ")
+        text.append(f"\naccount {info.account_id}  role {mapping.ses_role_arn}")
         stats = self.stats
+        text.append(f"\nqueue {info.queue_name}: ")
         text.append(self._depth(stats.depths.queue if stats else None))
-        text.append(f"   DLQ {info.dlq_name}: ")
         dlq = stats.depths.dlq if stats else None
-        text.append(
-            self._depth(dlq), style="bold magenta" if dlq is not None and dlq.ok and dlq.total else ""
-        )
-        if dlq is not None and dlq.ok and dlq.total:
+        dead = dlq is not None and dlq.ok and dlq.total > 0
+        text.append(f"\nDLQ {info.dlq_name}: ")
+        text.append(self._depth(dlq), style="bold magenta" if dead else "")
+        if dead:
             text.append(" — press d to inspect or redrive")
         restricted = info.restricted
         text.append(
@@ -643,17 +646,18 @@ class CustomerDetailScreen(Screen[None]):
         for topic in ALL_TOPICS:
             if self.contacts is None or self.contacts.error:
                 value = LOADING if not self.loaded else ERROR
-                topics.add_row(topic, "", value, value, key=topic)
+                cell = Text(value, justify="right", style="grey50" if value == LOADING else "bold red1")
+                topics.add_row(Text(topic), Text(""), cell, cell, key=topic)
                 continue
             topics.add_row(
-                topic,
-                self.contacts.defaults.get(topic, "-"),
-                str(self.contacts.subscribed.get(topic, 0)).rjust(10),
-                str(self.contacts.deliverable.get(topic, 0)).rjust(8),
+                Text(topic),
+                Text(self.contacts.defaults.get(topic, "-")),
+                Text(str(self.contacts.subscribed.get(topic, 0)), justify="right"),
+                Text(str(self.contacts.deliverable.get(topic, 0)), justify="right"),
                 key=topic,
             )
 
-        table = self.query_one("#customer-deliveries", DataTable)
+        table = self.query_one("#customer-deliveries", LiveTable)
         title = self.query_one("#customer-deliveries-title", Static)
         table.clear()
         if not self.loaded:
@@ -668,12 +672,12 @@ class CustomerDetailScreen(Screen[None]):
         )
         for i, record in enumerate(self.deliveries):
             table.add_row(
-                record.change_id,
-                f"v{record.version} {record.event.value}",
+                Text(record.change_id),
+                Text(f"v{record.version} {record.event.value}"),
                 Text(record.state.value, style=STATE_STYLES.get(record.state.value, "")),
-                f"{record.recipients_sent}/{record.recipients_total}".rjust(10),
-                record.updated_at or "",
-                Text(one_line(record.last_error), style="red1") if record.last_error else "",
+                Text(f"{record.recipients_sent}/{record.recipients_total}", justify="right"),
+                Text(record.updated_at or ""),
+                Text(one_line(record.last_error), style="red1"),
                 key=f"{i}",
             )
 

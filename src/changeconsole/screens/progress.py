@@ -20,9 +20,10 @@ queued to the UI thread without blocking the fan-out (bursts are applied in one 
 
 Rows: ``archive`` then every customer, each with state (pending / uploading / done / failed) and error;
 a ProgressBar of settled destinations; the full error of every failed destination. Bindings: ``r`` retry
-only the failed destinations (or the whole call when it failed before any result), ``enter``/``l`` live
-status of the change (``switch_screen``: the progress screen is replaced), ``escape`` close (refused
-while sending).
+only the failed destinations (or the whole call when it failed before any result), ``l`` (or ``enter``
+when no button has focus) the live status of the change (``switch_screen``: the progress screen is
+replaced), ``escape`` close (refused while sending). After a result the button of the likely next step
+has focus (Retry after a failure, Live status after success), so ``enter`` does that.
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ DEST_STYLES = {
 }
 PROGRESS_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("destination", "Destination", 20),
-    ("name", "Name", 26),
+    ("name", "Name", 24),
     ("state", "State", 10),
-    ("error", "Error", 70),
+    ("error", "Error", 30),  # fills the rest of the line
 )
 
 
@@ -133,10 +134,10 @@ class SubmitProgressScreen(Screen[None]):
             yield ProgressBar(id="progress-bar", show_eta=False)
             yield Static(id="progress-status")
         yield Static(id="progress-errors", classes="hidden")
-        yield LiveTable(id="progress-table", cursor_type="none", show_cursor=False)
+        yield LiveTable(id="progress-table", cursor_type="none", show_cursor=False, fill_column="error")
         with Horizontal(id="progress-buttons"):
             yield Button("Retry failed (r)", id="progress-retry", variant="warning", disabled=True)
-            yield Button("Live status (enter)", id="progress-live", variant="primary", disabled=True)
+            yield Button("Live status (l)", id="progress-live", variant="primary", disabled=True)
             yield Button("Close (esc)", id="progress-close")
         yield Footer()
 
@@ -147,6 +148,7 @@ class SubmitProgressScreen(Screen[None]):
         table.can_focus = False
         for key, label, width in PROGRESS_COLUMNS:
             table.add_column(label, key=key, width=width)
+        table.fit_fill_column()
         for dest in self.states:
             self._add_row(dest)
         self.render_progress()
@@ -232,19 +234,18 @@ class SubmitProgressScreen(Screen[None]):
         services = getattr(self.app, "services", None)
         config = getattr(services, "config", None)
         if dest == ARCHIVE:
-            bucket = getattr(getattr(config, "s3_config", None), "bucket_name", "")
-            return f"s3://{bucket}/archive/" if bucket else "S3 archive"
+            return "S3 archive (the change itself)"
         mapping = getattr(config, "customer_mappings", {}).get(dest) if config is not None else None
         return str(getattr(mapping, "customer_name", "") or "")
 
-    def _cells(self, dest: str) -> tuple[str | Text, ...]:
+    def _cells(self, dest: str) -> tuple[Text, ...]:
         state = self.states.get(dest, "pending")
         error = " ".join((self.errors.get(dest) or "").split())
         return (
-            Text(dest, style="bold") if dest == ARCHIVE else dest,
-            self._dest_name(dest),
+            Text(dest, style="bold" if dest == ARCHIVE else ""),
+            Text(self._dest_name(dest)),
             Text(state, style=DEST_STYLES.get(state, "")),
-            Text(error, style="red1") if error else "",
+            Text(error, style="red1"),
         )
 
     def _add_row(self, dest: str) -> None:
@@ -333,11 +334,11 @@ class SubmitProgressScreen(Screen[None]):
             status.append(f"{failed} of {total} destinations failed", style="bold red1")
             status.append(f", {done} done. r retries only the failed ones")
             if self.can_follow:
-                status.append("; enter watches the live status of the others")
+                status.append("; l watches the live status of the others")
             status.append(".")
         elif self.result is not None:
             status.append(f"All {total} destinations done.", style="bold green3")
-            status.append(" enter opens the live status")
+            status.append(" enter (or l) opens the live status")
             if self.auto_follow and app_is_live(self):
                 status.append(" (opening by itself…)")
             status.append(".")

@@ -9,7 +9,7 @@
     refresh. Bindings: ``p`` pause/resume, ``+``/``-`` longer/shorter interval, ``r`` refresh now,
     ``/`` filter, ``enter`` drill into a customer, ``d`` open the customer's DLQ, ``escape`` back.
 
-``DeliveryDetailScreen(record, *, clock=None)``
+``DeliveryDetailScreen(record, *, clock=None, detail_service=None)``
     One delivery: the record's fields, its full error, the worker's claim, recipient-level results
     from the ledger and the depth of the customer's DLQ. ``d`` opens ``DlqScreen(customer)``,
     ``r`` reloads, ``escape`` goes back.
@@ -39,7 +39,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Header, Input, Static
-from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
+from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist
 from textual.worker import get_current_worker
 
 from ..models import DeliveryRecord, DeliveryState, EmailEvent, utcnow
@@ -160,24 +160,24 @@ def row_cells(record: DeliveryRecord, now: datetime) -> tuple[str, ...]:
     )
 
 
-_RIGHT = {k: w for k, _label, w in STATUS_COLUMNS if k in ("attempts", "recipients", "duration")}
+_RIGHT = frozenset({"attempts", "recipients", "duration", "failed"})
 
 
-def styled_cell(column: str, value: str) -> str | Text:
-    """The renderable of one cell (plain strings where possible: they are the cheapest to draw)."""
+def styled_cell(column: str, value: str) -> Text:
+    """The renderable of one cell. Always ``Text``: a plain ``str`` cell would be parsed as markup."""
     if column == "state":
         return Text(value, style=STATE_STYLES.get(value, ""))
-    if column == "failed" and value:
-        return Text(value.rjust(6), style="bold red1")
-    width = _RIGHT.get(column)
-    if width:
-        return value.rjust(width)
-    if column == "error" and value:
+    if column == "failed":
+        return Text(value, style="bold red1", justify="right")
+    if column in _RIGHT:
+        return Text(value, justify="right")
+    if column == "error":
         return Text(value, style="red1")
-    return value
+    return Text(value)
 
 
-def counts_text(counts: dict[str, int], total: int) -> Text:
+def counts_text(counts: dict[str, int]) -> Text:
+    """``■ sent 3  ■ failed 0 …``: every state present (sent and failed always), coloured like the bar."""
     text = Text()
     for state in BAR_ORDER:
         n = counts.get(state, 0)
@@ -188,11 +188,12 @@ def counts_text(counts: dict[str, int], total: int) -> Text:
         text.append("■ ", style=STATE_STYLES[state])
         text.append(f"{state} ", style="bold" if state in TROUBLE and n else "")
         text.append(str(n), style=STATE_STYLES[state] if n else "dim")
-    in_flight = counts.get(DeliveryState.QUEUED.value, 0) + counts.get(DeliveryState.PROCESSING.value, 0)
-    settled = total - in_flight
-    pct = int(100 * settled / total) if total else 0
-    text.append(f"   settled {settled}/{total} ({pct}%)", style="bold")
     return text
+
+
+def settled_count(counts: dict[str, int]) -> int:
+    in_flight = counts.get(DeliveryState.QUEUED.value, 0) + counts.get(DeliveryState.PROCESSING.value, 0)
+    return sum(counts.values()) - in_flight
 
 
 def allocate(counts: Sequence[int], width: int) -> list[int]:
@@ -305,14 +306,46 @@ class SyncStats:
 
 
 class LiveTable(DataTable[Any]):
-    """A DataTable whose many ``update_cell`` calls of one sync cost a single repaint.
+    """A DataTable for tables refreshed in place.
 
-    ``update_cell`` asks for a full repaint each time; inside ``coalesced()`` those plain repaint
-    requests are coalesced into one at the end (layout refreshes still go through at once).
+    - ``update_cell`` asks for a full repaint each time; inside ``coalesced()`` those plain repaint
+      requests are coalesced into one at the end (layout refreshes still go through at once).
+    - ``fill_column``: that column's width takes whatever the other (fixed-width) columns leave, so
+      the table never scrolls sideways when the terminal is wide enough (re-fit on every resize).
     """
 
     _batching = False
     _pending_repaint = False
+
+    def __init__(self, *, fill_column: str | None = None, fill_min: int = 16, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fill_column = fill_column
+        self.fill_min = fill_min
+
+    def fit_fill_column(self) -> None:
+        if self.fill_column is None:
+            return
+        key = ColumnKey(self.fill_column)
+        column = self.columns.get(key)
+        if column is None or not self.size.width:
+            return
+        others = sum(c.get_render_width(self) for k, c in self.columns.items() if k != key)
+        # Always leave room for the vertical scrollbar, so rows arriving later never cause a
+        # horizontal one.
+        avail = self.size.width - self.styles.scrollbar_size_vertical - others - 2 * self.cell_padding
+        width = max(self.fill_min, avail)
+        if width == column.width:
+            return
+        column.width = width
+        if self.row_count:
+            # The public way to have the table re-measure itself (virtual size, render caches).
+            row_key = self.ordered_rows[0].key
+            self.update_cell(row_key, key, self.get_cell(row_key, key), update_width=True)
+        else:
+            self.refresh(layout=True)
+
+    def on_resize(self) -> None:
+        self.fit_fill_column()
 
     def refresh(
         self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False
@@ -353,7 +386,7 @@ def sync_rows(
     shown: dict[str, tuple[str, ...]],
     rows: Sequence[tuple[str, tuple[str, ...]]],
     column_keys: Sequence[str],
-    style: Callable[[str, str], str | Text],
+    style: Callable[[str, str], Text],
     *,
     sort_column: str | None = None,
 ) -> SyncStats:
@@ -376,7 +409,7 @@ def _sync_rows(
     shown: dict[str, tuple[str, ...]],
     rows: Sequence[tuple[str, tuple[str, ...]]],
     column_keys: Sequence[str],
-    style: Callable[[str, str], str | Text],
+    style: Callable[[str, str], Text],
     sort_column: str | None,
 ) -> SyncStats:
     stats = SyncStats()
@@ -405,7 +438,7 @@ def _sync_rows(
                     stats.cells += 1
         shown[key] = cells
     if out_of_order:
-        table.sort(sort_column or column_keys[0])
+        table.sort(sort_column or column_keys[0], key=str)  # cells are Text: order by their plain text
         stats.sorted = True
     if (stats.added or stats.removed or stats.sorted) and table.row_count:
         if before_key is not None and before_key in shown:
@@ -480,7 +513,9 @@ class LiveStatusScreen(Screen[None]):
             placeholder="filter: customer, name, state or error text", id="status-filter", classes="hidden"
         )
         yield Static(id="status-empty", classes="hidden")
-        yield LiveTable(id="status-table", cursor_type="row", zebra_stripes=True)
+        yield LiveTable(
+            id="status-table", cursor_type="row", zebra_stripes=True, fill_column="error", fill_min=20
+        )
         yield Footer()
 
     def on_mount(self) -> None:
@@ -491,6 +526,7 @@ class LiveStatusScreen(Screen[None]):
         customer_width = min(30, max([8, *(len(c) for c in codes)]))
         for key, label, width in STATUS_COLUMNS:
             table.add_column(label, key=key, width=width or customer_width)
+        table.fit_fill_column()
         self.clock = app_clock(self, self._clock)
         self._render_head()
         if app_is_live(self):
@@ -503,8 +539,8 @@ class LiveStatusScreen(Screen[None]):
         return getattr(config, "customer_mappings", {}) or {}
 
     @property
-    def table(self) -> DataTable[Any]:
-        return self.query_one("#status-table", DataTable)
+    def table(self) -> LiveTable:
+        return self.query_one("#status-table", LiveTable)
 
     @property
     def refresh_timer(self) -> Timer | None:
@@ -633,16 +669,18 @@ class LiveStatusScreen(Screen[None]):
         elif not self._loaded:
             line.append(" · loading…", style="italic")
         total = len(self.records)
-        line.append(f" · {total} customer{'s' if total != 1 else ''}")
-        if self.filter_text.strip():
-            line.append(f" · filter “{self.filter_text.strip()}”: {len(self.shown)} shown", style="italic")
-        self.query_one("#status-line", Static).update(line)
-
         counts = {s.value: 0 for s in DeliveryState}
         for record in self.records.values():
             counts[record.state.value] += 1
+        settled = settled_count(counts)
+        line.append(f" · {total} customer{'s' if total != 1 else ''}")
+        if total:
+            line.append(f" · settled {settled}/{total} ({100 * settled // total}%)", style="bold")
+        if self.filter_text.strip():
+            line.append(f" · filter “{self.filter_text.strip()}”: {len(self.shown)} shown", style="italic")
+        self.query_one("#status-line", Static).update(line)
         self.query_one("#status-bar", StateBar).set_counts(counts)
-        self.query_one("#status-counts", Static).update(counts_text(counts, total))
+        self.query_one("#status-counts", Static).update(counts_text(counts))
 
         error = self.query_one("#status-error", Static)
         if self.error:
@@ -760,13 +798,19 @@ class LiveStatusScreen(Screen[None]):
 # -- delivery detail ---------------------------------------------------------------------------
 
 RECIPIENT_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("email", "Recipient", 34),
-    ("state", "Result", 10),
+    ("email", "Recipient", 30),
+    ("state", "Result", 8),
     ("at", "At", 20),
-    ("message_id", "Message id", 24),
-    ("error", "Error", 60),
+    ("message_id", "Message id", 18),
+    ("error", "Error", 30),
 )
-RECIPIENT_STYLES = {"sent": "green3", "failed": "bold red1", "pending": "grey62", "skipped": "grey50"}
+RECIPIENT_STYLES = {
+    "sent": "green3",
+    "sending": "bold dodger_blue1",
+    "retry": "dark_orange",
+    "failed": "bold red1",
+    "unknown": "bold magenta",
+}
 
 
 class DeliveryDetailScreen(Screen[None]):
@@ -781,14 +825,21 @@ class DeliveryDetailScreen(Screen[None]):
     ]
 
     def __init__(
-        self, record: DeliveryRecord, *, clock: Clock | None = None, name: str | None = None
+        self,
+        record: DeliveryRecord,
+        *,
+        clock: Clock | None = None,
+        detail_service: DeliveryDetailService | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(name=name)
         self.record = record
+        self._detail_service = detail_service
         self._clock = clock
         self.clock: Clock = clock or utcnow
         self.detail: DeliveryDetail | None = None
-        self.error: str | None = None
+        self.error: str | None = None  # reading the ledger (or everything) failed
+        self.record_error: str | None = None  # refreshing the delivery record failed
         self.loaded = False
 
     def compose(self) -> ComposeResult:
@@ -798,16 +849,17 @@ class DeliveryDetailScreen(Screen[None]):
             yield Static(id="detail-error", classes="hidden")
             yield Static(id="detail-dlq")
         yield Static("Recipients", id="detail-recipients-title")
-        yield DataTable(id="detail-recipients", cursor_type="row", zebra_stripes=True)
+        yield LiveTable(id="detail-recipients", cursor_type="row", zebra_stripes=True, fill_column="error")
         yield Footer()
 
     def on_mount(self) -> None:
         self.title = "Delivery"
         self.sub_title = f"{self.record.customer} · {self.record.change_id}"
         self.clock = app_clock(self, self._clock)
-        table = self.query_one("#detail-recipients", DataTable)
+        table = self.query_one("#detail-recipients", LiveTable)
         for key, label, width in RECIPIENT_COLUMNS:
             table.add_column(label, key=key, width=width)
+        table.fit_fill_column()
         self.render_detail()
         self._load()
 
@@ -816,20 +868,27 @@ class DeliveryDetailScreen(Screen[None]):
         services = self.app.services  # type: ignore[attr-defined]
         key = DeliveryKey.of(self.record)
         try:
-            record = services.status.get(key) or self.record
-            detail = DeliveryDetailService(services.aws, services.config, services.customers).detail(record)
+            record, record_error = services.status.get(key) or self.record, None
+        except Exception as exc:  # keep showing the record we have
+            record, record_error = self.record, describe_error(exc)
+        try:
+            detail_service = self._detail_service or DeliveryDetailService(
+                services.aws, services.config, services.customers
+            )
+            detail = detail_service.detail(record)
         except Exception as exc:
             self._post(self._failed, describe_error(exc))
             return
-        self._post(self._loaded_ok, record, detail)
+        self._post(self._loaded_ok, record, detail, record_error)
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the app is shutting down
             self.app.call_from_thread(callback, *args)
 
-    def _loaded_ok(self, record: DeliveryRecord, detail: DeliveryDetail) -> None:
+    def _loaded_ok(self, record: DeliveryRecord, detail: DeliveryDetail, record_error: str | None) -> None:
         self.loaded = True
-        self.record, self.detail, self.error = record, detail, detail.error
+        self.record, self.detail = record, detail
+        self.record_error, self.error = record_error, detail.error
         if self.is_attached:
             self.render_detail()
 
@@ -874,17 +933,21 @@ class DeliveryDetailScreen(Screen[None]):
         self.query_one("#detail-summary", Static).update(summary)
 
         err = self.query_one("#detail-error", Static)
-        problems = [p for p in (r.last_error, self.error) if p]
-        if problems:
+        lines: list[tuple[str, str]] = []
+        if r.last_error:
+            lines.append(("Last error: ", r.last_error))
+        if self.record_error:
+            lines.append(("Could not refresh the delivery record: ", self.record_error))
+        if self.error:
+            what = "Could not read the ledger: " if self.detail is not None else "Could not load the detail: "
+            lines.append((what, self.error))
+        if lines:
             text = Text()
-            if r.last_error:
-                text.append("Last error: ", style="bold")
-                text.append(r.last_error)
-            if self.error:
-                if r.last_error:
+            for i, (label, message) in enumerate(lines):
+                if i:
                     text.append("\n")
-                text.append("Could not read the ledger: ", style="bold")
-                text.append(self.error)
+                text.append(label, style="bold")
+                text.append(message)
             err.update(text)
             err.remove_class("hidden")
         else:
@@ -924,11 +987,11 @@ class DeliveryDetailScreen(Screen[None]):
         title.update(head)
         for rr in self.detail.recipients:
             table.add_row(
-                rr.email,
+                Text(rr.email),
                 Text(rr.state, style=RECIPIENT_STYLES.get(rr.state, "")),
-                rr.at or "",
-                rr.message_id or "",
-                Text(one_line(rr.error), style="red1") if rr.error else "",
+                Text(rr.at or ""),
+                Text(rr.message_id or ""),
+                Text(one_line(rr.error), style="red1"),
                 key=rr.email,
             )
 

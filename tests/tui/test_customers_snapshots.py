@@ -1,0 +1,209 @@
+"""Snapshots of the customers screen and the customer detail (fixed data, frozen clock, no timers)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from textual.app import App
+from textual.pilot import Pilot
+
+from changeconsole.models import (
+    TOPIC_ANNOUNCE,
+    TOPIC_APPROVAL,
+    TOPIC_CALENDAR,
+    Config,
+    DeliveryRecord,
+    DeliveryState,
+    EmailEvent,
+)
+from changeconsole.screens.customers import CustomerDetailScreen, CustomersScreen
+from changeconsole.services.aws import AwsFactory, AwsSettings
+from changeconsole.services.customers import (
+    ContactCounts,
+    CustomerDepths,
+    CustomerInfo,
+    CustomerService,
+    CustomerStats,
+    QueueDepth,
+)
+from changeconsole.services.localstack import build_local_config
+
+NOW = datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC)
+SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]
+DEAD_ENDPOINT = "http://127.0.0.1:9"
+DEFAULTS = {TOPIC_APPROVAL: "OPT_OUT", TOPIC_ANNOUNCE: "OPT_IN", TOPIC_CALENDAR: "OPT_OUT"}
+
+
+def frozen() -> datetime:
+    return NOW
+
+
+def config(n: int = 10) -> Config:
+    raw = build_local_config(n, endpoint=DEAD_ENDPOINT)
+    raw["customer_mappings"]["initech"]["restricted_recipients"] = ["alex.ng@initech.example.com"]
+    return Config.model_validate(raw)
+
+
+def delivery(code: str, state: DeliveryState, updated: str, **fields: Any) -> DeliveryRecord:
+    return DeliveryRecord(
+        change_id="CHG-2026-11-27T19-00-00-abc123",
+        version=3,
+        event=EmailEvent.APPROVED,
+        customer=code,
+        state=state,
+        queued_at=updated,
+        updated_at=updated,
+        **fields,
+    )
+
+
+class FakeCustomers:
+    """CustomerService with fixed answers (same method names and types)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.config = cfg
+        self.real = CustomerService(AwsFactory(AwsSettings(endpoint_url=DEAD_ENDPOINT)), cfg)
+        self.deliveries = {
+            "acme": [
+                delivery(
+                    "acme", DeliveryState.SENT, "2026-11-27T19:55:00Z", recipients_total=4, recipients_sent=4
+                ),
+                delivery(
+                    "acme", DeliveryState.SENT, "2026-11-26T10:00:00Z", recipients_total=4, recipients_sent=4
+                ),
+            ],
+            "globex": [
+                delivery(
+                    "globex",
+                    DeliveryState.DEAD_LETTERED,
+                    "2026-11-27T19:30:00Z",
+                    last_error="isolation_violation: trigger names another customer",
+                )
+            ],
+            "initech": [delivery("initech", DeliveryState.PARTIAL, "2026-11-27T17:00:00Z")],
+            "umbrella": [delivery("umbrella", DeliveryState.PROCESSING, "2026-11-27T19:59:40Z")],
+        }
+
+    def customers(self) -> list[CustomerInfo]:
+        return self.real.customers()
+
+    def info(self, code: str) -> CustomerInfo:
+        return self.real.info(code)
+
+    def stats(self, code: str) -> CustomerStats:
+        index = sorted(self.config.customer_mappings).index(code)
+        queue = QueueDepth(visible=index % 3, in_flight=1 if code == "umbrella" else 0)
+        dlq = QueueDepth(visible=2) if code == "globex" else QueueDepth()
+        if code == "hooli":
+            queue = dlq = QueueDepth(error="AccessDenied: not authorized to perform sqs:GetQueueAttributes")
+        last = self.deliveries.get(code, [None])[0]
+        return CustomerStats(code, CustomerDepths(code, queue, dlq), last)
+
+    def all_stats(self, codes: list[str], *, on_result: Any = None, cancelled: Any = None) -> dict[str, Any]:
+        out = {}
+        for code in codes:
+            out[code] = self.stats(code)
+            if on_result is not None:
+                on_result(out[code])
+        return out
+
+    def contact_counts(self, code: str) -> ContactCounts:
+        if code == "hooli":
+            return ContactCounts(code, "changeconsole", error="AccessDenied: sts:AssumeRole on the SES role")
+        n = 5 + len(code) % 4
+        subscribed = {TOPIC_APPROVAL: n - 2, TOPIC_ANNOUNCE: n - 1, TOPIC_CALENDAR: n // 3}
+        deliverable = dict(subscribed)
+        if code == "initech":
+            deliverable = {TOPIC_APPROVAL: 1, TOPIC_ANNOUNCE: 1, TOPIC_CALENDAR: 0}
+        return ContactCounts(code, "changeconsole", n, 1, subscribed, deliverable, DEFAULTS)
+
+    def recent_deliveries(self, code: str, limit: int = 20) -> list[DeliveryRecord]:
+        return self.deliveries.get(code, [])[:limit]
+
+
+class SnapApp(App[None]):
+    TITLE = "changeconsole"
+    live = False
+
+    def __init__(self, services: Any, screen: Any) -> None:
+        super().__init__()
+        self.services = services
+        self._screen = screen
+
+    def on_mount(self) -> None:
+        self.push_screen(self._screen)
+
+
+async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await pilot.pause(0.02)
+
+
+def fake_services() -> Any:
+    cfg = config()
+    return SimpleNamespace(customers=FakeCustomers(cfg), config=cfg)
+
+
+def dead_services() -> Any:
+    cfg = config(4)
+    aws = AwsFactory(AwsSettings(endpoint_url=DEAD_ENDPOINT, local=True, max_attempts=1, connect_timeout=0.5))
+    return SimpleNamespace(customers=CustomerService(aws, cfg, threads=2), config=cfg, aws=aws)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_customers_with_contacts_dlq_and_errors(snap_compare: Any, size: tuple[int, int]) -> None:
+    screen = CustomersScreen(clock=frozen)
+
+    async def loaded(pilot: Pilot[Any]) -> None:
+        await wait_for(pilot, lambda: screen.idle and len(screen.stats) == 10)
+        await pilot.press("c")
+        await wait_for(pilot, lambda: screen.idle and len(screen.contacts) == 10)
+        await pilot.press("down")
+
+    assert snap_compare(SnapApp(fake_services(), screen), terminal_size=size, run_before=loaded)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_customers_aws_unreachable(snap_compare: Any, size: tuple[int, int]) -> None:
+    screen = CustomersScreen(clock=frozen)
+
+    async def failed(pilot: Pilot[Any]) -> None:
+        await wait_for(pilot, lambda: screen.idle and len(screen.stats) == 4 and "acme" in screen.contacts)
+
+    assert snap_compare(SnapApp(dead_services(), screen), terminal_size=size, run_before=failed)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_customer_detail_with_whitelist_and_deliveries(snap_compare: Any, size: tuple[int, int]) -> None:
+    screen = CustomerDetailScreen("initech", clock=frozen)
+
+    async def loaded(pilot: Pilot[Any]) -> None:
+        await wait_for(pilot, lambda: screen.loaded)
+
+    assert snap_compare(SnapApp(fake_services(), screen), terminal_size=size, run_before=loaded)
+
+
+def test_customer_detail_dead_lettered_dlq(snap_compare: Any) -> None:
+    screen = CustomerDetailScreen("globex", clock=frozen)
+
+    async def loaded(pilot: Pilot[Any]) -> None:
+        await wait_for(pilot, lambda: screen.loaded)
+
+    assert snap_compare(SnapApp(fake_services(), screen), terminal_size=(120, 40), run_before=loaded)
+
+
+def test_customer_detail_aws_unreachable(snap_compare: Any) -> None:
+    screen = CustomerDetailScreen("acme", clock=frozen)
+
+    async def loaded(pilot: Pilot[Any]) -> None:
+        await wait_for(pilot, lambda: screen.loaded)
+
+    assert snap_compare(SnapApp(dead_services(), screen), terminal_size=(120, 40), run_before=loaded)
