@@ -133,6 +133,8 @@ def worker_cmd(
         visibility_timeout=visibility_timeout,
         backoff_base=backoff_base,
         claim_lease=claim_lease,
+        # A send mark expires no later than the claim, so a retaken delivery settles it at once.
+        send_lease=min(120.0, claim_lease),
         shutdown_timeout=shutdown_timeout,
         drain=drain,
         health_port=health_port,

@@ -28,18 +28,19 @@ audit_log = logging.getLogger("changeconsole.audit")
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, event, then the record's ``cc`` fields."""
+    """One JSON object per line: ts, level, logger, msg, then the record's ``cc`` fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": record.getMessage(),
+            "msg": record.getMessage(),
         }
         fields = getattr(record, "cc", None)
         if isinstance(fields, dict):
-            data.update(fields)
+            for name, value in fields.items():
+                data.setdefault(name, value)
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             data["exception"] = f"{type(exc).__name__}: {exc}"[:1000]
