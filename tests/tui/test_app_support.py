@@ -185,6 +185,21 @@ class FakeChanges:
         by_version = {c.version: c for c in self.versions[change_id]}
         return diff_changes(by_version[a], by_version[b])
 
+    def delete(self, change_id: str) -> None:
+        self._check()
+        self.calls.append(("delete", change_id))
+        del self.versions[change_id]
+
+    def duplicate(self, change_id: str) -> Change:
+        self._check()
+        self.calls.append(("duplicate", change_id))
+        source = self.versions[change_id][-1]
+        data = source.to_json_dict()
+        data.update(changeId=NEW_ID, status="draft", version=1, modifications=[])
+        copy = Change.model_validate(data)
+        self.versions[NEW_ID] = [copy]
+        return copy
+
     def save_draft(self, c: Change) -> Change:
         self._check()
         self.calls.append(("save_draft", c))

@@ -852,15 +852,14 @@ class ComposeScreen(ConsoleScreen[None]):
         if not self._dirty() or self.readonly:
             self._leave()
             return
-        choices = [("save", "Save draft"), ("discard", "Discard edits"), ("stay", "Keep editing")]
+        choices = [
+            ("save", "Save draft"),
+            ("discard", "Discard"),
+            ("keep", "Keep for later"),
+            ("stay", "Stay"),
+        ]
         if self.mode == "edit":
-            choices = [
-                ("discard", "Discard edits"),
-                ("keep", "Leave, keep autosave"),
-                ("stay", "Keep editing"),
-            ]
-        else:
-            choices.insert(2, ("keep", "Leave, keep autosave"))
+            choices = choices[1:]
 
         def chosen(choice: str | None) -> None:
             if choice == "save":
@@ -877,7 +876,8 @@ class ComposeScreen(ConsoleScreen[None]):
         self.app.push_screen(
             ChoiceModal(
                 "Unsaved edits",
-                f"{escape(self.change_id)} has edits that are not saved.",
+                f"{escape(self.change_id)} has edits that are not saved.\n"
+                "[dim]Keep for later: leave now; the form is offered back next time (autosave).[/]",
                 choices,
                 cancel_key="stay",
                 primary="stay",

@@ -119,24 +119,31 @@ def render_diff(diffs: list[Any], a: int, b: int) -> Text:
         out.append(f"v{a} and v{b} have the same content.", style="dim")
         return out
     for diff in diffs:
+        old = json.dumps(diff.old, ensure_ascii=False)
+        new = json.dumps(diff.new, ensure_ascii=False)
+        if not diff.unified and len(old) + len(new) <= 80:
+            out.append(f"{diff.field}: ", style="bold")
+            out.append(old, style="red")
+            out.append(" → ")
+            out.append(new + "\n", style="green")
+            continue
         out.append(f"{diff.field}\n", style="bold")
-        if diff.unified:
-            for line in diff.unified.splitlines():
-                if line.startswith(("+++", "---")):
-                    style = "bold"
-                elif line.startswith("+"):
-                    style = "green"
-                elif line.startswith("-"):
-                    style = "red"
-                elif line.startswith("@@"):
-                    style = "cyan"
-                else:
-                    style = ""
-                out.append(line + "\n", style=style)
-        else:
-            out.append(f"- {json.dumps(diff.old, ensure_ascii=False)}\n", style="red")
-            out.append(f"+ {json.dumps(diff.new, ensure_ascii=False)}\n", style="green")
-        out.append("\n")
+        if not diff.unified:
+            out.append(f"- {old}\n", style="red")
+            out.append(f"+ {new}\n", style="green")
+            continue
+        for line in diff.unified.splitlines():
+            if line.startswith(("+++", "---")):
+                style = "bold"
+            elif line.startswith("+"):
+                style = "green"
+            elif line.startswith("-"):
+                style = "red"
+            elif line.startswith("@@"):
+                style = "cyan"
+            else:
+                style = ""
+            out.append(line + "\n", style=style)
     return out
 
 
@@ -173,6 +180,7 @@ class DetailScreen(ConsoleScreen[None]):
         self.versions: list[Change] = []
         self.pick_a: int | None = None
         self.pick_b: int | None = None
+        self.picked = False  # the operator chose A/B: keep them across reloads
         self.error: str | None = None
 
     def compose_body(self) -> ComposeResult:
@@ -291,6 +299,8 @@ class DetailScreen(ConsoleScreen[None]):
     def _show_versions(self) -> None:
         versions = self.versions
         numbers = [v.version for v in versions]
+        if not self.picked:
+            self.pick_a = self.pick_b = None
         if self.pick_b not in numbers:
             self.pick_b = numbers[-1] if numbers else None
         if self.pick_a not in numbers:
@@ -344,6 +354,7 @@ class DetailScreen(ConsoleScreen[None]):
             return
         row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
         version = int(str(row_key.value))
+        self.picked = True
         if which == "a":
             self.pick_a = version
         else:
@@ -358,6 +369,7 @@ class DetailScreen(ConsoleScreen[None]):
         numbers = [v.version for v in self.versions]
         index = numbers.index(version)
         if index > 0:
+            self.picked = True
             self.pick_a, self.pick_b = numbers[index - 1], version
             cursor = event.cursor_row
             self._show_versions()
@@ -388,6 +400,9 @@ class DetailScreen(ConsoleScreen[None]):
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+        target = {"tab-history": "#versions-table", "tab-deliveries": "#deliveries-table"}.get(tab)
+        if target:
+            self.query_one(target).focus()
 
     def action_live_status(self) -> None:
         self.console.open_status(self.change_id)

@@ -21,6 +21,7 @@ from zoneinfo import available_timezones
 
 from rich.markup import escape
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -326,6 +327,16 @@ class ConsoleScreen(Screen[T]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (action in self.MUTATING and self.readonly)
+
+    def on_key(self, event: events.Key) -> None:
+        """A key of a hidden mutating action in a read-only console: say why nothing happens."""
+        if not self.readonly or not self.MUTATING:
+            return
+        for binding in self._bindings.key_to_bindings.get(event.key, []):
+            if binding.action in self.MUTATING:
+                event.stop()
+                self.refuse_readonly(binding.description or binding.action)
+                return
 
     def refuse_readonly(self, what: str) -> bool:
         """True (after telling the operator) when the console is read-only."""
