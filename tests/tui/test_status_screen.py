@@ -19,12 +19,12 @@ from changeconsole.screens.status import (
     LiveStatusScreen,
     allocate,
     format_duration,
-    newest_round,
     row_cells,
 )
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.bundle import Services
 from changeconsole.services.ledger import Ledger
+from changeconsole.services.live_status import newest_round
 from changeconsole.services.status import DeliveryKey, StatusStore
 
 CID = "CHG-2026-11-27T19-00-00-abc123"

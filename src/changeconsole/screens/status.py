@@ -45,6 +45,7 @@ from textual.worker import get_current_worker
 from ..models import DeliveryRecord, DeliveryState, EmailEvent, utcnow
 from ..services.customers import describe_error
 from ..services.delivery_detail import DeliveryDetail, DeliveryDetailService
+from ..services.live_status import LiveStatusQuery
 from ..services.status import DeliveryKey
 
 Clock = Callable[[], datetime]
@@ -250,20 +251,6 @@ class StateBar(Widget):
             if cells:
                 text.append("█" * cells, style=STATE_STYLES[state].replace("bold ", ""))
         return text
-
-
-def newest_round(records: Iterable[DeliveryRecord]) -> list[DeliveryRecord]:
-    """Records of the newest version; within it, of the most recently updated event."""
-    items = list(records)
-    if not items:
-        return []
-    version = max(r.version for r in items)
-    same = [r for r in items if r.version == version]
-    events = {r.event for r in same}
-    if len(events) > 1:
-        newest = max(same, key=lambda r: r.updated_at or r.queued_at or "").event
-        same = [r for r in same if r.event == newest]
-    return same
 
 
 def app_clock(screen: Screen[Any], clock: Clock | None) -> Clock:
@@ -499,6 +486,7 @@ class LiveStatusScreen(Screen[None]):
         self._inflight = False
         self._timer: Timer | None = None
         self._loaded = False
+        self._query: LiveStatusQuery | None = None
 
     # -- layout -----------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -565,25 +553,23 @@ class LiveStatusScreen(Screen[None]):
     @work(thread=True, group="status-refresh", exit_on_error=False)
     def _fetch(self) -> None:
         worker = get_current_worker()
-        services = self.app.services  # type: ignore[attr-defined]
-        store = services.status
+        store = self.app.services.status  # type: ignore[attr-defined]
+        if self._query is None or self._query.store is not store:
+            self._query = LiveStatusQuery(store, self.change_id, version=self.version, event=self.event)
         try:
-            if self.version is not None:
-                records = store.records(self.change_id, version=self.version, event=self.event)
-                records = newest_round(records)
-            elif self.event is not None:
-                records = newest_round(store.records(self.change_id, event=self.event))
-            else:
-                records = store.latest_round(self.change_id)
-            title = self.title_text
-            if title is None:
-                summary = store.get_summary(self.change_id)
-                title = summary.title if summary is not None else ""
+            records = self._query.fetch()
         except Exception as exc:  # every failure is shown; the loop keeps going
             message = describe_error(exc)
             if not worker.is_cancelled:
                 self._post(self._fetch_failed, message)
             return
+        title = self.title_text
+        if not title:
+            try:
+                summary = store.get_summary(self.change_id)
+            except Exception:  # the title is decoration: retried on the next refresh
+                summary = None
+            title = getattr(summary, "title", "") if summary is not None else ""
         # Cell texts are computed here, off the UI thread; the UI thread only diffs them.
         now = self.clock()
         cells = {r.customer: row_cells(r, now) for r in records}
