@@ -1,0 +1,289 @@
+"""Worker parts without AWS: sharding, error classification, backoff, DLQ attributes, scheduler, ops."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from changeconsole.models import Config, InvalidChange, IsolationViolation, MalformedMessage, UnknownCustomer
+from changeconsole.services.localstack import build_local_config
+from changeconsole.worker import WorkerOptions, assign_customers, parse_shard, shard_of
+from changeconsole.worker.errors import backoff_delay, classify
+from changeconsole.worker.health import HealthServer
+from changeconsole.worker.observe import JsonFormatter, Metrics
+from changeconsole.worker.processor import InFlight, dlq_attributes
+from changeconsole.worker.runtime import FairScheduler
+from test_worker_support import free_port, http_get
+
+
+@pytest.fixture
+def config() -> Config:
+    return Config.model_validate(build_local_config(40, endpoint="http://127.0.0.1:1"))
+
+
+# -- sharding ---------------------------------------------------------------------------------
+
+
+def test_parse_shard() -> None:
+    assert parse_shard("0/3") == (0, 3)
+    assert parse_shard("2/3") == (2, 3)
+    for bad in ("3/3", "-1/3", "1/0", "x", "1/", "1-3"):
+        with pytest.raises(ValueError):
+            parse_shard(bad)
+
+
+def test_shards_split_customers_without_overlap(config: Config) -> None:
+    every = assign_customers(config)
+    assert every == sorted(config.customer_mappings)
+    for n in (1, 2, 3, 7):
+        parts = [assign_customers(config, shard=(k, n)) for k in range(n)]
+        flat = [c for p in parts for c in p]
+        assert sorted(flat) == every and len(flat) == len(set(flat))
+    assert assign_customers(config, ["globex", "acme"], (0, 1)) == ["acme", "globex"]
+    with pytest.raises(UnknownCustomer):
+        assign_customers(config, ["nope"])
+
+
+def test_shard_hash_is_stable_across_processes(config: Config) -> None:
+    codes = sorted(config.customer_mappings)
+    here = [shard_of(c, 5) for c in codes]
+    script = (
+        "import json,sys; from changeconsole.worker import shard_of; "
+        f"print(json.dumps([shard_of(c, 5) for c in {codes!r}]))"
+    )
+    for seed in ("1", "12345"):
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": seed},
+        )
+        assert json.loads(out.stdout) == here
+    assert len(set(here)) == 5  # 40 codes land on every shard
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+def _client_error(code: str, status: int = 400, op: str = "SendEmail") -> ClientError:
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, op
+    )
+
+
+@pytest.mark.parametrize(
+    ("exc", "stage", "kind", "reason", "flags"),
+    [
+        (
+            _client_error("AccessDenied", 403, "AssumeRole"),
+            "assume_role",
+            "permanent",
+            "role_unavailable",
+            "",
+        ),
+        (_client_error("AccessDenied", 403, "AssumeRole"), "send", "permanent", "role_unavailable", ""),
+        (
+            _client_error("Throttling", 400, "AssumeRole"),
+            "assume_role",
+            "transient",
+            "throttled",
+            "throttled",
+        ),
+        (_client_error("TooManyRequestsException", 429), "send", "transient", "throttled", "throttled"),
+        (_client_error("ThrottlingException", 400, "PutItem"), "central", "transient", "throttled", ""),
+        (_client_error("InternalFailure", 500), "send", "transient", "aws_error", ""),
+        (_client_error("ServiceUnavailable", 503, "GetObject"), "central", "transient", "aws_error", ""),
+        (_client_error("MessageRejected"), "send", "permanent", "recipient_rejected", "recipient"),
+        (_client_error("AccountSuspendedException"), "send", "permanent", "ses_unavailable", ""),
+        (_client_error("AccessDeniedException", 403), "send", "permanent", "ses_unavailable", ""),
+        (
+            _client_error("NotFoundException", 404, "ListContacts"),
+            "contacts",
+            "permanent",
+            "contact_list_missing",
+            "",
+        ),
+        (_client_error("AccessDenied", 403, "GetObject"), "central", "transient", "aws_error", ""),
+        (ReadTimeoutError(endpoint_url="x"), "send", "transient", "aws_timeout", "ambiguous"),
+        (ReadTimeoutError(endpoint_url="x"), "central", "transient", "aws_timeout", ""),
+        (EndpointConnectionError(endpoint_url="x"), "send", "transient", "aws_unreachable", ""),
+        (ConnectTimeoutError(endpoint_url="x"), "send", "transient", "aws_unreachable", ""),
+        (NoCredentialsError(), "central", "transient", "aws_client_error", ""),
+        (MalformedMessage("bad"), "", "permanent", "malformed_message", ""),
+        (IsolationViolation("x"), "", "permanent", "isolation_violation", ""),
+        (InvalidChange("x"), "", "permanent", "invalid_change", ""),
+        (KeyError("boom"), "central", "transient", "internal_error", ""),
+    ],
+)
+def test_errors_are_classified_by_type(
+    exc: BaseException, stage: str, kind: str, reason: str, flags: str
+) -> None:
+    f = classify(exc, stage)
+    assert (f.kind, f.reason) == (kind, reason)
+    assert f.throttled is (flags == "throttled")
+    assert f.ambiguous is (flags == "ambiguous")
+    assert f.recipient_only is (flags == "recipient")
+    assert "\n" not in f.detail
+
+
+def test_backoff_grows_with_receive_count_is_jittered_and_capped() -> None:
+    import random
+
+    rng = random.Random(7)
+    for count in range(1, 12):
+        ceiling = min(900, 30 * 2 ** (count - 1))
+        values = {backoff_delay(count, 30, 900, rng) for _ in range(50)}
+        assert all(ceiling // 2 <= v <= ceiling for v in values)
+        if ceiling >= 60:
+            assert len(values) > 1
+    assert backoff_delay(50, 30, 900) <= 900
+    assert backoff_delay(1, 0.5, 900) >= 1
+
+
+# -- DLQ attributes -----------------------------------------------------------------------------
+
+
+def _cc() -> dict[str, str | None]:
+    return {
+        "cc-reason": "invalid_change",
+        "cc-detail": "line one\nline two",
+        "cc-customer": "acme",
+        "cc-change-id": "CHG-2026-03-01T10-00-00-abc123",
+        "cc-version": "2",
+        "cc-event": "submitted",
+        "cc-failed-at": "2026-03-01T10:00:00Z",
+        "cc-source-message-id": "m-1",
+        "cc-receive-count": "1",
+        "cc-worker": "w-1",
+    }
+
+
+def test_dlq_attributes_fit_sqs_limit_and_keep_the_redrive_marker() -> None:
+    plain = dlq_attributes({}, _cc())
+    assert len(plain) == 10 and plain["cc-detail"]["StringValue"] == "line one line two"
+    assert dlq_attributes({}, {**_cc(), "cc-change-id": None}).get("cc-change-id") is None
+    redriven = {
+        **{k: {"DataType": "String", "StringValue": v} for k, v in _cc().items() if v},
+        "cc-redriven-at": {"DataType": "String", "StringValue": "2026-03-02T00:00:00Z"},
+        "cc-redrive-count": {"DataType": "String", "StringValue": "1"},
+        "cc-redriven-by": {"DataType": "String", "StringValue": "ops"},
+    }
+    again = dlq_attributes(redriven, {**_cc(), "cc-reason": "role_unavailable"})
+    assert len(again) <= 10
+    assert again["cc-reason"]["StringValue"] == "role_unavailable"
+    packed = json.loads(again["cc-packed"]["StringValue"])
+    assert packed["cc-redrive-count"]["StringValue"] == "1" and "cc-redriven-by" in packed
+    # Packed once more, the earlier packing is expanded rather than nested.
+    third = dlq_attributes(again, _cc())
+    inner = json.loads(third["cc-packed"]["StringValue"])
+    assert "cc-packed" not in inner and inner["cc-redrive-count"]["StringValue"] == "1"
+
+
+# -- scheduling ---------------------------------------------------------------------------------
+
+
+def _msg(customer: str, n: int) -> InFlight:
+    return InFlight(customer, "url", f"{customer}-{n}", f"r-{customer}-{n}", "{}", 1, time.time())
+
+
+def test_fair_scheduler_caps_each_customer_and_never_starves_the_others() -> None:
+    started: list[str] = []
+    release = threading.Event()
+    lock = threading.Lock()
+
+    def run(m: InFlight) -> None:
+        with lock:
+            started.append(m.message_id)
+        release.wait(5)
+
+    sched = FairScheduler(threads=3, cap=2, run=run)
+    sched.start()
+    for i in range(20):
+        sched.submit(_msg("flood", i))
+    sched.submit(_msg("quiet", 0))
+    deadline = time.monotonic() + 5
+    while len(started) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(started) == ["flood-0", "flood-1", "quiet-0"]  # the flood holds at most 2 threads
+    assert sched.active("flood") == 20 and sched.active("quiet") == 1
+    pending = sched.take_pending()
+    assert len(pending) == 18 and {m.customer for m in pending} == {"flood"}
+    release.set()
+    assert sched.wait_idle(5)
+    sched.stop()
+
+
+# -- operability ----------------------------------------------------------------------------------
+
+
+def test_json_log_lines_carry_fields_and_never_let_them_replace_the_basics() -> None:
+    record = logging.LogRecord(
+        "changeconsole.worker", logging.INFO, __file__, 1, "delivery.finished", None, None
+    )
+    record.cc = {"customer": "acme", "change_id": "CHG-x", "msg": "spoof", "event": "submitted"}
+    line = json.loads(JsonFormatter().format(record))
+    assert line["msg"] == "delivery.finished" and line["level"] == "info"
+    assert line["customer"] == "acme" and line["event"] == "submitted" and line["ts"].endswith("+00:00")
+
+
+def test_metrics_are_emf_documents_per_customer(config: Config) -> None:
+    out = io.StringIO()
+    metrics = Metrics(config, emf_stream=out, worker_id="w-1")
+    metrics.count("acme", "MessagesProcessed")
+    metrics.count("acme", "EmailsSent", 3)
+    metrics.latency("acme", 0.25)
+    metrics.message_age("acme", 1.5)
+    metrics.count("globex", "MessagesDeadLettered")
+    docs = metrics.flush()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines == docs and [d["Customer"] for d in docs] == ["acme", "globex"]
+    acme = docs[0]
+    spec = acme["_aws"]["CloudWatchMetrics"][0]
+    assert spec["Namespace"] == "ChangeConsole" and spec["Dimensions"] == [["Customer"]]
+    names = {m["Name"] for m in spec["Metrics"]}
+    assert {"MessagesProcessed", "MessagesFailed", "MessagesDeadLettered", "EmailsSent"} <= names
+    assert {"ProcessingLatency", "OldestMessageAge"} <= names
+    assert (
+        acme["EmailsSent"] == 3 and acme["ProcessingLatency"] == [250.0] and acme["OldestMessageAge"] == 1.5
+    )
+    assert metrics.flush() == []  # reset after a flush
+
+
+def test_health_server_answers_200_or_503() -> None:
+    state = {"ok": True}
+    port = free_port()
+    server = HealthServer(
+        "127.0.0.1", port, health=lambda: (state["ok"], {"x": 1}), ready=lambda: (False, {"why": "stopping"})
+    ).start()
+    try:
+        assert http_get(f"http://127.0.0.1:{port}/healthz") == (200, {"ok": True, "x": 1})
+        assert http_get(f"http://127.0.0.1:{port}/readyz") == (503, {"ok": False, "why": "stopping"})
+        state["ok"] = False
+        assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 503
+        assert http_get(f"http://127.0.0.1:{port}/other")[0] == 404
+    finally:
+        server.stop()
+
+
+def test_options_defaults() -> None:
+    opts = WorkerOptions()
+    assert opts.poll_wait == 20 and opts.shutdown_timeout == 25 and opts.backoff_cap == 900
+    assert opts.customer_cap == 4 and opts.prefetch == 10
+    assert WorkerOptions(concurrency=2).customer_cap == 1
+    assert WorkerOptions(per_customer=12).prefetch == 12
+    assert WorkerOptions(visibility_timeout=120).heartbeat_every == 30
