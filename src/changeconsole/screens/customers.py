@@ -31,6 +31,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.worker import get_current_worker
@@ -198,6 +199,9 @@ class CustomersScreen(Screen[None]):
         self._contacts_loading: set[str] = set()
         self._contacts_running = False
         self._lock = threading.Lock()
+        self._inbox: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        self._draining = False
+        self._extra_error: str | None = None
 
     # -- layout ---------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -237,12 +241,36 @@ class CustomersScreen(Screen[None]):
         return not self.stats_loading and not self._contacts_running
 
     # -- loading ----------------------------------------------------------------------------
+    class _Inbox(Message):
+        """Results from worker threads are waiting in the screen's inbox."""
+
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the app is shutting down
-            self.app.call_from_thread(callback, *args)
+        """Hand a result to the UI thread without blocking the worker; results stay in order and a
+        burst of them is applied with one repaint and one summary update."""
+        with self._lock:
+            self._inbox.append((callback, args))
+            first = len(self._inbox) == 1
+        if first:
+            self.post_message(self._Inbox())
+
+    @on(_Inbox)
+    def _drain_inbox(self) -> None:
+        with self._lock:
+            items, self._inbox = self._inbox, []
+        if not items or not self.is_attached:
+            return
+        self._draining = True
+        try:
+            with self.table.coalesced():
+                for callback, args in items:
+                    callback(*args)
+        finally:
+            self._draining = False
+        self.render_summary(extra_error=self._extra_error)
 
     def _load_stats(self) -> None:
         self._stats_generation += 1
+        self._extra_error = None
         self.stats_loading = True
         self.render_summary()
         self._fetch_stats(self._stats_generation, sorted(self.infos))
@@ -279,6 +307,7 @@ class CustomersScreen(Screen[None]):
         if generation != self._stats_generation:
             return
         self.stats_loading = False
+        self._extra_error = message
         if self.is_attached:
             self.render_summary(extra_error=message)
 
@@ -380,6 +409,8 @@ class CustomersScreen(Screen[None]):
         self.render_summary()
 
     def render_summary(self, extra_error: str | None = None) -> None:
+        if self._draining:
+            return  # once, after the whole burst
         n = len(self.infos)
         loaded = list(self.stats.values())
         queued = sum(s.depths.queue.total for s in loaded if s.depths.queue.ok)
