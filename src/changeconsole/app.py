@@ -395,7 +395,7 @@ class ChangeConsoleApp(App[int]):
         self._start_bootstrap()
 
     def action_quit_with_error(self) -> None:
-        self.exit(1)
+        self.exit(1, return_code=1)
 
     def _home_screen(self) -> Screen[Any]:
         from .screens.changes import ChangesScreen
@@ -446,10 +446,8 @@ class ChangeConsoleApp(App[int]):
             parts.append("[red]operator unknown (AWS unreachable)[/]")
         else:
             parts.append(f"operator {escape(self.identity or '…')}")
-        text = "[b]changeconsole[/]  " + "  │  ".join(parts)
-        if self.readonly:
-            text += "  [reverse] READ-ONLY [/]"
-        self.header_text = text
+        badge = "[reverse] READ-ONLY [/]  " if self.readonly else ""
+        self.header_text = "[b]changeconsole[/]  " + badge + "  │  ".join(parts)
 
     def on_unmount(self) -> None:
         self.run_cleanup()
@@ -699,7 +697,7 @@ class ChangeConsoleApp(App[int]):
         name, _, arg = text.strip().lstrip(":").partition(" ")
         name, arg = name.casefold(), arg.strip()
         if name in ("q", "quit", "q!", "qa"):
-            self.exit(0)
+            self.exit(0, return_code=0)
         elif name in ("changes", "home", "list", "ls"):
             self.go_home()
         elif name in ("new", "compose"):

@@ -39,8 +39,9 @@ def group_bindings(
             for (action, description), keys in entries.items()
         ]
         out.append((title, rows))
-    order = {"Focused widget": 0, "This screen": 1}
-    out.sort(key=lambda item: (order.get(item[0], 2 if item[0] != "Anywhere" else 9), item[0]))
+    # The screen's own keys first, then its groups, what the focused widget adds, app-wide keys last.
+    order = {"This screen": 0, "Focused widget": 8, "Anywhere": 9}
+    out.sort(key=lambda item: (order.get(item[0], 1), item[0]))
     return out
 
 

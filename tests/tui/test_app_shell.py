@@ -1,0 +1,261 @@
+"""The shell: help from live bindings, palette, `:` command line, read-only, AWS call log, startup."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_app_support import DONE_ID, SUBMITTED_ID, fake_app, screen_text, settle, wait_for
+from textual.widgets import DataTable, Input
+
+from changeconsole.app import (
+    AwsCallLog,
+    ChangeConsoleApp,
+    ConsoleAwsFactory,
+    StartupFailed,
+    bootstrap,
+    styles_dir,
+)
+from changeconsole.cli.common import CliState
+from changeconsole.screens.changes import ChangesScreen
+from changeconsole.screens.compose import ComposeScreen
+from changeconsole.screens.detail import DetailScreen
+from changeconsole.screens.help import HelpScreen, group_bindings
+from changeconsole.screens.modals import CommandLine, StartupErrorScreen
+from changeconsole.services.aws import AwsSettings
+from changeconsole.services.bundle import Services
+from changeconsole.services.localstack import is_listening
+
+
+def test_styles_ship_next_to_the_package_or_in_the_checkout() -> None:
+    base = styles_dir()
+    for name in ("app.tcss", "changes.tcss", "compose.tcss", "detail.tcss", "modals.tcss"):
+        assert (base / name).is_file()
+    assert [Path(p).name for p in ChangeConsoleApp.CSS_PATH] == [  # type: ignore[union-attr]
+        "app.tcss",
+        "changes.tcss",
+        "compose.tcss",
+        "detail.tcss",
+        "modals.tcss",
+    ]
+
+
+async def test_help_is_built_from_the_live_bindings(tmp_path: Path) -> None:
+    app = fake_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        await settle(pilot)
+        text = screen_text(app)
+        assert "Help — Changes" in text
+        assert "n             New" in text and "/             Filter" in text
+        groups = dict(group_bindings(app.screen.bindings_snapshot, app.get_key_display))  # type: ignore[attr-defined]
+        assert ("s", "Sort by next column", True) in groups["Sort/reverse"]
+        assert {d for _, d, _ in groups["Anywhere"]} >= {"Help", "Command", "AWS log", "Quit"}
+        assert ("⏎", "Select", True) in groups["Focused widget"]  # the table's own keys
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChangesScreen), what="home")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen), what="compose")
+        await settle(pilot)
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        await settle(pilot)
+        text = screen_text(app)
+        assert "Help — Compose" in text
+        groups = dict(group_bindings(app.screen.bindings_snapshot, app.get_key_display))  # type: ignore[attr-defined]
+        mine = {d for _, d, _ in groups["This screen"]}
+        assert {"Save draft", "Submit", "Load file", "Back"} <= mine
+        assert "New" not in mine  # the list's keys are not the form's
+
+
+async def test_palette_opens_new_change_and_changes_by_id(tmp_path: Path) -> None:
+    app = fake_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+p")
+        await settle(pilot)
+        await pilot.press(*"New change")
+        await settle(pilot)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen), what="compose")
+        await settle(pilot)
+        await pilot.press("escape")  # nothing typed: leaves at once
+        await wait_for(pilot, lambda: isinstance(app.screen, ChangesScreen), what="home")
+        await pilot.press("ctrl+p")
+        await settle(pilot)
+        await pilot.press(*"reporting database")
+        await settle(pilot)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen), what="detail")
+        assert app.screen.change_id == DONE_ID  # type: ignore[attr-defined]
+
+
+async def test_command_line(tmp_path: Path) -> None:
+    app = fake_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("colon")
+        await wait_for(pilot, lambda: isinstance(app.screen, CommandLine), what="command line")
+        await pilot.press(*"open CHG-2026-11-20", "tab")  # completes the id
+        await settle(pilot)
+        assert app.screen.query_one(Input).value == f"open {SUBMITTED_ID}"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen), what="detail")
+        app.run_command("bogus")
+        await settle(pilot)
+        assert any("Unknown command :bogus" in str(n.message) for n in app._notifications)
+        app.run_command("changes")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChangesScreen), what="home")
+        await pilot.press("colon", *"q", "enter")
+        await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+    assert app.return_code == 0
+
+
+async def test_readonly_console(tmp_path: Path) -> None:
+    app = fake_app(tmp_path, readonly=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        text = screen_text(app)
+        assert "READ-ONLY" in text
+        assert " n New " not in text
+        await pilot.press("n")
+        await settle(pilot)
+        assert isinstance(app.screen, ChangesScreen)
+        app.run_command("new")
+        await settle(pilot)
+        assert isinstance(app.screen, ChangesScreen)
+        messages = [str(n.message) for n in app._notifications]
+        assert any("Read-only console: composing" in m for m in messages)
+        await pilot.press("ctrl+p")
+        await settle(pilot)
+        await pilot.press(*"New change")
+        await settle(pilot)
+        assert "Compose a new change notice" not in screen_text(app)
+
+
+async def test_aws_call_log_pane(make_stack: Any, tmp_path: Path) -> None:
+    stack = make_stack(customers=2, contacts=1)
+    log = AwsCallLog()
+    aws = ConsoleAwsFactory(AwsSettings(region="us-east-1", endpoint_url=stack.endpoint, local=True), log)
+    services = Services(aws, stack.config)
+    app = ChangeConsoleApp(services, live=False, call_log=log, autosave_interval=0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert not app.screen.query_one("#call-log").display
+        await pilot.press("ctrl+l")
+        await settle(pilot)
+        pane = app.screen.query_one("#call-log")
+        assert pane.display
+        rows = [
+            [str(c) for c in row]
+            for row in (
+                pane.query_one(DataTable).get_row_at(i) for i in range(pane.query_one(DataTable).row_count)
+            )
+        ]
+        operations = {(r[1], r[2], r[3]) for r in rows}
+        assert ("sts", "GetCallerIdentity", "200") in operations
+        assert ("dynamodb", "Query", "200") in operations
+        assert all(r[4].isdigit() for r in rows)  # a duration in ms, never a payload
+        await pilot.press("ctrl+l")
+        await settle(pilot)
+        assert not app.screen.query_one("#call-log").display
+
+
+# -- startup -------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_missing_config_is_an_error_screen_not_a_traceback(tmp_path: Path) -> None:
+    state = CliState(config_flag=str(tmp_path / "nope.json"))
+    app = ChangeConsoleApp(bootstrap=lambda progress: bootstrap(state, AwsCallLog(), progress), live=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, StartupErrorScreen), what="error screen")
+        await settle(pilot)
+        text = screen_text(app)
+        assert f"No config file (--config): {tmp_path / 'nope.json'}" in text
+        assert "changeconsole --local" in text
+        assert "Traceback" not in text
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+    assert app.return_code == 1
+
+
+def test_invalid_config_names_each_problem(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"aws_region": "moon-1", "customer_mappings": {}}))
+    with pytest.raises(StartupFailed) as info:
+        bootstrap(CliState(config_flag=str(path)), AwsCallLog(), lambda _: None)
+    assert info.value.title == f"Invalid config (--config): {path}"
+    assert any(p.startswith("aws_region:") for p in info.value.problems)
+    assert any(p.startswith("s3_config:") for p in info.value.problems)
+
+
+def test_local_reuses_a_running_stack(make_stack: Any, tmp_path: Path) -> None:
+    stack = make_stack(customers=2, contacts=1)
+    state = CliState(local=True, endpoint_url=stack.endpoint, config_flag=str(stack.config_path))
+    startup = bootstrap(state, AwsCallLog(), lambda _: None)
+    assert startup.cleanup == []  # nothing of ours to stop
+    assert startup.services.config.customer_mappings.keys() == stack.config.customer_mappings.keys()
+    assert startup.services.aws.settings.endpoint_url == stack.endpoint
+    assert "already running" in startup.notes[0]
+
+
+def test_local_starts_provisions_and_stops_a_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = _free_port()
+    monkeypatch.setenv("CHANGECONSOLE_LOCAL_CUSTOMERS", "2")
+    lines: list[str] = []
+    state = CliState(local=True, endpoint_url=f"http://127.0.0.1:{port}", readonly=True)
+    startup = bootstrap(state, AwsCallLog(), lines.append)
+    try:
+        assert is_listening("127.0.0.1", port)
+        assert len(startup.services.config.customer_mappings) == 2
+        assert startup.services.readonly
+        assert any("in-process worker started" in line for line in lines)
+        assert startup.services.changes.list() == []
+    finally:
+        for step in startup.cleanup:
+            step()
+    assert not is_listening("127.0.0.1", port)
+
+
+def test_snapshot_help(snap_compare: Any, tmp_path: Path) -> None:
+    async def run_before(pilot: Any) -> None:
+        await settle(pilot)
+        await pilot.press("f1")
+        await settle(pilot)
+
+    assert snap_compare(fake_app(tmp_path), terminal_size=(120, 40), run_before=run_before)
+
+
+def test_snapshot_readonly(snap_compare: Any, tmp_path: Path) -> None:
+    assert snap_compare(fake_app(tmp_path, readonly=True), terminal_size=(80, 24), run_before=settle)
+
+
+@pytest.mark.parametrize("size", [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")])
+def test_snapshot_startup_error(snap_compare: Any, tmp_path: Path, size: tuple[int, int]) -> None:
+    def failing(_: Any) -> Any:
+        raise StartupFailed(
+            "Invalid config (--config): /etc/changeconsole/config.json",
+            [
+                "aws_region: String should match pattern '^[a-z]{2}(-[a-z]+)+-\\d$'",
+                "s3_config: Field required",
+            ],
+            "Fix each problem above (check with: changeconsole config validate), then press r to retry.",
+        )
+
+    async def run_before(pilot: Any) -> None:
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, StartupErrorScreen), what="error screen")
+        await settle(pilot)
+
+    app = ChangeConsoleApp(bootstrap=failing, live=False)
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
