@@ -490,3 +490,32 @@ def test_a_flood_for_one_customer_does_not_starve_the_others(
         busy_left = flood - worker.stats["processed"]
     assert busy_left > 0, "the flood was still being worked on"
     assert quiet_done < 5, f"quiet customers waited {quiet_done:.1f}s behind the flood"
+
+
+def test_a_message_claimed_elsewhere_on_its_last_receive_is_requeued_not_dead_lettered(
+    make_stack: Any, aws_factory: AwsFactory, moto_endpoint: str
+) -> None:
+    stack = make_stack(customers=1, contacts=5)
+    config = stack.config
+    code = sorted(config.customer_mappings)[0]
+    key = DeliveryKey(CHANGE_ID, 2, EmailEvent.SUBMITTED, code)
+    other = Ledger(aws_factory, config, claim_lease=600)
+    assert other.claim(key, "another-worker").acquired
+    put_trigger(aws_factory, config, change_doc([code]), code)
+    sqs = aws_factory.client("sqs")
+    url = queue_url(aws_factory, config, code)
+    for _ in range(config.max_receive_count - 1):  # use up all receives but the last
+        msgs = wait_until(
+            lambda: sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"), 5
+        )
+        for msg in msgs:
+            sqs.change_message_visibility(
+                QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"], VisibilityTimeout=0
+            )
+    with running_worker(aws_factory, config) as worker:
+        wait_until(lambda: worker.stats["results"].get("busy", 0) >= 1, 20, what="claimed elsewhere")
+        other.finish_claim(key, "another-worker", done=True)  # the other worker finishes the delivery
+        wait_until(lambda: worker.stats["duplicates"] >= 1, 30, what="the requeued copy settled")
+        wait_until(lambda: queue_depth(aws_factory, config, code) == 0, 10)
+    assert dlq_messages(aws_factory, config, code) == []
+    assert outbox(moto_endpoint) == []

@@ -120,6 +120,7 @@ class Outcome:
     result: str = ""  # what happened, for stats and logs
     emails: int = 0
     throttled: bool = False
+    failure: bool = True  # False: a retry/release that must not count towards maxReceiveCount
 
 
 @dataclass
@@ -201,13 +202,11 @@ class Processor:
                     last_error="interrupted by worker shutdown",
                     unless_state=(*SETTLED, DeliveryState.FAILED),
                 )
-            return Outcome("release", result="interrupted")
+            return Outcome("release", result="interrupted", failure=False)
         except ClaimBusy as exc:
-            if m.receive_count >= self.config.max_receive_count:
-                failure = Failure("permanent", "claimed_elsewhere", str(exc))
-                return self._dead_letter(m, failure, None, trigger, record=False)
+            # Not a failure of this message: the runtime requeues it rather than let it reach the DLQ.
             delay = int(min(self.options.backoff_cap, max(1.0, exc.retry_in)))
-            return Outcome("retry", delay=delay, result="busy")
+            return Outcome("retry", delay=delay, result="busy", failure=False)
         except Exception as exc:
             failure = exc.failure if isinstance(exc, StageFailure) else classify(exc, "central")
             self._release_claim(m, delivery)

@@ -356,7 +356,7 @@ class Worker:
             in_flight=self.in_flight(),
         )
         for m in self.scheduler.take_pending():
-            self._apply(m, Outcome("release", result="shutdown"))
+            self._apply(m, Outcome("release", result="shutdown", failure=False))
         abort_at = deadline - min(2.0, timeout * 0.2)
         while not self.scheduler.idle():
             now = time.monotonic()
@@ -369,12 +369,12 @@ class Worker:
         with self._inflight_lock:
             leftover = [m for m in self._inflight.values() if not m.settled]
         for m in leftover:  # still running at the deadline: let another worker take it
-            self._apply(m, Outcome("release", result="shutdown"))
+            self._apply(m, Outcome("release", result="shutdown", failure=False))
         self.scheduler.stop()
         for t in self._pollers:  # a poller mid long poll releases what it receives
             t.join(max(0.0, deadline - time.monotonic()))
         for m in self.scheduler.take_pending():  # submitted while we were stopping
-            self._apply(m, Outcome("release", result="shutdown"))
+            self._apply(m, Outcome("release", result="shutdown", failure=False))
         self._flush_acks(force=True)
         self._stop_background.set()
         for t in self._aux:
@@ -508,7 +508,7 @@ class Worker:
             self.stats_data.received += len(messages)
         if self._stop_receiving.is_set():
             for m in messages:
-                self._apply(m, Outcome("release", result="shutdown"))
+                self._apply(m, Outcome("release", result="shutdown", failure=False))
             return
         for m in messages:
             self.scheduler.submit(m)
@@ -565,7 +565,7 @@ class Worker:
             s.emails_sent += outcome.emails
             if result == "dead_lettered":
                 s.dead_lettered += 1
-            elif outcome.action == "retry":
+            elif outcome.action == "retry" and outcome.failure:
                 s.failed += 1
             elif result == "duplicate":
                 s.duplicates += 1
@@ -575,7 +575,7 @@ class Worker:
                 s.ignored += 1
             if outcome.action == "delete" and result != "dead_lettered":
                 s.processed += 1
-        if outcome.action == "retry" or result == "error":
+        if (outcome.action == "retry" and outcome.failure) or result == "error":
             self.metrics.count(m.customer, "MessagesFailed")
         elif outcome.action == "delete" and result != "dead_lettered":
             self.metrics.count(m.customer, "MessagesProcessed")
@@ -595,6 +595,11 @@ class Worker:
                 self._flush_slot(slot)
             return
         delay = outcome.delay if outcome.action == "retry" else 0
+        # SQS would dead-letter it on the next receive, for no fault of its own: requeue a copy.
+        last = m.receive_count >= self.config.max_receive_count
+        if not outcome.failure and last and self._requeue(m, min(delay, 900)):
+            self._apply(m, Outcome("delete", result="requeued"))
+            return
         try:
             self.queues.client(slot.mapping).change_message_visibility(
                 QueueUrl=m.queue_url, ReceiptHandle=m.receipt, VisibilityTimeout=int(delay)
@@ -613,6 +618,44 @@ class Worker:
             else:
                 self.stats_data.released += 1
         self._settle(m)
+
+    def _requeue(self, m: InFlight, delay: int) -> bool:
+        """A fresh copy (receive count 0) of ``m`` in its queue; the original is then deleted."""
+        attributes = {}
+        for name, attr in (m.attributes or {}).items():
+            if "StringValue" in attr:
+                attributes[name] = {
+                    "DataType": attr.get("DataType", "String"),
+                    "StringValue": attr["StringValue"],
+                }
+            elif "BinaryValue" in attr:
+                attributes[name] = {
+                    "DataType": attr.get("DataType", "Binary"),
+                    "BinaryValue": attr["BinaryValue"],
+                }
+        kwargs: dict[str, Any] = {"QueueUrl": m.queue_url, "MessageBody": m.body, "DelaySeconds": int(delay)}
+        if attributes:
+            kwargs["MessageAttributes"] = attributes
+        try:
+            self.queues.client(self.slots[m.customer].mapping).send_message(**kwargs)
+        except Exception as exc:
+            event(
+                logging.WARNING,
+                "message.requeue_failed",
+                customer=m.customer,
+                message_id=m.message_id,
+                error=classify(exc, "central").detail,
+            )
+            return False
+        event(
+            logging.INFO,
+            "message.requeued",
+            customer=m.customer,
+            message_id=m.message_id,
+            receive_count=m.receive_count,
+            delay=delay,
+        )
+        return True
 
     def _settle(self, m: InFlight) -> None:
         if m.settled:
