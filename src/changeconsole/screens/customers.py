@@ -33,7 +33,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Input, Static
 from textual.worker import get_current_worker
 
 from ..models import ALL_TOPICS, TOPIC_ANNOUNCE, TOPIC_APPROVAL, TOPIC_CALENDAR, DeliveryRecord, utcnow
@@ -45,6 +45,8 @@ from .status import (
     LiveTable,
     SyncStats,
     app_clock,
+    chrome_bottom,
+    chrome_top,
     cursor_key,
     one_line,
     open_dlq,
@@ -205,7 +207,7 @@ class CustomersScreen(Screen[None]):
 
     # -- layout ---------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield from chrome_top(self)
         with Vertical(id="customers-head"):
             yield Static(id="customers-summary")
             yield Static(id="customers-error", classes="hidden")
@@ -215,21 +217,25 @@ class CustomersScreen(Screen[None]):
         yield LiveTable(
             id="customers-table", cursor_type="row", zebra_stripes=True, fill_column="last", fill_min=14
         )
-        yield Footer()
+        yield from chrome_bottom(self)
 
     def on_mount(self) -> None:
         self.title = "Customers"
         self.clock = app_clock(self, self._clock)
-        service = self.app.services.customers  # type: ignore[attr-defined]
-        self.infos = {info.code: info for info in service.customers()}
+        try:
+            service = self.app.services.customers  # type: ignore[attr-defined]
+            self.infos = {info.code: info for info in service.customers()}
+        except Exception as exc:  # no usable customer service/config: say so instead of crashing
+            self._extra_error = describe_error(exc)
         table = self.table
         code_width = min(30, max([6, *(len(c) for c in self.infos)]))
         for key, label, width in CUSTOMER_COLUMNS:
             table.add_column(label, key=key, width=width or code_width)
         table.fit_fill_column()
         self.sync_table()
-        self.render_summary()
-        self._load_stats()
+        self.render_summary(extra_error=self._extra_error)
+        if self.infos:
+            self._load_stats()
 
     @property
     def table(self) -> LiveTable:
@@ -547,7 +553,7 @@ class CustomerDetailScreen(Screen[None]):
         self.loaded = False
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield from chrome_top(self)
         with Vertical(id="customer-head"):
             yield Static(id="customer-summary")
             yield Static(id="customer-error", classes="hidden")
@@ -555,7 +561,7 @@ class CustomerDetailScreen(Screen[None]):
         yield DataTable(id="customer-topics", cursor_type="none", show_cursor=False)
         yield Static("Recent deliveries", id="customer-deliveries-title", classes="section")
         yield LiveTable(id="customer-deliveries", cursor_type="row", zebra_stripes=True, fill_column="error")
-        yield Footer()
+        yield from chrome_bottom(self)
 
     def on_mount(self) -> None:
         self.title = "Customer"

@@ -41,12 +41,12 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Button, Footer, Header, ProgressBar, Static
+from textual.widgets import Button, ProgressBar, Static
 
 from ..models import Change
 from ..services.customers import describe_error
 from ..services.fanout import ARCHIVE, DestinationState, FanoutResult, ProgressEvent
-from .status import LiveStatusScreen, LiveTable, app_is_live, style_path
+from .status import LiveStatusScreen, LiveTable, app_is_live, chrome_bottom, chrome_top, style_path
 
 ProgressCallback = Callable[[ProgressEvent], None]
 RunFn = Callable[[ProgressCallback], FanoutResult]
@@ -128,7 +128,7 @@ class SubmitProgressScreen(Screen[None]):
 
     # -- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield from chrome_top(self)
         with Vertical(id="progress-head"):
             yield Static(id="progress-title")
             yield ProgressBar(id="progress-bar", show_eta=False)
@@ -139,7 +139,7 @@ class SubmitProgressScreen(Screen[None]):
             yield Button("Retry failed (r)", id="progress-retry", variant="warning", disabled=True)
             yield Button("Live status (l)", id="progress-live", variant="primary", disabled=True)
             yield Button("Close (esc)", id="progress-close")
-        yield Footer()
+        yield from chrome_bottom(self)
 
     def on_mount(self) -> None:
         self.title = OPERATION_LABELS.get(self.operation, self.operation.capitalize())

@@ -266,6 +266,32 @@ def app_is_live(screen: Screen[Any]) -> bool:
     return bool(getattr(screen.app, "live", True))
 
 
+def chrome_top(screen: Screen[Any]) -> Iterator[Widget]:
+    """The console's environment header line (``screens/widgets.EnvHeader``) inside the console app,
+    Textual's ``Header`` anywhere else (tests, other apps)."""
+    if hasattr(screen.app, "header_text"):
+        try:
+            from .widgets import EnvHeader
+        except ImportError:
+            pass
+        else:
+            yield EnvHeader(id="env-header")
+            return
+    yield Header()
+
+
+def chrome_bottom(screen: Screen[Any]) -> Iterator[Widget]:
+    """The console's AWS call log pane (ctrl+l) when running in the console, then the footer."""
+    if hasattr(screen.app, "show_log") and hasattr(screen.app, "call_log"):
+        try:
+            from .widgets import CallLogPane
+        except ImportError:
+            pass
+        else:
+            yield CallLogPane(id="call-log")
+    yield Footer()
+
+
 def open_dlq(screen: Screen[Any], customer: str) -> None:
     """Push the DLQ screen of one customer (through the console when it offers ``open_dlq``, else
     imported lazily: the screen belongs to the DLQ module)."""
@@ -490,7 +516,7 @@ class LiveStatusScreen(Screen[None]):
 
     # -- layout -----------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield from chrome_top(self)
         with Vertical(id="status-head"):
             yield Static(id="status-title")
             yield Static(id="status-line")
@@ -504,7 +530,7 @@ class LiveStatusScreen(Screen[None]):
         yield LiveTable(
             id="status-table", cursor_type="row", zebra_stripes=True, fill_column="error", fill_min=20
         )
-        yield Footer()
+        yield from chrome_bottom(self)
 
     def on_mount(self) -> None:
         self.title = "Live status"
@@ -541,7 +567,12 @@ class LiveStatusScreen(Screen[None]):
 
     # -- refresh loop --------------------------------------------------------------------
     def _tick(self) -> None:
-        if not self.paused:
+        # Covered by another screen (drill-down, DLQ, help): no queries until it is back on top.
+        if not self.paused and self.is_current:
+            self._start_fetch()
+
+    def on_screen_resume(self) -> None:
+        if self._loaded and not self.paused:
             self._start_fetch()
 
     def _start_fetch(self) -> None:
@@ -829,14 +860,14 @@ class DeliveryDetailScreen(Screen[None]):
         self.loaded = False
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield from chrome_top(self)
         with Vertical(id="detail-head"):
             yield Static(id="detail-summary")
             yield Static(id="detail-error", classes="hidden")
             yield Static(id="detail-dlq")
         yield Static("Recipients", id="detail-recipients-title")
         yield LiveTable(id="detail-recipients", cursor_type="row", zebra_stripes=True, fill_column="error")
-        yield Footer()
+        yield from chrome_bottom(self)
 
     def on_mount(self) -> None:
         self.title = "Delivery"
