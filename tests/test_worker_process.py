@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
+from changeconsole.config import write_config
 from changeconsole.models import TOPIC_APPROVAL, DeliveryState, EmailEvent
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.ledger import Ledger
+from changeconsole.services.localstack import build_local_config
 from changeconsole.services.status import DeliveryKey
 from test_worker_support import (
     CHANGE_ID,
@@ -104,8 +106,9 @@ def test_the_worker_never_imports_textual(
     assert not any("Body" in json.dumps(e) or "<html" in json.dumps(e) for e in logs), "no bodies in logs"
 
 
-def test_bad_worker_arguments_exit_2(make_stack: Any) -> None:
-    stack = make_stack(customers=1, contacts=0)
+def test_bad_worker_arguments_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    write_config(build_local_config(2, endpoint="http://127.0.0.1:9"), path)
     for extra in (["--customer", "no-such-customer"], ["--shard", "3/3"], ["--shard", "x"]):
         proc = subprocess.run(
             [
@@ -115,7 +118,7 @@ def test_bad_worker_arguments_exit_2(make_stack: Any) -> None:
                 "worker",
                 "--local",
                 "--config",
-                str(stack.config_path),
+                str(path),
                 *extra,
             ],
             capture_output=True,
