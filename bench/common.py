@@ -351,6 +351,7 @@ class BenchResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     skipped: str | None = None
+    columns: list[str] | None = None  # what the printed table shows (JSON keeps every key)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "rows": self.rows, "notes": self.notes, "skipped": self.skipped}
@@ -369,12 +370,17 @@ def fmt(value: Any) -> str:
 
 
 def print_table(result: BenchResult, columns: list[str] | None = None) -> None:
+    columns = columns or result.columns
     print(f"\n== {result.name} ==")
     if result.skipped:
         print(f"skipped: {result.skipped}")
         return
     if result.rows:
-        cols = columns or list(dict.fromkeys(k for row in result.rows for k in row))
+        cols = columns or [
+            k
+            for k in dict.fromkeys(k for row in result.rows for k in row)
+            if not isinstance(result.rows[0].get(k), dict)
+        ]
         widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in result.rows)) for c in cols}
         print("  ".join(c.rjust(widths[c]) for c in cols))
         for row in result.rows:
