@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import pytest
 from botocore.exceptions import (
@@ -287,3 +288,16 @@ def test_options_defaults() -> None:
     assert WorkerOptions(concurrency=2).customer_cap == 1
     assert WorkerOptions(per_customer=12).prefetch == 12
     assert WorkerOptions(visibility_timeout=120).heartbeat_every == 30
+
+
+def test_metrics_go_to_cloudwatch_when_enabled(aws_factory: Any) -> None:
+    raw = build_local_config(2, endpoint="http://127.0.0.1:1")
+    raw["metrics"] = {"namespace": "CCTest", "cloudwatch": True}
+    metrics = Metrics(Config.model_validate(raw), aws=aws_factory, worker_id="w-1")
+    metrics.count("acme", "EmailsSent", 2)
+    metrics.latency("acme", 0.1)
+    metrics.flush()
+    listed = aws_factory.client("cloudwatch").list_metrics(Namespace="CCTest")["Metrics"]
+    names = {m["MetricName"] for m in listed}
+    assert {"EmailsSent", "ProcessingLatency", "OldestMessageAge"} <= names
+    assert all(m["Dimensions"] == [{"Name": "Customer", "Value": "acme"}] for m in listed)

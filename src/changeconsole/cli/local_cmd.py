@@ -114,7 +114,7 @@ def _start_worker(endpoint: str, config: Config) -> WorkerHandle:
     from ..worker.observe import JsonFormatter
 
     worker_log = logging.getLogger("changeconsole.worker")
-    if not worker_log.handlers:
+    if not any(isinstance(h, logging.StreamHandler) for h in worker_log.handlers):
         handler = logging.StreamHandler()
         handler.setFormatter(JsonFormatter())
         handler.setLevel(logging.WARNING)

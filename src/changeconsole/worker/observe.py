@@ -22,6 +22,9 @@ from ..services.aws import AwsFactory
 
 log = logging.getLogger("changeconsole.worker")
 audit_log = logging.getLogger("changeconsole.audit")
+# A library's loggers: silent unless the application configures logging (e.g. inside the console).
+log.addHandler(logging.NullHandler())
+audit_log.addHandler(logging.NullHandler())
 
 
 # -- logs ---------------------------------------------------------------------------------
