@@ -189,3 +189,32 @@ def test_snapshot_cancel_confirmation(snap_compare: Any, tmp_path: Path) -> None
         await settle(pilot)
 
     assert snap_compare(fake_app(tmp_path), terminal_size=(80, 24), run_before=run_before)
+
+
+async def test_edit_submitted_change_resubmits_after_confirmation(tmp_path: Path) -> None:
+    app = fake_app(tmp_path)
+    calls = record_fanouts(app)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_detail(pilot, SUBMITTED_ID)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen), what="compose")
+        await settle(pilot)
+        compose = app.screen
+        assert isinstance(compose, ComposeScreen) and compose.mode == "edit"
+        text = screen_text(app)
+        assert (
+            "Edit CHG-2026-11-20T09-00-00-sub001 · submitted v3 — saving sends a new approval request" in text
+        )
+        assert "Save & resubmit (^j)" in text
+        assert compose.query_one("#f-start_date", Input).value == "2026-12-01"
+        assert compose.query_one("#f-start_time", Input).value == "22:00"  # Europe/London in winter
+        title = compose.query_one("#f-title", Input)
+        title.value = "Rotate TLS certificates (all regions)"
+        await settle(pilot)
+        await pilot.press("ctrl+j")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirmation")
+        await settle(pilot)
+        assert "Save and resubmit" in screen_text(app)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: bool(calls), what="the fan-out")
+        assert calls == [("resubmit", SUBMITTED_ID)]
