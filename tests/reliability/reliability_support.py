@@ -99,7 +99,15 @@ def email_keys(mails: list[OutboxEmail]) -> Counter[EmailKey]:
 class WorkerProcess:
     """``changeconsole worker`` in a subprocess; its JSON log lines are collected as they come."""
 
-    def __init__(self, config_path: Path, endpoint: str, *extra: str, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        endpoint: str,
+        *extra: str,
+        log_path: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.cmd = [
             sys.executable,
             "-m",
@@ -125,7 +133,7 @@ class WorkerProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=self.env,
         )
         self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
         self._reader.start()
