@@ -655,6 +655,10 @@ class ChangeConsoleApp(App[int]):
             action()
 
     # -- app actions ----------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Nothing to command before the console is connected.
+        return not (action in ("command_line", "toggle_log", "command_palette") and self._services is None)
+
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             self.screen.dismiss(None)

@@ -191,7 +191,6 @@ class ComposeScreen(ConsoleScreen[None]):
         Binding("ctrl+s", "save", "Save draft", priority=True),
         Binding("ctrl+j", "submit", "Submit", key_display="^j", priority=True),
         Binding("ctrl+o", "focus_file", "Load file"),
-        Binding("ctrl+k", "focus_customers", "Customers", show=False),
         Binding("escape", "leave", "Back"),
     ]
 
