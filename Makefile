@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench security clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,16 +16,23 @@ run: $(STAMP)
 	$(BIN)/changeconsole --local
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+	$(MAKE) --no-print-directory security
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# bandit (findings fixed or explained) and pip-audit (reports plainly when it cannot reach PyPI).
+security: $(STAMP)
+	$(BIN)/python tests/security/static_check.py
+	$(BIN)/python tests/security/dependency_audit.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
+# All benches (moto runs in its own process); one alone: make bench BENCH="fanout --sizes 30".
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
