@@ -8,6 +8,7 @@ from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.screen import Screen
 
 from .models import CHANGE_ID_RE
 
@@ -34,9 +35,43 @@ def console_commands(app: ChangeConsoleApp) -> list[PaletteCommand]:
         PaletteCommand("Command line", "Type a : command", app.action_command_line),
         PaletteCommand("Refresh", "Reload what the current screen shows", app.refresh_current),
     ]
+    current = app.current_change_id()
+    if current:
+        commands.append(
+            PaletteCommand(f"Live status {current}", "Delivery of the change on screen", app.open_status)
+        )
     if app.readonly:
         commands = [c for c in commands if c.name != "New change"]
     return commands
+
+
+def screen_commands(screen: Screen[object]) -> list[PaletteCommand]:
+    """The actions the calling screen offers right now (its shown, enabled bindings)."""
+    from textual.app import App
+
+    out: list[PaletteCommand] = []
+    seen: set[str] = set()
+    for active in screen.active_bindings.values():
+        binding = active.binding
+        if (
+            isinstance(active.node, App)
+            or active.node is not screen
+            or not active.enabled
+            or not binding.show
+            or not binding.description
+            or binding.action in seen
+        ):
+            continue
+        seen.add(binding.action)
+        key = screen.app.get_key_display(binding)
+        out.append(
+            PaletteCommand(
+                binding.description,
+                f"{key} on this screen",
+                partial(screen.run_action, binding.action),
+            )
+        )
+    return out
 
 
 class ConsoleCommands(Provider):
@@ -68,13 +103,16 @@ class ConsoleCommands(Provider):
                 )
         return out
 
+    def _commands(self) -> list[PaletteCommand]:
+        return screen_commands(self.screen) + console_commands(self.console)
+
     async def discover(self) -> Hits:
-        for command in console_commands(self.console):
+        for command in self._commands():
             yield DiscoveryHit(command.name, command.run, help=command.help)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for command in console_commands(self.console):
+        for command in self._commands():
             score = matcher.match(command.name)
             if score > 0:
                 yield Hit(score, matcher.highlight(command.name), command.run, help=command.help)

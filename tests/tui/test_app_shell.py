@@ -20,6 +20,7 @@ from changeconsole.app import (
     styles_dir,
 )
 from changeconsole.cli.common import CliState
+from changeconsole.commands import screen_commands
 from changeconsole.screens.changes import ChangesScreen
 from changeconsole.screens.compose import ComposeScreen
 from changeconsole.screens.detail import DetailScreen
@@ -259,3 +260,24 @@ def test_snapshot_startup_error(snap_compare: Any, tmp_path: Path, size: tuple[i
 
     app = ChangeConsoleApp(bootstrap=failing, live=False)
     assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+async def test_palette_offers_the_actions_of_the_screen(tmp_path: Path) -> None:
+    from changeconsole.screens.modals import ConfirmModal
+
+    app = fake_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        app.open_change(SUBMITTED_ID)
+        await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen), what="detail")
+        await settle(pilot)
+        names = {c.name for c in screen_commands(app.screen)}
+        assert {"Approve", "Cancel change", "Edit", "Duplicate", "Live status"} <= names
+        assert "Complete" not in names  # not allowed for a submitted change
+        await pilot.press("ctrl+p")
+        await settle(pilot)
+        await pilot.press(*"Approve")
+        await settle(pilot)
+        assert "a on this screen" in screen_text(app)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="approve confirmation")
