@@ -192,6 +192,10 @@ def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -
                 "Stop whatever uses the port, or pass --endpoint-url http://127.0.0.1:<free port>.",
             ) from None
         cleanup.append(server.stop)
+        if config_path.exists() and config_path != local_config_path():
+            # Never overwrite the operator's own file with the generated local config.
+            notes.append(f"A new local stack uses its own config ({local_config_path()}), not {config_path}.")
+            config_path = local_config_path()
         try:
             progress(f"provisioning {customers} customers (bucket, queues, tables, SES accounts)")
             result = provision_local(

@@ -211,12 +211,18 @@ def test_local_reuses_a_running_stack(make_stack: Any, tmp_path: Path) -> None:
     assert "already running" in startup.notes[0]
 
 
-def test_local_starts_provisions_and_stops_a_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_starts_provisions_and_stops_a_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     port = _free_port()
     monkeypatch.setenv("CHANGECONSOLE_LOCAL_CUSTOMERS", "2")
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"operator": "file"}')
     lines: list[str] = []
-    state = CliState(local=True, endpoint_url=f"http://127.0.0.1:{port}", readonly=True)
+    state = CliState(
+        local=True, endpoint_url=f"http://127.0.0.1:{port}", readonly=True, config_flag=str(mine)
+    )
     startup = bootstrap(state, AwsCallLog(), lines.append)
+    assert mine.read_text() == '{"operator": "file"}'  # never overwritten
+    assert any("uses its own config" in note for note in startup.notes)
     try:
         assert is_listening("127.0.0.1", port)
         assert len(startup.services.config.customer_mappings) == 2
