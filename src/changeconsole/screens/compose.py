@@ -653,8 +653,9 @@ class ComposeScreen(ConsoleScreen[None]):
 
     def apply_document(self, doc: dict[str, Any], *, source: str) -> None:
         """Take a change document's content into the form; identity and lifecycle fields stay ours."""
-        lifecycle = {"changeId", "status", "prior_status", "version", "object_type", "modifications"}
-        extras = {k: v for k, v in doc.items() if k not in lifecycle and not k.endswith(("At", "By"))}
+        from ..services.lifecycle import LIFECYCLE_FIELDS
+
+        extras = {k: v for k, v in doc.items() if k not in LIFECYCLE_FIELDS}
         known = set(ALIAS_TO_KEY) | {"meeting_metadata"}
         if self.base is None:
             self.base = {}
