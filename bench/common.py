@@ -206,6 +206,8 @@ class CallRecorder:
                     customer = customer or self.queue_customers.get(queue)
                 if op == "ReceiveMessage":
                     messages = len(parsed.get("Messages", []) or [])
+                elif op == "DeleteMessageBatch":
+                    messages = len(params.get("Entries", []) or [])
             elif service == "sesv2" and op == "SendEmail":
                 raw = params.get("Content", {}).get("Raw", {}).get("Data")
                 if isinstance(raw, bytes | str):

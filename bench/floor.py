@@ -105,7 +105,7 @@ class _Customer:
         mapping = floor.config.customer(code)
         self.mapping = mapping
         self.queue_url = f"{floor.endpoint}/{mapping.queue_account}/{mapping.queue_name}"
-        self.trigger_key = f"customers/{code}/FLOOR-{floor.run_id}/v0001-submitted.json"
+        self.trigger_key = f"customers/{code}/FLOOR-{floor.run_id}/v{index + 1:04d}-submitted.json"
         self.receipt: str | None = None
         self.ses: Any = None
         self.contacts = [contact_address(code, i) for i in range(floor.recipients)]
@@ -123,6 +123,8 @@ class _Customer:
             RoleArn=self.mapping.ses_role_arn, RoleSessionName=f"floor-{self.code}"[:64]
         )["Credentials"]
         if self.ses is None:
+            self.ses = self.floor.ses_clients.get(self.code)
+        if self.ses is None:
             # Plain boto3's cheapest way to act with other credentials: a client of the shared session
             # (no new session, so no service model is parsed again). Sessions are not thread-safe.
             with self.floor._lock:
@@ -135,6 +137,7 @@ class _Customer:
                     aws_secret_access_key=creds["SecretAccessKey"],
                     aws_session_token=creds["SessionToken"],
                 )
+                self.floor.ses_clients[self.code] = self.ses
 
     def ses_client(self) -> Any:
         if self.ses is None:
@@ -167,6 +170,7 @@ class Floor:
         self.send_pool: ThreadPoolExecutor | None = None
         self.batch_delete = profile.totals().get(("sqs", "DeleteMessageBatch"), 0) > 0
         self.codes: list[str] = []
+        self.ses_clients: dict[str, Any] = {}  # one client per customer, like ours' session cache
         self.run_id = uuid.uuid4().hex[:8]
         self.boto_config = BotoConfig(
             region_name=config.aws_region,
@@ -377,3 +381,27 @@ class Floor:
                 except Exception as exc:  # reported, not fatal: the row shows it
                     times.errors.append(f"{type(exc).__name__}: {exc}")
         return times
+
+    def run_drain(self, chains: list[str], moto: Any) -> tuple[FloorTimes, dict[str, float]]:
+        """Throughput form: every trigger uploaded first (not timed), then the chains drain them."""
+        from .common import CpuSample
+
+        self.codes = chains
+        customers = [_Customer(self, code, i) for i, code in enumerate(chains)]
+        times = FloorTimes(t0=0.0)
+        with ThreadPoolExecutor(self.upload_threads) as up:
+            list(up.map(lambda c: self._upload(c, times), customers))
+        sends = self.worker_threads * self.send_parallelism if self.send_parallelism > 1 else 0
+        start = CpuSample.now(moto)
+        times.t0 = start.wall
+        with (
+            ThreadPoolExecutor(self.worker_threads, thread_name_prefix="floor-work") as work,
+            ThreadPoolExecutor(max(1, sends), thread_name_prefix="floor-send") as send_pool,
+        ):
+            self.send_pool = send_pool if sends else None
+            for fut in [work.submit(self._work, c, times) for c in customers]:
+                try:
+                    fut.result()
+                except Exception as exc:  # reported, not fatal
+                    times.errors.append(f"{type(exc).__name__}: {exc}")
+        return times, CpuSample.now(moto).since(start)
