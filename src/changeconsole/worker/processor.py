@@ -579,9 +579,12 @@ class Processor:
         elif not failed:
             state, last_error = DeliveryState.SENT, None
         else:
-            state = DeliveryState.PARTIAL if sent else DeliveryState.FAILED
+            # "failed" only when every recipient was definitely not sent; an unknown outcome (a send
+            # cut off by a crash) may have gone out, so it makes the delivery partial.
+            unknown = sum(1 for reason in failed.values() if reason == "unknown")
+            state = DeliveryState.PARTIAL if sent or unknown else DeliveryState.FAILED
             reasons = sorted(set(failed.values()))
-            last_error = f"{len(failed)} of {total} recipient(s) not sent ({', '.join(reasons)})"
+            last_error = f"{len(failed)} of {total} recipient(s) not confirmed sent ({', '.join(reasons)})"
         now = iso_utc(utcnow())
         self._status(
             key,

@@ -293,6 +293,8 @@ class Worker:
         )
         self._pollers: list[threading.Thread] = []
         self._poller_beats = [0.0] * len(self._groups)
+        self._poll_cond = threading.Condition()
+        self._in_receive = 0  # pollers inside a receive call (stop waits for them)
         self._loop_beat = 0.0
         self._last_sqs_ok = 0.0
         self.started_at = 0.0
@@ -371,8 +373,8 @@ class Worker:
         for m in leftover:  # still running at the deadline: let another worker take it
             self._apply(m, Outcome("release", result="shutdown", failure=False))
         self.scheduler.stop()
-        for t in self._pollers:  # a poller mid long poll releases what it receives
-            t.join(max(0.0, deadline - time.monotonic()))
+        with self._poll_cond:  # a poller mid long poll releases what it receives
+            self._poll_cond.wait_for(lambda: self._in_receive == 0, max(0.0, deadline - time.monotonic()))
         for m in self.scheduler.take_pending():  # submitted while we were stopping
             self._apply(m, Outcome("release", result="shutdown", failure=False))
         self._flush_acks(force=True)
@@ -435,8 +437,17 @@ class Worker:
                     free = slot.prefetch - slot.outstanding
                 if free <= 0:
                     continue
+                with self._poll_cond:
+                    if self._stop_receiving.is_set():
+                        break
+                    self._in_receive += 1
                 polled = True
-                self._receive(slot, min(10, free), wait)
+                try:
+                    self._receive(slot, min(10, free), wait)
+                finally:
+                    with self._poll_cond:
+                        self._in_receive -= 1
+                        self._poll_cond.notify_all()
                 self._poller_beats[index] = time.monotonic()
             if all(s.drained for s in group):
                 return
