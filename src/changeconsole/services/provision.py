@@ -23,7 +23,7 @@ DLQ_RETENTION = 14 * 24 * 3600
 LONG_POLL_SECONDS = 20
 TRIGGER_SUFFIX = ".json"
 LEDGER_TTL_ATTRIBUTE = "expires_at"
-STATUS_GSI_CHANGES = "gsi1"  # gsi1pk = "CHANGES", gsi1sk = "<modifiedAt>#<changeId>"
+STATUS_GSI_CHANGES = "gsi1"  # gsi1pk = "CHANGES", gsi1sk = "<modifiedAt>#<index write time>#<changeId>"
 STATUS_GSI_CUSTOMER = "gsi2"  # gsi2pk = "CUSTOMER#<code>", gsi2sk = "<updated_at>"
 
 

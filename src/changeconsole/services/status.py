@@ -314,7 +314,8 @@ class StatusStore:
             "pk": f"CHANGE#{change.change_id}",
             "sk": "META",
             "gsi1pk": CHANGES_PK,
-            "gsi1sk": f"{modified}#{change.change_id}",
+            # Ties within one second (the stored precision) go to the most recent index write.
+            "gsi1sk": f"{modified}#{utcnow().strftime('%H%M%S%f')}#{change.change_id}",
             "change_id": change.change_id,
             "title": change.title,
             "status": change.status.value,
