@@ -13,7 +13,6 @@ import random
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -63,7 +62,9 @@ def test_pickup_p95_with_300_idle_queues_and_bounded_threads(moto_process: str) 
         rng = random.Random(4)
         for i in range(PROBES):
             code = rng.choice(codes)
-            sqs.send_message(QueueUrl=urls[code], MessageBody=json.dumps({"Event": "s3:TestEvent", "probe": i}))
+            sqs.send_message(
+                QueueUrl=urls[code], MessageBody=json.dumps({"Event": "s3:TestEvent", "probe": i})
+            )
             wait_until(lambda i=i: handle.stats["ignored"] > i, 10, interval=0.005, what=f"probe {i}")
         stats = handle.stats
     finally:
