@@ -99,21 +99,6 @@ class Startup:
     notes: list[str] = field(default_factory=list)
 
 
-def find_start_background() -> Callable[..., Any] | None:
-    """The worker's in-process entry (``start_background``), wherever the worker module put it."""
-    for name in ("changeconsole.worker", "changeconsole.services.worker"):
-        try:
-            if importlib.util.find_spec(name) is None:
-                continue
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        fn = getattr(module, "start_background", None)
-        if callable(fn):
-            return fn
-    return None
-
-
 def _config_failure(exc: ConfigError, origin: str) -> StartupFailed:
     problems = [f"{p['path']}: {p['message']}" for p in exc.problems]
     missing = any(p["message"].startswith("no config file") for p in exc.problems)
@@ -171,10 +156,7 @@ def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -
             config = provision_local(
                 endpoint, customers=customers, config_path=config_path, progress=progress
             ).config
-        notes.append(
-            f"Using the local stack already running at {endpoint}; deliveries need its worker "
-            "(changeconsole local up --with-worker)."
-        )
+        notes.append(f"Using the local stack already running at {endpoint}, with an in-process worker.")
     else:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise StartupFailed(
@@ -206,16 +188,15 @@ def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -
             raise
         config = result.config
         progress(result.summary())
-        start_background = find_start_background()
-        if start_background is None:
-            notes.append("The in-process worker is not available in this build: nothing will be delivered.")
-        else:
-            from .services.localstack import local_factory
-
-            handle = start_background(local_factory(endpoint), config)
-            progress("in-process worker started")
-            cleanup.insert(0, lambda: handle.stop(timeout=5))
         notes.append(f"Local stack at {endpoint} with an in-process worker; it stops when you quit.")
+    # Always run a worker here so one command shows the whole flow; a second worker on the same
+    # stack (e.g. `local up --with-worker`) is harmless because the ledger decides every send.
+    from .services.localstack import local_factory
+    from .worker import start_background
+
+    handle = start_background(local_factory(endpoint), config)
+    progress("in-process worker started")
+    cleanup.insert(0, lambda: handle.stop(timeout=5))
     settings = AwsSettings(
         region=config.aws_region, endpoint_url=endpoint, local=True, max_attempts=3, connect_timeout=3
     )

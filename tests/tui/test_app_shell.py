@@ -6,6 +6,7 @@ import json
 import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from test_app_support import DONE_ID, SUBMITTED_ID, fake_app, screen_text, settle, wait_for
@@ -204,11 +205,18 @@ def test_invalid_config_names_each_problem(tmp_path: Path) -> None:
 def test_local_reuses_a_running_stack(make_stack: Any, tmp_path: Path) -> None:
     stack = make_stack(customers=2, contacts=1)
     state = CliState(local=True, endpoint_url=stack.endpoint, config_flag=str(stack.config_path))
-    startup = bootstrap(state, AwsCallLog(), lambda _: None)
-    assert startup.cleanup == []  # nothing of ours to stop
-    assert startup.services.config.customer_mappings.keys() == stack.config.customer_mappings.keys()
-    assert startup.services.aws.settings.endpoint_url == stack.endpoint
-    assert "already running" in startup.notes[0]
+    lines: list[str] = []
+    startup = bootstrap(state, AwsCallLog(), lines.append)
+    try:
+        assert len(startup.cleanup) == 1  # only our in-process worker; the stack is not ours to stop
+        assert any("in-process worker started" in line for line in lines)
+        assert startup.services.config.customer_mappings.keys() == stack.config.customer_mappings.keys()
+        assert startup.services.aws.settings.endpoint_url == stack.endpoint
+        assert "already running" in startup.notes[0]
+    finally:
+        for step in startup.cleanup:
+            step()
+    assert is_listening(urlsplit(stack.endpoint).hostname or "", urlsplit(stack.endpoint).port or 0)
 
 
 def test_local_starts_provisions_and_stops_a_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
