@@ -116,6 +116,21 @@ def test_subject_control_characters_are_stripped(config: Config, bad: str) -> No
     assert len(msg.get_all("Subject") or []) == 1
 
 
+@pytest.mark.parametrize(
+    "title",
+    [
+        "Patch =?utf-8?q?=0D=0ABcc:_attacker@evil.example?=",
+        "Patch =?utf-8?b?DQpCY2M6IGF0dGFja2VyQGV2aWwuZXhhbXBsZQ==?=",
+    ],
+)
+def test_encoded_words_in_user_text_cannot_inject_headers(config: Config, title: str) -> None:
+    change = _change(title=title)  # the model accepts these titles
+    msg = _message(config, change, EmailEvent.SUBMITTED, topic="aws-approval")
+    assert msg["Bcc"] is None and len(msg.get_all("Subject") or []) == 1
+    assert "\n" not in str(msg["Subject"]) and "\r" not in str(msg["Subject"])
+    assert str(msg["Subject"]).replace("\u2060", "") == f"📋 {title}"  # shown as typed
+
+
 def test_schedule_in_the_change_timezone_with_abbreviation_and_utc(config: Config) -> None:
     winter = emails.schedule_of(_change())
     assert winter is not None

@@ -61,9 +61,15 @@ ICS_REQUEST = "REQUEST"
 ICS_CANCEL = "CANCEL"
 
 
+# Put between "=" and "?" so user text never forms an RFC 2047 encoded word: Python before 3.11.10
+# decodes one in a header value and writes its CR/LF raw when serializing (CVE-2024-6923).
+_WORD_JOINER = "\u2060"
+
+
 def clean_header(value: str, limit: int = 900) -> str:
-    """One header-safe line: control characters become spaces, whitespace collapsed."""
-    return " ".join(_HEADER_UNSAFE.sub(" ", value).split())[:limit]
+    """One header-safe line: control characters become spaces, whitespace collapsed, no encoded words."""
+    line = " ".join(_HEADER_UNSAFE.sub(" ", value).split())[:limit]
+    return line.replace("=?", f"={_WORD_JOINER}?")
 
 
 def subject_for(change: Change, event: EmailEvent) -> str:
