@@ -35,7 +35,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, ProgressBar, Select, Static
+from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Select, Static
 from textual.widgets.data_table import RowDoesNotExist
 
 from ..models import utcnow
@@ -47,6 +47,7 @@ from ..services.dlq import (
     RedriveResult,
 )
 from .modals import ConfirmModal, TypeToConfirmModal
+from .status import chrome_bottom, chrome_top
 
 Clock = Callable[[], datetime]
 PEEK_MAX = 200
@@ -337,7 +338,7 @@ class DlqScreen(Screen[None]):
 
     # -- layout ----------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield from chrome_top(self)
         with Horizontal(id="dlq-body"):
             with Vertical(id="dlq-left"):
                 yield Static("Customers · DLQ depth", classes="dlq-pane-title")
@@ -357,7 +358,7 @@ class DlqScreen(Screen[None]):
             yield ProgressBar(id="dlq-progress-bar", show_eta=False)
             yield Label("c / esc: cancel", id="dlq-progress-hint")
         yield Static(id="dlq-status")
-        yield Footer()
+        yield from chrome_bottom(self)
 
     def on_mount(self) -> None:
         self.title = "Dead-letter queues"
