@@ -45,11 +45,15 @@ from .status import (
     LiveTable,
     SyncStats,
     app_clock,
+    back_or_clear_filter,
     chrome_bottom,
     chrome_top,
+    close_filter,
     cursor_key,
     one_line,
     open_dlq,
+    open_filter,
+    parse_ts,
     style_path,
     sync_rows,
 )
@@ -79,18 +83,9 @@ _NUMERIC = {
 CONTACT_THREADS = 8
 
 
-def _parse(ts: str | None) -> datetime | None:
-    if not ts:
-        return None
-    try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def age(ts: str | None, now: datetime) -> str:
     """``5m ago`` style age of an RFC 3339 timestamp."""
-    when = _parse(ts)
+    when = parse_ts(ts)
     if when is None:
         return ""
     seconds = max(0, int((now - when).total_seconds()))
@@ -472,24 +467,13 @@ class CustomersScreen(Screen[None]):
             self.app.push_screen(CustomerDetailScreen(str(event.row_key.value), clock=self._clock))
 
     def action_back(self) -> None:
-        filt = self.query_one("#customers-filter", Input)
-        if filt.has_focus:
-            filt.value = ""
-            self._close_filter()
-            return
-        if len(self.app.screen_stack) > 1:
-            self.app.pop_screen()
+        back_or_clear_filter(self, self.query_one("#customers-filter", Input), self.table)
 
     def action_filter(self) -> None:
-        filt = self.query_one("#customers-filter", Input)
-        filt.remove_class("hidden")
-        filt.focus()
+        open_filter(self.query_one("#customers-filter", Input))
 
     def _close_filter(self) -> None:
-        filt = self.query_one("#customers-filter", Input)
-        if not filt.value.strip():
-            filt.add_class("hidden")
-        self.table.focus()
+        close_filter(self.query_one("#customers-filter", Input), self.table)
 
     @on(Input.Changed, "#customers-filter")
     def _filter_changed(self, event: Input.Changed) -> None:

@@ -115,7 +115,8 @@ def format_duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
-def _parse(ts: str | None) -> datetime | None:
+def parse_ts(ts: str | None) -> datetime | None:
+    """An RFC 3339 timestamp (``Z`` or offset) as an aware datetime; None when missing or malformed."""
     if not ts:
         return None
     try:
@@ -126,12 +127,12 @@ def _parse(ts: str | None) -> datetime | None:
 
 def record_duration(record: DeliveryRecord, now: datetime) -> float | None:
     """Seconds from queued (or started) to finished, or to ``now`` while still in flight."""
-    start = _parse(record.queued_at) or _parse(record.started_at)
+    start = parse_ts(record.queued_at) or parse_ts(record.started_at)
     if start is None:
         return None
-    end = _parse(record.finished_at) if record.is_final else None
+    end = parse_ts(record.finished_at) if record.is_final else None
     if end is None:
-        end = _parse(record.updated_at) if record.is_final else now
+        end = parse_ts(record.updated_at) if record.is_final else now
     if end is None:
         return None
     return max(0.0, (end - start).total_seconds())
@@ -392,6 +393,29 @@ def cursor_key(table: DataTable[Any]) -> str | None:
     except CellDoesNotExist:
         return None
     return str(row_key.value) if row_key.value is not None else None
+
+
+def open_filter(filt: Input) -> None:
+    """Show a table's ``/`` filter input and focus it."""
+    filt.remove_class("hidden")
+    filt.focus()
+
+
+def close_filter(filt: Input, table: DataTable[Any]) -> None:
+    """Give the focus back to the table; an empty filter input hides again."""
+    if not filt.value.strip():
+        filt.add_class("hidden")
+    table.focus()
+
+
+def back_or_clear_filter(screen: Screen[Any], filt: Input, table: DataTable[Any]) -> None:
+    """``escape``: clear and close a focused filter, else go back a screen (never past the first)."""
+    if filt.has_focus:
+        filt.value = ""
+        close_filter(filt, table)
+        return
+    if len(screen.app.screen_stack) > 1:
+        screen.app.pop_screen()
 
 
 def sync_rows(
@@ -732,13 +756,7 @@ class LiveStatusScreen(Screen[None]):
 
     # -- actions ------------------------------------------------------------------------------
     def action_back(self) -> None:
-        filt = self.query_one("#status-filter", Input)
-        if filt.has_focus:
-            filt.value = ""
-            self._close_filter()
-            return
-        if len(self.app.screen_stack) > 1:
-            self.app.pop_screen()
+        back_or_clear_filter(self, self.query_one("#status-filter", Input), self.table)
 
     def action_toggle_pause(self) -> None:
         self.paused = not self.paused
@@ -774,15 +792,10 @@ class LiveStatusScreen(Screen[None]):
         self._start_fetch()
 
     def action_filter(self) -> None:
-        filt = self.query_one("#status-filter", Input)
-        filt.remove_class("hidden")
-        filt.focus()
+        open_filter(self.query_one("#status-filter", Input))
 
     def _close_filter(self) -> None:
-        filt = self.query_one("#status-filter", Input)
-        if not filt.value.strip():
-            filt.add_class("hidden")
-        self.table.focus()
+        close_filter(self.query_one("#status-filter", Input), self.table)
 
     @on(Input.Changed, "#status-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
