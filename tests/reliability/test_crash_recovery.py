@@ -1,5 +1,10 @@
 """SIGKILL the worker process at random moments during a fan-out; restart it; nothing lost, nothing twice.
 
+"Nothing lost" has one exception by design: a kill inside a recipient's SES window (after the ledger
+marked it ``sending``, before SES answered) leaves that recipient ``unknown``: never resent (that could
+be a duplicate) and never hidden (the delivery is ``partial``). The test tolerates exactly that and
+prints how often it happened; anything else missing fails it.
+
 Short form (CI): 8 changes x 3 customers, submitted then approved at once (two events per change), two
 kills. Long form (CHANGECONSOLE_LONG=1): 50 changes x 5 customers, eight kills. The seed is printed;
 set CHANGECONSOLE_SEED to replay one run.
@@ -129,7 +134,28 @@ def test_sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice(
     received = {(c or "", v or 0, e or "", cu or "", to) for (c, v, e, cu, to) in counts}
     assert received <= expected, f"unexpected emails: {sorted(received - expected)[:5]}"
 
-    # Anything missing must be a send cut off by a kill in its SES window: at-most-once by design,
+    records = {
+        (r.change_id, r.version, r.event.value, r.customer): r
+        for change_id in {k.change_id for k in keys}
+        for r in status.records(change_id)
+    }
+    states: Counter[str] = Counter(r.state.value for r in records.values())
+    print(f"delivery states {dict(states)}")
+    assert len(records) == len(keys)
+    # A submitted event overtaken by the approved one (a kill delays one message, not the other) is
+    # recorded superseded and not sent (SPEC §3): never a superseded email, and the newer one went out.
+    superseded = {k for k, r in records.items() if r.state is DeliveryState.SUPERSEDED}
+    for change_id, version, event, customer in superseded:
+        assert not [x for x in received if x[:4] == (change_id, version, event, customer)]
+        newer = [r for k, r in records.items() if k[0] == change_id and k[3] == customer and k[1] > version]
+        assert newer and all(r.state in (DeliveryState.SENT, DeliveryState.PARTIAL) for r in newer)
+        expected -= {x for x in expected if x[:4] == (change_id, version, event, customer)}
+    for r in records.values():
+        assert r.state in (DeliveryState.SENT, DeliveryState.PARTIAL, DeliveryState.SUPERSEDED), r
+        if r.state is not DeliveryState.SUPERSEDED:
+            assert r.recipients_sent + r.recipients_failed == r.recipients_total
+
+    # Anything else missing must be a send cut off by a kill in its SES window: at-most-once by design,
     # recorded as "unknown" (never resent, never hidden) and the delivery shown as partial.
     lost = expected - received
     ledger = Ledger(aws_factory, config)
@@ -138,15 +164,22 @@ def test_sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice(
         key = DeliveryKey(change_id, version, EmailEvent(event), customer)
         state = ledger.recipients(key).get(addr, {}).get("state")
         if state != "unknown":
-            silent.append((change_id, event, customer, addr, state))
+            silent.append(
+                (
+                    change_id,
+                    version,
+                    event,
+                    customer,
+                    addr,
+                    state,
+                    records[(change_id, version, event, customer)].state.value,
+                )
+            )
     assert not silent, f"lost without a trace: {silent}"
-    states: Counter[str] = Counter()
-    for change_id in {k.change_id for k in keys}:
-        for r in status.records(change_id):
-            states[r.state.value] += 1
-            assert r.state in (DeliveryState.SENT, DeliveryState.PARTIAL), r
-            assert r.recipients_sent + r.recipients_failed == r.recipients_total
-    print(f"delivery states {dict(states)}; {len(lost)} send(s) left unknown by a kill")
-    assert states[DeliveryState.SENT.value] + states[DeliveryState.PARTIAL.value] == len(keys)
-    # In practice SES (moto) had accepted every cut-off send: nothing is lost at all.
-    assert not lost, f"{len(lost)} recipient(s) never received their email (recorded unknown): {sorted(lost)}"
+    print(f"{len(superseded)} delivery(ies) superseded; {len(lost)} send(s) left unknown by a kill")
+    # A kill between "sending" being recorded and SES receiving the request loses that email: the
+    # worker cannot tell it from "SES accepted it, the kill came before the ledger heard back", so it
+    # never resends (no duplicate) and shows the delivery partial with the recipient unknown.
+    for change_id, version, event, customer, _addr in lost:
+        rec = records[(change_id, version, event, customer)]
+        assert rec.state is DeliveryState.PARTIAL and rec.recipients_failed >= 1, rec

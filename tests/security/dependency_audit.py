@@ -68,14 +68,17 @@ def main() -> int:
     for dep in vulnerable:
         for vuln in dep["vulns"]:
             fixes = ", ".join(vuln.get("fix_versions") or []) or "no fix yet"
-            print(f"  VULNERABLE {dep['name']} {dep['version']}: {vuln['id']} (fixed in {fixes})", file=sys.stderr)
+            print(
+                f"  VULNERABLE {dep['name']} {dep['version']}: {vuln['id']} (fixed in {fixes})",
+                file=sys.stderr,
+            )
     if skipped:
         unreachable = [d for d in skipped if "not found on PyPI" in d["skip_reason"]]
         print(
             f"  {len(skipped)} package(s) could not be checked"
             + (
-                f" ({len(unreachable)} 'not found on PyPI': this environment's registry mirror does not serve "
-                "PyPI's per-version JSON API /pypi/NAME/VERSION/json that pip-audit reads)"
+                f" ({len(unreachable)} 'not found on PyPI': this environment's registry mirror does not "
+                "serve PyPI's per-version JSON API /pypi/NAME/VERSION/json that pip-audit reads)"
                 if unreachable
                 else ""
             )

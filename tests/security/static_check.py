@@ -77,7 +77,9 @@ def main() -> int:
     for err in errors:
         print(f"  ERROR {err}", file=sys.stderr)
     if new:
-        print("fix each new finding, or explain it in tests/security/static_check.py ACCEPTED", file=sys.stderr)
+        print(
+            "fix each new finding, or explain it in tests/security/static_check.py ACCEPTED", file=sys.stderr
+        )
     return 1 if new or errors else 0
 
 

@@ -34,13 +34,8 @@ from changeconsole.worker import WorkerOptions, start_background
 PAYLOAD = "<script>alert('x')</script><img src=x onerror=alert(1)>\"'><svg onload=alert(2)> {{7*7}} &amp;"
 SHORT = "<script>x</script>\"'><b>"  # fits a ticket (64)
 OPERATOR = "<img src=x onerror=alert(9)>"
-# BUG (services/emails.py, not ours to fix): Python < 3.11.10's email package decodes an RFC 2047
-# encoded word found in a header value and writes its CR/LF raw (CVE-2024-6923), so a title holding
-# "=?utf-8?q?=0D=0ABcc:...?=" injects a header. emails.subject_for/clean_header must neutralise "=?"
-# (or the model refuse it, or the runtime be >= 3.11.10).
-ENCODED_WORD_BUG = pytest.mark.xfail(
-    strict=True, reason="header injection through RFC 2047 encoded words in the title (CVE-2024-6923)"
-)
+# Regression: Python < 3.11.10's email package decodes an RFC 2047 encoded word found in a header value
+# and writes its CR/LF raw (CVE-2024-6923); emails.py neutralises "=?" in user text (fixed in 2f47d13).
 ENCODED_WORD_TITLES = [
     "Patch =?utf-8?q?=0D=0ABcc:_attacker@evil.example?=",
     "Patch =?utf-8?b?DQpCY2M6IGF0dGFja2VyQGV2aWwuZXhhbXBsZQ==?=",
@@ -158,7 +153,7 @@ def test_cr_lf_in_titles_is_refused_by_the_model(title: str) -> None:
         "Patch\u2028Bcc: attacker@evil.example",
         "Patch\u2029Bcc: attacker@evil.example",
         "Patch\x85Bcc: attacker@evil.example",
-        *(pytest.param(t, marks=ENCODED_WORD_BUG) for t in ENCODED_WORD_TITLES),
+        *ENCODED_WORD_TITLES,
         "Patch " + "x" * (MAX_TITLE - 6),
     ],
 )
