@@ -206,13 +206,13 @@ def check_message(body: str | bytes) -> Trigger | Ignore | PermanentMessageError
     return result
 
 
-@settings(max_examples=scaled(200, 20_000))
+@settings(max_examples=scaled(200, 5_000))
 @given(_bodies())
 def test_parser_answers_every_body_with_a_result_or_a_typed_rejection(body: str | bytes) -> None:
     check_message(body)
 
 
-@settings(max_examples=scaled(200, 10_000))
+@settings(max_examples=scaled(200, 3_000))
 @given(s3_keys())
 def test_trigger_keys_parse_or_reject_typed(key: str) -> None:
     try:
@@ -227,7 +227,7 @@ def test_trigger_keys_parse_or_reject_typed(key: str) -> None:
         assert trigger_key(code, cid, version, event) == key or f"v{version:04d}" not in key
 
 
-@settings(max_examples=scaled(100, 3_000))
+@settings(max_examples=scaled(100, 1_000))
 @given(
     code=st.sampled_from(CODES),
     version=st.integers(1, 10**6),
@@ -319,7 +319,7 @@ _CONFIG = Config.model_validate(
 )
 
 
-@settings(max_examples=scaled(120, 20_000))
+@settings(max_examples=scaled(120, 5_000))
 @given(change_documents(), st.booleans())
 def test_change_model_validates_or_rejects_typed(doc: dict[str, Any], with_config: bool) -> None:
     context = {"config": _CONFIG} if with_config else None
@@ -341,7 +341,7 @@ def test_change_model_validates_or_rejects_typed(doc: dict[str, Any], with_confi
         assert change.implementation_start < change.implementation_end
 
 
-@settings(max_examples=scaled(80, 5_000))
+@settings(max_examples=scaled(80, 2_000))
 @given(direct_messages())
 def test_embedded_change_of_a_direct_message_is_validated_typed(body: dict[str, Any]) -> None:
     """The worker validates the snapshot it was handed: a typed rejection, whatever it holds."""
