@@ -264,6 +264,7 @@ def run_ours(
     counts = Counter((c.service, c.op) for c in calls if not (c.op == "ReceiveMessage" and not c.messages))
     row["calls_per_customer"] = round(sum(counts.values()) / len(codes), 1)
     row["idle_polls"] = sum(1 for c in calls if c.op == "ReceiveMessage" and not c.messages)
+    row["customer_client_cpu_s"] = worker_aws.client_cpu
     return row, profile_of(calls, codes, times), problems
 
 
@@ -350,6 +351,7 @@ def run(*, sizes: list[int], recipients: int = 5, concurrency: int | None = None
                 "server_cpu_s": ours["server_cpu_s"],
                 "floor_server_cpu_s": floor["server_cpu_s"],
                 "calls_per_customer": ours["calls_per_customer"],
+                "session_cpu_ms_per_customer": 1000 * ours["customer_client_cpu_s"] / n,
                 "idle_polls": ours["idle_polls"],
                 "emails": ours["emails"],
             }
@@ -394,4 +396,5 @@ COLUMNS = [
     "server_cpu_s",
     "floor_server_cpu_s",
     "calls_per_customer",
+    "session_cpu_ms_per_customer",
 ]
