@@ -302,16 +302,7 @@ class Processor:
             )
         claim = self.ledger.get_claim(key) or {}
         if claim.get("state") == "done":
-            event(
-                logging.INFO,
-                "delivery.duplicate",
-                customer=m.customer,
-                change_id=key.change_id,
-                version=key.version,
-                event=key.event.value,
-                message_id=m.message_id,
-            )
-            return Outcome("delete", result="duplicate")
+            return self._duplicate(m, key, m.customer)
         latest = self.ledger.latest(key.change_id, m.customer)
         if latest is not None and latest.version > key.version:
             return self._superseded(m, key, latest.version, latest.event, trigger)
@@ -323,6 +314,11 @@ class Processor:
             key,
             trigger,
         )
+
+    def _duplicate(self, m: InFlight, key: DeliveryKey, customer: str | None = None) -> Outcome:
+        """The ledger says this delivery is done already: log it, delete the message."""
+        event(logging.INFO, "delivery.duplicate", **_key_fields(key, customer), message_id=m.message_id)
+        return Outcome("delete", result="duplicate")
 
     def _superseded(
         self, m: InFlight, key: DeliveryKey, newer: int, newer_event: str, trigger: Trigger
@@ -339,10 +335,7 @@ class Processor:
         event(
             logging.INFO,
             "delivery.superseded",
-            customer=m.customer,
-            change_id=key.change_id,
-            version=key.version,
-            event=key.event.value,
+            **_key_fields(key, m.customer),
             newer_version=newer,
         )
         return Outcome("delete", result="superseded")
@@ -355,16 +348,7 @@ class Processor:
         claim = self.ledger.claim(key, d.owner, message_id=m.message_id)
         if claim.outcome == "done":
             self._delete_trigger(d.trigger)
-            event(
-                logging.INFO,
-                "delivery.duplicate",
-                customer=key.customer,
-                change_id=key.change_id,
-                version=key.version,
-                event=key.event.value,
-                message_id=m.message_id,
-            )
-            return Outcome("delete", result="duplicate")
+            return self._duplicate(m, key)
         if not claim.acquired:
             raise ClaimBusy(max(1.0, claim.lease_until - time.time() + 1.0))
         m.claim, m.claim_lease_until = (key, d.owner), claim.lease_until
@@ -381,10 +365,7 @@ class Processor:
         event(
             logging.INFO,
             "delivery.started",
-            customer=key.customer,
-            change_id=key.change_id,
-            version=key.version,
-            event=key.event.value,
+            **_key_fields(key),
             message_id=m.message_id,
             receive_count=m.receive_count,
         )
@@ -486,10 +467,7 @@ class Processor:
                     self.audit.record(
                         "email.failed",
                         actor=self.worker_id,
-                        customer=key.customer,
-                        change_id=key.change_id,
-                        version=key.version,
-                        event=key.event.value,
+                        **_key_fields(key),
                         recipient=address,
                         topic=topic,
                         result=f.reason,
@@ -510,10 +488,7 @@ class Processor:
             self.audit.record(
                 "email.sent",
                 actor=self.worker_id,
-                customer=key.customer,
-                change_id=key.change_id,
-                version=key.version,
-                event=key.event.value,
+                **_key_fields(key),
                 recipient=address,
                 topic=topic,
                 message_id=message_id,
@@ -608,10 +583,7 @@ class Processor:
         event(
             logging.INFO,
             "delivery.finished",
-            customer=key.customer,
-            change_id=key.change_id,
-            version=key.version,
-            event=key.event.value,
+            **_key_fields(key),
             state=state.value,
             recipients=total,
             sent=len(sent),
@@ -755,6 +727,17 @@ class Processor:
         if not (trigger.key.startswith("customers/") or trigger.key.startswith("payloads/")):
             return
         self.aws.client("s3").delete_object(Bucket=trigger.bucket, Key=trigger.key)
+
+
+def _key_fields(key: DeliveryKey, customer: str | None = None) -> dict[str, Any]:
+    """The fields naming one delivery in worker events and audit records (``customer`` overrides the
+    key's, e.g. the queue's customer when the key comes from the trigger)."""
+    return {
+        "customer": key.customer if customer is None else customer,
+        "change_id": key.change_id,
+        "version": key.version,
+        "event": key.event.value,
+    }
 
 
 def _trigger_key(trigger: Trigger) -> DeliveryKey | None:
