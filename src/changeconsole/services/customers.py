@@ -13,7 +13,6 @@ Textual-free; every method blocks on AWS, so screens call them from thread worke
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -32,9 +31,8 @@ from botocore.exceptions import (
 from ..models import ALL_TOPICS, Config, CustomerMapping, DeliveryRecord
 from .aws import AwsFactory
 from .contacts import Contact, is_subscribed, iter_contacts, topic_defaults
+from .queues import DELAYED, IN_FLIGHT, VISIBLE, QueueUrlCache, is_missing_queue, message_counts
 from .status import StatusStore
-
-_MISSING_QUEUE = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 
 
 def describe_error(exc: BaseException) -> str:
@@ -148,8 +146,7 @@ class CustomerService:
         self.config = config
         self.threads = max(1, threads)
         self.status = StatusStore(aws, config)
-        self._urls: dict[tuple[str, str], str] = {}
-        self._lock = threading.Lock()
+        self._urls = QueueUrlCache()
 
     # -- config --------------------------------------------------------------------------
     def customers(self) -> list[CustomerInfo]:
@@ -165,42 +162,18 @@ class CustomerService:
         return self.aws.client("sqs", region)
 
     def _queue_url(self, name: str, account: str, region: str) -> str:
-        key = (name, account)
-        with self._lock:
-            cached = self._urls.get(key)
-        if cached:
-            return cached
-        url = str(self._sqs(region).get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"])
-        with self._lock:
-            self._urls[key] = url
-        return url
+        return self._urls.lookup(self._sqs(region), name, account)
 
     def _depth(self, name: str, account: str, region: str) -> QueueDepth:
         try:
             url = self._queue_url(name, account, region)
-            attrs = (
-                self._sqs(region)
-                .get_queue_attributes(
-                    QueueUrl=url,
-                    AttributeNames=[
-                        "ApproximateNumberOfMessages",
-                        "ApproximateNumberOfMessagesNotVisible",
-                        "ApproximateNumberOfMessagesDelayed",
-                    ],
-                )
-                .get("Attributes", {})
-            )
+            counts = message_counts(self._sqs(region), url, (VISIBLE, IN_FLIGHT, DELAYED))
         except (ClientError, BotoCoreError) as exc:
-            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _MISSING_QUEUE:
-                with self._lock:
-                    self._urls.pop((name, account), None)
+            if is_missing_queue(exc):
+                self._urls.forget((name, account))
                 return QueueDepth(error=f"queue {name} does not exist")
             return QueueDepth(error=describe_error(exc))
-        return QueueDepth(
-            visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
-            in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
-            delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
-        )
+        return QueueDepth(visible=counts[VISIBLE], in_flight=counts[IN_FLIGHT], delayed=counts[DELAYED])
 
     def queue_depth(self, code: str) -> QueueDepth:
         m = self.config.customer(code)

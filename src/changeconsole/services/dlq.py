@@ -43,6 +43,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ..models import Config, CustomerMapping, iso_utc, utcnow
 from .aws import AwsFactory
+from .queues import IN_FLIGHT, VISIBLE, QueueUrlCache, is_missing_queue, message_counts
 
 log = logging.getLogger("changeconsole.dlq")
 
@@ -76,7 +77,6 @@ _UNSUPPORTED_CODES = frozenset(
     {"UnsupportedOperation", "InvalidAction", "UnknownOperation", "NotImplemented", "InternalFailure"}
 )
 _UNSUPPORTED_STATUS = frozenset({500, 501})
-_MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
 Target = Literal["source", "dlq"]
 ProgressCallback = Callable[["RedriveProgress"], None]
@@ -885,7 +885,7 @@ class DlqService:
         self.empty_receives = empty_receives if empty_receives is not None else (1 if emulator else 2)
         self.threads = threads
         self.native_poll_seconds = native_poll_seconds
-        self._urls: dict[tuple[str, str], str] = {}
+        self._urls = QueueUrlCache()
         self._lock = threading.Lock()
         self._native_unsupported: str | None = None
         self._noretry: AwsFactory | None = None
@@ -912,21 +912,14 @@ class DlqService:
         return self.config.customer(code)
 
     def queue_url(self, name: str, account: str) -> str:
-        key = (name, account)
-        with self._lock:
-            if key in self._urls:
-                return self._urls[key]
         try:
-            url = self.sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+            return self._urls.lookup(self.sqs, name, account)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _MISSING_QUEUE_CODES:
+            if is_missing_queue(exc):
                 raise QueueMissing(
                     f"queue {name} does not exist in account {account}; run `changeconsole provision`"
                 ) from None
             raise
-        with self._lock:
-            self._urls[key] = url
-        return str(url)
 
     def dlq_url(self, code: str) -> str:
         c = self.customer(code)
@@ -937,13 +930,8 @@ class DlqService:
         return self.queue_url(c.queue_name, c.queue_account)
 
     def _depth(self, url: str) -> tuple[int, int]:
-        attrs = self.sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        ).get("Attributes", {})
-        return int(attrs.get("ApproximateNumberOfMessages", 0)), int(
-            attrs.get("ApproximateNumberOfMessagesNotVisible", 0)
-        )
+        counts = message_counts(self.sqs, url, (VISIBLE, IN_FLIGHT))
+        return counts[VISIBLE], counts[IN_FLIGHT]
 
     @staticmethod
     def wall_clock() -> datetime:

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 from ..models import Config, CustomerMapping
 from ..services.aws import AwsFactory
 from ..services.ledger import Ledger
+from ..services.queues import QueueUrlCache
 from ..services.status import StatusStore
 from .errors import backoff_delay, classify
 from .health import HealthServer
@@ -44,25 +45,14 @@ class Queues:
     def __init__(self, aws: AwsFactory, config: Config) -> None:
         self.aws = aws
         self.config = config
-        self._lock = threading.Lock()
-        self._urls: dict[tuple[str, str, str], str] = {}
+        self._urls = QueueUrlCache()
 
     def client(self, mapping: CustomerMapping) -> Any:
         return self.aws.client("sqs", region=mapping.queue_region)
 
     def _url(self, mapping: CustomerMapping, name: str) -> str:
         key = (mapping.queue_region, mapping.queue_account, name)
-        with self._lock:
-            if key in self._urls:
-                return self._urls[key]
-        url = str(
-            self.client(mapping).get_queue_url(QueueName=name, QueueOwnerAWSAccountId=mapping.queue_account)[
-                "QueueUrl"
-            ]
-        )
-        with self._lock:
-            self._urls[key] = url
-        return url
+        return self._urls.lookup(self.client(mapping), name, mapping.queue_account, key=key)
 
     def url(self, mapping: CustomerMapping) -> str:
         return self._url(mapping, mapping.queue_name)
