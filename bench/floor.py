@@ -238,6 +238,10 @@ class Floor:
             ("sqs", "ChangeMessageVisibility"): lambda c, n: sqs.change_message_visibility(
                 QueueUrl=c.queue_url, ReceiptHandle=c.receipt, VisibilityTimeout=120
             ),
+            ("sqs", "ChangeMessageVisibilityBatch"): lambda c, n: sqs.change_message_visibility_batch(
+                QueueUrl=c.queue_url,
+                Entries=[{"Id": "0", "ReceiptHandle": c.receipt, "VisibilityTimeout": 120}],
+            ),
             ("sqs", "SendMessage"): lambda c, n: sqs.send_message(
                 QueueUrl=self._side_queue_url(), MessageBody=self.body.decode()
             ),
