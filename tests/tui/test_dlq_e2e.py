@@ -84,6 +84,14 @@ async def test_broken_role_dead_letters_then_redrive_from_the_screen_delivers_on
                 timeout=60,
                 what="the broken customer's delivery dead-lettered",
             )
+            await wait_for(
+                pilot,
+                lambda: (
+                    (r := record(aws_factory, config, healthy)) is not None and r.state is DeliveryState.SENT
+                ),
+                timeout=60,
+                what="the healthy customer's delivery sent",
+            )
             assert outbox(moto_endpoint) and all(m.customer == healthy for m in outbox(moto_endpoint))
 
             # The operator opens the DLQ screen of that customer (as the live status row does).
