@@ -30,6 +30,7 @@ from ..services.dlq import (
     DlqService,
     RedriveProgress,
     RedriveResult,
+    age_text,
 )
 from .common import (
     EXIT_FAILED,
@@ -73,19 +74,6 @@ def _service() -> DlqService:
 def _refuse_readonly(what: str) -> None:
     if state().readonly:
         raise BadInput(f"read-only: {what} is disabled (--readonly)")
-
-
-def age_text(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
 
 
 def _when(value: datetime | None) -> str:

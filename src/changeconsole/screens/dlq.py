@@ -22,7 +22,6 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.console import Group, RenderableType
@@ -45,9 +44,10 @@ from ..services.dlq import (
     PeekResult,
     RedriveProgress,
     RedriveResult,
+    age_text,
 )
 from .modals import ConfirmModal, TypeToConfirmModal
-from .status import chrome_bottom, chrome_top
+from .status import chrome_bottom, chrome_top, style_path
 
 Clock = Callable[[], datetime]
 PEEK_MAX = 200
@@ -63,28 +63,6 @@ MESSAGE_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("seen", "First seen", 10),
     ("change", "Change", 19),
 )
-
-
-def style_path(name: str) -> str:
-    """``changeconsole/styles`` in the wheel, ``styles/`` in a source checkout."""
-    here = Path(__file__).resolve().parent.parent
-    for candidate in (here / "styles" / name, here.parent.parent / "styles" / name):
-        if candidate.exists():
-            return str(candidate)
-    return str(here / "styles" / name)
-
-
-def age_text(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
 
 
 def when_text(value: datetime | None, now: datetime) -> str:

@@ -455,6 +455,20 @@ def as_filter(value: str | MessageFilter | None) -> MessageFilter | None:
 # -- results -----------------------------------------------------------------------------------------------
 
 
+def age_text(seconds: float | None) -> str:
+    """``42s``, ``5m``, ``3h07m``, ``2d04h`` (``—`` when unknown): DLQ ages in the CLI and the console."""
+    if seconds is None:
+        return "—"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
 def _age(now: datetime, then: datetime | None) -> float | None:
     return max(0.0, (now - then).total_seconds()) if then is not None else None
 
