@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -38,6 +38,7 @@ from ..services.status import StatusStore
 from ..services.waiting import WaitTimeout, pending_customers, wait_for_final
 from .common import (
     BadInput,
+    F,
     OperationFailed,
     aws_options,
     handle_errors,
@@ -47,8 +48,6 @@ from .common import (
     stderr,
     stdout,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_TIMEOUT = 300.0
 _STATE_STYLE = {

@@ -11,7 +11,7 @@ import functools
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
@@ -35,6 +35,7 @@ from ..services.dlq import (
 from .common import (
     EXIT_FAILED,
     BadInput,
+    F,
     OperationFailed,
     aws_options,
     handle_errors,
@@ -44,8 +45,6 @@ from .common import (
     stderr,
     stdout,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 PEEK_NOTE = (
     "peeking receives messages: each was invisible for up to {v} s (released when done) "

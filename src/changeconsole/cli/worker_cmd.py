@@ -120,9 +120,7 @@ def worker_cmd(
     try:
         shard_k_n = parse_shard(shard) if shard else None
         codes = assign_customers(config, list(customers) or None, shard_k_n)
-    except ValueError as exc:
-        raise BadInput(str(exc)) from None
-    except UnknownCustomer as exc:
+    except (ValueError, UnknownCustomer) as exc:
         raise BadInput(str(exc)) from None
     options = WorkerOptions(
         customers=list(customers) or None,
