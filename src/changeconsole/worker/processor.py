@@ -669,29 +669,17 @@ class Processor:
                 unless_state=SETTLED,
             )
         self.metrics.count(m.customer, "MessagesDeadLettered")
-        self.audit.record(
-            "message.rejected",
-            actor=self.worker_id,
-            customer=m.customer,
-            change_id=change_id,
-            version=version,
-            event=ev,
-            message_id=m.message_id,
-            reason=failure.reason,
-            detail=failure.detail,
-            result="dead_lettered",
-        )
-        event(
-            logging.ERROR,
-            "message.dead_lettered",
-            customer=m.customer,
-            change_id=change_id,
-            version=version,
-            event=ev,
-            message_id=m.message_id,
-            reason=failure.reason,
-            detail=failure.detail,
-        )
+        about: dict[str, Any] = {
+            "customer": m.customer,
+            "change_id": change_id,
+            "version": version,
+            "event": ev,
+            "message_id": m.message_id,
+            "reason": failure.reason,
+            "detail": failure.detail,
+        }
+        self.audit.record("message.rejected", actor=self.worker_id, **about, result="dead_lettered")
+        event(logging.ERROR, "message.dead_lettered", **about)
         return Outcome("delete", result=f"dead_lettered:{failure.reason}")
 
     # -- helpers -----------------------------------------------------------------------------
