@@ -19,7 +19,6 @@ Screens only call ``app.services.customers`` (``services/customers.py``) and ren
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -54,6 +53,7 @@ from .status import (
     open_dlq,
     open_filter,
     parse_ts,
+    post_from_thread,
     style_path,
     sync_rows,
 )
@@ -582,8 +582,7 @@ class CustomerDetailScreen(Screen[None]):
         self._post(self._loaded, stats, contacts, deliveries, error)
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):
-            self.app.call_from_thread(callback, *args)
+        post_from_thread(self, callback, *args)
 
     def _loaded(
         self,

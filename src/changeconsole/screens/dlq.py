@@ -47,7 +47,7 @@ from ..services.dlq import (
     age_text,
 )
 from .modals import ConfirmModal, TypeToConfirmModal
-from .status import chrome_bottom, chrome_top, style_path
+from .status import chrome_bottom, chrome_top, post_from_thread, style_path
 
 Clock = Callable[[], datetime]
 PEEK_MAX = 200
@@ -279,8 +279,7 @@ class DlqScreen(Screen[None]):
         return self.cancel_event is not None
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the app is shutting down
-            self.app.call_from_thread(callback, *args)
+        post_from_thread(self, callback, *args)
 
     def _background(
         self,

@@ -28,7 +28,6 @@ has focus (Retry after a failure, Live status after success), so ``enter`` does 
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -46,7 +45,15 @@ from textual.widgets import Button, ProgressBar, Static
 from ..models import Change
 from ..services.customers import describe_error
 from ..services.fanout import ARCHIVE, DestinationState, FanoutResult, ProgressEvent
-from .status import LiveStatusScreen, LiveTable, app_is_live, chrome_bottom, chrome_top, style_path
+from .status import (
+    LiveStatusScreen,
+    LiveTable,
+    app_is_live,
+    chrome_bottom,
+    chrome_top,
+    post_from_thread,
+    style_path,
+)
 
 ProgressCallback = Callable[[ProgressEvent], None]
 RunFn = Callable[[ProgressCallback], FanoutResult]
@@ -190,8 +197,7 @@ class SubmitProgressScreen(Screen[None]):
         self._post(self._finished, result)
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the app is shutting down
-            self.app.call_from_thread(callback, *args)
+        post_from_thread(self, callback, *args)
 
     def _finished(self, result: FanoutResult) -> None:
         self._drain_progress()

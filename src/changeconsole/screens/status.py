@@ -262,6 +262,13 @@ def app_clock(screen: Screen[Any], clock: Clock | None) -> Clock:
     return now if callable(now) else utcnow
 
 
+def post_from_thread(screen: Screen[Any], callback: Callable[..., None], *args: Any) -> None:
+    """From a thread worker, run ``callback(*args)`` on the UI thread (dropped while the app shuts
+    down)."""
+    with contextlib.suppress(RuntimeError):
+        screen.app.call_from_thread(callback, *args)
+
+
 def app_is_live(screen: Screen[Any]) -> bool:
     """False when the console runs without timers (deterministic snapshots: ``App(live=False)``)."""
     return bool(getattr(screen.app, "live", True))
@@ -632,8 +639,7 @@ class LiveStatusScreen(Screen[None]):
             self._post(self._fetch_done, records, cells, title, now)
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the app is shutting down
-            self.app.call_from_thread(callback, *args)
+        post_from_thread(self, callback, *args)
 
     def _fetch_done(
         self, records: list[DeliveryRecord], cells: dict[str, tuple[str, ...]], title: str, now: datetime
@@ -912,8 +918,7 @@ class DeliveryDetailScreen(Screen[None]):
         self._post(self._loaded_ok, record, detail, record_error)
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the app is shutting down
-            self.app.call_from_thread(callback, *args)
+        post_from_thread(self, callback, *args)
 
     def _loaded_ok(self, record: DeliveryRecord, detail: DeliveryDetail, record_error: str | None) -> None:
         self.loaded = True
