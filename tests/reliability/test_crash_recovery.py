@@ -112,7 +112,10 @@ def test_sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice(
             worker.start()
             sent_now = len(outbox(moto_endpoint))
             # A random moment: right at start-up, or after a random number of further emails.
-            target = sent_now if rng.random() < 0.2 else rng.randrange(sent_now, len(expected))
+            if sent_now >= len(expected) or rng.random() < 0.2:
+                target = sent_now
+            else:
+                target = rng.randrange(sent_now, len(expected))
             wait_for(
                 lambda t=target: len(outbox(moto_endpoint)) >= t or all_final(),  # type: ignore[misc]
                 timeout=120,
@@ -123,6 +126,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice(
             worker.kill()
         worker.start()
         wait_for(all_final, timeout=scaled(150, 600), what="every delivery final", interval=0.25)
+        worker.wait_started()  # SIGTERM before the handlers exist would not be a graceful stop
         assert worker.terminate() == 0
     finally:
         worker.kill()
