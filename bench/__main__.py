@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": args.rows,
         "seconds": args.seconds,
         "changes": args.changes,
+        # Long benches save each finished size as they go, so a stopped run keeps what it measured.
+        "save": lambda partial: write_results([partial], Path(args.out) if args.out else None),
     }
     results: list[BenchResult] = []
     failed = False

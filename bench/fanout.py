@@ -314,7 +314,14 @@ def run_floor(
     return row, problems
 
 
-def run(*, sizes: list[int], recipients: int = 5, concurrency: int | None = None, **_: Any) -> BenchResult:
+def run(
+    *,
+    sizes: list[int],
+    recipients: int = 5,
+    concurrency: int | None = None,
+    save: Any = None,
+    **_: Any,
+) -> BenchResult:
     from changeconsole.worker import WorkerOptions
 
     conc = concurrency or WorkerOptions().concurrency
@@ -368,6 +375,8 @@ def run(*, sizes: list[int], recipients: int = 5, concurrency: int | None = None
                 f"fanout: n={n} ours {ours['e2e_s']:.2f}s floor {floor['e2e_s']:.2f}s "
                 f"ratio {row['ratio']:.2f}"
             )
+            if save is not None:
+                save(result)
     result.notes.append(
         "stage columns are per-customer means: upload = submit start → trigger PUT starts; pickup → "
         "message received; send → last email accepted; status → message acknowledged"
