@@ -118,7 +118,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice(
                 target = rng.randrange(sent_now, len(expected))
             wait_for(
                 lambda t=target: len(outbox(moto_endpoint)) >= t or all_final(),  # type: ignore[misc]
-                timeout=120,
+                timeout=scaled(120, 900),
                 what=f"{target} emails before the kill",
                 interval=0.02,
             )
