@@ -197,8 +197,8 @@ def test_a_worker_killed_mid_batch_and_restarted_loses_nothing_and_sends_nothing
     received = {(to, customer) for (to, _cid, _v, _e, customer) in counts}
     assert received <= expected
     lost = expected - received
-    # At-most-once: a send cut off by the kill is recorded as "unknown", never sent again and
-    # never hidden; in practice SES (moto) had accepted it, so nothing is lost.
+    # At-most-once: a send cut off by the kill inside its SES window is recorded "unknown", never sent
+    # again and never hidden (the delivery is partial); anything else missing would be a silent loss.
     ledger = Ledger(aws_factory, config)
     for addr, code in lost:
         items = ledger.recipients(DeliveryKey(CHANGE_ID, 2, EmailEvent.SUBMITTED, code))
@@ -211,4 +211,6 @@ def test_a_worker_killed_mid_batch_and_restarted_loses_nothing_and_sends_nothing
         assert r.recipients_sent + r.recipients_failed == r.recipients_total
     unknown = sum(r.recipients_failed for r in recs.values())
     print(f"killed after {at_kill} of {len(expected)} emails; {unknown} send(s) left unknown by the kill")
-    assert not lost, f"{len(lost)} recipient(s) lost: {sorted(lost)}"
+    assert len(lost) <= unknown
+    for _addr, code in lost:
+        assert recs[(2, "submitted", code)].state is DeliveryState.PARTIAL
