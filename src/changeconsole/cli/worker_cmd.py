@@ -11,11 +11,66 @@ import logging
 import signal
 import threading
 from types import FrameType
+from typing import Any, TypeVar
 
 import click
 
 from ..models import UnknownCustomer
 from .common import EXIT_OK, BadInput, aws_options, handle_errors, state
+
+F = TypeVar("F")
+
+
+def _setting(flag: str, default: Any, kind: click.ParamType | None, help_text: str) -> Any:
+    return click.option(flag, default=default, show_default=True, type=kind, help=help_text)
+
+
+# Options passed to WorkerOptions as they are: each flag names its field; the defaults are the
+# command's (kept here, not read from WorkerOptions, so other commands need not import the worker).
+_SETTINGS = (
+    _setting("--concurrency", 16, click.IntRange(1, 512), "Deliveries processed at once."),
+    _setting(
+        "--per-customer",
+        None,
+        click.IntRange(1, 512),
+        "Deliveries of one customer at once [default: concurrency/4].",
+    ),
+    _setting("--health-port", 8080, click.IntRange(0, 65535), "Port of /healthz and /readyz (0 disables)."),
+    _setting("--health-host", "0.0.0.0", None, "Address of the health endpoints."),
+    click.option("--drain", is_flag=True, help="Exit 0 once every assigned queue is empty."),
+    _setting(
+        "--shutdown-timeout",
+        25.0,
+        click.FloatRange(0, 3600),
+        "Seconds to finish in-flight work after SIGTERM/SIGINT.",
+    ),
+    _setting("--poll-wait", 20, click.IntRange(0, 20), "SQS long-poll seconds."),
+    _setting(
+        "--visibility-timeout",
+        120,
+        click.IntRange(5, 43200),
+        "Seconds a received message stays hidden (extended while it is worked on).",
+    ),
+    _setting(
+        "--backoff-base",
+        30.0,
+        click.FloatRange(0.5, 900),
+        "First transient retry after about this many seconds (doubles per receive, jittered).",
+    ),
+    _setting(
+        "--claim-lease",
+        300.0,
+        click.FloatRange(1, 86400),
+        "Seconds a crashed worker's delivery claim blocks others.",
+    ),
+    _setting("--metrics-interval", 60.0, click.FloatRange(1, 3600), "Seconds between metric flushes."),
+)
+
+
+def _with_settings(fn: F) -> F:
+    for option in reversed(_SETTINGS):
+        fn = option(fn)
+    return fn
 
 
 @click.command("worker")
@@ -26,87 +81,14 @@ from .common import EXIT_OK, BadInput, aws_options, handle_errors, state
 @click.option(
     "--shard", default=None, metavar="K/N", help="Serve customers whose stable hash % N == K (0-based)."
 )
-@click.option(
-    "--concurrency",
-    default=16,
-    show_default=True,
-    type=click.IntRange(1, 512),
-    help="Deliveries processed at once.",
-)
-@click.option(
-    "--per-customer",
-    default=None,
-    type=click.IntRange(1, 512),
-    help="Deliveries of one customer at once [default: concurrency/4].",
-)
-@click.option(
-    "--health-port",
-    default=8080,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="Port of /healthz and /readyz (0 disables).",
-)
-@click.option("--health-host", default="0.0.0.0", show_default=True, help="Address of the health endpoints.")
-@click.option("--drain", is_flag=True, help="Exit 0 once every assigned queue is empty.")
-@click.option(
-    "--shutdown-timeout",
-    default=25.0,
-    show_default=True,
-    type=click.FloatRange(0, 3600),
-    help="Seconds to finish in-flight work after SIGTERM/SIGINT.",
-)
-@click.option(
-    "--poll-wait", default=20, show_default=True, type=click.IntRange(0, 20), help="SQS long-poll seconds."
-)
-@click.option(
-    "--visibility-timeout",
-    default=120,
-    show_default=True,
-    type=click.IntRange(5, 43200),
-    help="Seconds a received message stays hidden (extended while it is worked on).",
-)
-@click.option(
-    "--backoff-base",
-    default=30.0,
-    show_default=True,
-    type=click.FloatRange(0.5, 900),
-    help="First transient retry after about this many seconds (doubles per receive, jittered).",
-)
-@click.option(
-    "--claim-lease",
-    default=300.0,
-    show_default=True,
-    type=click.FloatRange(1, 86400),
-    help="Seconds a crashed worker's delivery claim blocks others.",
-)
-@click.option(
-    "--metrics-interval",
-    default=60.0,
-    show_default=True,
-    type=click.FloatRange(1, 3600),
-    help="Seconds between metric flushes.",
-)
+@_with_settings
 @click.option("--no-emf", is_flag=True, help="Do not print CloudWatch EMF metric lines on stdout.")
 @click.option(
     "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
 )
 @handle_errors
 def worker_cmd(
-    customers: tuple[str, ...],
-    shard: str | None,
-    concurrency: int,
-    per_customer: int | None,
-    health_port: int,
-    health_host: str,
-    drain: bool,
-    shutdown_timeout: float,
-    poll_wait: int,
-    visibility_timeout: int,
-    backoff_base: float,
-    claim_lease: float,
-    metrics_interval: float,
-    no_emf: bool,
-    log_level: str,
+    customers: tuple[str, ...], shard: str | None, no_emf: bool, log_level: str, **settings: Any
 ) -> None:
     """Deliver change notices from the customer queues (headless, for containers)."""
     # Imported here so other commands start fast; none of it imports Textual.
@@ -125,20 +107,10 @@ def worker_cmd(
     options = WorkerOptions(
         customers=list(customers) or None,
         shard=shard_k_n,
-        concurrency=concurrency,
-        per_customer=per_customer,
-        poll_wait=poll_wait,
-        visibility_timeout=visibility_timeout,
-        backoff_base=backoff_base,
-        claim_lease=claim_lease,
         # A send mark expires no later than the claim, so a retaken delivery settles it at once.
-        send_lease=min(120.0, claim_lease),
-        shutdown_timeout=shutdown_timeout,
-        drain=drain,
-        health_port=health_port,
-        health_host=health_host,
-        metrics_interval=metrics_interval,
+        send_lease=min(120.0, settings["claim_lease"]),
         emit_emf=not no_emf,
+        **settings,
     )
     if not codes:
         event(logging.WARNING, "worker.no_customers", shard=shard)
@@ -158,8 +130,8 @@ def worker_cmd(
     except OSError as exc:  # e.g. the health port is taken
         raise BadInput(f"cannot start the worker: {exc}") from None
     while not stop.wait(0.25):
-        if drain and worker.drained():
+        if options.drain and worker.drained():
             event(logging.INFO, "worker.drained", customers=len(codes))
             break
-    worker.stop(shutdown_timeout)
+    worker.stop(options.shutdown_timeout)
     raise SystemExit(EXIT_OK)
