@@ -17,38 +17,63 @@ terraform {
 
 data "aws_region" "current" {}
 
-resource "aws_cloudwatch_metric_alarm" "dlq_visible" {
-  for_each = var.queues
+locals {
+  # The SQS alarms, keyed by the alarm name's suffix (<kind>-<code>).
+  queue_alarms = merge([
+    for code, q in var.queues : {
+      "dlq-${code}" = {
+        description         = "Messages in the DLQ of customer ${code}: deliveries that need an operator. Runbook: docs/runbooks/monitoring.md#dlq-message-visible"
+        metric_name         = "ApproximateNumberOfMessagesVisible"
+        queue_name          = q.dlq_name
+        evaluation_periods  = 1
+        datapoints_to_alarm = null
+        threshold           = 0
+      }
+      "oldest-${code}" = {
+        description         = "Triggers of customer ${code} wait longer than ${var.oldest_message_age_seconds} s. Runbook: docs/runbooks/monitoring.md#oldest-message-age"
+        metric_name         = "ApproximateAgeOfOldestMessage"
+        queue_name          = q.queue_name
+        evaluation_periods  = 5
+        datapoints_to_alarm = 3
+        threshold           = var.oldest_message_age_seconds
+      }
+    }
+  ]...)
 
-  alarm_name          = "${var.name}-dlq-${each.key}"
-  alarm_description   = "Messages in the DLQ of customer ${each.key}: deliveries that need an operator. Runbook: docs/runbooks/monitoring.md#dlq-message-visible"
-  namespace           = "AWS/SQS"
-  metric_name         = "ApproximateNumberOfMessagesVisible"
-  dimensions          = { QueueName = each.value.dlq_name }
-  statistic           = "Maximum"
-  period              = 60
-  evaluation_periods  = 1
-  threshold           = 0
-  comparison_operator = "GreaterThanThreshold"
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_actions
-  ok_actions          = var.ok_actions
-  tags                = var.tags
+  # The SES reputation alarms, keyed the same way (ses-<kind>-<code>).
+  ses_alarms = merge([
+    for code, account_id in var.ses_accounts : {
+      "ses-bounce-${code}" = {
+        description = "SES bounce rate of customer ${code} above ${var.bounce_rate_threshold} (SES reviews accounts at 0.05). Runbook: docs/runbooks/monitoring.md#ses-bounce-rate"
+        query_id    = "bounce"
+        metric_name = "Reputation.BounceRate"
+        threshold   = var.bounce_rate_threshold
+        account_id  = account_id
+      }
+      "ses-complaint-${code}" = {
+        description = "SES complaint rate of customer ${code} above ${var.complaint_rate_threshold} (SES reviews accounts at 0.001). Runbook: docs/runbooks/monitoring.md#ses-complaint-rate"
+        query_id    = "complaint"
+        metric_name = "Reputation.ComplaintRate"
+        threshold   = var.complaint_rate_threshold
+        account_id  = account_id
+      }
+    }
+  ]...)
 }
 
-resource "aws_cloudwatch_metric_alarm" "oldest_message" {
-  for_each = var.queues
+resource "aws_cloudwatch_metric_alarm" "queue" {
+  for_each = local.queue_alarms
 
-  alarm_name          = "${var.name}-oldest-${each.key}"
-  alarm_description   = "Triggers of customer ${each.key} wait longer than ${var.oldest_message_age_seconds} s. Runbook: docs/runbooks/monitoring.md#oldest-message-age"
+  alarm_name          = "${var.name}-${each.key}"
+  alarm_description   = each.value.description
   namespace           = "AWS/SQS"
-  metric_name         = "ApproximateAgeOfOldestMessage"
+  metric_name         = each.value.metric_name
   dimensions          = { QueueName = each.value.queue_name }
   statistic           = "Maximum"
   period              = 60
-  evaluation_periods  = 5
-  datapoints_to_alarm = 3
-  threshold           = var.oldest_message_age_seconds
+  evaluation_periods  = each.value.evaluation_periods
+  datapoints_to_alarm = each.value.datapoints_to_alarm
+  threshold           = each.value.threshold
   comparison_operator = "GreaterThanThreshold"
   treat_missing_data  = "notBreaching"
   alarm_actions       = var.alarm_actions
@@ -71,27 +96,18 @@ resource "aws_cloudwatch_metric_alarm" "worker_error_rate" {
   alarm_actions       = var.alarm_actions
   ok_actions          = var.ok_actions
 
-  metric_query {
-    id          = "processed"
-    return_data = false
-    metric {
-      namespace   = var.metrics_namespace
-      metric_name = var.worker_processed_metric
-      dimensions  = zipmap([var.worker_customer_dimension], [each.key])
-      stat        = "Sum"
-      period      = 300
-    }
-  }
-
-  metric_query {
-    id          = "failed"
-    return_data = false
-    metric {
-      namespace   = var.metrics_namespace
-      metric_name = var.worker_failed_metric
-      dimensions  = zipmap([var.worker_customer_dimension], [each.key])
-      stat        = "Sum"
-      period      = 300
+  dynamic "metric_query" {
+    for_each = { processed = var.worker_processed_metric, failed = var.worker_failed_metric }
+    content {
+      id          = metric_query.key
+      return_data = false
+      metric {
+        namespace   = var.metrics_namespace
+        metric_name = metric_query.value
+        dimensions  = zipmap([var.worker_customer_dimension], [each.key])
+        stat        = "Sum"
+        period      = 300
+      }
     }
   }
 
@@ -105,52 +121,25 @@ resource "aws_cloudwatch_metric_alarm" "worker_error_rate" {
   tags = var.tags
 }
 
-resource "aws_cloudwatch_metric_alarm" "ses_bounce" {
-  for_each = var.ses_accounts
+resource "aws_cloudwatch_metric_alarm" "ses_reputation" {
+  for_each = local.ses_alarms
 
-  alarm_name          = "${var.name}-ses-bounce-${each.key}"
-  alarm_description   = "SES bounce rate of customer ${each.key} above ${var.bounce_rate_threshold} (SES reviews accounts at 0.05). Runbook: docs/runbooks/monitoring.md#ses-bounce-rate"
+  alarm_name          = "${var.name}-${each.key}"
+  alarm_description   = each.value.description
   evaluation_periods  = 1
-  threshold           = var.bounce_rate_threshold
+  threshold           = each.value.threshold
   comparison_operator = "GreaterThanThreshold"
   treat_missing_data  = "notBreaching"
   alarm_actions       = var.alarm_actions
   ok_actions          = var.ok_actions
 
   metric_query {
-    id          = "bounce"
-    account_id  = each.value
+    id          = each.value.query_id
+    account_id  = each.value.account_id
     return_data = true
     metric {
       namespace   = "AWS/SES"
-      metric_name = "Reputation.BounceRate"
-      stat        = "Maximum"
-      period      = 3600
-    }
-  }
-
-  tags = var.tags
-}
-
-resource "aws_cloudwatch_metric_alarm" "ses_complaint" {
-  for_each = var.ses_accounts
-
-  alarm_name          = "${var.name}-ses-complaint-${each.key}"
-  alarm_description   = "SES complaint rate of customer ${each.key} above ${var.complaint_rate_threshold} (SES reviews accounts at 0.001). Runbook: docs/runbooks/monitoring.md#ses-complaint-rate"
-  evaluation_periods  = 1
-  threshold           = var.complaint_rate_threshold
-  comparison_operator = "GreaterThanThreshold"
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_actions
-  ok_actions          = var.ok_actions
-
-  metric_query {
-    id          = "complaint"
-    account_id  = each.value
-    return_data = true
-    metric {
-      namespace   = "AWS/SES"
-      metric_name = "Reputation.ComplaintRate"
+      metric_name = each.value.metric_name
       stat        = "Maximum"
       period      = 3600
     }
@@ -202,7 +191,7 @@ locals {
       type = "alarm", x = 12, y = 6, width = 12, height = 6
       properties = {
         title  = "DLQ alarms"
-        alarms = [for a in aws_cloudwatch_metric_alarm.dlq_visible : a.arn]
+        alarms = [for k, a in aws_cloudwatch_metric_alarm.queue : a.arn if startswith(k, "dlq-")]
       }
     },
   ]

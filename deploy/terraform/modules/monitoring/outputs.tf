@@ -1,10 +1,8 @@
 output "alarm_names" {
   value = concat(
-    [for a in aws_cloudwatch_metric_alarm.dlq_visible : a.alarm_name],
-    [for a in aws_cloudwatch_metric_alarm.oldest_message : a.alarm_name],
+    [for a in aws_cloudwatch_metric_alarm.queue : a.alarm_name],
     [for a in aws_cloudwatch_metric_alarm.worker_error_rate : a.alarm_name],
-    [for a in aws_cloudwatch_metric_alarm.ses_bounce : a.alarm_name],
-    [for a in aws_cloudwatch_metric_alarm.ses_complaint : a.alarm_name],
+    [for a in aws_cloudwatch_metric_alarm.ses_reputation : a.alarm_name],
   )
 }
 
