@@ -21,6 +21,7 @@ from changeconsole.models import (
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.ledger import Ledger
 from changeconsole.services.status import DeliveryKey
+from changeconsole.worker.processor import Outcome
 from test_worker_support import (
     CHANGE_ID,
     attrs,
@@ -519,3 +520,52 @@ def test_a_message_claimed_elsewhere_on_its_last_receive_is_requeued_not_dead_le
         wait_until(lambda: queue_depth(aws_factory, config, code) == 0, 10)
     assert dlq_messages(aws_factory, config, code) == []
     assert outbox(moto_endpoint) == []
+
+
+def test_a_full_backlog_leaves_messages_in_sqs_and_no_customer_waits_behind_it(
+    make_stack: Any, aws_factory: AwsFactory
+) -> None:
+    stack = make_stack(customers=8, contacts=1)
+    config = stack.config
+    codes = sorted(config.customer_mappings)
+    per_queue = 5
+    sqs = aws_factory.client("sqs")
+    for code in codes:  # the notification set-up's s3:TestEvent
+        sqs.purge_queue(QueueUrl=queue_url(aws_factory, config, code))
+    gate = threading.Event()
+    seen: list[str] = []
+
+    def blocked(m: Any) -> Outcome:
+        seen.append(m.message_id)
+        gate.wait(60)
+        return Outcome("delete", result="ignored")
+
+    with running_worker(aws_factory, config, concurrency=1, max_waiting=2) as handle:
+        worker = handle.worker
+        worker.processor.process = blocked  # type: ignore[method-assign]
+        for code in codes:
+            for i in range(per_queue):
+                send_raw(aws_factory, config, code, json.dumps({"Event": "s3:TestEvent", "n": i}))
+        # Every customer gets a message (none waits behind another's backlog), then polling pauses.
+        wait_until(
+            lambda: not worker.scheduler.room.is_set()
+            and all(worker.scheduler.active(c) > 0 for c in codes)
+            and worker._in_receive == 0,
+            30,
+            what="backlog full with every customer holding one",
+        )
+        held = worker.stats()["received"]
+        assert held <= worker.options.backlog_cap + 2 * len(codes) < per_queue * len(codes), held
+        visible = sum(
+            int(
+                sqs.get_queue_attributes(
+                    QueueUrl=queue_url(aws_factory, config, c), AttributeNames=["ApproximateNumberOfMessages"]
+                )["Attributes"]["ApproximateNumberOfMessages"]
+            )
+            for c in codes
+        )
+        assert visible == per_queue * len(codes) - held  # the rest stays in SQS, visible to other replicas
+        gate.set()
+        wait_until(lambda: worker.stats()["deleted"] == per_queue * len(codes), 60, what="all processed")
+        assert worker.stats()["received"] == per_queue * len(codes)  # nothing came back twice
+    assert len(seen) == len(set(seen)) == per_queue * len(codes)

@@ -27,8 +27,8 @@ from changeconsole.worker.errors import backoff_delay, classify
 from changeconsole.worker.health import HealthServer
 from changeconsole.worker.observe import JsonFormatter, Metrics
 from changeconsole.worker.processor import InFlight, dlq_attributes
-from changeconsole.worker.runtime import FairScheduler
-from test_worker_support import free_port, http_get
+from changeconsole.worker.runtime import FairScheduler, poll_wait_of
+from test_worker_support import free_port, http_get, wait_until
 
 
 @pytest.fixture
@@ -288,6 +288,36 @@ def test_options_defaults() -> None:
     assert WorkerOptions(concurrency=2).customer_cap == 1
     assert WorkerOptions(per_customer=12).prefetch == 12
     assert WorkerOptions(visibility_timeout=120).heartbeat_every == 30
+    assert opts.backlog_cap == 32 and WorkerOptions(concurrency=2).backlog_cap == 10
+    assert WorkerOptions(max_waiting=3).backlog_cap == 3
+
+
+def test_shared_pollers_long_poll_a_share_of_the_wait_never_below_two_seconds() -> None:
+    opts = WorkerOptions(poll_wait=20)
+    assert [poll_wait_of(opts, n) for n in (1, 2, 4, 30)] == [20, 10, 5, 2]
+    assert poll_wait_of(WorkerOptions(poll_wait=1), 3) == 1
+    assert poll_wait_of(WorkerOptions(drain=True), 1) == 1
+
+
+def test_fair_scheduler_reports_room_while_the_backlog_is_below_its_cap() -> None:
+    gate = threading.Event()
+    sched = FairScheduler(threads=1, cap=1, run=lambda m: gate.wait(10), backlog_cap=2)
+    sched.start()
+    try:
+        msgs = [_msg(c, 0) for c in "abc"]
+        sched.submit(msgs[0])
+        assert wait_until(lambda: sched.busy == 1, 5)  # a is running: nothing waits
+        assert sched.room.is_set() and sched.waiting == 0
+        sched.submit(msgs[1])
+        assert sched.room.is_set() and sched.waiting == 1
+        sched.submit(msgs[2])
+        assert not sched.room.is_set() and sched.waiting == 2
+        gate.set()
+        assert sched.wait_idle(5)
+        assert sched.room.is_set() and sched.waiting == 0
+    finally:
+        gate.set()
+        sched.stop()
 
 
 def test_metrics_go_to_cloudwatch_when_enabled(aws_factory: Any) -> None:

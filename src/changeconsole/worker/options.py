@@ -24,7 +24,8 @@ class WorkerOptions:
     backoff_cap: float = 900.0  # 15 min
     claim_lease: float = 300.0
     send_lease: float = 120.0
-    max_pollers: int = 512  # one long-polling thread per queue up to this; beyond, pollers share queues
+    max_pollers: int = 1024  # one long-polling thread per queue up to this; beyond, pollers share queues
+    max_waiting: int | None = None  # received, waiting for a delivery thread (default 2 x concurrency)
     shutdown_timeout: float = 25.0
     drain: bool = False
     health_port: int = 0
@@ -45,6 +46,14 @@ class WorkerOptions:
     def prefetch(self) -> int:
         """Messages of one customer held at once (received, not yet acknowledged)."""
         return max(10, self.customer_cap)
+
+    @property
+    def backlog_cap(self) -> int:
+        """Received messages allowed to wait for a delivery thread; beyond it pollers pause, so the rest
+        stay in SQS (visible to other replicas) instead of waiting out their visibility here."""
+        if self.max_waiting:
+            return max(1, self.max_waiting)
+        return max(10, 2 * self.concurrency)
 
     @property
     def heartbeat_every(self) -> float:

@@ -2,10 +2,12 @@
 
 Threads (all bounded): one long-polling thread per assigned queue up to ``max_pollers`` (a thread
 blocked in a 20 s long poll holds no GIL and little memory; beyond the cap, pollers rotate over several
-queues with 1 s polls), ``concurrency`` delivery threads fed round-robin by customer with at most
-``customer_cap`` deliveries of one customer at a time (a flood for one customer never starves the
-others), a send pool of ``concurrency * send_parallelism`` threads (created on demand), a heartbeat
-thread and a housekeeping thread.
+queues, each long poll ``poll_wait / queues`` seconds, at least 2 s; shard instead), ``concurrency``
+delivery threads fed round-robin by customer with at most ``customer_cap`` deliveries of one customer at
+a time (a flood for one customer never starves the others), a send pool of
+``concurrency * send_parallelism`` threads (created on demand), a heartbeat thread and a housekeeping
+thread. Pollers pause while ``backlog_cap`` received messages wait for a delivery thread, so a burst
+stays in SQS rather than waiting out its visibility in this process.
 """
 
 from __future__ import annotations
@@ -73,8 +75,14 @@ class Queues:
 class FairScheduler:
     """``threads`` workers take messages round-robin by customer, at most ``cap`` per customer at once."""
 
-    def __init__(self, threads: int, cap: int, run: Callable[[InFlight], None]) -> None:
+    def __init__(
+        self, threads: int, cap: int, run: Callable[[InFlight], None], *, backlog_cap: int = 1 << 30
+    ) -> None:
         self.cap = cap
+        self.backlog_cap = backlog_cap
+        self.room = threading.Event()  # set while fewer than backlog_cap messages wait
+        self.room.set()
+        self._waiting = 0
         self._run = run
         self._cond = threading.Condition()
         self._pending: dict[str, deque[InFlight]] = {}
@@ -99,6 +107,9 @@ class FairScheduler:
     def submit(self, m: InFlight) -> None:
         with self._cond:
             self._pending.setdefault(m.customer, deque()).append(m)
+            self._waiting += 1
+            if self._waiting >= self.backlog_cap:
+                self.room.clear()
             self._mark(m.customer)
             self._cond.notify()
 
@@ -112,6 +123,9 @@ class FairScheduler:
                 code = self._ready.popleft()
                 self._queued.discard(code)
                 m = self._pending[code].popleft()
+                self._waiting -= 1
+                if self._waiting < self.backlog_cap:
+                    self.room.set()
                 self._running[code] = self._running.get(code, 0) + 1
                 self._busy += 1
                 self._mark(code)
@@ -136,6 +150,8 @@ class FairScheduler:
             out = [m for q in self._pending.values() for m in q]
             for q in self._pending.values():
                 q.clear()
+            self._waiting = 0
+            self.room.set()
             self._ready.clear()
             self._queued.clear()
             return out
@@ -157,6 +173,12 @@ class FairScheduler:
     def busy(self) -> int:
         with self._cond:
             return self._busy
+
+    @property
+    def waiting(self) -> int:
+        """Messages received and not yet started."""
+        with self._cond:
+            return self._waiting
 
 
 # -- state -----------------------------------------------------------------------------------
@@ -271,7 +293,9 @@ class Worker:
         }
         for slot in self.slots.values():
             slot.capacity.set()
-        self.scheduler = FairScheduler(options.concurrency, options.customer_cap, self._run_one)
+        self.scheduler = FairScheduler(
+            options.concurrency, options.customer_cap, self._run_one, backlog_cap=options.backlog_cap
+        )
         self._inflight: dict[int, InFlight] = {}
         self._inflight_lock = threading.Lock()
         self._stop_receiving = threading.Event()
@@ -285,6 +309,7 @@ class Worker:
         self._poller_beats = [0.0] * len(self._groups)
         self._poll_cond = threading.Condition()
         self._in_receive = 0  # pollers inside a receive call (stop waits for them)
+        self._reserved = 0  # messages those receives may return
         self._loop_beat = 0.0
         self._last_sqs_ok = 0.0
         self.started_at = 0.0
@@ -326,6 +351,15 @@ class Worker:
             shard=_shard_text(self.options.shard),
             drain=self.options.drain or None,
         )
+        if len(self._groups) < len(self.codes):
+            event(
+                logging.WARNING,
+                "worker.pollers_shared",
+                customers=len(self.codes),
+                pollers=len(self._groups),
+                poll_wait=poll_wait_of(self.options, -(-len(self.codes) // len(self._groups))),
+                hint="more queues than max_pollers: pickup slows; split customers with --shard K/N",
+            )
         return self
 
     @property
@@ -409,9 +443,11 @@ class Worker:
     # -- polling ----------------------------------------------------------------------------------
     def _poll_group(self, index: int, group: list[CustomerSlot]) -> None:
         single = len(group) == 1
-        wait = self.options.poll_wait if single and not self.options.drain else min(self.options.poll_wait, 1)
+        wait = poll_wait_of(self.options, len(group))
+        room = self.scheduler.room
         while not self._stop_receiving.is_set():
             polled = False
+            full = False
             for slot in group:
                 if self._stop_receiving.is_set():
                     break
@@ -427,22 +463,35 @@ class Worker:
                     free = slot.prefetch - slot.outstanding
                 if free <= 0:
                     continue
+                # A full backlog pauses customers that already have work here; one with none still
+                # takes a message, so no customer waits behind another's backlog.
+                if not room.is_set() and self.scheduler.active(slot.code) > 0:
+                    full = True
+                    continue
+                waiting = self.scheduler.waiting
                 with self._poll_cond:
                     if self._stop_receiving.is_set():
                         break
+                    # Batches only while the backlog has room for them (counting receives under way);
+                    # otherwise one message, so every queue is still long-polled.
+                    n = min(10, free, max(1, self.options.backlog_cap - waiting - self._reserved))
                     self._in_receive += 1
+                    self._reserved += n
                 polled = True
                 try:
-                    self._receive(slot, min(10, free), wait)
+                    self._receive(slot, n, wait)
                 finally:
                     with self._poll_cond:
                         self._in_receive -= 1
+                        self._reserved -= n
                         self._poll_cond.notify_all()
                 self._poller_beats[index] = time.monotonic()
             if all(s.drained for s in group):
                 return
             if not polled:
-                if single:
+                if full:
+                    room.wait(1.0)
+                elif single:
                     group[0].capacity.wait(0.25)
                 else:
                     self._stop_receiving.wait(0.05)
@@ -811,6 +860,7 @@ class Worker:
             pollers=len(self._groups),
             in_flight=self.in_flight(),
             busy=self.scheduler.busy,
+            waiting=self.scheduler.waiting,
             threads=threading.active_count(),
             running=self._started and not self._stopped.is_set(),
         )
@@ -819,6 +869,16 @@ class Worker:
     def _summary(self) -> dict[str, Any]:
         s = self.stats()
         return {k: s.get(k) for k in ("received", "processed", "dead_lettered", "emails_sent", "released")}
+
+
+def poll_wait_of(options: WorkerOptions, queues: int) -> int:
+    """Long-poll seconds for a poller serving ``queues`` queues: the full wait for one queue; shared
+    pollers split it (at least 2 s, so idle queues never cost more than one receive each 2 s)."""
+    if options.drain:
+        return min(options.poll_wait, 1)
+    if queues <= 1:
+        return options.poll_wait
+    return min(options.poll_wait, max(2, options.poll_wait // queues))
 
 
 def _shard_text(shard: tuple[int, int] | None) -> str | None:
