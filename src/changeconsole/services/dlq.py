@@ -759,6 +759,16 @@ def _error_text(exc: BaseException) -> str:
     return str(exc)[:300]
 
 
+def _refused(resp: dict[str, Any], chunk: Sequence[DlqMessage], stage: str) -> list[RedriveFailure]:
+    """The entries a batch call answered as Failed, as failures of their messages."""
+    return [
+        RedriveFailure(
+            chunk[int(bad["Id"])].message_id, stage, f"{bad.get('Code', '?')}: {bad.get('Message', '')}"
+        )
+        for bad in resp.get("Failed", [])
+    ]
+
+
 def native_unsupported(exc: ClientError) -> str | None:
     """Why an endpoint cannot run native move tasks, from the error code/HTTP status; else None."""
     err = exc.response.get("Error", {})
@@ -1258,37 +1268,15 @@ class DlqService:
         result: RedriveResult,
         by: str,
     ) -> None:
-        now = self.now()
-        entries = [
-            {
-                "Id": str(i),
-                "MessageBody": m.body,
-                "MessageAttributes": redrive_attributes(m.message_attributes, at=now, by=by),
-            }
-            for i, m in enumerate(chunk)
-        ]
-        try:
-            resp = self.sqs.send_message_batch(QueueUrl=source_url, Entries=entries)
-        except (ClientError, BotoCoreError) as exc:
-            for m in chunk:
-                result.failed.append(RedriveFailure(m.message_id, "send", _error_text(exc)))
-            scan.hold(chunk)
-            return
-        sent: list[DlqMessage] = []
-        for ok in resp.get("Successful", []):
-            m = chunk[int(ok["Id"])]
-            result.new_ids[m.message_id] = ok.get("MessageId", "")
-            sent.append(m)
-        for bad in resp.get("Failed", []):
-            m = chunk[int(bad["Id"])]
-            result.failed.append(
-                RedriveFailure(m.message_id, "send", f"{bad.get('Code', '?')}: {bad.get('Message', '')}")
-            )
-            scan.hold([m])
+        sent = self._send(source_url, chunk, result.failed, redrive_by=by)
+        for m, new_id in sent:
+            result.new_ids[m.message_id] = new_id
+        sent_ids = {m.message_id for m, _new_id in sent}
+        scan.hold(m for m in chunk if m.message_id not in sent_ids)
         if not sent:
             return
-        deleted = self._delete(dlq_url, sent, result.failed)
-        for m in sent:
+        deleted = self._delete(dlq_url, [m for m, _new_id in sent], result.failed)
+        for m, _new_id in sent:
             if m.message_id in deleted:
                 scan.forget(m.message_id)
                 result.moved.append(m.message_id)
@@ -1312,14 +1300,40 @@ class DlqService:
                 continue
             for ok in resp.get("Successful", []):
                 done.add(chunk[int(ok["Id"])].message_id)
-            for bad in resp.get("Failed", []):
-                m = chunk[int(bad["Id"])]
-                failures.append(
-                    RedriveFailure(
-                        m.message_id, "delete", f"{bad.get('Code', '?')}: {bad.get('Message', '')}"
-                    )
-                )
+            failures.extend(_refused(resp, chunk, "delete"))
         return done
+
+    def _send(
+        self,
+        url: str,
+        chunk: Sequence[DlqMessage],
+        failures: list[RedriveFailure],
+        *,
+        redrive_by: str | None,
+    ) -> list[tuple[DlqMessage, str]]:
+        """Send ``chunk`` in one batch: (message, new id) of each sent; a failure for each not sent.
+
+        With ``redrive_by`` each message gets the redrive marker; without, its attributes as they are.
+        """
+        now = self.now()
+        entries = []
+        for i, m in enumerate(chunk):
+            entry: dict[str, Any] = {"Id": str(i), "MessageBody": m.body}
+            attrs = (
+                dict(m.message_attributes)
+                if redrive_by is None
+                else redrive_attributes(m.message_attributes, at=now, by=redrive_by)
+            )
+            if attrs:
+                entry["MessageAttributes"] = attrs
+            entries.append(entry)
+        try:
+            resp = self.sqs.send_message_batch(QueueUrl=url, Entries=entries)
+        except (ClientError, BotoCoreError) as exc:
+            failures.extend(RedriveFailure(m.message_id, "send", _error_text(exc)) for m in chunk)
+            return []
+        failures.extend(_refused(resp, chunk, "send"))
+        return [(chunk[int(ok["Id"])], ok.get("MessageId", "")) for ok in resp.get("Successful", [])]
 
     def _native_redrive(
         self,
@@ -1581,37 +1595,9 @@ class DlqService:
         limiter = RateLimiter(rate, monotonic=self.monotonic, sleep=self.sleep)
         for chunk in _chunks(todo, limiter.batch_size):
             limiter.acquire(len(chunk))
-            now = self.now()
-            entries = [
-                {
-                    "Id": str(i),
-                    "MessageBody": m.body,
-                    "MessageAttributes": (
-                        dict(m.message_attributes)
-                        if to == "dlq"
-                        else redrive_attributes(m.message_attributes, at=now, by=by)
-                    ),
-                }
-                for i, m in enumerate(chunk)
-            ]
-            for e in entries:
-                if not e["MessageAttributes"]:
-                    del e["MessageAttributes"]
-            try:
-                resp = self.sqs.send_message_batch(QueueUrl=url, Entries=entries)
-            except (ClientError, BotoCoreError) as exc:
-                result.failed.extend(RedriveFailure(m.message_id, "send", _error_text(exc)) for m in chunk)
-                continue
-            for ok in resp.get("Successful", []):
-                result.sent[chunk[int(ok["Id"])].message_id] = ok.get("MessageId", "")
-            for bad in resp.get("Failed", []):
-                result.failed.append(
-                    RedriveFailure(
-                        chunk[int(bad["Id"])].message_id,
-                        "send",
-                        f"{bad.get('Code', '?')}: {bad.get('Message', '')}",
-                    )
-                )
+            sent = self._send(url, chunk, result.failed, redrive_by=None if to == "dlq" else by)
+            for m, new_id in sent:
+                result.sent[m.message_id] = new_id
         result.audit_key = self._audit(
             "import",
             code,
