@@ -1,6 +1,6 @@
 """Shared helpers of the console tests: deterministic fake services, a frozen clock, condition waits.
 
-Imported by test_app*.py, test_changes*.py, test_compose*.py and test_detail*.py (no tests here).
+Imported by the console tests of this folder (no tests here).
 """
 
 from __future__ import annotations

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from test_app_support import wait_for
 from textual.app import App
-from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
 from changeconsole.models import DeliveryState, EmailEvent
@@ -41,14 +40,6 @@ class Harness(App[None]):
 
     def open_dlq(self, customer: str | None = None) -> None:
         self.dlq_opened.append(customer)
-
-
-async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await pilot.pause(0.02)
 
 
 @pytest.fixture

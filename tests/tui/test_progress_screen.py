@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
+from test_app_support import wait_for
 from textual.app import App
-from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Static
 
 from changeconsole.models import Change, EmailEvent
@@ -43,14 +42,6 @@ class Harness(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(self._make())
-
-
-async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await pilot.pause(0.02)
 
 
 def state(screen: SubmitProgressScreen, dest: str) -> str:

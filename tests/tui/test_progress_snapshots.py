@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from test_app_support import wait_for
 from textual.app import App
 from textual.pilot import Pilot
 
@@ -68,14 +68,6 @@ class SnapApp(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(self._screen)
-
-
-async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await pilot.pause(0.02)
 
 
 def finished(screen: SubmitProgressScreen) -> Callable[[Pilot[Any]], Any]:
