@@ -67,23 +67,40 @@ def _watch(services: Any, seconds: float, mutate: Callable[[threading.Event], fl
     from textual.app import App
 
     from changeconsole.screens.status import LiveStatusScreen
+    from changeconsole.services.live_status import LiveStatusQuery
 
     queries: list[float] = []
     query_cpu: list[float] = []
+    query_items: list[int] = []
     syncs: list[float] = []
     lags: list[float] = []
     store = services.status
-    original = store.latest_round
+    # Items DynamoDB returned to this process (Query/GetItem), by thread: what one refresh read.
+    items_by_thread: dict[int, int] = {}
 
-    def timed_round(change_id: str) -> Any:
+    def count_items(parsed: Any = None, **_: Any) -> None:
+        if isinstance(parsed, dict):
+            n = len(parsed.get("Items", [])) + (1 if "Item" in parsed else 0)
+            ident = threading.get_ident()
+            items_by_thread[ident] = items_by_thread.get(ident, 0) + n
+
+    aws = getattr(store, "aws", None)
+    if aws is not None:
+        aws.client("dynamodb").meta.events.register("after-call.dynamodb", count_items)
+    original = LiveStatusQuery.fetch
+
+    def timed_fetch(self: Any, *args: Any, **kwargs: Any) -> Any:
+        ident = threading.get_ident()
+        items_by_thread[ident] = 0
         wall, cpu = time.perf_counter(), time.thread_time()
         try:
-            return original(change_id)
+            return original(self, *args, **kwargs)
         finally:
             queries.append(time.perf_counter() - wall)
             query_cpu.append(time.thread_time() - cpu)
+            query_items.append(items_by_thread.pop(ident, 0))
 
-    store.latest_round = timed_round
+    LiveStatusQuery.fetch = timed_fetch  # type: ignore[method-assign]
     stop = threading.Event()
     mutator_cpu = [0.0]
 
@@ -131,9 +148,13 @@ def _watch(services: Any, seconds: float, mutate: Callable[[threading.Event], fl
                 "first_query": n_queries,
             }
 
-    out = asyncio.run(scenario())
+    try:
+        out = asyncio.run(scenario())
+    finally:
+        LiveStatusQuery.fetch = original  # type: ignore[method-assign]
     window = queries[int(out["first_query"]) :] or queries
     window_cpu = query_cpu[int(out["first_query"]) :] or query_cpu
+    window_items = query_items[int(out["first_query"]) :] or query_items
     return {
         "rows": int(out["rows_shown"]),
         "seconds": round(out["wall_s"], 1),
@@ -142,6 +163,9 @@ def _watch(services: Any, seconds: float, mutate: Callable[[threading.Event], fl
         "query_p50_s": percentile(window, 0.5),
         "query_p95_s": percentile(window, 0.95),
         "query_cpu_p50_s": percentile(window_cpu, 0.5),
+        "query_cpu_mean_s": sum(window_cpu) / len(window_cpu) if window_cpu else float("nan"),
+        "items_per_refresh_p50": percentile([float(n) for n in window_items], 0.5),
+        "items_per_refresh_mean": sum(window_items) / len(window_items) if window_items else float("nan"),
         "sync_p50_s": percentile(syncs, 0.5),
         "sync_p95_s": percentile(syncs, 0.95),
         "sync_max_s": max(syncs) if syncs else float("nan"),
@@ -209,8 +233,9 @@ def run(*, rows: int = 1000, seconds: float = 15.0, **_: Any) -> BenchResult:
         )
         result.rows.append({"store": "status table on moto", **row})
     result.notes.append(
-        "query = one refresh's read in the screen's worker thread (wall incl. the moto server; query_cpu = "
-        "this process's thread CPU); sync = the UI-thread table diff; loop lag = how late a 50 ms timer "
-        "fired (stutter); cpu_pct = this process minus the bench's record mutator"
+        "query = one refresh's read (LiveStatusQuery.fetch) in the screen's worker thread (wall incl. the "
+        "moto server; query_cpu = this process's thread CPU; items = DynamoDB items returned); sync = "
+        "the UI-thread table diff; loop lag = how late a 50 ms timer fired (stutter); cpu_pct = this "
+        "process minus the bench's record mutator"
     )
     return result

@@ -831,7 +831,7 @@ def _drifted_copy(tmp_path: Path, rel: str, old: str, new: str) -> Path:
             "notifications",
         ),
         ("modules/tables/variables.tf", 'default     = "expires_at"', 'default     = "ttl"', "TTL"),
-        ("modules/tables/variables.tf", '["gsi1", "gsi2"]', '["gsi1"]', "GSIs"),
+        ("modules/tables/variables.tf", '["gsi1", "gsi2", "gsi3"]', '["gsi1", "gsi2"]', "GSIs"),
         (
             "environments/dev/terraform.tfvars",
             "max_receive_count  = 3",

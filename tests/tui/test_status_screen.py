@@ -24,7 +24,7 @@ from changeconsole.screens.status import (
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.bundle import Services
 from changeconsole.services.ledger import Ledger
-from changeconsole.services.live_status import newest_round
+from changeconsole.services.live_status import LivePoll, LiveStatusQuery, newest_round
 from changeconsole.services.status import DeliveryKey, StatusStore
 
 CID = "CHG-2026-11-27T19-00-00-abc123"
@@ -200,6 +200,47 @@ async def test_cells_update_in_place_keeping_cursor_and_filter(services: Service
         )
 
 
+async def test_a_refresh_reads_and_redraws_only_the_changed_record(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = services.status
+    store.clock = lambda: datetime(2026, 11, 27, 19, 59, 0, tzinfo=UTC)  # written well before now
+    codes = [f"c{i:02d}" for i in range(40)]
+    for code in codes:
+        seed(store, code, DeliveryState.SENT, total=2, sent=2, finished="2026-11-27T19:59:00Z")
+    store.clock = None
+    polls: list[LivePoll] = []
+    poll = LiveStatusQuery.poll
+
+    def recorded(self: LiveStatusQuery) -> LivePoll:
+        polls.append(poll(self))
+        return polls[-1]
+
+    monkeypatch.setattr(LiveStatusQuery, "poll", recorded)
+    screen = LiveStatusScreen(CID, interval=0.1, clock=frozen)
+    async with Harness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: screen.table.row_count == 40)
+        syncs: list[Any] = []
+        sync_table = screen.sync_table
+
+        def sync(touched: Any = None) -> Any:
+            syncs.append(sync_table(touched))
+            return syncs[-1]
+
+        screen.sync_table = sync  # type: ignore[method-assign]
+        seen = len(polls)
+        seed(store, "c17", DeliveryState.FAILED, total=2, sent=1, failed=1, error="Throttling: slow down")
+        await wait_for(pilot, lambda: cell(screen, "c17", "state") == "failed")
+        assert cell(screen, "c17", "failed") == "1"
+        after = polls[seen:]
+        assert after and all(not p.full for p in after)  # delta reads of the index only
+        assert sum(p.items for p in after) == 1  # the one record written since
+        assert [p.changed for p in after if p.changed] == [{"c17"}]
+        assert sum(s.visited for s in syncs) == 1  # one row compared, the other 39 left alone
+        assert sum(s.cells for s in syncs) == 4  # state, recipients, failed, last error
+        assert cell(screen, "c18", "state") == "sent"
+
+
 async def test_rows_added_and_removed_by_key_keep_the_cursor(services: Services) -> None:
     store = services.status
     for code in ("acme", "hooli", "umbrella"):
@@ -312,14 +353,28 @@ async def test_query_runs_off_the_ui_thread_and_1000_rows_touch_only_changed_cel
         assert threading.get_ident() not in fake.status.threads
         await pilot.press("pagedown")
         cursor = screen.table.cursor_row
+        syncs: list[Any] = []  # every sync from here on (refreshes may follow each other quickly)
+        sync_table = screen.sync_table
+
+        def recorded(touched: Any = None) -> Any:
+            syncs.append(sync_table(touched))
+            return syncs[-1]
+
+        screen.sync_table = recorded  # type: ignore[method-assign]
+        n = screen.fetch_count
+        await wait_for(pilot, lambda: screen.fetch_count > n + 1)
+        # Nothing changed and every record is final: a refresh compares no row at all.
+        assert syncs and all(s.visited == 0 and s.cells == 0 for s in syncs)
+        records = list(fake.status.records)
         for i in range(0, 1000, 100):  # ten customers fail
-            fake.status.records[i] = fake.status.records[i].model_copy(
+            records[i] = records[i].model_copy(
                 update={"state": DeliveryState.FAILED, "last_error": "Throttling: slow down"}
             )
-        n = screen.fetch_count
-        await wait_for(pilot, lambda: screen.fetch_count > n and screen.last_sync.cells > 0)
-        assert (screen.last_sync.added, screen.last_sync.removed) == (0, 0)
-        assert screen.last_sync.cells == 20  # state + last error of ten rows
+        fake.status.records = records  # at once: one refresh sees all ten
+        await wait_for(pilot, lambda: cell(screen, "c0900", "state") == "failed")
+        assert sum(s.added + s.removed for s in syncs) == 0
+        assert sum(s.cells for s in syncs) == 20  # state + last error of ten rows
+        assert sum(s.visited for s in syncs) == 10  # only the changed rows were compared
         assert screen.table.cursor_row == cursor
         assert cell(screen, "c0100", "state") == "failed"
 

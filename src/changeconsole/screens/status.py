@@ -4,10 +4,12 @@
     One row per customer of the change's newest round (or of ``version``/``event``): state, attempts,
     recipients sent/total, failed recipients, duration, last error. A stacked bar and counts by state
     sit above the table. The status table is queried in a thread worker every ``interval`` seconds
-    (never two queries at once); only cells whose text changed are updated (``update_cell``), rows
-    are added/removed by key (the customer code), so the cursor and the ``/`` filter survive every
-    refresh. Bindings: ``p`` pause/resume, ``+``/``-`` longer/shorter interval, ``r`` refresh now,
-    ``/`` filter, ``enter`` drill into a customer, ``d`` open the customer's DLQ, ``escape`` back.
+    (never two queries at once; ``services/live_status.LiveStatusQuery`` reads only what changed).
+    Only rows whose record changed, or that are still in flight (their duration ticks), are looked
+    at; of those only cells whose text changed are updated (``update_cell``), rows are added/removed
+    by key (the customer code), so the cursor and the ``/`` filter survive every refresh.
+    Bindings: ``p`` pause/resume, ``+``/``-`` longer/shorter interval, ``r`` refresh now, ``/`` filter,
+    ``enter`` drill into a customer, ``d`` open the customer's DLQ, ``escape`` back.
 
 ``DeliveryDetailScreen(record, *, clock=None, detail_service=None)``
     One delivery: the record's fields, its full error, the worker's claim, recipient-level results
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -324,6 +326,7 @@ class SyncStats:
     removed: int = 0
     cells: int = 0
     sorted: bool = False
+    visited: int = 0  # rows compared (every row unless ``only`` was given)
 
 
 class LiveTable(DataTable[Any]):
@@ -433,6 +436,7 @@ def sync_rows(
     style: Callable[[str, str], Text],
     *,
     sort_column: str | None = None,
+    only: Collection[str] | None = None,
 ) -> SyncStats:
     """Make ``table`` show exactly ``rows`` (key, plain cells), in key order, touching only what changed.
 
@@ -441,11 +445,14 @@ def sync_rows(
     so no re-measure), and the cursor stays on the same row key when rows move. The first column (or
     ``sort_column``) must hold the row key as a plain string: rows appended out of order are re-sorted
     by it.
+
+    ``only``: the keys that may have changed; ``rows`` then holds the wanted rows among them and every
+    other shown row is left as it is, unvisited (a refresh where a few rows changed costs that few).
     """
     if isinstance(table, LiveTable):
         with table.coalesced():
-            return _sync_rows(table, shown, rows, column_keys, style, sort_column)
-    return _sync_rows(table, shown, rows, column_keys, style, sort_column)
+            return _sync_rows(table, shown, rows, column_keys, style, sort_column, only)
+    return _sync_rows(table, shown, rows, column_keys, style, sort_column, only)
 
 
 def _sync_rows(
@@ -455,21 +462,26 @@ def _sync_rows(
     column_keys: Sequence[str],
     style: Callable[[str, str], Text],
     sort_column: str | None,
+    only: Collection[str] | None = None,
 ) -> SyncStats:
     stats = SyncStats()
     before_key = cursor_key(table)
     before_index = table.cursor_row
     wanted = {key for key, _ in rows}
-    for key in [k for k in shown if k not in wanted]:
+    candidates = shown if only is None else [k for k in only if k in shown]
+    for key in [k for k in candidates if k not in wanted]:
         with contextlib.suppress(RowDoesNotExist):
             table.remove_row(key)
         del shown[key]
         stats.removed += 1
     out_of_order = False
-    last = max(shown) if shown else ""
+    last: str | None = None  # the greatest key shown, computed when a row is added
     for key, cells in rows:
+        stats.visited += 1
         old = shown.get(key)
         if old is None:
+            if last is None:
+                last = max(shown) if shown else ""
             table.add_row(*(style(c, v) for c, v in zip(column_keys, cells, strict=True)), key=key)
             stats.added += 1
             if key < last:
@@ -619,7 +631,7 @@ class LiveStatusScreen(Screen[None]):
         if self._query is None or self._query.store is not store:
             self._query = LiveStatusQuery(store, self.change_id, version=self.version, event=self.event)
         try:
-            records = self._query.fetch()
+            result = self._query.poll()
         except Exception as exc:  # every failure is shown; the loop keeps going
             message = describe_error(exc)
             if not worker.is_cancelled:
@@ -632,17 +644,36 @@ class LiveStatusScreen(Screen[None]):
             except Exception:  # the title is decoration: retried on the next refresh
                 summary = None
             title = getattr(summary, "title", "") if summary is not None else ""
-        # Cell texts are computed here, off the UI thread; the UI thread only diffs them.
+        # Cell texts are computed here, off the UI thread, for the rows that changed or are in flight
+        # (their duration follows the clock); the UI thread only diffs those.
         now = self.clock()
-        cells = {r.customer: row_cells(r, now) for r in records}
+        records = result.by_customer
+        previous = self.cells  # replaced (never mutated) by _fetch_done, which runs after this
+        touched: set[str] | None
+        if result.changed is None or not previous:
+            touched = None
+            cells = {code: row_cells(r, now) for code, r in records.items()}
+        else:
+            touched = set(result.changed)
+            touched.update(code for code, r in records.items() if not r.is_final)
+            cells = {code: previous[code] for code in records if code not in touched and code in previous}
+            for code in records:
+                if code not in cells:
+                    touched.add(code)
+                    cells[code] = row_cells(records[code], now)
         if not worker.is_cancelled:
-            self._post(self._fetch_done, records, cells, title, now)
+            self._post(self._fetch_done, records, cells, title, now, touched)
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
         post_from_thread(self, callback, *args)
 
     def _fetch_done(
-        self, records: list[DeliveryRecord], cells: dict[str, tuple[str, ...]], title: str, now: datetime
+        self,
+        records: dict[str, DeliveryRecord],
+        cells: dict[str, tuple[str, ...]],
+        title: str,
+        now: datetime,
+        touched: set[str] | None = None,
     ) -> None:
         self._inflight = False
         self.fetch_count += 1
@@ -652,9 +683,11 @@ class LiveStatusScreen(Screen[None]):
         self.error = None
         self.title_text = title
         self.updated_at = now
-        self.records = {r.customer: r for r in records}
+        if touched is not None:
+            touched.update(code for code in self.records if code not in records)
+        self.records = records
         self.cells = cells
-        self.sync_table()
+        self.sync_table(touched)
         self._render_head()
 
     def _fetch_failed(self, message: str) -> None:
@@ -680,10 +713,12 @@ class LiveStatusScreen(Screen[None]):
         hay = " ".join(p for p in parts if p).casefold()
         return needle in hay
 
-    def sync_table(self) -> SyncStats:
-        """Bring the table in line with ``self.records`` + filter, touching only what changed."""
-        rows = [(code, self.cells[code]) for code in sorted(self.records) if self.matches(self.records[code])]
-        self.last_sync = sync_rows(self.table, self.shown, rows, COLUMN_KEYS, styled_cell)
+    def sync_table(self, touched: Collection[str] | None = None) -> SyncStats:
+        """Bring the table in line with ``self.records`` + filter, touching only what changed;
+        ``touched``: only these customers can have changed (None: look at every row)."""
+        codes = sorted(self.records) if touched is None else sorted(c for c in touched if c in self.records)
+        rows = [(code, self.cells[code]) for code in codes if self.matches(self.records[code])]
+        self.last_sync = sync_rows(self.table, self.shown, rows, COLUMN_KEYS, styled_cell, only=touched)
         self._render_empty()
         return self.last_sync
 

@@ -25,6 +25,9 @@ TRIGGER_SUFFIX = ".json"
 LEDGER_TTL_ATTRIBUTE = "expires_at"
 STATUS_GSI_CHANGES = "gsi1"  # gsi1pk = "CHANGES", gsi1sk = "<modifiedAt>#<index write time>#<changeId>"
 STATUS_GSI_CUSTOMER = "gsi2"  # gsi2pk = "CUSTOMER#<code>", gsi2sk = "<updated_at>"
+# gsi3pk = "CHANGE#<id>", gsi3sk = "<write time, µs>#v<version>#<event>#<code>": the records of a change
+# written since a point in time (the live status screen's poll; services/status.changed_since).
+STATUS_GSI_CHANGED = "gsi3"
 
 
 def notification_id(code: str) -> str:
@@ -111,7 +114,9 @@ def plan(config: Config) -> Plan:
         queues=[queue_spec(config, c) for c in customers],
         notifications=notifications,
         tables=[
-            TableSpec(config.status_table_name, [STATUS_GSI_CHANGES, STATUS_GSI_CUSTOMER], None),
+            TableSpec(
+                config.status_table_name, [STATUS_GSI_CHANGES, STATUS_GSI_CUSTOMER, STATUS_GSI_CHANGED], None
+            ),
             TableSpec(config.ledger_table_name, [], LEDGER_TTL_ATTRIBUTE),
         ],
     )
@@ -343,12 +348,18 @@ class Provisioner:
                 continue
             have = {g["IndexName"] for g in desc.get("GlobalSecondaryIndexes", [])}
             missing = [g for g in spec.gsis if g not in have]
-            self._record(
-                "table",
-                spec.name,
-                "unchanged" if not missing else "updated",
-                f"missing index(es) {', '.join(missing)} must be added by migration" if missing else "",
-            )
+            if not missing:
+                self._record("table", spec.name, "unchanged")
+                continue
+            # DynamoDB adds one GSI per UpdateTable, online (the table stays usable while the index
+            # backfills; readers fall back until it is ACTIVE). Run provision again for the next one.
+            adding, later = missing[0], missing[1:]
+            if not self.dry_run:
+                ddb.update_table(**add_index_request(spec, adding))
+            detail = f"adding index {adding} (backfills online)"
+            if later:
+                detail += f"; run provision again to add {', '.join(later)}"
+            self._record("table", spec.name, "updated", detail)
 
     def run(self) -> list[Action]:
         self.bucket()
@@ -383,6 +394,29 @@ def _enable_pitr(ddb: Any, table: str) -> None:
             raise
 
 
+def _gsi_definition(gsi: str) -> dict[str, Any]:
+    return {
+        "IndexName": gsi,
+        "KeySchema": [
+            {"AttributeName": f"{gsi}pk", "KeyType": "HASH"},
+            {"AttributeName": f"{gsi}sk", "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "ALL"},
+    }
+
+
+def add_index_request(spec: TableSpec, gsi: str) -> dict[str, Any]:
+    """``UpdateTable`` arguments adding one GSI of ``spec`` to an existing table."""
+    return {
+        "TableName": spec.name,
+        "AttributeDefinitions": [
+            {"AttributeName": f"{gsi}pk", "AttributeType": "S"},
+            {"AttributeName": f"{gsi}sk", "AttributeType": "S"},
+        ],
+        "GlobalSecondaryIndexUpdates": [{"Create": _gsi_definition(gsi)}],
+    }
+
+
 def table_definition(spec: TableSpec) -> dict[str, Any]:
     attrs = [{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}]
     gsis = []
@@ -391,16 +425,7 @@ def table_definition(spec: TableSpec) -> dict[str, Any]:
             {"AttributeName": f"{gsi}pk", "AttributeType": "S"},
             {"AttributeName": f"{gsi}sk", "AttributeType": "S"},
         ]
-        gsis.append(
-            {
-                "IndexName": gsi,
-                "KeySchema": [
-                    {"AttributeName": f"{gsi}pk", "KeyType": "HASH"},
-                    {"AttributeName": f"{gsi}sk", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        )
+        gsis.append(_gsi_definition(gsi))
     definition: dict[str, Any] = {
         "TableName": spec.name,
         "KeySchema": [

@@ -1,16 +1,22 @@
 """Delivery status records and the change index, in the DynamoDB status table.
 
 Layout (docs/architecture.md): delivery records under ``CHANGE#{id}`` / ``DELIVERY#v{n}#{event}#{code}``
-(with ``gsi2`` by customer), and one ``META`` index item per change (with ``gsi1`` over all changes)
-so listing and search never read the S3 objects.
+(with ``gsi2`` by customer and ``gsi3`` by change in write order), and one ``META`` index item per
+change (with ``gsi1`` over all changes) so listing and search never read the S3 objects.
+
+Every write of a delivery record (``put_queued``, ``update``) also sets ``rev`` (a per-record write
+counter, ``ADD rev 1``) and ``gsi3pk = CHANGE#{id}`` / ``gsi3sk = {write time, µs}#v{n}#{event}#{code}``:
+``changed_since`` reads only the records written after a point in time (what the live status screen
+polls); ``rev`` orders two versions of one record whatever the writers' clocks say.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
@@ -86,12 +92,44 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
     return {k: _plain(_deser.deserialize(v)) for k, v in item.items()}
 
 
-_INTERNAL = {"pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "search"}
+CHANGED_INDEX = "gsi3"  # provision.STATUS_GSI_CHANGED
+_INTERNAL = {"pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk", "rev", "search"}
 
 
 def record_from_item(item: dict[str, Any]) -> DeliveryRecord:
     data = {k: v for k, v in from_item(item).items() if k not in _INTERNAL}
     return DeliveryRecord.model_validate(data)
+
+
+def change_stamp(moment: datetime) -> str:
+    """The write time in ``gsi3sk``: RFC 3339 UTC with microseconds (fixed width, so it sorts)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class StampedRecord(NamedTuple):
+    """A delivery record with what orders its writes."""
+
+    sk: str
+    record: DeliveryRecord
+    stamp: str  # write time (change_stamp); "" for a record last written before gsi3 existed
+    rev: int  # per-record write counter; 0 when the record predates it
+
+
+def _item_rev(item: dict[str, Any]) -> int:
+    raw = item.get("rev", {}).get("N")
+    return int(raw) if raw else 0
+
+
+def _item_stamp(item: dict[str, Any]) -> str:
+    return str(item.get("gsi3sk", {}).get("S", "")).split("#", 1)[0]
+
+
+def stamped_from_item(item: dict[str, Any]) -> StampedRecord:
+    return StampedRecord(item["sk"]["S"], record_from_item(item), _item_stamp(item), _item_rev(item))
+
+
+class ChangeIndexUnavailable(RuntimeError):
+    """The status table has no usable ``gsi3`` (not created yet, or still backfilling)."""
 
 
 @dataclass
@@ -140,26 +178,34 @@ class StatusStore:
         self.config = config
         self.table = config.status_table_name
         self.threads = threads
+        self.clock: Callable[[], datetime] | None = None  # write times (tests); None: the wall clock
+
+    def _now(self) -> datetime:
+        return (self.clock or utcnow)()
 
     @property
     def _ddb(self) -> Any:
         return self.aws.client("dynamodb")
 
     # -- delivery records -----------------------------------------------------------
-    def _record_item(self, record: DeliveryRecord) -> dict[str, Any]:
+    def _record_item(self, record: DeliveryRecord, moment: datetime) -> dict[str, Any]:
         key = DeliveryKey.of(record)
         data = record.model_dump(mode="json")
         data.update(
             pk=key.pk,
             sk=key.sk,
             gsi2pk=f"CUSTOMER#{record.customer}",
-            gsi2sk=f"{record.updated_at or record.queued_at or iso_utc(utcnow())}#{record.change_id}",
+            gsi2sk=f"{record.updated_at or record.queued_at or iso_utc(moment)}#{record.change_id}",
+            gsi3pk=key.pk,
+            gsi3sk=_gsi3sk(key, moment),
+            rev=1,
         )
         return to_item(data)
 
     def put_queued(self, key: DeliveryKey) -> DeliveryRecord:
         """Write a ``queued`` record unless one exists (a retried fan-out keeps the worker's progress)."""
-        now = iso_utc(utcnow())
+        moment = self._now()
+        now = iso_utc(moment)
         record = DeliveryRecord(
             change_id=key.change_id,
             version=key.version,
@@ -172,7 +218,7 @@ class StatusStore:
         try:
             self._ddb.put_item(
                 TableName=self.table,
-                Item=self._record_item(record),
+                Item=self._record_item(record, moment),
                 ConditionExpression="attribute_not_exists(sk)",
             )
         except ClientError as exc:
@@ -205,8 +251,8 @@ class StatusStore:
         ``unless_state``: skip the update (return None) when the record is already in one of
         these states, e.g. never turn a ``sent`` record back into ``processing``.
         """
-        now = iso_utc(utcnow())
-        fields.setdefault("updated_at", now)
+        moment = self._now()
+        fields.setdefault("updated_at", iso_utc(moment))
         fields.update(
             change_id=key.change_id,
             version=key.version,
@@ -214,6 +260,8 @@ class StatusStore:
             customer=key.customer,
             gsi2pk=f"CUSTOMER#{key.customer}",
             gsi2sk=f"{fields['updated_at']}#{key.change_id}",
+            gsi3pk=key.pk,
+            gsi3sk=_gsi3sk(key, moment),
         )
         names: dict[str, str] = {}
         values: dict[str, Any] = {}
@@ -224,10 +272,11 @@ class StatusStore:
             names[f"#f{i}"] = name
             values[f":v{i}"] = _ser.serialize(Decimal(str(value)) if isinstance(value, float) else value)
             sets.append(f"#f{i} = :v{i}")
-        expr = "SET " + ", ".join(sets)
+        expr = "SET " + ", ".join(sets) + " ADD #rev :one"
+        names["#rev"] = "rev"
+        values[":one"] = {"N": "1"}
         if add_attempt:
-            expr += " ADD attempts :one"
-            values[":one"] = {"N": "1"}
+            expr += ", attempts :one"
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "Key": key.item_key(),
@@ -256,13 +305,19 @@ class StatusStore:
         self, change_id: str, *, version: int | None = None, event: EmailEvent | None = None
     ) -> list[DeliveryRecord]:
         """Every delivery record of a change (all pages), optionally of one version/event."""
+        return [s.record for s in self.stamped_records(change_id, version=version, event=event)]
+
+    def stamped_records(
+        self, change_id: str, *, version: int | None = None, event: EmailEvent | None = None
+    ) -> list[StampedRecord]:
+        """``records`` with each record's write stamp and ``rev`` (a consistent read of the table)."""
         prefix = "DELIVERY#"
         if version is not None:
             prefix += f"v{version:04d}#"
             if event is not None:
                 prefix += f"{event.value}#"
         out = [
-            record_from_item(item)
+            stamped_from_item(item)
             for item in self._query(
                 KeyConditionExpression="pk = :pk AND begins_with(sk, :sk)",
                 ExpressionAttributeValues={":pk": {"S": f"CHANGE#{change_id}"}, ":sk": {"S": prefix}},
@@ -270,8 +325,48 @@ class StatusStore:
             )
         ]
         if event is not None and version is None:
-            out = [r for r in out if r.event == event]
+            out = [s for s in out if s.record.event == event]
         return out
+
+    def changed_since(
+        self, change_id: str, after: str, *, known: Mapping[str, int] | None = None
+    ) -> tuple[list[StampedRecord], str, int]:
+        """Delivery records of a change (any round) written after the stamp ``after``, from ``gsi3``.
+
+        The index is eventually consistent and the stamps come from the writers' clocks: callers ask
+        from a little before the newest stamp they saw, and items whose ``rev`` is not above
+        ``known[sk]`` (a version already held) are skipped without being parsed. Returns the records,
+        the newest stamp among every item read (``after`` when none) and the number of items read.
+        Raises ``ChangeIndexUnavailable`` when the table has no usable ``gsi3``.
+        """
+        known = known or {}
+        out: list[StampedRecord] = []
+        newest = after
+        items = 0
+        try:
+            for item in self._query(
+                IndexName=CHANGED_INDEX,
+                KeyConditionExpression="gsi3pk = :pk AND gsi3sk > :after",
+                ExpressionAttributeValues={
+                    ":pk": {"S": f"CHANGE#{change_id}"},
+                    ":after": {"S": after or "0"},
+                },
+            ):
+                items += 1
+                newest = max(newest, _item_stamp(item))
+                sk = str(item.get("sk", {}).get("S", ""))
+                if not sk.startswith("DELIVERY#") or _item_rev(item) <= known.get(sk, -1):
+                    continue
+                out.append(stamped_from_item(item))
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            # "The table does not have the specified index", "Cannot read from backfilling … index"
+            # (moto: ResourceNotFoundException "Invalid index"); a missing table is not one of them.
+            code, message = error.get("Code"), str(error.get("Message", ""))
+            if code in ("ValidationException", "ResourceNotFoundException") and "index" in message.lower():
+                raise ChangeIndexUnavailable(str(exc)) from exc
+            raise
+        return out, newest, items
 
     def latest_round(self, change_id: str) -> list[DeliveryRecord]:
         """Records of the newest (version, event) of a change: what a live status screen shows."""
@@ -389,6 +484,10 @@ class StatusStore:
         if filters:
             kwargs["FilterExpression"] = " AND ".join(filters)
         return [_summary(from_item(item)) for item in self._query(**kwargs)]
+
+
+def _gsi3sk(key: DeliveryKey, moment: datetime) -> str:
+    return f"{change_stamp(moment)}#v{key.version:04d}#{key.event.value}#{key.customer}"
 
 
 def _summary(data: dict[str, Any]) -> ChangeSummary:

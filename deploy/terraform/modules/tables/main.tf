@@ -1,7 +1,8 @@
 # The status and ledger tables of docs/architecture.md "DynamoDB", as `changeconsole provision` creates
-# them (services/provision.py: plan, table_definition): pk/sk string keys, on-demand billing, GSIs gsi1
-# and gsi2 (keys <gsi>pk/<gsi>sk, projection ALL) on the status table, TTL on expires_at on the ledger,
-# point-in-time recovery on both.
+# them (services/provision.py: plan, table_definition): pk/sk string keys, on-demand billing, GSIs gsi1,
+# gsi2 and gsi3 (keys <gsi>pk/<gsi>sk, projection ALL) on the status table, TTL on expires_at on the
+# ledger, point-in-time recovery on both. Adding a GSI to an existing table is an in-place update (no
+# replacement): `terraform apply` creates it and DynamoDB backfills it online.
 
 terraform {
   required_version = ">= 1.5.0"

@@ -11,9 +11,9 @@ variable "ledger_table_name" {
 }
 
 variable "status_gsis" {
-  description = "GSIs of the status table (provision.STATUS_GSI_CHANGES, STATUS_GSI_CUSTOMER)."
+  description = "GSIs of the status table (provision.STATUS_GSI_CHANGES, STATUS_GSI_CUSTOMER, STATUS_GSI_CHANGED)."
   type        = list(string)
-  default     = ["gsi1", "gsi2"]
+  default     = ["gsi1", "gsi2", "gsi3"]
 }
 
 variable "ledger_ttl_attribute" {
