@@ -11,14 +11,12 @@ import logging
 import signal
 import threading
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from ..models import UnknownCustomer
-from .common import EXIT_OK, BadInput, aws_options, handle_errors, state
-
-F = TypeVar("F")
+from .common import EXIT_OK, BadInput, F, aws_options, handle_errors, state
 
 
 def _setting(flag: str, default: Any, kind: click.ParamType | None, help_text: str) -> Any:
