@@ -37,7 +37,7 @@ from .config import ConfigError, load_config, local_config_path
 from .models import CHANGE_ID_RE, Change, new_change_id
 from .screens.help import HelpScreen
 from .screens.modals import CommandLine, StartupErrorScreen, StartupScreen
-from .screens.widgets import AwsCallLog, describe_error
+from .screens.widgets import AwsCallLog, CompletingInput, describe_error
 from .services.aws import LOCAL_ENDPOINT, AwsFactory, AwsSettings
 from .services.bundle import Services
 
@@ -254,6 +254,9 @@ class ChangeConsoleApp(App[int]):
         Binding("ctrl+l", "toggle_log", "AWS log"),
         Binding("escape", "go_back", "Back", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
+        # Priority, so focus moves before keys typed after Tab are routed (typing ahead under load).
+        Binding("tab", "next_field", "Next field / complete", show=False, priority=True),
+        Binding("shift+tab", "previous_field", "Previous field", show=False, priority=True),
     ]
 
     header_text: reactive[str] = reactive("[b]changeconsole[/]")
@@ -294,6 +297,15 @@ class ChangeConsoleApp(App[int]):
         self.identity_error: str | None = None
         self._cleanup: list[Callable[[], None]] = []
         self.startup_notes: list[str] = []
+
+    def action_next_field(self) -> None:
+        focused = self.focused
+        if isinstance(focused, CompletingInput) and focused.accept_suggestion():
+            return
+        self.screen.focus_next()
+
+    def action_previous_field(self) -> None:
+        self.screen.focus_previous()
 
     # -- services and helpers --------------------------------------------------------------
     @property

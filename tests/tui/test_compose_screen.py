@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from test_app_support import NEW_ID, fake_app, screen_text, settle, wait_for
+from textual import events
 from textual.widgets import Input, TextArea
 
 from changeconsole.app import ChangeConsoleApp
@@ -183,6 +184,38 @@ async def test_path_and_timezone_completion(tmp_path: Path) -> None:
     )
     assert await suggester.get_suggestion(str(tmp_path / "changes" / "no")) is None
     assert await TimezoneSuggester().get_suggestion("europe/lon") == "Europe/London"
+
+
+async def test_tab_takes_the_path_completion_in_the_file_input(tmp_path: Path) -> None:
+    (tmp_path / "rotate.json").write_text("{}")
+    app = fake_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_compose(pilot)
+        path = app.screen.query_one("#file-path", Input)
+        path.focus()
+        await pilot.press(*str(tmp_path / "rot"))
+        await wait_for(pilot, lambda: path._suggestion.endswith("rotate.json"), what="suggestion")
+        await pilot.press("tab")
+        assert path.value == str(tmp_path / "rotate.json") and app.focused is path
+        await pilot.press("tab")  # nothing more to complete: Tab moves on
+        assert app.focused is not path
+
+
+async def test_keys_typed_ahead_after_tab_land_in_the_next_field(tmp_path: Path) -> None:
+    app = fake_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_compose(pilot)
+        app.screen.query_one("#f-title", Input).focus()
+        await settle(pilot)
+        # Posted in one burst, as a fast typist (or a paste over a slow link) delivers them.
+        keys = [("a", "a"), ("b", "b"), ("tab", None), ("2", "2"), ("0", "0"), ("tab", None), ("tab", None)]
+        keys += [("shift+tab", None), ("9", "9")]
+        for key, char in keys:
+            app.post_message(events.Key(key, char))
+        await settle(pilot)
+        assert field(app, "title").value == "ab"
+        assert field(app, "start_date").value == "20"
+        assert field(app, "start_time").value == "9"
 
 
 async def test_autosave_and_recovery(tmp_path: Path) -> None:

@@ -33,7 +33,15 @@ from textual.widgets.selection_list import Selection
 
 from ..models import Change, ChangeStatus, validation_problems
 from .modals import ChoiceModal, ConfirmModal
-from .widgets import CUSTOMER_PICK, ConsoleScreen, FormInput, FormTextArea, PathSuggester, TimezoneSuggester
+from .widgets import (
+    CUSTOMER_PICK,
+    CompletingInput,
+    ConsoleScreen,
+    FormInput,
+    FormTextArea,
+    PathSuggester,
+    TimezoneSuggester,
+)
 
 # -- the form's fields ------------------------------------------------------------------------------
 
@@ -260,7 +268,7 @@ class ComposeScreen(ConsoleScreen[None]):
                 yield Static("", id="e-include_meeting", classes="field-error")
                 yield Label("Load from a JSON file", classes="section")
                 with Horizontal(classes="file-row"):
-                    yield FormInput(
+                    yield CompletingInput(
                         placeholder="path/to/change.json (tab completes)",
                         id="file-path",
                         suggester=PathSuggester(),

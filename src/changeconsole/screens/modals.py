@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Input, Label, LoadingIndicator, Static
 
-from .widgets import FormInput, WordListSuggester
+from .widgets import CompletingInput, FormInput, WordListSuggester
 
 
 class ConfirmModal(ModalScreen[bool]):
@@ -151,7 +151,6 @@ class CommandLine(ModalScreen[str | None]):
 
     BINDINGS = [
         Binding("escape", "cancel", "Cancel"),
-        Binding("tab", "complete", "Complete", show=False, priority=True),
     ]
 
     def __init__(self, words: Callable[[], Iterable[str]], help_text: str = "") -> None:
@@ -165,7 +164,7 @@ class CommandLine(ModalScreen[str | None]):
                 yield Static(self.help_text, id="command-help")
             with Horizontal():
                 yield Label(":", id="command-prompt")
-                yield FormInput(
+                yield CompletingInput(
                     placeholder="changes · new · status CHG-… · open CHG-… · dlq · customers · q",
                     suggester=WordListSuggester(self.words),
                     id="command-input",
@@ -173,12 +172,6 @@ class CommandLine(ModalScreen[str | None]):
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
-
-    def action_complete(self) -> None:
-        field = self.query_one(Input)
-        if field._suggestion and field.cursor_at_end:
-            field.value = field._suggestion
-            field.cursor_position = len(field.value)
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:

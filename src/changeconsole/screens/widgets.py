@@ -160,6 +160,19 @@ class FormInput(Input):
         self.cursor_blink = bool(getattr(self.app, "cursor_blink", True))
 
 
+class CompletingInput(FormInput):
+    """An input with a suggester where Tab takes the shown completion (the app's Tab binding asks it
+    first) and otherwise moves on."""
+
+    def accept_suggestion(self) -> bool:
+        suggestion = self._suggestion
+        if not suggestion or suggestion == self.value or not self.cursor_at_end:
+            return False
+        self.value = suggestion
+        self.cursor_position = len(suggestion)
+        return True
+
+
 class FormTextArea(TextArea):
     def on_mount(self) -> None:
         self.cursor_blink = bool(getattr(self.app, "cursor_blink", True))
