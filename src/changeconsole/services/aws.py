@@ -2,6 +2,10 @@
 
 Endpoint (``--endpoint-url``, ``AWS_ENDPOINT_URL`` or local mode), region, botocore retry mode,
 per-customer assumed-role sessions with cached, auto-refreshed credentials, operator identity.
+
+``customer_send_client`` is the SES client the worker sends with: botocore never retries it (one
+attempt: ``total_max_attempts`` 1), because a retried ``SendEmail`` whose first attempt reached SES
+(a read timeout, a dropped connection) would send the email twice. The worker retries what is safe.
 """
 
 from __future__ import annotations
@@ -81,6 +85,12 @@ class AwsSettings:
         return f"aws {self.region}"
 
 
+# Total attempts (first try included) of the client the worker sends emails with: botocore never
+# retries it. (botocore's ``max_attempts`` counts retries; ``total_max_attempts`` counts attempts.)
+SEND_MAX_ATTEMPTS = 1
+_SEND_CLIENT = "sesv2:send"
+
+
 @dataclass
 class _CustomerSession:
     session: boto3.Session
@@ -99,6 +109,12 @@ class AwsFactory:
         self._session = self._base_session()
         self._clients: dict[str, Any] = {}
         self._customers: dict[tuple[str, str], _CustomerSession] = {}
+        # One lock per customer (code, role): concurrent first uses assume the role once.
+        self._assume_locks: dict[tuple[str, str], threading.Lock] = {}
+        # The total-attempts cap of the client being made on this thread (see ``customer_send_client``):
+        # subclasses override ``_make_client(session, service, region)``, so it does not travel as an
+        # argument.
+        self._making = threading.local()
         self._identity: dict[str, str] | None = None
         self.call_listeners: list[Any] = []
 
@@ -119,11 +135,19 @@ class AwsFactory:
             )
         return session
 
-    def botocore_config(self) -> BotoConfig:
+    def botocore_config(self, total_attempts: int | None = None) -> BotoConfig:
+        """Client config. ``total_attempts`` (first try included; 1 = never retried) overrides the
+        settings' ``max_attempts`` (botocore's meaning: retries after the first try)."""
         s = self.settings
+        total = total_attempts or getattr(self._making, "total_attempts", None)
+        retries: dict[str, Any] = {"mode": s.retry_mode}
+        if total:
+            retries["total_max_attempts"] = total
+        else:
+            retries["max_attempts"] = s.max_attempts
         return BotoConfig(
             region_name=s.region,
-            retries={"mode": s.retry_mode, "max_attempts": s.max_attempts},  # type: ignore[arg-type]
+            retries=retries,  # type: ignore[arg-type]
             connect_timeout=s.connect_timeout,
             read_timeout=s.read_timeout,
             max_pool_connections=s.max_pool_connections,
@@ -203,7 +227,17 @@ class AwsFactory:
             cached = self._customers.get(key)
             if cached is not None:
                 return cached.session
-        # Assume outside the lock so one slow customer never blocks the others.
+            assume_lock = self._assume_locks.setdefault(key, threading.Lock())
+        # Assume under the customer's own lock, outside the factory's: concurrent first uses of one
+        # customer make one AssumeRole call, and one slow customer never blocks the others.
+        with assume_lock:
+            with self._lock:
+                cached = self._customers.get(key)
+                if cached is not None:
+                    return cached.session
+            return self._new_customer_session(key, customer)
+
+    def _new_customer_session(self, key: tuple[str, str], customer: CustomerMapping) -> boto3.Session:
         first = self._assume(customer)
         creds = RefreshableCredentials.create_from_metadata(
             metadata=first,
@@ -232,11 +266,31 @@ class AwsFactory:
                 entry.clients[service] = self._make_client(session, service, customer.region)
             return entry.clients[service]
 
+    def customer_send_client(self, customer: CustomerMapping) -> Any:
+        """The customer's SES client for ``SendEmail``: botocore never retries it (one attempt).
+
+        A retried send whose first attempt reached SES would duplicate the email; the worker's own
+        retry (message visibility, per-recipient ledger) covers what is safe to retry.
+        """
+        key = (customer.customer_code, customer.ses_role_arn)
+        session = self.customer_session(customer)
+        with self._lock:
+            entry = self._customers[key]
+            if _SEND_CLIENT not in entry.clients:
+                self._making.total_attempts = SEND_MAX_ATTEMPTS
+                try:
+                    entry.clients[_SEND_CLIENT] = self._make_client(session, "sesv2", customer.region)
+                finally:
+                    self._making.total_attempts = None
+            return entry.clients[_SEND_CLIENT]
+
     def forget_customer(self, code: str) -> None:
         """Drop cached sessions of a customer (e.g. after its role ARN changed)."""
         with self._lock:
             for key in [k for k in self._customers if k[0] == code]:
                 del self._customers[key]
+            for key in [k for k in self._assume_locks if k[0] == code]:
+                del self._assume_locks[key]
 
     # -- identity ----------------------------------------------------------------
     def caller_identity(self) -> dict[str, str]:

@@ -11,8 +11,13 @@ Decisions:
   fails that recipient only.
 - Errors of the central account (S3, DynamoDB, SQS), 5xx, throttling, timeouts and connection
   errors are transient: they are a deployment or service problem, not the message's.
-- ``ReadTimeoutError``/``ConnectionClosedError`` during a send are *ambiguous*: SES may have
-  accepted the email, so that recipient is never sent again (at-most-once).
+- During a send (``stage="send"``; botocore never retries it, see ``AwsFactory.customer_send_client``):
+  throttling (429 or a throttling code) and explicit 5xx answers are ``retry``: SES answered, nothing
+  was sent. A failure after the request may have reached SES — ``ReadTimeoutError``,
+  ``ConnectionClosedError`` or any other HTTP-level error that is not a connection failure — is
+  *ambiguous*: SES may have accepted the email, so that recipient is never sent again (at-most-once)
+  and an operator decides (``change resend-unknown``). A connection that was never made
+  (``ConnectionError``: connect timeout, endpoint unreachable) sent nothing: ``retry``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     ConnectionError,
+    HTTPClientError,
     ParamValidationError,
     ReadTimeoutError,
 )
@@ -161,6 +167,8 @@ def classify(exc: BaseException, stage: str = "") -> Failure:
         return Failure(TRANSIENT, "aws_timeout", detail, ambiguous=stage == "send")
     if isinstance(exc, ConnectionError):  # connect timeouts, endpoint unreachable: nothing was sent
         return Failure(TRANSIENT, "aws_unreachable", detail)
+    if isinstance(exc, HTTPClientError):  # the request may have been sent: the answer was lost
+        return Failure(TRANSIENT, "aws_connection_lost", detail, ambiguous=stage == "send")
     if isinstance(exc, ParamValidationError) and stage == "send":
         return Failure(PERMANENT, "recipient_rejected", detail, recipient_only=True)
     if isinstance(exc, BotoCoreError):
