@@ -269,7 +269,7 @@ def test_ses_throttling_backs_off_that_customer_only_and_sends_once(
                 return _error_response(429, "TooManyRequestsException")
         return None
 
-    ses = aws_factory.customer_client(config.customer(slow), "sesv2")
+    ses = aws_factory.customer_send_client(config.customer(slow))
     ses.meta.events.register("before-call.sesv2.SendEmail", throttle)
     doc = change_doc(codes)
     started = time.monotonic()
@@ -296,7 +296,7 @@ def test_persistent_transient_failure_is_dead_lettered_with_a_truthful_record(
     stack = make_stack(customers=2, contacts=5)
     config = stack.config
     code = sorted(config.customer_mappings)[0]
-    ses = aws_factory.customer_client(config.customer(code), "sesv2")
+    ses = aws_factory.customer_send_client(config.customer(code))
     ses.meta.events.register(
         "before-call.sesv2.SendEmail", lambda **_: _error_response(503, "ServiceUnavailable")
     )
@@ -323,7 +323,7 @@ def test_a_long_delivery_keeps_its_message_invisible(
     stack = make_stack(customers=1, contacts=10)
     config = stack.config
     code = sorted(config.customer_mappings)[0]
-    ses = aws_factory.customer_client(config.customer(code), "sesv2")
+    ses = aws_factory.customer_send_client(config.customer(code))
 
     def slow(**_: Any) -> None:
         time.sleep(0.8)
@@ -477,7 +477,7 @@ def test_a_flood_for_one_customer_does_not_starve_the_others(
     config = stack.config
     codes = sorted(config.customer_mappings)
     busy, quiet = codes[0], codes[1:]
-    ses = aws_factory.customer_client(config.customer(busy), "sesv2")
+    ses = aws_factory.customer_send_client(config.customer(busy))
     ses.meta.events.register("before-call.sesv2.SendEmail", lambda **_: time.sleep(0.2))
     for i in range(flood):
         doc = change_doc([busy], change_id=f"CHG-2026-03-01T10-00-00-f{i:05d}")

@@ -19,6 +19,7 @@ from changeconsole.models import TOPIC_APPROVAL, DeliveryState, EmailEvent
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.ledger import Ledger
 from changeconsole.services.localstack import build_local_config
+from changeconsole.services.resend import ResendService
 from changeconsole.services.status import DeliveryKey
 from test_worker_support import (
     CHANGE_ID,
@@ -214,3 +215,51 @@ def test_a_worker_killed_mid_batch_and_restarted_loses_nothing_and_sends_nothing
     assert len(lost) <= unknown
     for _addr, code in lost:
         assert recs[(2, "submitted", code)].state is DeliveryState.PARTIAL
+
+    if not lost:
+        # The kill hit no SES window this time: nothing to resend (tests/test_resend_unknown.py
+        # covers the resend deterministically).
+        return
+    # The operator's remedy: resend the unknown recipients. Only the lost ones are resent here — the
+    # test can see the outbox and knows which unknown sends SES accepted anyway; an operator cannot,
+    # and resending those would duplicate them (which is why the action asks first).
+    aws_factory.client("s3").put_object(
+        Bucket=config.s3_config.bucket_name,
+        Key=f"archive/{CHANGE_ID}.json",
+        Body=json.dumps(change_doc(codes)).encode("utf-8"),
+    )
+    resend = ResendService(aws_factory, config)
+    by_customer: dict[str, list[str]] = {}
+    for addr, code in sorted(lost):
+        by_customer.setdefault(code, []).append(addr)
+    for code, addrs in by_customer.items():
+        key = DeliveryKey(CHANGE_ID, 2, EmailEvent.SUBMITTED, code)
+        result = resend.resend_delivery(key, addrs)
+        assert result.ok and sorted(result.deliveries[0].resend) == sorted(addrs), result
+
+    def resent() -> bool:
+        for addr, code in lost:
+            key = DeliveryKey(CHANGE_ID, 2, EmailEvent.SUBMITTED, code)
+            if ledger.recipients(key)[addr]["state"] != "sent":
+                return False
+            if (ledger.get_claim(key) or {}).get("state") != "done":
+                return False
+        return True
+
+    third = _worker(stack.config_path, "--health-port", "0", "--concurrency", "4")
+    try:
+        wait_until(resent, 60, interval=0.2, what="the lost recipients resent")
+        third.send_signal(signal.SIGTERM)
+        assert third.wait(30) == 0
+    finally:
+        _stop(third)
+    after = per_recipient(outbox(moto_endpoint))
+    assert set(after.values()) == {1}, "each lost recipient got exactly one email, nobody a second"
+    assert {(to, customer) for (to, _cid, _v, _e, customer) in after} == expected, "nothing lost"
+    recs = records(aws_factory, config)
+    for code in by_customer:
+        items = ledger.recipients(DeliveryKey(CHANGE_ID, 2, EmailEvent.SUBMITTED, code))
+        still_unknown = [a for a, it in items.items() if it["state"] == "unknown"]
+        # Unknowns SES did deliver were left alone: the delivery stays partial only because of them.
+        want = DeliveryState.PARTIAL if still_unknown else DeliveryState.SENT
+        assert recs[(2, "submitted", code)].state is want, (code, still_unknown)

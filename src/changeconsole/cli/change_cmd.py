@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -34,7 +35,8 @@ from ..models import (
 from ..services.changes import ChangeNotFound, ConflictError
 from ..services.fanout import ARCHIVE, DestinationState, FanoutResult, ProgressEvent
 from ..services.lifecycle import ChangeRejected, ChangeService, NotDeletable
-from ..services.status import StatusStore
+from ..services.resend import DUPLICATE_WARNING, ResendResult, ResendService, UnknownRecipient
+from ..services.status import DeliveryKey, StatusStore
 from ..services.waiting import WaitTimeout, pending_customers, wait_for_final
 from .common import (
     BadInput,
@@ -491,6 +493,151 @@ def resend_cmd(change_id: str, customers: str | None, wait: bool, timeout: float
     svc = _service()
     result = _fanout(f"resending {change_id}", lambda p: svc.resend(change_id, customers=codes, progress=p))
     _transition_output(result, as_json=as_json, wait=wait, timeout=timeout, action=f"resend {change_id}")
+
+
+@change_group.command("resend-unknown")
+@aws_options
+@click.argument("change_id", metavar="ID")
+@click.option(
+    "--customer",
+    "customers",
+    metavar="CODE",
+    multiple=True,
+    help="Only this customer (repeatable) [default: every customer of the change].",
+)
+@click.option("--version", "version", type=click.IntRange(min=1), help="Only this version [default: all].")
+@click.option(
+    "--event", type=click.Choice([e.value for e in EmailEvent]), help="Only this event (with --version)."
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be resent; change nothing.")
+@click.option(
+    "--yes", is_flag=True, help="Do not ask (required without a terminal): recipients may get it twice."
+)
+@json_option
+@change_errors
+def resend_unknown_cmd(
+    change_id: str,
+    customers: tuple[str, ...],
+    version: int | None,
+    event: str | None,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Send again to recipients whose outcome is unknown (a worker stopped mid-send).
+
+    Such a recipient may or may not have received the email: resending may deliver it twice. Only
+    recipients still `unknown` are resent; a worker then sends to them alone.
+    """
+    if not CHANGE_ID_RE.match(change_id):
+        raise BadInput(f"{change_id!r} is not a change id (CHG-…)")
+    if event is not None and version is None:
+        raise BadInput("--event needs --version")
+    st = state()
+    config = st.config()
+    strangers = sorted(set(customers) - set(config.customer_mappings))
+    if strangers:
+        raise BadInput(f"unknown customer(s): {', '.join(strangers)}")
+    svc = ResendService(st.aws(), config)
+    scope: dict[str, Any] = {
+        "customers": sorted(set(customers)) or None,
+        "version": version,
+        "event": EmailEvent(event) if event else None,
+    }
+    unknown = svc.unknown(change_id, **scope)
+    if not as_json:
+        if unknown:
+            stdout.print(_unknown_table(change_id, unknown))
+        else:
+            stderr.print(f"no unknown recipients for {escape(change_id)}")
+    if unknown and not dry_run and not yes:
+        question = f"{DUPLICATE_WARNING} Resend to {len(unknown)} recipient(s) of {change_id}?"
+        if not _can_ask():
+            raise BadInput(f"refusing without --yes (no terminal to ask): {DUPLICATE_WARNING}")
+        if not click.confirm(question, default=False, err=True):
+            stderr.print("nothing resent")
+            if as_json:
+                print_json(_resend_json(change_id, unknown, None, dry_run=dry_run))
+            return
+    result: ResendResult | None = None
+    if unknown:
+        # Exactly the recipients listed (and confirmed), not any that became unknown since.
+        selection: dict[DeliveryKey, list[str]] = {}
+        for u in unknown:
+            selection.setdefault(u.key, []).append(u.email)
+        result = svc.resend_keys(change_id, selection, dry_run=dry_run)
+    elif not dry_run:
+        result = svc.resend(change_id, **scope)  # re-triggers an earlier resend whose trigger failed
+    if as_json:
+        print_json(_resend_json(change_id, unknown, result, dry_run=dry_run))
+    elif result is not None:
+        _narrate_resend(result)
+    if result is not None and not result.ok:
+        failed = [d.customer for d in result.deliveries if not d.ok]
+        raise OperationFailed(f"re-trigger failed for {', '.join(failed)}; run resend-unknown again")
+
+
+def _can_ask() -> bool:
+    """Only a person at a terminal can confirm a resend that may duplicate emails."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _unknown_table(change_id: str, unknown: list[UnknownRecipient]) -> Table:
+    table = Table(title=f"{change_id}: recipients with unknown outcome", title_justify="left")
+    for name in ("customer", "version", "event", "recipient", "since", "error"):
+        table.add_column(name)
+    for u in unknown:
+        table.add_row(
+            u.customer,
+            str(u.version),
+            u.event.value,
+            escape(u.email),
+            escape(u.marked_at or u.started_at or "-"),
+            escape(u.error or ""),
+        )
+    return table
+
+
+def _resend_json(
+    change_id: str, unknown: list[UnknownRecipient], result: ResendResult | None, *, dry_run: bool
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "change_id": change_id,
+        "dry_run": dry_run,
+        "operator": None,
+        "requested_at": None,
+        "resent": 0,
+        "refused": 0,
+        "ok": True,
+        "audit_key": None,
+        "deliveries": [],
+    }
+    if result is not None:
+        data.update(result.to_json())
+    data["unknown"] = [u.model_dump(mode="json") for u in unknown]
+    return data
+
+
+def _narrate_resend(result: ResendResult) -> None:
+    verb = "would resend" if result.dry_run else "resent"
+    for d in result.deliveries:
+        where = f"{d.customer} v{d.version} {d.event.value}"
+        if d.resend:
+            stderr.print(
+                f"{escape(where)}: {verb} {len(d.resend)} recipient(s): {escape(', '.join(d.resend))}"
+            )
+        if d.retriggered_pending:
+            stderr.print(f"{escape(where)}: re-triggered an earlier resend still waiting for a worker")
+        for addr, why in sorted(d.refused.items()):
+            stderr.print(f"[yellow]{escape(where)}: not resent {escape(addr)}: {escape(why)}[/]")
+        if d.trigger_error:
+            stderr.print(f"[red]{escape(where)}: trigger failed: {escape(d.trigger_error)}[/]")
+    if result.dry_run:
+        stderr.print(f"dry run: {result.resent} recipient(s) would be resent; nothing changed")
+    else:
+        stderr.print(
+            f"{result.resent} recipient(s) resent by {escape(result.operator)}; {result.refused} refused"
+        )
 
 
 @change_group.command("list")

@@ -14,7 +14,9 @@
 ``DeliveryDetailScreen(record, *, clock=None, detail_service=None)``
     One delivery: the record's fields, its full error, the worker's claim, recipient-level results
     from the ledger and the depth of the customer's DLQ. ``d`` opens ``DlqScreen(customer)``,
-    ``r`` reloads, ``escape`` goes back.
+    ``r`` reloads, ``escape`` goes back. Recipients whose outcome is ``unknown`` (a worker stopped
+    mid-send) are called out; ``u`` resends them after a confirmation that says they may get the
+    email twice (``services.resend``, in a thread worker).
 
 ``clock`` is a zero-argument callable returning an aware ``datetime`` (durations and "updated at");
 tests inject a frozen one. Screens reach AWS only through ``app.services`` (``status``, ``customers``).
@@ -30,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -48,7 +51,9 @@ from ..models import DeliveryRecord, DeliveryState, EmailEvent, utcnow
 from ..services.customers import describe_error
 from ..services.delivery_detail import DeliveryDetail, DeliveryDetailService
 from ..services.live_status import LiveStatusQuery
+from ..services.resend import DUPLICATE_WARNING, ResendResult, ResendService
 from ..services.status import DeliveryKey
+from .modals import ConfirmModal
 
 Clock = Callable[[], datetime]
 
@@ -893,6 +898,7 @@ class DeliveryDetailScreen(Screen[None]):
         Binding("escape", "back", "Back"),
         Binding("r", "reload", "Reload"),
         Binding("d", "dlq", "Open DLQ"),
+        Binding("u", "resend_unknown", "Resend unknown"),
     ]
 
     def __init__(
@@ -901,11 +907,15 @@ class DeliveryDetailScreen(Screen[None]):
         *,
         clock: Clock | None = None,
         detail_service: DeliveryDetailService | None = None,
+        resend_service: ResendService | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(name=name)
         self.record = record
         self._detail_service = detail_service
+        self._resend_service = resend_service
+        self.resending = False
+        self.last_resend: ResendResult | None = None
         self._clock = clock
         self.clock: Clock = clock or utcnow
         self.detail: DeliveryDetail | None = None
@@ -918,6 +928,7 @@ class DeliveryDetailScreen(Screen[None]):
         with Vertical(id="detail-head"):
             yield Static(id="detail-summary")
             yield Static(id="detail-error", classes="hidden")
+            yield Static(id="detail-unknown", classes="hidden")
             yield Static(id="detail-dlq")
         yield Static("Recipients", id="detail-recipients-title")
         yield LiveTable(id="detail-recipients", cursor_type="row", zebra_stripes=True, fill_column="error")
@@ -1023,6 +1034,8 @@ class DeliveryDetailScreen(Screen[None]):
         else:
             err.add_class("hidden")
 
+        self._render_unknown()
+
         dlq = self.query_one("#detail-dlq", Static)
         depth = self.detail.dlq if self.detail is not None else None
         line = Text("DLQ  ", style="bold")
@@ -1074,3 +1087,121 @@ class DeliveryDetailScreen(Screen[None]):
 
     def action_dlq(self) -> None:
         open_dlq(self, self.record.customer)
+
+    # -- unknown recipients ---------------------------------------------------------------------
+    @property
+    def readonly(self) -> bool:
+        services = getattr(self.app, "services", None)
+        return bool(getattr(self.app, "readonly", False) or getattr(services, "readonly", False))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action != "resend_unknown":
+            return True
+        # Shown (in the footer) only when there is something to resend and the console may act.
+        return not self.readonly and self.detail is not None and bool(self.detail.unknown)
+
+    def _render_unknown(self) -> None:
+        self.refresh_bindings()
+        box = self.query_one("#detail-unknown", Static)
+        unknown = self.detail.unknown if self.detail is not None else []
+        if not unknown:
+            box.add_class("hidden")
+            return
+        text = Text()
+        text.append(
+            f"{len(unknown)} recipient{'s' if len(unknown) != 1 else ''} with UNKNOWN outcome",
+            style="bold magenta",
+        )
+        text.append(
+            ": a worker stopped mid-send, so they may or may not have this email. They are never resent"
+            " automatically."
+        )
+        if self.resending:
+            text.append("  Resending…", style="italic")
+        elif not self.readonly:
+            text.append("  Press u to resend them (they may get it twice).", style="bold")
+        for rr in unknown[:5]:
+            text.append(f"\n  {rr.email}", style="magenta")
+            if rr.at:
+                text.append(f"  since {rr.at}")
+        if len(unknown) > 5:
+            text.append(f"\n  … and {len(unknown) - 5} more (see the table)")
+        box.update(text)
+        box.remove_class("hidden")
+
+    def action_resend_unknown(self) -> None:
+        if self.readonly:
+            self.notify("Read-only console: resending is disabled.", title="Read-only", severity="warning")
+            return
+        unknown = self.detail.unknown if self.detail is not None else []
+        if not unknown:
+            self.notify("No recipient of this delivery has an unknown outcome.", severity="information")
+            return
+        if self.resending:
+            self.notify("A resend is already running.", severity="warning")
+            return
+        emails = [rr.email for rr in unknown]
+        r = self.record
+        listed = "\n".join(f"  • {escape(e)}" for e in emails[:15])
+        more = f"\n  … and {len(emails) - 15} more" if len(emails) > 15 else ""
+        body = (
+            f"[b]These recipients may get the email twice.[/b] {escape(DUPLICATE_WARNING)}\n\n"
+            f"{escape(r.change_id)} v{r.version} · {r.event.value} · {escape(r.customer)}\n"
+            f"{listed}{more}\n\n"
+            "Only recipients still unknown are resent; nobody already sent gets a second email."
+        )
+        title = f"Resend to {len(emails)} recipient{'s' if len(emails) != 1 else ''} with unknown outcome?"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.resending = True
+                self._render_unknown()
+                self._resend(emails)
+
+        self.app.push_screen(
+            ConfirmModal(title, body, yes="Resend (may duplicate)", no="Cancel", danger=True), answered
+        )
+
+    @work(thread=True, exclusive=True, group="delivery-resend", exit_on_error=False)
+    def _resend(self, emails: list[str]) -> None:
+        try:
+            services = self.app.services  # type: ignore[attr-defined]
+            service = self._resend_service or ResendService(
+                services.aws, services.config, status=services.status
+            )
+            result = service.resend_delivery(DeliveryKey.of(self.record), emails)
+        except Exception as exc:
+            self._post(self._resend_failed, describe_error(exc))
+            return
+        self._post(self._resend_done, result)
+
+    def _resend_done(self, result: ResendResult) -> None:
+        self.resending = False
+        self.last_resend = result
+        refused = result.refused
+        if result.resent and result.ok:
+            note = f"Resending to {result.resent} recipient(s); a worker will send them once."
+            if refused:
+                note += f" {refused} refused (no longer unknown)."
+            self.notify(note, title="Resend requested")
+        elif result.resent:
+            failed = ", ".join(d.trigger_error or "" for d in result.deliveries if not d.ok)
+            self.notify(
+                f"Recipients reopened but the trigger failed: {escape(failed)}. Press u again to re-trigger.",
+                title="Resend incomplete",
+                severity="error",
+                timeout=15,
+            )
+        else:
+            reasons = "; ".join(
+                f"{escape(a)}: {escape(why)}" for d in result.deliveries for a, why in d.refused.items()
+            )
+            self.notify(f"Nothing resent. {reasons}", title="Resend refused", severity="warning", timeout=10)
+        if self.is_attached:
+            self._load()
+
+    def _resend_failed(self, message: str) -> None:
+        self.resending = False
+        self.notify(f"Resend failed: {escape(message)}", title="Resend failed", severity="error", timeout=15)
+        if self.is_attached:
+            self._render_unknown()

@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..models import Config, DeliveryRecord, iso_utc
 from .aws import AwsFactory
 from .customers import CustomerService, QueueDepth, describe_error
-from .ledger import Ledger
+from .ledger import UNKNOWN, Ledger
 from .status import DeliveryKey
 
 RCPT_PREFIX = "RCPT#"
@@ -83,6 +83,13 @@ class DeliveryDetail:
     claim: ClaimInfo | None = None
     dlq: QueueDepth | None = None
     error: str | None = None  # reading the ledger failed
+
+    @property
+    def unknown(self) -> list[RecipientResult]:
+        """Recipients whose send outcome is unknown (a worker stopped mid-send): maybe sent, maybe not.
+
+        Never re-sent automatically; an operator may resend them (``services.resend``)."""
+        return [r for r in self.recipients if r.state == UNKNOWN]
 
     @property
     def counts(self) -> dict[str, int]:

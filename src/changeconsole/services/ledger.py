@@ -12,6 +12,12 @@ At-most-once per recipient: a recipient is marked ``sending`` right before its S
 right after. A ``sending`` mark whose lease expired (its worker died between the two writes) becomes
 ``unknown`` and is never sent again, so a crash can lose at most the sends in flight at that moment
 (each recorded as ``unknown``), and never duplicates one.
+
+An operator who decides to send an ``unknown`` recipient again (``services.resend``) turns it back
+into ``retry`` — conditionally on it still being ``unknown`` — and reopens the settled delivery in
+``resend`` mode (``reopen_for_resend``, one transaction that also writes a ``RESEND`` item under the
+delivery's pk: who, when, which recipients): a worker then sends to the reopened
+recipients only, never to anyone already ``sent``/``failed`` nor to a contact who subscribed since.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from .aws import AwsFactory
 from .status import DeliveryKey, from_item, to_item
 
 CLAIM_SK = "CLAIM"
+RESEND_SK = "RESEND"  # present once an operator reopened the delivery (see ``reopen_for_resend``)
 LATEST_SK = "LATEST"
 
 # Claim states.
@@ -40,6 +47,10 @@ SENT = "sent"
 RETRY = "retry"  # the SES call failed without sending; may be retried
 FAILED = "failed"  # SES rejected this recipient permanently
 UNKNOWN = "unknown"  # the worker stopped between marking and recording; never re-sent
+
+# Claim mode of a delivery reopened by an operator: send only to recipients in ``retry``.
+RESEND_MODE = "resend"
+_TXN_RECIPIENTS = 98  # a transaction holds 100 items: the claim, the RESEND marker and these
 
 DEFAULT_TTL_DAYS = 90
 LATEST_TTL_DAYS = 400
@@ -76,6 +87,28 @@ class Claim:
     @property
     def acquired(self) -> bool:
         return self.outcome == "acquired"
+
+    @property
+    def resend_only(self) -> bool:
+        """The delivery was reopened by an operator: send only to recipients in ``retry``."""
+        return bool(self.item and self.item.get("mode") == RESEND_MODE)
+
+
+@dataclass
+class ResendPlan:
+    """Which of the asked recipients of one delivery may be sent again, and why the others may not."""
+
+    eligible: list[dict[str, Any]]  # their ledger items (state ``unknown``)
+    refused: dict[str, str]  # lower-cased address -> reason
+    claim_state: str | None = None
+
+
+@dataclass
+class Reopened:
+    """Result of ``reopen_for_resend``."""
+
+    reopened: list[str]  # lower-cased addresses now in ``retry``
+    refused: dict[str, str]
 
 
 @dataclass
@@ -127,7 +160,12 @@ class Ledger:
 
     # -- claims ------------------------------------------------------------------------
     def claim(self, key: DeliveryKey, owner: str, *, message_id: str | None = None) -> Claim:
-        """Take the delivery unless it is settled or another owner's lease is still valid."""
+        """Take the delivery unless it is settled or another owner's lease is still valid.
+
+        A delivery claimed before (retaken after a release or an expired lease) may have been
+        reopened by an operator: then the claim says ``resend_only`` (read from the ``RESEND`` item,
+        so a worker that dies during a resend pass hands the same pass to the next one).
+        """
         now = time.time()
         lease_until = now + self.claim_lease
         data = {
@@ -141,7 +179,7 @@ class Ledger:
             "expires_at": self._expires(),
         }
         try:
-            self._ddb.put_item(
+            resp = self._ddb.put_item(
                 TableName=self.table,
                 Item=to_item(data),
                 ConditionExpression=(
@@ -153,15 +191,24 @@ class Ledger:
                     ":progress": {"S": IN_PROGRESS},
                     ":now": {"N": repr(now)},
                 },
+                ReturnValues="ALL_OLD",
             )
-            return Claim("acquired", owner, lease_until)
         except ClientError as exc:
             if not _conditional_failed(exc):
                 raise
+        else:
+            # A first claim (no old item: the common case) was never reopened: no extra read.
+            if resp.get("Attributes") and self.resend_marker(key) is not None:
+                data["mode"] = RESEND_MODE
+            return Claim("acquired", owner, lease_until, data)
         item = self.get_claim(key) or {}
         if item.get("state") == DONE:
             return Claim("done", item.get("owner"), 0.0, item)
         return Claim("busy", item.get("owner"), float(item.get("lease_until", 0.0)), item)
+
+    def resend_marker(self, key: DeliveryKey) -> dict[str, Any] | None:
+        """The ``RESEND`` item of a delivery an operator reopened (who, when, which recipients)."""
+        return self._get(delivery_pk(key), RESEND_SK)
 
     def get_claim(self, key: DeliveryKey) -> dict[str, Any] | None:
         return self._get(delivery_pk(key), CLAIM_SK)
@@ -350,6 +397,176 @@ class Ledger:
             if not _conditional_failed(exc):
                 raise
             # Not ours any more (already settled by us or taken over): keep what is there.
+
+    def withdraw(self, key: DeliveryKey, email: str, error: str) -> bool:
+        """Settle a ``retry`` recipient as ``failed`` without sending (e.g. unsubscribed since)."""
+        try:
+            self._ddb.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": delivery_pk(key)}, "sk": {"S": rcpt_sk(email)}},
+                UpdateExpression="SET #s = :failed, #e = :err, settled_at = :t",
+                ConditionExpression="#s = :retry",
+                ExpressionAttributeNames={"#s": "state", "#e": "error"},
+                ExpressionAttributeValues={
+                    ":failed": {"S": FAILED},
+                    ":retry": {"S": RETRY},
+                    ":err": {"S": error[:500]},
+                    ":t": {"S": iso_utc(utcnow())},
+                },
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    # -- operator resend of unknown recipients ------------------------------------------------
+    def plan_resend(self, key: DeliveryKey, emails: list[str] | None = None) -> ResendPlan:
+        """Which recipients (default: every ``unknown`` one) may be reopened; nothing is written.
+
+        Only an ``unknown`` recipient of a settled (``done``) delivery qualifies: while a worker still
+        owns the delivery it settles its recipients itself, and anyone ``sent``/``failed`` is final.
+        """
+        claim = self.get_claim(key) or {}
+        items = self.recipients(key)
+        wanted = (
+            [e.casefold() for e in emails]
+            if emails is not None
+            else sorted(a for a, it in items.items() if it.get("state") == UNKNOWN)
+        )
+        plan = ResendPlan([], {}, claim.get("state"))
+        for addr in dict.fromkeys(wanted):
+            item = items.get(addr)
+            if item is None:
+                plan.refused[addr] = "not a recipient of this delivery"
+            elif item.get("state") != UNKNOWN:
+                plan.refused[addr] = f"is {item.get('state')}, not unknown"
+            elif claim.get("state") != DONE:
+                plan.refused[addr] = (
+                    f"delivery not settled yet (claim {claim.get('state') or 'missing'}); "
+                    "a worker is still on it"
+                )
+            else:
+                plan.eligible.append(item)
+        return plan
+
+    def reopen_for_resend(self, key: DeliveryKey, emails: list[str], *, by: str, resend_id: str) -> Reopened:
+        """Turn ``unknown`` recipients into ``retry`` and reopen the delivery in ``resend`` mode.
+
+        Each recipient flips only if still ``unknown``, and the claim only if still ``done``, in one
+        transaction per 98 recipients (later batches require the claim to be still this reopening's).
+        Recipients that changed meanwhile are refused and the rest retried.
+        """
+        at = iso_utc(utcnow())
+        todo = list(dict.fromkeys(e.casefold() for e in emails))
+        out = Reopened([], {})
+        first = True
+        attempts = 0
+        while todo and attempts < 5:
+            attempts += 1
+            batch = todo[:_TXN_RECIPIENTS]
+            try:
+                ops = [self._reopen_claim_op(key, by, at, resend_id, todo, first)]
+                if first:
+                    ops.append(self._resend_marker_op(key, by, at, resend_id, todo))
+                self._ddb.transact_write_items(
+                    TransactItems=ops + [self._reopen_rcpt_op(key, addr, by, at) for addr in batch]
+                )
+            except ClientError as exc:
+                if not _conditional_failed(exc):
+                    raise
+                claim = self.get_claim(key) or {}
+                claim_ok = (
+                    claim.get("state") == DONE
+                    if first
+                    else claim.get("state") == RELEASED and claim.get("resend_id") == resend_id
+                )
+                if not claim_ok:
+                    for addr in todo:
+                        out.refused[addr] = (
+                            f"delivery changed meanwhile (claim {claim.get('state') or 'missing'})"
+                        )
+                    return out
+                items = self.recipients(key)
+                for addr in batch:
+                    state = (items.get(addr) or {}).get("state")
+                    if state != UNKNOWN:
+                        out.refused[addr] = f"is {state or 'missing'}, not unknown"
+                todo = [a for a in todo if a not in out.refused]
+                continue
+            out.reopened += batch
+            todo = todo[len(batch) :]
+            first = False
+        for addr in todo:
+            out.refused[addr] = "the ledger kept changing; try again"
+        return out
+
+    def _reopen_claim_op(
+        self, key: DeliveryKey, by: str, at: str, resend_id: str, todo: list[str], first: bool
+    ) -> dict[str, Any]:
+        claim_key = {"pk": {"S": delivery_pk(key)}, "sk": {"S": CLAIM_SK}}
+        if not first:
+            return {
+                "ConditionCheck": {
+                    "TableName": self.table,
+                    "Key": claim_key,
+                    "ConditionExpression": "#s = :released AND resend_id = :rid",
+                    "ExpressionAttributeNames": {"#s": "state"},
+                    "ExpressionAttributeValues": {":released": {"S": RELEASED}, ":rid": {"S": resend_id}},
+                }
+            }
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": claim_key,
+                "UpdateExpression": (
+                    "SET #s = :released, lease_until = :zero, "
+                    "resend_id = :rid, resend_by = :by, resend_at = :at"
+                ),
+                "ConditionExpression": "#s = :done",
+                "ExpressionAttributeNames": {"#s": "state"},
+                "ExpressionAttributeValues": {
+                    ":released": {"S": RELEASED},
+                    ":done": {"S": DONE},
+                    ":zero": {"N": "0"},
+                    ":rid": {"S": resend_id},
+                    ":by": {"S": by},
+                    ":at": {"S": at},
+                },
+            }
+        }
+
+    def _resend_marker_op(
+        self, key: DeliveryKey, by: str, at: str, resend_id: str, todo: list[str]
+    ) -> dict[str, Any]:
+        data = {
+            "pk": delivery_pk(key),
+            "sk": RESEND_SK,
+            "mode": RESEND_MODE,
+            "resend_id": resend_id,
+            "resend_by": by,
+            "resend_at": at,
+            "recipients": todo[:1000],
+            "expires_at": self._expires(),
+        }
+        return {"Put": {"TableName": self.table, "Item": to_item(data)}}
+
+    def _reopen_rcpt_op(self, key: DeliveryKey, addr: str, by: str, at: str) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": {"pk": {"S": delivery_pk(key)}, "sk": {"S": rcpt_sk(addr)}},
+                "UpdateExpression": "SET #s = :retry, resend_by = :by, resend_at = :at",
+                "ConditionExpression": "#s = :unknown",
+                "ExpressionAttributeNames": {"#s": "state"},
+                "ExpressionAttributeValues": {
+                    ":retry": {"S": RETRY},
+                    ":unknown": {"S": UNKNOWN},
+                    ":by": {"S": by},
+                    ":at": {"S": at},
+                },
+            }
+        }
 
     # -- newest version sent (superseded check) ------------------------------------------------
     def latest(self, change_id: str, customer: str) -> Latest | None:

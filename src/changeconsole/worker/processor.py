@@ -43,7 +43,7 @@ from ..models import (
 from ..services import emails
 from ..services.aws import AwsFactory
 from ..services.contacts import Audience, TopicDefaultsCache, subscribed_audience
-from ..services.ledger import FAILED, RETRY, UNKNOWN, Ledger
+from ..services.ledger import FAILED, RETRY, SENT, UNKNOWN, Ledger
 from ..services.status import DeliveryKey, StatusStore
 from .errors import Failure, backoff_delay, classify
 from .observe import AuditLog, Metrics, event
@@ -130,6 +130,8 @@ class _Delivery:
     mapping: CustomerMapping
     owner: str
     trigger: Trigger
+    # Reopened by an operator (``change resend-unknown``): send only to recipients in ``retry``.
+    resend_only: bool = False
 
 
 class Processor:
@@ -352,6 +354,7 @@ class Processor:
         if not claim.acquired:
             raise ClaimBusy(max(1.0, claim.lease_until - time.time() + 1.0))
         m.claim, m.claim_lease_until = (key, d.owner), claim.lease_until
+        d.resend_only = claim.resend_only
         started = iso_utc(utcnow())
         self._status(
             key,
@@ -368,6 +371,7 @@ class Processor:
             **_key_fields(key),
             message_id=m.message_id,
             receive_count=m.receive_count,
+            resend_only=d.resend_only or None,
         )
         return self._send_all(m, d)
 
@@ -390,6 +394,8 @@ class Processor:
     def _send_all(self, m: InFlight, d: _Delivery) -> Outcome:
         key, change, mapping = d.key, d.change, d.mapping
         ses = _customer_call("assume_role", lambda: self.aws.customer_client(mapping, "sesv2"))
+        # SendEmail goes through a client botocore never retries: a retried send could duplicate.
+        sender_ses = _customer_call("assume_role", lambda: self.aws.customer_send_client(mapping))
         invite_sent = False
         if key.event is EmailEvent.CANCELLED and change.ever_approved:
             latest = self.ledger.latest(key.change_id, key.customer)
@@ -401,8 +407,15 @@ class Processor:
             lambda: subscribed_audience(ses, mapping, list_name, topics, defaults_cache=self.defaults_cache),
         )
         recipients = audience.addresses()
+        sent: dict[str, str] = {}
+        failed: dict[str, str] = {}
+        total: int | None = None
+        if d.resend_only:
+            recipients, total = self._resend_scope(d, recipients, primary, sent, failed)
         if not recipients:
-            return self._finish(m, d, audience, sent={}, failed={}, invites=0, topic=primary)
+            return self._finish(
+                m, d, audience, sent=sent, failed=failed, invites=0, topic=primary, total=total
+            )
         plain = emails.render_bodies(change, key.event, mapping, self.config)
         with_ics = (
             emails.render_bodies(change, key.event, mapping, self.config, invite=ics_method)
@@ -411,8 +424,6 @@ class Processor:
         )
         sender = self.config.sender_for(key.customer)
         link = emails.change_link(self.config, change.change_id)
-        sent: dict[str, str] = {}
-        failed: dict[str, str] = {}
         invites = 0
         lock = threading.Lock()
 
@@ -456,7 +467,7 @@ class Processor:
             if slot.outcome == "busy":
                 raise ClaimBusy(max(1.0, slot.lease_until - time.time() + 1.0))
             try:
-                resp = ses.send_email(**kwargs)
+                resp = sender_ses.send_email(**kwargs)
             except Exception as exc:
                 f = classify(exc, "send")
                 state = UNKNOWN if f.ambiguous else FAILED if f.recipient_only else RETRY
@@ -497,7 +508,50 @@ class Processor:
             )
 
         self._fan_out(recipients, one)
-        return self._finish(m, d, audience, sent=sent, failed=failed, invites=invites, topic=primary)
+        return self._finish(
+            m, d, audience, sent=sent, failed=failed, invites=invites, topic=primary, total=total
+        )
+
+    def _resend_scope(
+        self, d: _Delivery, audience: list[str], topic: str, sent: dict[str, str], failed: dict[str, str]
+    ) -> tuple[list[str], int]:
+        """A resend pass: (addresses to send, the delivery's recipient total).
+
+        The delivery's recipients are its ledger items (every recipient of the settled round has
+        one). Only those an operator put back to ``retry`` are sent, and only if still subscribed;
+        the others keep their state (``sent``/``failed``/``unknown``) and nobody new is added.
+        """
+        items = self.ledger.recipients(d.key)
+        subscribed = {a.casefold(): a for a in audience}
+        todo: list[str] = []
+        for addr, item in sorted(items.items()):
+            state = item.get("state")
+            if state == RETRY:
+                if addr in subscribed:
+                    todo.append(subscribed[addr])
+                    continue
+                reason = f"no longer subscribed to {topic} when resent; not sent"
+                if self.ledger.withdraw(d.key, addr, reason):
+                    failed[addr] = "unsubscribed"
+                    continue
+                state = ((self.ledger.recipients(d.key).get(addr)) or {}).get("state")
+            if state == SENT:
+                sent[addr] = str(item.get("message_id") or "")
+            elif state == FAILED:
+                failed[addr] = "failed"
+            elif state == UNKNOWN:
+                failed[addr] = "unknown"
+            else:  # sending (another owner's lease): let the ledger decide in the send loop
+                if addr in subscribed:
+                    todo.append(subscribed[addr])
+        event(
+            logging.INFO,
+            "delivery.resend_pass",
+            **_key_fields(d.key),
+            resend=len(todo),
+            recipients=len(items),
+        )
+        return todo, len(items)
 
     def _fan_out(self, items: Iterable[str], fn: Callable[[str], None]) -> None:
         """Run ``fn`` per recipient, ``send_parallelism`` at a time; stop at the first error and raise it."""
@@ -545,9 +599,10 @@ class Processor:
         failed: dict[str, str],
         invites: int,
         topic: str,
+        total: int | None = None,
     ) -> Outcome:
         key = d.key
-        total = len(audience.recipients)
+        total = len(audience.recipients) if total is None else total
         if total == 0:
             state = DeliveryState.SKIPPED
             last_error: str | None = f"no subscribed recipients for {topic}"

@@ -1,0 +1,213 @@
+"""Operator resend of ``unknown`` recipients (services/resend.py) end to end against the local stack.
+
+An ``unknown`` recipient is produced deterministically: before any worker runs, the recipient's ledger
+item is written as ``sending`` by a dead worker whose lease has expired — exactly what a worker
+SIGKILLed between the mark and the SES call leaves behind. The worker then records it ``unknown``,
+never sends it, and the delivery ends ``partial``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from changeconsole.models import TOPIC_APPROVAL, Change, DeliveryState, EmailEvent, trigger_key
+from changeconsole.services.aws import AwsFactory
+from changeconsole.services.ledger import DONE, RETRY, SENT, UNKNOWN, Ledger, delivery_pk, rcpt_sk
+from changeconsole.services.lifecycle import ChangeService
+from changeconsole.services.resend import ResendService
+from changeconsole.services.status import DeliveryKey, StatusStore, to_item
+from test_worker_support import (
+    outbox,
+    per_recipient,
+    record,
+    running_worker,
+    subscribed,
+    wait_until,
+)
+
+CONTACTS = 8
+
+
+def crashed_send(aws: AwsFactory, config: Any, key: DeliveryKey, email: str) -> None:
+    """The ledger mark a worker killed inside its SES window leaves: ``sending``, lease expired."""
+    item = {
+        "pk": delivery_pk(key),
+        "sk": rcpt_sk(email),
+        "state": "sending",
+        "owner": "dead-worker/0123456789ab",
+        "email": email,
+        "lease_until": time.time() - 60,
+        "started_at": "2026-03-01T10:00:00Z",
+        "expires_at": int(time.time()) + 86400,
+    }
+    aws.client("dynamodb").put_item(TableName=config.ledger_table_name, Item=to_item(item))
+
+
+def submitted_change(aws: AwsFactory, config: Any, customers: list[str]) -> Change:
+    """A change submitted the real way (archive + fan-out), with no worker running yet."""
+    change = Change.model_validate(
+        {
+            "changeTitle": "Resend test",
+            "customers": customers,
+            "implementationStart": "2030-01-31T22:00:00Z",
+            "implementationEnd": "2030-02-01T00:00:00Z",
+        }
+    )
+    result = ChangeService(aws, config, operator="tester").submit(change)
+    assert result.ok, result.errors
+    return result.change
+
+
+def partial_delivery(make_stack: Any, aws: AwsFactory) -> tuple[Any, Change, DeliveryKey, str, list[str]]:
+    """Two customers; one recipient of the first left ``unknown`` by a "crashed" send.
+
+    Returns (stack, change, key of the partial delivery, the lost address, customer codes); the caller
+    runs the worker.
+    """
+    stack = make_stack(customers=2, contacts=CONTACTS)
+    config = stack.config
+    codes = sorted(config.customer_mappings)
+    change = submitted_change(aws, config, codes)
+    key = DeliveryKey(change.change_id, change.version, EmailEvent.SUBMITTED, codes[0])
+    lost = sorted(subscribed(codes[0], CONTACTS, TOPIC_APPROVAL))[0].lower()
+    crashed_send(aws, config, key, lost)
+    return stack, change, key, lost, codes
+
+
+def settled(aws: AwsFactory, config: Any, change: Change, code: str, state: DeliveryState) -> bool:
+    r = record(aws, config, code, change.version, "submitted", change.change_id)
+    return r is not None and r.state is state
+
+
+def expected_recipients(codes: list[str]) -> set[tuple[str, str]]:
+    return {(a.lower(), c) for c in codes for a in subscribed(c, CONTACTS, TOPIC_APPROVAL)}
+
+
+def received(endpoint: str, change: Change) -> dict[tuple[str, str], int]:
+    return {
+        (to, cu or ""): n
+        for (to, _c, _v, _e, cu), n in per_recipient(outbox(endpoint, change.change_id)).items()
+    }
+
+
+def test_resend_of_an_unknown_recipient_sends_it_exactly_once_and_the_delivery_becomes_sent(
+    make_stack: Any, aws_factory: AwsFactory, moto_endpoint: str
+) -> None:
+    stack, change, key, lost, codes = partial_delivery(make_stack, aws_factory)
+    config = stack.config
+    ledger = Ledger(aws_factory, config)
+    status = StatusStore(aws_factory, config)
+    service = ResendService(aws_factory, config)
+    bucket = config.s3_config.bucket_name
+    s3 = aws_factory.client("s3")
+    with running_worker(aws_factory, config):
+        wait_until(
+            lambda: (
+                settled(aws_factory, config, change, codes[0], DeliveryState.PARTIAL)
+                and settled(aws_factory, config, change, codes[1], DeliveryState.SENT)
+            ),
+            60,
+            what="first delivery settled",
+        )
+        got = received(moto_endpoint, change)
+        assert (lost, codes[0]) not in got, "the crashed send never reached SES"
+        assert set(got) == expected_recipients(codes) - {(lost, codes[0])}
+        assert set(got.values()) == {1}
+
+        unknown = service.unknown(change.change_id)
+        assert [(u.email.lower(), u.customer, u.version) for u in unknown] == [
+            (lost, codes[0], change.version)
+        ]
+        assert unknown[0].error and "unknown" in unknown[0].error
+        assert service.unknown(change.change_id, customers=[codes[1]]) == []
+
+        # Dry run: reports, changes nothing (ledger, claim, record, no trigger, no audit).
+        audits_before = s3.list_objects_v2(Bucket=bucket, Prefix="audit/resend-").get("KeyCount", 0)
+        dry = service.resend(change.change_id, dry_run=True)
+        assert dry.dry_run and dry.resent == 1 and dry.audit_key is None
+        assert [d.resend for d in dry.deliveries] == [[lost]]
+        assert ledger.recipients(key)[lost]["state"] == UNKNOWN
+        assert (ledger.get_claim(key) or {})["state"] == DONE
+        assert status.get(key).state is DeliveryState.PARTIAL  # type: ignore[union-attr]
+        tkey = trigger_key(codes[0], change.change_id, change.version, EmailEvent.SUBMITTED)
+        assert s3.list_objects_v2(Bucket=bucket, Prefix=tkey).get("KeyCount", 0) == 0
+        assert s3.list_objects_v2(Bucket=bucket, Prefix="audit/").get("KeyCount", 0) >= audits_before
+
+        # Refused: a recipient that was sent is not unknown; nothing is reopened.
+        sent_addr = next(a for a, it in ledger.recipients(key).items() if it["state"] == SENT)
+        refused = service.resend_delivery(key, [sent_addr, "nobody@example.invalid"])
+        assert refused.resent == 0
+        assert refused.deliveries[0].refused == {
+            sent_addr: "is sent, not unknown",
+            "nobody@example.invalid": "not a recipient of this delivery",
+        }
+        assert (ledger.get_claim(key) or {})["state"] == DONE
+        assert ledger.recipients(key)[sent_addr]["state"] == SENT
+
+        # The real resend: only the lost recipient gets an email, once; the record becomes sent.
+        result = service.resend(change.change_id, customers=[codes[0]])
+        assert result.resent == 1 and result.ok, result
+        d = result.deliveries[0]
+        assert d.triggered and d.resend == [lost] and not d.refused
+        assert result.audit_key and result.audit_key.startswith("audit/")
+        wait_until(
+            lambda: settled(aws_factory, config, change, codes[0], DeliveryState.SENT),
+            60,
+            what="resent delivery sent",
+        )
+    got = received(moto_endpoint, change)
+    assert set(got) == expected_recipients(codes)
+    assert set(got.values()) == {1}, "the lost recipient got one email and nobody got a second"
+    rec = status.get(key)
+    assert rec is not None
+    assert rec.recipients_sent == rec.recipients_total == len(subscribed(codes[0], CONTACTS, TOPIC_APPROVAL))
+    assert rec.recipients_failed == 0
+    assert getattr(rec, "resend_requested_by", None) == result.operator
+    assert ledger.recipients(key)[lost]["state"] == SENT
+    audit = s3.get_object(Bucket=bucket, Key=result.audit_key)["Body"].read().decode()
+    entry = json.loads(audit.splitlines()[0])
+    assert entry["type"] == "delivery.resend_unknown"
+    assert entry["recipients"] == [lost] and entry["customer"] == codes[0]
+    assert entry["actor"] == result.operator
+    # Nothing left to resend: a second resend does nothing.
+    again = service.resend(change.change_id)
+    assert again.resent == 0 and again.deliveries == []
+
+
+def test_a_resend_pass_skips_contacts_who_subscribed_since_and_settles_unsubscribed_ones(
+    make_stack: Any, aws_factory: AwsFactory, moto_endpoint: str
+) -> None:
+    """The reopened delivery sends to the reopened recipients only, never to a new subscriber."""
+    stack, change, key, lost, codes = partial_delivery(make_stack, aws_factory)
+    config = stack.config
+    ledger = Ledger(aws_factory, config)
+    mapping = config.customer(codes[0])
+    ses = aws_factory.customer_client(mapping, "sesv2")
+    list_name = config.contact_list_for(codes[0])
+    with running_worker(aws_factory, config):
+        wait_until(
+            lambda: settled(aws_factory, config, change, codes[0], DeliveryState.PARTIAL),
+            60,
+            what="first delivery partial",
+        )
+        newcomer = f"newcomer@{codes[0]}.example.com"
+        ses.create_contact(
+            ContactListName=list_name,
+            EmailAddress=newcomer,
+            TopicPreferences=[{"TopicName": TOPIC_APPROVAL, "SubscriptionStatus": "OPT_IN"}],
+        )
+        result = ResendService(aws_factory, config).resend_delivery(key)
+        assert result.resent == 1
+        assert ledger.recipients(key)[lost]["state"] in (RETRY, "sending", SENT)
+        wait_until(
+            lambda: settled(aws_factory, config, change, codes[0], DeliveryState.SENT),
+            60,
+            what="resent delivery sent",
+        )
+    got = received(moto_endpoint, change)
+    assert got.get((lost, codes[0])) == 1
+    assert (newcomer, codes[0]) not in got, "a contact who subscribed since is not part of the delivery"
+    assert newcomer not in ledger.recipients(key)
+    assert set(got.values()) == {1}
