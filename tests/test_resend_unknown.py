@@ -211,3 +211,31 @@ def test_a_resend_pass_skips_contacts_who_subscribed_since_and_settles_unsubscri
     assert (newcomer, codes[0]) not in got, "a contact who subscribed since is not part of the delivery"
     assert newcomer not in ledger.recipients(key)
     assert set(got.values()) == {1}
+
+
+def test_resend_with_the_sqs_direct_transport_carries_that_versions_snapshot(
+    make_stack: Any, aws_factory: AwsFactory, moto_endpoint: str
+) -> None:
+    stack, change, key, lost, codes = partial_delivery(make_stack, aws_factory)
+    config = stack.config
+    ledger = Ledger(aws_factory, config)
+    direct = config.model_copy(update={"transport": "sqs-direct"})
+    with running_worker(aws_factory, config):
+        wait_until(
+            lambda: settled(aws_factory, config, change, codes[0], DeliveryState.PARTIAL),
+            60,
+            what="first delivery partial",
+        )
+        result = ResendService(aws_factory, direct).resend(change.change_id, version=change.version)
+        assert result.resent == 1 and result.deliveries[0].triggered
+        tkey = trigger_key(codes[0], change.change_id, change.version, EmailEvent.SUBMITTED)
+        s3 = aws_factory.client("s3")
+        assert s3.list_objects_v2(Bucket=config.s3_config.bucket_name, Prefix=tkey).get("KeyCount", 0) == 0
+        wait_until(
+            lambda: settled(aws_factory, config, change, codes[0], DeliveryState.SENT),
+            60,
+            what="resent delivery sent",
+        )
+    got = received(moto_endpoint, change)
+    assert set(got) == expected_recipients(codes) and set(got.values()) == {1}
+    assert got[(lost, codes[0])] == 1 and ledger.recipients(key)[lost]["state"] == SENT
