@@ -239,3 +239,48 @@ def test_resend_with_the_sqs_direct_transport_carries_that_versions_snapshot(
     got = received(moto_endpoint, change)
     assert set(got) == expected_recipients(codes) and set(got.values()) == {1}
     assert got[(lost, codes[0])] == 1 and ledger.recipients(key)[lost]["state"] == SENT
+
+
+def test_reopen_flips_only_recipients_still_unknown_and_only_a_settled_delivery(
+    make_stack: Any, aws_factory: AwsFactory
+) -> None:
+    """The ledger transaction itself: conditional on each recipient being unknown and the claim done."""
+    stack = make_stack(customers=1, contacts=0)
+    ledger = Ledger(aws_factory, stack.config)
+    key = DeliveryKey("CHG-2026-03-01T10-00-00-led123", 1, EmailEvent.SUBMITTED, "acme")
+    a, b, c = "a@acme.example.com", "b@acme.example.com", "c@acme.example.com"
+    assert ledger.claim(key, "w1").acquired
+    for addr in (a, b, c):
+        assert ledger.begin_send(key, addr, "w1").outcome == "go"
+    ledger.record_failure(key, a, "w1", UNKNOWN, "ReadTimeoutError")
+    ledger.record_failure(key, b, "w1", UNKNOWN, "ReadTimeoutError")
+    ledger.record_sent(key, c, "w1", "msg-c")
+
+    # The worker still owns the delivery: nothing is reopened.
+    plan = ledger.plan_resend(key)
+    assert plan.eligible == [] and set(plan.refused) == {a, b}
+    busy = ledger.reopen_for_resend(key, [a], by="op", resend_id="r0")
+    assert busy.reopened == [] and "claim in_progress" in busy.refused[a]
+    assert ledger.recipients(key)[a]["state"] == UNKNOWN
+
+    assert ledger.finish_claim(key, "w1", done=True, result="partial")
+    # Asked for a sent recipient too (as if it changed after planning): the transaction fails, that
+    # one is refused, and the rest goes through in a retried transaction.
+    out = ledger.reopen_for_resend(key, [a, c, b], by="op", resend_id="r1")
+    assert sorted(out.reopened) == [a, b]
+    assert out.refused == {c: "is sent, not unknown"}
+    items = ledger.recipients(key)
+    assert {x: items[x]["state"] for x in (a, b, c)} == {a: RETRY, b: RETRY, c: SENT}
+    assert items[a]["resend_by"] == "op" and items[a]["resend_at"]
+    claim = ledger.get_claim(key) or {}
+    assert claim["state"] == "released" and claim["resend_by"] == "op"
+    marker = ledger.resend_marker(key) or {}
+    assert marker["resend_id"] == "r1" and marker["resend_by"] == "op"
+    # The next claim is a resend-only pass, and stays one after a worker dies mid-pass.
+    first = ledger.claim(key, "w2")
+    assert first.acquired and first.resend_only
+    assert ledger.finish_claim(key, "w2", done=False)
+    again = ledger.claim(key, "w3")
+    assert again.acquired and again.resend_only
+    # A second reopen while the first is unsettled is refused (the claim is no longer done).
+    assert ledger.reopen_for_resend(key, [a], by="op", resend_id="r2").reopened == []
