@@ -548,7 +548,7 @@ def test_a_full_backlog_leaves_messages_in_sqs_and_no_customer_waits_behind_it(
                 send_raw(aws_factory, config, code, json.dumps({"Event": "s3:TestEvent", "n": i}))
         # Every customer gets a message (none waits behind another's backlog), then polling pauses.
         wait_until(
-            lambda: not worker.scheduler.room.is_set()
+            lambda: worker.scheduler.waiting >= worker.options.backlog_cap
             and all(worker.scheduler.active(c) > 0 for c in codes)
             and worker._in_receive == 0,
             30,

@@ -299,22 +299,21 @@ def test_shared_pollers_long_poll_a_share_of_the_wait_never_below_two_seconds() 
     assert poll_wait_of(WorkerOptions(drain=True), 1) == 1
 
 
-def test_fair_scheduler_reports_room_while_the_backlog_is_below_its_cap() -> None:
+def test_fair_scheduler_counts_waiting_messages_and_reports_each_start() -> None:
     gate = threading.Event()
-    sched = FairScheduler(threads=1, cap=1, run=lambda m: gate.wait(10), backlog_cap=2)
+    starts: list[int] = []
+    sched = FairScheduler(threads=1, cap=1, run=lambda m: gate.wait(10), on_start=lambda: starts.append(1))
     sched.start()
     try:
-        msgs = [_msg(c, 0) for c in "abc"]
-        sched.submit(msgs[0])
+        sched.submit(_msg("a", 0))
         assert wait_until(lambda: sched.busy == 1, 5)  # a is running: nothing waits
-        assert sched.room.is_set() and sched.waiting == 0
-        sched.submit(msgs[1])
-        assert sched.room.is_set() and sched.waiting == 1
-        sched.submit(msgs[2])
-        assert not sched.room.is_set() and sched.waiting == 2
+        assert sched.waiting == 0 and len(starts) == 1
+        sched.submit(_msg("b", 0))
+        sched.submit(_msg("c", 0))
+        assert sched.waiting == 2
         gate.set()
         assert sched.wait_idle(5)
-        assert sched.room.is_set() and sched.waiting == 0
+        assert sched.waiting == 0 and len(starts) == 3
     finally:
         gate.set()
         sched.stop()

@@ -76,12 +76,15 @@ class FairScheduler:
     """``threads`` workers take messages round-robin by customer, at most ``cap`` per customer at once."""
 
     def __init__(
-        self, threads: int, cap: int, run: Callable[[InFlight], None], *, backlog_cap: int = 1 << 30
+        self,
+        threads: int,
+        cap: int,
+        run: Callable[[InFlight], None],
+        *,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         self.cap = cap
-        self.backlog_cap = backlog_cap
-        self.room = threading.Event()  # set while fewer than backlog_cap messages wait
-        self.room.set()
+        self._on_start = on_start  # called (no lock held) each time a waiting message starts
         self._waiting = 0
         self._run = run
         self._cond = threading.Condition()
@@ -108,8 +111,6 @@ class FairScheduler:
         with self._cond:
             self._pending.setdefault(m.customer, deque()).append(m)
             self._waiting += 1
-            if self._waiting >= self.backlog_cap:
-                self.room.clear()
             self._mark(m.customer)
             self._cond.notify()
 
@@ -124,13 +125,13 @@ class FairScheduler:
                 self._queued.discard(code)
                 m = self._pending[code].popleft()
                 self._waiting -= 1
-                if self._waiting < self.backlog_cap:
-                    self.room.set()
                 self._running[code] = self._running.get(code, 0) + 1
                 self._busy += 1
                 self._mark(code)
                 if self._ready:
                     self._cond.notify()
+            if self._on_start is not None:
+                self._on_start()
             try:
                 self._run(m)
             finally:
@@ -151,7 +152,6 @@ class FairScheduler:
             for q in self._pending.values():
                 q.clear()
             self._waiting = 0
-            self.room.set()
             self._ready.clear()
             self._queued.clear()
             return out
@@ -294,7 +294,7 @@ class Worker:
         for slot in self.slots.values():
             slot.capacity.set()
         self.scheduler = FairScheduler(
-            options.concurrency, options.customer_cap, self._run_one, backlog_cap=options.backlog_cap
+            options.concurrency, options.customer_cap, self._run_one, on_start=self._room_freed
         )
         self._inflight: dict[int, InFlight] = {}
         self._inflight_lock = threading.Lock()
@@ -309,7 +309,8 @@ class Worker:
         self._poller_beats = [0.0] * len(self._groups)
         self._poll_cond = threading.Condition()
         self._in_receive = 0  # pollers inside a receive call (stop waits for them)
-        self._reserved = 0  # messages those receives may return
+        self._room = threading.Condition()  # guards _reserved; paused pollers wait here
+        self._reserved = 0  # messages the receives under way may return
         self._loop_beat = 0.0
         self._last_sqs_ok = 0.0
         self.started_at = 0.0
@@ -444,10 +445,9 @@ class Worker:
     def _poll_group(self, index: int, group: list[CustomerSlot]) -> None:
         single = len(group) == 1
         wait = poll_wait_of(self.options, len(group))
-        room = self.scheduler.room
         while not self._stop_receiving.is_set():
             polled = False
-            full = False
+            paused = False
             for slot in group:
                 if self._stop_receiving.is_set():
                     break
@@ -463,38 +463,56 @@ class Worker:
                     free = slot.prefetch - slot.outstanding
                 if free <= 0:
                     continue
-                # A full backlog pauses customers that already have work here; one with none still
-                # takes a message, so no customer waits behind another's backlog.
-                if not room.is_set() and self.scheduler.active(slot.code) > 0:
-                    full = True
+                n = self._reserve(slot.code, free)
+                if n == 0:
+                    paused = True
                     continue
-                waiting = self.scheduler.waiting
                 with self._poll_cond:
                     if self._stop_receiving.is_set():
+                        self._unreserve(n)
                         break
-                    # Batches only while the backlog has room for them (counting receives under way);
-                    # otherwise one message, so every queue is still long-polled.
-                    n = min(10, free, max(1, self.options.backlog_cap - waiting - self._reserved))
                     self._in_receive += 1
-                    self._reserved += n
                 polled = True
                 try:
                     self._receive(slot, n, wait)
                 finally:
+                    self._unreserve(n)
                     with self._poll_cond:
                         self._in_receive -= 1
-                        self._reserved -= n
                         self._poll_cond.notify_all()
                 self._poller_beats[index] = time.monotonic()
             if all(s.drained for s in group):
                 return
             if not polled:
-                if full:
-                    room.wait(1.0)
+                if paused:
+                    with self._room:
+                        self._room.wait(1.0)
                 elif single:
                     group[0].capacity.wait(0.25)
                 else:
                     self._stop_receiving.wait(0.05)
+
+    def _reserve(self, code: str, free: int) -> int:
+        """How many messages a receive for ``code`` may ask for (0: pause). Batches only while the local
+        backlog (waiting messages plus receives under way) has room; past it, a customer with nothing
+        here still takes one message, so no customer waits behind another's backlog."""
+        with self._room:
+            left = self.options.backlog_cap - self.scheduler.waiting - self._reserved
+            if left <= 0 and self.scheduler.active(code) > 0:
+                return 0
+            n = min(10, free, max(1, left))
+            self._reserved += n
+            return n
+
+    def _unreserve(self, n: int) -> None:
+        with self._room:
+            self._reserved -= n
+            self._room.notify(n)
+
+    def _room_freed(self) -> None:
+        """A waiting message started: one paused poller may receive again (not all of them at once)."""
+        with self._room:
+            self._room.notify(1)
 
     def _resolve(self, slot: CustomerSlot) -> bool:
         try:
