@@ -541,9 +541,10 @@ class Processor:
                 failed[addr] = "failed"
             elif state == UNKNOWN:
                 failed[addr] = "unknown"
-            else:  # sending (another owner's lease): let the ledger decide in the send loop
-                if addr in subscribed:
-                    todo.append(subscribed[addr])
+            elif addr in subscribed:  # sending (a dead pass's mark): the ledger decides in the send loop
+                todo.append(subscribed[addr])
+            else:  # an unsubscribed recipient's dead mark: maybe sent
+                failed[addr] = "unknown"
         event(
             logging.INFO,
             "delivery.resend_pass",
