@@ -69,7 +69,13 @@ def test_resend_unknown_cli_refuses_without_yes_dry_runs_and_resends(
         none = run(stack, "change", "resend-unknown", cid, "--version", str(change.version + 1), "--yes")
         assert none.exit_code == 0 and "no unknown recipients" in none.stderr
 
-        # Bad input.
+        # Bad input; a read-only session may only look.
+        base = ["--config", str(stack.config_path), "--endpoint-url", stack.endpoint]
+        readonly = CliRunner().invoke(
+            main, ["--readonly", *base, "change", "resend-unknown", cid, "--yes"], catch_exceptions=False
+        )
+        assert readonly.exit_code == 2 and "read-only" in readonly.stderr
+        assert ledger.recipients(key)[lost]["state"] == UNKNOWN
         assert run(stack, "change", "resend-unknown", cid, "--event", "submitted").exit_code == 2
         assert run(stack, "change", "resend-unknown", cid, "--customer", "nope", "--yes").exit_code == 2
 

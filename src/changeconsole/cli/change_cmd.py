@@ -534,6 +534,8 @@ def resend_unknown_cmd(
     if event is not None and version is None:
         raise BadInput("--event needs --version")
     st = state()
+    if st.readonly and not dry_run:
+        raise BadInput("read-only: resend-unknown is disabled (--readonly)")
     config = st.config()
     strangers = sorted(set(customers) - set(config.customer_mappings))
     if strangers:
