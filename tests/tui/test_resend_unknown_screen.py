@@ -95,6 +95,7 @@ async def test_unknown_recipients_are_shown_and_resent_only_after_a_duplicate_wa
     screen = DeliveryDetailScreen(record, clock=lambda: NOW)
     async with Harness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: screen.detail is not None)
+        assert screen.check_action("resend_unknown", ()) is True
         box = screen.query_one("#detail-unknown", Static)
         assert not box.has_class("hidden")
         shown = str(box.render())
@@ -131,7 +132,8 @@ async def test_unknown_recipients_are_shown_and_resent_only_after_a_duplicate_wa
         await wait_for(pilot, lambda: screen.detail is not None and not screen.detail.unknown)
         await wait_for(pilot, lambda: screen.query_one("#detail-unknown", Static).has_class("hidden"))
 
-        # Nothing unknown any more: u only says so.
+        # Nothing unknown any more: the binding is hidden from the footer and does nothing.
+        assert screen.check_action("resend_unknown", ()) is False
         await pilot.press("u")
         await pilot.pause()
         assert pilot.app.screen is screen
@@ -147,6 +149,7 @@ async def test_a_read_only_console_cannot_resend(services: Services, aws_factory
         await wait_for(pilot, lambda: screen.detail is not None)
         assert screen.detail is not None and len(screen.detail.unknown) == 1
         assert "press u" not in str(screen.query_one("#detail-unknown", Static).render()).lower()
+        assert screen.check_action("resend_unknown", ()) is False
         await pilot.press("u")
         await pilot.pause()
         assert pilot.app.screen is screen
