@@ -153,8 +153,12 @@ class LiveStatusQuery:
         last = self._last
         if last is None:
             changed: set[str] | None = None
-        elif full:  # new objects: compare their content
-            changed = {c for c in current.keys() | last.keys() if current.get(c) != last.get(c)}
+        elif full:  # (mostly) new objects: compare their content
+            changed = {
+                c
+                for c in current.keys() | last.keys()
+                if (a := current.get(c)) is not (b := last.get(c)) and a != b
+            }
         else:  # a delta replaces exactly the records that changed: compare identities
             changed = {c for c in current.keys() | last.keys() if current.get(c) is not last.get(c)}
         self._last = current
