@@ -234,7 +234,9 @@ async def test_a_refresh_reads_and_redraws_only_the_changed_record(
         assert cell(screen, "c17", "failed") == "1"
         after = polls[seen:]
         assert after and all(not p.full for p in after)  # delta reads of the index only
-        assert sum(p.items for p in after) == 1  # the one record written since
+        # Each read returned the one record written since, nothing else (a refresh right after may
+        # read it again from the overlap window, as known and unchanged).
+        assert max(p.items for p in after) == 1
         assert [p.changed for p in after if p.changed] == [{"c17"}]
         assert sum(s.visited for s in syncs) == 1  # one row compared, the other 39 left alone
         assert sum(s.cells for s in syncs) == 4  # state, recipients, failed, last error
