@@ -34,6 +34,9 @@ def draft(customers: list[str]) -> Change:
 
 class Harness(App[None]):
     TITLE = "changeconsole"
+    # The console's own header line (as in the app): Textual's Header sets its title in a callback that
+    # raises if the progress screen was switched away before it ran.
+    header_text = "[b]changeconsole[/]"
 
     def __init__(self, services: Any, screen: Callable[[], Any]) -> None:
         super().__init__()
