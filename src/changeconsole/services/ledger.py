@@ -159,6 +159,16 @@ class Ledger:
         return from_item(item) if item else None
 
     # -- claims ------------------------------------------------------------------------
+    def _update_if(self, pk: str, sk: str, **kwargs: Any) -> bool:
+        """One conditional ``update_item``; False when its condition did not hold."""
+        try:
+            self._ddb.update_item(TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": sk}}, **kwargs)
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
     def claim(self, key: DeliveryKey, owner: str, *, message_id: str | None = None) -> Claim:
         """Take the delivery unless it is settled or another owner's lease is still valid.
 
@@ -216,24 +226,19 @@ class Ledger:
     def renew_claim(self, key: DeliveryKey, owner: str) -> float | None:
         """Extend our lease; None when we no longer own the claim."""
         lease_until = time.time() + self.claim_lease
-        try:
-            self._ddb.update_item(
-                TableName=self.table,
-                Key={"pk": {"S": delivery_pk(key)}, "sk": {"S": CLAIM_SK}},
-                UpdateExpression="SET lease_until = :l",
-                ConditionExpression="#o = :me AND #s = :progress",
-                ExpressionAttributeNames={"#o": "owner", "#s": "state"},
-                ExpressionAttributeValues={
-                    ":l": {"N": repr(lease_until)},
-                    ":me": {"S": owner},
-                    ":progress": {"S": IN_PROGRESS},
-                },
-            )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return None
-            raise
-        return lease_until
+        ok = self._update_if(
+            delivery_pk(key),
+            CLAIM_SK,
+            UpdateExpression="SET lease_until = :l",
+            ConditionExpression="#o = :me AND #s = :progress",
+            ExpressionAttributeNames={"#o": "owner", "#s": "state"},
+            ExpressionAttributeValues={
+                ":l": {"N": repr(lease_until)},
+                ":me": {"S": owner},
+                ":progress": {"S": IN_PROGRESS},
+            },
+        )
+        return lease_until if ok else None
 
     def finish_claim(self, key: DeliveryKey, owner: str, *, done: bool, result: str | None = None) -> bool:
         """``done`` settles the delivery; otherwise release it so any worker may retake it at once."""
@@ -249,20 +254,14 @@ class Ledger:
             names["#r"] = "result"
             values[":r"] = {"S": result}
             expr += ", #r = :r"
-        try:
-            self._ddb.update_item(
-                TableName=self.table,
-                Key={"pk": {"S": delivery_pk(key)}, "sk": {"S": CLAIM_SK}},
-                UpdateExpression=expr,
-                ConditionExpression="#o = :me",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._update_if(
+            delivery_pk(key),
+            CLAIM_SK,
+            UpdateExpression=expr,
+            ConditionExpression="#o = :me",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
 
     # -- recipients -------------------------------------------------------------------
     def recipients(self, key: DeliveryKey) -> dict[str, dict[str, Any]]:
@@ -330,27 +329,21 @@ class Ledger:
         return SendSlot("busy")
 
     def _mark_unknown(self, key: DeliveryKey, email: str, item: dict[str, Any]) -> bool:
-        try:
-            self._ddb.update_item(
-                TableName=self.table,
-                Key={"pk": {"S": delivery_pk(key)}, "sk": {"S": rcpt_sk(email)}},
-                UpdateExpression="SET #s = :unknown, #e = :err, settled_at = :t",
-                ConditionExpression="#s = :sending AND #o = :owner AND lease_until < :now",
-                ExpressionAttributeNames={"#s": "state", "#e": "error", "#o": "owner"},
-                ExpressionAttributeValues={
-                    ":unknown": {"S": UNKNOWN},
-                    ":sending": {"S": SENDING},
-                    ":owner": {"S": str(item.get("owner", ""))},
-                    ":now": {"N": repr(time.time())},
-                    ":err": {"S": "worker stopped during send; outcome unknown"},
-                    ":t": {"S": iso_utc(utcnow())},
-                },
-            )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._update_if(
+            delivery_pk(key),
+            rcpt_sk(email),
+            UpdateExpression="SET #s = :unknown, #e = :err, settled_at = :t",
+            ConditionExpression="#s = :sending AND #o = :owner AND lease_until < :now",
+            ExpressionAttributeNames={"#s": "state", "#e": "error", "#o": "owner"},
+            ExpressionAttributeValues={
+                ":unknown": {"S": UNKNOWN},
+                ":sending": {"S": SENDING},
+                ":owner": {"S": str(item.get("owner", ""))},
+                ":now": {"N": repr(time.time())},
+                ":err": {"S": "worker stopped during send; outcome unknown"},
+                ":t": {"S": iso_utc(utcnow())},
+            },
+        )
 
     def record_sent(self, key: DeliveryKey, email: str, owner: str, message_id: str) -> None:
         """Record a send. Overwrites an ``unknown`` mark of ours (we know better now)."""
@@ -400,25 +393,19 @@ class Ledger:
 
     def withdraw(self, key: DeliveryKey, email: str, error: str) -> bool:
         """Settle a ``retry`` recipient as ``failed`` without sending (e.g. unsubscribed since)."""
-        try:
-            self._ddb.update_item(
-                TableName=self.table,
-                Key={"pk": {"S": delivery_pk(key)}, "sk": {"S": rcpt_sk(email)}},
-                UpdateExpression="SET #s = :failed, #e = :err, settled_at = :t",
-                ConditionExpression="#s = :retry",
-                ExpressionAttributeNames={"#s": "state", "#e": "error"},
-                ExpressionAttributeValues={
-                    ":failed": {"S": FAILED},
-                    ":retry": {"S": RETRY},
-                    ":err": {"S": error[:500]},
-                    ":t": {"S": iso_utc(utcnow())},
-                },
-            )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._update_if(
+            delivery_pk(key),
+            rcpt_sk(email),
+            UpdateExpression="SET #s = :failed, #e = :err, settled_at = :t",
+            ConditionExpression="#s = :retry",
+            ExpressionAttributeNames={"#s": "state", "#e": "error"},
+            ExpressionAttributeValues={
+                ":failed": {"S": FAILED},
+                ":retry": {"S": RETRY},
+                ":err": {"S": error[:500]},
+                ":t": {"S": iso_utc(utcnow())},
+            },
+        )
 
     # -- operator resend of unknown recipients ------------------------------------------------
     def plan_resend(self, key: DeliveryKey, emails: list[str] | None = None) -> ResendPlan:
@@ -578,25 +565,19 @@ class Ledger:
 
     def mark_latest(self, change_id: str, customer: str, version: int, event: EmailEvent) -> bool:
         """Record ``version`` as the newest sent unless a newer one already is."""
-        try:
-            self._ddb.update_item(
-                TableName=self.table,
-                Key={"pk": {"S": latest_pk(change_id, customer)}, "sk": {"S": LATEST_SK}},
-                UpdateExpression="SET #v = :v, #e = :e, updated_at = :t, expires_at = :x",
-                ConditionExpression="attribute_not_exists(#v) OR #v < :v",
-                ExpressionAttributeNames={"#v": "version", "#e": "event"},
-                ExpressionAttributeValues={
-                    ":v": {"N": str(version)},
-                    ":e": {"S": event.value},
-                    ":t": {"S": iso_utc(utcnow())},
-                    ":x": {"N": str(self._expires(LATEST_TTL_DAYS))},
-                },
-            )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._update_if(
+            latest_pk(change_id, customer),
+            LATEST_SK,
+            UpdateExpression="SET #v = :v, #e = :e, updated_at = :t, expires_at = :x",
+            ConditionExpression="attribute_not_exists(#v) OR #v < :v",
+            ExpressionAttributeNames={"#v": "version", "#e": "event"},
+            ExpressionAttributeValues={
+                ":v": {"N": str(version)},
+                ":e": {"S": event.value},
+                ":t": {"S": iso_utc(utcnow())},
+                ":x": {"N": str(self._expires(LATEST_TTL_DAYS))},
+            },
+        )
 
     def mark_invite(self, change_id: str, customer: str, version: int) -> None:
         """Remember that a calendar invite went out (a later cancellation then sends a CANCEL)."""
