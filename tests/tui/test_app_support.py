@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import EndpointConnectionError
+from textual.app import App
 from textual.pilot import Pilot
 
 from changeconsole.app import ChangeConsoleApp
@@ -303,3 +304,18 @@ def screen_text(app: Any) -> str:
     console = Console(width=app.size.width, record=True, file=io.StringIO(), color_system=None)
     console.print(update)
     return console.export_text()
+
+
+class ScreenHarness(App[None]):
+    """A bare app that shows one screen (made by ``screen``) over ``services``: screen tests without
+    the console's startup."""
+
+    TITLE = "changeconsole"
+
+    def __init__(self, services: Any, screen: Callable[[], Any]) -> None:
+        super().__init__()
+        self.services = services
+        self._make = screen
+
+    def on_mount(self) -> None:
+        self.push_screen(self._make())

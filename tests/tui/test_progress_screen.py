@@ -6,8 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from test_app_support import wait_for
-from textual.app import App
+from test_app_support import ScreenHarness, wait_for
 from textual.widgets import Button, DataTable, Static
 
 from changeconsole.models import Change, EmailEvent
@@ -32,19 +31,10 @@ def draft(customers: list[str]) -> Change:
     )
 
 
-class Harness(App[None]):
-    TITLE = "changeconsole"
+class Harness(ScreenHarness):
     # The console's own header line (as in the app): Textual's Header sets its title in a callback that
     # raises if the progress screen was switched away before it ran.
     header_text = "[b]changeconsole[/]"
-
-    def __init__(self, services: Any, screen: Callable[[], Any]) -> None:
-        super().__init__()
-        self.services = services
-        self._make = screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self._make())
 
 
 def state(screen: SubmitProgressScreen, dest: str) -> str:

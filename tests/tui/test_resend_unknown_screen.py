@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from test_app_support import wait_for
-from textual.app import App
+from test_app_support import ScreenHarness, wait_for
 from textual.widgets import Static
 
 from changeconsole.models import Change, DeliveryState, EmailEvent, trigger_key
@@ -24,16 +22,6 @@ CID = "CHG-2026-11-27T19-00-00-res123"
 NOW = datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC)
 SENT_TO = "alex.ng@globex.example.com"
 LOST = "sam.patel@globex.example.com"
-
-
-class Harness(App[None]):
-    def __init__(self, services: Any, screen: Callable[[], Any]) -> None:
-        super().__init__()
-        self.services = services
-        self._make = screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self._make())
 
 
 @pytest.fixture
@@ -93,7 +81,7 @@ async def test_unknown_recipients_are_shown_and_resent_only_after_a_duplicate_wa
     record = services.status.get(key)
     assert record is not None
     screen = DeliveryDetailScreen(record, clock=lambda: NOW)
-    async with Harness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+    async with ScreenHarness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: screen.detail is not None)
         assert screen.check_action("resend_unknown", ()) is True
         box = screen.query_one("#detail-unknown", Static)
@@ -145,7 +133,7 @@ async def test_a_read_only_console_cannot_resend(services: Services, aws_factory
     record = services.status.get(key)
     assert record is not None
     screen = DeliveryDetailScreen(record, clock=lambda: NOW)
-    async with Harness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+    async with ScreenHarness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: screen.detail is not None)
         assert screen.detail is not None and len(screen.detail.unknown) == 1
         assert "press u" not in str(screen.query_one("#detail-unknown", Static).render()).lower()

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from textual.app import App
+from test_app_support import ScreenHarness
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
@@ -33,18 +33,6 @@ NOW = datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC)
 
 def frozen() -> datetime:
     return NOW
-
-
-class Harness(App[None]):
-    TITLE = "changeconsole"
-
-    def __init__(self, services: Any, screen: Callable[[], Any]) -> None:
-        super().__init__()
-        self.services = services
-        self._make = screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self._make())
 
 
 async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -161,7 +149,7 @@ async def test_cells_update_in_place_keeping_cursor_and_filter(services: Service
     seed(store, "globex", DeliveryState.PROCESSING, total=5, sent=2)
     seed(store, "initech", DeliveryState.QUEUED, attempts=0)
     screen = LiveStatusScreen(CID, interval=0.1, clock=frozen)
-    app = Harness(services, lambda: screen)
+    app = ScreenHarness(services, lambda: screen)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: screen.table.row_count == 3)
         assert [str(r.key.value) for r in screen.table.ordered_rows] == ["acme", "globex", "initech"]
@@ -218,7 +206,7 @@ async def test_a_refresh_reads_and_redraws_only_the_changed_record(
 
     monkeypatch.setattr(LiveStatusQuery, "poll", recorded)
     screen = LiveStatusScreen(CID, interval=0.1, clock=frozen)
-    async with Harness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+    async with ScreenHarness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: screen.table.row_count == 40)
         syncs: list[Any] = []
         sync_table = screen.sync_table
@@ -248,7 +236,7 @@ async def test_rows_added_and_removed_by_key_keep_the_cursor(services: Services)
     for code in ("acme", "hooli", "umbrella"):
         seed(store, code, DeliveryState.QUEUED)
     screen = LiveStatusScreen(CID, interval=0.1, clock=frozen)
-    async with Harness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+    async with ScreenHarness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: screen.table.row_count == 3)
         await pilot.press("down", "down")  # umbrella
         seed(store, "globex", DeliveryState.QUEUED)  # sorts before the cursor row
@@ -271,7 +259,7 @@ async def test_rows_added_and_removed_by_key_keep_the_cursor(services: Services)
 async def test_pause_stops_refreshes_and_plus_minus_change_interval(services: Services) -> None:
     seed(services.status, "acme", DeliveryState.QUEUED)
     screen = LiveStatusScreen(CID, interval=0.05, clock=frozen)
-    async with Harness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+    async with ScreenHarness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: screen.fetch_count >= 3)
         await pilot.press("p")
         assert screen.paused
@@ -300,7 +288,7 @@ async def test_pause_stops_refreshes_and_plus_minus_change_interval(services: Se
 async def test_unreachable_store_keeps_last_state_and_shows_error(services: Services) -> None:
     seed(services.status, "acme", DeliveryState.SENT, total=2, sent=2, finished="2026-11-27T19:59:00Z")
     screen = LiveStatusScreen(CID, interval=0.05, clock=frozen)
-    async with Harness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+    async with ScreenHarness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: screen.table.row_count == 1)
 
         class Broken:
@@ -349,7 +337,7 @@ async def test_query_runs_off_the_ui_thread_and_1000_rows_touch_only_changed_cel
 
     fake = FakeServices()
     screen = LiveStatusScreen(CID, interval=0.05, clock=frozen)
-    async with Harness(fake, lambda: screen).run_test(size=(120, 40)) as pilot:
+    async with ScreenHarness(fake, lambda: screen).run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: screen.table.row_count == 1000)
         assert screen.last_sync.added == 1000 or screen.fetch_count > 1
         assert threading.get_ident() not in fake.status.threads
@@ -413,7 +401,7 @@ async def test_enter_drills_into_recipients_error_and_dlq(
     sqs.send_message(QueueUrl=url, MessageBody="{}")
 
     screen = LiveStatusScreen(CID, interval=5.0, clock=frozen)
-    async with Harness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+    async with ScreenHarness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: screen.table.row_count == 2)
         await pilot.press("down", "enter")
         await wait_for(pilot, lambda: isinstance(app_screen(pilot), DeliveryDetailScreen))
