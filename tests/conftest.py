@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,14 +17,9 @@ from changeconsole.services.localstack import (
     provision_local,
     reset,
 )
+from support.aws import free_port
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +41,7 @@ def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 def moto_endpoint() -> Iterator[str]:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    server = LocalServer(port=_free_port()).start()
+    server = LocalServer(port=free_port()).start()
     try:
         yield server.endpoint
     finally:

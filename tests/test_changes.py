@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from change_helpers import bucket_keys, make_change
 from changeconsole.config import data_dir
 from changeconsole.models import ChangeStatus
 from changeconsole.services.autosave import AutosaveStore
 from changeconsole.services.changes import ChangeNotFound, ChangeStore, ConflictError
 from changeconsole.services.history import diff_changes
+from support.aws import bucket_keys
+from support.changes import make_change
 
 
 @pytest.fixture

@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from change_helpers import bucket_keys, change_data, queue_url, triggers_by_customer
 from changeconsole.cli import main
 from changeconsole.models import DeliveryState, Ignore, iso_utc, parse_queue_message, utcnow
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.fanout import Fanout
 from changeconsole.services.localstack import LocalStackResult
 from changeconsole.services.status import DeliveryKey, StatusStore
+from support.aws import bucket_keys, queue_url
+from support.changes import change_data, triggers_by_customer
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ from changeconsole.cli import change_cmd, main
 from changeconsole.models import DeliveryState
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.ledger import DONE, SENT, UNKNOWN, Ledger
-from test_resend_unknown import expected_recipients, partial_delivery, received, settled
-from test_worker_support import running_worker, wait_until
+from support.resend import expected_recipients, partial_delivery, received, settled
+from support.waiting import wait_until
+from support.worker import running_worker
 
 
 def run(stack: Any, *args: str, input: str | None = None) -> Result:

@@ -16,7 +16,7 @@ from changeconsole.services.contacts import (
     iter_contacts,
     subscribed_audience,
 )
-from test_worker_support import subscribed
+from support.mail import subscribed
 
 T = "aws-announce"
 

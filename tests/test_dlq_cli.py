@@ -12,7 +12,8 @@ from click.testing import CliRunner, Result
 from changeconsole.cli import main
 from changeconsole.models import Config
 from changeconsole.services.localstack import LocalStackResult, local_factory, provision_local, reset
-from test_dlq_support import audit_events, drain, empty_stack, put_dead_letters, visible
+from support.aws import audit_events, drain, empty_stack, visible
+from support.dlq import put_dead_letters
 
 
 @pytest.fixture(scope="module")

@@ -32,16 +32,8 @@ from changeconsole.services.dlq import (
     unpack_attributes,
 )
 from changeconsole.services.localstack import local_factory, provision_local, reset
-from test_dlq_support import (
-    audit_events,
-    dead_letter_attributes,
-    drain,
-    empty_stack,
-    put_dead_letters,
-    queue_url,
-    trigger_body,
-    visible,
-)
+from support.aws import audit_events, drain, empty_stack, url_of, visible
+from support.dlq import dead_letter_attributes, put_dead_letters, trigger_body
 
 CODE_ENV = "CHANGECONSOLE_OPERATOR"
 
@@ -99,7 +91,7 @@ def test_sqs_redrive_by_max_receive_count_reaches_the_dlq_and_is_explained(
 ) -> None:
     config, code = stack
     sqs = aws_factory.client("sqs")
-    url = queue_url(aws_factory, source_name(config, code))
+    url = url_of(aws_factory, source_name(config, code))
     sqs.send_message(QueueUrl=url, MessageBody="{not json", MessageAttributes={"origin": string_attr("t")})
     for _ in range(config.max_receive_count):
         got = sqs.receive_message(QueueUrl=url, VisibilityTimeout=0, WaitTimeSeconds=0)
@@ -157,7 +149,7 @@ def test_filter_by_attribute_and_body_text(
     assert len(svc.peek(code, filter="cc-reason=ROLE_*").messages) == 2
     assert len(svc.peek(code, filter="reason=isolation*").messages) == 1
     aws_factory.client("sqs").send_message(
-        QueueUrl=queue_url(aws_factory, dlq_name(config, code)), MessageBody='{"note": "Needle-42 here"}'
+        QueueUrl=url_of(aws_factory, dlq_name(config, code)), MessageBody='{"note": "Needle-42 here"}'
     )
     assert [m.body for m in svc.peek(code, filter="needle-42").messages] == ['{"note": "Needle-42 here"}']
     assert len(svc.peek(code, filter="window").messages) == 3
@@ -285,7 +277,7 @@ def test_redrive_twice_counts_redrives(
     # the worker fails again and dead-letters the redriven message with the attributes it carried
     sqs = aws_factory.client("sqs")
     sqs.send_message(
-        QueueUrl=queue_url(aws_factory, dlq_name(config, code)),
+        QueueUrl=url_of(aws_factory, dlq_name(config, code)),
         MessageBody=first["Body"],
         MessageAttributes=first["MessageAttributes"],
     )
@@ -485,7 +477,7 @@ def test_export_purge_import_round_trip_loses_nothing(
     config, code = stack
     put_dead_letters(aws_factory, config, code, 3)
     sqs = aws_factory.client("sqs")
-    dlq_url = queue_url(aws_factory, dlq_name(config, code))
+    dlq_url = url_of(aws_factory, dlq_name(config, code))
     sqs.send_message(
         QueueUrl=dlq_url,
         MessageBody='{"odd": "ünïcode ✓"}',

@@ -10,18 +10,11 @@ from botocore.awsrequest import AWSResponse
 from changeconsole.models import TOPIC_APPROVAL, DeliveryState
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.dlq import DlqService, RedriveFailure
-from test_worker_support import (
-    CHANGE_ID,
-    change_doc,
-    outbox,
-    per_recipient,
-    queue_depth,
-    record,
-    running_worker,
-    submit,
-    subscribed,
-    wait_until,
-)
+from support.aws import queue_depth
+from support.changes import CHANGE_ID, change_doc
+from support.mail import outbox, per_recipient, subscribed
+from support.waiting import wait_until
+from support.worker import record, running_worker, submit
 
 CONTACTS = 4
 REVOKED = "arn:aws:iam::999999999999:role/revoked"
@@ -76,7 +69,7 @@ def test_redrive_repeated_after_a_failed_delete_delivers_exactly_once(
             60,
             what="delivered after the first redrive",
         )
-        sent_once = per_recipient(outbox(moto_endpoint))
+        sent_once = per_recipient(outbox(moto_endpoint, CHANGE_ID))
         assert svc.summary(code).depth == 1  # the original is still in the DLQ
 
         monkeypatch.setattr(svc, "_delete", real_delete)
@@ -86,7 +79,7 @@ def test_redrive_repeated_after_a_failed_delete_delivers_exactly_once(
     expected = {
         (a.lower(), CHANGE_ID, 2, "submitted", code) for a in subscribed(code, CONTACTS, TOPIC_APPROVAL)
     }
-    counts = per_recipient(outbox(moto_endpoint))
+    counts = per_recipient(outbox(moto_endpoint, CHANGE_ID))
     assert set(counts) == expected and all(n == 1 for n in counts.values()), counts
     assert counts == sent_once
     assert svc.summary(code).depth == 0

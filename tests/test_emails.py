@@ -14,7 +14,7 @@ import pytest
 from changeconsole.models import HDR_CHANGE, HDR_CUSTOMER, HDR_EVENT, HDR_VERSION, Change, Config, EmailEvent
 from changeconsole.services import emails
 from changeconsole.services.localstack import build_local_config
-from test_worker_support import change_doc
+from support.changes import change_doc
 
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from change_helpers import bucket_keys, make_change, receive_triggers, triggers_by_customer
 from changeconsole.models import ChangeStatus, DeliveryState, EmailEvent, trigger_key
 from changeconsole.services.fanout import (
     ARCHIVE,
@@ -20,6 +19,8 @@ from changeconsole.services.fanout import (
 )
 from changeconsole.services.lifecycle import ChangeService
 from changeconsole.services.status import DeliveryKey
+from support.aws import bucket_keys
+from support.changes import make_change, receive_triggers, triggers_by_customer
 
 PUT_HOOK = "provide-client-params.s3.PutObject"
 

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from change_helpers import END, START, bucket_keys, make_change, triggers_by_customer
 from changeconsole.models import (
     TRANSITIONS,
     Change,
@@ -23,6 +22,8 @@ from changeconsole.services.fanout import FanoutResult
 from changeconsole.services.lifecycle import ChangeRejected, ChangeService, NotDeletable
 from changeconsole.services.status import DeliveryKey
 from changeconsole.services.waiting import WaitTimeout, wait_for_final
+from support.aws import bucket_keys
+from support.changes import END, START, make_change, triggers_by_customer
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
@@ -41,6 +40,7 @@ from changeconsole.services.localstack import (
 )
 from changeconsole.services.outbox import read_outbox
 from changeconsole.services.provision import provision
+from support.waiting import wait_until
 
 N = 30
 CONTACTS = 5
@@ -133,16 +133,17 @@ def test_a_trigger_reaches_only_its_customers_queue(stack: LocalStackResult, aws
     def drain(code: str, until_trigger: bool) -> list[Trigger | Ignore]:
         url = sqs.get_queue_url(QueueName=stack.config.customer(code).queue_name)["QueueUrl"]
         parsed: list[Trigger | Ignore] = []
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def drained() -> bool:  # one long poll per check
             msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
                 "Messages", []
             )
             for msg in msgs:
                 parsed.append(parse_queue_message(msg["Body"]))
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"])
-            if not msgs and (not until_trigger or any(isinstance(p, Trigger) for p in parsed)):
-                break
+            return not msgs and (not until_trigger or any(isinstance(p, Trigger) for p in parsed))
+
+        wait_until(drained, 10, what=f"{code}'s queue drained", interval=0)
         return parsed
 
     globex = drain("globex", until_trigger=True)

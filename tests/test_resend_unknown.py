@@ -1,95 +1,20 @@
-"""Operator resend of ``unknown`` recipients (services/resend.py) end to end against the local stack.
-
-An ``unknown`` recipient is produced deterministically: before any worker runs, the recipient's ledger
-item is written as ``sending`` by a dead worker whose lease has expired — exactly what a worker
-SIGKILLed between the mark and the SES call leaves behind. The worker then records it ``unknown``,
-never sends it, and the delivery ends ``partial``.
-"""
+"""Operator resend of ``unknown`` recipients (services/resend.py) end to end against the local stack
+(the ``unknown`` recipient comes from ``support.resend.partial_delivery``)."""
 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
-from changeconsole.models import TOPIC_APPROVAL, Change, DeliveryState, EmailEvent, trigger_key
+from changeconsole.models import TOPIC_APPROVAL, DeliveryState, EmailEvent, trigger_key
 from changeconsole.services.aws import AwsFactory
-from changeconsole.services.ledger import DONE, RETRY, SENT, UNKNOWN, Ledger, delivery_pk, rcpt_sk
-from changeconsole.services.lifecycle import ChangeService
+from changeconsole.services.ledger import DONE, RETRY, SENT, UNKNOWN, Ledger
 from changeconsole.services.resend import ResendService
-from changeconsole.services.status import DeliveryKey, StatusStore, to_item
-from test_worker_support import (
-    outbox,
-    per_recipient,
-    record,
-    running_worker,
-    subscribed,
-    wait_until,
-)
-
-CONTACTS = 8
-
-
-def crashed_send(aws: AwsFactory, config: Any, key: DeliveryKey, email: str) -> None:
-    """The ledger mark a worker killed inside its SES window leaves: ``sending``, lease expired."""
-    item = {
-        "pk": delivery_pk(key),
-        "sk": rcpt_sk(email),
-        "state": "sending",
-        "owner": "dead-worker/0123456789ab",
-        "email": email,
-        "lease_until": time.time() - 60,
-        "started_at": "2026-03-01T10:00:00Z",
-        "expires_at": int(time.time()) + 86400,
-    }
-    aws.client("dynamodb").put_item(TableName=config.ledger_table_name, Item=to_item(item))
-
-
-def submitted_change(aws: AwsFactory, config: Any, customers: list[str]) -> Change:
-    """A change submitted the real way (archive + fan-out), with no worker running yet."""
-    change = Change.model_validate(
-        {
-            "changeTitle": "Resend test",
-            "customers": customers,
-            "implementationStart": "2030-01-31T22:00:00Z",
-            "implementationEnd": "2030-02-01T00:00:00Z",
-        }
-    )
-    result = ChangeService(aws, config, operator="tester").submit(change)
-    assert result.ok, result.errors
-    return result.change
-
-
-def partial_delivery(make_stack: Any, aws: AwsFactory) -> tuple[Any, Change, DeliveryKey, str, list[str]]:
-    """Two customers; one recipient of the first left ``unknown`` by a "crashed" send.
-
-    Returns (stack, change, key of the partial delivery, the lost address, customer codes); the caller
-    runs the worker.
-    """
-    stack = make_stack(customers=2, contacts=CONTACTS)
-    config = stack.config
-    codes = sorted(config.customer_mappings)
-    change = submitted_change(aws, config, codes)
-    key = DeliveryKey(change.change_id, change.version, EmailEvent.SUBMITTED, codes[0])
-    lost = sorted(subscribed(codes[0], CONTACTS, TOPIC_APPROVAL))[0].lower()
-    crashed_send(aws, config, key, lost)
-    return stack, change, key, lost, codes
-
-
-def settled(aws: AwsFactory, config: Any, change: Change, code: str, state: DeliveryState) -> bool:
-    r = record(aws, config, code, change.version, "submitted", change.change_id)
-    return r is not None and r.state is state
-
-
-def expected_recipients(codes: list[str]) -> set[tuple[str, str]]:
-    return {(a.lower(), c) for c in codes for a in subscribed(c, CONTACTS, TOPIC_APPROVAL)}
-
-
-def received(endpoint: str, change: Change) -> dict[tuple[str, str], int]:
-    return {
-        (to, cu or ""): n
-        for (to, _c, _v, _e, cu), n in per_recipient(outbox(endpoint, change.change_id)).items()
-    }
+from changeconsole.services.status import DeliveryKey, StatusStore
+from support.mail import subscribed
+from support.resend import CONTACTS, expected_recipients, partial_delivery, received, settled
+from support.waiting import wait_until
+from support.worker import running_worker
 
 
 def test_resend_of_an_unknown_recipient_sends_it_exactly_once_and_the_delivery_becomes_sent(

@@ -22,30 +22,11 @@ from changeconsole.services.aws import AwsFactory
 from changeconsole.services.ledger import Ledger
 from changeconsole.services.status import DeliveryKey
 from changeconsole.worker.processor import Outcome
-from test_worker_support import (
-    CHANGE_ID,
-    attrs,
-    change_doc,
-    dlq_messages,
-    final,
-    outbox,
-    per_recipient,
-    put_trigger,
-    queue_depth,
-    queue_url,
-    record,
-    records,
-    running_worker,
-    send_raw,
-    submit,
-    subscribed,
-    wait_until,
-)
-
-
-def _bucket_keys(aws: AwsFactory, config: Config, prefix: str) -> list[str]:
-    resp = aws.client("s3").list_objects_v2(Bucket=config.s3_config.bucket_name, Prefix=prefix)
-    return [o["Key"] for o in resp.get("Contents", [])]
+from support.aws import attrs, bucket_keys, dlq_messages, queue_depth, queue_url, send_raw
+from support.changes import CHANGE_ID, change_doc
+from support.mail import outbox, per_recipient, subscribed
+from support.waiting import stall, wait_until
+from support.worker import final, put_trigger, record, records, running_worker, submit
 
 
 def _error_response(status: int, code: str) -> tuple[AWSResponse, dict[str, Any]]:
@@ -75,7 +56,7 @@ def test_submit_reaches_exactly_the_subscribed_recipients_of_the_targeted_custom
         for code in targeted
         for addr in subscribed(code, 5, TOPIC_APPROVAL)
     }
-    mails = outbox(moto_endpoint)
+    mails = outbox(moto_endpoint, CHANGE_ID)
     counts = per_recipient(mails)
     assert set(counts) == expected
     assert all(n == 1 for n in counts.values())
@@ -94,12 +75,12 @@ def test_submit_reaches_exactly_the_subscribed_recipients_of_the_targeted_custom
         assert r.recipients_total == r.recipients_sent == len(subscribed(code, 5, TOPIC_APPROVAL))
         assert len(r.message_ids) == r.recipients_sent and r.worker_id == worker.worker_id
     assert not any(k[2] in others for k in recs)
-    assert _bucket_keys(aws_factory, config, "customers/") == [], "triggers deleted"
+    assert bucket_keys(aws_factory, config, "customers/") == [], "triggers deleted"
     assert all(queue_depth(aws_factory, config, c) == 0 for c in targeted)
     assert stats["emails_sent"] == len(expected), stats
     assert stats["dead_lettered"] == 0
     # Audit: one email.sent event per email, as JSON lines under audit/.
-    audit_keys = wait_until(lambda: _bucket_keys(aws_factory, config, "audit/"), 10, what="audit objects")
+    audit_keys = wait_until(lambda: bucket_keys(aws_factory, config, "audit/"), 10, what="audit objects")
     lines = []
     for key in audit_keys:
         body = (
@@ -140,12 +121,12 @@ def test_duplicate_events_and_redelivered_messages_do_not_resend(
         wait_until(lambda: worker.stats["duplicates"] >= 4, 30, what="re-uploaded trigger handled")
         wait_until(lambda: queue_depth(aws_factory, config, code) == 0, 10)
         stats = worker.stats
-    counts = per_recipient(outbox(moto_endpoint))
+    counts = per_recipient(outbox(moto_endpoint, CHANGE_ID))
     assert len(counts) == len(subscribed(code, 5, TOPIC_APPROVAL))
     assert set(counts.values()) == {1}
     assert stats["duplicates"] >= 4
     assert record(aws_factory, config, code).state is DeliveryState.SENT  # type: ignore[union-attr]
-    assert _bucket_keys(aws_factory, config, "customers/") == []
+    assert bucket_keys(aws_factory, config, "customers/") == []
 
 
 def test_an_event_older_than_one_already_sent_is_superseded(
@@ -164,10 +145,10 @@ def test_an_event_older_than_one_already_sent_is_superseded(
     old = record(aws_factory, config, code, 2, "submitted")
     assert old is not None and old.state is DeliveryState.SUPERSEDED
     assert "version 3" in (old.last_error or "")
-    mails = outbox(moto_endpoint)
+    mails = outbox(moto_endpoint, CHANGE_ID)
     assert {m.event for m in mails} == {"approved"}
     assert len(mails) == len(subscribed(code, 5, TOPIC_ANNOUNCE))
-    assert _bucket_keys(aws_factory, config, "customers/") == []
+    assert bucket_keys(aws_factory, config, "customers/") == []
 
 
 def test_poison_messages_go_to_the_customers_dlq_with_a_reason(
@@ -247,9 +228,9 @@ def test_a_customer_whose_role_cannot_be_assumed_fails_alone(
     dead = [attrs(m) for m in dlq_messages(aws_factory, config, broken)]
     assert [d["cc-reason"] for d in dead] == ["role_unavailable"]
     assert "AccessDenied" in dead[0]["cc-detail"]
-    assert {m.customer for m in outbox(moto_endpoint)} == set(codes) - {broken}
+    assert {m.customer for m in outbox(moto_endpoint, CHANGE_ID)} == set(codes) - {broken}
     # The trigger stays for a redrive once the role is fixed.
-    assert _bucket_keys(aws_factory, config, f"customers/{broken}/")
+    assert bucket_keys(aws_factory, config, f"customers/{broken}/")
 
 
 def test_ses_throttling_backs_off_that_customer_only_and_sends_once(
@@ -285,7 +266,7 @@ def test_ses_throttling_backs_off_that_customer_only_and_sends_once(
     assert all(recs[(2, "submitted", c)].attempts == 1 for c in codes[1:])
     assert stats["retried"] >= 1
     assert others_done < 10
-    counts = per_recipient(outbox(moto_endpoint))
+    counts = per_recipient(outbox(moto_endpoint, CHANGE_ID))
     assert set(counts.values()) == {1}
     assert len(counts) == sum(len(subscribed(c, 5, TOPIC_APPROVAL)) for c in codes)
 
@@ -310,7 +291,7 @@ def test_persistent_transient_failure_is_dead_lettered_with_a_truthful_record(
     dead = [attrs(m) for m in dlq_messages(aws_factory, config, code)]
     assert [d["cc-reason"] for d in dead] == ["retries_exhausted"]
     assert dead[0]["cc-receive-count"] == str(config.max_receive_count)
-    assert outbox(moto_endpoint) == []
+    assert outbox(moto_endpoint, CHANGE_ID) == []
     # Nothing was sent and every recipient may be retried after a redrive.
     key = DeliveryKey(CHANGE_ID, 2, EmailEvent.SUBMITTED, code)
     states = {r["state"] for r in Ledger(aws_factory, config).recipients(key).values()}
@@ -325,10 +306,7 @@ def test_a_long_delivery_keeps_its_message_invisible(
     code = sorted(config.customer_mappings)[0]
     ses = aws_factory.customer_send_client(config.customer(code))
 
-    def slow(**_: Any) -> None:
-        time.sleep(0.8)
-
-    ses.meta.events.register("before-call.sesv2.SendEmail", slow)
+    ses.meta.events.register("before-call.sesv2.SendEmail", stall(0.8))
     expected = subscribed(code, 10, TOPIC_APPROVAL)
     assert len(expected) * 0.8 > 3  # longer than the visibility timeout below
     with running_worker(
@@ -340,7 +318,7 @@ def test_a_long_delivery_keeps_its_message_invisible(
     assert stats["received"] - stats["ignored"] == 1, "never redelivered while being worked on"
     rec = record(aws_factory, config, code)
     assert rec is not None and rec.state is DeliveryState.SENT and rec.attempts == 1
-    assert len(per_recipient(outbox(moto_endpoint))) == len(expected)
+    assert len(per_recipient(outbox(moto_endpoint, CHANGE_ID))) == len(expected)
 
 
 def test_restricted_recipients_whitelist_is_case_insensitive_and_fail_closed(
@@ -357,7 +335,7 @@ def test_restricted_recipients_whitelist_is_case_insensitive_and_fail_closed(
     with running_worker(aws_factory, config):
         submit(aws_factory, config, change_doc([a, b]))
         wait_until(lambda: final(aws_factory, config, [a, b]), 30)
-    mails = outbox(moto_endpoint)
+    mails = outbox(moto_endpoint, CHANGE_ID)
     assert [m.to for m in mails] == [[allowed]]
     assert record(aws_factory, config, a).state is DeliveryState.SENT  # type: ignore[union-attr]
     rec_b = record(aws_factory, config, b)
@@ -386,7 +364,7 @@ def test_user_text_arrives_escaped_in_html(
     with running_worker(aws_factory, config):
         submit(aws_factory, config, doc)
         wait_until(lambda: final(aws_factory, config, [code]), 30)
-    mails = outbox(moto_endpoint)
+    mails = outbox(moto_endpoint, CHANGE_ID)
     assert mails
     for m in mails:
         assert "<script" not in m.html and "<img" not in m.html and "<b>SNOW" not in m.html
@@ -412,7 +390,7 @@ def test_calendar_invites_keep_one_uid_with_rising_sequence_and_cancel(
             put_trigger(aws_factory, config, doc, code)
             wait_until(lambda doc=doc: final(aws_factory, config, [code], doc["version"], doc["status"]), 30)
     invites = []
-    for m in outbox(moto_endpoint):
+    for m in outbox(moto_endpoint, CHANGE_ID):
         assert m.attachments in ([], ["invite.ics"])
         if not m.attachments:
             continue
@@ -429,9 +407,7 @@ def test_calendar_invites_keep_one_uid_with_rising_sequence_and_cancel(
         by_version.setdefault(version, set()).add(method)
     assert by_version == {3: {"METHOD:REQUEST"}, 5: {"METHOD:REQUEST"}, 6: {"METHOD:CANCEL"}}
     # Only contacts subscribed to aws-calendar get the calendar part.
-    from test_worker_support import subscribed as sub
-
-    calendar = sub(code, 5, "aws-calendar")
+    calendar = subscribed(code, 5, "aws-calendar")
     assert {to for _, to, _ in invites} == calendar
 
 
@@ -445,7 +421,7 @@ def test_a_cancellation_never_approved_has_no_invite_and_goes_to_approval_subscr
     with running_worker(aws_factory, config):
         put_trigger(aws_factory, config, doc, code)
         wait_until(lambda: final(aws_factory, config, [code], 3, "cancelled"), 30)
-    mails = outbox(moto_endpoint)
+    mails = outbox(moto_endpoint, CHANGE_ID)
     assert {m.to[0] for m in mails} == subscribed(code, 5, TOPIC_APPROVAL)
     assert all(m.attachments == [] for m in mails)
     assert all(m.subject.startswith("🚫 ") for m in mails)
@@ -466,7 +442,7 @@ def test_direct_transport_messages_are_delivered(
             lambda: record(aws_factory, config, code) is not None and final(aws_factory, config, [code]), 30
         )
     assert record(aws_factory, config, code).state is DeliveryState.SENT  # type: ignore[union-attr]
-    assert len(outbox(moto_endpoint)) == len(subscribed(code, 5, TOPIC_APPROVAL))
+    assert len(outbox(moto_endpoint, CHANGE_ID)) == len(subscribed(code, 5, TOPIC_APPROVAL))
 
 
 @pytest.mark.parametrize("flood", [40])
@@ -478,7 +454,7 @@ def test_a_flood_for_one_customer_does_not_starve_the_others(
     codes = sorted(config.customer_mappings)
     busy, quiet = codes[0], codes[1:]
     ses = aws_factory.customer_send_client(config.customer(busy))
-    ses.meta.events.register("before-call.sesv2.SendEmail", lambda **_: time.sleep(0.2))
+    ses.meta.events.register("before-call.sesv2.SendEmail", stall(0.2))
     for i in range(flood):
         doc = change_doc([busy], change_id=f"CHG-2026-03-01T10-00-00-f{i:05d}")
         put_trigger(aws_factory, config, doc, busy)
@@ -517,7 +493,7 @@ def test_a_message_claimed_elsewhere_on_its_last_receive_is_requeued_not_dead_le
         wait_until(lambda: worker.stats["duplicates"] >= 1, 30, what="the requeued copy settled")
         wait_until(lambda: queue_depth(aws_factory, config, code) == 0, 10)
     assert dlq_messages(aws_factory, config, code) == []
-    assert outbox(moto_endpoint) == []
+    assert outbox(moto_endpoint, CHANGE_ID) == []
 
 
 def test_a_full_backlog_leaves_messages_in_sqs_and_no_customer_waits_behind_it(
@@ -546,9 +522,11 @@ def test_a_full_backlog_leaves_messages_in_sqs_and_no_customer_waits_behind_it(
                 send_raw(aws_factory, config, code, json.dumps({"Event": "s3:TestEvent", "n": i}))
         # Every customer gets a message (none waits behind another's backlog), then polling pauses.
         wait_until(
-            lambda: worker.scheduler.waiting >= worker.options.backlog_cap
-            and all(worker.scheduler.active(c) > 0 for c in codes)
-            and worker._in_receive == 0,
+            lambda: (
+                worker.scheduler.waiting >= worker.options.backlog_cap
+                and all(worker.scheduler.active(c) > 0 for c in codes)
+                and worker._in_receive == 0
+            ),
             30,
             what="backlog full with every customer holding one",
         )

@@ -23,7 +23,8 @@ from changeconsole.models import Config
 from changeconsole.services.localstack import build_local_config, is_listening, local_factory
 from changeconsole.services.provision import provision
 from changeconsole.worker import WorkerOptions, start_background
-from test_worker_support import free_port, wait_until
+from support.aws import free_port
+from support.waiting import wait_until
 
 QUEUES = int(os.environ.get("CHANGECONSOLE_PICKUP_QUEUES", "300"))
 PROBES = 40

@@ -21,20 +21,11 @@ from changeconsole.services.ledger import Ledger
 from changeconsole.services.localstack import build_local_config
 from changeconsole.services.resend import ResendService
 from changeconsole.services.status import DeliveryKey
-from test_worker_support import (
-    CHANGE_ID,
-    change_doc,
-    final,
-    free_port,
-    http_get,
-    outbox,
-    per_recipient,
-    records,
-    running_worker,
-    submit,
-    subscribed,
-    wait_until,
-)
+from support.aws import free_port, http_get
+from support.changes import CHANGE_ID, change_doc
+from support.mail import outbox, per_recipient, subscribed
+from support.waiting import wait_until
+from support.worker import final, records, running_worker, submit
 
 FAST_ARGS = [
     "--poll-wait",
@@ -145,7 +136,7 @@ def test_sigterm_finishes_in_flight_work_releases_the_rest_and_exits_0(
         _, body = http_get(f"http://127.0.0.1:{port}/readyz")
         assert body["customers"] == len(codes) and body["queues_resolved"] == len(codes)
         submit(aws_factory, config, change_doc(codes))
-        wait_until(lambda: len(outbox(moto_endpoint)) >= 1, 30, what="first email")
+        wait_until(lambda: len(outbox(moto_endpoint, CHANGE_ID)) >= 1, 30, what="first email")
         proc.send_signal(signal.SIGTERM)
         started = time.monotonic()
         _, err = proc.communicate(timeout=30)
@@ -160,7 +151,7 @@ def test_sigterm_finishes_in_flight_work_releases_the_rest_and_exits_0(
     with running_worker(aws_factory, config):
         wait_until(lambda: final(aws_factory, config, codes), 60, what="all customers final")
     assert all(r.state is DeliveryState.SENT for r in records(aws_factory, config).values())
-    counts = per_recipient(outbox(moto_endpoint))
+    counts = per_recipient(outbox(moto_endpoint, CHANGE_ID))
     assert set(counts.values()) == {1}
     assert len(counts) == sum(len(subscribed(c, 5, TOPIC_APPROVAL)) for c in codes)
 
@@ -178,13 +169,16 @@ def test_a_worker_killed_mid_batch_and_restarted_loses_nothing_and_sends_nothing
     first = _worker(stack.config_path, "--health-port", "0", "--concurrency", "4")
     try:
         wait_until(
-            lambda: len(outbox(moto_endpoint)) >= len(expected) // 4, 60, interval=0.01, what="some emails"
+            lambda: len(outbox(moto_endpoint, CHANGE_ID)) >= len(expected) // 4,
+            60,
+            interval=0.01,
+            what="some emails",
         )
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:
         _stop(first)
-    at_kill = len(outbox(moto_endpoint))
+    at_kill = len(outbox(moto_endpoint, CHANGE_ID))
     assert at_kill < len(expected), "killed mid-batch"
     second = _worker(stack.config_path, "--health-port", "0", "--concurrency", "4")
     try:
@@ -193,7 +187,7 @@ def test_a_worker_killed_mid_batch_and_restarted_loses_nothing_and_sends_nothing
         assert second.wait(30) == 0
     finally:
         _stop(second)
-    counts = per_recipient(outbox(moto_endpoint))
+    counts = per_recipient(outbox(moto_endpoint, CHANGE_ID))
     assert set(counts.values()) == {1}, "nobody got an email twice"
     received = {(to, customer) for (to, _cid, _v, _e, customer) in counts}
     assert received <= expected
@@ -253,7 +247,7 @@ def test_a_worker_killed_mid_batch_and_restarted_loses_nothing_and_sends_nothing
         assert third.wait(30) == 0
     finally:
         _stop(third)
-    after = per_recipient(outbox(moto_endpoint))
+    after = per_recipient(outbox(moto_endpoint, CHANGE_ID))
     assert set(after.values()) == {1}, "each lost recipient got exactly one email, nobody a second"
     assert {(to, customer) for (to, _cid, _v, _e, customer) in after} == expected, "nothing lost"
     recs = records(aws_factory, config)

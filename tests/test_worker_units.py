@@ -28,7 +28,8 @@ from changeconsole.worker.health import HealthServer
 from changeconsole.worker.observe import JsonFormatter, Metrics
 from changeconsole.worker.processor import InFlight, dlq_attributes
 from changeconsole.worker.runtime import FairScheduler, poll_wait_of
-from test_worker_support import free_port, http_get, wait_until
+from support.aws import free_port, http_get
+from support.waiting import wait_until
 
 
 @pytest.fixture
@@ -217,9 +218,7 @@ def test_fair_scheduler_caps_each_customer_and_never_starves_the_others() -> Non
     for i in range(20):
         sched.submit(_msg("flood", i))
     sched.submit(_msg("quiet", 0))
-    deadline = time.monotonic() + 5
-    while len(started) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(started) >= 3, 5, what="three runs started", interval=0.01)
     assert sorted(started) == ["flood-0", "flood-1", "quiet-0"]  # the flood holds at most 2 threads
     assert sched.active("flood") == 20 and sched.active("quiet") == 1
     pending = sched.take_pending()

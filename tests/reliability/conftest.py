@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from hypothesis import HealthCheck, settings
-from reliability_support import LONG
+
+from support.suites import LONG
 
 settings.register_profile(
     "reliability",

@@ -19,24 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import (
-    END,
-    LONG,
-    START,
-    TOPIC_OF,
-    WorkerProcess,
-    email_keys,
-    outbox,
-    scaled,
-    subscribed,
-    wait_for,
-)
 
 from changeconsole.models import FINAL_STATES, Change, DeliveryState, EmailEvent
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.ledger import Ledger
 from changeconsole.services.lifecycle import ChangeService
 from changeconsole.services.status import DeliveryKey, StatusStore
+from support.changes import END, START
+from support.mail import TOPIC_OF, email_keys, outbox, subscribed
+from support.suites import LONG, scaled
+from support.waiting import wait_until
+from support.worker import WorkerProcess
 
 CONTACTS = 5
 
@@ -116,7 +109,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice(
                 target = sent_now
             else:
                 target = rng.randrange(sent_now, len(expected))
-            wait_for(
+            wait_until(
                 lambda t=target: len(outbox(moto_endpoint)) >= t or all_final(),  # type: ignore[misc]
                 timeout=scaled(120, 900),
                 what=f"{target} emails before the kill",
@@ -125,7 +118,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice(
             kill_points.append(len(outbox(moto_endpoint)))
             worker.kill()
         worker.start()
-        wait_for(all_final, timeout=scaled(150, 600), what="every delivery final", interval=0.25)
+        wait_until(all_final, timeout=scaled(150, 600), what="every delivery final", interval=0.25)
         worker.wait_started()  # SIGTERM before the handlers exist would not be a graceful stop
         assert worker.terminate() == 0
     finally:

@@ -23,13 +23,16 @@ from urllib.parse import parse_qs
 
 import pytest
 from botocore.awsrequest import AWSResponse
-from reliability_support import END, LONG, START, email_keys, outbox, scaled, subscribed, wait_for
 
 from changeconsole.models import FINAL_STATES, TOPIC_APPROVAL, Change, DeliveryState, EmailEvent
 from changeconsole.services.aws import AwsFactory, AwsSettings
 from changeconsole.services.lifecycle import ChangeService
 from changeconsole.services.status import DeliveryKey, StatusStore
 from changeconsole.worker import WorkerOptions, start_background
+from support.changes import END, START
+from support.mail import email_keys, outbox, subscribed
+from support.suites import LONG, scaled
+from support.waiting import wait_until
 
 CONTACTS = 5
 S3_500 = (
@@ -182,7 +185,7 @@ def test_throttling_5xx_sts_and_s3_faults_deliver_everything_once_and_isolate_th
 
     handle = start_background(worker_aws, config, options=options)
     try:
-        wait_for(settled, timeout=scaled(180, 600), what="every delivery settled", interval=0.25)
+        wait_until(settled, timeout=scaled(180, 600), what="every delivery settled", interval=0.25)
     finally:
         handle.stop(timeout=15)
     print(f"attempts {dict(faults.attempts)}; faults injected {dict(faults.injected)}")

@@ -15,7 +15,6 @@ from urllib.parse import quote
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from reliability_support import scaled
 
 from changeconsole.models import (
     CUSTOMER_CODE_RE,
@@ -33,6 +32,7 @@ from changeconsole.models import (
     parse_trigger_key,
     trigger_key,
 )
+from support.suites import scaled
 
 settings.load_profile("reliability")
 

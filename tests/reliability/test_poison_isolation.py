@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from reliability_support import END, START, email_keys, outbox, subscribed, wait_for
 
 from changeconsole.models import (
     TOPIC_APPROVAL,
@@ -22,6 +21,9 @@ from changeconsole.services.aws import AwsFactory
 from changeconsole.services.lifecycle import ChangeService
 from changeconsole.services.status import StatusStore
 from changeconsole.worker import WorkerOptions, start_background
+from support.changes import END, START
+from support.mail import email_keys, outbox, subscribed
+from support.waiting import wait_until
 
 CONTACTS = 5
 
@@ -173,7 +175,7 @@ def test_poison_and_isolation_attacks_are_dead_lettered_with_a_reason_and_never_
     )
     handle = start_background(aws_factory, config, options=options)
     try:
-        wait_for(
+        wait_until(
             lambda: (
                 all(r.state is DeliveryState.SENT for r in status.records(good.change.change_id))
                 and len(status.records(good.change.change_id)) == 3
@@ -181,7 +183,7 @@ def test_poison_and_isolation_attacks_are_dead_lettered_with_a_reason_and_never_
             timeout=60,
             what="the legitimate change sent",
         )
-        dead = wait_for(
+        dead = wait_until(
             lambda: (lambda d: d if len(d) >= len(attacks) else None)(dlq()), 60, "every attack dead-lettered"
         )
     finally:

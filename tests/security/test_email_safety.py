@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
-from reliability_support import END, START, outbox, wait_for
 
 from changeconsole.cli import main
 from changeconsole.models import (
@@ -30,6 +29,9 @@ from changeconsole.services.aws import AwsFactory
 from changeconsole.services.lifecycle import ChangeService
 from changeconsole.services.status import StatusStore
 from changeconsole.worker import WorkerOptions, start_background
+from support.changes import END, START
+from support.mail import outbox
+from support.waiting import wait_until
 
 PAYLOAD = "<script>alert('x')</script><img src=x onerror=alert(1)>\"'><svg onload=alert(2)> {{7*7}} &amp;"
 SHORT = "<script>x</script>\"'><b>"  # fits a ticket (64)
@@ -118,7 +120,7 @@ def test_html_and_script_in_every_user_field_arrive_escaped(
     )
     handle = start_background(aws_factory, config, options=options)
     try:
-        wait_for(settled, 120, "every event delivered")
+        wait_until(settled, 120, "every event delivered")
     finally:
         handle.stop(timeout=10)
     recs = status.records(one.change.change_id) + status.records(two.change.change_id)

@@ -13,12 +13,14 @@ import re
 from typing import Any
 
 import pytest
-from reliability_support import END, START, WorkerProcess, wait_for
 
 from changeconsole.models import Change, DeliveryState, EmailEvent, direct_message, new_change_id
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.lifecycle import ChangeService
 from changeconsole.services.status import StatusStore
+from support.changes import END, START
+from support.waiting import wait_until
+from support.worker import WorkerProcess
 
 CANARY_KEY_ID = "AKIACANARY0000000042"
 CANARY_SECRET = "cAnArYsEcReT/0123456789+abcdefghijKLMNOPQ"
@@ -92,7 +94,7 @@ def test_logs_audit_and_dlq_hold_no_secret_and_no_email_body(
     dlq_url = sqs.get_queue_url(QueueName=config.customer(codes[0]).dlq_name)["QueueUrl"]
     try:
         worker.start()
-        wait_for(
+        wait_until(
             lambda: (
                 len(status.records(change.change.change_id)) == len(codes)
                 and all(r.state is DeliveryState.SENT for r in status.records(change.change.change_id))
@@ -100,7 +102,7 @@ def test_logs_audit_and_dlq_hold_no_secret_and_no_email_body(
             90,
             "the change sent",
         )
-        wait_for(
+        wait_until(
             lambda: (
                 int(
                     sqs.get_queue_attributes(

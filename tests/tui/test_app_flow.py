@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_app_support import settle, wait_for
 from textual.widgets import Input
 
 from changeconsole.app import ChangeConsoleApp
@@ -21,6 +20,8 @@ from changeconsole.services.autosave import AutosaveStore
 from changeconsole.services.bundle import Services
 from changeconsole.services.localstack import local_factory
 from changeconsole.services.outbox import read_outbox
+from support.console import settle
+from support.waiting import wait_for
 
 worker_module = pytest.importorskip("changeconsole.worker")
 

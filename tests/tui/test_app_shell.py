@@ -9,7 +9,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from test_app_support import DONE_ID, SUBMITTED_ID, fake_app, screen_text, settle, wait_for
 from textual.widgets import DataTable, Input
 
 from changeconsole.app import (
@@ -30,6 +29,8 @@ from changeconsole.screens.modals import CommandLine, StartupErrorScreen
 from changeconsole.services.aws import AwsSettings
 from changeconsole.services.bundle import Services
 from changeconsole.services.localstack import is_listening
+from support.console import DONE_ID, SUBMITTED_ID, fake_app, screen_text, settle
+from support.waiting import wait_for
 
 
 def test_styles_ship_next_to_the_package_or_in_the_checkout() -> None:

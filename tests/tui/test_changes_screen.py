@@ -6,20 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_app_support import (
-    APPROVED_ID,
-    DONE_ID,
-    DRAFT_ID,
-    SUBMITTED_ID,
-    fake_app,
-    screen_text,
-    settle,
-    wait_for,
-)
 from textual.widgets import DataTable, Tabs
 
 from changeconsole.screens.changes import ChangesScreen
 from changeconsole.screens.detail import DetailScreen
+from support.console import APPROVED_ID, DONE_ID, DRAFT_ID, SUBMITTED_ID, fake_app, screen_text, settle
+from support.waiting import wait_for
 
 SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_app_support import NEW_ID, fake_app, screen_text, settle, wait_for
 from textual import events
 from textual.widgets import Input, TextArea
 
@@ -20,6 +19,8 @@ from changeconsole.screens.widgets import PathSuggester, TimezoneSuggester
 from changeconsole.services.autosave import AutosaveStore
 from changeconsole.services.bundle import Services
 from changeconsole.services.localstack import local_factory
+from support.console import NEW_ID, fake_app, screen_text, settle
+from support.waiting import wait_for
 
 SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]
 

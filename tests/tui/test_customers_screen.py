@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from test_app_support import wait_for
 from textual.app import App
 from textual.widgets import DataTable, Static
 
@@ -17,6 +16,7 @@ from changeconsole.screens.status import DeliveryDetailScreen
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.bundle import Services
 from changeconsole.services.status import DeliveryKey
+from support.waiting import wait_for
 
 CID = "CHG-2026-11-27T19-00-00-abc123"
 NOW = datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC)

@@ -7,7 +7,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from test_app_support import wait_for
 from textual.app import App
 from textual.pilot import Pilot
 
@@ -31,6 +30,7 @@ from changeconsole.services.customers import (
     QueueDepth,
 )
 from changeconsole.services.localstack import build_local_config
+from support.waiting import wait_for
 
 NOW = datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC)
 SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]

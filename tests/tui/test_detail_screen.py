@@ -6,7 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_app_support import (
+from textual.widgets import Button, Input
+
+from changeconsole.screens.changes import ChangesScreen
+from changeconsole.screens.compose import ComposeScreen
+from changeconsole.screens.detail import DetailScreen
+from changeconsole.screens.modals import ConfirmModal, TypeToConfirmModal
+from support.console import (
     APPROVED_ID,
     DONE_ID,
     DRAFT_ID,
@@ -15,14 +21,8 @@ from test_app_support import (
     fake_app,
     screen_text,
     settle,
-    wait_for,
 )
-from textual.widgets import Button, Input
-
-from changeconsole.screens.changes import ChangesScreen
-from changeconsole.screens.compose import ComposeScreen
-from changeconsole.screens.detail import DetailScreen
-from changeconsole.screens.modals import ConfirmModal, TypeToConfirmModal
+from support.waiting import wait_for
 
 SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]
 

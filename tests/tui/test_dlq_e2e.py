@@ -12,7 +12,6 @@ from typing import Any
 
 from botocore.awsrequest import AWSResponse
 from rich.console import Console
-from test_app_support import settle, wait_for
 from textual.widgets import DataTable, Static
 
 from changeconsole.app import ChangeConsoleApp
@@ -21,16 +20,11 @@ from changeconsole.screens.dlq import DlqScreen
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.bundle import Services
 from changeconsole.services.dlq import DlqService
-from test_worker_support import (
-    CHANGE_ID,
-    change_doc,
-    outbox,
-    per_recipient,
-    record,
-    running_worker,
-    submit,
-    subscribed,
-)
+from support.changes import CHANGE_ID, change_doc
+from support.console import settle
+from support.mail import outbox, per_recipient, subscribed
+from support.waiting import wait_for
+from support.worker import record, running_worker, submit
 
 CONTACTS = 5
 REVOKED = "arn:aws:iam::999999999999:role/changeconsole-ses-sender-revoked"
@@ -92,7 +86,9 @@ async def test_broken_role_dead_letters_then_redrive_from_the_screen_delivers_on
                 timeout=60,
                 what="the healthy customer's delivery sent",
             )
-            assert outbox(moto_endpoint) and all(m.customer == healthy for m in outbox(moto_endpoint))
+            assert outbox(moto_endpoint, CHANGE_ID) and all(
+                m.customer == healthy for m in outbox(moto_endpoint, CHANGE_ID)
+            )
 
             # The operator opens the DLQ screen of that customer (as the live status row does).
             app.open_dlq(broken)
@@ -130,7 +126,7 @@ async def test_broken_role_dead_letters_then_redrive_from_the_screen_delivers_on
         for code in (broken, healthy)
         for addr in subscribed(code, CONTACTS, TOPIC_APPROVAL)
     }
-    counts = per_recipient(outbox(moto_endpoint))
+    counts = per_recipient(outbox(moto_endpoint, CHANGE_ID))
     assert set(counts) == expected
     assert all(n == 1 for n in counts.values()), counts
     assert DlqService(aws_factory, config).summary(broken).depth == 0

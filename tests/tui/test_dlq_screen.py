@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from rich.console import Console
-from test_app_support import NOW, fake_app, settle, wait_for
 from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, ProgressBar, Static
 
@@ -29,6 +28,8 @@ from changeconsole.services.dlq import (
     RedriveProgress,
     RedriveResult,
 )
+from support.console import NOW, fake_app, settle
+from support.waiting import wait_for
 
 SIZES = [(120, 40), (80, 24)]
 CID = "CHG-2026-11-27T18-00-00-abc123"

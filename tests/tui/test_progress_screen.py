@@ -6,7 +6,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from test_app_support import ScreenHarness, wait_for
 from textual.widgets import Button, DataTable, Static
 
 from changeconsole.models import Change, EmailEvent
@@ -15,6 +14,8 @@ from changeconsole.screens.status import LiveStatusScreen
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.bundle import Services
 from changeconsole.services.fanout import ARCHIVE, DestinationState, FanoutResult, ProgressEvent
+from support.console import ScreenHarness
+from support.waiting import wait_for
 
 CID = "CHG-2026-11-27T19-00-00-abc123"
 

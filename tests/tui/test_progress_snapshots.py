@@ -7,7 +7,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from test_app_support import wait_for
 from textual.app import App
 from textual.pilot import Pilot
 
@@ -15,6 +14,7 @@ from changeconsole.models import Change, Config, EmailEvent
 from changeconsole.screens.progress import SubmitProgressScreen
 from changeconsole.services.fanout import ARCHIVE, DestinationState, FanoutResult, ProgressEvent
 from changeconsole.services.localstack import build_local_config
+from support.waiting import wait_for
 
 CID = "CHG-2026-11-27T19-00-00-abc123"
 SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]

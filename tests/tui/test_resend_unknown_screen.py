@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from test_app_support import ScreenHarness, wait_for
 from textual.widgets import Static
 
 from changeconsole.models import Change, DeliveryState, EmailEvent, trigger_key
@@ -17,6 +16,8 @@ from changeconsole.services.bundle import Services
 from changeconsole.services.changes import ChangeStore
 from changeconsole.services.ledger import DONE, RELEASED, RETRY, SENT, UNKNOWN, Ledger
 from changeconsole.services.status import DeliveryKey
+from support.console import ScreenHarness
+from support.waiting import wait_for
 
 CID = "CHG-2026-11-27T19-00-00-res123"
 NOW = datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC)

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from test_app_support import ScreenHarness
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
@@ -26,6 +23,8 @@ from changeconsole.services.bundle import Services
 from changeconsole.services.ledger import Ledger
 from changeconsole.services.live_status import LivePoll, LiveStatusQuery, newest_round
 from changeconsole.services.status import DeliveryKey, StatusStore
+from support.console import ScreenHarness
+from support.waiting import wait_for
 
 CID = "CHG-2026-11-27T19-00-00-abc123"
 NOW = datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC)
@@ -33,14 +32,6 @@ NOW = datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC)
 
 def frozen() -> datetime:
     return NOW
-
-
-async def wait_for(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await pilot.pause(0.02)
 
 
 def seed(
@@ -267,10 +258,10 @@ async def test_pause_stops_refreshes_and_plus_minus_change_interval(services: Se
         assert "paused" in line
         await wait_for(pilot, lambda: not screen._inflight)
         paused_at = screen.fetch_count
-        deadline = time.monotonic() + 0.5  # ten intervals: no query may run
-        while time.monotonic() < deadline:
-            await pilot.pause(0.05)
-        assert screen.fetch_count == paused_at
+        for _ in range(10):  # ten ticks of the refresh timer while paused: no query may run
+            screen._tick()
+            await pilot.pause()
+        assert not screen._inflight and screen.fetch_count == paused_at
         # Resume queries again.
         await pilot.press("p")
         await wait_for(pilot, lambda: screen.fetch_count > paused_at)

@@ -7,7 +7,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from test_app_support import wait_for
 from textual.app import App
 from textual.pilot import Pilot
 
@@ -18,6 +17,7 @@ from changeconsole.services.customers import QueueDepth
 from changeconsole.services.delivery_detail import ClaimInfo, DeliveryDetail, RecipientResult
 from changeconsole.services.localstack import build_local_config
 from changeconsole.services.status import DeliveryKey, StatusStore
+from support.waiting import wait_for
 
 CID = "CHG-2026-11-27T19-00-00-abc123"
 NOW = datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC)

@@ -8,17 +8,22 @@ Every write of a delivery record (``put_queued``, ``update``) also sets ``rev`` 
 counter, ``ADD rev 1``) and ``gsi3pk = CHANGE#{id}`` / ``gsi3sk = {write time, µs}#v{n}#{event}#{code}``:
 ``changed_since`` reads only the records written after a point in time (what the live status screen
 polls); ``rev`` orders two versions of one record whatever the writers' clocks say.
+
+Readers skip (and log) an item they cannot read instead of failing: one written by someone else, or
+one seen in the middle of an update (moto applies an UpdateItem in steps, so a concurrent read can see
+an item holding only its keys).
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
@@ -36,8 +41,11 @@ from ..models import (
 )
 from .aws import AwsFactory
 
+log = logging.getLogger(__name__)
+
 _ser = TypeSerializer()
 _deser = TypeDeserializer()
+T = TypeVar("T")
 
 CHANGES_PK = "CHANGES"
 
@@ -126,6 +134,21 @@ def _item_stamp(item: dict[str, Any]) -> str:
 
 def stamped_from_item(item: dict[str, Any]) -> StampedRecord:
     return StampedRecord(item["sk"]["S"], record_from_item(item), _item_stamp(item), _item_rev(item))
+
+
+def readable(items: Iterable[dict[str, Any]], parse: Callable[[dict[str, Any]], T]) -> Iterator[T]:
+    """``parse`` of every item it can read; any other item is logged and skipped, never fatal."""
+    for item in items:
+        try:
+            yield parse(item)
+        except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+            keys = "/".join(str(item.get(k, {}).get("S", "?")) for k in ("pk", "sk"))
+            if set(item) <= {"pk", "sk"}:
+                log.warning("skipped status item %s: it holds only its keys (written right now?)", keys)
+            else:
+                log.warning(
+                    "skipped status item %s: not readable (%s)", keys, " ".join(str(exc).split())[:300]
+                )
 
 
 class ChangeIndexUnavailable(RuntimeError):
@@ -236,7 +259,7 @@ class StatusStore:
     def get(self, key: DeliveryKey, *, consistent: bool = True) -> DeliveryRecord | None:
         resp = self._ddb.get_item(TableName=self.table, Key=key.item_key(), ConsistentRead=consistent)
         item = resp.get("Item")
-        return record_from_item(item) if item else None
+        return next(readable([item], record_from_item), None) if item else None
 
     def update(
         self,
@@ -316,14 +339,12 @@ class StatusStore:
             prefix += f"v{version:04d}#"
             if event is not None:
                 prefix += f"{event.value}#"
-        out = [
-            stamped_from_item(item)
-            for item in self._query(
-                KeyConditionExpression="pk = :pk AND begins_with(sk, :sk)",
-                ExpressionAttributeValues={":pk": {"S": f"CHANGE#{change_id}"}, ":sk": {"S": prefix}},
-                ConsistentRead=True,
-            )
-        ]
+        items = self._query(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :sk)",
+            ExpressionAttributeValues={":pk": {"S": f"CHANGE#{change_id}"}, ":sk": {"S": prefix}},
+            ConsistentRead=True,
+        )
+        out = list(readable(items, stamped_from_item))
         if event is not None and version is None:
             out = [s for s in out if s.record.event == event]
         return out
@@ -357,7 +378,7 @@ class StatusStore:
                 sk = str(item.get("sk", {}).get("S", ""))
                 if not sk.startswith("DELIVERY#") or _item_rev(item) <= known.get(sk, -1):
                     continue
-                out.append(stamped_from_item(item))
+                out.extend(readable([item], stamped_from_item))
         except ClientError as exc:
             error = exc.response.get("Error", {})
             # "The table does not have the specified index", "Cannot read from backfilling … index"
@@ -385,7 +406,7 @@ class StatusStore:
             ScanIndexForward=False,
             Limit=limit,
         )
-        return [record_from_item(item) for item in resp.get("Items", [])]
+        return list(readable(resp.get("Items", []), record_from_item))
 
     @staticmethod
     def aggregate(records: Iterable[DeliveryRecord]) -> dict[str, int]:
@@ -438,7 +459,7 @@ class StatusStore:
             ConsistentRead=True,
         )
         item = resp.get("Item")
-        return _summary(from_item(item)) if item else None
+        return next(readable([item], _summary), None) if item else None
 
     def list_changes(
         self,
@@ -483,14 +504,15 @@ class StatusStore:
             kwargs["ExpressionAttributeNames"] = names
         if filters:
             kwargs["FilterExpression"] = " AND ".join(filters)
-        return [_summary(from_item(item)) for item in self._query(**kwargs)]
+        return list(readable(self._query(**kwargs), _summary))
 
 
 def _gsi3sk(key: DeliveryKey, moment: datetime) -> str:
     return f"{change_stamp(moment)}#v{key.version:04d}#{key.event.value}#{key.customer}"
 
 
-def _summary(data: dict[str, Any]) -> ChangeSummary:
+def _summary(item: dict[str, Any]) -> ChangeSummary:
+    data = from_item(item)
     return ChangeSummary(
         change_id=data["change_id"],
         title=data.get("title", ""),

@@ -1,17 +1,15 @@
-"""Shared helpers of the console tests: deterministic fake services, a frozen clock, condition waits.
-
-Imported by the console tests of this folder (no tests here).
-"""
+"""The console over deterministic fake services: a frozen clock, fixed changes and delivery records."""
 
 from __future__ import annotations
 
-import time
+import io
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import EndpointConnectionError
+from rich.console import Console
 from textual.app import App
 from textual.pilot import Pilot
 
@@ -284,22 +282,8 @@ async def settle(pilot: Pilot[Any]) -> None:
     await pilot.pause()
 
 
-async def wait_for(
-    pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 20.0, what: str = ""
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or 'a condition'}")
-        await pilot.pause(0.05)
-
-
 def screen_text(app: Any) -> str:
     """Plain text of what the terminal shows."""
-    import io
-
-    from rich.console import Console
-
     update = app.screen._compositor.render_update(full=True)
     console = Console(width=app.size.width, record=True, file=io.StringIO(), color_system=None)
     console.print(update)

@@ -1,4 +1,8 @@
-"""Shared helpers of the reliability and security suites (imported by module name)."""
+"""Triggers, delivery records and workers (in-process, or ``changeconsole worker`` as a subprocess).
+
+Triggers are created the way the fan-out does it: a ``queued`` delivery record, then the change
+snapshot at ``models.trigger_key`` (the S3 event then lands in the customer's queue).
+"""
 
 from __future__ import annotations
 
@@ -8,27 +12,32 @@ import os
 import subprocess
 import sys
 import threading
-import time
-import urllib.error
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from changeconsole.models import (
-    TOPIC_ANNOUNCE,
-    TOPIC_APPROVAL,
-    EmailEvent,
-)
-from changeconsole.services.localstack import TOPIC_DEFAULTS, contact_address, contact_profile
-from changeconsole.services.outbox import OutboxEmail, read_outbox
+from changeconsole.models import Config, DeliveryRecord, EmailEvent, trigger_key
+from changeconsole.services.aws import AwsFactory
+from changeconsole.services.status import DeliveryKey, StatusStore
+from changeconsole.worker import WorkerHandle, WorkerOptions, start_background
 
-LONG = os.environ.get("CHANGECONSOLE_LONG", "") not in ("", "0", "false", "no")
+from .changes import CHANGE_ID
 
-START = "2030-03-01T22:00:00Z"
-END = "2030-03-02T02:00:00Z"
+# Fast settings: short polls, visibility and backoff so retries happen within a test.
+FAST = {
+    "poll_wait": 1,
+    "visibility_timeout": 20,
+    "backoff_base": 1.0,
+    "backoff_cap": 2.0,
+    "claim_lease": 5.0,
+    "send_lease": 3.0,
+    "ack_linger": 0.01,
+    "metrics_interval": 3600.0,
+    "audit_interval": 0.5,
+}
 
-# Fast retry settings so a killed worker's messages and claims come back within seconds.
+# The same for ``changeconsole worker``: a killed worker's messages and claims come back within seconds.
 FAST_WORKER_ARGS = [
     "--health-port",
     "0",
@@ -43,57 +52,65 @@ FAST_WORKER_ARGS = [
     "3",
 ]
 
-TOPIC_OF = {EmailEvent.SUBMITTED: TOPIC_APPROVAL, EmailEvent.APPROVED: TOPIC_ANNOUNCE}
+
+def put_trigger(
+    aws: AwsFactory, config: Config, doc: dict[str, Any], customer: str, event: EmailEvent | None = None
+) -> str:
+    """What the fan-out does for one customer: queued record, then the trigger object."""
+    event = event or EmailEvent(doc["status"])
+    key = DeliveryKey(doc["changeId"], int(doc["version"]), event, customer)
+    StatusStore(aws, config).put_queued(key)
+    s3_key = trigger_key(customer, doc["changeId"], int(doc["version"]), event)
+    aws.client("s3").put_object(
+        Bucket=config.s3_config.bucket_name, Key=s3_key, Body=json.dumps(doc).encode("utf-8")
+    )
+    return s3_key
 
 
-def scaled(short: int, long: int) -> int:
-    """``short`` in CI, ``long`` when CHANGECONSOLE_LONG=1."""
-    return long if LONG else short
+def submit(aws: AwsFactory, config: Config, doc: dict[str, Any], customers: list[str] | None = None) -> None:
+    for code in customers or doc["customers"]:
+        put_trigger(aws, config, doc, code)
 
 
-def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Re-check ``pred`` until it holds (a condition, not a fixed sleep); fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        pause.wait(interval)
+def records(
+    aws: AwsFactory, config: Config, change_id: str = CHANGE_ID
+) -> dict[tuple[int, str, str], DeliveryRecord]:
+    return {(r.version, r.event.value, r.customer): r for r in StatusStore(aws, config).records(change_id)}
 
 
-def subscribed(code: str, n_contacts: int, topic: str) -> set[str]:
-    """Oracle independent of our code: who receives ``topic`` per the local stack's contact profiles."""
-    out = set()
-    for i in range(n_contacts):
-        prefs, unsubscribe_all = contact_profile(i)
-        if not unsubscribe_all and prefs.get(topic, TOPIC_DEFAULTS[topic]) == "OPT_IN":
-            out.add(contact_address(code, i).lower())
-    return out
+def record(
+    aws: AwsFactory,
+    config: Config,
+    customer: str,
+    version: int = 2,
+    event: str = "submitted",
+    change_id: str = CHANGE_ID,
+) -> DeliveryRecord | None:
+    return records(aws, config, change_id).get((version, event, customer))
 
 
-def outbox(endpoint: str) -> list[OutboxEmail]:
-    # moto's data API can answer 500 while other requests change its models: read again.
-    for _ in range(40):
-        try:
-            return read_outbox(endpoint)
-        except (urllib.error.HTTPError, RuntimeError):
-            threading.Event().wait(0.05)
-    return read_outbox(endpoint)
+def final(
+    aws: AwsFactory,
+    config: Config,
+    customers: list[str],
+    version: int = 2,
+    event: str = "submitted",
+    change_id: str = CHANGE_ID,
+) -> bool:
+    recs = records(aws, config, change_id)
+    return all((r := recs.get((version, event, c))) is not None and r.is_final for c in customers)
 
 
-EmailKey = tuple[str | None, int | None, str | None, str | None, str]
-
-
-def email_keys(mails: list[OutboxEmail]) -> Counter[EmailKey]:
-    """(change, version, event, customer, recipient) → emails, from the X-Changeconsole-* headers."""
-    counts: Counter[EmailKey] = Counter()
-    for m in mails:
-        for to in m.to:
-            counts[(m.change_id, m.version, m.event, m.customer, to.lower())] += 1
-    return counts
+@contextmanager
+def running_worker(aws: AwsFactory, config: Config, **overrides: Any) -> Iterator[WorkerHandle]:
+    """An in-process worker with the ``FAST`` settings (``overrides`` win)."""
+    opts = {**FAST, **overrides}
+    customers = opts.pop("customers", None)
+    handle = start_background(aws, config, customers=customers, options=WorkerOptions(**opts))
+    try:
+        yield handle
+    finally:
+        handle.stop(timeout=10)
 
 
 class WorkerProcess:

@@ -1,4 +1,4 @@
-"""Helpers shared by the change lifecycle / fan-out / CLI tests."""
+"""Changes as the operator writes them and change documents as the fan-out stores them."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ from typing import Any
 from changeconsole.models import Change, Config, Ignore, Trigger, parse_queue_message
 from changeconsole.services.aws import AwsFactory
 
+from .aws import queue_url
+
+CHANGE_ID = "CHG-2026-03-01T10-00-00-abc123"
 START = "2030-03-01T22:00:00Z"
 END = "2030-03-02T02:00:00Z"
 
 
 def change_data(customers: list[str], **overrides: Any) -> dict[str, Any]:
+    """A new change's fields as the operator fills them in."""
     data: dict[str, Any] = {
         "changeTitle": "Rotate TLS certificates on the edge load balancers",
         "changeReason": "Certificates expire on 2030-03-15.",
@@ -35,9 +39,39 @@ def make_change(customers: list[str], **overrides: Any) -> Change:
     return Change.model_validate(change_data(customers, **overrides))
 
 
-def queue_url(aws: AwsFactory, config: Config, code: str) -> str:
-    mapping = config.customer(code)
-    return str(aws.client("sqs").get_queue_url(QueueName=mapping.queue_name)["QueueUrl"])
+def change_doc(
+    customers: list[str],
+    *,
+    change_id: str = CHANGE_ID,
+    version: int = 2,
+    status: str = "submitted",
+    title: str = "Patch the web fleet",
+    include_meeting: bool = False,
+    approved: bool = False,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A stored change snapshot (what a trigger carries), ``submitted`` at version 2 by default."""
+    doc: dict[str, Any] = {
+        "object_type": "change",
+        "changeId": change_id,
+        "changeTitle": title,
+        "changeReason": "Security fixes",
+        "implementationPlan": "1. drain\n2. patch\n3. reboot",
+        "customers": sorted(customers),
+        "implementationStart": "2030-01-31T22:00:00Z",
+        "implementationEnd": "2030-02-01T00:00:00Z",
+        "timezone": "Europe/Berlin",
+        "include_meeting": include_meeting,
+        "status": status,
+        "version": version,
+        "submittedAt": "2026-03-01T10:00:00Z",
+        "submittedBy": "operator",
+    }
+    if approved or status in ("approved", "completed"):
+        doc["approvedAt"] = "2026-03-01T11:00:00Z"
+        doc["approvedBy"] = "cab"
+    doc.update(extra)
+    return doc
 
 
 def receive_triggers(
@@ -77,13 +111,3 @@ def triggers_by_customer(
             lambda c: receive_triggers(aws, config, c, expect.get(c, 0), extra_wait=extra_wait), codes
         )
         return dict(zip(codes, results, strict=True))
-
-
-def bucket_keys(aws: AwsFactory, config: Config, prefix: str = "") -> list[str]:
-    s3 = aws.client("s3")
-    keys: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=config.s3_config.bucket_name, Prefix=prefix
-    ):
-        keys.extend(o["Key"] for o in page.get("Contents", []))
-    return sorted(keys)
