@@ -33,7 +33,7 @@ from changeconsole.services.dlq import (
 )
 from changeconsole.services.localstack import local_factory, provision_local, reset
 from support.aws import audit_events, drain, empty_stack, url_of, visible
-from support.dlq import dead_letter_attributes, put_dead_letters, trigger_body
+from support.dlq import put_dead_letters, trigger_body, worker_attributes
 
 CODE_ENV = "CHANGECONSOLE_OPERATOR"
 
@@ -287,7 +287,7 @@ def test_redrive_twice_counts_redrives(
     second = drain(aws_factory, source_name(config, code))[0]
     full = unpack_attributes(second["MessageAttributes"])
     assert full[MARKER_COUNT]["StringValue"] == "2"
-    assert full["cc-detail"]["StringValue"] == dead_letter_attributes(code)["cc-detail"]["StringValue"]
+    assert full["cc-detail"]["StringValue"] == worker_attributes(code)["cc-detail"]["StringValue"]
 
 
 def test_rate_limit_is_respected_without_sleeping(stack: tuple[Config, str], aws_factory: AwsFactory) -> None:
@@ -619,7 +619,7 @@ def test_every_action_is_audited(
 
 
 def test_fit_attributes_stays_within_the_sqs_limit_and_unpacks() -> None:
-    original = dead_letter_attributes("acme")  # the worker's ten
+    original = worker_attributes("acme")  # the worker's ten
     at = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
     out = redrive_attributes(original, at=at, by="bob")
     assert len(out) <= MAX_MESSAGE_ATTRIBUTES and PACKED_ATTRIBUTE in out
@@ -638,7 +638,7 @@ def test_message_filter_terms() -> None:
     msg = DlqMessage(
         message_id="id-1",
         body='{"kind": "x", "title": "Patch Window"}',
-        message_attributes=dead_letter_attributes("acme", reason="isolation_violation"),
+        message_attributes=worker_attributes("acme", reason="isolation_violation"),
     )
     assert MessageFilter("patch").matches(msg)
     assert MessageFilter("cc-reason=isolation_violation").matches(msg)

@@ -21,12 +21,13 @@ from botocore.exceptions import (
 )
 
 from changeconsole.models import Config, InvalidChange, IsolationViolation, MalformedMessage, UnknownCustomer
+from changeconsole.services.dlq.attributes import dead_letter_attributes
 from changeconsole.services.localstack import build_local_config
 from changeconsole.worker import WorkerOptions, assign_customers, parse_shard, shard_of
 from changeconsole.worker.errors import backoff_delay, classify
 from changeconsole.worker.health import HealthServer
 from changeconsole.worker.observe import JsonFormatter, Metrics
-from changeconsole.worker.processor import InFlight, dlq_attributes
+from changeconsole.worker.processor import InFlight
 from changeconsole.worker.runtime import FairScheduler, poll_wait_of
 from support.aws import free_port, http_get
 from support.waiting import wait_until
@@ -160,38 +161,39 @@ def test_backoff_grows_with_receive_count_is_jittered_and_capped() -> None:
 # -- DLQ attributes -----------------------------------------------------------------------------
 
 
-def _cc() -> dict[str, str | None]:
+def _cc() -> dict[str, Any]:
     return {
-        "cc-reason": "invalid_change",
-        "cc-detail": "line one\nline two",
-        "cc-customer": "acme",
-        "cc-change-id": "CHG-2026-03-01T10-00-00-abc123",
-        "cc-version": "2",
-        "cc-event": "submitted",
-        "cc-failed-at": "2026-03-01T10:00:00Z",
-        "cc-source-message-id": "m-1",
-        "cc-receive-count": "1",
-        "cc-worker": "w-1",
+        "reason": "invalid_change",
+        "detail": "line one\nline two",
+        "customer": "acme",
+        "change_id": "CHG-2026-03-01T10-00-00-abc123",
+        "version": 2,
+        "event": "submitted",
+        "failed_at": "2026-03-01T10:00:00Z",
+        "source_message_id": "m-1",
+        "receive_count": 1,
+        "worker": "w-1",
     }
 
 
 def test_dlq_attributes_fit_sqs_limit_and_keep_the_redrive_marker() -> None:
-    plain = dlq_attributes({}, _cc())
+    plain = dead_letter_attributes({}, **_cc())
     assert len(plain) == 10 and plain["cc-detail"]["StringValue"] == "line one line two"
-    assert dlq_attributes({}, {**_cc(), "cc-change-id": None}).get("cc-change-id") is None
+    assert plain["cc-version"]["StringValue"] == "2" and plain["cc-receive-count"]["StringValue"] == "1"
+    assert dead_letter_attributes({}, **{**_cc(), "change_id": None}).get("cc-change-id") is None
     redriven = {
-        **{k: {"DataType": "String", "StringValue": v} for k, v in _cc().items() if v},
+        **plain,
         "cc-redriven-at": {"DataType": "String", "StringValue": "2026-03-02T00:00:00Z"},
         "cc-redrive-count": {"DataType": "String", "StringValue": "1"},
         "cc-redriven-by": {"DataType": "String", "StringValue": "ops"},
     }
-    again = dlq_attributes(redriven, {**_cc(), "cc-reason": "role_unavailable"})
+    again = dead_letter_attributes(redriven, **{**_cc(), "reason": "role_unavailable"})
     assert len(again) <= 10
     assert again["cc-reason"]["StringValue"] == "role_unavailable"
     packed = json.loads(again["cc-packed"]["StringValue"])
     assert packed["cc-redrive-count"]["StringValue"] == "1" and "cc-redriven-by" in packed
     # Packed once more, the earlier packing is expanded rather than nested.
-    third = dlq_attributes(again, _cc())
+    third = dead_letter_attributes(again, **_cc())
     inner = json.loads(third["cc-packed"]["StringValue"])
     assert "cc-packed" not in inner and inner["cc-redrive-count"]["StringValue"] == "1"
 

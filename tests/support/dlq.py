@@ -6,27 +6,28 @@ from typing import Any
 
 from changeconsole.models import Config, EmailEvent, direct_message
 from changeconsole.services.aws import AwsFactory
+from changeconsole.services.dlq import attributes
 
 from .aws import url_of
 
 CHANGE_ID = "CHG-2026-01-31T22-00-00-abc123"
 
 
-def dead_letter_attributes(code: str, *, reason: str = "role_assume_failed", n: int = 0) -> dict[str, Any]:
+def worker_attributes(code: str, *, reason: str = "role_assume_failed", n: int = 0) -> dict[str, Any]:
     """The ten String attributes the worker sets when it dead-letters (docs/architecture.md)."""
-    values = {
-        "cc-reason": reason,
-        "cc-detail": f"AccessDenied assuming the SES role of {code} (#{n})",
-        "cc-customer": code,
-        "cc-change-id": CHANGE_ID,
-        "cc-version": "2",
-        "cc-event": "approved",
-        "cc-failed-at": "2026-02-01T10:00:00Z",
-        "cc-source-message-id": f"src-{n}",
-        "cc-receive-count": "1",
-        "cc-worker": "worker-1",
-    }
-    return {k: {"DataType": "String", "StringValue": v} for k, v in values.items()}
+    return attributes.dead_letter_attributes(
+        {},
+        reason=reason,
+        detail=f"AccessDenied assuming the SES role of {code} (#{n})",
+        customer=code,
+        change_id=CHANGE_ID,
+        version=2,
+        event="approved",
+        failed_at="2026-02-01T10:00:00Z",
+        source_message_id=f"src-{n}",
+        receive_count=1,
+        worker="worker-1",
+    )
 
 
 def trigger_body(code: str, n: int = 0, *, change_id: str = CHANGE_ID) -> str:
@@ -45,7 +46,7 @@ def put_dead_letters(
         resp = sqs.send_message(
             QueueUrl=url,
             MessageBody=trigger_body(code, n),
-            MessageAttributes=dead_letter_attributes(code, reason=reason, n=n),
+            MessageAttributes=worker_attributes(code, reason=reason, n=n),
         )
         ids.append(resp["MessageId"])
     return ids

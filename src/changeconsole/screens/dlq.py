@@ -12,7 +12,7 @@ one) after a confirmation with the count, with live progress (``c``/``esc`` canc
 customer code), ``/`` filters (``cc-reason=isolation*`` or body text; the DLQ is re-scanned).
 A read-only console hides and refuses redrive, import and purge.
 
-Only ``app.services.dlq`` (``services/dlq.py``) is called, always from thread workers.
+Only ``app.services.dlq`` (``services/dlq``) is called, always from thread workers.
 """
 
 from __future__ import annotations

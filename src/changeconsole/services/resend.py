@@ -20,16 +20,14 @@ console's delivery drill-in):
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, Field
 
 from ..models import Change, Config, DeliveryState, EmailEvent, iso_utc, utcnow
-from ..worker.observe import AuditLog
+from .audit import AuditLog, operator_name
 from .aws import AwsFactory
 from .changes import ChangeStore
 from .fanout import Fanout, describe_error
@@ -186,11 +184,7 @@ class ResendService:
         ]
 
     def operator(self) -> str:
-        try:
-            return self.aws.operator_identity()
-        except (ClientError, BotoCoreError) as exc:
-            log.warning("operator identity unavailable: %s", describe_error(exc))
-            return os.environ.get("USER") or "unknown"
+        return operator_name(self.aws, log)
 
     # -- acting --------------------------------------------------------------------------------
     def resend(

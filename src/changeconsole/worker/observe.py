@@ -1,4 +1,4 @@
-"""Operability of the worker: JSON logs, CloudWatch EMF metrics, audit events (log + S3 JSON lines).
+"""Operability of the worker: JSON logs and CloudWatch EMF metrics (audit events: ``services/audit``).
 
 Nothing here logs a message body, an email body or a credential.
 """
@@ -10,9 +10,7 @@ import logging
 import sys
 import threading
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -21,10 +19,8 @@ from ..models import Config
 from ..services.aws import AwsFactory
 
 log = logging.getLogger("changeconsole.worker")
-audit_log = logging.getLogger("changeconsole.audit")
-# A library's loggers: silent unless the application configures logging (e.g. inside the console).
+# A library's logger: silent unless the application configures logging (e.g. inside the console).
 log.addHandler(logging.NullHandler())
-audit_log.addHandler(logging.NullHandler())
 
 
 # -- logs ---------------------------------------------------------------------------------
@@ -181,72 +177,3 @@ class Metrics:
                 cw.put_metric_data(Namespace=self.namespace, MetricData=items[i : i + 1000])
         except Exception as exc:  # metrics never stop deliveries
             event(logging.WARNING, "metrics.put_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-
-
-# -- audit ------------------------------------------------------------------------------
-
-
-class AuditLog:
-    """Audit events to the log at once and to S3 ``audit/`` as batched JSON-lines objects."""
-
-    MAX_BUFFER = 20_000
-
-    def __init__(
-        self,
-        aws: AwsFactory,
-        config: Config,
-        *,
-        source: str = "worker",
-        max_batch: int = 500,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        self.aws = aws
-        self.bucket = config.s3_config.bucket_name
-        self.source = source
-        self.max_batch = max_batch
-        self.clock = clock or (lambda: datetime.now(UTC))
-        self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
-        self._buffer: list[dict[str, Any]] = []
-        self.objects_written = 0
-
-    def record(self, kind: str, **fields: Any) -> None:
-        entry = {"ts": self.clock().isoformat(timespec="milliseconds"), "type": kind}
-        entry.update({k: v for k, v in fields.items() if v is not None})
-        audit_log.info(kind, extra={"cc": {k: v for k, v in entry.items() if k != "type"}})
-        with self._lock:
-            self._buffer.append(entry)
-            if len(self._buffer) > self.MAX_BUFFER:
-                del self._buffer[: len(self._buffer) - self.MAX_BUFFER]
-            full = len(self._buffer) >= self.max_batch
-        if full:
-            self.flush()
-
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._buffer)
-
-    def flush(self) -> str | None:
-        """Write buffered events as one object; on failure keep them for the next flush."""
-        with self._flush_lock:
-            with self._lock:
-                batch, self._buffer = self._buffer, []
-            if not batch:
-                return None
-            now = self.clock()
-            key = f"audit/{now:%Y/%m/%d}/{self.source}-{uuid.uuid4()}.jsonl"
-            body = "".join(json.dumps(e, default=str, ensure_ascii=False) + "\n" for e in batch)
-            try:
-                self.aws.client("s3").put_object(
-                    Bucket=self.bucket,
-                    Key=key,
-                    Body=body.encode("utf-8"),
-                    ContentType="application/x-ndjson",
-                )
-            except Exception as exc:
-                with self._lock:
-                    self._buffer[:0] = batch
-                event(logging.WARNING, "audit.write_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-                return None
-            self.objects_written += 1
-            return key

@@ -8,7 +8,6 @@ to the SQS message (delete, retry later, release).
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
@@ -41,21 +40,18 @@ from ..models import (
     utcnow,
 )
 from ..services import emails
+from ..services.audit import AuditLog
 from ..services.aws import AwsFactory
 from ..services.contacts import Audience, TopicDefaultsCache, subscribed_audience
+from ..services.dlq.attributes import dead_letter_attributes
 from ..services.ledger import FAILED, RETRY, SENT, UNKNOWN, Ledger
 from ..services.status import DeliveryKey, StatusStore
 from .errors import Failure, backoff_delay, classify
-from .observe import AuditLog, Metrics, event
+from .observe import Metrics, event
 from .options import WorkerOptions
 
 MAX_SNAPSHOT_BYTES = 5 * 1024 * 1024
 MAX_MESSAGE_IDS = 1000  # kept on the delivery record; every id is also in the ledger
-SQS_MAX_ATTRIBUTES = 10
-# Ours given up first when a re-dead-lettered message must pack its originals.
-_ATTR_DROP_ORDER = ("cc-worker", "cc-source-message-id", "cc-receive-count")
-# Original attributes that did not fit, as JSON (the convention of the DLQ tools).
-PACKED_ATTRIBUTE = "cc-packed"
 
 # States a worker never overwrites with processing/queued/dead_lettered.
 SETTLED = (DeliveryState.SENT, DeliveryState.PARTIAL, DeliveryState.SUPERSEDED, DeliveryState.SKIPPED)
@@ -701,19 +697,20 @@ class Processor:
         ev = key.event.value if key else (trigger.event.value if trigger and trigger.event else None)
         if change_id is not None and not CHANGE_ID_RE.match(change_id):
             change_id = None
-        attrs: dict[str, str | None] = {
-            "cc-reason": failure.reason,
-            "cc-detail": failure.detail or failure.reason,
-            "cc-customer": m.customer,
-            "cc-change-id": change_id,
-            "cc-version": str(version) if version is not None else None,
-            "cc-event": ev,
-            "cc-failed-at": iso_utc(utcnow()),
-            "cc-source-message-id": m.message_id,
-            "cc-receive-count": str(m.receive_count),
-            "cc-worker": self.worker_id,
-        }
-        self.queues.dead_letter(m, dlq_attributes(m.attributes, attrs))
+        attrs = dead_letter_attributes(
+            m.attributes,
+            reason=failure.reason,
+            detail=failure.detail or failure.reason,
+            customer=m.customer,
+            change_id=change_id,
+            version=version,
+            event=ev,
+            failed_at=iso_utc(utcnow()),
+            source_message_id=m.message_id,
+            receive_count=m.receive_count,
+            worker=self.worker_id,
+        )
+        self.queues.dead_letter(m, attrs)
         isolation = failure.reason == IsolationViolation.reason
         if record and key is not None and not isolation:
             self._status(
@@ -789,67 +786,3 @@ def _trigger_key(trigger: Trigger) -> DeliveryKey | None:
     if trigger.change_id is None or trigger.version is None or trigger.event is None:
         return None
     return DeliveryKey(trigger.change_id, trigger.version, trigger.event, trigger.customer)
-
-
-def _attr_json(attr: dict[str, Any]) -> dict[str, Any] | None:
-    dtype = str(attr.get("DataType", "String"))
-    if "StringValue" in attr:
-        return {"DataType": dtype, "StringValue": str(attr["StringValue"])}
-    raw = attr.get("BinaryValue")
-    if isinstance(raw, bytes | bytearray):
-        return {"DataType": dtype, "BinaryValue": base64.b64encode(raw).decode("ascii")}
-    return None
-
-
-def _unpacked(original: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Original attributes as JSON-able dicts, with a ``cc-packed`` attribute expanded."""
-    out: dict[str, dict[str, Any]] = {}
-    for name, attr in (original or {}).items():
-        if name == PACKED_ATTRIBUTE or not isinstance(attr, dict):
-            continue
-        value = _attr_json(attr)
-        if value is not None:
-            out[name] = value
-    packed = (original or {}).get(PACKED_ATTRIBUTE)
-    if isinstance(packed, dict) and "StringValue" in packed:
-        try:
-            inner = json.loads(packed["StringValue"])
-        except ValueError:
-            inner = {}
-        if isinstance(inner, dict):
-            for name, value in inner.items():
-                if name not in out and isinstance(value, dict) and "DataType" in value:
-                    out[name] = value
-    return out
-
-
-def dlq_attributes(original: dict[str, Any], cc: dict[str, str | None]) -> dict[str, dict[str, Any]]:
-    """Our ``cc-*`` attributes plus the original ones, within SQS's limit of 10 attributes.
-
-    Originals that do not fit (e.g. a redriven message's marker) go into one ``cc-packed`` JSON
-    attribute, the convention the DLQ tools unpack; ours then give up ``cc-worker`` to make room.
-    """
-    ours = {
-        k: {"DataType": "String", "StringValue": " ".join(str(v).split())[:1000] or "-"}
-        for k, v in cc.items()
-        if v is not None
-    }
-    rest = {k: v for k, v in _unpacked(original).items() if k not in ours}
-    if len(rest) + len(ours) <= SQS_MAX_ATTRIBUTES:
-        return {**_sqs_attrs(rest), **ours}
-    for name in _ATTR_DROP_ORDER:
-        if len(ours) < SQS_MAX_ATTRIBUTES:
-            break
-        ours.pop(name, None)
-    doc = json.dumps(dict(sorted(rest.items())), separators=(",", ":"), sort_keys=True)
-    return {PACKED_ATTRIBUTE: {"DataType": "String", "StringValue": doc}, **ours}
-
-
-def _sqs_attrs(attrs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for name, value in attrs.items():
-        if "BinaryValue" in value:
-            out[name] = {"DataType": value["DataType"], "BinaryValue": base64.b64decode(value["BinaryValue"])}
-        else:
-            out[name] = {"DataType": value["DataType"], "StringValue": value["StringValue"]}
-    return out

@@ -25,13 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ..models import Config, CustomerMapping
+from ..services.audit import AuditLog
 from ..services.aws import AwsFactory
+from ..services.dlq.attributes import sendable
 from ..services.ledger import Ledger
 from ..services.queues import QueueUrlCache
 from ..services.status import StatusStore
 from .errors import backoff_delay, classify
 from .health import HealthServer
-from .observe import AuditLog, Metrics, event
+from .observe import Metrics, event
 from .options import WorkerOptions, assign_customers
 from .processor import InFlight, Outcome, Processor
 
@@ -689,18 +691,7 @@ class Worker:
 
     def _requeue(self, m: InFlight, delay: int) -> bool:
         """A fresh copy (receive count 0) of ``m`` in its queue; the original is then deleted."""
-        attributes = {}
-        for name, attr in (m.attributes or {}).items():
-            if "StringValue" in attr:
-                attributes[name] = {
-                    "DataType": attr.get("DataType", "String"),
-                    "StringValue": attr["StringValue"],
-                }
-            elif "BinaryValue" in attr:
-                attributes[name] = {
-                    "DataType": attr.get("DataType", "Binary"),
-                    "BinaryValue": attr["BinaryValue"],
-                }
+        attributes = sendable(m.attributes or {})
         kwargs: dict[str, Any] = {"QueueUrl": m.queue_url, "MessageBody": m.body, "DelaySeconds": int(delay)}
         if attributes:
             kwargs["MessageAttributes"] = attributes

@@ -21,8 +21,6 @@ later purge without ``--yes`` deletes exactly the exported messages and nothing 
 
 from __future__ import annotations
 
-import base64
-import fnmatch
 import hashlib
 import json
 import logging
@@ -34,16 +32,31 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..models import Config, CustomerMapping, iso_utc, utcnow
-from .aws import AwsFactory
-from .queues import IN_FLIGHT, VISIBLE, QueueUrlCache, is_missing_queue, message_counts
+from ...models import Config, CustomerMapping, iso_utc, utcnow
+from ..audit import AuditLog, operator_name
+from ..aws import AwsFactory
+from ..queues import IN_FLIGHT, VISIBLE, QueueUrlCache, is_missing_queue, message_counts
+from .attributes import redrive_attributes
+from .errors import DlqError, DlqInputError, PurgeRefused, QueueMissing
+from .messages import DlqMessage, MessageFilter, as_filter
+from .ratelimit import RateLimiter
+from .results import (
+    DlqSummary,
+    ExportResult,
+    ImportResult,
+    PeekResult,
+    PurgeResult,
+    RedriveFailure,
+    RedriveProgress,
+    RedriveResult,
+)
 
 log = logging.getLogger("changeconsole.dlq")
 
@@ -53,22 +66,12 @@ PEEK_VISIBILITY = 15
 SCAN_VISIBILITY = 120
 DEFAULT_PEEK = 10
 MAX_PEEK = 1000
-# SQS allows at most 10 message attributes per message.
-MAX_MESSAGE_ATTRIBUTES = 10
 # A send batch stays under SQS's request size limit (256 KiB) with headroom for attributes.
 MAX_BATCH_BYTES = 200 * 1024
 # Native move tasks accept 1..500 messages per second.
 NATIVE_MAX_RATE = 500
 NATIVE_POLL_SECONDS = 2.0
 
-MARKER_AT = "cc-redriven-at"
-MARKER_COUNT = "cc-redrive-count"
-MARKER_BY = "cc-redriven-by"
-REDRIVE_MARKERS = (MARKER_AT, MARKER_COUNT, MARKER_BY)
-# Original attributes that did not fit next to the redrive marker, as JSON (see ``fit_attributes``).
-PACKED_ATTRIBUTE = "cc-packed"
-
-EXPORT_SCHEMA = "changeconsole.dlq-export/1"
 EXPORT_RECORD_PREFIX = "dlq-exports/"
 AUDIT_SOURCE = "dlq"
 
@@ -82,659 +85,8 @@ Target = Literal["source", "dlq"]
 ProgressCallback = Callable[["RedriveProgress"], None]
 
 
-# -- errors -------------------------------------------------------------------------------------------
-
-
-class DlqError(Exception):
-    """A DLQ operation that could not be done (exit 1)."""
-
-
-class DlqInputError(ValueError):
-    """Bad input to a DLQ operation: a malformed export file, a bad filter, a bad rate (exit 2)."""
-
-    def __init__(self, message: str, problems: list[dict[str, str]] | None = None) -> None:
-        super().__init__(message)
-        self.problems = problems or []
-
-
-class PurgeRefused(DlqInputError):
-    """Purge without a recorded export of the queue and without an explicit ``--yes``."""
-
-
-class QueueMissing(DlqError):
-    pass
-
-
-# -- attributes ------------------------------------------------------------------------------------------
-
-
-def _attr_text(value: dict[str, Any]) -> str:
-    """A message attribute as text (binary values base64)."""
-    if "StringValue" in value:
-        return str(value["StringValue"])
-    raw = value.get("BinaryValue")
-    if isinstance(raw, bytes | bytearray):
-        return base64.b64encode(raw).decode("ascii")
-    return str(raw) if raw is not None else ""
-
-
-def _attr_to_json(value: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"DataType": value.get("DataType", "String")}
-    if "StringValue" in value:
-        out["StringValue"] = value["StringValue"]
-    if "BinaryValue" in value:
-        raw = value["BinaryValue"]
-        out["BinaryValue"] = (
-            base64.b64encode(raw).decode("ascii") if isinstance(raw, bytes | bytearray) else str(raw)
-        )
-    return out
-
-
-def _attr_from_json(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict) or not isinstance(value.get("DataType"), str):
-        raise ValueError(f"{where}: needs a DataType")
-    out: dict[str, Any] = {"DataType": value["DataType"]}
-    if value["DataType"].startswith("Binary"):
-        try:
-            out["BinaryValue"] = base64.b64decode(str(value.get("BinaryValue", "")), validate=True)
-        except ValueError:
-            raise ValueError(f"{where}: BinaryValue is not base64") from None
-    else:
-        if not isinstance(value.get("StringValue"), str):
-            raise ValueError(f"{where}: StringValue missing")
-        out["StringValue"] = value["StringValue"]
-    return out
-
-
-def string_attr(value: str) -> dict[str, Any]:
-    return {"DataType": "String", "StringValue": value}
-
-
-def unpack_attributes(attrs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Expand ``cc-packed`` (attributes that did not fit next to a redrive marker); outer ones win."""
-    packed = attrs.get(PACKED_ATTRIBUTE)
-    if packed is None:
-        return dict(attrs)
-    out = {k: v for k, v in attrs.items() if k != PACKED_ATTRIBUTE}
-    try:
-        inner = json.loads(_attr_text(packed))
-    except ValueError:
-        return dict(attrs)
-    if isinstance(inner, dict):
-        for name, value in inner.items():
-            if name in out:
-                continue
-            try:
-                out[name] = _attr_from_json(value, name)
-            except ValueError:
-                continue
-    return out
-
-
-def _pack(attrs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    doc = {k: _attr_to_json(v) for k, v in sorted(attrs.items())}
-    return string_attr(json.dumps(doc, separators=(",", ":"), sort_keys=True))
-
-
-def fit_attributes(
-    original: dict[str, dict[str, Any]], markers: dict[str, dict[str, Any]]
-) -> dict[str, dict[str, Any]]:
-    """Original attributes plus ``markers`` within SQS's limit of 10 message attributes.
-
-    When they do not fit, the worker's ``cc-*`` attributes go into one ``cc-packed`` JSON attribute
-    (and if that is not enough, every original attribute does); ``unpack_attributes`` restores them.
-    """
-    base = unpack_attributes(original)
-    for name in markers:
-        base.pop(name, None)
-    if len(base) + len(markers) <= MAX_MESSAGE_ATTRIBUTES:
-        return {**base, **markers}
-    ours = {k: v for k, v in base.items() if k.startswith("cc-")}
-    others = {k: v for k, v in base.items() if not k.startswith("cc-")}
-    if len(others) + 1 + len(markers) <= MAX_MESSAGE_ATTRIBUTES:
-        return {**others, PACKED_ATTRIBUTE: _pack(ours), **markers}
-    return {PACKED_ATTRIBUTE: _pack(base), **markers}
-
-
-def redrive_attributes(
-    original: dict[str, dict[str, Any]], *, at: datetime, by: str
-) -> dict[str, dict[str, Any]]:
-    """The attributes a redriven message carries: its own plus the redrive marker (count + 1)."""
-    full = unpack_attributes(original)
-    try:
-        count = int(_attr_text(full[MARKER_COUNT])) if MARKER_COUNT in full else 0
-    except ValueError:
-        count = 0
-    markers = {
-        MARKER_AT: string_attr(iso_utc(at)),
-        MARKER_COUNT: string_attr(str(count + 1)),
-        MARKER_BY: string_attr(by or "unknown"),
-    }
-    return fit_attributes(original, markers)
-
-
-def _ms_to_dt(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromtimestamp(int(value) / 1000, UTC)
-    except (ValueError, OverflowError, OSError):
-        return None
-
-
-# -- messages and filters ------------------------------------------------------------------------------------
-
-
-@dataclass
-class DlqMessage:
-    """One dead-lettered message as received (or as read back from an export)."""
-
-    message_id: str
-    body: str
-    attributes: dict[str, str] = field(default_factory=dict)  # SQS system attributes
-    message_attributes: dict[str, dict[str, Any]] = field(default_factory=dict)  # as SQS returns them
-    md5_of_body: str | None = None
-    receipt_handle: str | None = field(default=None, repr=False, compare=False)
-
-    @classmethod
-    def from_sqs(cls, raw: dict[str, Any]) -> DlqMessage:
-        return cls(
-            message_id=raw["MessageId"],
-            body=raw.get("Body", ""),
-            attributes=dict(raw.get("Attributes") or {}),
-            message_attributes={k: dict(v) for k, v in (raw.get("MessageAttributes") or {}).items()},
-            md5_of_body=raw.get("MD5OfBody"),
-            receipt_handle=raw.get("ReceiptHandle"),
-        )
-
-    # -- derived views ------------------------------------------------------------------------
-    @property
-    def attrs(self) -> dict[str, str]:
-        """Message attributes as text, with packed originals expanded."""
-        return {k: _attr_text(v) for k, v in sorted(unpack_attributes(self.message_attributes).items())}
-
-    def attr(self, name: str) -> str | None:
-        return self.attrs.get(name)
-
-    @property
-    def reason(self) -> str:
-        """The worker's typed reason, or what SQS's own redrive implies when none was recorded."""
-        return self.attr("cc-reason") or "max_receive_count"
-
-    @property
-    def detail(self) -> str:
-        recorded = self.attr("cc-detail")
-        if recorded:
-            return recorded
-        if self.attr("cc-reason"):
-            return ""
-        return "moved by SQS after maxReceiveCount receives; no reason recorded (crash or timeout?)"
-
-    @property
-    def receive_count(self) -> int:
-        """ApproximateReceiveCount in the DLQ (every peek adds one)."""
-        try:
-            return int(self.attributes.get("ApproximateReceiveCount", "0"))
-        except ValueError:
-            return 0
-
-    @property
-    def source_receive_count(self) -> int | None:
-        """Receives in the source queue when it was dead-lettered (``cc-receive-count``)."""
-        value = self.attr("cc-receive-count")
-        return int(value) if value and value.isdigit() else None
-
-    @property
-    def redrive_count(self) -> int:
-        value = self.attr(MARKER_COUNT)
-        return int(value) if value and value.isdigit() else 0
-
-    @property
-    def sent_at(self) -> datetime | None:
-        return _ms_to_dt(self.attributes.get("SentTimestamp"))
-
-    @property
-    def first_received_at(self) -> datetime | None:
-        return _ms_to_dt(self.attributes.get("ApproximateFirstReceiveTimestamp"))
-
-    @property
-    def first_seen(self) -> datetime | None:
-        """When the message was first seen: the earlier of its first receive and its send time."""
-        times = [t for t in (self.first_received_at, self.sent_at) if t is not None]
-        return min(times) if times else None
-
-    def body_json(self) -> Any:
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            return None
-
-    @property
-    def change_id(self) -> str | None:
-        return self.attr("cc-change-id") or self._trigger_field("change_id")
-
-    @property
-    def event(self) -> str | None:
-        return self.attr("cc-event") or self._trigger_field("event")
-
-    @property
-    def version(self) -> str | None:
-        value = self.attr("cc-version") or self._trigger_field("version")
-        return str(value) if value is not None else None
-
-    def _trigger_field(self, name: str) -> Any:
-        from ..models import PermanentMessageError, Trigger, parse_queue_message
-
-        try:
-            parsed = parse_queue_message(self.body)
-        except PermanentMessageError:
-            return None
-        if not isinstance(parsed, Trigger):
-            return None
-        value = getattr(parsed, name)
-        return value.value if hasattr(value, "value") else value
-
-    def content_key(self) -> str:
-        """Identity of the content (body + message attributes), independent of ids and counts."""
-        attrs = {k: _attr_to_json(v) for k, v in sorted(self.message_attributes.items())}
-        doc = json.dumps([self.body, attrs], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(doc.encode("utf-8", "surrogatepass")).hexdigest()
-
-    # -- serialisation ----------------------------------------------------------------------------
-    def to_json(self, *, body: bool = True) -> dict[str, Any]:
-        """The CLI's ``--json`` shape of a message (docs/cli-json.md)."""
-        data: dict[str, Any] = {
-            "message_id": self.message_id,
-            "reason": self.reason,
-            "detail": self.detail,
-            "customer": self.attr("cc-customer"),
-            "change_id": self.change_id,
-            "version": self.version,
-            "event": self.event,
-            "failed_at": self.attr("cc-failed-at"),
-            "receive_count": self.receive_count,
-            "source_receive_count": self.source_receive_count,
-            "redrive_count": self.redrive_count,
-            "sent_at": iso_utc(self.sent_at) if self.sent_at else None,
-            "first_received_at": iso_utc(self.first_received_at) if self.first_received_at else None,
-            "attributes": self.attrs,
-            "system_attributes": dict(self.attributes),
-        }
-        if body:
-            data["body"] = self.body
-        return data
-
-    def to_export(self, customer: str, queue: str, exported_at: datetime) -> dict[str, Any]:
-        """One line of an export file: everything needed to put the message back exactly."""
-        return {
-            "schema": EXPORT_SCHEMA,
-            "customer": customer,
-            "queue": queue,
-            "message_id": self.message_id,
-            "md5_of_body": self.md5_of_body,
-            "body": self.body,
-            "attributes": dict(self.attributes),
-            "message_attributes": {k: _attr_to_json(v) for k, v in sorted(self.message_attributes.items())},
-            "receive_count": self.receive_count,
-            "sent_at": iso_utc(self.sent_at) if self.sent_at else None,
-            "first_received_at": iso_utc(self.first_received_at) if self.first_received_at else None,
-            "exported_at": iso_utc(exported_at),
-        }
-
-    @classmethod
-    def from_export(cls, data: Any, where: str = "$") -> DlqMessage:
-        if not isinstance(data, dict):
-            raise ValueError(f"{where}: not a JSON object")
-        if data.get("schema") != EXPORT_SCHEMA:
-            raise ValueError(f"{where}: schema is {data.get('schema')!r}, expected {EXPORT_SCHEMA!r}")
-        if not isinstance(data.get("message_id"), str) or not isinstance(data.get("body"), str):
-            raise ValueError(f"{where}: message_id and body must be strings")
-        raw_attrs = data.get("message_attributes") or {}
-        if not isinstance(raw_attrs, dict):
-            raise ValueError(f"{where}: message_attributes must be an object")
-        system = data.get("attributes") or {}
-        if not isinstance(system, dict):
-            raise ValueError(f"{where}: attributes must be an object")
-        return cls(
-            message_id=data["message_id"],
-            body=data["body"],
-            attributes={str(k): str(v) for k, v in system.items()},
-            message_attributes={
-                str(k): _attr_from_json(v, f"{where}.message_attributes.{k}") for k, v in raw_attrs.items()
-            },
-            md5_of_body=data.get("md5_of_body"),
-        )
-
-
-@dataclass(frozen=True)
-class MessageFilter:
-    """Whitespace-separated terms, all of which must match.
-
-    ``name=pattern`` matches a message attribute (or system attribute, or ``reason``/``change``/
-    ``event``/``id``) against a case-insensitive glob (``cc-reason=isolation_violation``,
-    ``cc-detail=*AccessDenied*``); any other term is a case-insensitive substring of the body, the
-    message id or any attribute value.
-    """
-
-    text: str
-
-    @property
-    def terms(self) -> list[str]:
-        return self.text.split()
-
-    def matches(self, message: DlqMessage) -> bool:
-        if not self.text.strip():
-            return True
-        attrs = {k.casefold(): v for k, v in message.attrs.items()}
-        attrs.update({k.casefold(): v for k, v in message.attributes.items()})
-        attrs.update(
-            {
-                "reason": message.reason,
-                "change": message.change_id or "",
-                "event": message.event or "",
-                "id": message.message_id,
-            }
-        )
-        haystack = "\n".join([message.body, message.message_id, *message.attrs.values()]).casefold()
-        for term in self.terms:
-            name, sep, pattern = term.partition("=")
-            if sep and name and name.casefold() in attrs:
-                if not fnmatch.fnmatchcase(attrs[name.casefold()].casefold(), pattern.casefold()):
-                    return False
-            elif term.casefold() not in haystack:
-                return False
-        return True
-
-
-def as_filter(value: str | MessageFilter | None) -> MessageFilter | None:
-    if value is None or isinstance(value, MessageFilter):
-        return value if (value is None or value.text.strip()) else None
-    return MessageFilter(value) if value.strip() else None
-
-
-# -- results -----------------------------------------------------------------------------------------------
-
-
-def age_text(seconds: float | None) -> str:
-    """``42s``, ``5m``, ``3h07m``, ``2d04h`` (``—`` when unknown): DLQ ages in the CLI and the console."""
-    if seconds is None:
-        return "—"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
-
-
 def _age(now: datetime, then: datetime | None) -> float | None:
     return max(0.0, (now - then).total_seconds()) if then is not None else None
-
-
-@dataclass
-class DlqSummary:
-    customer: str
-    name: str
-    queue: str
-    depth: int | None = None  # ApproximateNumberOfMessages (visible)
-    in_flight: int | None = None  # ApproximateNumberOfMessagesNotVisible (e.g. being peeked)
-    oldest_age_seconds: float | None = None
-    age_source: str = "cloudwatch"  # "cloudwatch" (ApproximateAgeOfOldestMessage), "peek", "unavailable"
-    error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "customer": self.customer,
-            "name": self.name,
-            "queue": self.queue,
-            "depth": self.depth,
-            "in_flight": self.in_flight,
-            "oldest_age_seconds": self.oldest_age_seconds,
-            "age_source": self.age_source,
-            "error": self.error,
-        }
-
-
-@dataclass
-class PeekResult:
-    customer: str
-    queue: str
-    messages: list[DlqMessage]
-    scanned: int
-    depth: int | None
-    in_flight: int | None
-    oldest_age_seconds: float | None
-    visibility_seconds: int
-    filter: str | None = None
-    audit_key: str | None = None
-    age_source: str = "peek"  # from the peeked messages' SentTimestamp
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "customer": self.customer,
-            "queue": self.queue,
-            "depth": self.depth,
-            "in_flight": self.in_flight,
-            "scanned": self.scanned,
-            "matched": len(self.messages),
-            "filter": self.filter,
-            "oldest_age_seconds": self.oldest_age_seconds,
-            "age_source": self.age_source,
-            "visibility_seconds": self.visibility_seconds,
-            "audit_key": self.audit_key,
-            "messages": [m.to_json() for m in self.messages],
-        }
-
-
-@dataclass
-class RedriveProgress:
-    moved: int
-    failed: int
-    total: int | None
-    mode: str  # "manual" or "native"
-    status: str = "running"
-
-
-@dataclass
-class RedriveFailure:
-    message_id: str
-    stage: str  # "send" (still in the DLQ) or "delete" (copied, also still in the DLQ)
-    error: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"message_id": self.message_id, "stage": self.stage, "error": self.error}
-
-
-@dataclass
-class RedriveResult:
-    customer: str
-    source_queue: str
-    dlq: str
-    mode: str  # "manual", "native" or "dry-run"
-    dry_run: bool
-    requested: list[str] | None  # None = all
-    filter: str | None = None
-    rate: float | None = None
-    moved: list[str] = field(default_factory=list)  # DLQ message ids moved (manual path)
-    moved_count: int = 0
-    new_ids: dict[str, str] = field(default_factory=dict)  # DLQ id -> id in the source queue
-    would_move: list[DlqMessage] = field(default_factory=list)
-    not_found: list[str] = field(default_factory=list)
-    failed: list[RedriveFailure] = field(default_factory=list)
-    cancelled: bool = False
-    native_task: dict[str, Any] | None = None
-    fallback_reason: str | None = None
-    seconds: float = 0.0
-    audit_key: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.not_found and not self.cancelled
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "customer": self.customer,
-            "source_queue": self.source_queue,
-            "dlq": self.dlq,
-            "mode": self.mode,
-            "dry_run": self.dry_run,
-            "requested": self.requested,
-            "filter": self.filter,
-            "rate": self.rate,
-            "moved": self.moved,
-            "moved_count": self.moved_count,
-            "new_ids": self.new_ids,
-            "would_move": [m.to_json(body=False) for m in self.would_move],
-            "not_found": self.not_found,
-            "failed": [f.to_json() for f in self.failed],
-            "cancelled": self.cancelled,
-            "native_task": self.native_task,
-            "fallback_reason": self.fallback_reason,
-            "seconds": round(self.seconds, 3),
-            "audit_key": self.audit_key,
-            "ok": self.ok,
-        }
-
-
-@dataclass
-class ExportResult:
-    customer: str
-    queue: str
-    path: str
-    count: int
-    message_ids: list[str]
-    sha256: str
-    filter: str | None = None
-    recorded: bool = True
-    audit_key: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "customer": self.customer,
-            "queue": self.queue,
-            "path": self.path,
-            "count": self.count,
-            "message_ids": self.message_ids,
-            "sha256": self.sha256,
-            "filter": self.filter,
-            "recorded": self.recorded,
-            "audit_key": self.audit_key,
-        }
-
-
-@dataclass
-class ImportResult:
-    customer: str
-    target: str
-    queue: str
-    path: str
-    read: int
-    sent: dict[str, str] = field(default_factory=dict)  # original id -> new id
-    skipped_present: list[str] = field(default_factory=list)
-    failed: list[RedriveFailure] = field(default_factory=list)
-    audit_key: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "customer": self.customer,
-            "target": self.target,
-            "queue": self.queue,
-            "path": self.path,
-            "read": self.read,
-            "sent": len(self.sent),
-            "new_ids": self.sent,
-            "skipped_present": self.skipped_present,
-            "failed": [f.to_json() for f in self.failed],
-            "audit_key": self.audit_key,
-            "ok": self.ok,
-        }
-
-
-@dataclass
-class PurgeResult:
-    customer: str
-    queue: str
-    mode: str  # "export" (only the exported messages) or "all" (--yes)
-    deleted: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)  # present but not in the export (arrived later)
-    missing: list[str] = field(default_factory=list)  # exported but no longer in the DLQ
-    failed: list[RedriveFailure] = field(default_factory=list)
-    in_flight: int | None = None  # messages another consumer holds; not purged
-    export: dict[str, Any] | None = None
-    audit_key: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "customer": self.customer,
-            "queue": self.queue,
-            "mode": self.mode,
-            "deleted": self.deleted,
-            "deleted_count": len(self.deleted),
-            "kept": self.kept,
-            "missing": self.missing,
-            "failed": [f.to_json() for f in self.failed],
-            "in_flight": self.in_flight,
-            "export": self.export,
-            "audit_key": self.audit_key,
-            "ok": self.ok,
-        }
-
-
-# -- rate limit ---------------------------------------------------------------------------------------------
-
-
-class RateLimiter:
-    """At most ``rate`` messages per second on average (bursts of one batch); clock and sleep injectable."""
-
-    def __init__(
-        self,
-        rate: float | None,
-        *,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if rate is not None and rate <= 0:
-            raise DlqInputError(f"rate must be positive, got {rate}")
-        self.rate = rate
-        self._monotonic = monotonic
-        self._sleep = sleep
-        self._next: float | None = None
-
-    @property
-    def batch_size(self) -> int:
-        if not self.rate:
-            return 10
-        return max(1, min(10, int(self.rate)))
-
-    def acquire(self, n: int, cancel: threading.Event | None = None) -> bool:
-        """Wait until ``n`` messages may go; False when cancelled while waiting."""
-        if not self.rate:
-            return not (cancel and cancel.is_set())
-        now = self._monotonic()
-        if self._next is None:
-            self._next = now
-        while now < self._next:
-            if cancel is not None and cancel.is_set():
-                return False
-            self._sleep(min(0.25, self._next - now))
-            now = self._monotonic()
-        if cancel is not None and cancel.is_set():
-            return False
-        self._next = max(now, self._next) + n / self.rate
-        return True
-
-
-# -- the service ------------------------------------------------------------------------------------------
 
 
 def _chunks(items: Sequence[DlqMessage], size: int) -> Iterator[list[DlqMessage]]:
@@ -913,6 +265,7 @@ class DlqService:
         self._lock = threading.Lock()
         self._native_unsupported: str | None = None
         self._noretry: AwsFactory | None = None
+        self.audit = AuditLog(aws, config, source=AUDIT_SOURCE, clock=now)
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -963,18 +316,13 @@ class DlqService:
         return datetime.now(UTC)
 
     def operator(self) -> str:
-        try:
-            return self.aws.operator_identity()
-        except (ClientError, BotoCoreError) as exc:
-            log.warning("operator identity unavailable: %s", _error_text(exc))
-            return os.environ.get("USER") or "unknown"
+        return operator_name(self.aws, log)
 
     def _audit(self, action: str, code: str, *, count: int, ids: Sequence[str], **extra: Any) -> str | None:
-        """One JSON line to ``audit/{yyyy}/{mm}/{dd}/dlq-{uuid}.jsonl`` and a log line; never raises."""
-        now = self.now()
+        """One audit event (``audit/{yyyy}/{mm}/{dd}/dlq-{uuid}.jsonl``) and a log line; never raises."""
         who = self.operator()
         event = {
-            "ts": iso_utc(now),
+            "ts": iso_utc(self.now()),
             "source": AUDIT_SOURCE,
             "action": action,
             "operator": who,
@@ -984,19 +332,7 @@ class DlqService:
             **extra,
         }
         log.info("dlq %s customer=%s count=%d by=%s ids=%s", action, code, count, who, ",".join(ids[:20]))
-        key = f"audit/{now:%Y}/{now:%m}/{now:%d}/{AUDIT_SOURCE}-{uuid.uuid4()}.jsonl"
-        body = json.dumps(event, sort_keys=True, default=str, ensure_ascii=False) + "\n"
-        try:
-            self.aws.client("s3").put_object(
-                Bucket=self.config.s3_config.bucket_name,
-                Key=key,
-                Body=body.encode("utf-8"),
-                ContentType="application/x-ndjson",
-            )
-        except (ClientError, BotoCoreError) as exc:
-            log.error("dlq audit write failed (%s); event: %s", _error_text(exc), body.strip())
-            return None
-        return key
+        return self.audit.write([event])
 
     # -- inspect -------------------------------------------------------------------------------------
     def summary(self, code: str) -> DlqSummary:
