@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from changeconsole.errors import validation_problems
 from changeconsole.models import (
     DELETABLE,
     FINAL_STATES,
@@ -36,7 +37,6 @@ from changeconsole.models import (
     iso_utc,
     new_change_id,
     topic_for,
-    validation_problems,
 )
 
 ID_FORMAT = re.compile(r"^CHG-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-[0-9a-z]{6}$")

@@ -34,10 +34,11 @@ from textual.screen import Screen
 
 from .commands import ConsoleCommands
 from .config import ConfigError, load_config, local_config_path
+from .errors import describe
 from .models import CHANGE_ID_RE, Change, new_change_id
 from .screens.help import HelpScreen
 from .screens.modals import CommandLine, StartupErrorScreen, StartupScreen
-from .screens.widgets import AwsCallLog, CompletingInput, describe_error
+from .screens.widgets import AwsCallLog, CompletingInput
 from .services.aws import LOCAL_ENDPOINT, AwsFactory, AwsSettings
 from .services.bundle import Services
 
@@ -87,6 +88,8 @@ class ConsoleAwsFactory(AwsFactory):
 
 
 class StartupFailed(Exception):
+    """The console cannot start: ``title`` names the cause, ``problems`` are lines to show under it."""
+
     def __init__(self, title: str, problems: list[str], hint: str = "") -> None:
         super().__init__(title)
         self.title, self.problems, self.hint = title, problems, hint
@@ -362,7 +365,7 @@ class ChangeConsoleApp(App[int]):
                 self._from_thread(self._startup_failed, failure.title, failure.problems, failure.hint)
             except Exception as exc:
                 self._from_thread(
-                    self._startup_failed, "The console could not start", [describe_error(exc)], ""
+                    self._startup_failed, "The console could not start", [describe(exc)], ""
                 )
             else:
                 self._from_thread(self._startup_done, startup)
@@ -416,7 +419,7 @@ class ChangeConsoleApp(App[int]):
             try:
                 identity = aws.operator_identity()
             except Exception as exc:
-                self._from_thread(self._identity_failed, describe_error(exc))
+                self._from_thread(self._identity_failed, describe(exc))
             else:
                 self._from_thread(self._identity_known, identity)
 
@@ -628,7 +631,7 @@ class ChangeConsoleApp(App[int]):
             try:
                 result = run(None)
             except Exception as exc:
-                message = describe_error(exc)
+                message = describe(exc)
                 self._from_thread(
                     lambda: self.notify(
                         escape(message), title=f"{operation} failed", severity="error", timeout=12

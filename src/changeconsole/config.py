@@ -17,7 +17,8 @@ from typing import Any
 import platformdirs
 from pydantic import ValidationError
 
-from .models import CUSTOMER_CODE_RE, Config, validation_problems
+from .errors import InputError, validation_problems
+from .models import CUSTOMER_CODE_RE, Config
 
 APP_NAME = "changeconsole"
 ENV_CONFIG = "CHANGECONSOLE_CONFIG"
@@ -56,15 +57,16 @@ def resolve_config_path(flag: str | os.PathLike[str] | None = None, *, local: bo
     return ConfigSource(default_config_path(), "xdg")
 
 
-class ConfigError(Exception):
+class ConfigError(InputError):
     """A config that cannot be used; ``problems`` lists each with its JSON path."""
+
+    title = "Invalid config"
 
     def __init__(self, path: Path | None, problems: list[dict[str, str]]) -> None:
         self.path = path
-        self.problems = problems
         where = f"{path}: " if path else ""
         lines = "; ".join(f"{p['path']}: {p['message']}" for p in problems)
-        super().__init__(f"{where}{len(problems)} problem(s): {lines}")
+        super().__init__(f"{where}{len(problems)} problem(s): {lines}", problems=problems)
 
 
 def _extra_problems(raw: dict[str, Any]) -> list[dict[str, str]]:

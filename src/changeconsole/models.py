@@ -20,11 +20,12 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from .errors import ChangeconsoleError, InputError
 
 # \Z, not $: "$" also matches before a trailing newline.
 CUSTOMER_CODE_RE = re.compile(r"^[a-z0-9-]{2,50}\Z")
@@ -81,7 +82,7 @@ TRANSITIONS: dict[ChangeStatus, frozenset[ChangeStatus]] = {
 DELETABLE: frozenset[ChangeStatus] = frozenset({ChangeStatus.DRAFT, ChangeStatus.CANCELLED})
 
 
-class IllegalTransition(ValueError):
+class IllegalTransition(InputError):
     def __init__(self, current: ChangeStatus, target: ChangeStatus) -> None:
         allowed = sorted(s.value for s in TRANSITIONS[current])
         self.current, self.target, self.allowed = current, target, allowed
@@ -554,10 +555,11 @@ def trigger_key(code: str, change_id: str, version: int, event: EmailEvent) -> s
     return f"{TRIGGER_PREFIX}{code}/{change_id}/v{version:04d}-{event.value}.json"
 
 
-class PermanentMessageError(Exception):
+class PermanentMessageError(ChangeconsoleError):
     """A queue message that can never succeed; goes to the DLQ with ``reason``."""
 
     reason = "invalid_message"
+    title = "Message rejected"
 
     def __init__(self, detail: str, *, customer: str | None = None) -> None:
         super().__init__(detail)
@@ -767,19 +769,3 @@ def direct_message(
     else:
         body["s3"] = {"bucket": bucket, "key": key}
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-
-
-def validation_problems(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
-    """Each pydantic error as ``{"path": "a.b[0]", "message": ...}`` using the JSON names."""
-    problems = []
-    for err in exc.errors():
-        parts: list[str] = []
-        for loc in err["loc"]:
-            if isinstance(loc, int):
-                parts.append(f"[{loc}]")
-            elif loc and not str(loc).startswith("function-"):
-                parts.append(("." if parts else "") + str(loc))
-        path = prefix + "".join(parts)
-        msg = err["msg"].removeprefix("Value error, ")
-        problems.append({"path": path or "$", "message": msg})
-    return problems

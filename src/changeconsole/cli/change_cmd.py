@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
+from ..errors import validation_problems
 from ..models import (
     CHANGE_ID_RE,
     Change,
@@ -30,7 +31,6 @@ from ..models import (
     DeliveryState,
     EmailEvent,
     iso_utc,
-    validation_problems,
 )
 from ..services.changes import ChangeNotFound, ConflictError
 from ..services.fanout import ARCHIVE, DestinationState, FanoutResult, ProgressEvent

@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..config import ConfigError, ConfigSource, load_config, resolve_config_path
-from ..models import Config, IllegalTransition, PermanentMessageError, validation_problems
+from ..errors import InputError, OperationError, describe, validation_problems
+from ..models import Config, PermanentMessageError
 from ..services.aws import AwsFactory, AwsSettings
 
 EXIT_OK = 0
@@ -150,7 +151,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handle_errors(func: F) -> F:
-    """Turn our typed errors into exit codes 1/2 with a message, never a traceback."""
+    """Our errors into exit code 2 (``InputError``: bad input) or 1 (``OperationError``, AWS), with the
+    message of ``errors.describe``; never a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -160,15 +162,10 @@ def handle_errors(func: F) -> F:
             raise BadInput(f"invalid config {exc.path}", exc.problems) from None
         except ValidationError as exc:
             raise BadInput("invalid input", validation_problems(exc)) from None
-        except (IllegalTransition, PermanentMessageError) as exc:
-            raise BadInput(str(exc)) from None
-        except ClientError as exc:
-            err = exc.response.get("Error", {})
-            raise OperationFailed(
-                f"AWS {exc.operation_name} failed: {err.get('Code', '?')}: {err.get('Message', '')}"
-            ) from None
-        except BotoCoreError as exc:
-            raise OperationFailed(f"AWS unreachable or misconfigured: {exc}") from None
+        except (InputError, PermanentMessageError) as exc:
+            raise BadInput(describe(exc), exc.problems) from None
+        except (OperationError, ClientError, BotoCoreError) as exc:
+            raise OperationFailed(describe(exc)) from None
 
     return wrapper  # type: ignore[return-value]
 

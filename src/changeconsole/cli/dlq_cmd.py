@@ -7,7 +7,6 @@ or ``--yes``, a mutating command in ``--readonly``).
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -24,8 +23,6 @@ from ..services.dlq import (
     DEFAULT_PEEK,
     MAX_PEEK,
     PEEK_VISIBILITY,
-    DlqError,
-    DlqInputError,
     DlqMessage,
     DlqService,
     RedriveProgress,
@@ -35,8 +32,6 @@ from ..services.dlq import (
 from .common import (
     EXIT_FAILED,
     BadInput,
-    F,
-    OperationFailed,
     aws_options,
     handle_errors,
     json_option,
@@ -50,19 +45,6 @@ PEEK_NOTE = (
     "peeking receives messages: each was invisible for up to {v} s (released when done) "
     "and its receive count rose by one"
 )
-
-
-def _dlq_errors(func: F) -> F:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except DlqInputError as exc:
-            raise BadInput(str(exc), exc.problems) from None
-        except DlqError as exc:
-            raise OperationFailed(str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _service() -> DlqService:
@@ -117,7 +99,6 @@ def dlq_group() -> None:
 @aws_options
 @json_option
 @handle_errors
-@_dlq_errors
 def list_cmd(as_json: bool) -> None:
     """Every customer's DLQ depth and the age of its oldest message (CloudWatch; — without data)."""
     rows = _service().summaries()
@@ -163,7 +144,6 @@ def list_cmd(as_json: bool) -> None:
 )
 @json_option
 @handle_errors
-@_dlq_errors
 def peek_cmd(code: str, max_messages: int, filter_text: str | None, as_json: bool) -> None:
     """Show messages of CODE's DLQ with the worker's reason.
 
@@ -216,7 +196,6 @@ def _run_with_cancel(fn: Callable[[threading.Event], RedriveResult]) -> RedriveR
 @click.option("--no-native", is_flag=True, help="Never use SQS's native move task for --all.")
 @json_option
 @handle_errors
-@_dlq_errors
 def redrive_cmd(
     code: str,
     message_ids: tuple[str, ...],
@@ -306,7 +285,6 @@ def redrive_cmd(
 @click.option("--filter", "filter_text", metavar="TEXT", help="Only messages matching (see `dlq peek`).")
 @json_option
 @handle_errors
-@_dlq_errors
 def export_cmd(code: str, file: str, filter_text: str | None, as_json: bool) -> None:
     """Write CODE's DLQ messages to FILE as JSON lines (re-importable exactly; mode 0600).
 
@@ -339,7 +317,6 @@ def export_cmd(code: str, file: str, filter_text: str | None, as_json: bool) -> 
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="At most N messages per second.")
 @json_option
 @handle_errors
-@_dlq_errors
 def import_cmd(code: str, file: str, target: str, rate: float | None, as_json: bool) -> None:
     """Send the messages of an export FILE back to CODE's DLQ or source queue.
 
@@ -369,7 +346,6 @@ def import_cmd(code: str, file: str, target: str, rate: float | None, as_json: b
 @click.option("--yes", is_flag=True, help="Delete every message now in the DLQ, export or not.")
 @json_option
 @handle_errors
-@_dlq_errors
 def purge_cmd(code: str, yes: bool, as_json: bool) -> None:
     """Delete messages from CODE's DLQ: exactly those of the recorded export, or all with --yes.
 

@@ -21,6 +21,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static, Tab, Tabs
 from textual.widgets.data_table import RowDoesNotExist
 
+from ..errors import describe
 from ..models import ChangeStatus
 from ..services.status import ChangeSummary
 from .widgets import SORTING, ConsoleScreen, FormInput
@@ -246,9 +247,7 @@ class ChangesScreen(ConsoleScreen[None]):
         self.render_rows()
 
     def _failed(self, exc: BaseException) -> None:
-        from .widgets import describe_error
-
-        message = describe_error(exc)
+        message = describe(exc)
         repeated = self.error == message
         self.error = message
         box = self.query_one("#changes-error", Static)

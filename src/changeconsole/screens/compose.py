@@ -31,7 +31,8 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, SelectionList, Static, TextArea
 from textual.widgets.selection_list import Selection
 
-from ..models import Change, ChangeStatus, validation_problems
+from ..errors import validation_problems
+from ..models import Change, ChangeStatus
 from .modals import ChoiceModal, ConfirmModal
 from .widgets import (
     CUSTOMER_PICK,

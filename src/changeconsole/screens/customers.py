@@ -35,8 +35,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static
 from textual.worker import get_current_worker
 
+from ..errors import describe
 from ..models import ALL_TOPICS, TOPIC_ANNOUNCE, TOPIC_APPROVAL, TOPIC_CALENDAR, DeliveryRecord, utcnow
-from ..services.customers import ContactCounts, CustomerInfo, CustomerStats, QueueDepth, describe_error
+from ..services.customers import ContactCounts, CustomerInfo, CustomerStats, QueueDepth
 from .status import (
     STATE_STYLES,
     Clock,
@@ -221,7 +222,7 @@ class CustomersScreen(Screen[None]):
             service = self.app.services.customers  # type: ignore[attr-defined]
             self.infos = {info.code: info for info in service.customers()}
         except Exception as exc:  # no usable customer service/config: say so instead of crashing
-            self._extra_error = describe_error(exc)
+            self._extra_error = describe(exc)
         table = self.table
         code_width = min(30, max([6, *(len(c) for c in self.infos)]))
         for key, label, width in CUSTOMER_COLUMNS:
@@ -287,7 +288,7 @@ class CustomersScreen(Screen[None]):
                 cancelled=lambda: worker.is_cancelled,
             )
         except Exception as exc:  # every failure is shown on screen
-            self._post(self._stats_failed, generation, describe_error(exc))
+            self._post(self._stats_failed, generation, describe(exc))
             return
         self._post(self._stats_done, generation)
 
@@ -350,7 +351,7 @@ class CustomersScreen(Screen[None]):
                 for future in as_completed(futures):
                     self._post(self._contacts_arrived, future.result())
         except Exception as exc:
-            message = describe_error(exc)
+            message = describe(exc)
             for code in codes:
                 self._post(self._contacts_arrived, ContactCounts(code, "", error=message))
         self._post(self._contacts_batch_done, codes)
@@ -573,12 +574,12 @@ class CustomerDetailScreen(Screen[None]):
             stats = service.stats(self.code)
             contacts = service.contact_counts(self.code)
         except Exception as exc:
-            self._post(self._failed, describe_error(exc))
+            self._post(self._failed, describe(exc))
             return
         try:
             deliveries, error = service.recent_deliveries(self.code, 20), None
         except Exception as exc:
-            deliveries, error = [], describe_error(exc)
+            deliveries, error = [], describe(exc)
         self._post(self._loaded, stats, contacts, deliveries, error)
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:

@@ -18,6 +18,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
+from ..errors import describe
 from ..models import Change, ChangeStatus, DeliveryRecord
 from .changes import STATUS_STYLES
 from .compose import to_local
@@ -230,9 +231,7 @@ class DetailScreen(ConsoleScreen[None]):
         self.load()
 
     def _failed(self, exc: BaseException) -> None:
-        from .widgets import describe_error
-
-        self.error = describe_error(exc)
+        self.error = describe(exc)
         box = self.query_one("#detail-error", Static)
         box.update(f"✖ Cannot load {escape(self.change_id)}: {escape(self.error)}  [dim](r retries)[/]")
         box.display = True

@@ -37,6 +37,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Select, Static
 from textual.widgets.data_table import RowDoesNotExist
 
+from ..errors import describe
 from ..models import utcnow
 from ..services.dlq import (
     DlqMessage,
@@ -69,15 +70,6 @@ def when_text(value: datetime | None, now: datetime) -> str:
     if value is None:
         return "—"
     return f"{value.astimezone(UTC):%m-%d %H:%M} ({age_text((now - value).total_seconds())})"
-
-
-def describe(exc: BaseException) -> str:
-    from botocore.exceptions import ClientError
-
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        return f"{exc.operation_name}: {err.get('Code', '?')}: {err.get('Message', '')}"
-    return str(exc) or type(exc).__name__
 
 
 def change_title(m: DlqMessage) -> str:

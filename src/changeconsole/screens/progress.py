@@ -42,8 +42,8 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Button, ProgressBar, Static
 
+from ..errors import describe
 from ..models import Change
-from ..services.customers import describe_error
 from ..services.fanout import ARCHIVE, DestinationState, FanoutResult, ProgressEvent
 from .status import (
     LiveStatusScreen,
@@ -192,7 +192,7 @@ class SubmitProgressScreen(Screen[None]):
         try:
             result = call(self._progress)
         except Exception as exc:  # shown on screen; r runs the call again
-            self._post(self._failed, describe_error(exc))
+            self._post(self._failed, describe(exc))
             return
         self._post(self._finished, result)
 

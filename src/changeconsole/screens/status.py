@@ -47,8 +47,8 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist
 from textual.worker import get_current_worker
 
+from ..errors import describe
 from ..models import DeliveryRecord, DeliveryState, EmailEvent, utcnow
-from ..services.customers import describe_error
 from ..services.delivery_detail import DeliveryDetail, DeliveryDetailService
 from ..services.live_status import LiveStatusQuery
 from ..services.resend import DUPLICATE_WARNING, ResendResult, ResendService
@@ -638,7 +638,7 @@ class LiveStatusScreen(Screen[None]):
         try:
             result = self._query.poll()
         except Exception as exc:  # every failure is shown; the loop keeps going
-            message = describe_error(exc)
+            message = describe(exc)
             if not worker.is_cancelled:
                 self._post(self._fetch_failed, message)
             return
@@ -952,14 +952,14 @@ class DeliveryDetailScreen(Screen[None]):
         try:
             record, record_error = services.status.get(key) or self.record, None
         except Exception as exc:  # keep showing the record we have
-            record, record_error = self.record, describe_error(exc)
+            record, record_error = self.record, describe(exc)
         try:
             detail_service = self._detail_service or DeliveryDetailService(
                 services.aws, services.config, services.customers
             )
             detail = detail_service.detail(record)
         except Exception as exc:
-            self._post(self._failed, describe_error(exc))
+            self._post(self._failed, describe(exc))
             return
         self._post(self._loaded_ok, record, detail, record_error)
 
@@ -1171,7 +1171,7 @@ class DeliveryDetailScreen(Screen[None]):
             )
             result = service.resend_delivery(DeliveryKey.of(self.record), emails)
         except Exception as exc:
-            self._post(self._resend_failed, describe_error(exc))
+            self._post(self._resend_failed, describe(exc))
             return
         self._post(self._resend_done, result)
 

@@ -30,6 +30,8 @@ from textual.suggester import Suggester
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static, TextArea
 
+from ..errors import describe, title_of
+
 if TYPE_CHECKING:
     from ..app import ChangeConsoleApp
     from ..services.bundle import Services
@@ -41,41 +43,6 @@ R = TypeVar("R")
 DIFF_PICK = Binding.Group("Diff A/B")
 CUSTOMER_PICK = Binding.Group("Select shown/clear")
 SORTING = Binding.Group("Sort/reverse")
-
-
-# -- errors ------------------------------------------------------------------------------------------
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line naming the cause of a failure, for a notification; never a traceback."""
-    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
-    from pydantic import ValidationError
-
-    from ..config import ConfigError
-    from ..models import validation_problems
-
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        code = err.get("Code", "?")
-        message = err.get("Message", "")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        where = f" (HTTP {status})" if status else ""
-        return f"AWS {exc.operation_name} failed{where}: {code}: {message}".rstrip(": ")
-    if isinstance(exc, EndpointConnectionError):
-        return f"AWS unreachable: cannot connect to {exc.kwargs.get('endpoint_url', 'the endpoint')}"
-    if isinstance(exc, NoCredentialsError):
-        return "AWS credentials not found (set AWS_PROFILE or the standard credential chain)"
-    if isinstance(exc, BotoCoreError):
-        return f"AWS unreachable or misconfigured: {exc}"
-    if isinstance(exc, ConfigError):
-        lines = "; ".join(f"{p['path']}: {p['message']}" for p in exc.problems[:5])
-        return f"invalid config {exc.path}: {lines}"
-    if isinstance(exc, ValidationError):
-        problems = validation_problems(exc)
-        return "invalid: " + "; ".join(f"{p['path']}: {p['message']}" for p in problems[:5])
-    if isinstance(exc, KeyError) and type(exc) is not KeyError:
-        return str(exc)
-    return str(exc) or type(exc).__name__
 
 
 # -- AWS call log --------------------------------------------------------------------------------------
@@ -358,8 +325,8 @@ class ConsoleScreen(Screen[T]):
             return True
         return False
 
-    def notify_error(self, exc: BaseException, title: str = "Error") -> None:
-        self.notify(escape(describe_error(exc)), title=title, severity="error", timeout=10)
+    def notify_error(self, exc: BaseException, title: str | None = None) -> None:
+        self.notify(escape(describe(exc)), title=title or title_of(exc), severity="error", timeout=10)
 
     def call_service(
         self,

@@ -18,6 +18,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..errors import describe
 from ..models import Config
 from .aws import AwsFactory
 
@@ -30,7 +31,7 @@ def operator_name(aws: AwsFactory, log: logging.Logger = audit_log) -> str:
     try:
         return aws.operator_identity()
     except (ClientError, BotoCoreError) as exc:  # the action goes on; the record names the local user
-        log.warning("operator identity unavailable: %s", f"{type(exc).__name__}: {exc}"[:300])
+        log.warning("operator identity unavailable: %s", describe(exc))
         return os.environ.get("USER") or "unknown"
 
 

@@ -21,37 +21,14 @@ from typing import Any
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ReadTimeoutError,
 )
 
+from ..errors import describe
 from ..models import ALL_TOPICS, Config, CustomerMapping, DeliveryRecord
 from .aws import AwsFactory
 from .contacts import Contact, is_subscribed, iter_contacts, topic_defaults
 from .queues import DELAYED, IN_FLIGHT, VISIBLE, QueueUrlCache, is_missing_queue, message_counts
 from .status import StatusStore
-
-
-def describe_error(exc: BaseException) -> str:
-    """A one-line, operator-readable description of an AWS failure (classified by type)."""
-    if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ConnectTimeoutError):
-        return f"AWS unreachable: {exc}"
-    if isinstance(exc, ReadTimeoutError):
-        return f"AWS timed out: {exc}"
-    if isinstance(exc, NoCredentialsError):
-        return "no AWS credentials found (set AWS_PROFILE or the standard credential chain)"
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        code = err.get("Code", "Error")
-        message = err.get("Message") or ""
-        return f"{code}: {message}" if message else str(code)
-    if isinstance(exc, BotoCoreError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
 
 # -- data -------------------------------------------------------------------------------------
 
@@ -172,7 +149,7 @@ class CustomerService:
             if is_missing_queue(exc):
                 self._urls.forget((name, account))
                 return QueueDepth(error=f"queue {name} does not exist")
-            return QueueDepth(error=describe_error(exc))
+            return QueueDepth(error=describe(exc))
         return QueueDepth(visible=counts[VISIBLE], in_flight=counts[IN_FLIGHT], delayed=counts[DELAYED])
 
     def queue_depth(self, code: str) -> QueueDepth:
@@ -204,7 +181,7 @@ class CustomerService:
         try:
             last = self.last_delivery(code)
         except (ClientError, BotoCoreError) as exc:
-            return CustomerStats(code, depths, None, describe_error(exc))
+            return CustomerStats(code, depths, None, describe(exc))
         return CustomerStats(code, depths, last)
 
     def all_stats(
@@ -264,7 +241,7 @@ class CustomerService:
             defaults = topic_defaults(ses, list_name)
             contacts = self.list_all_contacts(code)
         except (ClientError, BotoCoreError) as exc:
-            return ContactCounts(code, list_name, error=describe_error(exc))
+            return ContactCounts(code, list_name, error=describe(exc))
         topic_list = list(topics)
         subscribed = dict.fromkeys(topic_list, 0)
         deliverable = dict.fromkeys(topic_list, 0)

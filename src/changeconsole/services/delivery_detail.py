@@ -14,9 +14,10 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ..errors import describe
 from ..models import Config, DeliveryRecord, iso_utc
 from .aws import AwsFactory
-from .customers import CustomerService, QueueDepth, describe_error
+from .customers import CustomerService, QueueDepth
 from .ledger import UNKNOWN, Ledger
 from .status import DeliveryKey
 
@@ -113,7 +114,7 @@ class DeliveryDetailService:
             recipients = self.ledger.recipients(key)
             claim = self.ledger.get_claim(key)
         except (ClientError, BotoCoreError) as exc:
-            detail.error = describe_error(exc)
+            detail.error = describe(exc)
         else:
             detail.recipients = sorted(
                 (RecipientResult.from_ledger(data) for data in recipients.values()), key=lambda r: r.email

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from ..errors import describe
 from ..models import Change, Config, EmailEvent, direct_message, trigger_key
 from .aws import AwsFactory
 from .changes import ConflictError
@@ -94,13 +93,6 @@ def payload_key(code: str, change_id: str, version: int, event: EmailEvent) -> s
     return f"{PAYLOAD_PREFIX}{code}/{change_id}/v{version:04d}-{event.value}.json"
 
 
-def describe_error(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        return f"{exc.operation_name}: {err.get('Code', '?')}: {err.get('Message', '')}".rstrip(": ")
-    return f"{type(exc).__name__}: {exc}"
-
-
 class Fanout:
     def __init__(self, aws: AwsFactory, config: Config, status: StatusStore, *, threads: int = 16) -> None:
         self.aws = aws
@@ -168,7 +160,7 @@ class Fanout:
                 emit(ARCHIVE, DestinationState.FAILED, str(exc))
                 raise
             except Exception as exc:  # reported per destination; nothing else is sent
-                emit(ARCHIVE, DestinationState.FAILED, describe_error(exc))
+                emit(ARCHIVE, DestinationState.FAILED, describe(exc))
                 return result
             emit(ARCHIVE, DestinationState.DONE)
         if not todo:
@@ -181,7 +173,7 @@ class Fanout:
             try:
                 self._send(code, result.change, result.event, snapshot, body)
             except Exception as exc:  # one customer's failure never stops the others
-                emit(code, DestinationState.FAILED, describe_error(exc))
+                emit(code, DestinationState.FAILED, describe(exc))
             else:
                 emit(code, DestinationState.DONE)
 

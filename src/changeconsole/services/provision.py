@@ -14,6 +14,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ..errors import error_code
 from ..models import Config, CustomerMapping
 from .aws import AwsFactory
 
@@ -131,7 +132,7 @@ class Action:
 
 
 def _is_missing(exc: ClientError, *codes: str) -> bool:
-    return exc.response.get("Error", {}).get("Code") in codes
+    return error_code(exc) in codes
 
 
 class Provisioner:

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-from botocore.exceptions import ClientError
+from ..errors import error_code
 
 MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
@@ -22,7 +22,7 @@ DELAYED = "ApproximateNumberOfMessagesDelayed"
 
 def is_missing_queue(exc: BaseException) -> bool:
     """True when ``exc`` is SQS saying the queue does not exist."""
-    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in MISSING_QUEUE_CODES
+    return error_code(exc) in MISSING_QUEUE_CODES
 
 
 class QueueUrlCache:

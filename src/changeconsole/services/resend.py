@@ -26,11 +26,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from ..errors import describe
 from ..models import Change, Config, DeliveryState, EmailEvent, iso_utc, utcnow
 from .audit import AuditLog, operator_name
 from .aws import AwsFactory
 from .changes import ChangeStore
-from .fanout import Fanout, describe_error
+from .fanout import Fanout
 from .ledger import RELEASED, RETRY, UNKNOWN, Ledger
 from .status import DeliveryKey, StatusStore
 
@@ -268,7 +269,7 @@ class ResendService:
             started = Fanout.start(change, key.event, [key.customer], archive=False)
             done = self.fanout.run(started)
         except Exception as exc:  # reported per delivery; the ledger keeps the reopened recipients
-            out.trigger_error = describe_error(exc)
+            out.trigger_error = describe(exc)
         else:
             out.trigger_error = done.errors.get(key.customer)
         out.triggered = out.trigger_error is None

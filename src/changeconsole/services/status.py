@@ -28,6 +28,7 @@ from typing import Any, NamedTuple, TypeVar
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from ..errors import OperationError, error_code, error_message
 from ..models import (
     FINAL_STATES,
     Change,
@@ -151,7 +152,7 @@ def readable(items: Iterable[dict[str, Any]], parse: Callable[[dict[str, Any]], 
                 )
 
 
-class ChangeIndexUnavailable(RuntimeError):
+class ChangeIndexUnavailable(OperationError):
     """The status table has no usable ``gsi3`` (not created yet, or still backfilling)."""
 
 
@@ -245,7 +246,7 @@ class StatusStore:
                 ConditionExpression="attribute_not_exists(sk)",
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            if error_code(exc) != "ConditionalCheckFailedException":
                 raise
             existing = self.get(key)
             if existing is not None:
@@ -319,7 +320,7 @@ class StatusStore:
         try:
             resp = self._ddb.update_item(**kwargs)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return None
             raise
         return record_from_item(resp["Attributes"])
@@ -380,10 +381,9 @@ class StatusStore:
                     continue
                 out.extend(readable([item], stamped_from_item))
         except ClientError as exc:
-            error = exc.response.get("Error", {})
             # "The table does not have the specified index", "Cannot read from backfilling … index"
             # (moto: ResourceNotFoundException "Invalid index"); a missing table is not one of them.
-            code, message = error.get("Code"), str(error.get("Message", ""))
+            code, message = error_code(exc), error_message(exc)
             if code in ("ValidationException", "ResourceNotFoundException") and "index" in message.lower():
                 raise ChangeIndexUnavailable(str(exc)) from exc
             raise

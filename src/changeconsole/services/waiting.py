@@ -6,11 +6,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from ..errors import OperationError
 from ..models import FINAL_STATES, DeliveryRecord, EmailEvent
 from .status import StatusStore
 
 
-class WaitTimeout(TimeoutError):
+class WaitTimeout(OperationError, TimeoutError):
     """Not every customer reached a final state in time; ``records`` is the last view."""
 
     def __init__(self, timeout: float, records: list[DeliveryRecord], pending: list[str]) -> None:

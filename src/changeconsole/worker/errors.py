@@ -35,6 +35,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from ..errors import describe, error_code, http_status
 from ..models import PermanentMessageError
 
 TRANSIENT = "transient"
@@ -120,23 +121,8 @@ class Failure:
         return self.kind == PERMANENT
 
 
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-
-
 def _detail(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        text = f"{exc.operation_name}: {err.get('Code', '?')}: {err.get('Message', '')}"
-    elif isinstance(exc, PermanentMessageError):
-        text = exc.detail
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())[:500]
+    return describe(exc)[:500]
 
 
 def classify(exc: BaseException, stage: str = "") -> Failure:
@@ -145,7 +131,7 @@ def classify(exc: BaseException, stage: str = "") -> Failure:
     if isinstance(exc, PermanentMessageError):
         return Failure(PERMANENT, exc.reason, detail)
     if isinstance(exc, ClientError):
-        code, status = error_code(exc), _status(exc)
+        code, status = error_code(exc), http_status(exc)
         customer_side = stage in CUSTOMER_STAGES
         if code in THROTTLE_CODES or status == 429:
             return Failure(TRANSIENT, "throttled", detail, throttled=customer_side)

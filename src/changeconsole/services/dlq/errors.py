@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from ...errors import InputError, OperationError
 
-class DlqError(Exception):
+
+class DlqError(OperationError):
     """A DLQ operation that could not be done (exit 1)."""
 
 
-class DlqInputError(ValueError):
+class DlqInputError(InputError):
     """Bad input to a DLQ operation: a malformed export file, a bad filter, a bad rate (exit 2)."""
 
     def __init__(self, message: str, problems: list[dict[str, str]] | None = None) -> None:
-        super().__init__(message)
-        self.problems = problems or []
+        super().__init__(message, problems=problems)
 
 
 class PurgeRefused(DlqInputError):
@@ -20,4 +21,4 @@ class PurgeRefused(DlqInputError):
 
 
 class QueueMissing(DlqError):
-    pass
+    """The customer's queue or DLQ does not exist (not provisioned)."""

@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ...errors import MISSING_OBJECT_CODES, describe, error_code, http_status
 from ...models import Config, CustomerMapping, iso_utc, utcnow
 from ..audit import AuditLog, operator_name
 from ..aws import AwsFactory
@@ -104,13 +105,6 @@ def _chunks(items: Sequence[DlqMessage], size: int) -> Iterator[list[DlqMessage]
         yield batch
 
 
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        return f"{err.get('Code', '?')}: {err.get('Message', '')}"[:300]
-    return str(exc)[:300]
-
-
 def _refused(resp: dict[str, Any], chunk: Sequence[DlqMessage], stage: str) -> list[RedriveFailure]:
     """The entries a batch call answered as Failed, as failures of their messages."""
     return [
@@ -123,9 +117,7 @@ def _refused(resp: dict[str, Any], chunk: Sequence[DlqMessage], stage: str) -> l
 
 def native_unsupported(exc: ClientError) -> str | None:
     """Why an endpoint cannot run native move tasks, from the error code/HTTP status; else None."""
-    err = exc.response.get("Error", {})
-    code = str(err.get("Code", ""))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code, status = error_code(exc), http_status(exc)
     short = code.rsplit(".", 1)[-1]
     if short in _UNSUPPORTED_CODES:
         return f"{code} (HTTP {status})"
@@ -221,7 +213,7 @@ class _Scan:
                     ],
                 )
             except (ClientError, BotoCoreError) as exc:
-                log.warning("could not release %d message(s): %s", len(chunk), _error_text(exc))
+                log.warning("could not release %d message(s): %s", len(chunk), describe(exc))
 
     def __enter__(self) -> _Scan:
         return self
@@ -343,7 +335,7 @@ class DlqService:
         except QueueMissing as exc:
             result.error = str(exc)
         except (ClientError, BotoCoreError) as exc:
-            result.error = _error_text(exc)
+            result.error = describe(exc)
         return result
 
     def summaries(self, codes: Iterable[str] | None = None, *, with_age: bool = True) -> list[DlqSummary]:
@@ -394,7 +386,7 @@ class DlqService:
                     s.oldest_age_seconds = float(vals[0]) if vals else None
                     s.age_source = "cloudwatch"
         except (ClientError, BotoCoreError) as exc:
-            log.info("CloudWatch ages unavailable: %s", _error_text(exc))
+            log.info("CloudWatch ages unavailable: %s", describe(exc))
             for s in summaries:
                 s.age_source = "unavailable"
 
@@ -632,7 +624,7 @@ class DlqService:
                     Entries=[{"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(chunk)],
                 )
             except (ClientError, BotoCoreError) as exc:
-                failures.extend(RedriveFailure(m.message_id, "delete", _error_text(exc)) for m in chunk)
+                failures.extend(RedriveFailure(m.message_id, "delete", describe(exc)) for m in chunk)
                 continue
             for ok in resp.get("Successful", []):
                 done.add(chunk[int(ok["Id"])].message_id)
@@ -666,7 +658,7 @@ class DlqService:
         try:
             resp = self.sqs.send_message_batch(QueueUrl=url, Entries=entries)
         except (ClientError, BotoCoreError) as exc:
-            failures.extend(RedriveFailure(m.message_id, "send", _error_text(exc)) for m in chunk)
+            failures.extend(RedriveFailure(m.message_id, "send", describe(exc)) for m in chunk)
             return []
         failures.extend(_refused(resp, chunk, "send"))
         return [(chunk[int(ok["Id"])], ok.get("MessageId", "")) for ok in resp.get("Successful", [])]
@@ -716,7 +708,7 @@ class DlqService:
                 try:
                     sqs.cancel_message_move_task(TaskHandle=handle)
                 except ClientError as exc:
-                    log.warning("cancel of move task failed: %s", _error_text(exc))
+                    log.warning("cancel of move task failed: %s", describe(exc))
                 cancel_sent = True
             tasks = sqs.list_message_move_tasks(SourceArn=source_arn, MaxResults=10).get("Results", [])
             mine = [t for t in tasks if t.get("TaskHandle") == handle]
@@ -808,7 +800,7 @@ class DlqService:
                 ContentType="application/json",
             )
         except (ClientError, BotoCoreError) as exc:
-            log.error("could not record the export of %s: %s", code, _error_text(exc))
+            log.error("could not record the export of %s: %s", code, describe(exc))
             recorded = False
         audit = self._audit(
             "export",
@@ -841,7 +833,7 @@ class DlqService:
                 Bucket=self.config.s3_config.bucket_name, Key=f"{EXPORT_RECORD_PREFIX}{code}.json"
             )
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            if error_code(exc) in MISSING_OBJECT_CODES:
                 return None
             raise
         try:
@@ -1004,7 +996,7 @@ class DlqService:
                     Bucket=self.config.s3_config.bucket_name, Key=f"{EXPORT_RECORD_PREFIX}{code}.json"
                 )
             except (ClientError, BotoCoreError) as exc:
-                log.warning("could not clear the export record of %s: %s", code, _error_text(exc))
+                log.warning("could not clear the export record of %s: %s", code, describe(exc))
         try:
             _depth, result.in_flight = self._depth(url)
         except (ClientError, BotoCoreError):
