@@ -17,7 +17,6 @@ WORKDIR /src
 RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY src ./src
-COPY styles ./styles
 RUN /opt/venv/bin/pip install --upgrade pip \
     && /opt/venv/bin/pip install . \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib

@@ -15,14 +15,11 @@ Navigation (the home screen is the change list; esc goes back):
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import importlib.util
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -30,17 +27,28 @@ from rich.markup import escape
 from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
-from textual.screen import Screen
 
 from .commands import ConsoleCommands
 from .config import ConfigError, load_config, local_config_path
 from .errors import describe
 from .models import CHANGE_ID_RE, Change, new_change_id
+from .screens.base import ConsoleScreen
+from .screens.changes import ChangesScreen
+from .screens.compose import ComposeScreen
+from .screens.customers import CustomersScreen
+from .screens.detail import DetailScreen
+from .screens.dlq import DlqScreen
 from .screens.help import HelpScreen
 from .screens.modals import CommandLine, StartupErrorScreen, StartupScreen
-from .screens.widgets import AwsCallLog, CompletingInput
+from .screens.progress import SubmitProgressScreen
+from .screens.status import LiveStatusScreen
 from .services.aws import LOCAL_ENDPOINT, AwsFactory, AwsSettings
 from .services.bundle import Services
+from .services.fanout import FanoutResult
+from .services.lifecycle import EVENT_OF_STATUS
+from .widgets.calllog import AwsCallLog
+from .widgets.console import ThreadResults
+from .widgets.inputs import CompletingInput
 
 if TYPE_CHECKING:
     from .cli.common import CliState
@@ -49,22 +57,6 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 Clock = Callable[[], datetime]
-
-STYLE_FILES = ("app.tcss", "changes.tcss", "compose.tcss", "detail.tcss", "modals.tcss")
-
-
-def styles_dir() -> Path:
-    """``changeconsole/styles`` when installed from the wheel, else the repository's ``styles/``."""
-    installed = Path(__file__).resolve().parent / "styles"
-    if installed.is_dir():
-        return installed
-    return Path(__file__).resolve().parents[2] / "styles"
-
-
-def style_paths(*names: str) -> list[str | PurePath]:
-    base = styles_dir()
-    return [base / name for name in names if (base / name).exists()]
-
 
 # -- AWS clients that time their calls ---------------------------------------------------------------
 
@@ -244,11 +236,18 @@ COMMANDS_HELP: list[tuple[str, str]] = [
 ]
 
 
-class ChangeConsoleApp(App[int]):
+class ChangeConsoleApp(ThreadResults, App[int]):
     """The operator console. Give it ``services`` (tests) or a ``bootstrap`` (run_console)."""
 
     TITLE = "changeconsole"
-    CSS_PATH: ClassVar[list[str | PurePath]] = style_paths(*STYLE_FILES)
+    # Stylesheets beside the app and its screens (each screen of its own adds its own CSS_PATH).
+    CSS_PATH: ClassVar[list[str | PurePath]] = [
+        "app.tcss",
+        "screens/changes.tcss",
+        "screens/compose.tcss",
+        "screens/detail.tcss",
+        "screens/modals.tcss",
+    ]
     COMMANDS = App.COMMANDS | {ConsoleCommands}
     BINDINGS = [
         Binding("f1", "help", "Help"),
@@ -355,32 +354,28 @@ class ChangeConsoleApp(App[int]):
         assert bootstrap is not None
 
         def progress(line: str) -> None:
-            self._from_thread(screen.add_line, line)
+            self.post_from_thread(screen.add_line, line)
 
         def run() -> None:
             try:
                 startup = bootstrap(progress)
             except StartupFailed as exc:
                 failure = exc
-                self._from_thread(self._startup_failed, failure.title, failure.problems, failure.hint)
+                self.post_from_thread(self._startup_failed, failure.title, failure.problems, failure.hint)
             except Exception as exc:
-                self._from_thread(
+                self.post_from_thread(
                     self._startup_failed, "The console could not start", [describe(exc)], ""
                 )
             else:
-                self._from_thread(self._startup_done, startup)
+                self.post_from_thread(self._startup_done, startup)
 
         self.run_worker(run, thread=True, exit_on_error=False, group="startup", description="startup")
-
-    def _from_thread(self, fn: Callable[..., Any], *args: Any) -> None:
-        with contextlib.suppress(RuntimeError):
-            self.call_from_thread(fn, *args)
 
     def _startup_done(self, startup: Startup) -> None:
         self._services = startup.services
         self._cleanup.extend(startup.cleanup)
         self.startup_notes = startup.notes
-        self.switch_screen(self._home_screen())
+        self.switch_screen(ChangesScreen())
         self._services_ready(pushed=True)
         for note in startup.notes:
             self.notify(escape(note), title="changeconsole", timeout=8)
@@ -397,20 +392,15 @@ class ChangeConsoleApp(App[int]):
     def action_quit_with_error(self) -> None:
         self.exit(1, return_code=1)
 
-    def _home_screen(self) -> Screen[Any]:
-        from .screens.changes import ChangesScreen
-
-        return ChangesScreen()
-
     def _services_ready(self, *, pushed: bool = False) -> None:
         services = self.services
         aws = services.aws
-        if not isinstance(aws, ConsoleAwsFactory) and hasattr(aws, "add_call_listener"):
+        if not isinstance(aws, ConsoleAwsFactory):  # clients built elsewhere: their calls still count
             aws.add_call_listener(self.call_log.after_call)
         self._update_header()
         self._fetch_identity()
         if not pushed:
-            self.push_screen(self._home_screen())
+            self.push_screen(ChangesScreen())
 
     def _fetch_identity(self) -> None:
         aws = self.services.aws
@@ -419,9 +409,9 @@ class ChangeConsoleApp(App[int]):
             try:
                 identity = aws.operator_identity()
             except Exception as exc:
-                self._from_thread(self._identity_failed, describe(exc))
+                self.post_from_thread(self._identity_failed, describe(exc))
             else:
-                self._from_thread(self._identity_known, identity)
+                self.post_from_thread(self._identity_known, identity)
 
         self.run_worker(run, thread=True, exit_on_error=False, group="identity", description="identity")
 
@@ -468,8 +458,6 @@ class ChangeConsoleApp(App[int]):
         return True
 
     def go_home(self) -> None:
-        from .screens.changes import ChangesScreen
-
         if not self._have_services():
             return
         while len(self.screen_stack) > 1 and not isinstance(self.screen, ChangesScreen):
@@ -478,8 +466,6 @@ class ChangeConsoleApp(App[int]):
             self.push_screen(ChangesScreen())
 
     def open_change(self, change_id: str) -> None:
-        from .screens.detail import DetailScreen
-
         if not self._have_services():
             return
         if not CHANGE_ID_RE.match(change_id):
@@ -488,28 +474,12 @@ class ChangeConsoleApp(App[int]):
         self.push_screen(DetailScreen(change_id))
 
     def open_compose(self, change: Change | None = None, *, mode: str | None = None) -> None:
-        from .screens.compose import ComposeScreen
-
         if not self._have_services():
             return
         if self.readonly:
             self.notify("Read-only console: composing changes is disabled.", severity="warning")
             return
         self.push_screen(ComposeScreen(change, mode=mode))
-
-    def _colleague_screen(self, module: str, cls: str, *args: Any, **kwargs: Any) -> Screen[Any] | None:
-        """A screen of another part of the console, imported lazily (None when not in this build)."""
-        try:
-            if importlib.util.find_spec(module) is None:
-                raise ImportError(module)
-            factory = getattr(importlib.import_module(module), cls)
-        except (ImportError, AttributeError):
-            self.notify(f"{cls} is not available in this build.", severity="warning")
-            return None
-        if self._clock is not None:
-            kwargs.setdefault("clock", self._clock)  # deterministic tests freeze every screen's clock
-        screen: Screen[Any] = factory(*args, **kwargs)
-        return screen
 
     def open_status(self, change_id: str | None = None) -> None:
         if not self._have_services():
@@ -518,24 +488,17 @@ class ChangeConsoleApp(App[int]):
         if not change_id:
             self.notify("Which change? Use :status CHG-…", severity="warning")
             return
-        screen = self._colleague_screen("changeconsole.screens.status", "LiveStatusScreen", change_id)
-        if screen is not None:
-            self.push_screen(screen)
+        self.push_screen(LiveStatusScreen(change_id))
 
     def open_dlq(self, customer: str | None = None) -> None:
         if not self._have_services():
             return
-        args = (customer,) if customer else ()
-        screen = self._colleague_screen("changeconsole.screens.dlq", "DlqScreen", *args)
-        if screen is not None:
-            self.push_screen(screen)
+        self.push_screen(DlqScreen(customer))
 
     def open_customers(self) -> None:
         if not self._have_services():
             return
-        screen = self._colleague_screen("changeconsole.screens.customers", "CustomersScreen")
-        if screen is not None:
-            self.push_screen(screen)
+        self.push_screen(CustomersScreen())
 
     # -- fan-outs (submit / resubmit / approve / complete / cancel) ------------------------------------
     def fanout_call(
@@ -553,9 +516,6 @@ class ChangeConsoleApp(App[int]):
                 assert isinstance(change, Change)
                 result = changes.edit(change, progress=progress)
                 if isinstance(result, Change):
-                    from .services.fanout import FanoutResult
-                    from .services.lifecycle import EVENT_OF_STATUS
-
                     return FanoutResult(result, EVENT_OF_STATUS[result.status], {})
                 return result
             if operation in ("approve", "complete", "cancel"):
@@ -578,81 +538,20 @@ class ChangeConsoleApp(App[int]):
             self.notify("Read-only console: nothing was sent.", severity="warning")
             return
         run = self.fanout_call(operation, change, customers)
-        change_id = change if isinstance(change, str) else change.change_id
-        screen = self._progress_screen(operation, change, run, on_archived, customers)
-        if screen is not None:
-            self.push_screen(screen)
-            return
-        self._fanout_without_screen(operation, change_id, run, on_archived)
-
-    def _progress_screen(
-        self,
-        operation: str,
-        change: Change | str,
-        run: Callable[[Callable[[Any], None] | None], Any],
-        on_archived: Callable[[Change], None] | None,
-        customers: list[str] | None = None,
-    ) -> Screen[Any] | None:
-        if importlib.util.find_spec("changeconsole.screens.progress") is None:
-            return None
-        module = importlib.import_module("changeconsole.screens.progress")
-        factory = getattr(module, "SubmitProgressScreen", None)
-        if factory is None:
-            return None
-        screen: Screen[Any] = factory(operation, change, run, on_archived=on_archived, customers=customers)
-        return screen
-
-    def _fanout_without_screen(
-        self,
-        operation: str,
-        change_id: str,
-        run: Callable[[Callable[[Any], None] | None], Any],
-        on_archived: Callable[[Change], None] | None,
-    ) -> None:
-        """No progress screen in this build: run it in a worker, report, then open live status."""
-        self.notify(f"{operation.capitalize()} {change_id}: sending…", title="Fan-out")
-
-        def finished(result: Any) -> None:
-            archived = str(result.states.get("archive", "done")) == "done"
-            if archived and on_archived is not None:
-                on_archived(result.change)
-            if result.ok:
-                n = len(result.customers)
-                self.notify(f"{change_id}: {result.event.value} queued for {n} customer(s).", title="Sent")
-                if n:
-                    self.open_status(change_id)
-            else:
-                failed = ", ".join(f"{d}: {result.errors.get(d, '?')}" for d in result.failed)
-                self.notify(
-                    escape(f"{change_id}: failed for {failed}"), title="Fan-out failed", severity="error"
-                )
-
-        def thread() -> None:
-            try:
-                result = run(None)
-            except Exception as exc:
-                message = describe(exc)
-                self._from_thread(
-                    lambda: self.notify(
-                        escape(message), title=f"{operation} failed", severity="error", timeout=12
-                    )
-                )
-            else:
-                self._from_thread(finished, result)
-
-        self.run_worker(thread, thread=True, exit_on_error=False, group="fanout", description=operation)
+        self.push_screen(
+            SubmitProgressScreen(operation, change, run, on_archived=on_archived, customers=customers)
+        )
 
     def current_change_id(self) -> str | None:
         for screen in reversed(self.screen_stack):
-            change_id = getattr(screen, "change_id", None)
-            if isinstance(change_id, str) and CHANGE_ID_RE.match(change_id):
+            change_id = screen.change_shown() if isinstance(screen, ConsoleScreen) else None
+            if change_id and CHANGE_ID_RE.match(change_id):
                 return change_id
         return None
 
     def refresh_current(self) -> None:
-        action = getattr(self.screen, "action_refresh", None)
-        if callable(action):
-            action()
+        if isinstance(self.screen, ConsoleScreen):
+            self.screen.action_refresh()
 
     # -- app actions ----------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -663,8 +562,9 @@ class ChangeConsoleApp(App[int]):
         if isinstance(self.screen, HelpScreen):
             self.screen.dismiss(None)
             return
-        title = getattr(self.screen, "help_title", None) or type(self.screen).__name__
-        self.push_screen(HelpScreen(str(title), self.screen.active_bindings, COMMANDS_HELP))
+        screen = self.screen
+        title = (isinstance(screen, ConsoleScreen) and screen.help_title) or type(screen).__name__
+        self.push_screen(HelpScreen(title, screen.active_bindings, COMMANDS_HELP))
 
     def action_toggle_log(self) -> None:
         self.toggle_log()
@@ -673,8 +573,6 @@ class ChangeConsoleApp(App[int]):
         self.show_log = not self.show_log
 
     def action_go_back(self) -> None:
-        from .screens.changes import ChangesScreen
-
         if isinstance(self.screen, ChangesScreen | StartupScreen | StartupErrorScreen):
             return
         if len(self.screen_stack) > 2:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import EndpointConnectionError
 from rich.console import Console
-from textual.app import App
 from textual.pilot import Pilot
+from textual.screen import Screen
 
 from changeconsole.app import ChangeConsoleApp
 from changeconsole.models import Change, ChangeStatus, Config, DeliveryRecord, DeliveryState, EmailEvent
@@ -144,8 +143,10 @@ def unreachable() -> Exception:
 
 
 class FakeAws:
-    def __init__(self, *, fail: bool = False) -> None:
-        self.settings = AwsSettings(region="us-east-1", endpoint_url=ENDPOINT, local=True)
+    """Settings for the header and the operator's identity (``fail``: AWS unreachable)."""
+
+    def __init__(self, *, fail: bool = False, endpoint: str = ENDPOINT) -> None:
+        self.settings = AwsSettings(region="us-east-1", endpoint_url=endpoint, local=True)
         self.fail = fail
 
     def operator_identity(self) -> str:
@@ -217,9 +218,14 @@ class FakeStatus:
 
 
 class FakeServices:
-    def __init__(self, *, fail: bool = False, readonly: bool = False) -> None:
+    """What ``services.bundle.Services`` offers the console, with fixed answers. ``parts`` replace any
+    of them (``status=``, ``customers=``, ``dlq=``, ``delivery_detail=``, ``resend=``, ``config=``)."""
+
+    def __init__(
+        self, *, fail: bool = False, readonly: bool = False, endpoint: str = ENDPOINT, **parts: Any
+    ) -> None:
         self.config = fake_config()
-        self.aws = FakeAws(fail=fail)
+        self.aws = FakeAws(fail=fail, endpoint=endpoint)
         self.readonly = readonly
         self.changes = FakeChanges(sample_changes(), fail=fail)
         self.status = FakeStatus(
@@ -243,27 +249,39 @@ class FakeServices:
                 ]
             }
         )
+        for name, part in parts.items():
+            setattr(self, name, part)
 
     @property
     def environment_label(self) -> str:
         return self.aws.settings.environment_label
 
 
+def console_app(services: Any, *, live: bool = False, **kwargs: Any) -> ChangeConsoleApp:
+    """The real console over ``services``: frozen clock, fixed new-change id, no autosave timer;
+    ``live`` runs its refresh timers (and cursor blink)."""
+    kwargs.setdefault("clock", frozen)
+    kwargs.setdefault("autosave_interval", 0)
+    return ChangeConsoleApp(
+        services,
+        live=live,
+        change_id_factory=lambda: NEW_ID,
+        default_timezone="Europe/London",
+        **kwargs,
+    )
+
+
 def fake_app(tmp_path: Path, **kwargs: Any) -> ChangeConsoleApp:
-    """A console on fake services: frozen clock, fixed new-change id, no timers, no cursor blink."""
+    """The console on ``FakeServices``: frozen clock, fixed new-change id, no timers, no cursor blink."""
     services = kwargs.pop("services", None) or FakeServices(
         fail=kwargs.pop("fail", False), readonly=kwargs.pop("services_readonly", False)
     )
-    kwargs.setdefault("live", False)
-    kwargs.setdefault("autosave_interval", 0)
-    return ChangeConsoleApp(
-        services,  # type: ignore[arg-type]
-        clock=frozen,
-        change_id_factory=lambda: NEW_ID,
-        default_timezone="Europe/London",
-        autosave=AutosaveStore(tmp_path / "autosave"),
-        **kwargs,
-    )
+    return console_app(services, autosave=AutosaveStore(tmp_path / "autosave"), **kwargs)
+
+
+async def show(pilot: Pilot[Any], screen: Screen[Any]) -> None:
+    """Push ``screen`` on the console (over its home screen) and wait until it is mounted."""
+    await pilot.app.push_screen(screen)
 
 
 # Workers that wait on the operator (a modal), never "finished" by themselves.
@@ -288,18 +306,3 @@ def screen_text(app: Any) -> str:
     console = Console(width=app.size.width, record=True, file=io.StringIO(), color_system=None)
     console.print(update)
     return console.export_text()
-
-
-class ScreenHarness(App[None]):
-    """A bare app that shows one screen (made by ``screen``) over ``services``: screen tests without
-    the console's startup."""
-
-    TITLE = "changeconsole"
-
-    def __init__(self, services: Any, screen: Callable[[], Any]) -> None:
-        super().__init__()
-        self.services = services
-        self._make = screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self._make())

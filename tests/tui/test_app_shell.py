@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import socket
 from pathlib import Path
@@ -11,21 +12,26 @@ from urllib.parse import urlsplit
 import pytest
 from textual.widgets import DataTable, Input
 
+import changeconsole
 from changeconsole.app import (
     AwsCallLog,
     ChangeConsoleApp,
     ConsoleAwsFactory,
     StartupFailed,
     bootstrap,
-    styles_dir,
 )
 from changeconsole.cli.common import CliState
 from changeconsole.commands import screen_commands
 from changeconsole.screens.changes import ChangesScreen
 from changeconsole.screens.compose import ComposeScreen
+from changeconsole.screens.customers import CustomerDetailScreen, CustomersScreen
+from changeconsole.screens.delivery import DeliveryDetailScreen
 from changeconsole.screens.detail import DetailScreen
+from changeconsole.screens.dlq import DlqScreen
 from changeconsole.screens.help import HelpScreen, group_bindings
 from changeconsole.screens.modals import CommandLine, StartupErrorScreen
+from changeconsole.screens.progress import SubmitProgressScreen
+from changeconsole.screens.status import LiveStatusScreen
 from changeconsole.services.aws import AwsSettings
 from changeconsole.services.bundle import Services
 from changeconsole.services.localstack import is_listening
@@ -33,17 +39,16 @@ from support.console import DONE_ID, SUBMITTED_ID, fake_app, screen_text, settle
 from support.waiting import wait_for
 
 
-def test_styles_ship_next_to_the_package_or_in_the_checkout() -> None:
-    base = styles_dir()
-    for name in ("app.tcss", "changes.tcss", "compose.tcss", "detail.tcss", "modals.tcss"):
-        assert (base / name).is_file()
-    assert [Path(p).name for p in ChangeConsoleApp.CSS_PATH] == [  # type: ignore[union-attr]
-        "app.tcss",
-        "changes.tcss",
-        "compose.tcss",
-        "detail.tcss",
-        "modals.tcss",
-    ]
+def test_every_stylesheet_is_a_file_of_the_package_beside_its_module() -> None:
+    package = Path(changeconsole.__file__).parent
+    styled = [ChangeConsoleApp, LiveStatusScreen, DeliveryDetailScreen, SubmitProgressScreen]
+    styled += [CustomersScreen, CustomerDetailScreen, DlqScreen]
+    for cls in styled:
+        paths = cls.CSS_PATH if isinstance(cls.CSS_PATH, list) else [cls.CSS_PATH]
+        for path in paths:
+            sheet = Path(inspect.getfile(cls)).parent / str(path)
+            assert sheet.is_file() and sheet.resolve().is_relative_to(package), (cls.__name__, path)
+    assert len(list(package.rglob("*.tcss"))) == 8
 
 
 async def test_help_is_built_from_the_live_bindings(tmp_path: Path) -> None:

@@ -15,10 +15,10 @@ from changeconsole.app import ChangeConsoleApp
 from changeconsole.screens.changes import ChangesScreen
 from changeconsole.screens.compose import ComposeScreen, parse_local
 from changeconsole.screens.modals import ChoiceModal
-from changeconsole.screens.widgets import PathSuggester, TimezoneSuggester
 from changeconsole.services.autosave import AutosaveStore
 from changeconsole.services.bundle import Services
 from changeconsole.services.localstack import local_factory
+from changeconsole.widgets.inputs import PathSuggester, TimezoneSuggester
 from support.console import NEW_ID, fake_app, screen_text, settle
 from support.waiting import wait_for
 

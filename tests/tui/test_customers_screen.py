@@ -2,44 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from textual.app import App
 from textual.widgets import DataTable, Static
 
 from changeconsole.models import DeliveryState, EmailEvent
-from changeconsole.screens.customers import CustomerDetailScreen, CustomersScreen, age
-from changeconsole.screens.status import DeliveryDetailScreen
+from changeconsole.screens.customers import CustomerDetailScreen, CustomersScreen
+from changeconsole.screens.delivery import DeliveryDetailScreen
+from changeconsole.screens.format import age
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.bundle import Services
 from changeconsole.services.status import DeliveryKey
+from support.console import console_app, show
 from support.waiting import wait_for
 
 CID = "CHG-2026-11-27T19-00-00-abc123"
 NOW = datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC)
-
-
-def frozen() -> datetime:
-    return NOW
-
-
-class Harness(App[None]):
-    TITLE = "changeconsole"
-
-    def __init__(self, services: Any, screen: Callable[[], Any]) -> None:
-        super().__init__()
-        self.services = services
-        self._make = screen
-        self.dlq_opened: list[str | None] = []
-
-    def on_mount(self) -> None:
-        self.push_screen(self._make())
-
-    def open_dlq(self, customer: str | None = None) -> None:
-        self.dlq_opened.append(customer)
 
 
 @pytest.fixture
@@ -78,9 +58,9 @@ def test_age() -> None:
 
 
 async def test_customers_load_depths_lazily_count_contacts_and_filter(services: Services) -> None:
-    screen = CustomersScreen(clock=frozen)
-    app = Harness(services, lambda: screen)
-    async with app.run_test(size=(120, 40)) as pilot:
+    screen = CustomersScreen()
+    async with console_app(services, live=True).run_test(size=(120, 40)) as pilot:
+        await show(pilot, screen)
         assert screen.table.row_count == 4  # config rows at once
         await wait_for(pilot, lambda: screen.idle and len(screen.stats) == 4 and "acme" in screen.contacts)
         assert cell(screen, "acme", "account") == services.config.customer("acme").account_id
@@ -117,12 +97,15 @@ async def test_customers_load_depths_lazily_count_contacts_and_filter(services: 
 
 
 async def test_enter_opens_customer_detail_and_d_opens_its_dlq(services: Services) -> None:
-    screen = CustomersScreen(clock=frozen)
-    app = Harness(services, lambda: screen)
+    screen = CustomersScreen()
+    app = console_app(services, live=True)
+    dlq_opened: list[str | None] = []
+    app.open_dlq = dlq_opened.append  # type: ignore[method-assign]
     async with app.run_test(size=(120, 40)) as pilot:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.idle and len(screen.stats) == 4)
         await pilot.press("down", "d")
-        assert app.dlq_opened == ["globex"]
+        assert dlq_opened == ["globex"]
         await pilot.press("up", "enter")
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, CustomerDetailScreen))
         detail = pilot.app.screen
@@ -142,7 +125,7 @@ async def test_enter_opens_customer_detail_and_d_opens_its_dlq(services: Service
         await pilot.press("escape")
         await wait_for(pilot, lambda: pilot.app.screen is detail)
         await pilot.press("d")
-        assert app.dlq_opened == ["globex", "acme"]
+        assert dlq_opened == ["globex", "acme"]
 
 
 async def test_unreachable_aws_shows_errors_per_cell_and_a_banner(make_stack: Any) -> None:
@@ -152,8 +135,9 @@ async def test_unreachable_aws_shows_errors_per_cell_and_a_banner(make_stack: An
     dead = AwsFactory(
         AwsSettings(endpoint_url="http://127.0.0.1:9", local=True, max_attempts=1, connect_timeout=0.5)
     )
-    screen = CustomersScreen(clock=frozen)
-    async with Harness(Services(dead, stack.config), lambda: screen).run_test(size=(120, 40)) as pilot:
+    screen = CustomersScreen()
+    async with console_app(Services(dead, stack.config), live=True).run_test(size=(120, 40)) as pilot:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.idle and len(screen.stats) == 2 and "acme" in screen.contacts)
         assert cell(screen, "acme", "queue") == "err"
         assert cell(screen, "acme", "approval") == "err"

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from textual.app import App
 from textual.pilot import Pilot
 
 from changeconsole.models import (
@@ -30,16 +28,13 @@ from changeconsole.services.customers import (
     QueueDepth,
 )
 from changeconsole.services.localstack import build_local_config
+from support.console import FakeServices, console_app, settle, show
 from support.waiting import wait_for
 
 NOW = datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC)
 SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]
 DEAD_ENDPOINT = "http://127.0.0.1:9"
 DEFAULTS = {TOPIC_APPROVAL: "OPT_OUT", TOPIC_ANNOUNCE: "OPT_IN", TOPIC_CALENDAR: "OPT_OUT"}
-
-
-def frozen() -> datetime:
-    return NOW
 
 
 def config(n: int = 10) -> Config:
@@ -121,80 +116,86 @@ class FakeCustomers:
             deliverable = {TOPIC_APPROVAL: 1, TOPIC_ANNOUNCE: 1, TOPIC_CALENDAR: 0}
         return ContactCounts(code, "changeconsole", n, 1, subscribed, deliverable, DEFAULTS)
 
+    def all_contact_counts(self, codes: list[str], *, on_result: Any = None) -> dict[str, ContactCounts]:
+        out = {}
+        for code in codes:
+            out[code] = self.contact_counts(code)
+            if on_result is not None:
+                on_result(out[code])
+        return out
+
     def recent_deliveries(self, code: str, limit: int = 20) -> list[DeliveryRecord]:
         return self.deliveries.get(code, [])[:limit]
 
 
-class SnapApp(App[None]):
-    TITLE = "changeconsole"
-    live = False
-
-    def __init__(self, services: Any, screen: Any) -> None:
-        super().__init__()
-        self.services = services
-        self._screen = screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self._screen)
-
-
-def fake_services() -> Any:
+def fake_services() -> FakeServices:
     cfg = config()
-    return SimpleNamespace(customers=FakeCustomers(cfg), config=cfg)
+    return FakeServices(customers=FakeCustomers(cfg), config=cfg, endpoint=DEAD_ENDPOINT)
 
 
-def dead_services() -> Any:
+def dead_services() -> FakeServices:
+    """Every customer read fails: the endpoint does not answer."""
     cfg = config(4)
     aws = AwsFactory(AwsSettings(endpoint_url=DEAD_ENDPOINT, local=True, max_attempts=1, connect_timeout=0.5))
-    return SimpleNamespace(customers=CustomerService(aws, cfg, threads=2), config=cfg, aws=aws)
+    return FakeServices(customers=CustomerService(aws, cfg, threads=2), config=cfg, endpoint=DEAD_ENDPOINT)
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_customers_with_contacts_dlq_and_errors(snap_compare: Any, size: tuple[int, int]) -> None:
-    screen = CustomersScreen(clock=frozen)
+    screen = CustomersScreen()
 
     async def loaded(pilot: Pilot[Any]) -> None:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.idle and len(screen.stats) == 10)
         await pilot.press("c")
         await wait_for(pilot, lambda: screen.idle and len(screen.contacts) == 10)
         await pilot.press("down")
+        await settle(pilot)
 
-    assert snap_compare(SnapApp(fake_services(), screen), terminal_size=size, run_before=loaded)
+    assert snap_compare(console_app(fake_services()), terminal_size=size, run_before=loaded)
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_customers_aws_unreachable(snap_compare: Any, size: tuple[int, int]) -> None:
-    screen = CustomersScreen(clock=frozen)
+    screen = CustomersScreen()
 
     async def failed(pilot: Pilot[Any]) -> None:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.idle and len(screen.stats) == 4 and "acme" in screen.contacts)
+        await settle(pilot)
 
-    assert snap_compare(SnapApp(dead_services(), screen), terminal_size=size, run_before=failed)
+    assert snap_compare(console_app(dead_services()), terminal_size=size, run_before=failed)
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_customer_detail_with_whitelist_and_deliveries(snap_compare: Any, size: tuple[int, int]) -> None:
-    screen = CustomerDetailScreen("initech", clock=frozen)
+    screen = CustomerDetailScreen("initech")
 
     async def loaded(pilot: Pilot[Any]) -> None:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.loaded)
+        await settle(pilot)
 
-    assert snap_compare(SnapApp(fake_services(), screen), terminal_size=size, run_before=loaded)
+    assert snap_compare(console_app(fake_services()), terminal_size=size, run_before=loaded)
 
 
 def test_customer_detail_dead_lettered_dlq(snap_compare: Any) -> None:
-    screen = CustomerDetailScreen("globex", clock=frozen)
+    screen = CustomerDetailScreen("globex")
 
     async def loaded(pilot: Pilot[Any]) -> None:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.loaded)
+        await settle(pilot)
 
-    assert snap_compare(SnapApp(fake_services(), screen), terminal_size=(120, 40), run_before=loaded)
+    assert snap_compare(console_app(fake_services()), terminal_size=(120, 40), run_before=loaded)
 
 
 def test_customer_detail_aws_unreachable(snap_compare: Any) -> None:
-    screen = CustomerDetailScreen("acme", clock=frozen)
+    screen = CustomerDetailScreen("acme")
 
     async def loaded(pilot: Pilot[Any]) -> None:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.loaded)
+        await settle(pilot)
 
-    assert snap_compare(SnapApp(dead_services(), screen), terminal_size=(120, 40), run_before=loaded)
+    assert snap_compare(console_app(dead_services()), terminal_size=(120, 40), run_before=loaded)

@@ -14,7 +14,7 @@ from changeconsole.screens.status import LiveStatusScreen
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.bundle import Services
 from changeconsole.services.fanout import ARCHIVE, DestinationState, FanoutResult, ProgressEvent
-from support.console import ScreenHarness
+from support.console import FakeServices, console_app, show
 from support.waiting import wait_for
 
 CID = "CHG-2026-11-27T19-00-00-abc123"
@@ -30,12 +30,6 @@ def draft(customers: list[str]) -> Change:
             "implementationEnd": "2026-12-02T01:00:00Z",
         }
     )
-
-
-class Harness(ScreenHarness):
-    # The console's own header line (as in the app): Textual's Header sets its title in a callback that
-    # raises if the progress screen was switched away before it ran.
-    header_text = "[b]changeconsole[/]"
 
 
 def state(screen: SubmitProgressScreen, dest: str) -> str:
@@ -62,7 +56,8 @@ async def test_failed_destination_is_shown_and_r_retries_only_it(
     screen = SubmitProgressScreen(
         "submit", draft(["acme", "globex", "initech"]), run, on_archived=archived.append, auto_follow=False
     )
-    async with Harness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+    async with console_app(services, live=True).run_test(size=(120, 40)) as pilot:
+        await show(pilot, screen)
         rows = screen.query_one("#progress-table", DataTable).rows
         assert [str(k.value) for k in rows] == [ARCHIVE, "acme", "globex", "initech"]  # before any event
         await wait_for(pilot, lambda: not screen.running and screen.result is not None)
@@ -165,7 +160,8 @@ async def test_archive_failure_then_retry_with_injected_retry() -> None:
         on_archived=archived.append,
         auto_follow=False,
     )
-    async with Harness(None, lambda: screen).run_test(size=(100, 30)) as pilot:
+    async with console_app(FakeServices(), live=True).run_test(size=(100, 30)) as pilot:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.result is not None and not screen.running)
         assert state(screen, ARCHIVE) == "failed" and state(screen, "acme") == "pending"
         assert not archived
@@ -182,7 +178,8 @@ async def test_archive_failure_then_retry_with_injected_retry() -> None:
 async def test_call_that_raises_is_shown_and_r_runs_it_again() -> None:
     fake = FakeFanout(["acme"], raise_first=RuntimeError("the archive changed under you"))
     screen = SubmitProgressScreen("complete", CID, fake.run, customers=["acme"], auto_follow=False)
-    async with Harness(None, lambda: screen).run_test(size=(100, 30)) as pilot:
+    async with console_app(FakeServices(), live=True).run_test(size=(100, 30)) as pilot:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.failure is not None)
         assert "the archive changed under you" in str(screen.query_one("#progress-status", Static).render())
         assert fake.runs == 1
@@ -207,12 +204,9 @@ async def test_success_follows_to_live_status_by_itself() -> None:
         def get_summary(self, change_id: str) -> None:
             return None
 
-    class FakeServices:
-        status = NoStatus()
-        config = None
-
     screen = SubmitProgressScreen("submit", draft(["acme"]), fake.run, follow_delay=0.2)
-    async with Harness(FakeServices(), lambda: screen).run_test(size=(100, 30)) as pilot:
+    async with console_app(FakeServices(status=NoStatus()), live=True).run_test(size=(100, 30)) as pilot:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: isinstance(pilot.app.screen, LiveStatusScreen))
         live = pilot.app.screen
         assert isinstance(live, LiveStatusScreen) and live.version == 2

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from textual.app import App
 from textual.pilot import Pilot
 
+from changeconsole.app import ChangeConsoleApp
 from changeconsole.models import Change, Config, EmailEvent
 from changeconsole.screens.progress import SubmitProgressScreen
 from changeconsole.services.fanout import ARCHIVE, DestinationState, FanoutResult, ProgressEvent
 from changeconsole.services.localstack import build_local_config
+from support.console import FakeServices, console_app, settle, show
 from support.waiting import wait_for
 
 CID = "CHG-2026-11-27T19-00-00-abc123"
+ENDPOINT = "http://127.0.0.1:9"
 SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]
 CUSTOMERS = ["acme", "globex", "hooli", "initech", "stark-industries", "umbrella"]
 
@@ -56,25 +57,18 @@ def scripted(failures: dict[str, str]) -> Callable[[Callable[[ProgressEvent], No
     return run
 
 
-class SnapApp(App[None]):
-    TITLE = "changeconsole"
-    live = False
-
-    def __init__(self, screen: Any) -> None:
-        super().__init__()
-        cfg = Config.model_validate(build_local_config(10, endpoint="http://127.0.0.1:9"))
-        self.services = SimpleNamespace(config=cfg)
-        self._screen = screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self._screen)
+def console() -> ChangeConsoleApp:
+    cfg = Config.model_validate(build_local_config(10, endpoint=ENDPOINT))
+    return console_app(FakeServices(config=cfg, endpoint=ENDPOINT))
 
 
 def finished(screen: SubmitProgressScreen) -> Callable[[Pilot[Any]], Any]:
     async def run_before(pilot: Pilot[Any]) -> None:
+        await show(pilot, screen)
         await wait_for(
             pilot, lambda: not screen.running and (screen.result is not None or bool(screen.failure))
         )
+        await settle(pilot)
 
     return run_before
 
@@ -86,7 +80,7 @@ def test_progress_partial_upload_failure(snap_compare: Any, size: tuple[int, int
         "initech": "PutObject: AccessDenied: Access Denied",
     }
     screen = SubmitProgressScreen("submit", change(), scripted(failures), auto_follow=False)
-    assert snap_compare(SnapApp(screen), terminal_size=size, run_before=finished(screen))
+    assert snap_compare(console(), terminal_size=size, run_before=finished(screen))
 
 
 def test_progress_archive_failure(snap_compare: Any) -> None:
@@ -95,13 +89,13 @@ def test_progress_archive_failure(snap_compare: Any) -> None:
         "did not hold"
     }
     screen = SubmitProgressScreen("approve", change(), scripted(failures), auto_follow=False)
-    assert snap_compare(SnapApp(screen), terminal_size=(120, 40), run_before=finished(screen))
+    assert snap_compare(console(), terminal_size=(120, 40), run_before=finished(screen))
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_progress_all_done(snap_compare: Any, size: tuple[int, int]) -> None:
     screen = SubmitProgressScreen("submit", change(), scripted({}))
-    assert snap_compare(SnapApp(screen), terminal_size=size, run_before=finished(screen))
+    assert snap_compare(console(), terminal_size=size, run_before=finished(screen))
 
 
 def test_progress_call_failed_before_any_result(snap_compare: Any) -> None:
@@ -112,4 +106,4 @@ def test_progress_call_failed_before_any_result(snap_compare: Any) -> None:
         )
 
     screen = SubmitProgressScreen("approve", change(), boom, auto_follow=False)
-    assert snap_compare(SnapApp(screen), terminal_size=(120, 40), run_before=finished(screen))
+    assert snap_compare(console(), terminal_size=(120, 40), run_before=finished(screen))

@@ -9,14 +9,14 @@ import pytest
 from textual.widgets import Static
 
 from changeconsole.models import Change, DeliveryState, EmailEvent, trigger_key
+from changeconsole.screens.delivery import DeliveryDetailScreen
 from changeconsole.screens.modals import ConfirmModal
-from changeconsole.screens.status import DeliveryDetailScreen
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.bundle import Services
 from changeconsole.services.changes import ChangeStore
 from changeconsole.services.ledger import DONE, RELEASED, RETRY, SENT, UNKNOWN, Ledger
 from changeconsole.services.status import DeliveryKey
-from support.console import ScreenHarness
+from support.console import console_app, show
 from support.waiting import wait_for
 
 CID = "CHG-2026-11-27T19-00-00-res123"
@@ -81,8 +81,9 @@ async def test_unknown_recipients_are_shown_and_resent_only_after_a_duplicate_wa
     ledger = Ledger(aws_factory, services.config)
     record = services.status.get(key)
     assert record is not None
-    screen = DeliveryDetailScreen(record, clock=lambda: NOW)
-    async with ScreenHarness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+    screen = DeliveryDetailScreen(record)
+    async with console_app(services, live=True).run_test(size=(120, 40)) as pilot:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.detail is not None)
         assert screen.check_action("resend_unknown", ()) is True
         box = screen.query_one("#detail-unknown", Static)
@@ -133,8 +134,9 @@ async def test_a_read_only_console_cannot_resend(services: Services, aws_factory
     services.readonly = True
     record = services.status.get(key)
     assert record is not None
-    screen = DeliveryDetailScreen(record, clock=lambda: NOW)
-    async with ScreenHarness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+    screen = DeliveryDetailScreen(record)
+    async with console_app(services, live=True).run_test(size=(120, 40)) as pilot:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.detail is not None)
         assert screen.detail is not None and len(screen.detail.unknown) == 1
         assert "press u" not in str(screen.query_one("#detail-unknown", Static).render()).lower()

@@ -11,27 +11,20 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
 from changeconsole.models import Change, DeliveryRecord, DeliveryState, EmailEvent
-from changeconsole.screens.status import (
-    DeliveryDetailScreen,
-    LiveStatusScreen,
-    allocate,
-    format_duration,
-    row_cells,
-)
+from changeconsole.screens.delivery import DeliveryDetailScreen
+from changeconsole.screens.format import format_duration
+from changeconsole.screens.status import LiveStatusScreen, row_cells
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.bundle import Services
 from changeconsole.services.ledger import Ledger
 from changeconsole.services.live_status import LivePoll, LiveStatusQuery, newest_round
 from changeconsole.services.status import DeliveryKey, StatusStore
-from support.console import ScreenHarness
+from changeconsole.widgets.statebar import allocate
+from support.console import FakeServices, console_app, show
 from support.waiting import wait_for
 
 CID = "CHG-2026-11-27T19-00-00-abc123"
 NOW = datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC)
-
-
-def frozen() -> datetime:
-    return NOW
 
 
 def seed(
@@ -139,9 +132,9 @@ async def test_cells_update_in_place_keeping_cursor_and_filter(services: Service
     seed(store, "acme", DeliveryState.QUEUED, attempts=0)
     seed(store, "globex", DeliveryState.PROCESSING, total=5, sent=2)
     seed(store, "initech", DeliveryState.QUEUED, attempts=0)
-    screen = LiveStatusScreen(CID, interval=0.1, clock=frozen)
-    app = ScreenHarness(services, lambda: screen)
-    async with app.run_test(size=(120, 40)) as pilot:
+    screen = LiveStatusScreen(CID, interval=0.1)
+    async with console_app(services, live=True).run_test(size=(120, 40)) as pilot:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.table.row_count == 3)
         assert [str(r.key.value) for r in screen.table.ordered_rows] == ["acme", "globex", "initech"]
         await pilot.press("down")
@@ -196,8 +189,9 @@ async def test_a_refresh_reads_and_redraws_only_the_changed_record(
         return polls[-1]
 
     monkeypatch.setattr(LiveStatusQuery, "poll", recorded)
-    screen = LiveStatusScreen(CID, interval=0.1, clock=frozen)
-    async with ScreenHarness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+    screen = LiveStatusScreen(CID, interval=0.1)
+    async with console_app(services, live=True).run_test(size=(120, 40)) as pilot:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.table.row_count == 40)
         syncs: list[Any] = []
         sync_table = screen.sync_table
@@ -226,8 +220,9 @@ async def test_rows_added_and_removed_by_key_keep_the_cursor(services: Services)
     store = services.status
     for code in ("acme", "hooli", "umbrella"):
         seed(store, code, DeliveryState.QUEUED)
-    screen = LiveStatusScreen(CID, interval=0.1, clock=frozen)
-    async with ScreenHarness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+    screen = LiveStatusScreen(CID, interval=0.1)
+    async with console_app(services, live=True).run_test(size=(120, 40)) as pilot:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.table.row_count == 3)
         await pilot.press("down", "down")  # umbrella
         seed(store, "globex", DeliveryState.QUEUED)  # sorts before the cursor row
@@ -249,8 +244,9 @@ async def test_rows_added_and_removed_by_key_keep_the_cursor(services: Services)
 
 async def test_pause_stops_refreshes_and_plus_minus_change_interval(services: Services) -> None:
     seed(services.status, "acme", DeliveryState.QUEUED)
-    screen = LiveStatusScreen(CID, interval=0.05, clock=frozen)
-    async with ScreenHarness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+    screen = LiveStatusScreen(CID, interval=0.05)
+    async with console_app(services, live=True).run_test(size=(120, 40)) as pilot:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.fetch_count >= 3)
         await pilot.press("p")
         assert screen.paused
@@ -278,8 +274,9 @@ async def test_pause_stops_refreshes_and_plus_minus_change_interval(services: Se
 
 async def test_unreachable_store_keeps_last_state_and_shows_error(services: Services) -> None:
     seed(services.status, "acme", DeliveryState.SENT, total=2, sent=2, finished="2026-11-27T19:59:00Z")
-    screen = LiveStatusScreen(CID, interval=0.05, clock=frozen)
-    async with ScreenHarness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+    screen = LiveStatusScreen(CID, interval=0.05)
+    async with console_app(services, live=True).run_test(size=(120, 40)) as pilot:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.table.row_count == 1)
 
         class Broken:
@@ -321,14 +318,10 @@ async def test_query_runs_off_the_ui_thread_and_1000_rows_touch_only_changed_cel
         def get_summary(self, change_id: str) -> None:
             return None
 
-    class FakeServices:
-        def __init__(self) -> None:
-            self.status = FakeStore()
-            self.config = None
-
-    fake = FakeServices()
-    screen = LiveStatusScreen(CID, interval=0.05, clock=frozen)
-    async with ScreenHarness(fake, lambda: screen).run_test(size=(120, 40)) as pilot:
+    fake = FakeServices(status=FakeStore())
+    screen = LiveStatusScreen(CID, interval=0.05)
+    async with console_app(fake, live=True).run_test(size=(120, 40)) as pilot:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.table.row_count == 1000)
         assert screen.last_sync.added == 1000 or screen.fetch_count > 1
         assert threading.get_ident() not in fake.status.threads
@@ -391,8 +384,9 @@ async def test_enter_drills_into_recipients_error_and_dlq(
     url = sqs.get_queue_url(QueueName=mapping.dlq_name)["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody="{}")
 
-    screen = LiveStatusScreen(CID, interval=5.0, clock=frozen)
-    async with ScreenHarness(services, lambda: screen).run_test(size=(120, 40)) as pilot:
+    screen = LiveStatusScreen(CID, interval=5.0)
+    async with console_app(services, live=True).run_test(size=(120, 40)) as pilot:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.table.row_count == 2)
         await pilot.press("down", "enter")
         await wait_for(pilot, lambda: isinstance(app_screen(pilot), DeliveryDetailScreen))

@@ -7,16 +7,22 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from textual.app import App
 from textual.pilot import Pilot
 
 from changeconsole.models import Config, DeliveryRecord, DeliveryState, EmailEvent
-from changeconsole.screens.status import DeliveryDetailScreen, LiveStatusScreen
+from changeconsole.screens.delivery import DeliveryDetailScreen
+from changeconsole.screens.status import LiveStatusScreen
 from changeconsole.services.aws import AwsFactory, AwsSettings
-from changeconsole.services.customers import QueueDepth
-from changeconsole.services.delivery_detail import ClaimInfo, DeliveryDetail, RecipientResult
+from changeconsole.services.customers import CustomerService, QueueDepth
+from changeconsole.services.delivery_detail import (
+    ClaimInfo,
+    DeliveryDetail,
+    DeliveryDetailService,
+    RecipientResult,
+)
 from changeconsole.services.localstack import build_local_config
 from changeconsole.services.status import DeliveryKey, StatusStore
+from support.console import FakeServices, console_app, settle, show
 from support.waiting import wait_for
 
 CID = "CHG-2026-11-27T19-00-00-abc123"
@@ -27,10 +33,6 @@ NOT_VERIFIED = (
     "MessageRejected: Email address is not verified. The following identities failed the check in region "
     "US-EAST-1: change-notices@notices.msp.example.com"
 )
-
-
-def frozen() -> datetime:
-    return NOW
 
 
 def config(n: int = 14) -> Config:
@@ -121,59 +123,60 @@ class FakeStore:
         return next((r for r in self._records if DeliveryKey.of(r) == key), None)
 
 
-class SnapApp(App[None]):
-    TITLE = "changeconsole"
-    live = False  # no refresh timers: what is on screen is what was loaded
-
-    def __init__(self, services: Any, screen: Any) -> None:
-        super().__init__()
-        self.services = services
-        self._screen = screen
-
-    def on_mount(self) -> None:
-        self.push_screen(self._screen)
+def fake_services(records: list[DeliveryRecord] = RECORDS, **parts: Any) -> FakeServices:
+    return FakeServices(status=FakeStore(records), config=config(), endpoint=DEAD_ENDPOINT, **parts)
 
 
-def fake_services(records: list[DeliveryRecord] = RECORDS) -> Any:
-    return SimpleNamespace(status=FakeStore(records), config=config())
-
-
-def dead_services() -> Any:
+def dead_services() -> FakeServices:
+    """Every read of the status store fails: its endpoint does not answer."""
     aws = AwsFactory(AwsSettings(endpoint_url=DEAD_ENDPOINT, local=True, max_attempts=1, connect_timeout=0.5))
     cfg = config(3)
-    return SimpleNamespace(status=StatusStore(aws, cfg), config=cfg, aws=aws)
+    customers = CustomerService(aws, cfg)
+    return FakeServices(
+        status=StatusStore(aws, cfg),
+        config=cfg,
+        endpoint=DEAD_ENDPOINT,
+        customers=customers,
+        delivery_detail=DeliveryDetailService(aws, cfg, customers),
+    )
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_live_status_mixed_states(snap_compare: Any, size: tuple[int, int]) -> None:
-    screen = LiveStatusScreen(CID, clock=frozen)
+    screen = LiveStatusScreen(CID)
 
     async def loaded(pilot: Pilot[Any]) -> None:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.loaded and screen.table.row_count == len(RECORDS))
         await pilot.press("down", "down")  # the cursor on initech
+        await settle(pilot)
 
-    assert snap_compare(SnapApp(fake_services(), screen), terminal_size=size, run_before=loaded)
+    assert snap_compare(console_app(fake_services()), terminal_size=size, run_before=loaded)
 
 
 def test_live_status_filtered_and_paused(snap_compare: Any) -> None:
-    screen = LiveStatusScreen(CID, clock=frozen)
+    screen = LiveStatusScreen(CID)
 
     async def filtered(pilot: Pilot[Any]) -> None:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.loaded)
         await pilot.press("slash", *"reject", "enter", "p")
         await wait_for(pilot, lambda: screen.table.row_count == 2)
+        await settle(pilot)
 
-    assert snap_compare(SnapApp(fake_services(), screen), terminal_size=(120, 40), run_before=filtered)
+    assert snap_compare(console_app(fake_services()), terminal_size=(120, 40), run_before=filtered)
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_live_status_aws_unreachable(snap_compare: Any, size: tuple[int, int]) -> None:
-    screen = LiveStatusScreen(CID, clock=frozen)
+    screen = LiveStatusScreen(CID)
 
     async def failed(pilot: Pilot[Any]) -> None:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.loaded and screen.error is not None)
+        await settle(pilot)
 
-    assert snap_compare(SnapApp(dead_services(), screen), terminal_size=size, run_before=failed)
+    assert snap_compare(console_app(dead_services()), terminal_size=size, run_before=failed)
 
 
 class FakeDetail:
@@ -226,21 +229,24 @@ def dead_lettered_detail() -> tuple[DeliveryRecord, FakeDetail]:
 @pytest.mark.parametrize("size", SIZES)
 def test_delivery_detail_dead_lettered_with_dlq(snap_compare: Any, size: tuple[int, int]) -> None:
     record, service = dead_lettered_detail()
-    screen = DeliveryDetailScreen(record, clock=frozen, detail_service=service)  # type: ignore[arg-type]
+    screen = DeliveryDetailScreen(record)
 
     async def loaded(pilot: Pilot[Any]) -> None:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.loaded)
+        await settle(pilot)
 
-    assert snap_compare(SnapApp(fake_services([record]), screen), terminal_size=size, run_before=loaded)
+    services = fake_services([record], delivery_detail=service)
+    assert snap_compare(console_app(services), terminal_size=size, run_before=loaded)
 
 
 def test_delivery_detail_aws_unreachable(snap_compare: Any) -> None:
     record = RECORDS[0]
-    screen = DeliveryDetailScreen(record, clock=frozen)
+    screen = DeliveryDetailScreen(record)
 
     async def loaded(pilot: Pilot[Any]) -> None:
+        await show(pilot, screen)
         await wait_for(pilot, lambda: screen.loaded)
+        await settle(pilot)
 
-    services = dead_services()
-    services.customers = None
-    assert snap_compare(SnapApp(services, screen), terminal_size=(120, 40), run_before=loaded)
+    assert snap_compare(console_app(dead_services()), terminal_size=(120, 40), run_before=loaded)

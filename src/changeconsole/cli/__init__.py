@@ -31,9 +31,6 @@ def main(ctx: click.Context, readonly: bool, as_worker: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     if as_worker:  # reached only when called without run()'s argv rewrite
-        worker_cmd = main.get_command(ctx, "worker")
-        if worker_cmd is None:
-            raise click.UsageError("the worker is not available in this build")
         ctx.invoke(worker_cmd)
         return
     from ..app import run_console  # Textual is imported only here

@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
+from ..colours import DELIVERY_STATE, DESTINATION_STATE, styled
 from ..errors import validation_problems
 from ..models import (
     CHANGE_ID_RE,
@@ -52,22 +53,6 @@ from .common import (
 )
 
 DEFAULT_TIMEOUT = 300.0
-_STATE_STYLE = {
-    DestinationState.PENDING: "dim",
-    DestinationState.UPLOADING: "cyan",
-    DestinationState.DONE: "green",
-    DestinationState.FAILED: "red",
-}
-_DELIVERY_STYLE = {
-    DeliveryState.QUEUED: "dim",
-    DeliveryState.PROCESSING: "cyan",
-    DeliveryState.SENT: "green",
-    DeliveryState.PARTIAL: "yellow",
-    DeliveryState.FAILED: "red",
-    DeliveryState.DEAD_LETTERED: "red",
-    DeliveryState.SUPERSEDED: "magenta",
-    DeliveryState.SKIPPED: "yellow",
-}
 
 
 def change_errors(func: F) -> F:
@@ -182,7 +167,7 @@ class FanoutNarrator:
         with self._lock:
             items = list(self.states.items())
         for dest, (st, err) in items:
-            table.add_row(dest, f"[{_STATE_STYLE[st]}]{st.value}[/]", escape(err or ""))
+            table.add_row(dest, styled(DESTINATION_STATE, st), escape(err or ""))
         return table
 
     def __call__(self, event: ProgressEvent) -> None:
@@ -234,7 +219,7 @@ class DeliveryNarrator:
 def fanout_table(result: FanoutResult) -> Table:
     table = Table("destination", "state", "error", title=_result_title(result), title_justify="left")
     for dest, st in result.states.items():
-        table.add_row(dest, f"[{_STATE_STYLE[st]}]{st.value}[/]", escape(result.errors.get(dest, "")))
+        table.add_row(dest, styled(DESTINATION_STATE, st), escape(result.errors.get(dest, "")))
     return table
 
 
@@ -259,7 +244,7 @@ def delivery_table(
             recipients += f" ({r.recipients_failed} failed)"
         table.add_row(
             code,
-            f"[{_DELIVERY_STYLE.get(r.state, 'white')}]{r.state.value}[/]",
+            styled(DELIVERY_STATE, r.state),
             str(r.attempts),
             recipients,
             r.updated_at or "",

@@ -21,18 +21,12 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static, Tab, Tabs
 from textual.widgets.data_table import RowDoesNotExist
 
+from ..colours import CHANGE_STATUS
 from ..errors import describe
 from ..models import ChangeStatus
 from ..services.status import ChangeSummary
-from .widgets import SORTING, ConsoleScreen, FormInput
-
-STATUS_STYLES = {
-    "draft": "grey62",
-    "submitted": "bold dark_orange",
-    "approved": "bold green3",
-    "completed": "dodger_blue1",
-    "cancelled": "grey50 strike",
-}
+from ..widgets.inputs import FormInput
+from .base import SORTING, ConsoleScreen
 
 
 @dataclass(frozen=True)
@@ -118,7 +112,7 @@ def row_cells(summary: ChangeSummary) -> list[Any]:
     return [
         summary.change_id,
         summary.title,
-        Text(summary.status.value, style=STATUS_STYLES.get(summary.status.value, "")),
+        Text(summary.status.value, style=CHANGE_STATUS.get(summary.status, "")),
         customers_text(summary.customers),
         compact_window(summary.implementation_start, summary.implementation_end),
         f"{compact_time(summary.modified_at)} {who}",
@@ -215,12 +209,7 @@ class ChangesScreen(ConsoleScreen[None]):
 
     # -- data ----------------------------------------------------------------------------------------
     def _list(self) -> list[ChangeSummary]:
-        services = self.services
-        try:
-            changes = services.changes
-        except ImportError:
-            return services.status.list_changes()
-        return list(changes.list())
+        return list(self.services.changes.list())
 
     def load(self) -> None:
         self.call_service(

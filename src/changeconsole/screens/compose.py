@@ -33,16 +33,9 @@ from textual.widgets.selection_list import Selection
 
 from ..errors import validation_problems
 from ..models import Change, ChangeStatus
+from ..widgets.inputs import CompletingInput, FormInput, FormTextArea, PathSuggester, TimezoneSuggester
+from .base import CUSTOMER_PICK, ConsoleScreen
 from .modals import ChoiceModal, ConfirmModal
-from .widgets import (
-    CUSTOMER_PICK,
-    CompletingInput,
-    ConsoleScreen,
-    FormInput,
-    FormTextArea,
-    PathSuggester,
-    TimezoneSuggester,
-)
 
 # -- the form's fields ------------------------------------------------------------------------------
 
@@ -225,6 +218,9 @@ class ComposeScreen(ConsoleScreen[None]):
         self._last_form: dict[str, Any] | None = None
 
     # -- layout ------------------------------------------------------------------------------------------
+    def change_shown(self) -> str | None:
+        return self.change_id
+
     def compose_body(self) -> ComposeResult:
         with Vertical(id="compose-body"):
             yield Static("", id="compose-title")

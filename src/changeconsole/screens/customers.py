@@ -1,6 +1,6 @@
 """Every configured customer at a glance, and one customer in detail.
 
-``CustomersScreen(*, clock=None)``
+``CustomersScreen()``
     One row per configured customer: code, name, environment, account id (from ``ses_role_arn``),
     queue depth, DLQ depth, contacts receiving each topic (approval / announce / calendar) and in
     total, and the last delivery. Config columns show at once; depths and last deliveries load in
@@ -9,7 +9,7 @@
     row). Bindings: ``/`` filter, ``r`` refresh, ``c`` count contacts of every shown row, ``enter``
     customer detail, ``d`` the customer's DLQ, ``escape`` back.
 
-``CustomerDetailScreen(code, *, clock=None)``
+``CustomerDetailScreen(code)``
     One customer: config facts, queue and DLQ depths, contacts per topic (subscribed with SES
     semantics, and how many of those its ``restricted_recipients`` allow), the 20 most recent
     deliveries (``enter`` opens the delivery drill-down). ``d`` DLQ, ``r`` reload, ``escape`` back.
@@ -19,9 +19,8 @@ Screens only call ``app.services.customers`` (``services/customers.py``) and ren
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -30,34 +29,18 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.message import Message
-from textual.screen import Screen
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
+from ..colours import DELIVERY_STATE
 from ..errors import describe
-from ..models import ALL_TOPICS, TOPIC_ANNOUNCE, TOPIC_APPROVAL, TOPIC_CALENDAR, DeliveryRecord, utcnow
-from ..services.customers import ContactCounts, CustomerInfo, CustomerStats, QueueDepth
-from .status import (
-    STATE_STYLES,
-    Clock,
-    DeliveryDetailScreen,
-    LiveTable,
-    SyncStats,
-    app_clock,
-    back_or_clear_filter,
-    chrome_bottom,
-    chrome_top,
-    close_filter,
-    cursor_key,
-    one_line,
-    open_dlq,
-    open_filter,
-    parse_ts,
-    post_from_thread,
-    style_path,
-    sync_rows,
-)
+from ..models import ALL_TOPICS, TOPIC_ANNOUNCE, TOPIC_APPROVAL, TOPIC_CALENDAR, DeliveryRecord
+from ..services.customers import CONTACT_THREADS, ContactCounts, CustomerInfo, CustomerStats, QueueDepth
+from ..widgets.filterbar import FilterBar
+from ..widgets.livetable import LiveTable, SyncStats, cursor_key, sync_rows
+from .base import ConsoleScreen
+from .delivery import DeliveryDetailScreen
+from .format import age, one_line
 
 LOADING = "…"
 NOT_LOADED = "·"
@@ -81,22 +64,6 @@ TOPIC_COLUMNS = {TOPIC_APPROVAL: "approval", TOPIC_ANNOUNCE: "announce", TOPIC_C
 _NUMERIC = {
     k: w for k, _label, w in CUSTOMER_COLUMNS if k in ("queue", "dlq", *TOPIC_COLUMNS.values(), "contacts")
 }
-CONTACT_THREADS = 8
-
-
-def age(ts: str | None, now: datetime) -> str:
-    """``5m ago`` style age of an RFC 3339 timestamp."""
-    when = parse_ts(ts)
-    if when is None:
-        return ""
-    seconds = max(0, int((now - when).total_seconds()))
-    if seconds < 60:
-        return f"{seconds}s ago"
-    if seconds < 3600:
-        return f"{seconds // 60}m ago"
-    if seconds < 86400:
-        return f"{seconds // 3600}h ago"
-    return f"{seconds // 86400}d ago"
 
 
 def depth_text(depth: QueueDepth | None) -> str:
@@ -158,7 +125,7 @@ def customer_cell(column: str, value: str) -> Text:
         return Text(value, style="bold dodger_blue1", justify=justify)
     if column == "last" and value:
         state = value.split(" ", 1)[0]
-        style = STATE_STYLES.get(state)
+        style = DELIVERY_STATE.get(state)
         if style:
             text = Text(state, style=style)
             text.append(value[len(state) :])
@@ -166,9 +133,9 @@ def customer_cell(column: str, value: str) -> Text:
     return Text(value, justify=justify)
 
 
-class CustomersScreen(Screen[None]):
+class CustomersScreen(ConsoleScreen[None]):
     help_title = "Customers"
-    CSS_PATH = style_path("customers.tcss")
+    CSS_PATH = "customers.tcss"
     AUTO_FOCUS = "#customers-table"
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -179,10 +146,8 @@ class CustomersScreen(Screen[None]):
         Binding("d", "dlq", "DLQ"),
     ]
 
-    def __init__(self, *, clock: Clock | None = None, name: str | None = None, id: str | None = None) -> None:
+    def __init__(self, *, name: str | None = None, id: str | None = None) -> None:
         super().__init__(name=name, id=id)
-        self._clock = clock
-        self.clock: Clock = clock or utcnow
         self.filter_text = ""
         self.infos: dict[str, CustomerInfo] = {}
         self.stats: dict[str, CustomerStats] = {}
@@ -196,31 +161,25 @@ class CustomersScreen(Screen[None]):
         self._stale: set[str] = set()
         self._contacts_loading: set[str] = set()
         self._contacts_running = False
-        self._lock = threading.Lock()
-        self._inbox: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self._draining = False
         self._extra_error: str | None = None
 
     # -- layout ---------------------------------------------------------------------------
-    def compose(self) -> ComposeResult:
-        yield from chrome_top(self)
+    def compose_body(self) -> ComposeResult:
         with Vertical(id="customers-head"):
             yield Static(id="customers-summary")
             yield Static(id="customers-error", classes="hidden")
-        yield Input(
-            placeholder="filter: code, name, environment or account", id="customers-filter", classes="hidden"
+        yield FilterBar(
+            "filter: code, name, environment or account", table="#customers-table", id="customers-filter"
         )
         yield LiveTable(
             id="customers-table", cursor_type="row", zebra_stripes=True, fill_column="last", fill_min=14
         )
-        yield from chrome_bottom(self)
 
     def on_mount(self) -> None:
         self.title = "Customers"
-        self.clock = app_clock(self, self._clock)
         try:
-            service = self.app.services.customers  # type: ignore[attr-defined]
-            self.infos = {info.code: info for info in service.customers()}
+            self.infos = {info.code: info for info in self.services.customers.customers()}
         except Exception as exc:  # no usable customer service/config: say so instead of crashing
             self._extra_error = describe(exc)
         table = self.table
@@ -243,32 +202,22 @@ class CustomersScreen(Screen[None]):
         return not self.stats_loading and not self._contacts_running
 
     # -- loading ----------------------------------------------------------------------------
-    class _Inbox(Message):
-        """Results from worker threads are waiting in the screen's inbox."""
-
-    def _post(self, callback: Callable[..., None], *args: Any) -> None:
-        """Hand a result to the UI thread without blocking the worker; results stay in order and a
-        burst of them is applied with one repaint and one summary update."""
-        with self._lock:
-            self._inbox.append((callback, args))
-            first = len(self._inbox) == 1
-        if first:
-            self.post_message(self._Inbox())
-
-    @on(_Inbox)
-    def _drain_inbox(self) -> None:
-        with self._lock:
-            items, self._inbox = self._inbox, []
-        if not items or not self.is_attached:
+    @contextmanager
+    def applying_results(self) -> Iterator[None]:
+        """A burst of results from the workers: one repaint, and one summary after it."""
+        if not self.is_attached:
+            yield
             return
         self._draining = True
         try:
             with self.table.coalesced():
-                for callback, args in items:
-                    callback(*args)
+                yield
         finally:
             self._draining = False
-        self.render_summary(extra_error=self._extra_error)
+
+    def results_applied(self) -> None:
+        if self.is_attached:
+            self.render_summary(extra_error=self._extra_error)
 
     def _load_stats(self) -> None:
         self._stats_generation += 1
@@ -280,17 +229,16 @@ class CustomersScreen(Screen[None]):
     @work(thread=True, group="customer-stats", exit_on_error=False)
     def _fetch_stats(self, generation: int, codes: list[str]) -> None:
         worker = get_current_worker()
-        service = self.app.services.customers  # type: ignore[attr-defined]
         try:
-            service.all_stats(
+            self.services.customers.all_stats(
                 codes,
-                on_result=lambda stats: self._post(self._stats_arrived, generation, stats),
+                on_result=lambda stats: self.post_from_thread(self._stats_arrived, generation, stats),
                 cancelled=lambda: worker.is_cancelled,
             )
         except Exception as exc:  # every failure is shown on screen
-            self._post(self._stats_failed, generation, describe(exc))
+            self.post_from_thread(self._stats_failed, generation, describe(exc))
             return
-        self._post(self._stats_done, generation)
+        self.post_from_thread(self._stats_done, generation)
 
     def _stats_arrived(self, generation: int, stats: CustomerStats) -> None:
         if generation != self._stats_generation or not self.is_attached:
@@ -344,17 +292,15 @@ class CustomersScreen(Screen[None]):
 
     @work(thread=True, group="customer-contacts", exit_on_error=False)
     def _fetch_contacts(self, codes: list[str]) -> None:
-        service = self.app.services.customers  # type: ignore[attr-defined]
         try:
-            with ThreadPoolExecutor(max_workers=min(CONTACT_THREADS, len(codes))) as pool:
-                futures = [pool.submit(service.contact_counts, code) for code in codes]
-                for future in as_completed(futures):
-                    self._post(self._contacts_arrived, future.result())
+            self.services.customers.all_contact_counts(
+                codes, on_result=lambda counts: self.post_from_thread(self._contacts_arrived, counts)
+            )
         except Exception as exc:
             message = describe(exc)
             for code in codes:
-                self._post(self._contacts_arrived, ContactCounts(code, "", error=message))
-        self._post(self._contacts_batch_done, codes)
+                self.post_from_thread(self._contacts_arrived, ContactCounts(code, "", error=message))
+        self.post_from_thread(self._contacts_batch_done, codes)
 
     def _contacts_arrived(self, counts: ContactCounts) -> None:
         self.contacts[counts.code] = counts
@@ -383,11 +329,11 @@ class CustomersScreen(Screen[None]):
             self.stats.get(code),
             self.contacts.get(code),
             code in self._contacts_loading,
-            now or self.clock(),
+            now or self.now(),
         )
 
     def sync_table(self) -> SyncStats:
-        now = self.clock()
+        now = self.now()
         rows = [
             (code, self.cells(code, now)) for code in sorted(self.infos) if self.matches(self.infos[code])
         ]
@@ -465,26 +411,20 @@ class CustomersScreen(Screen[None]):
     @on(DataTable.RowSelected, "#customers-table")
     def _selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value is not None:
-            self.app.push_screen(CustomerDetailScreen(str(event.row_key.value), clock=self._clock))
+            self.app.push_screen(CustomerDetailScreen(str(event.row_key.value)))
 
     def action_back(self) -> None:
-        back_or_clear_filter(self, self.query_one("#customers-filter", Input), self.table)
+        if not self.query_one("#customers-filter", FilterBar).cancel():
+            self.back()
 
     def action_filter(self) -> None:
-        open_filter(self.query_one("#customers-filter", Input))
+        self.query_one("#customers-filter", FilterBar).open()
 
-    def _close_filter(self) -> None:
-        close_filter(self.query_one("#customers-filter", Input), self.table)
-
-    @on(Input.Changed, "#customers-filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self.filter_text = event.value
+    @on(FilterBar.Applied, "#customers-filter")
+    def _filter_applied(self, event: FilterBar.Applied) -> None:
+        self.filter_text = event.text
         self.sync_table()
         self.render_summary()
-
-    @on(Input.Submitted, "#customers-filter")
-    def _filter_submitted(self, event: Input.Submitted) -> None:
-        self._close_filter()
 
     def action_refresh(self) -> None:
         self._stale.update(self.contacts)
@@ -500,7 +440,7 @@ class CustomersScreen(Screen[None]):
         if key is None:
             self.notify("No customer selected", severity="warning")
             return
-        open_dlq(self, key)
+        self.console.open_dlq(key)
 
 
 # -- one customer ---------------------------------------------------------------------------------
@@ -515,9 +455,9 @@ DELIVERY_COLUMNS: tuple[tuple[str, str, int], ...] = (
 )
 
 
-class CustomerDetailScreen(Screen[None]):
+class CustomerDetailScreen(ConsoleScreen[None]):
     help_title = "Customer"
-    CSS_PATH = style_path("customers.tcss")
+    CSS_PATH = "customers.tcss"
     AUTO_FOCUS = "#customer-deliveries"
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -526,19 +466,16 @@ class CustomerDetailScreen(Screen[None]):
         Binding("d", "dlq", "DLQ"),
     ]
 
-    def __init__(self, code: str, *, clock: Clock | None = None, name: str | None = None) -> None:
+    def __init__(self, code: str, *, name: str | None = None) -> None:
         super().__init__(name=name)
         self.code = code
-        self._clock = clock
-        self.clock: Clock = clock or utcnow
         self.stats: CustomerStats | None = None
         self.contacts: ContactCounts | None = None
         self.deliveries: list[DeliveryRecord] = []
         self.deliveries_error: str | None = None
         self.loaded = False
 
-    def compose(self) -> ComposeResult:
-        yield from chrome_top(self)
+    def compose_body(self) -> ComposeResult:
         with Vertical(id="customer-head"):
             yield Static(id="customer-summary")
             yield Static(id="customer-error", classes="hidden")
@@ -546,12 +483,10 @@ class CustomerDetailScreen(Screen[None]):
         yield DataTable(id="customer-topics", cursor_type="none", show_cursor=False)
         yield Static("Recent deliveries", id="customer-deliveries-title", classes="section")
         yield LiveTable(id="customer-deliveries", cursor_type="row", zebra_stripes=True, fill_column="error")
-        yield from chrome_bottom(self)
 
     def on_mount(self) -> None:
         self.title = "Customer"
         self.sub_title = self.code
-        self.clock = app_clock(self, self._clock)
         topics = self.query_one("#customer-topics", DataTable)
         for key, label, width in (
             ("topic", "Topic", 14),
@@ -569,21 +504,18 @@ class CustomerDetailScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="customer-detail", exit_on_error=False)
     def _load(self) -> None:
-        service = self.app.services.customers  # type: ignore[attr-defined]
+        service = self.services.customers
         try:
             stats = service.stats(self.code)
             contacts = service.contact_counts(self.code)
         except Exception as exc:
-            self._post(self._failed, describe(exc))
+            self.post_from_thread(self._failed, describe(exc))
             return
         try:
             deliveries, error = service.recent_deliveries(self.code, 20), None
         except Exception as exc:
             deliveries, error = [], describe(exc)
-        self._post(self._loaded, stats, contacts, deliveries, error)
-
-    def _post(self, callback: Callable[..., None], *args: Any) -> None:
-        post_from_thread(self, callback, *args)
+        self.post_from_thread(self._loaded, stats, contacts, deliveries, error)
 
     def _loaded(
         self,
@@ -604,12 +536,12 @@ class CustomerDetailScreen(Screen[None]):
             self.render_detail()
 
     def _info(self) -> CustomerInfo:
-        return self.app.services.customers.info(self.code)  # type: ignore[attr-defined]
+        return self.services.customers.info(self.code)
 
     def render_detail(self) -> None:
         info = self._info()
-        mapping = self.app.services.config.customer(self.code)  # type: ignore[attr-defined]
-        now = self.clock()
+        mapping = self.services.config.customer(self.code)
+        now = self.now()
         text = Text()
         text.append(info.code, style="bold")
         text.append(f"  {info.name}  ({info.environment}")
@@ -639,7 +571,7 @@ class CustomerDetailScreen(Screen[None]):
         last = stats.last_delivery if stats else None
         if last is not None:
             text.append(f"\nlast delivery {last.change_id} v{last.version} {last.event.value}: ")
-            text.append(last.state.value, style=STATE_STYLES.get(last.state.value, ""))
+            text.append(last.state.value, style=DELIVERY_STATE.get(last.state, ""))
             ago = age(last.updated_at or last.queued_at, now)
             if ago:
                 text.append(f" {ago}")
@@ -695,7 +627,7 @@ class CustomerDetailScreen(Screen[None]):
             table.add_row(
                 Text(record.change_id),
                 Text(f"v{record.version} {record.event.value}"),
-                Text(record.state.value, style=STATE_STYLES.get(record.state.value, "")),
+                Text(record.state.value, style=DELIVERY_STATE.get(record.state, "")),
                 Text(f"{record.recipients_sent}/{record.recipients_total}", justify="right"),
                 Text(record.updated_at or ""),
                 Text(one_line(record.last_error), style="red1"),
@@ -714,14 +646,13 @@ class CustomerDetailScreen(Screen[None]):
     def _selected(self, event: DataTable.RowSelected) -> None:
         index = int(str(event.row_key.value))
         if 0 <= index < len(self.deliveries):
-            self.app.push_screen(DeliveryDetailScreen(self.deliveries[index], clock=self._clock))
+            self.app.push_screen(DeliveryDetailScreen(self.deliveries[index]))
 
     def action_back(self) -> None:
-        if len(self.app.screen_stack) > 1:
-            self.app.pop_screen()
+        self.back()
 
     def action_refresh(self) -> None:
         self._load()
 
     def action_dlq(self) -> None:
-        open_dlq(self, self.code)
+        self.console.open_dlq(self.code)

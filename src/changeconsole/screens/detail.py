@@ -18,12 +18,13 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
+from ..colours import CHANGE_STATUS
 from ..errors import describe
 from ..models import Change, ChangeStatus, DeliveryRecord
-from .changes import STATUS_STYLES
+from .base import DIFF_PICK, ConsoleScreen
 from .compose import to_local
+from .format import short_time
 from .modals import ConfirmModal, TypeToConfirmModal
-from .widgets import DIFF_PICK, ConsoleScreen, short_time
 
 # Which actions each state allows (besides duplicate, allowed for any change).
 ALLOWED: dict[ChangeStatus, frozenset[str]] = {
@@ -73,7 +74,7 @@ LONG_ROWS: tuple[tuple[str, str], ...] = (
 def field_value(change: Change, doc: dict[str, Any], key: str, customer_names: dict[str, str]) -> Text:
     value = doc.get(key)
     if key == "status":
-        return Text(change.status.value, style=STATUS_STYLES.get(change.status.value, ""))
+        return Text(change.status.value, style=CHANGE_STATUS.get(change.status, ""))
     if key == "customers":
         return Text(", ".join(f"{customer_names.get(c, c)} ({c})" for c in change.customers))
     if key in ("implementationStart", "implementationEnd"):
@@ -184,6 +185,9 @@ class DetailScreen(ConsoleScreen[None]):
         self.picked = False  # the operator chose A/B: keep them across reloads
         self.error: str | None = None
 
+    def change_shown(self) -> str | None:
+        return self.change_id
+
     def compose_body(self) -> ComposeResult:
         with Vertical(id="detail-body"):
             yield Static(f"[b]{escape(self.change_id)}[/]  loading…", id="detail-title")
@@ -242,7 +246,7 @@ class DetailScreen(ConsoleScreen[None]):
         self.change, self.versions, self.error = change, versions, None
         self.query_one("#detail-error").display = False
         names = {code: m.customer_name for code, m in self.services.config.customer_mappings.items()}
-        status = Text(change.status.value, style=STATUS_STYLES.get(change.status.value, ""))
+        status = Text(change.status.value, style=CHANGE_STATUS.get(change.status, ""))
         title = Text.assemble(
             (change.change_id, "bold"), "  ", change.title, "  ", status, f"  v{change.version}"
         )

@@ -33,27 +33,28 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen, Screen
+from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Select, Static
 from textual.widgets.data_table import RowDoesNotExist
 
 from ..errors import describe
-from ..models import utcnow
 from ..services.dlq import (
     DlqMessage,
+    DlqService,
     DlqSummary,
     PeekResult,
+    PurgeRefused,
     RedriveProgress,
     RedriveResult,
+    Target,
     age_text,
 )
+from ..widgets.filterbar import FilterBar
+from .base import ConsoleScreen
 from .modals import ConfirmModal, TypeToConfirmModal
-from .status import chrome_bottom, chrome_top, post_from_thread, style_path
 
-Clock = Callable[[], datetime]
 PEEK_MAX = 200
 MARK = "●"
-MUTATING = frozenset({"redrive", "purge", "import_file"})
 # (key, label, width): the change title last, so narrow terminals lose only its tail.
 MESSAGE_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("mark", " ", 1),
@@ -198,9 +199,10 @@ class PathModal(ModalScreen[tuple[str, str] | None]):
 # -- the screen ---------------------------------------------------------------------------------------
 
 
-class DlqScreen(Screen[None]):
+class DlqScreen(ConsoleScreen[None]):
     help_title = "Dead-letter queues"
-    CSS_PATH = style_path("dlq.tcss")
+    CSS_PATH = "dlq.tcss"
+    MUTATING: ClassVar[frozenset[str]] = frozenset({"redrive", "purge", "import_file"})
     AUTO_FOCUS = "#dlq-customers"
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -221,14 +223,12 @@ class DlqScreen(Screen[None]):
         customer: str | None = None,
         *,
         refresh_interval: float | None = 15.0,
-        clock: Clock | None = None,
         name: str | None = None,
         id: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id)
         self.initial_customer = customer
         self.refresh_interval = refresh_interval
-        self._clock = clock
         self.customer: str | None = None
         self.summaries: dict[str, DlqSummary] = {}
         self.peek_result: PeekResult | None = None
@@ -238,28 +238,11 @@ class DlqScreen(Screen[None]):
         self.cancel_event: threading.Event | None = None
         self.last_result: RedriveResult | None = None
         self._loading: Counter[str] = Counter()
-        self._lock = threading.Lock()
 
     # -- helpers -------------------------------------------------------------------------------
     @property
-    def dlq(self) -> Any:
-        return self.app.services.dlq  # type: ignore[attr-defined]
-
-    @property
-    def readonly(self) -> bool:
-        try:
-            services = getattr(self.app, "services", None)
-        except RuntimeError:  # the console is still starting
-            services = None
-        return bool(getattr(self.app, "readonly", False) or getattr(services, "readonly", False))
-
-    def now(self) -> datetime:
-        if self._clock is not None:
-            return self._clock()
-        app_now = getattr(self.app, "now", None)
-        if callable(app_now):
-            return app_now()
-        return utcnow()
+    def dlq(self) -> DlqService:
+        return self.services.dlq
 
     @property
     def idle(self) -> bool:
@@ -269,9 +252,6 @@ class DlqScreen(Screen[None]):
     @property
     def running(self) -> bool:
         return self.cancel_event is not None
-
-    def _post(self, callback: Callable[..., None], *args: Any) -> None:
-        post_from_thread(self, callback, *args)
 
     def _background(
         self,
@@ -283,16 +263,13 @@ class DlqScreen(Screen[None]):
     ) -> None:
         """Run ``fn`` in a thread worker; ``done(result)`` or an error notice on the UI thread."""
         self._loading[what] += 1
-
-        def runner() -> None:
-            try:
-                result = fn()
-            except Exception as exc:  # every failure is shown on screen
-                self._post(self._failed, what, exc)
-                return
-            self._post(self._finished, what, done, result)
-
-        self.run_worker(runner, thread=True, group=f"dlq-{what}", exclusive=exclusive, exit_on_error=False)
+        self.call_service(
+            fn,
+            done=lambda result: self._finished(what, done, result),
+            failed=lambda exc: self._failed(what, exc),
+            group=f"dlq-{what}",
+            exclusive=exclusive,
+        )
 
     def _finished(self, what: str, done: Callable[[Any], None], result: Any) -> None:
         self._loading[what] -= 1
@@ -306,18 +283,18 @@ class DlqScreen(Screen[None]):
         self.notify(escape(describe(exc)), title=f"DLQ {what} failed", severity="error", timeout=10)
 
     # -- layout ----------------------------------------------------------------------------------
-    def compose(self) -> ComposeResult:
-        yield from chrome_top(self)
+    def compose_body(self) -> ComposeResult:
         with Horizontal(id="dlq-body"):
             with Vertical(id="dlq-left"):
                 yield Static("Customers · DLQ depth", classes="dlq-pane-title")
                 yield DataTable(id="dlq-customers", cursor_type="row", zebra_stripes=True)
             with Vertical(id="dlq-right"):
                 yield Static(id="dlq-title", classes="dlq-pane-title")
-                yield Input(
-                    placeholder="filter: cc-reason=isolation* · text in the body (enter applies, esc closes)",
+                yield FilterBar(
+                    "filter: cc-reason=isolation* · text in the body (enter applies, esc closes)",
+                    table="#dlq-messages",
+                    live=False,
                     id="dlq-filter",
-                    classes="hidden",
                 )
                 yield DataTable(id="dlq-messages", cursor_type="row", zebra_stripes=True)
                 with VerticalScroll(id="dlq-detail"):
@@ -327,7 +304,6 @@ class DlqScreen(Screen[None]):
             yield ProgressBar(id="dlq-progress-bar", show_eta=False)
             yield Label("c / esc: cancel", id="dlq-progress-hint")
         yield Static(id="dlq-status")
-        yield from chrome_bottom(self)
 
     def on_mount(self) -> None:
         self.title = "Dead-letter queues"
@@ -343,19 +319,16 @@ class DlqScreen(Screen[None]):
             "Peeking receives messages: they are invisible for a few seconds and their receive count rises."
         )
         self.load_summaries(first=True)
-        live = bool(getattr(self.app, "live", True))
-        if live and self.refresh_interval:
+        if self.live and self.refresh_interval:
             self.set_interval(self.refresh_interval, self.load_summaries, name="dlq-refresh")
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < 100, "narrow")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in MUTATING and self.readonly:
-            return False
         if action == "cancel":
             return self.running
-        return True
+        return super().check_action(action, parameters)
 
     def set_status(self, markup: str) -> None:
         self.query_one("#dlq-status", Static).update(markup)
@@ -523,17 +496,11 @@ class DlqScreen(Screen[None]):
 
     # -- filter -----------------------------------------------------------------------------------
     def action_filter(self) -> None:
-        field = self.query_one("#dlq-filter", Input)
-        field.remove_class("hidden")
-        field.value = self.filter_text
-        field.focus()
+        self.query_one("#dlq-filter", FilterBar).open()
 
-    @on(Input.Submitted, "#dlq-filter")
-    def _filter_submitted(self, event: Input.Submitted) -> None:
-        self.filter_text = event.value.strip()
-        if not self.filter_text:
-            event.input.add_class("hidden")
-        self.query_one("#dlq-messages", DataTable).focus()
+    @on(FilterBar.Applied, "#dlq-filter")
+    def _filter_applied(self, event: FilterBar.Applied) -> None:
+        self.filter_text = event.text
         self.peek()
 
     # -- redrive -----------------------------------------------------------------------------------
@@ -544,8 +511,7 @@ class DlqScreen(Screen[None]):
         return [m.message_id] if m is not None else []
 
     def _refuse(self, what: str) -> bool:
-        if self.readonly:
-            self.notify(f"Read-only console: {what} is disabled.", title="Read-only", severity="warning")
+        if self.refuse_readonly(what):
             return True
         if self.running:
             self.notify("A redrive is running; cancel it (c) or wait.", severity="warning")
@@ -584,7 +550,7 @@ class DlqScreen(Screen[None]):
         self.refresh_bindings()
 
         def progress(p: RedriveProgress) -> None:
-            self._post(self._progress, p)
+            self.post_from_thread(self._progress, p)
 
         self._background(
             "redrive",
@@ -630,15 +596,10 @@ class DlqScreen(Screen[None]):
             self.query_one("#dlq-progress-label", Label).update("Cancelling after the current batch…")
 
     def action_back(self) -> None:
-        field = self.query_one("#dlq-filter", Input)
         if self.running:
             self.action_cancel()
-        elif field.has_focus:
-            if not self.filter_text:
-                field.add_class("hidden")
-            self.query_one("#dlq-messages", DataTable).focus()
-        elif len(self.app.screen_stack) > 1:
-            self.app.pop_screen()
+        elif not self.query_one("#dlq-filter", FilterBar).cancel():
+            self.back()
 
     # -- export / import / purge ------------------------------------------------------------------
     def action_export(self) -> None:
@@ -677,9 +638,10 @@ class DlqScreen(Screen[None]):
             if not answer:
                 return
             path, target = answer
+            to: Target = "source" if target == "source" else "dlq"
             self._background(
                 "import",
-                lambda: self.dlq.import_jsonl(code, path, to=target or "dlq"),
+                lambda: self.dlq.import_jsonl(code, path, to=to),
                 lambda r: self._imported(r),
             )
 
@@ -708,8 +670,6 @@ class DlqScreen(Screen[None]):
         )
 
     def _export_state(self, code: str) -> tuple[dict[str, Any] | None, str]:
-        from ..services.dlq import PurgeRefused
-
         try:
             return self.dlq.check_export(code), ""
         except PurgeRefused as exc:

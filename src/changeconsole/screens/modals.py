@@ -12,7 +12,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Input, Label, LoadingIndicator, Static
 
-from .widgets import CompletingInput, FormInput, WordListSuggester
+from ..widgets.console import console_of
+from ..widgets.inputs import CompletingInput, FormInput, WordListSuggester
 
 
 class ConfirmModal(ModalScreen[bool]):
@@ -228,6 +229,4 @@ class StartupErrorScreen(Screen[None]):
         return True
 
     def action_retry(self) -> None:
-        retry = getattr(self.app, "retry_startup", None)
-        if callable(retry):
-            retry()
+        console_of(self).retry_startup()

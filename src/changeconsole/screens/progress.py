@@ -28,8 +28,8 @@ has focus (Retry after a failure, Live status after success), so ``enter`` does 
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -37,23 +37,16 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
-from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Button, ProgressBar, Static
 
+from ..colours import DESTINATION_STATE
 from ..errors import describe
 from ..models import Change
 from ..services.fanout import ARCHIVE, DestinationState, FanoutResult, ProgressEvent
-from .status import (
-    LiveStatusScreen,
-    LiveTable,
-    app_is_live,
-    chrome_bottom,
-    chrome_top,
-    post_from_thread,
-    style_path,
-)
+from ..widgets.livetable import LiveTable
+from .base import ConsoleScreen
+from .status import LiveStatusScreen
 
 ProgressCallback = Callable[[ProgressEvent], None]
 RunFn = Callable[[ProgressCallback], FanoutResult]
@@ -65,12 +58,6 @@ OPERATION_LABELS = {
     "approve": "Approving",
     "complete": "Completing",
     "cancel": "Cancelling",
-}
-DEST_STYLES = {
-    DestinationState.PENDING.value: "grey62",
-    DestinationState.UPLOADING.value: "bold dodger_blue1",
-    DestinationState.DONE.value: "green3",
-    DestinationState.FAILED.value: "bold red1",
 }
 PROGRESS_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("destination", "Destination", 20),
@@ -84,9 +71,9 @@ def _state(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
-class SubmitProgressScreen(Screen[None]):
+class SubmitProgressScreen(ConsoleScreen[None]):
     help_title = "Fan-out progress"
-    CSS_PATH = style_path("status.tcss")
+    CSS_PATH = "status.tcss"
     AUTO_FOCUS = ""  # enter belongs to the screen until a result picks the button to focus
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -94,9 +81,6 @@ class SubmitProgressScreen(Screen[None]):
         Binding("r", "retry", "Retry failed"),
         Binding("enter,l", "live_status", "Live status"),
     ]
-
-    class _Flush(Message):
-        """Progress events are waiting in the screen's buffer."""
 
     def __init__(
         self,
@@ -130,12 +114,12 @@ class SubmitProgressScreen(Screen[None]):
         self.attempts = 0
         self._archived_reported = False
         self._follow_timer: Timer | None = None
-        self._pending: list[ProgressEvent] = []
-        self._lock = threading.Lock()
 
     # -- layout ----------------------------------------------------------------------------
-    def compose(self) -> ComposeResult:
-        yield from chrome_top(self)
+    def change_shown(self) -> str | None:
+        return self.change_id
+
+    def compose_body(self) -> ComposeResult:
         with Vertical(id="progress-head"):
             yield Static(id="progress-title")
             yield ProgressBar(id="progress-bar", show_eta=False)
@@ -146,7 +130,6 @@ class SubmitProgressScreen(Screen[None]):
             yield Button("Retry failed (r)", id="progress-retry", variant="warning", disabled=True)
             yield Button("Live status (l)", id="progress-live", variant="primary", disabled=True)
             yield Button("Close (esc)", id="progress-close")
-        yield from chrome_bottom(self)
 
     def on_mount(self) -> None:
         self.title = OPERATION_LABELS.get(self.operation, self.operation.capitalize())
@@ -163,22 +146,16 @@ class SubmitProgressScreen(Screen[None]):
 
     # -- running -------------------------------------------------------------------------------
     def _progress(self, event: ProgressEvent) -> None:
-        """The progress callback (any thread): buffer, wake the UI once per burst."""
-        with self._lock:
-            self._pending.append(event)
-            first = len(self._pending) == 1
-        if first:
-            self.post_message(self._Flush())
+        """The progress callback (any thread): applied on the UI loop, a burst with one repaint."""
+        self.post_from_thread(self._apply, event.destination, _state(event.state), event.error)
 
-    @on(_Flush)
-    def _drain_progress(self) -> None:
-        with self._lock:
-            events, self._pending = self._pending, []
-        if events:
-            with self.query_one("#progress-table", LiveTable).coalesced():
-                for event in events:
-                    self._apply(event.destination, _state(event.state), event.error)
-            self.render_progress()
+    @contextmanager
+    def applying_results(self) -> Iterator[None]:
+        with self.query_one("#progress-table", LiveTable).coalesced():
+            yield
+
+    def results_applied(self) -> None:
+        self.render_progress()
 
     def _start(self, call: RunFn) -> None:
         self.running = True
@@ -192,15 +169,11 @@ class SubmitProgressScreen(Screen[None]):
         try:
             result = call(self._progress)
         except Exception as exc:  # shown on screen; r runs the call again
-            self._post(self._failed, describe(exc))
+            self.post_from_thread(self._failed, describe(exc))
             return
-        self._post(self._finished, result)
-
-    def _post(self, callback: Callable[..., None], *args: Any) -> None:
-        post_from_thread(self, callback, *args)
+        self.post_from_thread(self._finished, result)
 
     def _finished(self, result: FanoutResult) -> None:
-        self._drain_progress()
         self.running = False
         self.result = result
         self.change = result.change
@@ -210,7 +183,7 @@ class SubmitProgressScreen(Screen[None]):
             self._apply(dest, _state(state), result.errors.get(dest))
         self.render_progress()
         self._focus_next_step()
-        if result.states and result.ok and self.auto_follow and app_is_live(self):
+        if result.states and result.ok and self.auto_follow and self.live:
             self.call_after_refresh(self._arm_follow)
 
     def _arm_follow(self) -> None:
@@ -218,7 +191,6 @@ class SubmitProgressScreen(Screen[None]):
             self._follow_timer = self.set_timer(self.follow_delay, self.action_live_status)
 
     def _failed(self, message: str) -> None:
-        self._drain_progress()
         self.running = False
         self.failure = message
         for dest, state in self.states.items():
@@ -237,12 +209,10 @@ class SubmitProgressScreen(Screen[None]):
 
     # -- rows -------------------------------------------------------------------------------------
     def _dest_name(self, dest: str) -> str:
-        services = getattr(self.app, "services", None)
-        config = getattr(services, "config", None)
         if dest == ARCHIVE:
             return "S3 archive (the change itself)"
-        mapping = getattr(config, "customer_mappings", {}).get(dest) if config is not None else None
-        return str(getattr(mapping, "customer_name", "") or "")
+        mapping = self.services.config.customer_mappings.get(dest)
+        return mapping.customer_name if mapping is not None else ""
 
     def _cells(self, dest: str) -> tuple[Text, ...]:
         state = self.states.get(dest, "pending")
@@ -250,7 +220,7 @@ class SubmitProgressScreen(Screen[None]):
         return (
             Text(dest, style="bold" if dest == ARCHIVE else ""),
             Text(self._dest_name(dest)),
-            Text(state, style=DEST_STYLES.get(state, "")),
+            Text(state, style=DESTINATION_STATE.get(state, "")),
             Text(error, style="red1"),
         )
 
@@ -345,7 +315,7 @@ class SubmitProgressScreen(Screen[None]):
         elif self.result is not None:
             status.append(f"All {total} destinations done.", style="bold green3")
             status.append(" enter (or l) opens the live status")
-            if self.auto_follow and app_is_live(self):
+            if self.auto_follow and self.live:
                 status.append(" (opening by itself…)")
             status.append(".")
         self.query_one("#progress-status", Static).update(status)
@@ -389,9 +359,7 @@ class SubmitProgressScreen(Screen[None]):
         self._start(lambda cb: retry(result, cb))
 
     def _service_retry(self, result: FanoutResult, progress: ProgressCallback) -> FanoutResult:
-        changes = self.app.services.changes  # type: ignore[attr-defined]
-        retried: FanoutResult = changes.retry(result, progress=progress)
-        return retried
+        return self.services.changes.retry(result, progress=progress)
 
     def action_live_status(self) -> None:
         if self._follow_timer is not None:
@@ -414,8 +382,7 @@ class SubmitProgressScreen(Screen[None]):
             return
         if self._follow_timer is not None:
             self._follow_timer.stop()
-        if len(self.app.screen_stack) > 1:
-            self.app.pop_screen()
+        self.back()
 
     @on(Button.Pressed, "#progress-retry")
     def _retry_pressed(self) -> None:

@@ -15,8 +15,10 @@ from .status import StatusStore
 
 if TYPE_CHECKING:
     from .customers import CustomerService
+    from .delivery_detail import DeliveryDetailService
     from .dlq import DlqService
     from .lifecycle import ChangeService
+    from .resend import ResendService
 
 
 class Services:
@@ -50,3 +52,15 @@ class Services:
         from .dlq import DlqService
 
         return DlqService(self.aws, self.config)
+
+    @cached_property
+    def delivery_detail(self) -> DeliveryDetailService:
+        from .delivery_detail import DeliveryDetailService
+
+        return DeliveryDetailService(self.aws, self.config, self.customers)
+
+    @cached_property
+    def resend(self) -> ResendService:
+        from .resend import ResendService
+
+        return ResendService(self.aws, self.config, status=self.status)

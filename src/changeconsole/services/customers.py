@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -29,6 +29,10 @@ from .aws import AwsFactory
 from .contacts import Contact, is_subscribed, iter_contacts, topic_defaults
 from .queues import DELAYED, IN_FLIGHT, VISIBLE, QueueUrlCache, is_missing_queue, message_counts
 from .status import StatusStore
+
+R = TypeVar("R")
+# Contact counts assume each customer's role: fewer at once than the central account's reads.
+CONTACT_THREADS = 8
 
 # -- data -------------------------------------------------------------------------------------
 
@@ -197,26 +201,40 @@ class CustomerService:
         scheduling further work when it returns True.
         """
         wanted = list(codes) if codes is not None else sorted(self.config.customer_mappings)
-        out: dict[str, CustomerStats] = {}
-        if not wanted:
-            return out
-        with ThreadPoolExecutor(max_workers=min(self.threads, len(wanted))) as pool:
-            futures = [pool.submit(self._stats_unless_cancelled, c, cancelled) for c in wanted]
-            for future in as_completed(futures):
-                stats = future.result()
-                if stats is None:
-                    continue
-                out[stats.code] = stats
-                if on_result is not None:
-                    on_result(stats)
-        return out
+        return self._parallel(wanted, self.stats, self.threads, on_result, cancelled)
 
-    def _stats_unless_cancelled(
-        self, code: str, cancelled: Callable[[], bool] | None
-    ) -> CustomerStats | None:
-        if cancelled is not None and cancelled():
-            return None
-        return self.stats(code)
+    def all_contact_counts(
+        self, codes: Iterable[str], *, on_result: Callable[[ContactCounts], None] | None = None
+    ) -> dict[str, ContactCounts]:
+        """``contact_counts`` of many customers in parallel (each assumes the customer's role, so at most
+        ``CONTACT_THREADS`` at once); ``on_result`` as in ``all_stats``."""
+        return self._parallel(list(codes), self.contact_counts, CONTACT_THREADS, on_result, None)
+
+    @staticmethod
+    def _parallel(
+        codes: list[str],
+        work: Callable[[str], R],
+        threads: int,
+        on_result: Callable[[R], None] | None,
+        cancelled: Callable[[], bool] | None,
+    ) -> dict[str, R]:
+        def unless_cancelled(code: str) -> tuple[str, R] | None:
+            if cancelled is not None and cancelled():
+                return None
+            return code, work(code)
+
+        out: dict[str, R] = {}
+        if not codes:
+            return out
+        with ThreadPoolExecutor(max_workers=min(threads, len(codes))) as pool:
+            for future in as_completed([pool.submit(unless_cancelled, c) for c in codes]):
+                done = future.result()
+                if done is None:
+                    continue
+                out[done[0]] = done[1]
+                if on_result is not None:
+                    on_result(done[1])
+        return out
 
     # -- contacts (customer account) -----------------------------------------------------------
     def list_all_contacts(self, code: str) -> list[Contact]:

@@ -39,6 +39,7 @@ from .service import (
     PEEK_VISIBILITY,
     SCAN_VISIBILITY,
     DlqService,
+    Target,
     native_unsupported,
 )
 
@@ -70,6 +71,7 @@ __all__ = [
     "RedriveFailure",
     "RedriveProgress",
     "RedriveResult",
+    "Target",
     "age_text",
     "as_filter",
     "fit_attributes",

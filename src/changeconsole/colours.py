@@ -1,0 +1,52 @@
+"""The colours of every state the CLI and the console show (rich styles; no Textual, no services).
+
+Keyed by state values; a ``StrEnum`` member looks up as its value (``DeliveryState.SENT`` → ``"sent"``).
+"""
+
+from __future__ import annotations
+
+from .models import ChangeStatus, DeliveryState
+
+# A change's lifecycle status.
+CHANGE_STATUS: dict[str, str] = {
+    ChangeStatus.DRAFT: "grey62",
+    ChangeStatus.SUBMITTED: "bold dark_orange",
+    ChangeStatus.APPROVED: "bold green3",
+    ChangeStatus.COMPLETED: "dodger_blue1",
+    ChangeStatus.CANCELLED: "grey50 strike",
+}
+
+# One customer's delivery of one change event.
+DELIVERY_STATE: dict[str, str] = {
+    DeliveryState.QUEUED: "grey62",
+    DeliveryState.PROCESSING: "bold dodger_blue1",
+    DeliveryState.SENT: "green3",
+    DeliveryState.PARTIAL: "bold dark_orange",
+    DeliveryState.FAILED: "bold red1",
+    DeliveryState.DEAD_LETTERED: "bold magenta",
+    DeliveryState.SUPERSEDED: "grey50",
+    DeliveryState.SKIPPED: "grey50",
+}
+
+# One destination of a fan-out (``services.fanout.DestinationState``: the archive or a customer's trigger).
+DESTINATION_STATE: dict[str, str] = {
+    "pending": "grey62",
+    "uploading": "bold dodger_blue1",
+    "done": "green3",
+    "failed": "bold red1",
+}
+
+# One recipient's send, as the worker's ledger records it.
+RECIPIENT_STATE: dict[str, str] = {
+    "sent": "green3",
+    "sending": "bold dodger_blue1",
+    "retry": "dark_orange",
+    "failed": "bold red1",
+    "unknown": "bold magenta",
+}
+
+
+def styled(table: dict[str, str], state: str) -> str:
+    """``state`` as rich markup in its colour (plain when the table does not know it)."""
+    style = table.get(state)
+    return f"[{style}]{state}[/]" if style else state
