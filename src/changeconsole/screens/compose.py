@@ -217,10 +217,10 @@ class ComposeScreen(ConsoleScreen[None]):
         self.submit_attempted = False
         self._last_form: dict[str, Any] | None = None
 
-    # -- layout ------------------------------------------------------------------------------------------
     def change_shown(self) -> str | None:
         return self.change_id
 
+    # -- layout ------------------------------------------------------------------------------------------
     def compose_body(self) -> ComposeResult:
         with Vertical(id="compose-body"):
             yield Static("", id="compose-title")

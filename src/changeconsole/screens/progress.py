@@ -115,10 +115,10 @@ class SubmitProgressScreen(ConsoleScreen[None]):
         self._archived_reported = False
         self._follow_timer: Timer | None = None
 
-    # -- layout ----------------------------------------------------------------------------
     def change_shown(self) -> str | None:
         return self.change_id
 
+    # -- layout ----------------------------------------------------------------------------
     def compose_body(self) -> ComposeResult:
         with Vertical(id="progress-head"):
             yield Static(id="progress-title")

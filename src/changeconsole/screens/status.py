@@ -134,10 +134,10 @@ class LiveStatusScreen(ConsoleScreen[None]):
         self._loaded = False
         self._query: LiveStatusQuery | None = None
 
-    # -- layout -----------------------------------------------------------------------
     def change_shown(self) -> str | None:
         return self.change_id
 
+    # -- layout -----------------------------------------------------------------------
     def compose_body(self) -> ComposeResult:
         with Vertical(id="status-head"):
             yield Static(id="status-title")
