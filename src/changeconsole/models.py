@@ -43,6 +43,17 @@ MAX_USER = 256
 MAX_CUSTOMERS = 5_000
 # Largest queue message body we parse (SQS allows up to 1 MiB).
 MAX_MESSAGE_BYTES = 1024 * 1024
+# Largest change document we read (a change file, an archive record).
+MAX_CHANGE_BYTES = 5 * 1024 * 1024
+# Versions are written zero-padded to VERSION_DIGITS in trigger keys and delivery sort keys, which sort
+# as text: a version must fit in those digits.
+VERSION_DIGITS = 4
+MAX_VERSION = 10**VERSION_DIGITS - 1
+
+
+def version_tag(version: int) -> str:
+    """``v0007``: a version as trigger keys and delivery sort keys write it."""
+    return f"v{version:0{VERSION_DIGITS}d}"
 
 
 def utcnow() -> datetime:
@@ -98,12 +109,14 @@ def check_transition(current: ChangeStatus, target: ChangeStatus) -> None:
 
 
 class EmailEvent(StrEnum):
-    """The status reached; each one sends an email."""
+    """The status reached (each one sends an email), or ``removed``: the change no longer targets a
+    customer that was notified of it."""
 
     SUBMITTED = "submitted"
     APPROVED = "approved"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
+    REMOVED = "removed"
 
 
 TOPIC_APPROVAL = "aws-approval"
@@ -177,7 +190,7 @@ class Change(BaseModel):
     meeting_metadata: dict[str, Any] | None = None
     status: ChangeStatus = ChangeStatus.DRAFT
     prior_status: ChangeStatus | None = None
-    version: int = Field(1, ge=1)
+    version: int = Field(1, ge=1, le=MAX_VERSION)
     created_at: str | None = Field(None, alias="createdAt")
     created_by: str | None = Field(None, alias="createdBy", max_length=MAX_USER)
     modified_at: str | None = Field(None, alias="modifiedAt")
@@ -269,6 +282,14 @@ class Change(BaseModel):
     @property
     def ever_approved(self) -> bool:
         return self.approved_at is not None
+
+    @property
+    def write_token(self) -> str | None:
+        """``writeToken``: unique per archive write, so a writer that met a conflict can tell whether
+        the write there is its own (services/lifecycle). A stored key like any unknown one: documents
+        written before it existed round-trip unchanged."""
+        token = (self.model_extra or {}).get("writeToken")
+        return token if isinstance(token, str) else None
 
     def to_json_dict(self) -> dict[str, Any]:
         """The deployed JSON shape (camelCase aliases, unknown keys kept)."""
@@ -546,13 +567,14 @@ HDR_CUSTOMER = "X-Changeconsole-Customer"
 TRIGGER_PREFIX = "customers/"
 _TRIGGER_KEY_RE = re.compile(
     r"^customers/(?P<code>[a-z0-9-]{2,50})/"
-    r"(?:(?P<cid>CHG-[0-9A-Za-z-]+?)/v(?P<version>\d{1,9})-(?P<event>[a-z]+)|(?P<flat>[^/]+))\.json\Z"
+    rf"(?:(?P<cid>CHG-[0-9A-Za-z-]+?)/v(?P<version>\d{{1,{VERSION_DIGITS}}})-(?P<event>[a-z]+)"
+    r"|(?P<flat>[^/]+))\.json\Z"
 )
 
 
 def trigger_key(code: str, change_id: str, version: int, event: EmailEvent) -> str:
     """S3 key of a trigger: distinct per (customer, change, version, event)."""
-    return f"{TRIGGER_PREFIX}{code}/{change_id}/v{version:04d}-{event.value}.json"
+    return f"{TRIGGER_PREFIX}{code}/{change_id}/{version_tag(version)}-{event.value}.json"
 
 
 class PermanentMessageError(ChangeconsoleError):
@@ -696,8 +718,10 @@ def _direct_trigger(data: dict[str, Any]) -> Trigger:
     except ValueError:
         raise MalformedMessage("direct message: event missing or unknown", customer=customer) from None
     version = data.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise MalformedMessage("direct message: version must be a positive integer", customer=customer)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= MAX_VERSION:
+        raise MalformedMessage(
+            f"direct message: version must be an integer from 1 to {MAX_VERSION}", customer=customer
+        )
     cid = data.get("changeId")
     if not isinstance(cid, str) or not CHANGE_ID_RE.match(cid):
         raise MalformedMessage("direct message: changeId missing or malformed", customer=customer)

@@ -26,6 +26,8 @@ from ..colours import DELIVERY_STATE, DESTINATION_STATE, styled
 from ..errors import validation_problems
 from ..models import (
     CHANGE_ID_RE,
+    MAX_CHANGE_BYTES,
+    MAX_VERSION,
     Change,
     ChangeStatus,
     DeliveryRecord,
@@ -97,11 +99,21 @@ def parse_customers(value: str | None) -> list[str] | None:
 
 
 def read_change_file(path: Path, customers: list[str] | None = None) -> tuple[Change, dict[str, Any]]:
-    """A change file validated against the config; BadInput (exit 2) naming each bad field."""
+    """A change file validated against the config; BadInput (exit 2) naming each bad field.
+
+    Every way a file can be unreadable (missing, too large, not UTF-8, not JSON, nested too deep) is
+    bad input with a one-line reason, never a traceback."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:
+            data = fh.read(MAX_CHANGE_BYTES + 1)
     except OSError as exc:
-        raise BadInput(f"cannot read {path}: {exc.strerror}") from None
+        raise BadInput(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CHANGE_BYTES:
+        raise BadInput(f"{path} is larger than {MAX_CHANGE_BYTES // (1024 * 1024)} MiB: not a change file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -109,6 +121,8 @@ def read_change_file(path: Path, customers: list[str] | None = None) -> tuple[Ch
             f"{path} is not valid JSON",
             [{"path": "$", "message": f"{exc.msg} at line {exc.lineno} column {exc.colno}"}],
         ) from None
+    except RecursionError:
+        raise BadInput(f"{path} is nested too deeply to be a change") from None
     if not isinstance(raw, dict):
         raise BadInput(f"{path} must hold one JSON object (a change)")
     if customers is not None:
@@ -277,7 +291,7 @@ def _transition_output(
                 f"{len(result.failed)} destination(s) failed: {failed}; retry them with "
                 f"`changeconsole change resend {result.change.change_id} --customers {failed}`"
             )
-    elif wait and result.customers:
+    elif wait and result.targeted:
         wait_data, failure = _wait(result, timeout=timeout, as_json=as_json)
     if as_json:
         data = result.to_json()
@@ -289,14 +303,17 @@ def _transition_output(
         raise OperationFailed(failure)
     if not as_json:
         sent = " and sent" if wait_data else ""
+        removed = (
+            f"; {len(result.removed)} removed customer(s) notified if they had been" if result.removed else ""
+        )
         stderr.print(
             f"[green]{escape(result.change.change_id)} v{result.change.version} "
-            f"{result.change.status.value}[/]: {len(result.customers)} customer(s) queued{sent}"
+            f"{result.change.status.value}[/]: {len(result.targeted)} customer(s) queued{sent}{removed}"
         )
 
 
 def _wait(result: FanoutResult, *, timeout: float, as_json: bool) -> tuple[dict[str, Any], str | None]:
-    change, customers = result.change, result.customers
+    change, customers = result.change, result.targeted
     stderr.print(f"waiting up to {timeout:g}s for {len(customers)} customer(s) to reach a final state")
     timed_out = False
     with DeliveryNarrator(customers) as narrator:
@@ -386,19 +403,37 @@ def draft_cmd(file: Path, as_json: bool) -> None:
 @aws_options
 @click.argument("target", metavar="FILE|ID")
 @click.option("--customers", metavar="a,b,…", help="Target these customers (overrides the change's list).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help='Edit an archived change even if FILE has no "version" or an older one (last writer wins).',
+)
 @wait_option
 @timeout_option
 @json_option
 @change_errors
-def submit_cmd(target: str, customers: str | None, wait: bool, timeout: float, as_json: bool) -> None:
-    """Submit a draft (file or id) for approval; a file of an archived change edits/resubmits it."""
+def submit_cmd(
+    target: str, customers: str | None, force: bool, wait: bool, timeout: float, as_json: bool
+) -> None:
+    """Submit a draft (file or id) for approval; a file of an archived change edits/resubmits it.
+
+    Editing from a file is pinned to the file's "version": when the change moved on since, nothing is
+    written (exit 1, naming who changed it). A file without "version" is refused (exit 2) unless
+    --force says the file wins over whatever the archive holds now."""
     codes = parse_customers(customers)
     path = Path(target)
     svc = _service()
     if path.is_file():
         change, raw = read_change_file(path, codes)
-        if svc.store.find(change.change_id) is not None:
-            expected = change.version if "version" in raw else None
+        stored = svc.store.find(change.change_id)
+        if stored is not None:
+            if "version" not in raw and not force:
+                raise BadInput(
+                    f"{change.change_id} is already archived (version {stored.change.version}) and {path} "
+                    'has no "version": add the "version" you edited (pins it) or pass --force '
+                    "(last writer wins)"
+                )
+            expected = None if force else change.version
             title = f"editing {change.change_id} (new approval round)"
             edited = _fanout(title, lambda p: svc.edit(change, progress=p, expected_version=expected))
             if isinstance(edited, Change):
@@ -439,21 +474,33 @@ def _nothing_changed(change: Change, as_json: bool) -> None:
 
 
 def _transition_command(name: str, target: ChangeStatus) -> click.Command:
-    @change_group.command(name, help=f"Move a change to {target.value} and notify its customers.")
+    @change_group.command(
+        name,
+        help=f"Move a change to {target.value} and notify its customers. With --version N, only if the "
+        "change is still at version N (the one you reviewed); otherwise nothing is written (exit 1).",
+    )
     @aws_options
     @click.argument("change_id", metavar="ID")
+    @click.option(
+        "--version",
+        "version",
+        type=click.IntRange(min=1, max=MAX_VERSION),
+        help="The version you reviewed: refuse if the change moved on since.",
+    )
     @wait_option
     @timeout_option
     @json_option
     @change_errors
-    def command(change_id: str, wait: bool, timeout: float, as_json: bool) -> None:
+    def command(change_id: str, version: int | None, wait: bool, timeout: float, as_json: bool) -> None:
         svc = _service()
         method = {
             ChangeStatus.APPROVED: svc.approve,
             ChangeStatus.COMPLETED: svc.complete,
             ChangeStatus.CANCELLED: svc.cancel,
         }[target]
-        result = _fanout(f"{name} {change_id}", lambda p: method(change_id, progress=p))
+        result = _fanout(
+            f"{name} {change_id}", lambda p: method(change_id, progress=p, expected_version=version)
+        )
         _transition_output(result, as_json=as_json, wait=wait, timeout=timeout, action=f"{name} {change_id}")
 
     return command
@@ -857,7 +904,8 @@ def _round(
         records = store.latest_round(change_id)
     else:
         records = store.records(change_id, version=version, event=event)
-        if event is None and records:
-            newest = max(r.event.value for r in records)
-            records = [r for r in records if r.event.value == newest]
+        notices = [r for r in records if r.event is not EmailEvent.REMOVED]
+        if event is None and notices:
+            newest = max(r.event.value for r in notices)
+            records = [r for r in records if r.event.value in (newest, EmailEvent.REMOVED.value)]
     return sorted(records, key=lambda r: r.customer)

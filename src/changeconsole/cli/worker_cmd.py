@@ -59,7 +59,7 @@ _SETTINGS = (
         "--claim-lease",
         300.0,
         click.FloatRange(1, 86400),
-        "Seconds a crashed worker's delivery claim blocks others.",
+        "Seconds a crashed worker's delivery claim (and its change+customer lane) blocks others.",
     ),
     _setting("--metrics-interval", 60.0, click.FloatRange(1, 3600), "Seconds between metric flushes."),
 )

@@ -62,8 +62,9 @@ def row_cells(record: DeliveryRecord, now: datetime) -> tuple[str, ...]:
         recipients = f"{record.recipients_sent}/{record.recipients_total}"
     else:
         recipients = "-"
+    removal = record.event is EmailEvent.REMOVED  # no longer targeted: its "no longer affects you" notice
     return (
-        record.customer,
+        f"{record.customer} (removed)" if removal else record.customer,
         record.state.value,
         str(record.attempts),
         recipients,

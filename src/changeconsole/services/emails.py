@@ -51,6 +51,7 @@ EVENT_STYLES: dict[EmailEvent, EventStyle] = {
     EmailEvent.APPROVED: EventStyle("✅", "Approved", "approved"),
     EmailEvent.COMPLETED: EventStyle("🏁", "Completed", "completed"),
     EmailEvent.CANCELLED: EventStyle("🚫", "Cancelled", "cancelled"),
+    EmailEvent.REMOVED: EventStyle("🔕", "No longer affects you", "removed"),
 }
 
 # SMTP line endings; headers fold only past RFC 5322's hard limit (a folded List-Unsubscribe breaks).

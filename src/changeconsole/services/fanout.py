@@ -3,7 +3,11 @@
 Transport ``s3-events``: a trigger object ``customers/{code}/{id}/v{n:04d}-{event}.json`` (full change
 snapshot) per customer; S3 notifies the customer's queue. Transport ``sqs-direct``: one SQS message per
 customer with the snapshot embedded, or over ``DIRECT_INLINE_LIMIT`` an S3 reference to
-``payloads/{code}/{id}/v{n:04d}-{event}.json``.
+``payloads/{code}/{id}/v{n:04d}-{event}.json``. A trigger only rings the bell: the worker decides from
+the archive what to send (the snapshot is kept for workers of older releases).
+
+Customers the new version no longer targets (``removed``) get a trigger with event ``removed``: the
+worker tells those it had notified, once, that the change no longer affects them.
 
 The ``queued`` delivery record of a customer is written before its trigger, so a fast worker always
 finds it. A failed archive write sends nothing; failed destinations can be retried on their own.
@@ -21,7 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..errors import describe
-from ..models import Change, Config, EmailEvent, direct_message, trigger_key
+from ..models import Change, Config, EmailEvent, direct_message, trigger_key, version_tag
 from .aws import AwsFactory
 from .changes import ConflictError
 from .status import DeliveryKey, StatusStore
@@ -61,6 +65,8 @@ class FanoutResult:
     # and the version it supersedes (saved under versions/).
     archive_etag: str | None = field(default=None, repr=False)
     previous: Change | None = field(default=None, repr=False)
+    # Destinations the change no longer targets: their trigger's event is ``removed``.
+    removed: frozenset[str] = frozenset()
 
     @property
     def failed(self) -> list[str]:
@@ -74,6 +80,14 @@ class FanoutResult:
     def customers(self) -> list[str]:
         return [d for d in self.states if d != ARCHIVE]
 
+    @property
+    def targeted(self) -> list[str]:
+        """Destinations that get this event (not a removal notice)."""
+        return [d for d in self.customers if d not in self.removed]
+
+    def event_of(self, code: str) -> EmailEvent:
+        return EmailEvent.REMOVED if code in self.removed else self.event
+
     def to_json(self) -> dict[str, Any]:
         return {
             "change_id": self.change.change_id,
@@ -83,14 +97,19 @@ class FanoutResult:
             "ok": self.ok,
             "failed": self.failed,
             "destinations": [
-                {"destination": d, "state": s.value, "error": self.errors.get(d)}
+                {
+                    "destination": d,
+                    "state": s.value,
+                    "error": self.errors.get(d),
+                    "event": None if d == ARCHIVE else self.event_of(d).value,
+                }
                 for d, s in self.states.items()
             ],
         }
 
 
 def payload_key(code: str, change_id: str, version: int, event: EmailEvent) -> str:
-    return f"{PAYLOAD_PREFIX}{code}/{change_id}/v{version:04d}-{event.value}.json"
+    return f"{PAYLOAD_PREFIX}{code}/{change_id}/{version_tag(version)}-{event.value}.json"
 
 
 class Fanout:
@@ -112,11 +131,17 @@ class Fanout:
         archive: bool,
         archive_etag: str | None = None,
         previous: Change | None = None,
+        removed: list[str] | None = None,
     ) -> FanoutResult:
-        """A result with every destination pending (the archive first when it is to be written)."""
+        """A result with every destination pending (the archive first when it is to be written), the
+        ``removed`` customers after the targeted ones."""
         states = {ARCHIVE: DestinationState.PENDING} if archive else {}
         states.update({c: DestinationState.PENDING for c in customers})
-        return FanoutResult(change, event, states, archive_etag=archive_etag, previous=previous)
+        gone = [c for c in removed or [] if c not in states]
+        states.update({c: DestinationState.PENDING for c in gone})
+        return FanoutResult(
+            change, event, states, archive_etag=archive_etag, previous=previous, removed=frozenset(gone)
+        )
 
     def run(
         self,
@@ -171,7 +196,7 @@ class Fanout:
         def one(code: str) -> None:
             emit(code, DestinationState.UPLOADING)
             try:
-                self._send(code, result.change, result.event, snapshot, body)
+                self._send(code, result.change, result.event_of(code), snapshot, body)
             except Exception as exc:  # one customer's failure never stops the others
                 emit(code, DestinationState.FAILED, describe(exc))
             else:

@@ -6,7 +6,10 @@ Items (docs/architecture.md):
   (``in_progress`` with a lease expiry; ``released`` = retakable at once; ``done`` = settled).
 - same pk / ``RCPT#{email}``: one recipient's send (``sending`` with a lease, ``sent``, ``retry``,
   ``failed``, ``unknown``).
-- ``LATEST#{changeId}#{customer}`` / ``LATEST``: the newest version sent (superseded check).
+- ``LATEST#{changeId}#{customer}`` / ``LATEST``: the lane of one change and customer: what was sent
+  (newest version, topics, invite, removal notice) and the lock that lets one delivery at a time act
+  for them (``lock_owner`` with a lease, ``lock_delivery``: the delivery it is on), so a customer's
+  emails of one change go out in lifecycle order (``acquire_lane`` / ``release_lane``).
 
 At-most-once per recipient: a recipient is marked ``sending`` right before its SES call and ``sent``
 right after. A ``sending`` mark whose lease expired (its worker died between the two writes) becomes
@@ -23,7 +26,7 @@ recipients only, never to anyone already ``sent``/``failed`` nor to a contact wh
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -35,6 +38,7 @@ from .status import DeliveryKey, from_item, to_item
 CLAIM_SK = "CLAIM"
 RESEND_SK = "RESEND"  # present once an operator reopened the delivery (see ``reopen_for_resend``)
 LATEST_SK = "LATEST"
+LOCK_ATTRIBUTES = ("lock_owner", "lock_until", "lock_delivery", "lock_at")
 
 # Claim states.
 IN_PROGRESS = "in_progress"
@@ -66,6 +70,17 @@ def latest_pk(change_id: str, customer: str) -> str:
 
 def rcpt_sk(email: str) -> str:
     return f"RCPT#{email.casefold()}"
+
+
+def key_of_delivery_pk(pk: str) -> DeliveryKey | None:
+    """The delivery a ``DELIVERY#…`` partition key names (None when it is not one)."""
+    parts = pk.split("#")
+    if len(parts) != 5 or parts[0] != "DELIVERY" or not parts[2].startswith("v"):
+        return None
+    try:
+        return DeliveryKey(parts[1], int(parts[2][1:]), EmailEvent(parts[3]), parts[4])
+    except ValueError:
+        return None
 
 
 def _conditional_failed(exc: ClientError) -> bool:
@@ -126,6 +141,72 @@ class Latest:
     version: int
     event: str
     invite_version: int | None = None
+
+
+@dataclass
+class Tally:
+    """What the recipient items of one delivery say was sent (``reconcile``)."""
+
+    total: int = 0
+    sent: int = 0
+    unknown: int = 0  # maybe sent: a send cut off by a crash, or one still in flight elsewhere
+    failed: int = 0  # not sent (rejected, or waiting for a retry)
+    message_ids: list[str] = field(default_factory=list)
+
+    @property
+    def maybe_sent(self) -> bool:
+        return bool(self.sent or self.unknown)
+
+
+@dataclass
+class Lane:
+    """One change and one customer, held by one delivery at a time (the ``LATEST`` item).
+
+    ``sent_version`` … ``topics`` are what the item said when the lock was taken, updated in memory by
+    the holder as it sends; ``release_lane`` writes them back. ``stolen`` is the delivery a holder whose
+    lease ran out left unfinished: the new holder reconciles it (what it sent counts as notified).
+    """
+
+    change_id: str
+    customer: str
+    owner: str
+    lease_until: float
+    sent_version: int | None = None  # newest version sent to the customer (item attribute ``version``)
+    sent_event: str | None = None
+    invite_version: int | None = None  # newest version whose calendar invite went out
+    removed_version: int | None = None  # version of the last "no longer affects you" notice
+    topics: set[str] = field(default_factory=set)  # SES topics of the notices sent
+    stolen: DeliveryKey | None = None
+
+    @property
+    def notified(self) -> bool:
+        """Something of this change may have reached the customer."""
+        return self.sent_version is not None
+
+    def removal_due(self, version: int) -> bool:
+        """Notified since its last removal notice (or this version's removal notice is the one due)."""
+        if not self.notified:
+            return False
+        removed = self.removed_version
+        return removed is None or removed == version or removed < (self.sent_version or 0)
+
+    def note_sent(self, version: int, event: EmailEvent, topic: str | None) -> None:
+        if event is EmailEvent.REMOVED:
+            self.removed_version = max(version, self.removed_version or 0)
+            return
+        if self.sent_version is None or version >= self.sent_version:
+            self.sent_version, self.sent_event = version, event.value
+        if topic:
+            self.topics.add(topic)
+
+    def note_invite(self, version: int) -> None:
+        self.invite_version = max(version, self.invite_version or 0)
+
+
+@dataclass
+class LaneBusy:
+    owner: str | None
+    lease_until: float
 
 
 class Ledger:
@@ -263,6 +344,26 @@ class Ledger:
             ExpressionAttributeValues=values,
         )
 
+    def settle_abandoned(self, key: DeliveryKey, result: str) -> bool:
+        """Mark done a claim its worker left (lease run out, or released): the delivery is settled
+        without it (e.g. superseded), so nothing reads it as still under way."""
+        return self._update_if(
+            delivery_pk(key),
+            CLAIM_SK,
+            UpdateExpression="SET #s = :done, lease_until = :zero, finished_at = :t, #r = :r",
+            ConditionExpression="#s = :released OR (#s = :progress AND lease_until < :now)",
+            ExpressionAttributeNames={"#s": "state", "#r": "result"},
+            ExpressionAttributeValues={
+                ":done": {"S": DONE},
+                ":released": {"S": RELEASED},
+                ":progress": {"S": IN_PROGRESS},
+                ":zero": {"N": "0"},
+                ":now": {"N": repr(time.time())},
+                ":t": {"S": iso_utc(utcnow())},
+                ":r": {"S": result},
+            },
+        )
+
     # -- recipients -------------------------------------------------------------------
     def recipients(self, key: DeliveryKey) -> dict[str, dict[str, Any]]:
         """Every recipient item of a delivery, by lower-cased address (all pages)."""
@@ -328,21 +429,29 @@ class Ledger:
                 return self._settled_slot(key, email, again, now)
         return SendSlot("busy")
 
-    def _mark_unknown(self, key: DeliveryKey, email: str, item: dict[str, Any]) -> bool:
+    def _mark_unknown(
+        self, key: DeliveryKey, email: str, item: dict[str, Any], *, leased: bool = False
+    ) -> bool:
+        """``sending`` → ``unknown`` once its lease ran out (``leased``: even before; the sender, if still
+        alive, records what happened over it — ``unknown`` never blocks the truth)."""
+        condition = "#s = :sending AND #o = :owner"
+        values = {
+            ":unknown": {"S": UNKNOWN},
+            ":sending": {"S": SENDING},
+            ":owner": {"S": str(item.get("owner", ""))},
+            ":err": {"S": "worker stopped during send; outcome unknown"},
+            ":t": {"S": iso_utc(utcnow())},
+        }
+        if not leased:
+            condition += " AND lease_until < :now"
+            values[":now"] = {"N": repr(time.time())}
         return self._update_if(
             delivery_pk(key),
             rcpt_sk(email),
             UpdateExpression="SET #s = :unknown, #e = :err, settled_at = :t",
-            ConditionExpression="#s = :sending AND #o = :owner AND lease_until < :now",
+            ConditionExpression=condition,
             ExpressionAttributeNames={"#s": "state", "#e": "error", "#o": "owner"},
-            ExpressionAttributeValues={
-                ":unknown": {"S": UNKNOWN},
-                ":sending": {"S": SENDING},
-                ":owner": {"S": str(item.get("owner", ""))},
-                ":now": {"N": repr(time.time())},
-                ":err": {"S": "worker stopped during send; outcome unknown"},
-                ":t": {"S": iso_utc(utcnow())},
-            },
+            ExpressionAttributeValues=values,
         )
 
     def record_sent(self, key: DeliveryKey, email: str, owner: str, message_id: str) -> None:
@@ -555,6 +664,173 @@ class Ledger:
             }
         }
 
+    # -- reconciling a delivery that did not finish ----------------------------------------------
+    def reconcile(self, key: DeliveryKey) -> Tally:
+        """Count the recipient items of a delivery its caller took over (holding its lane): ``sent``
+        stays sent; a ``sending`` mark becomes ``unknown`` (maybe sent, never re-sent automatically,
+        surfaced for ``change resend-unknown``) unless its sender records the outcome first."""
+        tally = Tally()
+        for addr, item in self.recipients(key).items():
+            state = item.get("state")
+            if state == SENDING:
+                # Whoever marked it lost the delivery (the caller holds its lane): maybe sent.
+                self._mark_unknown(key, addr, item, leased=True)
+                item = self._get(delivery_pk(key), rcpt_sk(addr)) or item
+                state = item.get("state")
+                state = UNKNOWN if state == SENDING else state
+            tally.total += 1
+            if state == SENT:
+                tally.sent += 1
+                if item.get("message_id"):
+                    tally.message_ids.append(str(item["message_id"]))
+            elif state == UNKNOWN:
+                tally.unknown += 1
+            else:
+                tally.failed += 1
+        return tally
+
+    # -- lanes: one delivery at a time per change and customer -----------------------------------
+    def acquire_lane(
+        self, change_id: str, customer: str, owner: str, *, delivery: DeliveryKey | None = None
+    ) -> Lane | LaneBusy:
+        """Lock the lane unless another holder's lease is still valid; returns what the item knows.
+
+        ``delivery``: the delivery about to be worked on (kept as ``lock_delivery`` for a successor
+        should this holder die; ``mark_lane_delivery`` changes it)."""
+        now = time.time()
+        lease_until = now + self.claim_lease
+        values: dict[str, Any] = {
+            ":me": {"S": owner},
+            ":l": {"N": repr(lease_until)},
+            ":now": {"N": repr(now)},
+            ":t": {"S": iso_utc(utcnow())},
+            ":x": {"N": str(self._expires(LATEST_TTL_DAYS))},
+        }
+        expr = "SET lock_owner = :me, lock_until = :l, lock_at = :t, expires_at = :x"
+        if delivery is not None:
+            values[":d"] = {"S": delivery_pk(delivery)}
+            expr += ", lock_delivery = :d"
+        else:
+            expr += " REMOVE lock_delivery"
+        try:
+            resp = self._ddb.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": latest_pk(change_id, customer)}, "sk": {"S": LATEST_SK}},
+                UpdateExpression=expr,
+                ConditionExpression="attribute_not_exists(lock_owner) OR lock_until < :now",
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_OLD",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+            item: dict[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
+            held = from_item(item)
+            if not held:  # no ALL_OLD on the failure (older services): read it
+                held = self._get(latest_pk(change_id, customer), LATEST_SK) or {}
+            return LaneBusy(held.get("lock_owner"), float(held.get("lock_until", now + 1.0)))
+        old = from_item(resp.get("Attributes") or {})
+        stolen = key_of_delivery_pk(str(old.get("lock_delivery", ""))) if old.get("lock_owner") else None
+        return Lane(
+            change_id,
+            customer,
+            owner,
+            lease_until,
+            sent_version=_int(old.get("version")),
+            sent_event=old.get("event"),
+            invite_version=_int(old.get("invite_version")),
+            removed_version=_int(old.get("removed_version")),
+            topics=set(old.get("topics") or ()),
+            stolen=stolen,
+        )
+
+    def mark_lane_delivery(self, lane: Lane, delivery: DeliveryKey) -> bool:
+        """Name the delivery the holder now works on (what a successor reconciles if it dies)."""
+        return self._update_if(
+            latest_pk(lane.change_id, lane.customer),
+            LATEST_SK,
+            UpdateExpression="SET lock_delivery = :d",
+            ConditionExpression="lock_owner = :me",
+            ExpressionAttributeValues={":d": {"S": delivery_pk(delivery)}, ":me": {"S": lane.owner}},
+        )
+
+    def renew_lane(self, change_id: str, customer: str, owner: str) -> float | None:
+        """Extend our lease; None when we no longer hold the lane."""
+        lease_until = time.time() + self.claim_lease
+        ok = self._update_if(
+            latest_pk(change_id, customer),
+            LATEST_SK,
+            UpdateExpression="SET lock_until = :l",
+            ConditionExpression="lock_owner = :me",
+            ExpressionAttributeValues={":l": {"N": repr(lease_until)}, ":me": {"S": owner}},
+        )
+        return lease_until if ok else None
+
+    def release_lane(self, lane: Lane) -> bool:
+        """Write back what the holder learned and unlock, in one conditional update. When the lock was
+        lost meanwhile, record the facts on their own (never lowering a newer holder's) and return False."""
+        sets = ["expires_at = :x"]
+        values: dict[str, Any] = {
+            ":me": {"S": lane.owner},
+            ":x": {"N": str(self._expires(LATEST_TTL_DAYS))},
+        }
+        names: dict[str, str] = {}
+        if lane.sent_version is not None:
+            sets.append("#v = :v, #e = :e, updated_at = :t")
+            names.update({"#v": "version", "#e": "event"})
+            values.update(
+                {
+                    ":v": {"N": str(lane.sent_version)},
+                    ":e": {"S": str(lane.sent_event or "")},
+                    ":t": {"S": iso_utc(utcnow())},
+                }
+            )
+        for attr, value in (
+            ("invite_version", lane.invite_version),
+            ("removed_version", lane.removed_version),
+        ):
+            if value is not None:
+                sets.append(f"{attr} = :{attr}")
+                values[f":{attr}"] = {"N": str(value)}
+        if lane.topics:
+            sets.append("topics = :topics")
+            values[":topics"] = {"SS": sorted(lane.topics)}
+        kwargs: dict[str, Any] = {
+            "UpdateExpression": f"SET {', '.join(sets)} REMOVE {', '.join(LOCK_ATTRIBUTES)}",
+            "ConditionExpression": "lock_owner = :me",
+            "ExpressionAttributeValues": values,
+        }
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        if self._update_if(latest_pk(lane.change_id, lane.customer), LATEST_SK, **kwargs):
+            return True
+        self._record_lane_facts(lane)
+        return False
+
+    def _record_lane_facts(self, lane: Lane) -> None:
+        """What a holder that lost its lock learned, each fact only where it is newer."""
+        if lane.sent_version is not None and lane.sent_event:
+            self.mark_latest(lane.change_id, lane.customer, lane.sent_version, EmailEvent(lane.sent_event))
+        if lane.invite_version is not None:
+            self.mark_invite(lane.change_id, lane.customer, lane.invite_version)
+        pk = latest_pk(lane.change_id, lane.customer)
+        if lane.removed_version is not None:
+            self._update_if(
+                pk,
+                LATEST_SK,
+                UpdateExpression="SET removed_version = :r",
+                ConditionExpression="attribute_not_exists(removed_version) OR removed_version < :r",
+                ExpressionAttributeValues={":r": {"N": str(lane.removed_version)}},
+            )
+        if lane.topics:
+            self._ddb.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": pk}, "sk": {"S": LATEST_SK}},
+                UpdateExpression="ADD topics :t",
+                ExpressionAttributeValues={":t": {"SS": sorted(lane.topics)}},
+            )
+
     # -- newest version sent (superseded check) ------------------------------------------------
     def latest(self, change_id: str, customer: str) -> Latest | None:
         item = self._get(latest_pk(change_id, customer), LATEST_SK)
@@ -592,3 +868,7 @@ class Ledger:
         except ClientError as exc:
             if not _conditional_failed(exc):
                 raise
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if value is not None else None

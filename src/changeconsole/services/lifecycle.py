@@ -8,12 +8,14 @@ change index (status table) follows every draft save, transition and delete.
 from __future__ import annotations
 
 import builtins
+import uuid
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
 from ..models import (
     DELETABLE,
+    MAX_VERSION,
     Change,
     ChangeStatus,
     Config,
@@ -52,6 +54,7 @@ LIFECYCLE_FIELDS = frozenset(
         "cancelledAt",
         "cancelledBy",
         "modifications",
+        "writeToken",
         "deletedAt",
         "deletedBy",
     }
@@ -97,14 +100,9 @@ def user_fields(change: Change) -> dict[str, Any]:
 
 
 def _same_write(current: Change | None, ours: Change) -> bool:
-    """True when the archive already holds exactly our write (an earlier try that did succeed)."""
-    return (
-        current is not None
-        and current.version == ours.version
-        and current.modified_at == ours.modified_at
-        and current.modified_by == ours.modified_by
-        and current.status is ours.status
-    )
+    """True when the archive holds exactly our write (an earlier try that did succeed): decided by the
+    write token alone, unique per write (two writers in one second under one identity differ)."""
+    return current is not None and ours.write_token is not None and current.write_token == ours.write_token
 
 
 class ChangeService:
@@ -150,6 +148,17 @@ class ChangeService:
         """``current`` moved to ``target`` as a new version stamped with who and when."""
         now, who = iso_utc(utcnow()), self.operator
         version = current.version + 1
+        if version > MAX_VERSION:
+            raise ChangeRejected(
+                f"{current.change_id} cannot take another version; nothing was written",
+                [
+                    {
+                        "path": "version",
+                        "message": f"version {current.version} is the last a change can have "
+                        f"({MAX_VERSION}); duplicate it to go on",
+                    }
+                ],
+            )
         data = current.to_json_dict()
         data.update(fields or {})
         data.update(
@@ -158,6 +167,7 @@ class ChangeService:
             version=version,
             modifiedAt=now,
             modifiedBy=who,
+            writeToken=uuid.uuid4().hex,
         )
         at, by = _STAMPS[target]
         data[at], data[by] = now, who
@@ -204,8 +214,26 @@ class ChangeService:
         etag: str | None,
         progress: Progress,
     ) -> FanoutResult:
-        result = Fanout.start(new, event, new.customers, archive=True, archive_etag=etag, previous=previous)
+        result = Fanout.start(
+            new,
+            event,
+            new.customers,
+            archive=True,
+            archive_etag=etag,
+            previous=previous,
+            removed=self._removed(previous, new),
+        )
         return self.fanout.run(result, archive=self._archive_writer(result), progress=progress)
+
+    def _removed(self, previous: Change, new: Change) -> builtins.list[str]:
+        """Customers the archived ``previous`` targeted and ``new`` does not: each gets a trigger too, so
+        a worker tells those it had notified that the change no longer affects them (docs/architecture.md).
+        A draft was never sent; customers no longer in the config cannot be reached."""
+        if previous.status is ChangeStatus.DRAFT:
+            return []
+        return sorted(
+            c for c in set(previous.customers) - set(new.customers) if c in self.config.customer_mappings
+        )
 
     # -- drafts -------------------------------------------------------------------------
     def save_draft(self, change: Change) -> Change:

@@ -31,28 +31,36 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..models import DeliveryRecord, EmailEvent, utcnow
+from ..models import DeliveryRecord, EmailEvent, utcnow, version_tag
 from .status import ChangeIndexUnavailable, StampedRecord, change_stamp
 
 OVERLAP_SECONDS = 2.0
 
 
 def newest_round(records: Iterable[DeliveryRecord]) -> list[DeliveryRecord]:
-    """Records of the newest version; within it, of the most recently updated event."""
+    """Records of the newest version; within it, of the most recently updated event, with the
+    version's removal notices (customers the version no longer targets)."""
     items = list(records)
     if not items:
         return []
     version = max(r.version for r in items)
     same = [r for r in items if r.version == version]
-    if len({r.event for r in same}) > 1:
-        newest = max(same, key=lambda r: r.updated_at or r.queued_at or "").event
-        same = [r for r in same if r.event == newest]
+    notices = [r for r in same if r.event is not EmailEvent.REMOVED]
+    if len({r.event for r in notices}) > 1:
+        newest = max(notices, key=lambda r: r.updated_at or r.queued_at or "").event
+        same = [r for r in same if r.event in (newest, EmailEvent.REMOVED)]
     return same
 
 
 def _round_key(record: DeliveryRecord) -> tuple[int, str]:
-    """How ``StatusStore.latest_round`` orders rounds."""
-    return (record.version, record.event.value)
+    """How ``StatusStore.latest_round`` orders rounds (a removal notice belongs to its version's round
+    and never starts one)."""
+    return (record.version, "" if record.event is EmailEvent.REMOVED else record.event.value)
+
+
+def _in_round(record: DeliveryRecord, round_: tuple[int, EmailEvent]) -> bool:
+    version, event = round_
+    return record.version == version and record.event in (event, EmailEvent.REMOVED)
 
 
 def stamp_minus(stamp: str, seconds: float) -> str:
@@ -170,7 +178,7 @@ class LiveStatusQuery:
             return record.version == self.version and (self.event is None or record.event == self.event)
         if self.event is not None:
             return record.event == self.event
-        return self.round is not None and (record.version, record.event) == self.round
+        return self.round is not None and _in_round(record, self.round)
 
     def _full_stamped(self) -> list[DeliveryRecord]:
         """A consistent read of everything in scope; resets the pool, the watermark and the index
@@ -183,9 +191,9 @@ class LiveStatusQuery:
         else:
             stamped = store.stamped_records(self.change_id)
             if stamped:
-                newest = max(_round_key(s.record) for s in stamped)
-                stamped = [s for s in stamped if _round_key(s.record) == newest]
-                self.round = (stamped[0].record.version, stamped[0].record.event)
+                newest = max(stamped, key=lambda s: _round_key(s.record)).record
+                self.round = (newest.version, newest.event)
+                stamped = [s for s in stamped if _in_round(s.record, self.round)]
             else:
                 self.round = None
         self._pool = {s.sk: s for s in stamped}
@@ -229,11 +237,7 @@ class LiveStatusQuery:
             elif (
                 not self.pinned
                 and self.round is not None
-                and _round_key(s.record)
-                > (
-                    self.round[0],
-                    self.round[1].value,
-                )
+                and _round_key(s.record) > (self.round[0], self.round[1].value)
             ):
                 newer_round = True
         if newer_round:
@@ -269,7 +273,7 @@ class LiveStatusQuery:
             ExpressionAttributeValues={
                 ":pk": {"S": f"CHANGE#{self.change_id}"},
                 # "~" sorts after every event name: anything greater is a later version (or META).
-                ":sk": {"S": f"DELIVERY#v{version:04d}#~"},
+                ":sk": {"S": f"DELIVERY#{version_tag(version)}#~"},
             },
             ProjectionExpression="sk",
             ConsistentRead=True,

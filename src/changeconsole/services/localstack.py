@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -167,15 +168,47 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def atomic_dynamodb(app: Callable[..., Any]) -> Callable[..., Any]:
+    """WSGI middleware: one DynamoDB request at a time.
+
+    DynamoDB applies every request atomically (a conditional write checks and writes in one step; a
+    read never sees half an update). moto's threaded server does not, so two conditional writes racing
+    on one item could both succeed. The delivery ledger's locks rely on that atomicity."""
+    lock = threading.Lock()
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            return app(environ, start_response)
+        with lock:
+            return list(app(environ, start_response))
+
+    return wrapped
+
+
 class LocalServer:
-    """moto's threaded server in this process."""
+    """moto's threaded server in this process, DynamoDB requests made atomic (``atomic_dynamodb``)."""
 
     def __init__(self, port: int = LOCAL_PORT, host: str = LOCAL_HOST) -> None:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
         from moto.server import ThreadedMotoServer
+        from werkzeug.serving import make_server
+
+        class _Server(ThreadedMotoServer):
+            def _server_entry(self) -> None:  # moto's, with the middleware around its app
+                app = atomic_dynamodb(DomainDispatcherApplication(create_backend_app))
+                self._server = make_server(
+                    self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+                )
+                self._server_ready_event.set()
+                self._server.serve_forever()
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.host, self.port = host, port
-        self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+        self._server = _Server(ip_address=host, port=port, verbose=False)
 
     @property
     def endpoint(self) -> str:

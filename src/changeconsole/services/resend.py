@@ -243,6 +243,15 @@ class ResendService:
             for addr in eligible:
                 out.refused[addr] = f"superseded: version {latest.version} ({latest.event}) was sent since"
             eligible = []
+        if eligible:
+            # The worker sends only what the current archive version makes due (docs/architecture.md).
+            current = self.store.find(key.change_id)
+            now = current.change if current is not None else None
+            if now is None or now.version > key.version:
+                why = f"version {now.version} ({now.status.value}) is current" if now else "archive missing"
+                for addr in eligible:
+                    out.refused[addr] = f"superseded: {why}; only the current version is sent"
+                eligible = []
         pending = not eligible and self._pending_resend(key)
         if dry_run:
             out.resend = eligible

@@ -39,6 +39,7 @@ from ..models import (
     EmailEvent,
     iso_utc,
     utcnow,
+    version_tag,
 )
 from .aws import AwsFactory
 
@@ -63,7 +64,7 @@ class DeliveryKey(NamedTuple):
 
     @property
     def sk(self) -> str:
-        return f"DELIVERY#v{self.version:04d}#{self.event.value}#{self.customer}"
+        return f"DELIVERY#{version_tag(self.version)}#{self.event.value}#{self.customer}"
 
     def item_key(self) -> dict[str, Any]:
         return {"pk": {"S": self.pk}, "sk": {"S": self.sk}}
@@ -337,7 +338,7 @@ class StatusStore:
         """``records`` with each record's write stamp and ``rev`` (a consistent read of the table)."""
         prefix = "DELIVERY#"
         if version is not None:
-            prefix += f"v{version:04d}#"
+            prefix += f"{version_tag(version)}#"
             if event is not None:
                 prefix += f"{event.value}#"
         items = self._query(
@@ -390,12 +391,16 @@ class StatusStore:
         return out, newest, items
 
     def latest_round(self, change_id: str) -> list[DeliveryRecord]:
-        """Records of the newest (version, event) of a change: what a live status screen shows."""
+        """Records of the newest (version, event) of a change, with that version's removal notices:
+        what a live status screen shows."""
         records = self.records(change_id)
         if not records:
             return []
-        newest = max((r.version, r.event.value) for r in records)
-        return [r for r in records if (r.version, r.event.value) == newest]
+        notices = [r for r in records if r.event is not EmailEvent.REMOVED] or records
+        version, event = max((r.version, r.event.value) for r in notices)
+        return [
+            r for r in records if r.version == version and r.event.value in (event, EmailEvent.REMOVED.value)
+        ]
 
     def customer_deliveries(self, customer: str, limit: int = 20) -> list[DeliveryRecord]:
         resp = self._ddb.query(
@@ -508,7 +513,7 @@ class StatusStore:
 
 
 def _gsi3sk(key: DeliveryKey, moment: datetime) -> str:
-    return f"{change_stamp(moment)}#v{key.version:04d}#{key.event.value}#{key.customer}"
+    return f"{change_stamp(moment)}#{version_tag(key.version)}#{key.event.value}#{key.customer}"
 
 
 def _summary(item: dict[str, Any]) -> ChangeSummary:

@@ -22,7 +22,8 @@ class WorkerOptions:
     visibility_timeout: int = 120  # per receive; a heartbeat extends it for long deliveries
     backoff_base: float = 30.0  # first transient retry after ~base seconds (jittered)
     backoff_cap: float = 900.0  # 15 min
-    claim_lease: float = 300.0
+    claim_lease: float = 300.0  # also the lease of a (change, customer) lane
+    busy_retry: float = 5.0  # a message whose lane or claim another worker holds comes back within this
     send_lease: float = 120.0
     max_pollers: int = 1024  # one long-polling thread per queue up to this; beyond, pollers share queues
     max_waiting: int | None = None  # received, waiting for a delivery thread (default 2 x concurrency)

@@ -1,9 +1,11 @@
 """Processing one queue message: the worker's Textual-free core.
 
-parse → isolation check → load snapshot → validate → superseded check → claim (ledger) → assume the
-customer's SES role → subscribed contacts → render → send per recipient (ledger per recipient) →
-delivery record → delete trigger → acknowledge. Every exit returns an ``Outcome`` the runtime applies
-to the SQS message (delete, retry later, release).
+parse → isolation check → lock the (change, customer) lane (ledger) → read the change's current
+archive record → decide what this customer must receive now (``decision.decide``) → claim the
+delivery (ledger) → assume the customer's SES role → subscribed contacts → render from the archive
+record → send per recipient (ledger per recipient) → delivery record → release the lane → delete
+trigger → acknowledge. Every exit returns an ``Outcome`` the runtime applies to the SQS message
+(delete, retry later, release).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from pydantic import ValidationError
 
 from ..models import (
     CHANGE_ID_RE,
+    MAX_CHANGE_BYTES,
+    TOPIC_ANNOUNCE,
+    TOPIC_APPROVAL,
     TOPIC_CALENDAR,
     Change,
     Config,
@@ -42,16 +47,18 @@ from ..models import (
 from ..services import emails
 from ..services.audit import AuditLog
 from ..services.aws import AwsFactory
+from ..services.changes import ChangeStore, is_missing
 from ..services.contacts import Audience, TopicDefaultsCache, subscribed_audience
 from ..services.dlq.attributes import dead_letter_attributes
-from ..services.ledger import FAILED, RETRY, SENT, UNKNOWN, Ledger
+from ..services.ledger import FAILED, RETRY, SENT, UNKNOWN, Lane, LaneBusy, Ledger, Tally
 from ..services.status import DeliveryKey, StatusStore
+from .decision import Action, Decision, decide
 from .errors import Failure, backoff_delay, classify
 from .observe import Metrics, event
 from .options import WorkerOptions
 
-MAX_SNAPSHOT_BYTES = 5 * 1024 * 1024
 MAX_MESSAGE_IDS = 1000  # kept on the delivery record; every id is also in the ledger
+LANE_POLL_SECONDS = 1.5  # how long a message polls a lane another worker holds before it retries via SQS
 
 # States a worker never overwrites with processing/queued/dead_lettered.
 SETTLED = (DeliveryState.SENT, DeliveryState.PARTIAL, DeliveryState.SUPERSEDED, DeliveryState.SKIPPED)
@@ -66,8 +73,8 @@ class Interrupted(Exception):
 
 
 class ClaimBusy(Exception):
-    def __init__(self, retry_in: float) -> None:
-        super().__init__(f"claimed by another worker; retry in {retry_in:.0f}s")
+    def __init__(self, retry_in: float, what: str = "claimed") -> None:
+        super().__init__(f"{what} by another worker; retry in {retry_in:.0f}s")
         self.retry_in = retry_in
 
 
@@ -106,6 +113,7 @@ class InFlight:
     visible_until: float = 0.0  # monotonic
     claim: tuple[DeliveryKey, str] | None = None  # renewed by the heartbeat while held
     claim_lease_until: float = 0.0  # epoch
+    lane: Lane | None = None  # the (change, customer) lock, renewed by the heartbeat while held
     settled: bool = False
 
 
@@ -122,12 +130,28 @@ class Outcome:
 @dataclass
 class _Delivery:
     key: DeliveryKey
-    change: Change
+    change: Change  # the archive record of ``key.version``
     mapping: CustomerMapping
     owner: str
     trigger: Trigger
+    lane: Lane
+    retargeted: bool = False  # not the delivery the trigger names (the lane's lock names the trigger's)
     # Reopened by an operator (``change resend-unknown``): send only to recipients in ``retry``.
     resend_only: bool = False
+
+
+@dataclass
+class _Job:
+    """One message on its way: the delivery its trigger names and, once decided, the one being sent."""
+
+    trigger: Trigger
+    key: DeliveryKey | None  # the trigger's own delivery (None: a flat key naming no version)
+    delivery: _Delivery | None = None
+
+    @property
+    def working(self) -> DeliveryKey | None:
+        """The delivery whose record follows this message's fate."""
+        return self.delivery.key if self.delivery is not None else self.key
 
 
 class Processor:
@@ -159,10 +183,15 @@ class Processor:
         self.cooldown = cooldown
         self.defaults_cache = TopicDefaultsCache()
         self.bucket = config.s3_config.bucket_name
+        self._local = threading.Condition()
+        self._held: set[tuple[str, str]] = set()  # lanes held by this worker's threads
 
     @property
     def worker_id(self) -> str:
         return self.options.worker_id
+
+    def _owner(self) -> str:
+        return f"{self.worker_id}/{uuid.uuid4().hex[:12]}"
 
     # -- entry --------------------------------------------------------------------------
     def process(self, m: InFlight) -> Outcome:
@@ -179,23 +208,24 @@ class Processor:
                 reason=trigger.reason,
             )
             return Outcome("delete", result="ignored")
-        key: DeliveryKey | None = None
-        delivery: _Delivery | None = None
+        job = _Job(trigger, _trigger_key(trigger) if trigger.customer == m.customer else None)
         try:
             mapping = self.config.customer(m.customer)
             self._check_trigger(m, trigger)
             try:
-                snapshot = self._load(trigger)
+                change_id = trigger.change_id or self._trigger_change_id(trigger)
             except _Gone:
-                return self._trigger_gone(m, trigger)
-            change, key = self._validate(m, trigger, snapshot)
-            delivery = _Delivery(key, change, mapping, f"{self.worker_id}/{uuid.uuid4().hex[:12]}", trigger)
-            return self._deliver(m, delivery)
+                raise TriggerMissing(f"{trigger.key} no longer exists", customer=m.customer) from None
+            lane = self._take_lane(m, change_id, job.key)
+            try:
+                return self._handle(m, job, change_id, mapping, lane)
+            finally:
+                self._release_lane(m)
         except Interrupted:
-            self._release_claim(m, delivery)
-            if key is not None:
+            self._release_claim(m)
+            if job.working is not None:
                 self._status(
-                    key,
+                    job.working,
                     state=DeliveryState.QUEUED,
                     last_error="interrupted by worker shutdown",
                     unless_state=(*SETTLED, DeliveryState.FAILED),
@@ -203,16 +233,15 @@ class Processor:
             return Outcome("release", result="interrupted", failure=False)
         except ClaimBusy as exc:
             # Not a failure of this message: the runtime requeues it rather than let it reach the DLQ.
-            delay = int(min(self.options.backoff_cap, max(1.0, exc.retry_in)))
-            return Outcome("retry", delay=delay, result="busy", failure=False)
+            self._release_claim(m)
+            delay = int(min(self.options.backoff_cap, self.options.busy_retry, max(1.0, exc.retry_in)))
+            return Outcome("retry", delay=max(1, delay), result="busy", failure=False)
         except Exception as exc:
             failure = exc.failure if isinstance(exc, StageFailure) else classify(exc, "central")
-            self._release_claim(m, delivery)
-            if key is None and trigger.customer == m.customer:
-                key = _trigger_key(trigger)
+            self._release_claim(m)
             if failure.permanent:
-                return self._dead_letter(m, failure, key, trigger)
-            return self._transient(m, failure, key, trigger)
+                return self._dead_letter(m, failure, job.working, trigger)
+            return self._transient(m, failure, job.working, trigger)
 
     # -- steps ----------------------------------------------------------------------------
     def _check_trigger(self, m: InFlight, trigger: Trigger) -> None:
@@ -231,118 +260,206 @@ class Processor:
                 f"payload key {trigger.key!r} is outside payloads/{m.customer}/", customer=m.customer
             )
 
-    def _load(self, trigger: Trigger) -> Any:
-        if trigger.change is not None:
-            return trigger.change
+    def _trigger_change_id(self, trigger: Trigger) -> str:
+        """The change a flat trigger key (``customers/{code}/{name}.json``) belongs to: its ``changeId``.
+
+        Only the id is taken from the trigger object; what is sent comes from the archive."""
         assert trigger.bucket is not None and trigger.key is not None
-        s3 = self.aws.client("s3")
+        data = _json_object(self._get_object(trigger.bucket, trigger.key), "trigger")
+        change_id = data.get("changeId")
+        if not isinstance(change_id, str) or not CHANGE_ID_RE.match(change_id):
+            raise InvalidChange(f"trigger {trigger.key} names no valid changeId", customer=trigger.customer)
+        return change_id
+
+    def _get_object(self, bucket: str, key: str) -> bytes:
         try:
-            obj = s3.get_object(Bucket=trigger.bucket, Key=trigger.key)
+            obj = self.aws.client("s3").get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            if is_missing(exc):
                 raise _Gone() from None
             raise
         size = int(obj.get("ContentLength") or 0)
-        if size > MAX_SNAPSHOT_BYTES:
+        if size > MAX_CHANGE_BYTES:
             obj["Body"].close()
-            raise InvalidChange(f"snapshot is {size} bytes (limit {MAX_SNAPSHOT_BYTES})")
-        raw = obj["Body"].read()
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidChange(f"snapshot is not JSON: {exc}") from None
+            raise InvalidChange(f"{key} is {size} bytes (limit {MAX_CHANGE_BYTES})")
+        return bytes(obj["Body"].read())
 
-    def _validate(self, m: InFlight, trigger: Trigger, snapshot: Any) -> tuple[Change, DeliveryKey]:
-        if not isinstance(snapshot, dict):
-            raise InvalidChange("snapshot is not a JSON object", customer=m.customer)
+    def _read_archive(self, change_id: str, customer: str) -> Change | None:
+        """The change's current archive record; None when there is none."""
+        key = ChangeStore.archive_key(change_id)
         try:
-            change = Change.model_validate(snapshot)
+            raw = self._get_object(self.bucket, key)
+        except _Gone:
+            return None
+        try:
+            change = Change.model_validate(_json_object(raw, key))
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "$"
             raise InvalidChange(
-                f"snapshot is not a valid change ({exc.error_count()} problem(s); {where}: {first['msg']})",
-                customer=m.customer,
+                f"{key} is not a valid change ({exc.error_count()} problem(s); {where}: {first['msg']})",
+                customer=customer,
             ) from None
-        if trigger.change_id is not None and change.change_id != trigger.change_id:
-            raise InvalidChange(
-                f"snapshot is change {change.change_id}, trigger names {trigger.change_id}",
-                customer=m.customer,
-            )
-        version = trigger.version if trigger.version is not None else change.version
-        if change.version != version:
-            raise InvalidChange(
-                f"snapshot is version {change.version}, trigger names version {version}", customer=m.customer
-            )
-        event_ = trigger.event
-        if event_ is None:
-            try:
-                event_ = EmailEvent(change.status.value)
-            except ValueError:
-                raise InvalidChange(
-                    f"a {change.status.value} change sends no email", customer=m.customer
-                ) from None
-        if m.customer not in change.customers:
-            raise IsolationViolation(
-                f"change {change.change_id} does not target customer {m.customer!r}", customer=m.customer
-            )
-        return change, DeliveryKey(change.change_id, version, event_, m.customer)
+        if change.change_id != change_id:
+            raise InvalidChange(f"{key} holds change {change.change_id}", customer=customer)
+        return change
 
-    def _trigger_gone(self, m: InFlight, trigger: Trigger) -> Outcome:
-        """The trigger object is gone: the ledger decides whether this event was already handled."""
-        key = _trigger_key(trigger)
-        if key is None:
-            return self._dead_letter(
-                m,
-                Failure("permanent", TriggerMissing.reason, f"{trigger.key} no longer exists"),
-                None,
-                trigger,
+    def _take_lane(self, m: InFlight, change_id: str, key: DeliveryKey | None) -> Lane:
+        """One delivery at a time per change and customer: busy elsewhere → retry soon (not a failure).
+
+        A lane another thread of this worker holds is waited for here (up to ``busy_retry``) rather
+        than through SQS: a backlog of one change's versions then drains without round trips."""
+        lane_id = (change_id, m.customer)
+        with self._local:
+            if not self._local.wait_for(lambda: lane_id not in self._held, self.options.busy_retry):
+                raise ClaimBusy(self.options.busy_retry, f"{change_id} for {m.customer} held here")
+            self._held.add(lane_id)
+        try:
+            got = self._acquire_lane(change_id, m.customer, key)
+        except BaseException:
+            self._unhold(lane_id)
+            raise
+        if isinstance(got, LaneBusy):
+            self._unhold(lane_id)
+            raise ClaimBusy(
+                max(1.0, got.lease_until - time.time() + 1.0), f"{change_id} for {m.customer} held"
             )
-        claim = self.ledger.get_claim(key) or {}
-        if claim.get("state") == "done":
-            return self._duplicate(m, key, m.customer)
-        latest = self.ledger.latest(key.change_id, m.customer)
-        if latest is not None and latest.version > key.version:
-            return self._superseded(m, key, latest.version, latest.event, trigger)
-        return self._dead_letter(
-            m,
-            Failure(
-                "permanent", TriggerMissing.reason, f"{trigger.key} no longer exists and was never delivered"
-            ),
-            key,
-            trigger,
+        m.lane = got
+        return got
+
+    def _acquire_lane(self, change_id: str, customer: str, key: DeliveryKey | None) -> Lane | LaneBusy:
+        """Try the lane a few times over about a second (a holder is usually done by then), so a
+        message held elsewhere seldom takes the slower way back through SQS."""
+        owner = self._owner()
+        pause, waited = 0.1, 0.0
+        while True:
+            got = self.ledger.acquire_lane(change_id, customer, owner, delivery=key)
+            if not isinstance(got, LaneBusy) or waited + pause > LANE_POLL_SECONDS or self.aborting():
+                return got
+            time.sleep(pause)
+            waited += pause
+            pause *= 2
+
+    def _unhold(self, lane_id: tuple[str, str]) -> None:
+        with self._local:
+            self._held.discard(lane_id)
+            self._local.notify_all()
+
+    def _release_lane(self, m: InFlight) -> None:
+        lane, m.lane = m.lane, None
+        if lane is None:
+            return
+        try:
+            if not self.ledger.release_lane(lane):
+                event(logging.WARNING, "lane.lost", customer=lane.customer, change_id=lane.change_id)
+        except Exception as exc:  # the lease expires on its own; the next holder reconciles
+            event(
+                logging.WARNING,
+                "lane.release_failed",
+                customer=lane.customer,
+                change_id=lane.change_id,
+                error=type(exc).__name__,
+            )
+        finally:
+            self._unhold((lane.change_id, lane.customer))
+
+    def _adopt(self, lane: Lane, archive: Change | None) -> None:
+        """A holder died on ``lane.stolen``: what it may have sent counts as sent to the customer."""
+        stolen = lane.stolen
+        if stolen is None:
+            return
+        tally = self.ledger.reconcile(stolen)
+        if tally.maybe_sent:
+            ever_approved = archive is not None and archive.ever_approved
+            lane.note_sent(stolen.version, stolen.event, topic_for(stolen.event, ever_approved=ever_approved))
+        event(
+            logging.WARNING,
+            "lane.taken_over",
+            **_key_fields(stolen),
+            sent=tally.sent,
+            unknown=tally.unknown,
         )
+
+    def _handle(
+        self, m: InFlight, job: _Job, change_id: str, mapping: CustomerMapping, lane: Lane
+    ) -> Outcome:
+        archive = self._read_archive(change_id, m.customer)
+        self._adopt(lane, archive)
+        trigger = job.trigger
+        decision = decide(m.customer, trigger.version, trigger.event, archive, lane)
+        if decision.action is Action.REJECT:
+            raise IsolationViolation(decision.reason, customer=m.customer)
+        if decision.action is Action.NOTHING:
+            return self._nothing_due(m, job, archive, decision, lane)
+        assert archive is not None and decision.event is not None
+        key = DeliveryKey(change_id, archive.version, decision.event, m.customer)
+        if key != job.key and job.key is not None:
+            due = f"{decision.reason}; the notice due is version {key.version}'s {key.event.value}"
+            self._settle_record(job.key, archive, due, lane)
+        job.delivery = _Delivery(key, archive, mapping, lane.owner, trigger, lane, retargeted=key != job.key)
+        return self._deliver(m, job.delivery)
+
+    def _nothing_due(
+        self, m: InFlight, job: _Job, archive: Change | None, decision: Decision, lane: Lane
+    ) -> Outcome:
+        """Nothing is due: the trigger's record says why, and what it had sent (``_settle_record``)."""
+        state = DeliveryState.SKIPPED
+        if job.key is not None:
+            state = self._settle_record(job.key, archive, decision.reason, lane)
+        self._delete_trigger(job.trigger)
+        event(
+            logging.WARNING if decision.row in (1, 2) else logging.INFO,
+            f"delivery.{state.value}",
+            customer=m.customer,
+            change_id=job.key.change_id if job.key else None,
+            version=job.key.version if job.key else None,
+            event=job.key.event.value if job.key else None,
+            rule=decision.row,
+            reason=decision.reason,
+        )
+        return Outcome("delete", result=state.value)
+
+    def _settle_record(
+        self, key: DeliveryKey, archive: Change | None, reason: str, lane: Lane
+    ) -> DeliveryState:
+        """Record the trigger's delivery as superseded (a later version is current) or skipped, with
+        what it had sent before: its recipient marks are reconciled (sent stays sent, a dead send
+        becomes unknown), so no record says 0 sent when something was."""
+        tally = self.ledger.reconcile(key)
+        if tally.maybe_sent:
+            ever_approved = archive is not None and archive.ever_approved
+            lane.note_sent(key.version, key.event, topic_for(key.event, ever_approved=ever_approved))
+        stale = archive is not None and key.version < archive.version
+        state = DeliveryState.SUPERSEDED if stale else DeliveryState.SKIPPED
+        fields: dict[str, Any] = {}
+        if tally.total and stale:  # a worker began it and died: its claim is settled with it
+            self.ledger.settle_abandoned(key, state.value)
+        if tally.total:
+            reason += f"; {_tally_text(tally)}"
+            fields = {
+                "recipients_total": tally.total,
+                "recipients_sent": tally.sent,
+                "recipients_failed": tally.unknown + tally.failed,
+                "message_ids": tally.message_ids[:MAX_MESSAGE_IDS],
+            }
+        self._status(
+            key,
+            state=state,
+            finished_at=iso_utc(utcnow()),
+            last_error=f"{state.value}: {reason}",
+            worker_id=self.worker_id,
+            unless_state=SETTLED,
+            **fields,
+        )
+        return state
 
     def _duplicate(self, m: InFlight, key: DeliveryKey, customer: str | None = None) -> Outcome:
         """The ledger says this delivery is done already: log it, delete the message."""
         event(logging.INFO, "delivery.duplicate", **_key_fields(key, customer), message_id=m.message_id)
         return Outcome("delete", result="duplicate")
 
-    def _superseded(
-        self, m: InFlight, key: DeliveryKey, newer: int, newer_event: str, trigger: Trigger
-    ) -> Outcome:
-        now = iso_utc(utcnow())
-        self._status(
-            key,
-            state=DeliveryState.SUPERSEDED,
-            finished_at=now,
-            last_error=f"superseded: version {newer} ({newer_event}) was already sent",
-            unless_state=SETTLED,
-        )
-        self._delete_trigger(trigger)
-        event(
-            logging.INFO,
-            "delivery.superseded",
-            **_key_fields(key, m.customer),
-            newer_version=newer,
-        )
-        return Outcome("delete", result="superseded")
-
     def _deliver(self, m: InFlight, d: _Delivery) -> Outcome:
         key = d.key
-        latest = self.ledger.latest(key.change_id, key.customer)
-        if latest is not None and latest.version > key.version:
-            return self._superseded(m, key, latest.version, latest.event, d.trigger)
         claim = self.ledger.claim(key, d.owner, message_id=m.message_id)
         if claim.outcome == "done":
             self._delete_trigger(d.trigger)
@@ -350,6 +467,8 @@ class Processor:
         if not claim.acquired:
             raise ClaimBusy(max(1.0, claim.lease_until - time.time() + 1.0))
         m.claim, m.claim_lease_until = (key, d.owner), claim.lease_until
+        if d.retargeted:  # what a successor reconciles, should this worker die while sending
+            self.ledger.mark_lane_delivery(d.lane, key)
         d.resend_only = claim.resend_only
         started = iso_utc(utcnow())
         self._status(
@@ -371,32 +490,36 @@ class Processor:
         )
         return self._send_all(m, d)
 
-    def _topics(self, d: _Delivery, invite_sent: bool) -> tuple[str, list[str], str | None]:
-        """(primary topic, topics whose subscribers receive it, calendar method or None)."""
-        change, ev = d.change, d.key.event
-        primary = topic_for(ev, ever_approved=change.ever_approved)
+    def _topics(self, d: _Delivery) -> tuple[list[str], str | None]:
+        """(topics whose subscribers receive it, the first being the email's own; calendar method or None)."""
+        change, ev, lane = d.change, d.key.event, d.lane
         scheduled = change.start_dt is not None and change.end_dt is not None
+        if ev is EmailEvent.REMOVED:
+            # Those who were told: the topics of the notices sent; calendars that got an invite.
+            told = [t for t in (TOPIC_ANNOUNCE, TOPIC_APPROVAL) if t in lane.topics]
+            topics = told or [topic_for(EmailEvent.CANCELLED, ever_approved=change.ever_approved)]
+            if scheduled and lane.invite_version:
+                return [*topics, TOPIC_CALENDAR], emails.ICS_CANCEL
+            return topics, None
+        primary = topic_for(ev, ever_approved=change.ever_approved)
         if ev is EmailEvent.APPROVED and change.include_meeting and scheduled:
-            return primary, [primary, TOPIC_CALENDAR], emails.ICS_REQUEST
+            return [primary, TOPIC_CALENDAR], emails.ICS_REQUEST
         if (
             ev is EmailEvent.CANCELLED
             and change.ever_approved
             and scheduled
-            and (change.include_meeting or invite_sent)
+            and (change.include_meeting or lane.invite_version)
         ):
-            return primary, [primary, TOPIC_CALENDAR], emails.ICS_CANCEL
-        return primary, [primary], None
+            return [primary, TOPIC_CALENDAR], emails.ICS_CANCEL
+        return [primary], None
 
     def _send_all(self, m: InFlight, d: _Delivery) -> Outcome:
         key, change, mapping = d.key, d.change, d.mapping
         ses = _customer_call("assume_role", lambda: self.aws.customer_client(mapping, "sesv2"))
         # SendEmail goes through a client botocore never retries: a retried send could duplicate.
         sender_ses = _customer_call("assume_role", lambda: self.aws.customer_send_client(mapping))
-        invite_sent = False
-        if key.event is EmailEvent.CANCELLED and change.ever_approved:
-            latest = self.ledger.latest(key.change_id, key.customer)
-            invite_sent = bool(latest and latest.invite_version)
-        primary, topics, ics_method = self._topics(d, invite_sent)
+        topics, ics_method = self._topics(d)
+        primary = topics[0]
         list_name = self.config.contact_list_for(key.customer)
         audience: Audience = _customer_call(
             "contacts",
@@ -409,9 +532,7 @@ class Processor:
         if d.resend_only:
             recipients, total = self._resend_scope(d, recipients, primary, sent, failed)
         if not recipients:
-            return self._finish(
-                m, d, audience, sent=sent, failed=failed, invites=0, topic=primary, total=total
-            )
+            return self._finish(m, d, audience, sent=sent, failed=failed, topic=primary, total=total)
         plain = emails.render_bodies(change, key.event, mapping, self.config)
         with_ics = (
             emails.render_bodies(change, key.event, mapping, self.config, invite=ics_method)
@@ -420,15 +541,25 @@ class Processor:
         )
         sender = self.config.sender_for(key.customer)
         link = emails.change_link(self.config, change.change_id)
-        invites = 0
         lock = threading.Lock()
 
+        def reached(address: str, outcome: str, message_id: str = "", invite: bool = False) -> None:
+            """Book one recipient's outcome; what may have reached it counts as sent on the lane."""
+            with lock:
+                if outcome == SENT:
+                    sent[address] = message_id
+                else:
+                    failed[address] = outcome
+                if outcome in (SENT, UNKNOWN):
+                    d.lane.note_sent(key.version, key.event, primary)
+                if invite:
+                    d.lane.note_invite(key.version)
+
         def one(address: str) -> None:
-            nonlocal invites
             if self.aborting():
                 raise Interrupted()
             wants_ics = ics_method is not None and audience.has_topic(address, TOPIC_CALENDAR)
-            topic = primary if audience.has_topic(address, primary) else TOPIC_CALENDAR
+            topic = next(t for t in topics if audience.has_topic(address, t))
             ics = (
                 emails.calendar_invite(
                     change, method=ics_method, organizer=sender, attendee=address, link=link
@@ -452,13 +583,8 @@ class Processor:
             )
             # Rendered first: the window between "sending" and the SES call is only this call.
             slot = self.ledger.begin_send(key, address, d.owner)
-            if slot.outcome == "sent":
-                with lock:
-                    sent[address] = slot.message_id or ""
-                return
-            if slot.outcome in ("failed", "unknown"):
-                with lock:
-                    failed[address] = slot.outcome
+            if slot.outcome in (SENT, FAILED, UNKNOWN):
+                reached(address, slot.outcome, slot.message_id or "")
                 return
             if slot.outcome == "busy":
                 raise ClaimBusy(max(1.0, slot.lease_until - time.time() + 1.0))
@@ -469,8 +595,7 @@ class Processor:
                 state = UNKNOWN if f.ambiguous else FAILED if f.recipient_only else RETRY
                 self.ledger.record_failure(key, address, d.owner, state, f.detail)
                 if f.recipient_only:
-                    with lock:
-                        failed[address] = f.reason
+                    reached(address, f.reason)
                     self.audit.record(
                         "email.failed",
                         actor=self.worker_id,
@@ -482,15 +607,11 @@ class Processor:
                     )
                     return
                 if f.ambiguous:
-                    with lock:
-                        failed[address] = "unknown"
+                    reached(address, UNKNOWN)
                 raise StageFailure(f) from exc
             message_id = str(resp.get("MessageId", ""))
             self.ledger.record_sent(key, address, d.owner, message_id)
-            with lock:
-                sent[address] = message_id
-                if ics is not None and ics_method == emails.ICS_REQUEST:
-                    invites += 1
+            reached(address, SENT, message_id, invite=ics is not None and ics_method == emails.ICS_REQUEST)
             self.metrics.count(key.customer, "EmailsSent")
             self.audit.record(
                 "email.sent",
@@ -504,9 +625,7 @@ class Processor:
             )
 
         self._fan_out(recipients, one)
-        return self._finish(
-            m, d, audience, sent=sent, failed=failed, invites=invites, topic=primary, total=total
-        )
+        return self._finish(m, d, audience, sent=sent, failed=failed, topic=primary, total=total)
 
     def _resend_scope(
         self, d: _Delivery, audience: list[str], topic: str, sent: dict[str, str], failed: dict[str, str]
@@ -594,7 +713,6 @@ class Processor:
         *,
         sent: dict[str, str],
         failed: dict[str, str],
-        invites: int,
         topic: str,
         total: int | None = None,
     ) -> Outcome:
@@ -627,10 +745,6 @@ class Processor:
         )
         self.ledger.finish_claim(key, d.owner, done=True, result=state.value)
         m.claim = None
-        if sent:
-            self.ledger.mark_latest(key.change_id, key.customer, key.version, key.event)
-        if invites:
-            self.ledger.mark_invite(key.change_id, key.customer, key.version)
         self._delete_trigger(d.trigger)
         event(
             logging.INFO,
@@ -747,17 +861,18 @@ class Processor:
         fields = {k: v for k, v in fields.items() if v is not None or k == "last_error"}
         self.status.update(key, unless_state=unless_state, add_attempt=add_attempt, **fields)
 
-    def _release_claim(self, m: InFlight, d: _Delivery | None) -> None:
-        if d is None or m.claim is None:
+    def _release_claim(self, m: InFlight) -> None:
+        if m.claim is None:
             return
+        key, owner = m.claim
         try:
-            self.ledger.finish_claim(d.key, d.owner, done=False)
+            self.ledger.finish_claim(key, owner, done=False)
         except Exception as exc:  # the lease expires on its own
             event(
                 logging.WARNING,
                 "claim.release_failed",
-                customer=d.key.customer,
-                change_id=d.key.change_id,
+                customer=key.customer,
+                change_id=key.change_id,
                 error=f"{type(exc).__name__}",
             )
         m.claim = None
@@ -786,3 +901,23 @@ def _trigger_key(trigger: Trigger) -> DeliveryKey | None:
     if trigger.change_id is None or trigger.version is None or trigger.event is None:
         return None
     return DeliveryKey(trigger.change_id, trigger.version, trigger.event, trigger.customer)
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidChange(f"{what} is not JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidChange(f"{what} is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise InvalidChange(f"{what} is not a JSON object")
+    return data
+
+
+def _tally_text(tally: Tally) -> str:
+    text = f"{tally.sent} of {tally.total} recipient(s) had been sent"
+    if tally.unknown:
+        text += f", {tally.unknown} unknown (maybe sent; `change resend-unknown` decides)"
+    return text
+

@@ -771,7 +771,8 @@ class Worker:
                 event(logging.WARNING, "heartbeat.failed", error=classify(exc, "central").detail)
 
     def _heartbeat(self) -> None:
-        """Extend the visibility of held messages and the leases of held claims before they lapse."""
+        """Extend the visibility of held messages and the leases of held claims and lanes before they
+        lapse."""
         now = time.monotonic()
         vis = self.options.visibility_timeout
         with self._inflight_lock:
@@ -795,21 +796,28 @@ class Worker:
                 for j, m in enumerate(chunk):
                     if j not in failed:
                         m.visible_until = now + vis
-        wall = time.time()
+        renew_by = time.time() + self.options.claim_lease / 2
         for m in held:
-            claim = m.claim
-            if claim is not None and m.claim_lease_until - wall < self.options.claim_lease / 2:
-                lease = self.ledger.renew_claim(claim[0], claim[1])
-                if lease is None:
-                    event(
-                        logging.WARNING,
-                        "claim.lost",
-                        customer=m.customer,
-                        change_id=claim[0].change_id,
-                        message_id=m.message_id,
-                    )
-                else:
-                    m.claim_lease_until = lease
+            claim, lane = m.claim, m.lane
+            if claim is not None and m.claim_lease_until < renew_by:
+                lease = self._renewed(m, "claim", claim[0].change_id, self.ledger.renew_claim(*claim))
+                m.claim_lease_until = lease or m.claim_lease_until
+            if lane is not None and lane.lease_until < renew_by:
+                renewal = self.ledger.renew_lane(lane.change_id, lane.customer, lane.owner)
+                lane.lease_until = self._renewed(m, "lane", lane.change_id, renewal) or lane.lease_until
+
+    @staticmethod
+    def _renewed(m: InFlight, what: str, change_id: str, lease: float | None) -> float | None:
+        """A renewed lease (``what``: claim or lane), or None logged as lost."""
+        if lease is None:
+            event(
+                logging.WARNING,
+                f"{what}.lost",
+                customer=m.customer,
+                change_id=change_id,
+                message_id=m.message_id,
+            )
+        return lease
 
     def _housekeeping_loop(self) -> None:
         tick = max(0.02, min(0.25, self.options.ack_linger))
