@@ -53,7 +53,7 @@ TF = DEPLOY / "terraform"
 K8S = DEPLOY / "k8s"
 ECS = DEPLOY / "ecs"
 ENVIRONMENTS = ("dev", "staging", "prod")
-ALLOWED_OBJECT_PREFIXES = {"customers/", "archive/", "versions/", "drafts/", "payloads/", "audit/"}
+ALLOWED_OBJECT_PREFIXES = {"customers/", "archive/", "payloads/", "audit/"}
 
 
 # -- helpers ---------------------------------------------------------------------------------------------
@@ -896,7 +896,7 @@ def test_worker_role_is_least_privilege() -> None:
     bucket_ref = str(bucket_arn)
     by_sid = {s["sid"]: s for s in statements}
     for s in statements:
-        assert s["effect"] == "Allow"
+        assert s["effect"] == ("Deny" if s["sid"] == "NeverConsumeDeadLetterQueues" else "Allow")
         for action in s["actions"]:
             assert "*" not in action, action
     object_prefixes: set[str] = set()
@@ -911,7 +911,11 @@ def test_worker_role_is_least_privilege() -> None:
     }
     assert by_sid["ListBucket"]["resources"] == [bucket_arn]
     (queue_pattern,) = by_sid["ConsumeCustomerQueues"]["resources"]
-    (dlq_pattern,) = by_sid["DeadLetter"]["resources"]
+    assert by_sid["RequeueAndDeadLetter"]["resources"] == [queue_pattern]
+    (dlq_pattern,) = by_sid["NeverConsumeDeadLetterQueues"]["resources"]
+    assert set(by_sid["NeverConsumeDeadLetterQueues"]["actions"]) == set(
+        by_sid["ConsumeCustomerQueues"]["actions"]
+    )
     for mapping in cfg.customer_mappings.values():
         assert fnmatch.fnmatchcase(mapping.sqs_queue_arn, queue_pattern)
         assert fnmatch.fnmatchcase(mapping.effective_dlq_arn, queue_pattern)

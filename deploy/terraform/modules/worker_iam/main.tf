@@ -1,10 +1,15 @@
-# The worker's role, least privilege:
-# * S3: objects under its bucket's customers/, payloads/ (read, delete once delivered), archive/,
-#   versions/, drafts/ (read) and audit/ (write) only; s3:ListBucket on the bucket so a trigger that is
-#   already gone reads as NoSuchKey (404) rather than AccessDenied (403).
-# * SQS: its customer queues and DLQs (one name prefix in one account and region): receive, delete,
-#   change visibility; send only to the DLQs (permanent errors are dead-lettered at once).
-# * DynamoDB: its status and ledger tables and their indexes.
+# The worker's role, least privilege: exactly the calls the worker makes (tests/test_worker_iam.py records
+# them during real deliveries and checks each against this policy).
+# * S3: reads archive/ (the change record it decides and renders from) and customers/ (a legacy flat
+#   trigger key, only to learn its change id); deletes customers/ and payloads/ (settled triggers);
+#   writes audit/. s3:ListBucket on the bucket so a missing object (a deleted change) reads as NoSuchKey
+#   (404) rather than AccessDenied (403).
+# * SQS: its customer queues (one name prefix in one account and region): receive, delete and change
+#   visibility on the source queues only (an explicit Deny keeps it off the DLQs); send to the source
+#   queues (a message that waited on another worker is requeued as a fresh copy) and to the DLQs
+#   (permanent errors are dead-lettered at once with their reason).
+# * DynamoDB: read and conditional writes on its status and ledger tables and their indexes; it never
+#   deletes, batches or transacts.
 # * sts:AssumeRole: only the listed customer SES roles (which in turn demand the customer's ExternalId).
 # * cloudwatch:PutMetricData: only into its metrics namespace.
 # Trusted by ECS tasks of this account and/or one EKS service account (IRSA).
@@ -22,7 +27,7 @@ terraform {
 data "aws_caller_identity" "current" {}
 
 locals {
-  read_prefixes   = ["customers/", "payloads/", "archive/", "versions/", "drafts/"]
+  read_prefixes   = ["archive/", "customers/"]
   delete_prefixes = ["customers/", "payloads/"]
   write_prefixes  = ["audit/"]
   oidc_issuer     = var.eks_oidc_provider_arn == "" ? "" : element(split("oidc-provider/", var.eks_oidc_provider_arn), 1)
@@ -93,7 +98,7 @@ data "aws_iam_policy_document" "worker" {
   statement {
     sid       = "ReadChangesAndTriggers"
     effect    = "Allow"
-    actions   = ["s3:GetObject", "s3:GetObjectVersion"]
+    actions   = ["s3:GetObject"]
     resources = [for p in local.read_prefixes : "${var.bucket_arn}/${p}*"]
   }
 
@@ -119,23 +124,26 @@ data "aws_iam_policy_document" "worker" {
   }
 
   statement {
-    sid    = "ConsumeCustomerQueues"
-    effect = "Allow"
-    actions = [
-      "sqs:ReceiveMessage",
-      "sqs:DeleteMessage",
-      "sqs:ChangeMessageVisibility",
-      "sqs:GetQueueAttributes",
-      "sqs:GetQueueUrl",
-    ]
+    sid       = "ConsumeCustomerQueues"
+    effect    = "Allow"
+    actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"]
     resources = [var.queue_arn_pattern]
   }
 
+  # The queue pattern also matches the DLQs: the worker never consumes them (the DLQ tools do, under
+  # an operator's role).
   statement {
-    sid       = "DeadLetter"
-    effect    = "Allow"
-    actions   = ["sqs:SendMessage"]
+    sid       = "NeverConsumeDeadLetterQueues"
+    effect    = "Deny"
+    actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"]
     resources = [var.dlq_arn_pattern]
+  }
+
+  statement {
+    sid       = "RequeueAndDeadLetter"
+    effect    = "Allow"
+    actions   = ["sqs:SendMessage", "sqs:GetQueueUrl"]
+    resources = [var.queue_arn_pattern]
   }
 
   statement {
@@ -143,14 +151,9 @@ data "aws_iam_policy_document" "worker" {
     effect = "Allow"
     actions = [
       "dynamodb:GetItem",
-      "dynamodb:BatchGetItem",
       "dynamodb:Query",
       "dynamodb:PutItem",
       "dynamodb:UpdateItem",
-      "dynamodb:DeleteItem",
-      "dynamodb:BatchWriteItem",
-      "dynamodb:ConditionCheckItem",
-      "dynamodb:DescribeTable",
     ]
     resources = local.table_resources
   }

@@ -8,12 +8,12 @@ variable "bucket_arn" {
 }
 
 variable "queue_arn_pattern" {
-  description = "ARN pattern of the customer queues and DLQs, e.g. arn:aws:sqs:eu-west-1:111111111111:changeconsole-*."
+  description = "ARN pattern of the customer queues (and so their DLQs), e.g. arn:aws:sqs:eu-west-1:111111111111:changeconsole-*."
   type        = string
 }
 
 variable "dlq_arn_pattern" {
-  description = "ARN pattern of the DLQs only, e.g. arn:aws:sqs:eu-west-1:111111111111:changeconsole-*-dlq."
+  description = "ARN pattern of the DLQs only (denied to receive/delete), e.g. arn:aws:sqs:eu-west-1:111111111111:changeconsole-*-dlq."
   type        = string
 }
 

@@ -1,0 +1,443 @@
+"""IAM matches the code: every AWS call the worker makes, recorded with botocore hooks while it runs real
+deliveries, is allowed by the Terraform that ships its permissions.
+
+The worker runs against the local stack through a happy path, a removal notice, a legacy flat trigger,
+an ``sqs-direct`` payload, SES throttling (retry), a message that waits on another worker's lane until
+its last receive (requeue), poison (dead letter), an operator resend of an unknown recipient, a deleted
+change, a heartbeat on a long delivery and CloudWatch metrics. Each call is mapped to its IAM action and
+resource ARN and checked against the policies Terraform plans for this very config:
+``modules/stack`` → ``modules/worker_iam`` for the worker's own role (Allow and Deny statements, resource
+patterns, conditions), and ``modules/customer_ses_role`` for the calls made in a customer's account.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from botocore.awsrequest import AWSResponse
+
+from changeconsole.models import Change, Config, EmailEvent, direct_message
+from changeconsole.services.aws import LOCAL_ACCOUNT, AwsFactory
+from changeconsole.services.fanout import payload_key
+from changeconsole.services.ledger import LaneBusy, Ledger, rcpt_sk
+from changeconsole.services.lifecycle import ChangeService
+from changeconsole.services.localstack import LOCAL_SENDER_DOMAIN, local_factory
+from changeconsole.services.resend import ResendService
+from changeconsole.services.status import DeliveryKey, StatusStore
+from deploy.tfeval import REF_MARKER, ModuleInstance, Plan, load_module
+from test_worker_support import FAST, queue_url, running_worker, send_raw, wait_until
+
+TF = Path(__file__).resolve().parents[1] / "deploy" / "terraform"
+START, END = "2030-03-01T22:00:00Z", "2030-03-02T02:00:00Z"
+
+
+# -- recording ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    service: str  # botocore service name (s3, sqs, dynamodb, sts, sesv2, cloudwatch)
+    operation: str
+    params: dict[str, Any]
+    region: str
+    customer: str | None  # made in this customer's account (its assumed-role session)
+    status: int
+
+
+class Recorder:
+    """Every call made on a worker thread (``cc-*``) by any client made while it is installed."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.seen = threading.Condition()
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        original = AwsFactory._make_client
+        recorder = self
+
+        def make_client(factory: AwsFactory, session: Any, service: str, region: str | None = None) -> Any:
+            client = original(factory, session, service, region)
+            customer = next(
+                (code for (code, _), e in factory._customers.items() if e.session is session), None
+            )
+
+            def params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+                context["cc_params"] = dict(params)
+
+            def after(http_response: Any, model: Any, context: dict[str, Any], **_: Any) -> None:
+                if not threading.current_thread().name.startswith("cc-"):
+                    return
+                status = int(getattr(http_response, "status_code", 0) or 0)
+                call = Call(
+                    service,
+                    model.name,
+                    context.get("cc_params", {}),
+                    client.meta.region_name,
+                    customer,
+                    status,
+                )
+                with recorder.seen:
+                    recorder.calls.append(call)
+                    recorder.seen.notify_all()
+
+            client.meta.events.register("provide-client-params", params)
+            client.meta.events.register("after-call", after)
+            return client
+
+        monkeypatch.setattr(AwsFactory, "_make_client", make_client)
+
+    def wait(self, pred: Callable[[Call], bool], what: str, timeout: float = 60) -> Call:
+        with self.seen:
+            found = self.seen.wait_for(lambda: next((c for c in self.calls if pred(c)), None), timeout)
+        assert found, f"the worker never made {what}"
+        return found
+
+
+# -- calls → (IAM action, resource) ------------------------------------------------------------------------
+
+# botocore operations whose IAM action is another operation's.
+ACTION_OF = {
+    ("sqs", "DeleteMessageBatch"): "sqs:DeleteMessage",
+    ("sqs", "ChangeMessageVisibilityBatch"): "sqs:ChangeMessageVisibility",
+    ("sqs", "SendMessageBatch"): "sqs:SendMessage",
+    ("s3", "HeadObject"): "s3:GetObject",
+    ("s3", "ListObjectsV2"): "s3:ListBucket",
+}
+PREFIX = {"sesv2": "ses"}
+
+
+def queue_arn(url: str, region: str) -> str:
+    account, name = urlsplit(url).path.strip("/").split("/")[-2:]
+    return f"arn:aws:sqs:{region}:{account}:{name}"
+
+
+def needs(call: Call, config: Config) -> list[tuple[str, str]]:
+    """The (action, resource) pairs IAM evaluates for ``call``."""
+    p, region = call.params, call.region
+    default = f"{PREFIX.get(call.service, call.service)}:{call.operation}"
+    action = ACTION_OF.get((call.service, call.operation), default)
+    if call.service == "s3":
+        out = [(action, f"arn:aws:s3:::{p['Bucket']}/{p['Key']}")]
+        if call.operation in ("GetObject", "HeadObject") and call.status == 404:
+            out.append(("s3:ListBucket", f"arn:aws:s3:::{p['Bucket']}"))  # a 404, not a 403, needs it
+        return out
+    if call.service == "sqs":
+        if call.operation == "GetQueueUrl":
+            account = p.get("QueueOwnerAWSAccountId", LOCAL_ACCOUNT)
+            return [(action, f"arn:aws:sqs:{region}:{account}:{p['QueueName']}")]
+        return [(action, queue_arn(p["QueueUrl"], region))]
+    if call.service == "dynamodb":
+        table = f"arn:aws:dynamodb:{region}:{LOCAL_ACCOUNT}:table/{p['TableName']}"
+        return [(action, f"{table}/index/{p['IndexName']}" if p.get("IndexName") else table)]
+    if call.service == "sts":
+        return [(action, p["RoleArn"])]
+    if call.service == "cloudwatch":
+        return [(action, "*")]
+    if call.service == "sesv2":
+        assert call.customer is not None, call
+        base = f"arn:aws:ses:{region}:{config.customer(call.customer).account_id}"
+        if call.operation == "SendEmail":
+            return [(action, f"{base}:identity/{p['FromEmailAddress'].rpartition('@')[2]}")]
+        return [(action, f"{base}:contact-list/{p['ContactListName']}")]
+    raise AssertionError(f"no IAM mapping for {call.service}.{call.operation}")
+
+
+def context_of(call: Call) -> dict[str, str]:
+    if call.service == "cloudwatch":
+        return {"cloudwatch:namespace": call.params["Namespace"]}
+    if call.service == "sesv2" and call.operation == "SendEmail":
+        return {"ses:FromAddress": call.params["FromEmailAddress"]}
+    return {}
+
+
+def conditions_hold(statement: dict[str, Any], ctx: dict[str, str]) -> bool:
+    for cond in statement.get("condition", []):
+        assert cond["test"] == "StringEquals", cond
+        if ctx.get(cond["variable"]) not in cond["values"]:
+            return False
+    return True
+
+
+def allowed(statements: list[dict[str, Any]], action: str, resource: str, ctx: dict[str, str]) -> bool:
+    def applies(s: dict[str, Any]) -> bool:
+        acts = s.get("actions", [])
+        return any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in acts) and any(
+            fnmatch.fnmatchcase(resource, r) for r in s.get("resources", [])
+        )
+
+    if any(s["effect"] == "Deny" and applies(s) for s in statements):
+        return False
+    return any(s["effect"] == "Allow" and applies(s) and conditions_hold(s, ctx) for s in statements)
+
+
+# -- the Terraform, planned for this config --------------------------------------------------------------
+
+
+def known(plan: Plan, value: Any, facts: dict[str, str]) -> Any:
+    """Replace values only known after apply by what they are for this deployment."""
+    if isinstance(value, list):
+        return [known(plan, v, facts) for v in value]
+    if not isinstance(value, str):
+        value = str(value)
+
+    def one(m: re.Match[str]) -> str:
+        address, attr = m.group(1).rsplit(".", 1)
+        if attr in facts:
+            return facts[attr]
+        inst = plan.resolve(m.group(0))
+        if inst.rtype == "aws_s3_bucket" and attr == "arn":
+            return f"arn:aws:s3:::{inst.args['bucket']}"
+        if inst.rtype == "aws_dynamodb_table" and attr == "arn":
+            return f"arn:aws:dynamodb:{facts['region']}:{facts['account_id']}:table/{inst.args['name']}"
+        raise AssertionError(f"no known value for {address}.{attr}")
+
+    return REF_MARKER.sub(one, value)
+
+
+def worker_policy(config: Config) -> list[dict[str, Any]]:
+    customers = {
+        code: {
+            "name": m.customer_name,
+            "account_id": m.account_id,
+            "ses_region": m.region or config.aws_region,
+            "external_id": f"cc-local-{code}-0123456789",
+            "environment": m.environment,
+            "ses_identity": LOCAL_SENDER_DOMAIN,
+        }
+        for code, m in config.customer_mappings.items()
+    }
+    prefix = {m.queue_name.removesuffix(code) for code, m in config.customer_mappings.items()}
+    assert len(prefix) == 1
+    inputs = {
+        "environment": "local",
+        "aws_region": config.aws_region,
+        "central_account_id": LOCAL_ACCOUNT,
+        "bucket_name": config.s3_config.bucket_name,
+        "transport": config.transport,
+        "customers": customers,
+        "queue_name_prefix": prefix.pop(),
+        "status_table_name": config.status_table_name,
+        "ledger_table_name": config.ledger_table_name,
+        "metrics_namespace": config.metrics.namespace,
+    }
+    plan = ModuleInstance(load_module(TF / "modules" / "stack"), inputs, "", TF).plan()
+    facts = {"account_id": LOCAL_ACCOUNT, "region": config.aws_region, "partition": "aws"}
+    docs = [
+        i
+        for i in plan.instances("aws_iam_policy_document")
+        if i.module.address.endswith("module.worker_iam.") and i.name in ("worker", "assume_ses")
+    ]
+    return [
+        {**s, "resources": known(plan, s["resources"], facts)}
+        for d in docs
+        for s in d.args.get("statement", [])
+    ]
+
+
+def ses_role_policy(config: Config, code: str) -> list[dict[str, Any]]:
+    m = config.customer(code)
+    inputs = {
+        "worker_role_arn": f"arn:aws:iam::{LOCAL_ACCOUNT}:role/changeconsole-local-worker",
+        "external_id": f"cc-local-{code}-0123456789",
+        "ses_identity": LOCAL_SENDER_DOMAIN,
+        "ses_region": m.region or config.aws_region,
+        "contact_list_name": config.contact_list_for(code),
+        "role_name": m.ses_role_arn.rsplit("/", 1)[1],
+    }
+    plan = ModuleInstance(load_module(TF / "modules" / "customer_ses_role"), inputs, "", TF).plan()
+    facts = {"account_id": m.account_id, "name": m.region or config.aws_region, "partition": "aws"}
+    (doc,) = [i for i in plan.instances("aws_iam_policy_document") if i.name == "permissions"]
+    return [{**s, "resources": known(plan, s["resources"], facts)} for s in doc.args["statement"]]
+
+
+# -- the test ------------------------------------------------------------------------------------------
+
+
+def _throttle_once() -> Callable[..., Any]:
+    fired: list[bool] = []
+
+    def throttle(request: Any, **_: Any) -> AWSResponse | None:
+        if fired:
+            return None
+        fired.append(True)
+        resp = AWSResponse(request.url, 429, {"x-amzn-ErrorType": "TooManyRequestsException"}, None)
+        resp._content = json.dumps({"__type": "TooManyRequestsException", "message": "slow down"}).encode()
+        return resp
+
+    return throttle
+
+
+@pytest.mark.timeout(240)
+def test_every_call_the_worker_makes_is_allowed_by_the_terraform_policies(
+    make_stack: Any, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = make_stack(customers=4, contacts=3)
+    config = stack.config
+    config.metrics.cloudwatch = True
+    a, b, c, d = sorted(config.customer_mappings)
+    setup = local_factory(moto_endpoint, max_attempts=1)
+    svc = ChangeService(setup, config, operator="iam-suite")
+    status = StatusStore(setup, config)
+    ledger = Ledger(setup, config)
+    s3, bucket = setup.client("s3"), config.s3_config.bucket_name
+    recorder = Recorder()
+    recorder.install(monkeypatch)
+    worker_aws = local_factory(moto_endpoint, max_attempts=1)
+
+    def change(customers: list[str]) -> Change:
+        data = {"changeTitle": "IAM walk", "customers": customers, "implementationStart": START}
+        return Change.model_validate({**data, "implementationEnd": END})
+
+    def settled(change_id: str, version: int, event: EmailEvent, code: str) -> None:
+        def final() -> bool:
+            rec = status.get(DeliveryKey(change_id, version, event, code))
+            return rec is not None and rec.is_final
+
+        wait_until(final, 60, what=f"{change_id} v{version} {event.value} {code} settled")
+
+    # a's first send is throttled once (a retry), and held until the heartbeat renewed the message's
+    # visibility and the lane's lease (a long delivery).
+    renewed = threading.Event()
+    sender = worker_aws.customer_send_client(config.customer(a))
+
+    def hold(**_: Any) -> None:
+        renewed.wait(30)
+
+    sender.meta.events.register("before-call.sesv2.SendEmail", hold)
+    sender.meta.events.register_first("before-send.sesv2.SendEmail", _throttle_once())
+    options = {**FAST, "visibility_timeout": 4, "claim_lease": 2.0, "metrics_interval": 0.5}
+    with running_worker(worker_aws, config, **options) as worker:
+        first = svc.submit(change([a, b])).change
+        recorder.wait(lambda x: x.operation == "ChangeMessageVisibilityBatch", "a visibility heartbeat")
+        recorder.wait(
+            lambda x: x.params.get("UpdateExpression") == "SET lock_until = :l", "a lane lease renewal"
+        )
+        renewed.set()
+        settled(first.change_id, 2, EmailEvent.SUBMITTED, a)
+        settled(first.change_id, 2, EmailEvent.SUBMITTED, b)
+        # b removed after it was notified: its removal notice.
+        svc.edit(first.model_copy(update={"customers": [a]}))
+        settled(first.change_id, 3, EmailEvent.REMOVED, b)
+        settled(first.change_id, 3, EmailEvent.SUBMITTED, a)
+
+        # A legacy flat trigger whose name is not a change id: read only for the change id.
+        flat = svc.submit(change([c])).change
+        settled(flat.change_id, 2, EmailEvent.SUBMITTED, c)
+        s3.put_object(Bucket=bucket, Key=f"customers/{c}/legacy-notice.json", Body=flat.to_json().encode())
+        recorder.wait(
+            lambda x: x.operation == "GetObject" and "legacy-notice" in x.params["Key"], "flat read"
+        )
+
+        # sqs-direct with an S3 payload reference, then poison (dead letter).
+        direct = svc.submit(change([d])).change
+        settled(direct.change_id, 2, EmailEvent.SUBMITTED, d)
+        pkey = payload_key(d, direct.change_id, 2, EmailEvent.SUBMITTED)
+        s3.put_object(Bucket=bucket, Key=pkey, Body=direct.to_json().encode())
+        ref = direct_message(d, direct.change_id, 2, EmailEvent.SUBMITTED, bucket=bucket, key=pkey)
+        send_raw(setup, config, d, ref)
+        recorder.wait(lambda x: x.operation == "DeleteObject" and x.params["Key"] == pkey, "payload delete")
+        send_raw(setup, config, d, "{poison")
+        recorder.wait(
+            lambda x: x.operation == "SendMessage" and x.params["QueueUrl"].endswith("-dlq"), "a dead letter"
+        )
+
+        # Requeue: another worker holds the lane until the message's last receive.
+        held = ledger.acquire_lane(direct.change_id, d, "elsewhere/1")
+        assert not isinstance(held, LaneBusy)
+        send_raw(setup, config, d, direct_message(d, direct.change_id, 2, EmailEvent.SUBMITTED, change={}))
+        source = queue_url(setup, config, d)
+        recorder.wait(
+            lambda x: x.operation == "SendMessage" and x.params["QueueUrl"] == source, "a requeue", 90
+        )
+        ledger.release_lane(held)
+
+        # An operator resends a recipient whose outcome was left unknown.
+        key = DeliveryKey(first.change_id, 3, EmailEvent.SUBMITTED, a)
+        address = sorted(ledger.recipients(key))[0]
+        setup.client("dynamodb").update_item(
+            TableName=config.ledger_table_name,
+            Key={"pk": {"S": f"DELIVERY#{first.change_id}#v3#submitted#{a}"}, "sk": {"S": rcpt_sk(address)}},
+            UpdateExpression="SET #s = :u",
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues={":u": {"S": "unknown"}},
+        )
+        assert ResendService(setup, config).resend_delivery(key).resent == 1
+        wait_until(lambda: ledger.recipients(key)[address]["state"] == "sent", 60, what="the resend")
+
+        # A change deleted while a message for it waited: its archive read answers 404.
+        gone = svc.submit(change([c])).change
+        settled(gone.change_id, 2, EmailEvent.SUBMITTED, c)
+        svc.cancel(gone.change_id)
+        settled(gone.change_id, 3, EmailEvent.CANCELLED, c)
+        svc.delete(gone.change_id)
+        send_raw(setup, config, c, direct_message(c, gone.change_id, 3, EmailEvent.CANCELLED, change={}))
+        recorder.wait(lambda x: x.operation == "GetObject" and x.status == 404, "a missing archive read")
+        recorder.wait(lambda x: x.service == "cloudwatch", "metrics")
+        wait_until(lambda: worker.stats["results"].get("retry:throttled", 0) >= 1, 10, what="a retry")
+
+    policy = worker_policy(config)
+    roles = {code: ses_role_policy(config, code) for code in config.customer_mappings}
+    seen = {(call.service, call.operation) for call in recorder.calls}
+    denied = sorted(
+        {
+            f"{action} on {resource} ({call.service}.{call.operation})"
+            for call in recorder.calls
+            for action, resource in needs(call, config)
+            if not allowed(
+                roles[call.customer] if call.customer else policy, action, resource, context_of(call)
+            )
+        }
+    )
+    assert not denied, "denied by the Terraform policies:\n" + "\n".join(denied)
+    assert all(call.service == "sesv2" for call in recorder.calls if call.customer)
+    # The walk made every kind of call the worker makes (or this test would prove less than it says).
+    assert {
+        ("s3", "GetObject"),
+        ("s3", "DeleteObject"),
+        ("s3", "PutObject"),
+        ("sqs", "GetQueueUrl"),
+        ("sqs", "ReceiveMessage"),
+        ("sqs", "DeleteMessageBatch"),
+        ("sqs", "ChangeMessageVisibility"),
+        ("sqs", "ChangeMessageVisibilityBatch"),
+        ("sqs", "SendMessage"),
+        ("dynamodb", "GetItem"),
+        ("dynamodb", "PutItem"),
+        ("dynamodb", "UpdateItem"),
+        ("dynamodb", "Query"),
+        ("sts", "AssumeRole"),
+        ("sesv2", "ListContacts"),
+        ("sesv2", "GetContactList"),
+        ("sesv2", "SendEmail"),
+        ("cloudwatch", "PutMetricData"),
+    } <= seen, seen
+
+
+def test_the_policy_check_denies_what_the_role_does_not_allow(make_stack: Any) -> None:
+    """The checker itself: the old policy's gaps and a DLQ receive are refused."""
+    config = make_stack(customers=1, contacts=0).config
+    (code,) = config.customer_mappings
+    policy = worker_policy(config)
+    m = config.customer(code)
+    dlq = m.effective_dlq_arn
+    assert allowed(policy, "sqs:SendMessage", m.sqs_queue_arn, {})
+    assert allowed(policy, "sqs:ReceiveMessage", m.sqs_queue_arn, {})
+    assert not allowed(policy, "sqs:ReceiveMessage", dlq, {})
+    assert allowed(policy, "sqs:SendMessage", dlq, {})
+    table = f"arn:aws:dynamodb:{config.aws_region}:{LOCAL_ACCOUNT}:table/{config.ledger_table_name}"
+    assert allowed(policy, "dynamodb:UpdateItem", table, {})
+    assert not allowed(policy, "dynamodb:DeleteItem", table, {})
+    bucket = f"arn:aws:s3:::{config.s3_config.bucket_name}"
+    assert allowed(policy, "s3:GetObject", f"{bucket}/archive/x.json", {})
+    assert not allowed(policy, "s3:GetObject", f"{bucket}/versions/x/v1.json", {})
+    assert not allowed(policy, "cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "Other"})
+    assert not allowed(policy, "sts:AssumeRole", "arn:aws:iam::999999999999:role/other", {})
