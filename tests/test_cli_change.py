@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
-from changeconsole.cli import main
 from changeconsole.models import DeliveryState, Ignore, iso_utc, parse_queue_message, utcnow
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.fanout import Fanout
@@ -22,6 +20,7 @@ from changeconsole.services.localstack import LocalStackResult
 from changeconsole.services.status import DeliveryKey, StatusStore
 from support.aws import bucket_keys, queue_url
 from support.changes import change_data, triggers_by_customer
+from support.cli import Cli
 
 
 @pytest.fixture
@@ -32,27 +31,6 @@ def stack(make_stack) -> LocalStackResult:
 @pytest.fixture
 def codes(stack: LocalStackResult) -> list[str]:
     return sorted(stack.config.customer_mappings)
-
-
-class Cli:
-    def __init__(self, stack: LocalStackResult, tmp_path: Path) -> None:
-        self.stack, self.tmp_path = stack, tmp_path
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str, operator: str = "alice") -> Result:
-        base = ["--config", str(self.stack.config_path), "--endpoint-url", self.stack.endpoint]
-        env = {"CHANGECONSOLE_OPERATOR": operator, "COLUMNS": "200"}
-        return self.runner.invoke(main, [*base, *args], env=env, catch_exceptions=False)
-
-    def json(self, *args: str, operator: str = "alice", code: int = 0) -> Any:
-        result = self(*args, "--json", operator=operator)
-        assert result.exit_code == code, (result.stdout, result.stderr)
-        return json.loads(result.stdout)
-
-    def file(self, data: dict[str, Any], name: str = "change.json") -> str:
-        path = self.tmp_path / name
-        path.write_text(json.dumps(data), encoding="utf-8")
-        return str(path)
 
 
 @pytest.fixture
@@ -260,10 +238,14 @@ def test_submit_file_of_archived_change_edits_and_refuses_stale(cli: Cli, stack,
     stale = cli("change", "submit", cli.file(exported, "edit.json"), operator="carol")
     assert stale.exit_code == 1
     assert "changed by alice at" in stale.stderr
-    # Without a version the file is applied to the current version; unchanged content sends nothing.
+    # Without a version the file would silently overwrite whatever is current: refused (exit 2) naming
+    # the way out; --force applies it to the current version (unchanged content sends nothing).
     current = cli.json("change", "show", cid)
     current.pop("version")
-    same = cli.json("change", "submit", cli.file(current, "same.json"))
+    unpinned = cli("change", "submit", cli.file(current, "same.json"))
+    assert unpinned.exit_code == 2
+    assert '"version"' in unpinned.stderr and "--force" in unpinned.stderr
+    same = cli.json("change", "submit", cli.file(current, "same.json"), "--force")
     assert same["destinations"] == [] and same["version"] == 4
 
 

@@ -21,6 +21,7 @@ from changeconsole.models import (
     MAX_TICKET,
     MAX_TITLE,
     MAX_USER,
+    MAX_VERSION,
     TOPIC_ANNOUNCE,
     TOPIC_APPROVAL,
     TRANSITIONS,
@@ -513,7 +514,7 @@ def changes(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
         "include_meeting": draw(st.booleans()),
         "meeting_metadata": draw(st.none() | st.dictionaries(_any_text, _json_values, max_size=3)),
         "status": draw(st.sampled_from(list(ChangeStatus))),
-        "version": draw(st.integers(1, 10**9)),
+        "version": draw(st.integers(1, MAX_VERSION)),
         "createdBy": draw(st.none() | _any_text),
         "modifications": [
             {

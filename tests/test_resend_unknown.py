@@ -9,6 +9,7 @@ from typing import Any
 from changeconsole.models import TOPIC_APPROVAL, DeliveryState, EmailEvent, trigger_key
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.ledger import DONE, RETRY, SENT, UNKNOWN, Ledger
+from changeconsole.services.lifecycle import ChangeService
 from changeconsole.services.resend import ResendService
 from changeconsole.services.status import DeliveryKey, StatusStore
 from support.mail import subscribed
@@ -209,3 +210,22 @@ def test_reopen_flips_only_recipients_still_unknown_and_only_a_settled_delivery(
     assert again.acquired and again.resend_only
     # A second reopen while the first is unsettled is refused (the claim is no longer done).
     assert ledger.reopen_for_resend(key, [a], by="op", resend_id="r2").reopened == []
+
+
+def test_a_resend_of_a_version_the_change_has_left_is_refused(
+    make_stack: Any, aws_factory: AwsFactory, moto_endpoint: str
+) -> None:
+    """Only what the current archive version makes due is ever sent: an unknown recipient of an older
+    version is not resent (its notice is out of date), and nothing is reopened."""
+    stack, change, key, lost, codes = partial_delivery(make_stack, aws_factory)
+    config = stack.config
+    ledger = Ledger(aws_factory, config)
+    with running_worker(aws_factory, config):
+        wait_until(lambda: settled(aws_factory, config, change, codes[0], DeliveryState.PARTIAL), 60)
+    ChangeService(aws_factory, config, operator="cab").approve(change.change_id)
+    result = ResendService(aws_factory, config).resend_delivery(key)
+    assert result.resent == 0
+    why = f"superseded: version {change.version + 1} (approved) is current; only the current version is sent"
+    assert result.deliveries[0].refused == {lost: why}
+    assert ledger.recipients(key)[lost]["state"] == UNKNOWN
+    assert (ledger.get_claim(key) or {})["state"] == DONE

@@ -26,7 +26,7 @@ from support.aws import attrs, bucket_keys, dlq_messages, queue_depth, queue_url
 from support.changes import CHANGE_ID, change_doc
 from support.mail import outbox, per_recipient, subscribed
 from support.waiting import stall, wait_until
-from support.worker import final, put_trigger, record, records, running_worker, submit
+from support.worker import archive, final, put_trigger, record, records, running_worker, submit
 
 
 def _error_response(status: int, code: str) -> tuple[AWSResponse, dict[str, Any]]:
@@ -417,11 +417,14 @@ def test_a_cancellation_never_approved_has_no_invite_and_goes_to_approval_subscr
     stack = make_stack(customers=1, contacts=5)
     config = stack.config
     code = sorted(config.customer_mappings)[0]
-    doc = change_doc([code], version=3, status="cancelled", include_meeting=True)
     with running_worker(aws_factory, config):
-        put_trigger(aws_factory, config, doc, code)
-        wait_until(lambda: final(aws_factory, config, [code], 3, "cancelled"), 30)
-    mails = outbox(moto_endpoint, CHANGE_ID)
+        for doc in (
+            change_doc([code], version=2, status="submitted", include_meeting=True),
+            change_doc([code], version=3, status="cancelled", include_meeting=True),
+        ):
+            put_trigger(aws_factory, config, doc, code)
+            wait_until(lambda doc=doc: final(aws_factory, config, [code], doc["version"], doc["status"]), 30)
+    mails = [m for m in outbox(moto_endpoint, CHANGE_ID) if m.event == "cancelled"]
     assert {m.to[0] for m in mails} == subscribed(code, 5, TOPIC_APPROVAL)
     assert all(m.attachments == [] for m in mails)
     assert all(m.subject.startswith("🚫 ") for m in mails)
@@ -434,6 +437,7 @@ def test_direct_transport_messages_are_delivered(
     config = stack.config
     code = sorted(config.customer_mappings)[0]
     doc = change_doc([code])
+    archive(aws_factory, config, doc)
     with running_worker(aws_factory, config):
         send_raw(
             aws_factory, config, code, direct_message(code, CHANGE_ID, 2, EmailEvent.SUBMITTED, change=doc)

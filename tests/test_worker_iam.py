@@ -34,7 +34,9 @@ from changeconsole.services.localstack import LOCAL_SENDER_DOMAIN, local_factory
 from changeconsole.services.resend import ResendService
 from changeconsole.services.status import DeliveryKey, StatusStore
 from deploy.tfeval import REF_MARKER, ModuleInstance, Plan, load_module
-from test_worker_support import FAST, queue_url, running_worker, send_raw, wait_until
+from support.aws import queue_url, send_raw
+from support.waiting import wait_until
+from support.worker import FAST, running_worker
 
 TF = Path(__file__).resolve().parents[1] / "deploy" / "terraform"
 START, END = "2030-03-01T22:00:00Z", "2030-03-02T02:00:00Z"

@@ -89,7 +89,7 @@ class Faults:
         return None
 
     def s3_get(self, request: Any, **_: Any) -> AWSResponse | None:
-        if "/customers/" not in request.url:
+        if "/archive/" not in request.url:  # the worker reads the change from the archive
             return None
         injected = self._roll() < self.rate
         self._count("s3.GetObject", injected)

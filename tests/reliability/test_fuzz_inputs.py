@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from changeconsole.models import (
     CUSTOMER_CODE_RE,
     DIRECT_KIND,
+    MAX_VERSION,
     Change,
     ChangeStatus,
     Config,
@@ -230,7 +231,7 @@ def test_trigger_keys_parse_or_reject_typed(key: str) -> None:
 @settings(max_examples=scaled(100, 1_000))
 @given(
     code=st.sampled_from(CODES),
-    version=st.integers(1, 10**6),
+    version=st.integers(1, MAX_VERSION),
     event=st.sampled_from(list(EmailEvent)),
     title=st.text(min_size=1, max_size=80),
 )

@@ -76,8 +76,13 @@ def test_poison_and_isolation_attacks_are_dead_lettered_with_a_reason_and_never_
 
     attacks: dict[str, tuple[str, str]] = {}  # label → (change id or "", expected cc-reason)
 
+    def archived(doc: dict[str, Any]) -> dict[str, Any]:
+        """The archive record the worker decides from (a trigger's own snapshot is never used)."""
+        s3.put_object(Bucket=bucket, Key=f"archive/{doc['changeId']}.json", Body=json.dumps(doc).encode())
+        return doc
+
     # 1. A trigger for customer A placed under B's prefix (the S3 event lands in B's queue).
-    doc = _doc([a])
+    doc = archived(_doc([a]))
     s3.put_object(
         Bucket=bucket,
         Key=trigger_key(b, doc["changeId"], 2, EmailEvent.SUBMITTED),
@@ -85,7 +90,7 @@ def test_poison_and_isolation_attacks_are_dead_lettered_with_a_reason_and_never_
     )
     attacks["A's change under B's prefix"] = (doc["changeId"], "isolation_violation")
     # 2. A direct message in B's queue whose change does not list B.
-    doc = _doc([a, c])
+    doc = archived(_doc([a, c]))
     sqs.send_message(
         QueueUrl=url(b), MessageBody=direct_message(b, doc["changeId"], 2, EmailEvent.SUBMITTED, change=doc)
     )
@@ -117,20 +122,20 @@ def test_poison_and_isolation_attacks_are_dead_lettered_with_a_reason_and_never_
         ),
     )
     attacks["payload reference into A's prefix"] = (doc["changeId"], "isolation_violation")
-    # Poison: not JSON, not an object, neither shape, a bad key, an invalid change (dates, size, HTML
-    # is fine but an oversized title is not), a key with path traversal.
+    # Poison: not JSON, not an object, neither shape, a bad key, an invalid change in the archive (dates,
+    # size, HTML is fine but an oversized title is not), a key with path traversal.
     poison = {
         "not JSON": ("{not json", "malformed_message"),
         "JSON array": ("[1, 2, 3]", "malformed_message"),
         "unknown shape": (json.dumps({"hello": "world"}), "malformed_message"),
         "bad trigger key": (_s3_event(bucket, f"customers/{b}/../{a}/x.json"), "invalid_trigger_key"),
     }
-    bad_dates = _doc([b], implementationEnd="2020-01-01T00:00:00Z")
+    bad_dates = archived(_doc([b], implementationEnd="2020-01-01T00:00:00Z"))
     poison["end before start"] = (
         direct_message(b, bad_dates["changeId"], 2, EmailEvent.SUBMITTED, change=bad_dates),
         "invalid_change",
     )
-    huge = _doc([b], changeTitle="<b>x</b>" * 5000)
+    huge = archived(_doc([b], changeTitle="<b>x</b>" * 5000))
     poison["oversized title"] = (
         direct_message(b, huge["changeId"], 2, EmailEvent.SUBMITTED, change=huge),
         "invalid_change",

@@ -103,27 +103,38 @@ def test_html_and_script_in_every_user_field_arrive_escaped(
         "meeting_metadata": {"location": PAYLOAD, "join_url": "javascript:alert(1)"},
     }
     service = ChangeService(aws_factory, config, operator=OPERATOR)
-    one = service.submit(Change.model_validate(fields))
-    service.approve(one.change.change_id)
-    service.complete(one.change.change_id)
-    two = service.submit(Change.model_validate(fields))
-    service.approve(two.change.change_id)
-    service.cancel(two.change.change_id)
     status = StatusStore(aws_factory, config)
-
-    def settled() -> bool:
-        recs = status.records(one.change.change_id) + status.records(two.change.change_id)
-        return len(recs) == 6 * len(codes) and all(r.state in FINAL_STATES for r in recs)
-
     options = WorkerOptions(
         poll_wait=1, visibility_timeout=10, backoff_base=0.5, health_port=0, emit_emf=False
     )
+
+    def step(result: Any) -> Change:
+        """One lifecycle step, delivered before the next (a notice due only while it is current)."""
+        change = result.change
+        wait_until(
+            lambda: (
+                (recs := status.records(change.change_id, version=change.version))
+                and len(recs) == len(result.customers)
+                and all(r.state in FINAL_STATES for r in recs)
+            ),
+            60,
+            f"v{change.version} delivered",
+        )
+        return change
+
     handle = start_background(aws_factory, config, options=options)
     try:
-        wait_until(settled, 120, "every event delivered")
+        one = step(service.submit(Change.model_validate(fields)))
+        step(service.approve(one.change_id))
+        step(service.complete(one.change_id))
+        two = step(service.submit(Change.model_validate(fields)))
+        # Removing a notified customer sends it the "no longer affects you" notice.
+        two = step(service.edit(two.model_copy(update={"customers": codes[:1]})))
+        step(service.approve(two.change_id))
+        step(service.cancel(two.change_id))
     finally:
         handle.stop(timeout=10)
-    recs = status.records(one.change.change_id) + status.records(two.change.change_id)
+    recs = status.records(one.change_id) + status.records(two.change_id)
     assert {r.state for r in recs} == {DeliveryState.SENT}
     mails = outbox(moto_endpoint)
     assert {m.event for m in mails} == {e.value for e in EmailEvent}

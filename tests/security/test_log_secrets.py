@@ -78,6 +78,9 @@ def test_logs_audit_and_dlq_hold_no_secret_and_no_email_body(
         "status": "submitted",
         "version": 2,
     }
+    aws_factory.client("s3").put_object(  # the worker reads the change from the archive
+        Bucket=config.s3_config.bucket_name, Key=f"archive/{bad['changeId']}.json", Body=json.dumps(bad)
+    )
     sqs.send_message(
         QueueUrl=url,
         MessageBody=direct_message(codes[0], bad["changeId"], 2, EmailEvent.SUBMITTED, change=bad),

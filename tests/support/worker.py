@@ -1,7 +1,8 @@
 """Triggers, delivery records and workers (in-process, or ``changeconsole worker`` as a subprocess).
 
-Triggers are created the way the fan-out does it: a ``queued`` delivery record, then the change
-snapshot at ``models.trigger_key`` (the S3 event then lands in the customer's queue).
+Triggers are created the way the lifecycle and the fan-out do it: the change's archive record, a
+``queued`` delivery record, then the change snapshot at ``models.trigger_key`` (the S3 event then
+lands in the customer's queue).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ FAST = {
     "backoff_base": 1.0,
     "backoff_cap": 2.0,
     "claim_lease": 5.0,
+    "busy_retry": 1.0,
     "send_lease": 3.0,
     "ack_linger": 0.01,
     "metrics_interval": 3600.0,
@@ -53,10 +55,34 @@ FAST_WORKER_ARGS = [
 ]
 
 
+def archive(aws: AwsFactory, config: Config, doc: dict[str, Any]) -> bool:
+    """Make ``doc`` the change's archive record unless the archive holds a newer version already (the
+    archive only moves forward); True when written."""
+    s3 = aws.client("s3")
+    bucket, key = config.s3_config.bucket_name, f"archive/{doc['changeId']}.json"
+    try:
+        current = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        current = None
+    if isinstance(current, dict) and int(current.get("version", 0)) > int(doc["version"]):
+        return False
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc).encode("utf-8"))
+    return True
+
+
 def put_trigger(
-    aws: AwsFactory, config: Config, doc: dict[str, Any], customer: str, event: EmailEvent | None = None
+    aws: AwsFactory,
+    config: Config,
+    doc: dict[str, Any],
+    customer: str,
+    event: EmailEvent | None = None,
+    *,
+    archived: bool = True,
 ) -> str:
-    """What the fan-out does for one customer: queued record, then the trigger object."""
+    """What the lifecycle and the fan-out do for one customer: the archive record (``archived``; the
+    worker decides from it), the queued record, then the trigger object."""
+    if archived:
+        archive(aws, config, doc)
     event = event or EmailEvent(doc["status"])
     key = DeliveryKey(doc["changeId"], int(doc["version"]), event, customer)
     StatusStore(aws, config).put_queued(key)

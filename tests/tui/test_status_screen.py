@@ -124,6 +124,26 @@ def test_newest_round_prefers_highest_version() -> None:
     assert {(r.version, r.customer) for r in got} == {(2, "a"), (2, "b")}
 
 
+def test_a_round_shows_its_removal_notices_and_marks_them() -> None:
+    """An edit that drops a customer: the round is the version's notices plus its removal notices,
+    whichever was written last, and a removed customer's row says so."""
+
+    def rec(v: int, e: EmailEvent, c: str, at: str) -> DeliveryRecord:
+        return DeliveryRecord(change_id=CID, version=v, event=e, customer=c, updated_at=at)
+
+    records = [
+        rec(2, EmailEvent.SUBMITTED, "b", "2026-11-27T19:00:00Z"),
+        rec(3, EmailEvent.SUBMITTED, "a", "2026-11-27T19:10:00Z"),
+        rec(3, EmailEvent.REMOVED, "b", "2026-11-27T19:20:00Z"),
+    ]
+    got = newest_round(records)
+    assert {(r.version, r.event, r.customer) for r in got} == {
+        (3, EmailEvent.SUBMITTED, "a"),
+        (3, EmailEvent.REMOVED, "b"),
+    }
+    assert [row_cells(r, NOW)[0] for r in got] == ["a", "b (removed)"]
+
+
 # -- live status against DynamoDB --------------------------------------------------------------
 
 
