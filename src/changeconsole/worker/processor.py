@@ -920,4 +920,3 @@ def _tally_text(tally: Tally) -> str:
     if tally.unknown:
         text += f", {tally.unknown} unknown (maybe sent; `change resend-unknown` decides)"
     return text
-
