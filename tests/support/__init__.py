@@ -4,6 +4,7 @@
   (simulated latency of a fake call); nothing else in the suite sleeps.
 - ``aws``: queues, buckets and audit objects of a local stack, read as a test needs them.
 - ``changes``: change documents and changes as the fan-out and the worker see them.
+- ``cli``: the CLI run in this process (click's CliRunner) against a local stack.
 - ``mail``: the recipient oracle (who should get what, from the local stack's contact profiles)
   and what moto's outbox holds.
 - ``worker``: triggers, delivery records and a worker, in-process or as a subprocess.
