@@ -77,6 +77,9 @@ def test_every_page_of_contacts_is_read_and_counted_once() -> None:
             assert "Filter" not in kwargs  # never trust a server-side filter
             return pages[kwargs.get("NextToken")]
 
+        def list_contact_lists(self, **kwargs: Any) -> dict[str, Any]:
+            return {"ContactLists": [{"ContactListName": "changeconsole"}]}
+
         def get_contact_list(self, **kwargs: Any) -> dict[str, Any]:
             return {
                 "Topics": [

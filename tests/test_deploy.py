@@ -1010,7 +1010,8 @@ def test_customer_ses_role_trusts_only_the_worker_with_external_id() -> None:
         for d in plan.instances("aws_iam_policy_document", "permissions")
         for s in d.args["statement"]
     }
-    assert set(statements) == {"SendFromIdentity", "ReadContactList"}
+    assert set(statements) == {"SendFromIdentity", "ReadContactList", "FindContactList"}
+    assert statements["FindContactList"]["actions"] == ["ses:ListContactLists"]
     send = statements["SendFromIdentity"]
     assert sorted(send["actions"]) == ["ses:SendEmail", "ses:SendRawEmail"]
     (identity,) = send["resources"]

@@ -195,7 +195,6 @@ def test_timestamps_are_normalised_to_utc() -> None:
 @pytest.mark.parametrize(
     "bad",
     [
-        "2026-02-01T22:00:00",
         "tomorrow",
         "2026-13-01T00:00:00Z",
         20260201,
@@ -205,6 +204,14 @@ def test_timestamps_are_normalised_to_utc() -> None:
 )
 def test_bad_timestamps_are_validation_errors(bad: Any) -> None:
     assert "implementationStart" in paths_of(change_data(implementationStart=bad, implementationEnd=None))
+
+
+def test_a_naive_timestamp_without_a_timezone_names_the_fix() -> None:
+    data = change_data(implementationStart="2026-02-01T22:00:00", implementationEnd=None)
+    del data["timezone"]
+    (problem,) = errors_of(data)
+    assert problem["path"] == "implementationStart"
+    assert "timezone" in problem["message"]
 
 
 def test_early_years_keep_four_digits() -> None:

@@ -149,6 +149,8 @@ def needs(call: Call, config: Config) -> list[tuple[str, str]]:
         base = f"arn:aws:ses:{region}:{config.customer(call.customer).account_id}"
         if call.operation == "SendEmail":
             return [(action, f"{base}:identity/{p['FromEmailAddress'].rpartition('@')[2]}")]
+        if call.operation == "ListContactLists":  # no resource-level permission in SES
+            return [(action, "*")]
         return [(action, f"{base}:contact-list/{p['ContactListName']}")]
     raise AssertionError(f"no IAM mapping for {call.service}.{call.operation}")
 
@@ -417,6 +419,7 @@ def test_every_call_the_worker_makes_is_allowed_by_the_terraform_policies(
         ("dynamodb", "UpdateItem"),
         ("dynamodb", "Query"),
         ("sts", "AssumeRole"),
+        ("sesv2", "ListContactLists"),
         ("sesv2", "ListContacts"),
         ("sesv2", "GetContactList"),
         ("sesv2", "SendEmail"),

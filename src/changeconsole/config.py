@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +92,15 @@ def _extra_problems(raw: dict[str, Any]) -> list[dict[str, str]]:
     return problems
 
 
+# Keys an older config.json of the running system lacks, with the fix.
+_MISSING_FIXES = {
+    "email_config": (
+        "missing: an older config.json of the running system has none (its sender came from "
+        '--sender-email); add "email_config": {"sender_address": "<the From address of every notice>"}'
+    ),
+}
+
+
 def config_problems(raw: Any) -> list[dict[str, str]]:
     """Every problem of a parsed config document, each with its JSON path."""
     if not isinstance(raw, dict):
@@ -98,6 +110,8 @@ def config_problems(raw: Any) -> list[dict[str, str]]:
         Config.model_validate(raw)
     except ValidationError as exc:
         for problem in validation_problems(exc):
+            if problem["path"] in _MISSING_FIXES and problem["path"] not in raw:
+                problem = {"path": problem["path"], "message": _MISSING_FIXES[problem["path"]]}
             if problem not in problems and not re.search(r"must equal its key", problem["message"]):
                 problems.append(problem)
     return problems
@@ -116,6 +130,23 @@ def parse_config_text(text: str, path: Path | None = None) -> Config:
     return Config.model_validate(raw)
 
 
+def read_config_document(path: Path) -> dict[str, Any]:
+    """config.json as parsed JSON (every key, known or not), for editing and writing back."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, [{"path": "$", "message": f"no config file at {path}"}]) from None
+    except OSError as exc:
+        raise ConfigError(path, [{"path": "$", "message": f"cannot read: {exc.strerror}"}]) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            path, [{"path": "$", "message": f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"}]
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(path, [{"path": "$", "message": "config must be a JSON object"}])
+    return raw
+
+
 def load_config(path: Path) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
@@ -126,9 +157,29 @@ def load_config(path: Path) -> Config:
     return parse_config_text(text, path)
 
 
-def write_config(config: Config | dict[str, Any], path: Path) -> None:
+def write_config(config: Config | dict[str, Any], path: Path, *, backup: bool = False) -> Path | None:
+    """Write atomically (a temporary file in the same directory, flushed, then renamed over).
+
+    With ``backup``, an existing file is first copied to ``config.json.<UTC time>.bak``; its path is
+    returned.
+    """
     data = config.to_json_dict() if isinstance(config, Config) else config
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    saved: Path | None = None
+    if backup and path.exists():
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        saved = path.with_name(f"{path.name}.{stamp}.bak")
+        shutil.copy2(path, saved)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        if path.exists():
+            shutil.copymode(path, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return saved

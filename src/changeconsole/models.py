@@ -26,10 +26,15 @@ from pydantic import (
 )
 
 from .errors import ChangeconsoleError, InputError
+from .models_legacy import upgrade_change
 
 # \Z, not $: "$" also matches before a trailing newline.
 CUSTOMER_CODE_RE = re.compile(r"^[a-z0-9-]{2,50}\Z")
-CHANGE_ID_RE = re.compile(r"^CHG-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-[0-9a-z]{6}\Z")
+# Ours (``new_change_id``), or the running system portal's CHG-<uuid> (kept as is: it names S3 keys).
+CHANGE_ID_RE = re.compile(
+    r"^CHG-(?:\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-[0-9a-z]{6}"
+    r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})\Z"
+)
 ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/[\w+=,.@/-]{1,512}\Z")
 QUEUE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:sqs:([a-z0-9-]+):(\d{12}):([\w-]{1,80})\Z")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -152,7 +157,10 @@ def _parse_utc(value: Any) -> str | None:
     else:
         raise ValueError("must be an RFC 3339 timestamp string")
     if dt.tzinfo is None:
-        raise ValueError(f"timestamp {value!r} needs a UTC offset (e.g. 2026-01-31T22:00:00Z)")
+        raise ValueError(
+            f"timestamp {value!r} needs a UTC offset (e.g. 2026-01-31T22:00:00Z), "
+            "or a timezone field (IANA) to read it in"
+        )
     try:
         return iso_utc(dt)
     except OverflowError:
@@ -205,11 +213,16 @@ class Change(BaseModel):
     cancelled_by: str | None = Field(None, alias="cancelledBy", max_length=MAX_USER)
     modifications: list[Modification] = Field(default_factory=list)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _running_system_shapes(cls, data: Any) -> Any:
+        return upgrade_change(data)
+
     @field_validator("change_id")
     @classmethod
     def _change_id_shape(cls, value: str) -> str:
         if not CHANGE_ID_RE.match(value):
-            raise ValueError("must look like CHG-2026-01-31T22-00-00-abc123")
+            raise ValueError("must look like CHG-2026-01-31T22-00-00-abc123 (or the portal's CHG-<uuid>)")
         return value
 
     @field_validator("title")

@@ -1,5 +1,6 @@
 """Audit events: each one logged at once (``changeconsole.audit``) and written to S3 as JSON lines,
-``audit/{yyyy}/{mm}/{dd}/{source}-{uuid}.jsonl``, by the worker, the DLQ tools and the resend action.
+``audit/{yyyy}/{mm}/{dd}/{source}-{uuid}.jsonl``, by the worker, the DLQ tools, the resend action and
+the contact, topic and customer administration (``admin_audit``).
 
 Events are buffered and written as one object per ``flush``; a batch S3 refuses stays buffered for the
 next flush. Nothing here logs a message body, an email body or a credential.
@@ -59,11 +60,15 @@ class AuditLog:
         self._buffer: list[dict[str, Any]] = []
         self.objects_written = 0
 
-    def record(self, kind: str, **fields: Any) -> None:
+    def entry(self, kind: str, **fields: Any) -> dict[str, Any]:
         """One event of type ``kind`` (None fields dropped), stamped now."""
         entry = {"ts": self.clock().isoformat(timespec="milliseconds"), "type": kind}
         entry.update({k: v for k, v in fields.items() if v is not None})
-        self.add(entry)
+        return entry
+
+    def record(self, kind: str, **fields: Any) -> None:
+        """``entry(kind, **fields)``, buffered for the next object."""
+        self.add(self.entry(kind, **fields))
 
     def add(self, entry: dict[str, Any]) -> None:
         """Log ``entry`` and buffer it for the next object (written at once when the buffer is full)."""

@@ -14,6 +14,8 @@ from .aws import AwsFactory
 from .status import StatusStore
 
 if TYPE_CHECKING:
+    from .contact_admin import ContactBook
+    from .customer_admin import CustomerVerifier
     from .customers import CustomerService
     from .delivery_detail import DeliveryDetailService
     from .dlq import DlqService
@@ -64,3 +66,16 @@ class Services:
         from .resend import ResendService
 
         return ResendService(self.aws, self.config, status=self.status)
+
+    @cached_property
+    def verifier(self) -> CustomerVerifier:
+        from .customer_admin import CustomerVerifier
+
+        return CustomerVerifier(self.aws, self.config)
+
+    def contact_book(self, code: str) -> ContactBook:
+        """One customer's contacts; writes are paced to SES's 1/s, except against a local emulator."""
+        from .contact_admin import DEFAULT_RATE, ContactBook
+
+        rate = None if self.aws.settings.loopback_endpoint else DEFAULT_RATE
+        return ContactBook(self.aws, self.config, code, rate=rate)

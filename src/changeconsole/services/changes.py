@@ -212,9 +212,6 @@ class ChangeStore:
                 raise ChangeNotFound(change.change_id, "archive") from None
             raise
 
-    def list_archive(self) -> list[str]:
-        return sorted(k[len(ARCHIVE) : -len(".json")] for k in self._keys(ARCHIVE) if k.endswith(".json"))
-
     # -- versions ---------------------------------------------------------------------
     def put_version(self, change: Change) -> str:
         """Save a superseded version under ``versions/{id}/v{n}.json`` (same content when repeated)."""

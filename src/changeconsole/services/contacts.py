@@ -4,6 +4,10 @@ A contact receives a topic when it has not ``UnsubscribeAll`` and its own prefer
 ``OPT_IN``, or it has no preference and the topic's ``DefaultSubscriptionStatus`` is ``OPT_IN``.
 We read every page and never pass a server-side filter. A configured ``restricted_recipients``
 whitelist (case-insensitive) then keeps only listed addresses (fail-closed).
+
+Which list: the customer's configured ``contact_list_name``; without one, the list the account
+already has when it has exactly one (SES allows one per account; the running system used it), else
+the config's default ``contact_list_name`` (``choose_contact_list``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..models import CustomerMapping
+from ..models import Config, CustomerMapping
 
 OPT_IN = "OPT_IN"
 OPT_OUT = "OPT_OUT"
@@ -125,6 +129,91 @@ def audience(
         total_contacts=total,
         excluded_by_whitelist=len(subscribed) - len(kept),
     )
+
+
+def contact_list_names(ses: Any) -> list[str]:
+    """Every contact list of the account (every page)."""
+    names: list[str] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"PageSize": 100}
+        if token:
+            kwargs["NextToken"] = token
+        page = ses.list_contact_lists(**kwargs)
+        names.extend(
+            str(c["ContactListName"]) for c in page.get("ContactLists") or [] if c.get("ContactListName")
+        )
+        token = page.get("NextToken")
+        if not token:
+            return sorted(set(names))
+
+
+@dataclass(frozen=True)
+class ContactListChoice:
+    """The list a customer's notices go to, and why that one."""
+
+    name: str
+    reason: str
+    exists: bool
+    account_lists: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "reason": self.reason,
+            "exists": self.exists,
+            "account_lists": list(self.account_lists),
+        }
+
+
+def choose_contact_list(ses: Any, config: Config, code: str) -> ContactListChoice:
+    """Configured for the customer > the account's only list > the config's default name."""
+    mapping = config.customer(code)
+    lists = tuple(contact_list_names(ses))
+    if mapping.contact_list_name:
+        name = mapping.contact_list_name
+        return ContactListChoice(
+            name, "configured for the customer (contact_list_name)", name in lists, lists
+        )
+    if len(lists) == 1:
+        return ContactListChoice(lists[0], "the account's only contact list", True, lists)
+    default = config.contact_list_name
+    if not lists:
+        why = "the config's default (contact_list_name); the account has no contact list yet"
+    else:
+        why = f"the config's default (contact_list_name); the account has {len(lists)} lists"
+    return ContactListChoice(default, why, default in lists, lists)
+
+
+class ContactListResolver:
+    """``choose_contact_list`` per customer, remembered for a while (a list is rarely replaced).
+
+    A customer with a configured ``contact_list_name`` costs no call at all.
+    """
+
+    def __init__(self, config: Config, ttl: float = 300.0) -> None:
+        self.config = config
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._data: dict[str, tuple[float, str]] = {}
+
+    def name(self, ses: Any, code: str) -> str:
+        configured = self.config.customer(code).contact_list_name
+        if configured:
+            return configured
+        now = time.monotonic()
+        with self._lock:
+            hit = self._data.get(code)
+            if hit and now - hit[0] < self.ttl:
+                return hit[1]
+        name = choose_contact_list(ses, self.config, code).name
+        with self._lock:
+            self._data[code] = (now, name)
+        return name
+
+    def forget(self, code: str) -> None:
+        with self._lock:
+            self._data.pop(code, None)
 
 
 class TopicDefaultsCache:

@@ -26,7 +26,7 @@ from botocore.exceptions import (
 from ..errors import describe
 from ..models import ALL_TOPICS, Config, CustomerMapping, DeliveryRecord
 from .aws import AwsFactory
-from .contacts import Contact, is_subscribed, iter_contacts, topic_defaults
+from .contacts import Contact, ContactListResolver, is_subscribed, iter_contacts, topic_defaults
 from .queues import DELAYED, IN_FLIGHT, VISIBLE, QueueUrlCache, is_missing_queue, message_counts
 from .status import StatusStore
 
@@ -127,6 +127,7 @@ class CustomerService:
         self.config = config
         self.threads = max(1, threads)
         self.status = StatusStore(aws, config)
+        self.contact_lists = ContactListResolver(config)
         self._urls = QueueUrlCache()
 
     # -- config --------------------------------------------------------------------------
@@ -245,7 +246,7 @@ class CustomerService:
         m = self.config.customer(code)
         ses = self.aws.customer_client(m, "sesv2")
         unique: dict[str, Contact] = {}
-        for contact in iter_contacts(ses, self.config.contact_list_for(code)):
+        for contact in iter_contacts(ses, self.contact_lists.name(ses, code)):
             unique.setdefault(contact.email.casefold(), contact)
         return list(unique.values())
 
@@ -256,6 +257,7 @@ class CustomerService:
         try:
             m = self.config.customer(code)
             ses = self.aws.customer_client(m, "sesv2")
+            list_name = self.contact_lists.name(ses, code)
             defaults = topic_defaults(ses, list_name)
             contacts = self.list_all_contacts(code)
         except (ClientError, BotoCoreError) as exc:

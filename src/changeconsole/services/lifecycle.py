@@ -29,6 +29,7 @@ from .aws import AwsFactory
 from .changes import ChangeNotFound, ChangeStore, ConflictError
 from .fanout import ARCHIVE, DestinationState, Fanout, FanoutResult, ProgressEvent
 from .history import FieldDiff, diff_changes
+from .migration import Reindexer
 from .status import ChangeSummary, StatusStore
 
 Progress = Callable[[ProgressEvent], None] | None
@@ -476,14 +477,6 @@ class ChangeService:
         self.status.unindex_change(change_id)
 
     def reindex(self) -> int:
-        """Rebuild the change index from S3 (e.g. for changes written before the index existed)."""
-        count = 0
-        archived = set(self.store.list_archive())
-        for change_id in sorted(archived):
-            self.status.index_change(self.store.get(change_id).change, location="archive")
-            count += 1
-        for change_id in self.store.list_drafts():
-            if change_id not in archived:
-                self.status.index_change(self.store.load_draft(change_id), location="draft")
-                count += 1
-        return count
+        """Rebuild the change index from S3 (``services/migration.Reindexer``); changes now indexed."""
+        report = Reindexer(self.store, self.status).run()
+        return len(report.indexed) + len(report.unchanged)

@@ -20,7 +20,6 @@ from typing import Any
 
 from ..config import local_config_path, write_config
 from ..models import (
-    ALL_TOPICS,
     TOPIC_ANNOUNCE,
     TOPIC_APPROVAL,
     TOPIC_CALENDAR,
@@ -28,6 +27,7 @@ from ..models import (
 )
 from .aws import LOCAL_ACCOUNT, LOCAL_HOST, LOCAL_PORT, AwsFactory, AwsSettings
 from .provision import Action, provision
+from .topics import DEFAULT_TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,8 @@ def customer_account(index: int) -> str:
     return f"{210000000000 + index + 1:012d}"
 
 
-# Contact profiles: (topic preferences, unsubscribe_all). Defaults: approval OPT_OUT,
-# announce OPT_IN, calendar OPT_OUT.
+# Contact profiles: (topic preferences, unsubscribe_all). Defaults (topics.DEFAULT_TOPICS): approval
+# OPT_OUT, announce OPT_IN, calendar OPT_OUT.
 PROFILES: list[tuple[dict[str, str], bool]] = [
     ({TOPIC_APPROVAL: "OPT_IN", TOPIC_ANNOUNCE: "OPT_IN", TOPIC_CALENDAR: "OPT_IN"}, False),
     ({}, False),  # defaults only: announce
@@ -107,7 +107,7 @@ PROFILES: list[tuple[dict[str, str], bool]] = [
     ({TOPIC_APPROVAL: "OPT_IN", TOPIC_CALENDAR: "OPT_IN"}, False),
     ({TOPIC_APPROVAL: "OPT_IN", TOPIC_ANNOUNCE: "OPT_IN"}, True),  # unsubscribed from everything
 ]
-TOPIC_DEFAULTS = {TOPIC_APPROVAL: "OPT_OUT", TOPIC_ANNOUNCE: "OPT_IN", TOPIC_CALENDAR: "OPT_OUT"}
+TOPIC_DEFAULTS = {t.name: t.default for t in DEFAULT_TOPICS}
 
 
 def contact_profile(index: int) -> tuple[dict[str, str], bool]:
@@ -263,18 +263,7 @@ def provision_customer_account(aws: AwsFactory, config: Config, code: str, n_con
     list_name = config.contact_list_for(code)
     lists = {c["ContactListName"] for c in ses.list_contact_lists().get("ContactLists", [])}
     if list_name not in lists:
-        ses.create_contact_list(
-            ContactListName=list_name,
-            Topics=[
-                {
-                    "TopicName": topic,
-                    "DisplayName": topic.replace("aws-", "").title(),
-                    "Description": f"{customer.customer_name} {topic}",
-                    "DefaultSubscriptionStatus": TOPIC_DEFAULTS[topic],
-                }
-                for topic in ALL_TOPICS
-            ],
-        )
+        ses.create_contact_list(ContactListName=list_name, Topics=[t.to_api() for t in DEFAULT_TOPICS])
     existing = {c["EmailAddress"] for c in ses.list_contacts(ContactListName=list_name).get("Contacts", [])}
     created = 0
     for i in range(n_contacts):

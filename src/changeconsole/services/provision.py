@@ -288,11 +288,18 @@ class Provisioner:
         if ours == want:
             self._record("notifications", self.plan.bucket, "unchanged", f"{len(want)} queues")
             return
-        foreign = [
-            q
-            for q in current.get("QueueConfigurations", [])
-            if not str(q.get("Id", "")).startswith("changeconsole-")
-        ]
+        # Another system's entry for the same queue and prefix (the running system this replaces sets
+        # up exactly ours): S3 refuses overlapping entries, and ours does the same, so it is adopted.
+        same = {(n.queue_arn, n.prefix) for n in self.plan.notifications}
+        foreign: list[dict[str, Any]] = []
+        adopted: list[str] = []
+        for q in current.get("QueueConfigurations", []):
+            if str(q.get("Id", "")).startswith("changeconsole-"):
+                continue
+            if (q.get("QueueArn"), _filter_rules(q).get("prefix")) in same:
+                adopted.append(str(q.get("Id") or q.get("QueueArn")))
+            else:
+                foreign.append(q)
         config: dict[str, Any] = {
             "QueueConfigurations": foreign
             + [
@@ -320,12 +327,10 @@ class Provisioner:
                 Bucket=self.plan.bucket, NotificationConfiguration=config
             )
         added = len(set(want) - set(ours))
-        self._record(
-            "notifications",
-            self.plan.bucket,
-            "created" if not ours else "updated",
-            f"{len(want)} queues ({added} added)",
-        )
+        detail = f"{len(want)} queues ({added} added)"
+        if adopted:
+            detail += f"; replaced another system's: {', '.join(sorted(adopted))}"
+        self._record("notifications", self.plan.bucket, "created" if not ours else "updated", detail)
 
     # -- tables ----------------------------------------------------------------------
     def tables(self) -> None:

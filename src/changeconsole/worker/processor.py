@@ -48,7 +48,7 @@ from ..services import emails
 from ..services.audit import AuditLog
 from ..services.aws import AwsFactory
 from ..services.changes import ChangeStore, is_missing
-from ..services.contacts import Audience, TopicDefaultsCache, subscribed_audience
+from ..services.contacts import Audience, ContactListResolver, TopicDefaultsCache, subscribed_audience
 from ..services.dlq.attributes import dead_letter_attributes
 from ..services.ledger import FAILED, RETRY, SENT, UNKNOWN, Lane, LaneBusy, Ledger, Tally
 from ..services.status import DeliveryKey, StatusStore
@@ -182,6 +182,7 @@ class Processor:
         self.aborting = aborting
         self.cooldown = cooldown
         self.defaults_cache = TopicDefaultsCache()
+        self.contact_lists = ContactListResolver(config)
         self.bucket = config.s3_config.bucket_name
         self._local = threading.Condition()
         self._held: set[tuple[str, str]] = set()  # lanes held by this worker's threads
@@ -520,7 +521,7 @@ class Processor:
         sender_ses = _customer_call("assume_role", lambda: self.aws.customer_send_client(mapping))
         topics, ics_method = self._topics(d)
         primary = topics[0]
-        list_name = self.config.contact_list_for(key.customer)
+        list_name = _customer_call("contacts", lambda: self.contact_lists.name(ses, key.customer))
         audience: Audience = _customer_call(
             "contacts",
             lambda: subscribed_audience(ses, mapping, list_name, topics, defaults_cache=self.defaults_cache),

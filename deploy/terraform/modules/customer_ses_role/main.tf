@@ -77,6 +77,15 @@ data "aws_iam_policy_document" "permissions" {
     actions   = ["ses:ListContacts", "ses:GetContact", "ses:GetContactList"]
     resources = ["${local.ses_arn_base}:contact-list/${var.contact_list_name}"]
   }
+
+  # Without a contact_list_name for the customer in config.json, the worker uses the account's own
+  # list (SES allows one per account): it lists them to find its name. No resource-level scoping exists.
+  statement {
+    sid       = "FindContactList"
+    effect    = "Allow"
+    actions   = ["ses:ListContactLists"]
+    resources = ["*"]
+  }
 }
 
 resource "aws_iam_role_policy" "ses_sender" {
