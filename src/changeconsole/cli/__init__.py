@@ -10,8 +10,11 @@ from .. import __version__
 from .change_cmd import change_group, status_cmd
 from .common import CliState, aws_options
 from .config_cmd import config_group, provision_cmd
+from .contacts_cmd import contacts_group, topics_group
+from .customer_cmd import customer_group
 from .dlq_cmd import dlq_group
 from .local_cmd import local_group
+from .migrate_cmd import migrate_group, reindex_cmd
 from .worker_cmd import worker_cmd
 
 
@@ -54,3 +57,8 @@ main.add_command(change_group)
 main.add_command(status_cmd)
 main.add_command(worker_cmd)
 main.add_command(dlq_group)
+main.add_command(contacts_group)
+main.add_command(topics_group)
+main.add_command(customer_group)
+main.add_command(migrate_group)
+change_group.add_command(reindex_cmd)

@@ -5,10 +5,11 @@ stdout is data (``--json`` everywhere), stderr narrates; exit 0 ok, 1 operation 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..config import ConfigError, ConfigSource, load_config, resolve_config_path
 from ..errors import InputError, OperationError, describe, validation_problems
@@ -173,3 +175,27 @@ def handle_errors(func: F) -> F:
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
     sys.stdout.flush()
+
+
+def refuse_readonly(what: str) -> None:
+    """Exit 2 when the session is ``--readonly``."""
+    if state().readonly:
+        raise BadInput(f"read-only: {what} is disabled (--readonly)")
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, *, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A ``progress(done, total)`` callback drawing a bar on stderr (a terminal only; else a no-op)."""
+    if not enabled or not stderr.is_terminal:
+        yield lambda _done, _total: None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total}"),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)

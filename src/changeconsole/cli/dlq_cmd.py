@@ -36,6 +36,7 @@ from .common import (
     handle_errors,
     json_option,
     print_json,
+    refuse_readonly,
     state,
     stderr,
     stdout,
@@ -50,11 +51,6 @@ PEEK_NOTE = (
 def _service() -> DlqService:
     st = state()
     return DlqService(st.aws(), st.config())
-
-
-def _refuse_readonly(what: str) -> None:
-    if state().readonly:
-        raise BadInput(f"read-only: {what} is disabled (--readonly)")
 
 
 def _when(value: datetime | None) -> str:
@@ -214,7 +210,7 @@ def redrive_cmd(
     if bool(message_ids) == all_messages:
         raise BadInput("give --message-id ID (repeatable) or --all")
     if not dry_run:
-        _refuse_readonly("redrive")
+        refuse_readonly("redrive")
     svc = _service()
     show_progress = not as_json and stderr.is_terminal
 
@@ -323,7 +319,7 @@ def import_cmd(code: str, file: str, target: str, rate: float | None, as_json: b
     Every line is checked first (and must come from CODE) before anything is sent; into the DLQ,
     messages already there (same body and attributes) are skipped, so a repeat duplicates nothing.
     """
-    _refuse_readonly("import")
+    refuse_readonly("import")
     result = _service().import_jsonl(code, file, to="source" if target == "source" else "dlq", rate=rate)
     if as_json:
         print_json(result.to_json())
@@ -352,7 +348,7 @@ def purge_cmd(code: str, yes: bool, as_json: bool) -> None:
     Refused (exit 2) when no export of the queue is recorded (or its file is gone or changed) and
     --yes is not given.
     """
-    _refuse_readonly("purge")
+    refuse_readonly("purge")
     result = _service().purge(code, yes=yes)
     if as_json:
         print_json(result.to_json())
