@@ -35,6 +35,7 @@ from .models import CHANGE_ID_RE, Change, new_change_id
 from .screens.base import ConsoleScreen
 from .screens.changes import ChangesScreen
 from .screens.compose import ComposeScreen
+from .screens.contacts import ContactsScreen
 from .screens.customers import CustomersScreen
 from .screens.detail import DetailScreen
 from .screens.dlq import DlqScreen
@@ -499,6 +500,11 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         if not self._have_services():
             return
         self.push_screen(CustomersScreen())
+
+    def open_contacts(self, customer: str) -> None:
+        if not self._have_services():
+            return
+        self.push_screen(ContactsScreen(customer))
 
     # -- fan-outs (submit / resubmit / approve / complete / cancel) ------------------------------------
     def fanout_call(

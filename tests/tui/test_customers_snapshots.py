@@ -19,6 +19,7 @@ from changeconsole.models import (
 )
 from changeconsole.screens.customers import CustomerDetailScreen, CustomersScreen
 from changeconsole.services.aws import AwsFactory, AwsSettings
+from changeconsole.services.customer_admin import FAIL, OK, WARN, Check, VerifyReport
 from changeconsole.services.customers import (
     ContactCounts,
     CustomerDepths,
@@ -128,9 +129,27 @@ class FakeCustomers:
         return self.deliveries.get(code, [])[:limit]
 
 
+class FakeVerifier:
+    """``customer verify`` with fixed outcomes."""
+
+    def verify_all(self, codes: list[str], *, on_result: Any = None) -> list[VerifyReport]:
+        out = []
+        for code in codes:
+            status = {"globex": FAIL, "initech": WARN}.get(code, OK)
+            report = VerifyReport(
+                code, [Check("contact_list", status, "…")], checked_at="2026-11-27T20:00:00+00:00"
+            )
+            out.append(report)
+            if on_result is not None:
+                on_result(report)
+        return out
+
+
 def fake_services() -> FakeServices:
     cfg = config()
-    return FakeServices(customers=FakeCustomers(cfg), config=cfg, endpoint=DEAD_ENDPOINT)
+    return FakeServices(
+        customers=FakeCustomers(cfg), config=cfg, verifier=FakeVerifier(), endpoint=DEAD_ENDPOINT
+    )
 
 
 def dead_services() -> FakeServices:
@@ -199,3 +218,17 @@ def test_customer_detail_aws_unreachable(snap_compare: Any) -> None:
         await settle(pilot)
 
     assert snap_compare(console_app(dead_services()), terminal_size=(120, 40), run_before=loaded)
+
+
+def test_customers_verified(snap_compare: Any) -> None:
+    """``V`` verifies every shown customer: the Check column says ok / warn / fail."""
+    screen = CustomersScreen()
+
+    async def loaded(pilot: Pilot[Any]) -> None:
+        await show(pilot, screen)
+        await wait_for(pilot, lambda: screen.idle and len(screen.stats) == 10)
+        await pilot.press("V")
+        await wait_for(pilot, lambda: screen.idle and len(screen.checks) == 10)
+        await settle(pilot)
+
+    assert snap_compare(console_app(fake_services()), terminal_size=(120, 24), run_before=loaded)

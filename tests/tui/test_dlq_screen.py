@@ -336,8 +336,8 @@ async def test_export_asks_for_a_path(tmp_path: Path) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_dlq(pilot)
         await pilot.press("e")
-        await wait_for(pilot, lambda: pilot.app.screen.query("#dlq-path").first() is not None)
-        field = pilot.app.screen.query_one("#dlq-path", Input)
+        await wait_for(pilot, lambda: pilot.app.screen.query("#path-input").first() is not None)
+        field = pilot.app.screen.query_one("#path-input", Input)
         assert field.value == "dlq-acme-20261127T200000Z.jsonl"
         field.value = str(tmp_path / "out.jsonl")
         await pilot.press("enter")

@@ -3,18 +3,22 @@
 ``CustomersScreen()``
     One row per configured customer: code, name, environment, account id (from ``ses_role_arn``),
     queue depth, DLQ depth, contacts receiving each topic (approval / announce / calendar) and in
-    total, and the last delivery. Config columns show at once; depths and last deliveries load in
-    one thread worker (bounded parallel calls, rows fill in as each customer answers); contact counts
-    assume the customer's role, so they load lazily for the highlighted row (``c`` counts every shown
-    row). Bindings: ``/`` filter, ``r`` refresh, ``c`` count contacts of every shown row, ``enter``
-    customer detail, ``d`` the customer's DLQ, ``escape`` back.
+    total, ``customer verify``'s outcome and the last delivery. Config columns show at once; depths
+    and last deliveries load in one thread worker (bounded parallel calls, rows fill in as each
+    customer answers); contact counts assume the customer's role, so they load lazily for the
+    highlighted row (``c`` counts every shown row); checks run on demand. Bindings: ``/`` filter,
+    ``r`` refresh, ``c`` count contacts of every shown row, ``C`` the customer's contacts
+    (``screens/contacts.py``), ``v`` verify the highlighted customer, ``V`` every shown one,
+    ``enter`` customer detail, ``d`` the customer's DLQ, ``escape`` back.
 
 ``CustomerDetailScreen(code)``
     One customer: config facts, queue and DLQ depths, contacts per topic (subscribed with SES
     semantics, and how many of those its ``restricted_recipients`` allow), the 20 most recent
-    deliveries (``enter`` opens the delivery drill-down). ``d`` DLQ, ``r`` reload, ``escape`` back.
+    deliveries (``enter`` opens the delivery drill-down), and ``customer verify``'s checks once ``v``
+    ran them. ``c`` contacts, ``v`` verify, ``d`` DLQ, ``r`` reload, ``escape`` back.
 
-Screens only call ``app.services.customers`` (``services/customers.py``) and render.
+Screens only call ``app.services.customers`` (``services/customers.py``) and
+``app.services.verifier`` (``services/customer_admin.py``), and render.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, ClassVar
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -35,6 +40,7 @@ from textual.worker import get_current_worker
 from ..colours import DELIVERY_STATE
 from ..errors import describe
 from ..models import ALL_TOPICS, TOPIC_ANNOUNCE, TOPIC_APPROVAL, TOPIC_CALENDAR, DeliveryRecord
+from ..services.customer_admin import FAIL, OK, SKIPPED, WARN, VerifyReport
 from ..services.customers import CONTACT_THREADS, ContactCounts, CustomerInfo, CustomerStats, QueueDepth
 from ..widgets.filterbar import FilterBar
 from ..widgets.livetable import LiveTable, SyncStats, cursor_key, sync_rows
@@ -57,6 +63,7 @@ CUSTOMER_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("announce", "Annc", 4),
     ("calendar", "Cal", 4),
     ("contacts", "All", 4),
+    ("check", "Check", 5),
     ("last", "Last delivery", 14),  # fills the rest of the line
 )
 CUSTOMER_KEYS: tuple[str, ...] = tuple(c[0] for c in CUSTOMER_COLUMNS)
@@ -64,6 +71,7 @@ TOPIC_COLUMNS = {TOPIC_APPROVAL: "approval", TOPIC_ANNOUNCE: "announce", TOPIC_C
 _NUMERIC = {
     k: w for k, _label, w in CUSTOMER_COLUMNS if k in ("queue", "dlq", *TOPIC_COLUMNS.values(), "contacts")
 }
+CHECK_STYLES = {OK: "bold green3", WARN: "bold yellow", FAIL: "bold red1", SKIPPED: "grey50"}
 
 
 def depth_text(depth: QueueDepth | None) -> str:
@@ -85,12 +93,20 @@ def last_delivery_text(stats: CustomerStats | None, now: datetime) -> str:
     return f"{record.state.value} {age(record.updated_at or record.queued_at, now)}".strip()
 
 
+def check_text(report: VerifyReport | None, loading: bool) -> str:
+    """``customer verify``'s outcome: ok / warn / fail (``v`` runs it)."""
+    if loading:
+        return LOADING
+    return report.status if report is not None else NOT_LOADED
+
+
 def customer_cells(
     info: CustomerInfo,
     stats: CustomerStats | None,
     contacts: ContactCounts | None,
     contacts_loading: bool,
     now: datetime,
+    check: str = NOT_LOADED,
 ) -> tuple[str, ...]:
     if contacts is not None and contacts.error:
         topic_cells = [ERROR] * (len(TOPIC_COLUMNS) + 1)
@@ -107,6 +123,7 @@ def customer_cells(
         depth_text(stats.depths.queue if stats else None),
         depth_text(stats.depths.dlq if stats else None),
         *topic_cells,
+        check,
         last_delivery_text(stats, now),
     )
 
@@ -123,6 +140,8 @@ def customer_cell(column: str, value: str) -> Text:
         return Text(value, style="bold magenta", justify=justify)
     if column == "queue" and value != "0":
         return Text(value, style="bold dodger_blue1", justify=justify)
+    if column == "check" and value in CHECK_STYLES:
+        return Text(value, style=CHECK_STYLES[value])
     if column == "last" and value:
         state = value.split(" ", 1)[0]
         style = DELIVERY_STATE.get(state)
@@ -143,6 +162,9 @@ class CustomersScreen(ConsoleScreen[None]):
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("r", "refresh", "Refresh"),
         Binding("c", "count_contacts", "Count contacts"),
+        Binding("C", "contacts", "Contacts"),
+        Binding("v", "verify", "Verify"),
+        Binding("V", "verify_shown", "Verify all"),
         Binding("d", "dlq", "DLQ"),
     ]
 
@@ -163,6 +185,8 @@ class CustomersScreen(ConsoleScreen[None]):
         self._contacts_running = False
         self._draining = False
         self._extra_error: str | None = None
+        self.checks: dict[str, VerifyReport] = {}
+        self._checking: set[str] = set()
 
     # -- layout ---------------------------------------------------------------------------
     def compose_body(self) -> ComposeResult:
@@ -199,7 +223,7 @@ class CustomersScreen(ConsoleScreen[None]):
     @property
     def idle(self) -> bool:
         """Nothing loading (tests wait on it)."""
-        return not self.stats_loading and not self._contacts_running
+        return not self.stats_loading and not self._contacts_running and not self._checking
 
     # -- loading ----------------------------------------------------------------------------
     @contextmanager
@@ -330,6 +354,7 @@ class CustomersScreen(ConsoleScreen[None]):
             self.contacts.get(code),
             code in self._contacts_loading,
             now or self.now(),
+            check_text(self.checks.get(code), code in self._checking),
         )
 
     def sync_table(self) -> SyncStats:
@@ -380,7 +405,8 @@ class CustomersScreen(ConsoleScreen[None]):
             text.append("empty", style="green3")
         if self.stats_loading:
             text.append(f" · loading {len(self.stats)}/{n}…", style="italic")
-        text.append("\ncontacts load for the highlighted row; c counts every shown row", style="grey50")
+        keys = "c counts all · C contacts · v verify"
+        text.append(f"\ncontacts load for the highlighted row; {keys}", style="grey50")
         self.query_one("#customers-summary", Static).update(text)
 
         errors = [s for s in loaded if not s.depths.queue.ok or not s.depths.dlq.ok or s.last_delivery_error]
@@ -442,6 +468,62 @@ class CustomersScreen(ConsoleScreen[None]):
             return
         self.console.open_dlq(key)
 
+    def action_contacts(self) -> None:
+        key = cursor_key(self.table)
+        if key is None:
+            self.notify("No customer selected", severity="warning")
+            return
+        self.console.open_contacts(key)
+
+    def action_verify(self) -> None:
+        key = cursor_key(self.table)
+        if key is None:
+            self.notify("No customer selected", severity="warning")
+            return
+        self._verify([key])
+
+    def action_verify_shown(self) -> None:
+        self._verify(list(self.shown))
+
+    def _verify(self, codes: list[str]) -> None:
+        codes = [c for c in codes if c not in self._checking]
+        if not codes:
+            return
+        self._checking.update(codes)
+        for code in codes:
+            self.update_row(code)
+        self._fetch_checks(codes)
+
+    @work(thread=True, group="customer-verify", exit_on_error=False)
+    def _fetch_checks(self, codes: list[str]) -> None:
+        try:
+            self.services.verifier.verify_all(
+                codes, on_result=lambda report: self.post_from_thread(self._checked, report)
+            )
+        except Exception as exc:
+            self.post_from_thread(self._checks_failed, codes, describe(exc))
+
+    def _checked(self, report: VerifyReport) -> None:
+        self.checks[report.customer] = report
+        self._checking.discard(report.customer)
+        if self.is_attached:
+            self.update_row(report.customer)
+            if report.status != OK:
+                self.notify(
+                    escape(report.summary()),
+                    title=f"{report.customer}: {report.status}",
+                    severity="error" if report.status == FAIL else "warning",
+                    timeout=8,
+                )
+
+    def _checks_failed(self, codes: list[str], message: str) -> None:
+        self._checking.difference_update(codes)
+        self._extra_error = message
+        if self.is_attached:
+            for code in codes:
+                self.update_row(code)
+            self.render_summary(extra_error=message)
+
 
 # -- one customer ---------------------------------------------------------------------------------
 
@@ -463,6 +545,8 @@ class CustomerDetailScreen(ConsoleScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("r", "refresh", "Reload"),
+        Binding("c", "contacts", "Contacts"),
+        Binding("v", "verify", "Verify"),
         Binding("d", "dlq", "DLQ"),
     ]
 
@@ -474,6 +558,8 @@ class CustomerDetailScreen(ConsoleScreen[None]):
         self.deliveries: list[DeliveryRecord] = []
         self.deliveries_error: str | None = None
         self.loaded = False
+        self.check: VerifyReport | None = None
+        self.checking = False
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="customer-head"):
@@ -481,6 +567,8 @@ class CustomerDetailScreen(ConsoleScreen[None]):
             yield Static(id="customer-error", classes="hidden")
         yield Static("Contacts per topic", id="customer-topics-title", classes="section")
         yield DataTable(id="customer-topics", cursor_type="none", show_cursor=False)
+        yield Static(id="customer-checks-title", classes="section hidden")
+        yield DataTable(id="customer-checks", cursor_type="none", show_cursor=False, classes="hidden")
         yield Static("Recent deliveries", id="customer-deliveries-title", classes="section")
         yield LiveTable(id="customer-deliveries", cursor_type="row", zebra_stripes=True, fill_column="error")
 
@@ -495,6 +583,9 @@ class CustomerDetailScreen(ConsoleScreen[None]):
             ("deliverable", "Allowed", 8),
         ):
             topics.add_column(label, key=key, width=width)
+        checks = self.query_one("#customer-checks", DataTable)
+        for key, label, width in (("check", "Check", 13), ("status", "Status", 7), ("detail", "Detail", 80)):
+            checks.add_column(label, key=key, width=width)
         deliveries = self.query_one("#customer-deliveries", LiveTable)
         for key, label, width in DELIVERY_COLUMNS:
             deliveries.add_column(label, key=key, width=width)
@@ -656,3 +747,60 @@ class CustomerDetailScreen(ConsoleScreen[None]):
 
     def action_dlq(self) -> None:
         self.console.open_dlq(self.code)
+
+    def action_contacts(self) -> None:
+        self.console.open_contacts(self.code)
+
+    def action_verify(self) -> None:
+        if self.checking:
+            return
+        self.checking = True
+        self.render_checks()
+        self.call_service(
+            lambda: self.services.verifier.verify(self.code),
+            done=self._verified,
+            failed=self._verify_failed,
+            group="customer-verify",
+            exclusive=True,
+        )
+
+    def _verified(self, report: VerifyReport) -> None:
+        self.checking, self.check = False, report
+        if self.is_attached:
+            self.render_checks()
+
+    def _verify_failed(self, exc: BaseException) -> None:
+        self.checking = False
+        self.deliveries_error = describe(exc)
+        if self.is_attached:
+            self.render_detail()
+            self.render_checks()
+
+    def render_checks(self) -> None:
+        """``customer verify``'s checks, once ``v`` ran it."""
+        title = self.query_one("#customer-checks-title", Static)
+        table = self.query_one("#customer-checks", DataTable)
+        if self.check is None and not self.checking:
+            title.add_class("hidden")
+            table.add_class("hidden")
+            return
+        title.remove_class("hidden")
+        table.remove_class("hidden")
+        if self.checking:
+            title.update(Text("Checks  verifying (read-only)…"))
+            return
+        report = self.check
+        assert report is not None
+        title.update(
+            Text.assemble(
+                "Checks  ", (report.status, CHECK_STYLES.get(report.status, "")), f"  at {report.checked_at}"
+            )
+        )
+        table.clear()
+        for check in report.checks:
+            table.add_row(
+                Text(check.name),
+                Text(check.status, style=CHECK_STYLES.get(check.status, "")),
+                Text(check.detail),
+                key=check.name,
+            )

@@ -33,8 +33,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Select, Static
+from textual.widgets import DataTable, Label, ProgressBar, Static
 from textual.widgets.data_table import RowDoesNotExist
 
 from ..errors import describe
@@ -51,7 +50,7 @@ from ..services.dlq import (
 )
 from ..widgets.filterbar import FilterBar
 from .base import ConsoleScreen
-from .modals import ConfirmModal, TypeToConfirmModal
+from .modals import ConfirmModal, PathModal, TypeToConfirmModal
 
 PEEK_MAX = 200
 MARK = "●"
@@ -130,70 +129,6 @@ def detail_renderable(m: DlqMessage, customer: str, now: datetime) -> Renderable
     label = "Change" if isinstance(data, dict) and isinstance(data.get("change"), dict) else "Body"
     parts += [Text(f"\n{label}", style="bold"), body]
     return Group(*parts)
-
-
-# -- dialogs ------------------------------------------------------------------------------------
-
-
-class PathModal(ModalScreen[tuple[str, str] | None]):
-    """A file path (and, for import, where to send): enter confirms, esc cancels."""
-
-    DEFAULT_CSS = """
-    PathModal { align: center middle; background: $background 60%; }
-    PathModal > Vertical {
-        width: 76; max-width: 95%; height: auto; padding: 1 2;
-        border: round $accent; background: $surface;
-    }
-    PathModal .dlq-dialog-title { text-style: bold; margin-bottom: 1; }
-    PathModal Input, PathModal Select { margin-top: 1; }
-    PathModal Horizontal { height: 1; margin-top: 1; align-horizontal: right; }
-    PathModal Button { margin-left: 2; }
-    """
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
-
-    def __init__(self, title: str, body: str, path: str, *, choose_target: bool = False) -> None:
-        super().__init__()
-        self.title_text, self.body, self.path, self.choose_target = title, body, path, choose_target
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(escape(self.title_text), classes="dlq-dialog-title")
-            yield Static(self.body)
-            yield Input(value=self.path, id="dlq-path")
-            if self.choose_target:
-                yield Select(
-                    [
-                        ("back to the DLQ, exactly as exported", "dlq"),
-                        ("to the source queue (redrive)", "source"),
-                    ],
-                    value="dlq",
-                    allow_blank=False,
-                    id="dlq-target",
-                )
-            with Horizontal():
-                yield Button("OK (enter)", id="ok", variant="primary", compact=True)
-                yield Button("Cancel (esc)", id="cancel", compact=True)
-
-    def on_mount(self) -> None:
-        self.query_one(Input).focus()
-
-    def _result(self) -> tuple[str, str] | None:
-        path = self.query_one("#dlq-path", Input).value.strip()
-        if not path:
-            return None
-        target = str(self.query_one("#dlq-target", Select).value) if self.choose_target else ""
-        return path, target
-
-    @on(Input.Submitted)
-    def _submitted(self) -> None:
-        self.dismiss(self._result())
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(self._result() if event.button.id == "ok" else None)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
 
 
 # -- the screen ---------------------------------------------------------------------------------------

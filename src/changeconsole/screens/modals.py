@@ -1,4 +1,4 @@
-"""Modal dialogs: confirmations scaled to danger, choices, the ``:`` command line, startup screens."""
+"""Modal dialogs: confirmations scaled to danger, a file path, choices, the ``:`` command line, startup."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Footer, Input, Label, LoadingIndicator, Static
+from textual.widgets import Button, Footer, Input, Label, LoadingIndicator, Select, Static
 
 from ..widgets.console import console_of
 from ..widgets.inputs import CompletingInput, FormInput, WordListSuggester
@@ -101,6 +101,67 @@ class TypeToConfirmModal(ModalScreen[bool]):
 
     def action_cancel(self) -> None:
         self.dismiss(False)
+
+
+class PathModal(ModalScreen[tuple[str, str] | None]):
+    """A file path (and, for import, where to send): enter confirms, esc cancels."""
+
+    DEFAULT_CSS = """
+    PathModal { align: center middle; background: $background 60%; }
+    PathModal > Vertical {
+        width: 76; max-width: 95%; height: auto; padding: 1 2;
+        border: round $accent; background: $surface;
+    }
+    PathModal .path-title { text-style: bold; margin-bottom: 1; }
+    PathModal Input, PathModal Select { margin-top: 1; }
+    PathModal Horizontal { height: 1; margin-top: 1; align-horizontal: right; }
+    PathModal Button { margin-left: 2; }
+    """
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, body: str, path: str, *, choose_target: bool = False) -> None:
+        super().__init__()
+        self.title_text, self.body, self.path, self.choose_target = title, body, path, choose_target
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(escape(self.title_text), classes="path-title")
+            yield Static(self.body)
+            yield Input(value=self.path, id="path-input")
+            if self.choose_target:
+                yield Select(
+                    [
+                        ("back to the DLQ, exactly as exported", "dlq"),
+                        ("to the source queue (redrive)", "source"),
+                    ],
+                    value="dlq",
+                    allow_blank=False,
+                    id="path-target",
+                )
+            with Horizontal():
+                yield Button("OK (enter)", id="ok", variant="primary", compact=True)
+                yield Button("Cancel (esc)", id="cancel", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def _result(self) -> tuple[str, str] | None:
+        path = self.query_one("#path-input", Input).value.strip()
+        if not path:
+            return None
+        target = str(self.query_one("#path-target", Select).value) if self.choose_target else ""
+        return path, target
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        self.dismiss(self._result())
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(self._result() if event.button.id == "ok" else None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
 
 
 class ChoiceModal(ModalScreen[str]):
