@@ -25,6 +25,7 @@ ABOVE_CORE = (*FRONT, "changeconsole.services", "changeconsole.worker", "changec
 RULES: dict[str, tuple[str, ...]] = {
     # The core: errors, plain data, config, state colours (each may use only the ones before it).
     "changeconsole.errors": ("changeconsole.", "textual", "boto3"),
+    "changeconsole.models_legacy": ("changeconsole.", "textual", "boto3", "botocore"),
     "changeconsole.models": (
         *ABOVE_CORE,
         "changeconsole.config",
