@@ -289,6 +289,25 @@ def test_local_outbox_command(stack: LocalStackResult, aws: AwsFactory) -> None:
     assert json.loads(none.stdout) == []
 
 
+def test_outbox_command_honours_aws_endpoint_url(
+    tmp_path: Path, stack: LocalStackResult, aws: AwsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config without a local endpoint: AWS_ENDPOINT_URL names the stack, as for every command."""
+    send_raw(aws, stack, "duff", "by.env@duff.example.com", 3)
+    raw = json.loads(stack.config_path.read_text())
+    del raw["local"]
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(raw))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", stack.endpoint)
+    args = ["--config", str(cfg), "local", "outbox"]
+    result = CliRunner().invoke(main, [*args, "--customer", "duff", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert ["by.env@duff.example.com"] in [m["to"] for m in json.loads(result.stdout)]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    nothing = CliRunner().invoke(main, [*args, "--json"])
+    assert nothing.exit_code == 1 and "no local stack at http://127.0.0.1:9" in nothing.stderr
+
+
 def test_outbox_command_without_a_stack_fails(tmp_path: Path, stack: LocalStackResult) -> None:
     raw = json.loads(stack.config_path.read_text())
     raw["local"]["endpoint_url"] = "http://127.0.0.1:9"

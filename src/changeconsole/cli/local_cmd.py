@@ -8,13 +8,14 @@ import threading
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import click
 from rich.table import Table
 
 from ..config import local_config_path
 from ..models import Config
-from ..services.aws import LOCAL_HOST, LOCAL_PORT
+from ..services.aws import LOCAL_ENDPOINT, LOCAL_HOST, LOCAL_PORT, AwsSettings
 from ..services.localstack import LocalServer, is_listening, provision_local
 from ..services.outbox import read_outbox
 from .common import (
@@ -131,11 +132,13 @@ def _start_worker(endpoint: str, config: Config) -> WorkerHandle:
 @json_option
 @handle_errors
 def outbox(customer: str | None, change_id: str | None, as_json: bool) -> None:
-    """List every email the local stack accepted."""
+    """List every email the local stack accepted (at the endpoint every command uses: --endpoint-url,
+    the local config's, AWS_ENDPOINT_URL, else the default local port)."""
     st = state()
     st.local = True
-    endpoint = st.endpoint() or f"http://{LOCAL_HOST}:{LOCAL_PORT}"
-    if not is_listening(endpoint.split("//")[1].split(":")[0], int(endpoint.rsplit(":", 1)[1])):
+    endpoint = AwsSettings.resolve(endpoint_url=st.endpoint(), local=True).endpoint_url or LOCAL_ENDPOINT
+    where = urlsplit(endpoint)
+    if not is_listening(where.hostname or LOCAL_HOST, where.port or 80):
         raise OperationFailed(f"no local stack at {endpoint}; start one with: changeconsole local up")
     mails = read_outbox(endpoint, customer=customer, change_id=change_id)
     if as_json:
