@@ -21,7 +21,7 @@ from changeconsole.models import (
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.ledger import Ledger
 from changeconsole.services.status import DeliveryKey
-from changeconsole.worker.processor import Outcome
+from changeconsole.worker.processor import Outcome, OutcomeKind, Result
 from support.aws import attrs, bucket_keys, dlq_messages, queue_depth, queue_url, send_raw
 from support.changes import CHANGE_ID, change_doc
 from support.mail import outbox, per_recipient, subscribed
@@ -294,7 +294,7 @@ def test_persistent_transient_failure_is_dead_lettered_with_a_truthful_record(
     assert outbox(moto_endpoint, CHANGE_ID) == []
     # Nothing was sent and every recipient may be retried after a redrive.
     key = DeliveryKey(CHANGE_ID, 2, EmailEvent.SUBMITTED, code)
-    states = {r["state"] for r in Ledger(aws_factory, config).recipients(key).values()}
+    states = {r.state for r in Ledger(aws_factory, config).recipients(key).values()}
     assert states <= {"retry"}
 
 
@@ -516,7 +516,7 @@ def test_a_full_backlog_leaves_messages_in_sqs_and_no_customer_waits_behind_it(
     def blocked(m: Any) -> Outcome:
         seen.append(m.message_id)
         gate.wait(60)
-        return Outcome("delete", result="ignored")
+        return Outcome(OutcomeKind.DELETE, Result.IGNORED)
 
     with running_worker(aws_factory, config, concurrency=1, max_waiting=2) as handle:
         worker = handle.worker

@@ -375,7 +375,7 @@ def test_every_call_the_worker_makes_is_allowed_by_the_terraform_policies(
             ExpressionAttributeValues={":u": {"S": "unknown"}},
         )
         assert ResendService(setup, config).resend_delivery(key).resent == 1
-        wait_until(lambda: ledger.recipients(key)[address]["state"] == "sent", 60, what="the resend")
+        wait_until(lambda: ledger.recipients(key)[address].state == "sent", 60, what="the resend")
 
         # A change deleted while a message for it waited: its archive read answers 404.
         gone = svc.submit(change([c])).change

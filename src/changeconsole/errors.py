@@ -62,6 +62,11 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
+def is_missing_object(exc: BaseException) -> bool:
+    """S3 answered that the object (or key) does not exist."""
+    return error_code(exc) in MISSING_OBJECT_CODES
+
+
 def http_status(exc: BaseException) -> int:
     """The HTTP status AWS answered a ``ClientError`` with (0 for anything else)."""
     if isinstance(exc, ClientError):

@@ -113,6 +113,34 @@ def check_transition(current: ChangeStatus, target: ChangeStatus) -> None:
         raise IllegalTransition(current, target)
 
 
+class RecipientState(StrEnum):
+    """One recipient's send of one delivery, as the worker's ledger records it (``services.ledger``)."""
+
+    SENDING = "sending"  # marked right before the SES call (with a lease)
+    SENT = "sent"
+    RETRY = "retry"  # the SES call failed without sending (or an operator reopened it): may be sent
+    FAILED = "failed"  # rejected by SES, or withdrawn: never sent
+    UNKNOWN = "unknown"  # cut off between the mark and SES's answer: maybe sent, never re-sent by itself
+
+
+# Allowed changes of a recipient's ledger item; ``None``: no item yet. Every conditional write of a
+# recipient in the ledger is one of these (tests/test_ledger_transitions.py).
+RECIPIENT_TRANSITIONS: dict[RecipientState | None, frozenset[RecipientState]] = {
+    None: frozenset({RecipientState.SENDING}),
+    RecipientState.RETRY: frozenset({RecipientState.SENDING, RecipientState.FAILED}),
+    # the sender records SES's answer; a mark whose sender lost the delivery becomes unknown
+    RecipientState.SENDING: frozenset(
+        {RecipientState.SENT, RecipientState.RETRY, RecipientState.FAILED, RecipientState.UNKNOWN}
+    ),
+    # the sender, if still alive, records what happened over it; an operator reopens it (retry)
+    RecipientState.UNKNOWN: frozenset(
+        {RecipientState.SENT, RecipientState.RETRY, RecipientState.FAILED, RecipientState.UNKNOWN}
+    ),
+    RecipientState.SENT: frozenset(),
+    RecipientState.FAILED: frozenset(),
+}
+
+
 class EmailEvent(StrEnum):
     """The status reached (each one sends an email), or ``removed``: the change no longer targets a
     customer that was notified of it."""

@@ -27,12 +27,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ..errors import describe
-from ..models import Change, Config, DeliveryState, EmailEvent, iso_utc, utcnow
+from ..models import Change, Config, DeliveryState, EmailEvent, RecipientState, iso_utc, utcnow
 from .audit import AuditLog, operator_name
 from .aws import AwsFactory
 from .changes import ChangeStore
 from .fanout import Fanout
-from .ledger import RELEASED, RETRY, UNKNOWN, Ledger
+from .ledger import ClaimState, Ledger
 from .status import DeliveryKey, StatusStore
 
 log = logging.getLogger(__name__)
@@ -168,20 +168,20 @@ class ResendService:
         return out
 
     def unknown_of(self, key: DeliveryKey) -> list[UnknownRecipient]:
-        items = self.ledger.recipients(key)
+        marks = self.ledger.recipients(key)
         return [
             UnknownRecipient(
                 change_id=key.change_id,
                 version=key.version,
                 event=key.event,
                 customer=key.customer,
-                email=str(item.get("email") or addr),
-                error=item.get("error"),
-                started_at=item.get("started_at"),
-                marked_at=item.get("settled_at"),
+                email=mark.email,
+                error=mark.error,
+                started_at=mark.started_at,
+                marked_at=mark.settled_at,
             )
-            for addr, item in sorted(items.items())
-            if item.get("state") == UNKNOWN
+            for _addr, mark in sorted(marks.items())
+            if mark.state is RecipientState.UNKNOWN
         ]
 
     def operator(self) -> str:
@@ -237,11 +237,13 @@ class ResendService:
         )
         plan = self.ledger.plan_resend(key, emails)
         out.refused = dict(plan.refused)
-        eligible = [str(item["sk"]).removeprefix("RCPT#") for item in plan.eligible]
+        eligible = [mark.address for mark in plan.eligible]
         latest = self.ledger.latest(key.change_id, key.customer)
         if eligible and latest is not None and latest.version > key.version:
             for addr in eligible:
-                out.refused[addr] = f"superseded: version {latest.version} ({latest.event}) was sent since"
+                out.refused[addr] = (
+                    f"superseded: version {latest.version} ({latest.event or ''}) was sent since"
+                )
             eligible = []
         if eligible:
             # The worker sends only what the current archive version makes due (docs/architecture.md).
@@ -292,10 +294,10 @@ class ResendService:
 
     def _pending_resend(self, key: DeliveryKey) -> bool:
         """An earlier resend reopened the delivery but no worker has taken it (e.g. its trigger failed)."""
-        claim = self.ledger.get_claim(key) or {}
-        if claim.get("state") != RELEASED or self.ledger.resend_marker(key) is None:
+        claim = self.ledger.get_claim(key)
+        if claim is None or claim.state is not ClaimState.RELEASED or self.ledger.resend_marker(key) is None:
             return False
-        return any(item.get("state") == RETRY for item in self.ledger.recipients(key).values())
+        return any(m.state is RecipientState.RETRY for m in self.ledger.recipients(key).values())
 
     def _snapshot(self, key: DeliveryKey) -> Change:
         """The change exactly as it was at the delivery's version."""

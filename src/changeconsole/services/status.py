@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
@@ -42,6 +42,9 @@ from ..models import (
     version_tag,
 )
 from .aws import AwsFactory
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 log = logging.getLogger(__name__)
 
@@ -138,18 +141,25 @@ def stamped_from_item(item: dict[str, Any]) -> StampedRecord:
     return StampedRecord(item["sk"]["S"], record_from_item(item), _item_stamp(item), _item_rev(item))
 
 
-def readable(items: Iterable[dict[str, Any]], parse: Callable[[dict[str, Any]], T]) -> Iterator[T]:
-    """``parse`` of every item it can read; any other item is logged and skipped, never fatal."""
+def readable(
+    items: Iterable[dict[str, Any]],
+    parse: Callable[[dict[str, Any]], T],
+    *,
+    what: str = "status",
+    logger: logging.Logger = log,
+) -> Iterator[T]:
+    """``parse`` of every item (a DynamoDB attribute map) it can read; any other item is logged and
+    skipped, never fatal (``what``: which table's items, for the log line)."""
     for item in items:
         try:
             yield parse(item)
         except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
             keys = "/".join(str(item.get(k, {}).get("S", "?")) for k in ("pk", "sk"))
             if set(item) <= {"pk", "sk"}:
-                log.warning("skipped status item %s: it holds only its keys (written right now?)", keys)
+                logger.warning("skipped %s item %s: it holds only its keys (written right now?)", what, keys)
             else:
-                log.warning(
-                    "skipped status item %s: not readable (%s)", keys, " ".join(str(exc).split())[:300]
+                logger.warning(
+                    "skipped %s item %s: not readable (%s)", what, keys, " ".join(str(exc).split())[:300]
                 )
 
 
@@ -209,8 +219,9 @@ class StatusStore:
         return (self.clock or utcnow)()
 
     @property
-    def _ddb(self) -> Any:
-        return self.aws.client("dynamodb")
+    def _ddb(self) -> DynamoDBClient:
+        client: DynamoDBClient = self.aws.client("dynamodb")
+        return client
 
     # -- delivery records -----------------------------------------------------------
     def _record_item(self, record: DeliveryRecord, moment: datetime) -> dict[str, Any]:
