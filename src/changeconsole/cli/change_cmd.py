@@ -5,7 +5,6 @@ stdout is data (tables, or ``--json`` as documented in docs/cli-json.md); stderr
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import sys
@@ -35,15 +34,13 @@ from ..models import (
     EmailEvent,
     iso_utc,
 )
-from ..services.changes import ChangeNotFound, ConflictError
 from ..services.fanout import ARCHIVE, DestinationState, FanoutResult, ProgressEvent
-from ..services.lifecycle import ChangeRejected, ChangeService, NotDeletable
+from ..services.lifecycle import ChangeService
 from ..services.resend import DUPLICATE_WARNING, ResendResult, ResendService, UnknownRecipient
 from ..services.status import DeliveryKey, StatusStore
 from ..services.waiting import WaitTimeout, pending_customers, wait_for_final
 from .common import (
     BadInput,
-    F,
     OperationFailed,
     aws_options,
     handle_errors,
@@ -55,27 +52,6 @@ from .common import (
 )
 
 DEFAULT_TIMEOUT = 300.0
-
-
-def change_errors(func: F) -> F:
-    """Our service errors → exit codes (conflict: 1; unknown id, refused step: 2), then handle_errors."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ConflictError as exc:
-            raise OperationFailed(str(exc)) from None
-        except ChangeNotFound as exc:
-            raise BadInput(str(exc)) from None
-        except ChangeRejected as exc:
-            raise BadInput(exc.summary, exc.problems) from None
-        except NotDeletable as exc:
-            raise BadInput(str(exc)) from None
-        except WaitTimeout as exc:
-            raise OperationFailed(f"timed out: {exc}") from None
-
-    return handle_errors(wrapper)  # type: ignore[return-value]
 
 
 def _service() -> ChangeService:
@@ -377,7 +353,7 @@ def change_group() -> None:
 @aws_options
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @json_option
-@change_errors
+@handle_errors
 def draft_cmd(file: Path, as_json: bool) -> None:
     """Save FILE to drafts/ (sends nothing). Prints the change id."""
     change, _raw = read_change_file(file)
@@ -411,7 +387,7 @@ def draft_cmd(file: Path, as_json: bool) -> None:
 @wait_option
 @timeout_option
 @json_option
-@change_errors
+@handle_errors
 def submit_cmd(
     target: str, customers: str | None, force: bool, wait: bool, timeout: float, as_json: bool
 ) -> None:
@@ -490,7 +466,7 @@ def _transition_command(name: str, target: ChangeStatus) -> click.Command:
     @wait_option
     @timeout_option
     @json_option
-    @change_errors
+    @handle_errors
     def command(change_id: str, version: int | None, wait: bool, timeout: float, as_json: bool) -> None:
         svc = _service()
         method = {
@@ -518,7 +494,7 @@ cancel_cmd = _transition_command("cancel", ChangeStatus.CANCELLED)
 @wait_option
 @timeout_option
 @json_option
-@change_errors
+@handle_errors
 def resend_cmd(change_id: str, customers: str | None, wait: bool, timeout: float, as_json: bool) -> None:
     """Send the current version's event again (e.g. to customers whose trigger failed)."""
     codes = parse_customers(customers)
@@ -546,7 +522,7 @@ def resend_cmd(change_id: str, customers: str | None, wait: bool, timeout: float
     "--yes", is_flag=True, help="Do not ask (required without a terminal): recipients may get it twice."
 )
 @json_option
-@change_errors
+@handle_errors
 def resend_unknown_cmd(
     change_id: str,
     customers: tuple[str, ...],
@@ -682,7 +658,7 @@ def _narrate_resend(result: ResendResult) -> None:
 @click.option("--from", "start_from", metavar="DATE", help="Window starts on/after (YYYY-MM-DD or RFC 3339).")
 @click.option("--to", "start_to", metavar="DATE", help="Window starts on/before (YYYY-MM-DD or RFC 3339).")
 @json_option
-@change_errors
+@handle_errors
 def list_cmd(
     status: str | None,
     customer: str | None,
@@ -722,7 +698,7 @@ _LONG_FIELDS = ("changeReason", "implementationPlan", "testPlan", "customerImpac
 @click.argument("change_id", metavar="ID")
 @click.option("--version", "version", type=click.IntRange(min=1), help="This version [default: current].")
 @json_option
-@change_errors
+@handle_errors
 def show_cmd(change_id: str, version: int | None, as_json: bool) -> None:
     """Show a change (the current version, or --version N)."""
     svc = _service()
@@ -751,7 +727,7 @@ def show_cmd(change_id: str, version: int | None, as_json: bool) -> None:
     "--diff", "diff", nargs=2, type=click.IntRange(min=1), metavar="A B", help="Diff version A → B."
 )
 @json_option
-@change_errors
+@handle_errors
 def history_cmd(change_id: str, diff: tuple[int, int] | None, as_json: bool) -> None:
     """Every version of a change, or the field-by-field diff of two versions."""
     svc = _service()
@@ -807,7 +783,7 @@ def _short(value: Any, limit: int = 60) -> str:
 @aws_options
 @click.argument("change_id", metavar="ID")
 @json_option
-@change_errors
+@handle_errors
 def duplicate_cmd(change_id: str, as_json: bool) -> None:
     """Copy a change into a new draft. Prints the new id."""
     copy = _service().duplicate(change_id)
@@ -822,7 +798,7 @@ def duplicate_cmd(change_id: str, as_json: bool) -> None:
 @aws_options
 @click.argument("change_id", metavar="ID")
 @json_option
-@change_errors
+@handle_errors
 def delete_cmd(change_id: str, as_json: bool) -> None:
     """Soft-delete a draft or cancelled change (moved under deleted/)."""
     _service().delete(change_id)
@@ -843,7 +819,7 @@ def delete_cmd(change_id: str, as_json: bool) -> None:
 @click.option("--watch", is_flag=True, help="Refresh until every customer is final.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Seconds --watch waits at most.")
 @json_option
-@change_errors
+@handle_errors
 def status_cmd(
     change_id: str, version: int | None, event: str | None, watch: bool, timeout: float | None, as_json: bool
 ) -> None:

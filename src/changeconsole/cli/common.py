@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..config import ConfigError, ConfigSource, load_config, resolve_config_path
+from ..config import ConfigSource, load_config, resolve_config_path
 from ..errors import InputError, OperationError, describe, validation_problems
 from ..models import Config, PermanentMessageError
 from ..services.aws import AwsFactory, AwsSettings
@@ -154,18 +154,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def handle_errors(func: F) -> F:
     """Our errors into exit code 2 (``InputError``: bad input) or 1 (``OperationError``, AWS), with the
-    message of ``errors.describe``; never a traceback."""
+    message of ``errors.describe`` (an error listing problems: its summary, then each); never a
+    traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except ConfigError as exc:
-            raise BadInput(f"invalid config {exc.path}", exc.problems) from None
         except ValidationError as exc:
             raise BadInput("invalid input", validation_problems(exc)) from None
         except (InputError, PermanentMessageError) as exc:
-            raise BadInput(describe(exc), exc.problems) from None
+            raise BadInput(exc.summary, exc.problems) from None
         except (OperationError, ClientError, BotoCoreError) as exc:
             raise OperationFailed(describe(exc)) from None
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
+from ..errors import InputError
 from ..models import (
     DELETABLE,
     MAX_VERSION,
@@ -75,17 +76,21 @@ EVENT_OF_STATUS = {
 _UNSET: Any = object()
 
 
-class ChangeRejected(ValueError):
-    """A change that cannot take this step as it is; ``problems`` name each field."""
+class ChangeRejected(InputError):
+    """A change that cannot take this step as it is; ``problems`` name each field (exit 2)."""
+
+    title = "Error"
 
     def __init__(self, message: str, problems: list[dict[str, str]] | None = None) -> None:
-        self.summary = message
-        self.problems = problems or []
-        detail = "; ".join(f"{p['path']}: {p['message']}" for p in self.problems)
-        super().__init__(f"{message}: {detail}" if detail else message)
+        detail = "; ".join(f"{p['path']}: {p['message']}" for p in problems or [])
+        super().__init__(f"{message}: {detail}" if detail else message, problems=problems, summary=message)
 
 
-class NotDeletable(ValueError):
+class NotDeletable(InputError):
+    """Only draft and cancelled changes can be deleted (exit 2)."""
+
+    title = "Error"
+
     def __init__(self, change: Change) -> None:
         self.change = change
         allowed = ", ".join(sorted(s.value for s in DELETABLE))

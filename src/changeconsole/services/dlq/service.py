@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ...errors import MISSING_OBJECT_CODES, describe, error_code, http_status
+from ...errors import describe, error_code, http_status, is_missing_object
 from ...models import Config, CustomerMapping, iso_utc, utcnow
 from ..audit import AuditLog, operator_name
 from ..aws import AwsFactory
@@ -833,7 +833,7 @@ class DlqService:
                 Bucket=self.config.s3_config.bucket_name, Key=f"{EXPORT_RECORD_PREFIX}{code}.json"
             )
         except ClientError as exc:
-            if error_code(exc) in MISSING_OBJECT_CODES:
+            if is_missing_object(exc):
                 return None
             raise
         try:
