@@ -413,6 +413,24 @@ class StatusStore:
             r for r in records if r.version == version and r.event.value in (event, EmailEvent.REMOVED.value)
         ]
 
+    def newer_version_exists(self, change_id: str, version: int) -> bool:
+        """A delivery record of a version after ``version`` exists (one key-only item read)."""
+        resp = self._ddb.query(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND sk > :sk",
+            ExpressionAttributeValues={
+                ":pk": {"S": f"CHANGE#{change_id}"},
+                # "~" sorts after every event name: anything greater is a later version (or META).
+                ":sk": {"S": f"DELIVERY#{version_tag(version)}#~"},
+            },
+            ProjectionExpression="sk",
+            ConsistentRead=True,
+            Limit=1,  # sort keys ascend: a later DELIVERY# item comes before META
+        )
+        return any(
+            str(item.get("sk", {}).get("S", "")).startswith("DELIVERY#") for item in resp.get("Items", [])
+        )
+
     def customer_deliveries(self, customer: str, limit: int = 20) -> list[DeliveryRecord]:
         resp = self._ddb.query(
             TableName=self.table,
