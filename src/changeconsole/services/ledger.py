@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from ..errors import error_code
 from ..models import RECIPIENT_TRANSITIONS, Config, EmailEvent, RecipientState, iso_utc, utcnow
@@ -136,6 +137,11 @@ class RecipientWrite:
             clause = f"({clause}) AND {self.guard}" if len(parts) > 1 else f"{clause} AND {self.guard}"
         return clause
 
+    @property
+    def names(self) -> dict[str, str]:
+        """ExpressionAttributeNames of the condition."""
+        return {"#s": "state", **({"#o": "owner"} if "#o" in self.condition else {})}
+
     def values(self, target: RecipientState, **extra: Any) -> dict[str, Any]:
         """ExpressionAttributeValues: the source states, and ``extra`` (placeholder name → value)."""
         if target not in self.targets:
@@ -206,8 +212,13 @@ def _event(value: Any) -> EmailEvent | None:
         return None
 
 
-@dataclass(frozen=True)
-class ClaimItem:
+class _Item(BaseModel):
+    """A ledger item as read (``model_validate`` of its plain attributes); unknown attributes ignored."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class ClaimItem(_Item):
     """The ``CLAIM`` item of a delivery."""
 
     state: ClaimState
@@ -221,24 +232,8 @@ class ClaimItem:
     resend_by: str | None = None
     resend_at: str | None = None
 
-    @classmethod
-    def of(cls, data: dict[str, Any]) -> ClaimItem:
-        return cls(
-            state=ClaimState(data["state"]),
-            owner=_text(data.get("owner")),
-            lease_until=float(data.get("lease_until") or 0.0),
-            message_id=_text(data.get("message_id")),
-            claimed_at=_text(data.get("claimed_at")),
-            finished_at=_text(data.get("finished_at")),
-            result=_text(data.get("result")),
-            resend_id=_text(data.get("resend_id")),
-            resend_by=_text(data.get("resend_by")),
-            resend_at=_text(data.get("resend_at")),
-        )
 
-
-@dataclass(frozen=True)
-class RecipientMark:
+class RecipientMark(_Item):
     """One ``RCPT#`` item: a recipient's send of one delivery."""
 
     address: str  # lower-cased (the sort key)
@@ -253,44 +248,26 @@ class RecipientMark:
     resend_by: str | None = None  # the operator who reopened it (``retry``)
     resend_at: str | None = None
 
+    @model_validator(mode="before")
     @classmethod
-    def of(cls, data: dict[str, Any]) -> RecipientMark:
-        sk = str(data["sk"])
-        if not sk.startswith(RCPT_PREFIX):
-            raise ValueError(f"not a recipient item: {sk}")
-        address = sk.removeprefix(RCPT_PREFIX)
-        return cls(
-            address=address,
-            email=_text(data.get("email")) or address,
-            state=RecipientState(data["state"]),
-            owner=_text(data.get("owner")),
-            lease_until=float(data.get("lease_until") or 0.0),
-            message_id=_text(data.get("message_id")),
-            error=_text(data.get("error")),
-            started_at=_text(data.get("started_at")),
-            settled_at=_text(data.get("settled_at")),
-            resend_by=_text(data.get("resend_by")),
-            resend_at=_text(data.get("resend_at")),
-        )
+    def _address(cls, data: Any) -> Any:
+        """``address`` from the sort key; ``email`` defaults to it."""
+        if isinstance(data, dict) and "sk" in data:
+            sk = str(data["sk"])
+            if not sk.startswith(RCPT_PREFIX):
+                raise ValueError(f"not a recipient item: {sk}")
+            address = sk.removeprefix(RCPT_PREFIX)
+            data = {**data, "address": address, "email": data.get("email") or address}
+        return data
 
 
-@dataclass(frozen=True)
-class ResendMarker:
+class ResendMarker(_Item):
     """The ``RESEND`` item of a delivery an operator reopened: who, when, which recipients."""
 
     resend_id: str
     resend_by: str | None = None
     resend_at: str | None = None
     recipients: tuple[str, ...] = ()
-
-    @classmethod
-    def of(cls, data: dict[str, Any]) -> ResendMarker:
-        return cls(
-            resend_id=str(data["resend_id"]),
-            resend_by=_text(data.get("resend_by")),
-            resend_at=_text(data.get("resend_at")),
-            recipients=tuple(str(r) for r in data.get("recipients") or ()),
-        )
 
 
 @dataclass(frozen=True)
@@ -436,14 +413,15 @@ class Ledger:
         return int(time.time()) + 86400 * (days or self.ttl_days)
 
     def _read(self, pk: str, sk: str, parse: Callable[[dict[str, Any]], T]) -> T | None:
-        """One item, consistently read and parsed; None when it is missing or unreadable (logged)."""
+        """One item, consistently read and parsed from its plain attributes (``parse``: a model's
+        ``model_validate``, or ``dict``); None when it is missing or unreadable (logged)."""
         resp = self._ddb.get_item(
             TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": sk}}, ConsistentRead=True
         )
         item: dict[str, Any] | None = resp.get("Item")
         if not item:
             return None
-        return next(readable([item], lambda raw: parse(from_item(raw)), what="ledger", logger=log), None)
+        return next(_readable([item], parse), None)
 
     def _update_if(self, pk: str, sk: str, **kwargs: Any) -> bool:
         """One conditional ``update_item``; False when its condition did not hold."""
@@ -511,10 +489,10 @@ class Ledger:
 
     def resend_marker(self, key: DeliveryKey) -> ResendMarker | None:
         """The ``RESEND`` item of a delivery an operator reopened (who, when, which recipients)."""
-        return self._read(delivery_pk(key), RESEND_SK, ResendMarker.of)
+        return self._read(delivery_pk(key), RESEND_SK, ResendMarker.model_validate)
 
     def get_claim(self, key: DeliveryKey) -> ClaimItem | None:
-        return self._read(delivery_pk(key), CLAIM_SK, ClaimItem.of)
+        return self._read(delivery_pk(key), CLAIM_SK, ClaimItem.model_validate)
 
     def renew_claim(self, key: DeliveryKey, owner: str) -> float | None:
         """Extend our lease; None when we no longer own the claim."""
@@ -586,33 +564,17 @@ class Ledger:
             ConsistentRead=True,
         )
         items: Iterable[dict[str, Any]] = (item for page in pages for item in page.get("Items", []))
-        marks = readable(items, lambda raw: RecipientMark.of(from_item(raw)), what="ledger", logger=log)
-        return {mark.address: mark for mark in marks}
+        return {mark.address: mark for mark in _readable(items, RecipientMark.model_validate)}
 
     def recipient(self, key: DeliveryKey, email: str) -> RecipientMark | None:
-        return self._read(delivery_pk(key), rcpt_sk(email), RecipientMark.of)
+        return self._read(delivery_pk(key), rcpt_sk(email), RecipientMark.model_validate)
 
     def begin_send(self, key: DeliveryKey, email: str, owner: str) -> SendSlot:
         """Mark a recipient ``sending`` unless it was ever sent, rejected or left ambiguous."""
         now = time.time()
         lease_until = now + self.send_lease
-        target = RecipientState.SENDING
-        marked = self._put_if(
-            {
-                "pk": delivery_pk(key),
-                "sk": rcpt_sk(email),
-                "state": target.value,
-                "owner": owner,
-                "email": email,
-                "lease_until": lease_until,
-                "started_at": iso_utc(utcnow()),
-                "expires_at": self._expires(),
-            },
-            ConditionExpression=BEGIN_SEND.condition,
-            ExpressionAttributeNames={"#s": "state"},
-            ExpressionAttributeValues=BEGIN_SEND.values(target),
-        )
-        if marked:
+        fields = {"lease_until": lease_until, "started_at": iso_utc(utcnow())}
+        if self._put_mark(BEGIN_SEND, key, email, owner, RecipientState.SENDING, fields):
             return SendSlot(SlotOutcome.GO, lease_until=lease_until)
         return self._settled_slot(key, email, self.recipient(key, email), now)
 
@@ -650,7 +612,7 @@ class Ledger:
             rcpt_sk(mark.address),
             UpdateExpression="SET #s = :to, #e = :err, settled_at = :t",
             ConditionExpression=write.condition,
-            ExpressionAttributeNames={"#s": "state", "#e": "error", "#o": "owner"},
+            ExpressionAttributeNames={**write.names, "#e": "error"},
             ExpressionAttributeValues=write.values(
                 target,
                 to={"S": target.value},
@@ -681,21 +643,27 @@ class Ledger:
         error: str | None = None,
     ) -> None:
         # False: not ours any more (already settled by us, or taken over): keep what is there.
-        self._put_if(
-            {
-                "pk": delivery_pk(key),
-                "sk": rcpt_sk(email),
-                "state": state.value,
-                "owner": owner,
-                "email": email,
-                "message_id": message_id,
-                "error": error,
-                "settled_at": iso_utc(utcnow()),
-                "expires_at": self._expires(),
-            },
-            ConditionExpression=SETTLE.condition,
-            ExpressionAttributeNames={"#o": "owner", "#s": "state"},
-            ExpressionAttributeValues=SETTLE.values(state, me={"S": owner}),
+        fields = {"message_id": message_id, "error": error, "settled_at": iso_utc(utcnow())}
+        self._put_mark(SETTLE, key, email, owner, state, fields, me={"S": owner})
+
+    def _put_mark(
+        self,
+        write: RecipientWrite,
+        key: DeliveryKey,
+        email: str,
+        owner: str,
+        state: RecipientState,
+        fields: dict[str, Any],
+        **values: Any,
+    ) -> bool:
+        """A whole recipient item in ``state``, if ``write``'s condition holds (``values``: its other
+        placeholders); False when it did not."""
+        item = {"pk": delivery_pk(key), "sk": rcpt_sk(email), "state": state.value, "owner": owner}
+        return self._put_if(
+            {**item, "email": email, **fields, "expires_at": self._expires()},
+            ConditionExpression=write.condition,
+            ExpressionAttributeNames=write.names,
+            ExpressionAttributeValues=write.values(state, **values),
         )
 
     def withdraw(self, key: DeliveryKey, email: str, error: str) -> bool:
@@ -706,7 +674,7 @@ class Ledger:
             rcpt_sk(email),
             UpdateExpression="SET #s = :to, #e = :err, settled_at = :t",
             ConditionExpression=WITHDRAW.condition,
-            ExpressionAttributeNames={"#s": "state", "#e": "error"},
+            ExpressionAttributeNames={**WITHDRAW.names, "#e": "error"},
             ExpressionAttributeValues=WITHDRAW.values(
                 target, to={"S": target.value}, err={"S": error[:500]}, t={"S": iso_utc(utcnow())}
             ),
@@ -849,7 +817,7 @@ class Ledger:
                 "Key": {"pk": {"S": delivery_pk(key)}, "sk": {"S": rcpt_sk(addr)}},
                 "UpdateExpression": "SET #s = :to, resend_by = :by, resend_at = :at",
                 "ConditionExpression": REOPEN.condition,
-                "ExpressionAttributeNames": {"#s": "state"},
+                "ExpressionAttributeNames": REOPEN.names,
                 "ExpressionAttributeValues": REOPEN.values(
                     target, to={"S": target.value}, by={"S": by}, at={"S": at}
                 ),
@@ -1043,6 +1011,11 @@ class Ledger:
             return None
         inv = item.get("invite_version")
         return Latest(int(item["version"]), _event(item.get("event")), int(inv) if inv else None)
+
+
+def _readable(items: Iterable[dict[str, Any]], parse: Callable[[dict[str, Any]], T]) -> Iterator[T]:
+    """``parse`` of the plain attributes of every item it can read; the others are logged and skipped."""
+    return readable(items, lambda raw: parse(from_item(raw)), what="ledger", logger=log)
 
 
 def _newer(attr: str, value: str) -> str:
