@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -303,7 +304,7 @@ class StatusStore:
         values: dict[str, Any] = {}
         sets = []
         for i, (name, value) in enumerate(fields.items()):
-            if hasattr(value, "value") and isinstance(value.value, str):
+            if isinstance(value, StrEnum):
                 value = value.value
             names[f"#f{i}"] = name
             values[f":v{i}"] = _ser.serialize(Decimal(str(value)) if isinstance(value, float) else value)
