@@ -213,7 +213,7 @@ class _Sending:
 
 
 @dataclass(frozen=True)
-class RecipientResult:
+class SendResult:
     """How one recipient's turn ended (``_send_one``, or a resend pass reading the ledger)."""
 
     address: str
@@ -651,12 +651,12 @@ class Processor:
             )
             done = self._send_each(sending, recipients)
             for each in done:
-                if isinstance(each, RecipientResult):
+                if isinstance(each, SendResult):
                     self._record(d, booked, each)
             _raise_first_stop(done)
         return self._finish(m, d, audience, booked)
 
-    def _send_one(self, s: _Sending, address: str) -> RecipientResult:
+    def _send_one(self, s: _Sending, address: str) -> SendResult:
         """One recipient: mark it in the ledger, send, record SES's answer; what happened is returned
         (``_record`` books it), never kept here."""
         if self.aborting():
@@ -689,12 +689,12 @@ class Processor:
         # Rendered first: the window between "sending" and the SES call is only this call.
         slot = self.ledger.begin_send(key, address, d.owner)
         if slot.outcome is SlotOutcome.BUSY:
-            return RecipientResult(
+            return SendResult(
                 address, RecipientState.SENDING, retry_in=max(1.0, slot.lease_until - time.time() + 1.0)
             )
         if slot.outcome is not SlotOutcome.GO:  # settled before: sent, failed or unknown
             state = RecipientState(slot.outcome.value)
-            return RecipientResult(address, state, message_id=slot.message_id or "", reason=state.value)
+            return SendResult(address, state, message_id=slot.message_id or "", reason=state.value)
         try:
             resp = s.ses.send_email(**kwargs)
         except Exception as exc:
@@ -702,13 +702,13 @@ class Processor:
             state = f.recipient_state
             self.ledger.record_failure(key, address, d.owner, state, f.detail)
             reason = f.reason if f.recipient_only else state.value
-            return RecipientResult(address, state, reason=reason, topic=topic, failure=f)
+            return SendResult(address, state, reason=reason, topic=topic, failure=f)
         message_id = str(resp.get("MessageId", ""))
         self.ledger.record_sent(key, address, d.owner, message_id)
         invite = s.ics_method if ics is not None else None
-        return RecipientResult(address, RecipientState.SENT, message_id, topic=topic, invite=invite)
+        return SendResult(address, RecipientState.SENT, message_id, topic=topic, invite=invite)
 
-    def _record(self, d: _Delivery, booked: _Booked, r: RecipientResult) -> None:
+    def _record(self, d: _Delivery, booked: _Booked, r: SendResult) -> None:
         """Book one recipient's result: the one place an outcome counts (the delivery's sent and not-sent
         lists, the lane: what may have reached the customer, metrics and audit of sends made now)."""
         key = d.key
@@ -747,7 +747,7 @@ class Processor:
 
     def _resend_scope(
         self, d: _Delivery, audience: list[str], topic: str
-    ) -> tuple[list[str], int, list[RecipientResult]]:
+    ) -> tuple[list[str], int, list[SendResult]]:
         """A resend pass: (addresses to send, the delivery's recipient total, what the others are).
 
         The delivery's recipients are its ledger items (every recipient of the settled round has
@@ -757,7 +757,7 @@ class Processor:
         marks = self.ledger.recipients(d.key)
         subscribed = {a.casefold(): a for a in audience}
         todo: list[str] = []
-        known: list[RecipientResult] = []
+        known: list[SendResult] = []
         for addr, mark in sorted(marks.items()):
             state = mark.state
             if state is RecipientState.RETRY:
@@ -766,20 +766,18 @@ class Processor:
                     continue
                 reason = f"no longer subscribed to {topic} when resent; not sent"
                 if self.ledger.withdraw(d.key, addr, reason):
-                    known.append(RecipientResult(addr, RecipientState.FAILED, reason="unsubscribed"))
+                    known.append(SendResult(addr, RecipientState.FAILED, reason="unsubscribed"))
                     continue
                 now = self.ledger.recipient(d.key, addr)
                 state = now.state if now is not None else state
             if state is RecipientState.SENT:
-                known.append(RecipientResult(addr, state, message_id=mark.message_id or ""))
+                known.append(SendResult(addr, state, message_id=mark.message_id or ""))
             elif state in (RecipientState.FAILED, RecipientState.UNKNOWN):
-                known.append(RecipientResult(addr, state, reason=state.value))
+                known.append(SendResult(addr, state, reason=state.value))
             elif addr in subscribed:  # sending (a dead pass's mark): the ledger decides in the send loop
                 todo.append(subscribed[addr])
             else:  # an unsubscribed recipient's dead mark: maybe sent
-                known.append(
-                    RecipientResult(addr, RecipientState.UNKNOWN, reason=RecipientState.UNKNOWN.value)
-                )
+                known.append(SendResult(addr, RecipientState.UNKNOWN, reason=RecipientState.UNKNOWN.value))
         event(
             logging.INFO,
             "delivery.resend_pass",
@@ -789,11 +787,11 @@ class Processor:
         )
         return todo, len(marks), known
 
-    def _send_each(self, s: _Sending, addresses: list[str]) -> list[RecipientResult | BaseException]:
+    def _send_each(self, s: _Sending, addresses: list[str]) -> list[SendResult | BaseException]:
         """``_send_one`` per address, ``send_parallelism`` at a time. No new send starts after a result
         that ends the pass or an error. Returns each started one's result or error, in address order."""
         limit = max(1, self.options.send_parallelism)
-        out: list[RecipientResult | BaseException] = []
+        out: list[SendResult | BaseException] = []
         if self.send_pool is None or limit == 1:
             for address in addresses:
                 try:
@@ -807,9 +805,9 @@ class Processor:
             return out
         gate = threading.Semaphore(limit)
         stop = threading.Event()
-        futures: list[Future[RecipientResult | None]] = []
+        futures: list[Future[SendResult | None]] = []
 
-        def run(address: str) -> RecipientResult | None:
+        def run(address: str) -> SendResult | None:
             try:
                 if stop.is_set():
                     return None
@@ -1045,7 +1043,7 @@ def _tally_text(tally: Tally) -> str:
     return text
 
 
-def _raise_first_stop(done: list[RecipientResult | BaseException]) -> None:
+def _raise_first_stop(done: list[SendResult | BaseException]) -> None:
     """Raise what ended a send pass, if anything did: a permanent failure says the most about the
     delivery, so it goes first; otherwise the first (in address order)."""
     stops: list[BaseException] = [
