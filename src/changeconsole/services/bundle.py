@@ -10,10 +10,12 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ..models import Config
+from .authz import Authorizer
 from .aws import AwsFactory
 from .status import StatusStore
 
 if TYPE_CHECKING:
+    from .audit import AuditReader
     from .contact_admin import ContactBook
     from .customer_admin import CustomerVerifier
     from .customers import CustomerService
@@ -24,10 +26,14 @@ if TYPE_CHECKING:
 
 
 class Services:
-    def __init__(self, aws: AwsFactory, config: Config, *, readonly: bool = False) -> None:
+    def __init__(
+        self, aws: AwsFactory, config: Config, *, readonly: bool = False, authz: Authorizer | None = None
+    ) -> None:
         self.aws = aws
         self.config = config
         self.readonly = readonly
+        # The one authorization point every service of this front end passes through.
+        self.authz = authz or Authorizer(aws, config, via="console")
 
     @property
     def environment_label(self) -> str:
@@ -41,7 +47,7 @@ class Services:
     def changes(self) -> ChangeService:
         from .lifecycle import ChangeService
 
-        return ChangeService(self.aws, self.config)
+        return ChangeService(self.aws, self.config, status=self.status, authz=self.authz)
 
     @cached_property
     def customers(self) -> CustomerService:
@@ -53,7 +59,7 @@ class Services:
     def dlq(self) -> DlqService:
         from .dlq import DlqService
 
-        return DlqService(self.aws, self.config)
+        return DlqService(self.aws, self.config, authz=self.authz)
 
     @cached_property
     def delivery_detail(self) -> DeliveryDetailService:
@@ -65,7 +71,7 @@ class Services:
     def resend(self) -> ResendService:
         from .resend import ResendService
 
-        return ResendService(self.aws, self.config, status=self.status)
+        return ResendService(self.aws, self.config, status=self.status, authz=self.authz)
 
     @cached_property
     def verifier(self) -> CustomerVerifier:
@@ -79,3 +85,9 @@ class Services:
 
         rate = None if self.aws.settings.loopback_endpoint else DEFAULT_RATE
         return ContactBook(self.aws, self.config, code, rate=rate)
+
+    @cached_property
+    def audit(self) -> AuditReader:
+        from .audit import AuditReader
+
+        return AuditReader(self.aws, self.config, authz=self.authz)
