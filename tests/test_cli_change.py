@@ -127,7 +127,11 @@ def test_submit_needs_dates_exit_2(cli: Cli, stack, aws_factory, codes) -> None:
     assert "implementationStart" in result.stderr and "implementationEnd" in result.stderr
     assert data_keys(aws_factory, stack.config) == []
     (rejected,) = audit_events(aws_factory, stack.config)
-    assert (rejected["action"], rejected["result"], rejected["operator"]) == ("change.submit", "rejected", "alice")
+    assert (rejected["action"], rejected["result"], rejected["operator"]) == (
+        "change.submit",
+        "rejected",
+        "alice",
+    )
 
 
 def test_submit_file_to_five_customers(cli: Cli, stack, aws_factory, codes) -> None:

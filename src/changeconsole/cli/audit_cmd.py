@@ -6,8 +6,7 @@ stdout is data (``--json`` shapes in docs/cli-json.md), stderr narrates; exit 0 
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -16,8 +15,7 @@ from rich.table import Table
 
 from ..colours import AUDIT_RESULT, styled
 from ..models import CHANGE_ID_RE, CUSTOMER_CODE_RE, OperatorAction
-from ..services.audit import AuditEntry, AuditQuery, AuditReader
-from .change_cmd import parse_date
+from ..services.audit import DEFAULT_SPAN, AuditEntry, AuditQuery, AuditReader, parse_when
 from .common import (
     EXIT_FAILED,
     BadInput,
@@ -29,23 +27,6 @@ from .common import (
     stderr,
     stdout,
 )
-
-DEFAULT_SINCE = timedelta(days=7)
-_RELATIVE = re.compile(r"^(\d+)\s*([mhdw])\Z")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_when(value: str | None, *, end: bool, now: datetime) -> datetime | None:
-    """``7d``/``24h``/``30m``/``2w`` ago, ``YYYY-MM-DD`` (start or end of that UTC day) or RFC 3339."""
-    if value is None:
-        return None
-    match = _RELATIVE.match(value.strip().lower())
-    if match:
-        return now - timedelta(**{_UNITS[match[2]]: int(match[1])})
-    text = parse_date(value, end=end)
-    assert text is not None
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment.replace(microsecond=999_999) if end and text.endswith("59:59Z") else moment
 
 
 @click.group("audit")
@@ -84,8 +65,8 @@ def search_cmd(
 ) -> None:
     """Audit records of a time range, newest first (reads audit/ one day at a time)."""
     now = datetime.now(UTC)
-    start = parse_when(since, end=False, now=now) or now - DEFAULT_SINCE
-    stop = parse_when(until, end=True, now=now) or now
+    start = parse_when(since, end=False, now=now) if since else now - DEFAULT_SPAN
+    stop = parse_when(until, end=True, now=now) if until else now
     if stop < start:
         raise BadInput(f"--until ({stop:%Y-%m-%d %H:%M}) is before --since ({start:%Y-%m-%d %H:%M})")
     if customer is not None and not CUSTOMER_CODE_RE.match(customer):

@@ -22,6 +22,7 @@ import fnmatch
 import json
 import logging
 import os
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..errors import describe
+from ..errors import InputError, describe
 from ..models import AuditRetention, Config, OperatorAction
 from .aws import AwsFactory
 
@@ -271,6 +272,34 @@ class AuditSearchResult:
     @property
     def truncated(self) -> bool:
         return self.matched > len(self.entries)
+
+
+_RELATIVE = re.compile(r"^(\d+)\s*([mhdw])\Z")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+DEFAULT_SPAN = timedelta(days=7)
+
+
+def parse_when(value: str, *, end: bool, now: datetime) -> datetime:
+    """``7d``/``24h``/``30m``/``2w`` ago, ``YYYY-MM-DD`` (the start, or with ``end`` the end, of that UTC
+    day) or an RFC 3339 time with its offset."""
+    text = value.strip()
+    match = _RELATIVE.match(text.lower())
+    if match:
+        return now - timedelta(**{_UNITS[match[2]]: int(match[1])})
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        try:
+            day = date.fromisoformat(text)
+        except ValueError:
+            raise InputError(f"not a date: {value!r}") from None
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return start + timedelta(days=1, microseconds=-1) if end else start
+    try:
+        moment = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise InputError(f"not a time: {value!r} (use 7d, 24h, YYYY-MM-DD or 2026-01-31T22:00:00Z)")
+    return moment.astimezone(UTC)
 
 
 def days_between(since: datetime, until: datetime) -> Iterator[date]:

@@ -326,17 +326,23 @@ class Authorizer:
             self._refuse(name or action.value, decision.reason, action, decision, codes, change_id, version)
         return decision
 
-    def require_distinct_approver(self, change: Change) -> None:
-        """Separation of duties: the submitter of ``change`` (this version) may not approve it."""
+    def approval_refusal(self, change: Change) -> str | None:
+        """Why separation of duties forbids this operator to approve ``change`` (None: it does not)."""
         if not self.distinct_approver_required:
-            return
+            return None
         submitter = change.submitted_by
         if submitter and submitter.casefold() == self.operator.name.casefold():
-            action = OperatorAction.CHANGE_APPROVE
-            reason = (
+            return (
                 f"separation of duties: {submitter} submitted v{change.version} of {change.change_id}; "
                 "another change manager must approve it (require_distinct_approver)"
             )
+        return None
+
+    def require_distinct_approver(self, change: Change) -> None:
+        """Separation of duties: the submitter of ``change`` (this version) may not approve it."""
+        reason = self.approval_refusal(change)
+        if reason is not None:
+            action = OperatorAction.CHANGE_APPROVE
             decision = Decision(False, action, reason, tuple(roles_granting(self.config, action)))
             self._refuse(
                 action.value, reason, action, decision, change.customers, change.change_id, change.version
