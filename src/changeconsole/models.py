@@ -588,7 +588,7 @@ class IdentityCenterConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    identity_store_id: str | None = Field(None, pattern=r"^(d-[0-9a-f]{10}|[0-9a-f-]{36})$")
+    identity_store_id: str | None = Field(None, pattern=r"^(d-[0-9a-z]{10}|[0-9a-f-]{36})$")
     instance_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:sso:::instance/ssoins-[0-9a-zA-Z.-]+$")
     region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
     # ABAC: principal tag key -> the Identity Center user attribute it comes from (e.g. "userType").
