@@ -16,14 +16,18 @@ from changeconsole.services.localstack import build_local_config
 from support.changes import make_change
 
 A = OperatorAction
-SSO = "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Change_Managers_0a1b2c3d4e5f6789/jane@example.com"
+SSO = (
+    "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Change_Managers_0a1b2c3d4e5f6789/jane@example.com"
+)
 
 
 def test_identity_center_session_is_the_person_and_the_permission_set() -> None:
     op = parse_caller(SSO)
     assert (op.name, op.kind, op.permission_set) == ("jane@example.com", "identity-center", "Change_Managers")
     assert op.role_name == "AWSReservedSSO_Change_Managers_0a1b2c3d4e5f6789" and op.account == "123456789012"
-    assert op.person == "jane@example.com" and op.label() == "jane@example.com (permission set Change_Managers)"
+    assert (
+        op.person == "jane@example.com" and op.label() == "jane@example.com (permission set Change_Managers)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -67,7 +71,10 @@ def test_as_is_for_the_local_stack_only(monkeypatch: pytest.MonkeyPatch) -> None
         ("group:Change_Managers", False),  # group: names a group only
         ("user:JANE@example.com", True),
         ("user:bob", False),
-        ("arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Change_Managers_*", True),
+        (
+            "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Change_Managers_*",
+            True,
+        ),
         ("arn:aws:iam::123456789012:role/AWSReservedSSO_Change_Managers_0a1b2c3d4e5f6789", True),
         ("arn:aws:iam::999999999999:role/AWSReservedSSO_Change_Managers_0a1b2c3d4e5f6789", False),
         ("arn:aws:iam::123456789012:user/jane@example.com", False),  # not an IAM user

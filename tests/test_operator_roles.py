@@ -81,7 +81,9 @@ def test_sessions_are_distinct_identities(stack: LocalStackResult, people: dict[
         "identity-center",
         "RegionalChangeManagers",
     )
-    assert [(r["role"], r["customers"]) for r in me["roles"]] == [("RegionalChangeManagers", ["acme", "globex"])]
+    assert [(r["role"], r["customers"]) for r in me["roles"]] == [
+        ("RegionalChangeManagers", ["acme", "globex"])
+    ]
     assert me["require_distinct_approver"] is True
     otto = cli.json(creds["otto"], "whoami")
     assert [(r["role"], r["via"]) for r in otto["roles"]] == [("DlqOperators", "group:On-call")]
@@ -192,8 +194,9 @@ def test_allowed_and_denied_matrix_and_every_action_audited(
         assert entry["ts"].endswith("Z") and entry["via"] == "cli"
         assert entry["operator_arn"].startswith("arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_")
     refused_scope = next(
-        e for e in found["entries"] if e["operator"] == "rita@example.com" and e["action"] == "change.draft"
-        and e["result"] == "refused"
+        e
+        for e in found["entries"]
+        if e["operator"] == "rita@example.com" and e["action"] == "change.draft" and e["result"] == "refused"
     )
     assert refused_scope["outside"] == [other] and refused_scope["roles"] == ["RegionalChangeManagers"]
     approved = next(e for e in found["entries"] if e["action"] == "change.approve" and e["result"] == "ok")

@@ -122,8 +122,8 @@ class ConsoleScreen(ThreadResults, Screen[T]):
         for bindings in self._bindings.key_to_bindings.values():
             for binding in bindings:
                 decision = self.permission(binding.action)
-                hidden = binding.action in self.MUTATING and self.readonly
-                if decision is None or decision.allowed or hidden:
+                # Only what is disabled for want of a permission (not hidden for another reason).
+                if decision is None or self.check_action(binding.action, ()) is not None:
                     continue
                 keys, what, _ = out.get(binding.action, ("", binding.description or binding.action, ""))
                 shown = binding.key_display or self.app.get_key_display(binding)

@@ -290,8 +290,14 @@ class Authorizer:
         holding = [g for g in grants if action in g.actions]
         who = self.operator.name
         if not holding:
-            have = ", ".join(g.role for g in grants) or "no role"
             wanted = " or ".join(needs) if needs else "a role with it (none in operator_roles has it)"
+            if not grants:
+                reason = (
+                    f"{who} has no role (no operator_roles entry names this identity); "
+                    f"{action.value} needs {wanted}"
+                )
+                return Decision(False, action, reason, needs)
+            have = ", ".join(g.role for g in grants)
             return Decision(False, action, f"{action.value} needs {wanted}; {who} has {have}", needs)
         if customers is None or action in UNSCOPED_ACTIONS:
             return Decision(True, action, needs=needs)
