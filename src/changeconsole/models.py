@@ -467,6 +467,7 @@ class OperatorAction(StrEnum):
     CHANGE_CANCEL = "change.cancel"
     CHANGE_RESEND = "change.resend"
     CHANGE_DELETE = "change.delete"
+    CHANGE_REINDEX = "change.reindex"
     CONTACTS_EDIT = "contacts.edit"
     TOPICS_APPLY = "topics.apply"
     CUSTOMER_ADD = "customer.add"
@@ -495,6 +496,7 @@ BUILTIN_ROLES: dict[str, frozenset[OperatorAction]] = {
             A.CHANGE_CANCEL,
             A.CHANGE_RESEND,
             A.CHANGE_DELETE,
+            A.CHANGE_REINDEX,
         }
     ),
     CUSTOMER_MANAGERS: frozenset(

@@ -3,8 +3,8 @@
 
 Writers: the worker (``worker-…``, buffered, one object per ``flush``; a batch S3 refuses stays buffered
 for the next flush) and every operator action through ``services.authz`` (one object per action, with
-``source`` the front end: ``cli-…``, ``console-…``; an administration action that changed many items
-adds a record per item: ``admin_audit``). With ``audit_retention.object_lock_mode`` each object
+``source`` the front end: ``cli-…``, ``console-…``; an action that changed many items, e.g. a contacts
+import, adds a ``<action>.item`` line per item). With ``audit_retention.object_lock_mode`` each object
 is written under S3 Object Lock for ``object_lock_days``.
 
 An operator action record (``type`` ``operator.action``) says who (``operator``, ``operator_arn``,
@@ -21,7 +21,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import os
 import re
 import threading
 import uuid
@@ -47,15 +46,6 @@ OK, PARTIAL, FAILED, REJECTED, REFUSED = "ok", "partial", "failed", "rejected", 
 
 audit_log = logging.getLogger("changeconsole.audit")
 audit_log.addHandler(logging.NullHandler())  # silent unless the application configures logging
-
-
-def operator_name(aws: AwsFactory, log: logging.Logger = audit_log) -> str:
-    """Who acts, for audit records: the AWS caller (or ``CHANGECONSOLE_OPERATOR``), else the OS user."""
-    try:
-        return aws.operator_identity()
-    except (ClientError, BotoCoreError) as exc:  # the action goes on; the record names the local user
-        log.warning("operator identity unavailable: %s", describe(exc))
-        return os.environ.get("USER") or "unknown"
 
 
 class AuditLog:

@@ -187,9 +187,11 @@ class ActionRecord:
         customers: Iterable[str] | None = None,
         change_id: str | None = None,
         version: int | None = None,
+        items: Iterable[dict[str, Any]] = (),
         **details: Any,
     ) -> str | None:
-        """Write the record once; its S3 key (None when S3 refused it: the log line still has it)."""
+        """Write the record once (with a line per changed ``item`` after it, e.g. each contact of an
+        import); its S3 key (None when S3 refused it: the log line still has it)."""
         if self.written:
             return self.key
         self.written = True
@@ -200,6 +202,7 @@ class ActionRecord:
             customers=self.customers,
             change_id=self.change_id,
             version=self.version,
+            items=list(items),
             **self.details,
         )
         return self.key
@@ -420,24 +423,37 @@ class Authorizer:
         customers: list[str] | None = None,
         change_id: str | None = None,
         version: int | None = None,
+        items: list[dict[str, Any]] | None = None,
         **details: Any,
     ) -> str | None:
-        """One ``operator.action`` audit record now; its S3 key (None when S3 refused it)."""
+        """One ``operator.action`` audit record now (and one ``<action>.item`` line per item), in one
+        S3 object: its key (None when S3 refused it)."""
         operator = self.operator
-        event: dict[str, Any] = {
+        who: dict[str, Any] = {
             "ts": self.clock().astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "type": OPERATOR_ACTION,
-            "action": name,
-            "result": result,
             **operator.audit_fields(),
             "roles": self.role_names() if self.enforced else None,
             "via": self.via,
             "customers": customers,
+        }
+        event: dict[str, Any] = {
+            **who,
+            "type": OPERATOR_ACTION,
+            "action": name,
+            "result": result,
             "change_id": change_id,
             "version": version,
+            "items": len(items) if items else None,
+            **details,
         }
-        event.update(details)
-        return self.audit.write([{k: v for k, v in event.items() if v is not None}])
+        lines = [event] + [{**who, "type": f"{name}.item", **item} for item in items or []]
+        return self.audit.write([{k: v for k, v in e.items() if v is not None} for e in lines])
+
+    def within(self, action: OperatorAction, *nested: OperatorAction) -> Authorizer:
+        """This operator's authorizer for the steps of ``action`` (already allowed): the ``nested``
+        actions it takes on its own (e.g. the DLQ export of a customer removal) are not checked
+        again, and their records say they were part of it."""
+        return _Within(self, action, frozenset(nested))
 
 
 @dataclass
@@ -464,3 +480,33 @@ def role_rows(config: Config) -> list[RoleRow]:
             RoleRow(name, list(role.principals), sorted(a.value for a in role.effective_actions(name)), scope)
         )
     return rows
+
+
+class _Within(Authorizer):
+    """``Authorizer.within``: the parent's operator, roles and audit; ``nested`` actions allowed."""
+
+    def __init__(self, parent: Authorizer, action: OperatorAction, nested: frozenset[OperatorAction]) -> None:
+        super().__init__(
+            parent.aws,
+            parent.config,
+            operator=parent.operator,
+            directory=parent.directory,
+            via=parent.via,
+            clock=parent.clock,
+        )
+        self.parent, self.part_of, self.nested = parent, action, nested
+
+    def grants(self) -> list[Grant]:
+        return self.parent.grants()
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.parent.warnings
+
+    def decide(self, action: OperatorAction, customers: Iterable[str] | None = None) -> Decision:
+        if action in self.nested:
+            return Decision(True, action)
+        return self.parent.decide(action, customers)
+
+    def record(self, name: str, result: str, **fields: Any) -> str | None:
+        return self.parent.record(name, result, part_of=self.part_of.value, **fields)

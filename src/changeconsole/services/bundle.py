@@ -77,14 +77,14 @@ class Services:
     def verifier(self) -> CustomerVerifier:
         from .customer_admin import CustomerVerifier
 
-        return CustomerVerifier(self.aws, self.config)
+        return CustomerVerifier(self.aws, self.config, authz=self.authz)
 
     def contact_book(self, code: str) -> ContactBook:
         """One customer's contacts; writes are paced to SES's 1/s, except against a local emulator."""
         from .contact_admin import DEFAULT_RATE, ContactBook
 
         rate = None if self.aws.settings.loopback_endpoint else DEFAULT_RATE
-        return ContactBook(self.aws, self.config, code, rate=rate)
+        return ContactBook(self.aws, self.config, code, rate=rate, authz=self.authz)
 
     @cached_property
     def audit(self) -> AuditReader:

@@ -582,5 +582,5 @@ class ChangeService:
 
     def reindex(self) -> int:
         """Rebuild the change index from S3 (``services/migration.Reindexer``); changes now indexed."""
-        report = Reindexer(self.store, self.status).run()
+        report = Reindexer(self.store, self.status, authz=self.authz).run()
         return len(report.indexed) + len(report.unchanged)
