@@ -572,6 +572,10 @@ class ChangeConsoleApp(ThreadResults, App[int]):
     def open_contacts(self, customer: str) -> None:
         if not self._have_services():
             return
+        decision = self.decide(OperatorAction.CONTACTS_READ, [customer])
+        if not decision.allowed:
+            self.notify(escape(decision.reason), title="Not allowed", severity="warning", timeout=8)
+            return
         self.push_screen(ContactsScreen(customer))
 
     def open_audit(self, change_id: str | None = None) -> None:

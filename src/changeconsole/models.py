@@ -468,6 +468,7 @@ class OperatorAction(StrEnum):
     CHANGE_RESEND = "change.resend"
     CHANGE_DELETE = "change.delete"
     CHANGE_REINDEX = "change.reindex"
+    CONTACTS_READ = "contacts.read"
     CONTACTS_EDIT = "contacts.edit"
     TOPICS_APPLY = "topics.apply"
     CUSTOMER_ADD = "customer.add"
@@ -500,10 +501,20 @@ BUILTIN_ROLES: dict[str, frozenset[OperatorAction]] = {
         }
     ),
     CUSTOMER_MANAGERS: frozenset(
-        {A.READ, A.CONTACTS_EDIT, A.TOPICS_APPLY, A.CUSTOMER_ADD, A.CUSTOMER_VERIFY, A.CUSTOMER_REMOVE}
+        {
+            A.READ,
+            A.CONTACTS_READ,
+            A.CONTACTS_EDIT,
+            A.TOPICS_APPLY,
+            A.CUSTOMER_ADD,
+            A.CUSTOMER_VERIFY,
+            A.CUSTOMER_REMOVE,
+        }
     ),
-    AUDITORS: frozenset({A.READ, A.AUDIT_READ}),
+    AUDITORS: frozenset({A.READ, A.CONTACTS_READ, A.AUDIT_READ}),
 }
+# Reading contacts (``contacts.read``) is apart from ``read``: contacts live in the customers' accounts,
+# reached through their roles, which IAM gives only to the roles that need them.
 # Actions that act on no particular customer (every other one is checked against the role's scope).
 UNSCOPED_ACTIONS = frozenset({A.READ, A.AUDIT_READ})
 _SHORT_MARK = "~short-form"

@@ -53,7 +53,7 @@ class Services:
     def customers(self) -> CustomerService:
         from .customers import CustomerService
 
-        return CustomerService(self.aws, self.config)
+        return CustomerService(self.aws, self.config, authz=self.authz)
 
     @cached_property
     def dlq(self) -> DlqService:

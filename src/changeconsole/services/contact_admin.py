@@ -373,7 +373,9 @@ class ContactBook:
         return sorted(unique.values(), key=lambda c: c.email.casefold())
 
     def views(self) -> tuple[list[TopicInfo], list[ContactView]]:
-        """Topics and every contact with, per topic, its explicit preference and whether it receives it."""
+        """Topics and every contact with, per topic, its explicit preference and whether it receives it
+        (needs ``contacts.read`` on the customer)."""
+        self.authz.require(OperatorAction.CONTACTS_READ, [self.code])
         topics = self.topics()
         defaults = {t.name: t.default for t in topics}
         views = [
@@ -611,7 +613,9 @@ class ContactBook:
         return RowResult(row.line, before.email, "updated", "; ".join(changes))
 
     def export_csv(self) -> tuple[str, int]:
-        """Every contact as CSV (the import format: explicit preferences, empty for the default)."""
+        """Every contact as CSV (the import format: explicit preferences, empty for the default;
+        needs ``contacts.read`` on the customer)."""
+        self.authz.require(OperatorAction.CONTACTS_READ, [self.code])
         topics = [t.name for t in self.topics()]
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")

@@ -127,8 +127,8 @@ class CustomerVerifier:
         self.aws = aws
         self.config = config
         self.threads = threads
-        self.customers = CustomerService(aws, config, threads=threads)
         self.authz = authz or Authorizer(aws, config, via="api")
+        self.customers = CustomerService(aws, config, threads=threads, authz=self.authz)
 
     def verify(self, code: str) -> VerifyReport:
         """Check one customer's side (``customer.verify`` on it; audited with the outcome)."""
