@@ -511,10 +511,10 @@ BUILTIN_ROLES: dict[str, frozenset[OperatorAction]] = {
             A.CUSTOMER_REMOVE,
         }
     ),
-    AUDITORS: frozenset({A.READ, A.CONTACTS_READ, A.AUDIT_READ}),
+    AUDITORS: frozenset({A.READ, A.AUDIT_READ}),
 }
 # Reading contacts (``contacts.read``) is apart from ``read``: contacts live in the customers' accounts,
-# reached through their roles, which IAM gives only to the roles that need them.
+# behind the roles operators assume there, which IAM lets only the roles that manage them assume.
 # Actions that act on no particular customer (every other one is checked against the role's scope).
 UNSCOPED_ACTIONS = frozenset({A.READ, A.AUDIT_READ})
 _SHORT_MARK = "~short-form"

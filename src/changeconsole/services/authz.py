@@ -449,11 +449,10 @@ class Authorizer:
         lines = [event] + [{**who, "type": f"{name}.item", **item} for item in items or []]
         return self.audit.write([{k: v for k, v in e.items() if v is not None} for e in lines])
 
-    def within(self, action: OperatorAction, *nested: OperatorAction) -> Authorizer:
-        """This operator's authorizer for the steps of ``action`` (already allowed): the ``nested``
-        actions it takes on its own (e.g. the DLQ export of a customer removal) are not checked
-        again, and their records say they were part of it."""
-        return _Within(self, action, frozenset(nested))
+    def within(self, action: OperatorAction) -> Authorizer:
+        """This operator's authorizer for the steps of ``action`` (e.g. the check after a customer add,
+        the DLQ export of a removal): each step is decided as usual, its record says part of what."""
+        return _Within(self, action)
 
 
 @dataclass
@@ -483,9 +482,9 @@ def role_rows(config: Config) -> list[RoleRow]:
 
 
 class _Within(Authorizer):
-    """``Authorizer.within``: the parent's operator, roles and audit; ``nested`` actions allowed."""
+    """``Authorizer.within``: the parent's operator, roles, decisions and audit; records say part of what."""
 
-    def __init__(self, parent: Authorizer, action: OperatorAction, nested: frozenset[OperatorAction]) -> None:
+    def __init__(self, parent: Authorizer, action: OperatorAction) -> None:
         super().__init__(
             parent.aws,
             parent.config,
@@ -494,7 +493,7 @@ class _Within(Authorizer):
             via=parent.via,
             clock=parent.clock,
         )
-        self.parent, self.part_of, self.nested = parent, action, nested
+        self.parent, self.part_of = parent, action
 
     def grants(self) -> list[Grant]:
         return self.parent.grants()
@@ -504,8 +503,6 @@ class _Within(Authorizer):
         return self.parent.warnings
 
     def decide(self, action: OperatorAction, customers: Iterable[str] | None = None) -> Decision:
-        if action in self.nested:
-            return Decision(True, action)
         return self.parent.decide(action, customers)
 
     def record(self, name: str, result: str, **fields: Any) -> str | None:

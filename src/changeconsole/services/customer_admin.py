@@ -579,7 +579,7 @@ class CustomerAdmin:
         self, code: str, *, force: bool = False, dry_run: bool = False, export_dir: Path | None = None
     ) -> RemoveReport:
         """Remove a customer (``customer.remove`` on its code; a dry run needs ``read``); its dead
-        letters are exported first, as part of the removal."""
+        letters are exported first, as part of the removal (which then needs ``dlq.export`` too)."""
         if dry_run:
             self.authz.require(OperatorAction.READ, [code])
             return self._remove(code, force=force, dry_run=True, export_dir=export_dir)
@@ -640,7 +640,9 @@ class CustomerAdmin:
         if report.dead_lettered:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             target = (export_dir or self.config_path.parent) / f"{code}-dlq-{stamp}.jsonl"
-            part = self.authz.within(OperatorAction.CUSTOMER_REMOVE, OperatorAction.DLQ_EXPORT)
+            # Exporting needs dlq.export too (a customer manager without it has a DLQ operator empty
+            # the DLQ first): IAM gives the DLQ and dlq-exports/ to those who have it.
+            part = self.authz.within(OperatorAction.CUSTOMER_REMOVE)
             report.dlq_export = str(DlqService(self.aws, config, authz=part).export_jsonl(code, target).path)
         updated = copy.deepcopy(raw)
         del updated["customer_mappings"][code]

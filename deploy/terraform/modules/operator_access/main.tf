@@ -44,7 +44,7 @@ locals {
       "customer.verify",
       "customer.remove",
     ]
-    Auditors = ["read", "contacts.read", "audit.read"]
+    Auditors = ["read", "audit.read"]
   }
 
   # Which actions need which group of statements.
@@ -57,7 +57,7 @@ locals {
     unindex       = ["change.delete", "change.reindex"]
     ledger        = ["change.resend"]
     redrive       = ["dlq.redrive"]
-    export        = ["dlq.export", "customer.remove"]
+    export        = ["dlq.export"]
     import        = ["dlq.import"]
     purge         = ["dlq.purge"]
     audit_read    = ["audit.read"]
@@ -271,6 +271,17 @@ data "aws_iam_policy_document" "role" {
       effect    = "Allow"
       actions   = ["sqs:SendMessage"]
       resources = [for c in each.value.codes : "${local.queue_base}${c}"]
+    }
+  }
+
+  # The queue patterns of every customer (<prefix>*) cover the DLQs too: only importing sends there.
+  dynamic "statement" {
+    for_each = local.has[each.key].import ? [] : ["no-import"]
+    content {
+      sid       = "NothingIntoDeadLetters"
+      effect    = "Deny"
+      actions   = ["sqs:SendMessage"]
+      resources = ["${local.queue_base}*-dlq"]
     }
   }
 
