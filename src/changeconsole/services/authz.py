@@ -227,7 +227,7 @@ class Authorizer:
         self.directory = directory or Directory(aws, config)
         self.via = via
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.audit = AuditLog(aws, config, source=via)
+        self.audit = AuditLog(aws, config, source=via, clock=self.clock)
         self._lock = threading.Lock()
         self._grants: list[Grant] | None = None
         self._warnings: list[str] = []
