@@ -185,5 +185,5 @@ def whoami_cmd(as_json: bool) -> None:
         scope = "all customers" if g.customers is None else g.scope_text()
         actions = ", ".join(sorted(a.value for a in g.actions))
         stdout.print(f"{escape(g.role)} [dim](via {escape(g.via)})[/] on {escape(scope)}: {actions}")
-    if authz.distinct_approver_required:
+    if authz.distinct_approver_required and authz.allows(OperatorAction.CHANGE_APPROVE):
         stdout.print("separation of duties: you cannot approve a version you submitted")

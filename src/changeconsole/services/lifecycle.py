@@ -416,13 +416,19 @@ class ChangeService:
         self, change_id: str, target: ChangeStatus, expected_version: int | None, progress: Progress
     ) -> FanoutResult:
         action = ACTION_OF_STATUS[target]
-        with self.authz.act(action, change_id=change_id, version=expected_version) as record:
-            stored = self.store.find(change_id)
+        # Read first (a read: anyone with a role), so that a refusal names the change's customers.
+        stored = self.store.find(change_id)
+        known = stored.change if stored is not None else None
+        with self.authz.act(
+            action,
+            known.customers if known else None,
+            change_id=change_id,
+            version=known.version if known else expected_version,
+        ) as record:
             if stored is None:
                 check_transition(self.store.load_draft(change_id).status, target)
                 raise ChangeNotFound(change_id, "archive")  # a draft that claims another status
             current = stored.change
-            record.check(current.customers, version=current.version)
             if target is ChangeStatus.APPROVED:
                 self.authz.require_distinct_approver(current)
             if expected_version is not None and current.version != expected_version:
