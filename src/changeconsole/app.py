@@ -474,6 +474,20 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             return Decision(False, action, f"{action.value}: {reason}")
         return authz.decide(action, customers)
 
+    def not_allowed(
+        self, decision: Decision, customers: Iterable[str] | None = None, change_id: str | None = None
+    ) -> None:
+        """Say why an action cannot be opened, and record the refusal (in a thread) once roles are known."""
+        self.notify(escape(decision.reason), title="Not allowed", severity="warning", timeout=8)
+        if not self.roles_known:
+            return
+        authz = self.services.authz
+
+        def run() -> None:
+            authz.record_refusal(decision, customers, change_id=change_id)
+
+        self.run_worker(run, thread=True, exit_on_error=False, group="refusal", description="refusal")
+
     def approval_refusal(self, change: Change) -> str | None:
         """Why separation of duties forbids this operator to approve ``change`` (once roles are known)."""
         return self.services.authz.approval_refusal(change) if self.roles_known else None
@@ -546,7 +560,7 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             need, customers = OperatorAction.CHANGE_EDIT, change.customers
         decision = self.decide(need, customers)
         if not decision.allowed:
-            self.notify(escape(decision.reason), title="Not allowed", severity="warning", timeout=8)
+            self.not_allowed(decision, customers, change.change_id if change else None)
             return
         self.push_screen(ComposeScreen(change, mode=mode))
 
@@ -574,7 +588,7 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             return
         decision = self.decide(OperatorAction.CONTACTS_READ, [customer])
         if not decision.allowed:
-            self.notify(escape(decision.reason), title="Not allowed", severity="warning", timeout=8)
+            self.not_allowed(decision, [customer])
             return
         self.push_screen(ContactsScreen(customer))
 
@@ -583,7 +597,7 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             return
         decision = self.decide(OperatorAction.AUDIT_READ)
         if not decision.allowed:
-            self.notify(escape(decision.reason), title="Not allowed", severity="warning", timeout=8)
+            self.not_allowed(decision)
             return
         self.push_screen(AuditScreen(change_id=change_id))
 

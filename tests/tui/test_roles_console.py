@@ -21,6 +21,7 @@ from changeconsole.screens.modals import ConfirmModal, StartupErrorScreen
 from changeconsole.services.bundle import Services
 from changeconsole.services.lifecycle import ChangeService
 from changeconsole.services.localstack import local_factory
+from support.aws import audit_events
 from support.changes import make_change
 from support.console import (
     SUBMITTED_ID,
@@ -207,6 +208,17 @@ async def test_the_auditor_finds_the_change_managers_actions(roles_config: tuple
     app = ChangeConsoleApp(services, live=False, autosave_interval=0)
     async with app.run_test(size=(140, 40)) as pilot:
         await wait_for(pilot, lambda: app.roles_known, what="roles")
+        # A disabled key pressed is an attempt: refused, and recorded like any refusal.
+        await open_detail(pilot, change.change_id)
+        await pilot.press("x")
+        await wait_for(
+            pilot,
+            lambda: any(
+                e["action"] == "change.cancel" and e["result"] == "refused"
+                for e in audit_events(services.aws, config)
+            ),
+            what="the console's refusal recorded",
+        )
         app.open_audit(change.change_id)
         await wait_for(pilot, lambda: isinstance(app.screen, AuditScreen), what="audit screen")
         screen = app.screen
@@ -217,7 +229,10 @@ async def test_the_auditor_finds_the_change_managers_actions(roles_config: tuple
             ("carol", "change.draft", "ok"),
             ("carol", "change.submit", "ok"),
             ("ada", "change.approve", "refused"),
+            ("ada", "change.cancel", "refused"),
         }
+        cancel = next(e for e in screen.entries.values() if e.action == "change.cancel")
+        assert cancel.raw["via"] == "console" and cancel.customers == sorted(change.customers)
         await pilot.press("o")
         await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen), what="the change")
         assert app.screen.change_shown() == change.change_id

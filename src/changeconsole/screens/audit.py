@@ -124,7 +124,7 @@ class AuditScreen(ConsoleScreen[None]):
     ]
 
     def __init__(self, *, change_id: str | None = None, refresh_interval: float = 30.0) -> None:
-        super().__init__(id="audit")
+        super().__init__()
         self.refresh_interval = refresh_interval
         self.filter_text = f"change:{change_id}" if change_id else ""
         self.filter = AuditFilter.parse(self.filter_text)

@@ -140,7 +140,7 @@ class ConsoleScreen(ThreadResults, Screen[T]):
             decision = self.permission(binding.action)
             if decision is not None and not decision.allowed:
                 event.stop()
-                self.notify(escape(decision.reason), title="Not allowed", severity="warning", timeout=8)
+                self._not_allowed(binding.action, decision)
                 return
 
     def refuse(self, action: str, what: str) -> bool:
@@ -151,9 +151,13 @@ class ConsoleScreen(ThreadResults, Screen[T]):
             return True
         decision = self.permission(action)
         if decision is not None and not decision.allowed:
-            self.notify(escape(decision.reason), title="Not allowed", severity="warning", timeout=8)
+            self._not_allowed(action, decision)
             return True
         return False
+
+    def _not_allowed(self, action: str, decision: Decision) -> None:
+        """Say why, and put the attempt in the audit trail like any refusal."""
+        self.console.not_allowed(decision, self.action_customers(action), self.change_shown())
 
     def refuse_readonly(self, what: str) -> bool:
         """True (after telling the operator) when the console is read-only."""

@@ -187,7 +187,7 @@ class DetailScreen(ConsoleScreen[None]):
     ]
 
     def __init__(self, change_id: str) -> None:
-        super().__init__(id="detail")
+        super().__init__()
         self.change_id = change_id
         self.change: Change | None = None
         self.versions: list[Change] = []

@@ -357,6 +357,21 @@ class Authorizer:
                 action.value, reason, action, decision, change.customers, change.change_id, change.version
             )
 
+    def record_refusal(
+        self, decision: Decision, customers: Iterable[str] | None = None, *, change_id: str | None = None
+    ) -> str | None:
+        """A refusal a front end made from ``decide`` before calling anything (a disabled key
+        pressed): recorded like the refusals of ``require``."""
+        return self.record(
+            decision.action.value,
+            REFUSED,
+            customers=sorted(set(customers)) if customers is not None else None,
+            change_id=change_id,
+            detail=decision.reason,
+            needs=list(decision.needs) or None,
+            outside=list(decision.outside) or None,
+        )
+
     def _refuse(
         self,
         name: str,
