@@ -177,6 +177,8 @@ class CustomersScreen(ConsoleScreen[None]):
     REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {
         "verify": OperatorAction.CUSTOMER_VERIFY,
         "verify_shown": OperatorAction.CUSTOMER_VERIFY,
+        "count_contacts": OperatorAction.CONTACTS_READ,
+        "contacts": OperatorAction.CONTACTS_READ,
     }
 
     def __init__(self, *, name: str | None = None, id: str | None = None) -> None:
@@ -304,6 +306,8 @@ class CustomersScreen(ConsoleScreen[None]):
         self._kick_contacts()
 
     def _needs_contacts(self, code: str) -> bool:
+        if not self.console.decide(OperatorAction.CONTACTS_READ, [code]).allowed:
+            return False  # not this operator's to read: the counts stay blank
         return (code not in self.contacts or code in self._stale) and code not in self._contacts_loading
 
     def _kick_contacts(self) -> None:
@@ -447,10 +451,10 @@ class CustomersScreen(ConsoleScreen[None]):
             self.refresh_bindings()  # verifying depends on the customer
 
     def action_customers(self, action: str) -> list[str] | None:
-        if action == "verify":
+        if action in ("verify", "contacts"):
             key = cursor_key(self.table)
             return [key] if key else None
-        return None  # verify all: those of the operator's customers that are shown
+        return None  # verify all, count all: those of the operator's customers that are shown
 
     @on(DataTable.RowSelected, "#customers-table")
     def _selected(self, event: DataTable.RowSelected) -> None:
@@ -577,7 +581,10 @@ class CustomerDetailScreen(ConsoleScreen[None]):
         Binding("v", "verify", "Verify"),
         Binding("d", "dlq", "DLQ"),
     ]
-    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {"verify": OperatorAction.CUSTOMER_VERIFY}
+    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {
+        "verify": OperatorAction.CUSTOMER_VERIFY,
+        "contacts": OperatorAction.CONTACTS_READ,
+    }
 
     def __init__(self, code: str, *, name: str | None = None) -> None:
         super().__init__(name=name)
