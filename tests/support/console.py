@@ -22,6 +22,7 @@ from changeconsole.models import (
     EmailEvent,
     OperatorAction,
 )
+from changeconsole.screens.detail import DetailScreen
 from changeconsole.services.audit import AuditQuery, AuditSearchResult, parse_entry
 from changeconsole.services.authz import Authorizer
 from changeconsole.services.autosave import AutosaveStore
@@ -30,6 +31,8 @@ from changeconsole.services.history import diff_changes
 from changeconsole.services.identity import Operator
 from changeconsole.services.localstack import build_local_config
 from changeconsole.services.status import ChangeSummary, StatusStore, search_text
+
+from .waiting import wait_for
 
 NOW = datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC)
 NEW_ID = "CHG-2026-11-27T20-00-00-new001"
@@ -409,3 +412,14 @@ def screen_text(app: Any) -> str:
     console = Console(width=app.size.width, record=True, file=io.StringIO(), color_system=None)
     console.print(update)
     return console.export_text()
+
+
+async def open_detail(pilot: Pilot[Any], change_id: str) -> DetailScreen:
+    """Open a change's detail on the console and wait until it is loaded."""
+    await settle(pilot)
+    pilot.app.open_change(change_id)
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, DetailScreen), what="detail")
+    await settle(pilot)
+    screen = pilot.app.screen
+    assert isinstance(screen, DetailScreen) and screen.change is not None
+    return screen

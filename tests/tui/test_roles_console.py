@@ -27,6 +27,7 @@ from support.console import (
     SUBMITTED_ID,
     FakeServices,
     fake_app,
+    open_detail,
     screen_text,
     settle,
 )
@@ -46,16 +47,6 @@ ROLES: dict[str, Any] = {
 
 def as_operator(tmp_path: Path, name: str, **kwargs: Any) -> ChangeConsoleApp:
     return fake_app(tmp_path, services=FakeServices(operator=name, operator_roles=ROLES, **kwargs))
-
-
-async def open_detail(pilot: Any, change_id: str) -> DetailScreen:
-    await settle(pilot)
-    pilot.app.open_change(change_id)
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, DetailScreen), what="detail")
-    await settle(pilot)
-    screen = pilot.app.screen
-    assert isinstance(screen, DetailScreen)
-    return screen
 
 
 async def test_an_auditor_reads_but_changes_nothing_and_is_told_why(tmp_path: Path) -> None:
