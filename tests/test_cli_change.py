@@ -18,7 +18,7 @@ from changeconsole.services.aws import AwsFactory
 from changeconsole.services.fanout import Fanout
 from changeconsole.services.localstack import LocalStackResult
 from changeconsole.services.status import DeliveryKey, StatusStore
-from support.aws import bucket_keys, queue_url
+from support.aws import audit_events, bucket_keys, data_keys, queue_url
 from support.changes import change_data, triggers_by_customer
 from support.cli import Cli
 
@@ -125,7 +125,13 @@ def test_submit_needs_dates_exit_2(cli: Cli, stack, aws_factory, codes) -> None:
     )
     assert result.exit_code == 2
     assert "implementationStart" in result.stderr and "implementationEnd" in result.stderr
-    assert bucket_keys(aws_factory, stack.config) == []
+    assert data_keys(aws_factory, stack.config) == []
+    (rejected,) = audit_events(aws_factory, stack.config)
+    assert (rejected["action"], rejected["result"], rejected["operator"]) == (
+        "change.submit",
+        "rejected",
+        "alice",
+    )
 
 
 def test_submit_file_to_five_customers(cli: Cli, stack, aws_factory, codes) -> None:

@@ -94,9 +94,14 @@ def test_resend_of_an_unknown_recipient_sends_it_exactly_once_and_the_delivery_b
     assert ledger.recipients(key)[lost].state == RecipientState.SENT
     audit = s3.get_object(Bucket=bucket, Key=result.audit_key)["Body"].read().decode()
     entry = json.loads(audit.splitlines()[0])
-    assert entry["type"] == "delivery.resend_unknown"
-    assert entry["recipients"] == [lost] and entry["customer"] == codes[0]
-    assert entry["actor"] == result.operator
+    assert (entry["type"], entry["action"], entry["result"]) == (
+        "operator.action",
+        "change.resend-unknown",
+        "ok",
+    )
+    assert entry["customers"] == [codes[0]] and entry["change_id"] == change.change_id
+    assert [d["recipients"] for d in entry["deliveries"]] == [[lost]]
+    assert entry["operator"] == result.operator and entry["resent"] == 1
     # Nothing left to resend: a second resend does nothing.
     again = service.resend(change.change_id)
     assert again.resent == 0 and again.deliveries == []

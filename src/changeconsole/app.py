@@ -11,6 +11,10 @@ Navigation (the home screen is the change list; esc goes back):
        │n                 │l                                              ▲
        └──▶ compose       └────────────────────────────────────────────────┘
     anywhere: ctrl+p palette · : command line · ?/F1 help · ctrl+l AWS call log · ctrl+q quit
+
+Who operates is resolved in a thread at startup (``services.authz``: identity, roles, scope); until
+then, and for actions the roles do not allow, the screens show those keys disabled and say why. The
+header shows the identity, its roles (or "no roles configured") and a LOCAL badge on the local stack.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from textual.reactive import reactive
 from .commands import ConsoleCommands
 from .config import ConfigError, load_config, local_config_path
 from .errors import describe
-from .models import CHANGE_ID_RE, Change, new_change_id
+from .models import CHANGE_ID_RE, Change, OperatorAction, new_change_id
+from .screens.audit import AuditScreen
 from .screens.base import ConsoleScreen
 from .screens.changes import ChangesScreen
 from .screens.compose import ComposeScreen
@@ -43,6 +48,7 @@ from .screens.help import HelpScreen
 from .screens.modals import CommandLine, StartupErrorScreen, StartupScreen
 from .screens.progress import SubmitProgressScreen
 from .screens.status import LiveStatusScreen
+from .services.authz import Decision
 from .services.aws import LOCAL_ENDPOINT, AwsFactory, AwsSettings
 from .services.bundle import Services
 from .services.fanout import FanoutResult
@@ -54,6 +60,7 @@ from .widgets.inputs import CompletingInput
 if TYPE_CHECKING:
     from .cli.common import CliState
     from .services.autosave import AutosaveStore
+    from .services.identity import Operator
     from .services.status import ChangeSummary
 
 Progress = Callable[[str], None]
@@ -194,7 +201,12 @@ def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -
     progress("in-process worker started")
     cleanup.insert(0, lambda: handle.stop(timeout=5))
     settings = AwsSettings(
-        region=config.aws_region, endpoint_url=endpoint, local=True, max_attempts=3, connect_timeout=3
+        region=config.aws_region,
+        endpoint_url=endpoint,
+        local=True,
+        max_attempts=3,
+        connect_timeout=3,
+        acting_as=state.acting_as,
     )
     services = Services(ConsoleAwsFactory(settings, call_log), config, readonly=state.readonly)
     return Startup(services, cleanup, notes)
@@ -216,6 +228,7 @@ def bootstrap(state: CliState, call_log: AwsCallLog, progress: Progress) -> Star
         profile=state.profile,
         max_attempts=3,
         connect_timeout=3,
+        acting_as=state.acting_as,
     )
     return Startup(Services(ConsoleAwsFactory(settings, call_log), config, readonly=state.readonly))
 
@@ -230,6 +243,7 @@ COMMANDS_HELP: list[tuple[str, str]] = [
     ("status [CHG-…]", "live delivery status (default: the change on screen)"),
     ("dlq [customer]", "dead-letter queues"),
     ("customers", "customers and their last deliveries"),
+    ("audit", "the audit trail: who did what (needs audit.read)"),
     ("log", "toggle the AWS call log"),
     ("help", "keys of this screen"),
     ("theme", "pick a theme"),
@@ -298,6 +312,9 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         self.known_changes: list[ChangeSummary] = []
         self.identity: str | None = None
         self.identity_error: str | None = None
+        self.operator: Operator | None = None
+        self.roles_known = False  # the operator's roles are resolved (decide() may be asked)
+        self.roles_summary = ""
         self._cleanup: list[Callable[[], None]] = []
         self.startup_notes: list[str] = []
 
@@ -404,41 +421,98 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             self.push_screen(ChangesScreen())
 
     def _fetch_identity(self) -> None:
-        aws = self.services.aws
+        authz = self.services.authz
 
         def run() -> None:
             try:
-                identity = aws.operator_identity()
+                operator = authz.operator
+                summary = authz.summary()  # resolves the roles (directory lookups included)
+                warnings = authz.warnings
             except Exception as exc:
                 self.post_from_thread(self._identity_failed, describe(exc))
             else:
-                self.post_from_thread(self._identity_known, identity)
+                self.post_from_thread(self._identity_known, operator, summary, warnings)
 
         self.run_worker(run, thread=True, exit_on_error=False, group="identity", description="identity")
 
-    def _identity_known(self, identity: str) -> None:
-        self.identity, self.identity_error = identity, None
+    def _identity_known(self, operator: Operator, summary: str, warnings: list[str]) -> None:
+        self.operator, self.identity, self.identity_error = operator, operator.name, None
+        self.roles_summary, self.roles_known = summary, True
         self._update_header()
+        for screen in self.screen_stack:
+            if isinstance(screen, ConsoleScreen):
+                screen.roles_changed()
+        authz = self.services.authz
+        if authz.enforced and not authz.grants():
+            reason = authz.decide(OperatorAction.READ).reason
+            self.push_screen(
+                StartupErrorScreen(
+                    f"No changeconsole role for {operator.name}",
+                    [reason, f"identity: {operator.arn or operator.label()}"],
+                    "Ask an administrator to add you to operator_roles "
+                    "(docs/runbooks/operators.md); see `changeconsole whoami`.",
+                    can_retry=False,
+                )
+            )
+            return
+        for warning in warnings if authz.enforced else []:
+            self.notify(escape(warning), title="Authorization", severity="warning", timeout=10)
 
     def _identity_failed(self, error: str) -> None:
         self.identity, self.identity_error = None, error
         self._update_header()
         self.notify(escape(error), title="AWS unreachable", severity="error", timeout=12)
 
+    def decide(self, action: OperatorAction, customers: Iterable[str] | None = None) -> Decision:
+        """May the operator do ``action`` (on ``customers``)? Never blocks: until the roles are known
+        (a thread resolves them at startup) an enforced action is not allowed yet."""
+        authz = self.services.authz
+        if not authz.enforced:
+            return Decision(True, action)
+        if not self.roles_known:
+            reason = self.identity_error or "checking your roles…"
+            return Decision(False, action, f"{action.value}: {reason}")
+        return authz.decide(action, customers)
+
+    def not_allowed(
+        self, decision: Decision, customers: Iterable[str] | None = None, change_id: str | None = None
+    ) -> None:
+        """Say why an action cannot be opened, and record the refusal (in a thread) once roles are known."""
+        self.notify(escape(decision.reason), title="Not allowed", severity="warning", timeout=8)
+        if not self.roles_known:
+            return
+        authz = self.services.authz
+
+        def run() -> None:
+            authz.record_refusal(decision, customers, change_id=change_id)
+
+        self.run_worker(run, thread=True, exit_on_error=False, group="refusal", description="refusal")
+
+    def approval_refusal(self, change: Change) -> str | None:
+        """Why separation of duties forbids this operator to approve ``change`` (once roles are known)."""
+        return self.services.authz.approval_refusal(change) if self.roles_known else None
+
     def _update_header(self) -> None:
+        """Who first (a narrow terminal cuts the end): operator and roles, then where."""
         if self._services is None:
             return
         settings = self._services.aws.settings
-        parts = [f"[b]{escape(self._services.environment_label)}[/]"]
+        if self.identity_error:
+            who = "[red]operator unknown (AWS unreachable)[/]"
+        else:
+            name = self.operator.label() if self.operator and not self.operator.is_local else self.identity
+            who = f"operator [b]{escape(name or '…')}[/]"
+            if not self._services.authz.enforced:
+                who += " · [yellow]no roles configured[/]"
+            elif self.roles_known:
+                who += f" · {escape(self.roles_summary)}"
+        parts = [who, f"[b]{escape(self._services.environment_label)}[/]"]
         if not settings.local:
             parts.append(f"profile {escape(settings.profile or 'default')}")
         parts.append(escape(settings.region))
-        if self.identity_error:
-            parts.append("[red]operator unknown (AWS unreachable)[/]")
-        else:
-            parts.append(f"operator {escape(self.identity or '…')}")
-        badge = "[reverse] READ-ONLY [/]  " if self.readonly else ""
-        self.header_text = "[b]changeconsole[/]  " + badge + "  │  ".join(parts)
+        badges = "[reverse] LOCAL [/] " if settings.local else ""
+        badges += "[reverse] READ-ONLY [/] " if self.readonly else ""
+        self.header_text = "[b]changeconsole[/]  " + badges + " " + "  │  ".join(parts)
 
     def on_unmount(self) -> None:
         self.run_cleanup()
@@ -480,6 +554,14 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         if self.readonly:
             self.notify("Read-only console: composing changes is disabled.", severity="warning")
             return
+        if change is None or change.status.value == "draft":
+            need, customers = OperatorAction.CHANGE_DRAFT, (change.customers if change else None)
+        else:
+            need, customers = OperatorAction.CHANGE_EDIT, change.customers
+        decision = self.decide(need, customers)
+        if not decision.allowed:
+            self.not_allowed(decision, customers, change.change_id if change else None)
+            return
         self.push_screen(ComposeScreen(change, mode=mode))
 
     def open_status(self, change_id: str | None = None) -> None:
@@ -504,7 +586,20 @@ class ChangeConsoleApp(ThreadResults, App[int]):
     def open_contacts(self, customer: str) -> None:
         if not self._have_services():
             return
+        decision = self.decide(OperatorAction.CONTACTS_READ, [customer])
+        if not decision.allowed:
+            self.not_allowed(decision, [customer])
+            return
         self.push_screen(ContactsScreen(customer))
+
+    def open_audit(self, change_id: str | None = None) -> None:
+        if not self._have_services():
+            return
+        decision = self.decide(OperatorAction.AUDIT_READ)
+        if not decision.allowed:
+            self.not_allowed(decision)
+            return
+        self.push_screen(AuditScreen(change_id=change_id))
 
     # -- fan-outs (submit / resubmit / approve / complete / cancel) ------------------------------------
     def fanout_call(
@@ -570,7 +665,13 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             return
         screen = self.screen
         title = (isinstance(screen, ConsoleScreen) and screen.help_title) or type(screen).__name__
-        self.push_screen(HelpScreen(title, screen.active_bindings, COMMANDS_HELP))
+        refusals = screen.refusals() if isinstance(screen, ConsoleScreen) else []
+        who = ""
+        if self.identity and self._services is not None and self._services.authz.enforced:
+            who = f"{self.identity} ({self.roles_summary or '…'})"
+        self.push_screen(
+            HelpScreen(title, screen.active_bindings, COMMANDS_HELP, operator=who, refusals=refusals)
+        )
 
     def action_toggle_log(self) -> None:
         self.toggle_log()
@@ -590,7 +691,19 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         self.push_screen(CommandLine(self.command_words), self.run_command)
 
     def command_words(self) -> Iterable[str]:
-        words = ["changes", "new", "open ", "status ", "dlq", "customers", "log", "help", "theme", "q"]
+        words = [
+            "changes",
+            "new",
+            "open ",
+            "status ",
+            "dlq",
+            "customers",
+            "audit",
+            "log",
+            "help",
+            "theme",
+            "q",
+        ]
         ids = [s.change_id for s in self.known_changes]
         current = self.current_change_id()
         if current:
@@ -618,6 +731,8 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             self.open_dlq(arg or None)
         elif name == "customers":
             self.open_customers()
+        elif name == "audit":
+            self.open_audit(arg or None)
         elif name == "log":
             self.toggle_log()
         elif name == "help":

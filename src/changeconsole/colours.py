@@ -45,6 +45,15 @@ RECIPIENT_STATE: dict[str, str] = {
     RecipientState.UNKNOWN: "bold magenta",
 }
 
+# The outcome of an operator action in the audit trail (``services.audit``).
+AUDIT_RESULT: dict[str, str] = {
+    "ok": "green3",
+    "partial": "bold dark_orange",
+    "failed": "bold red1",
+    "rejected": "dark_orange",
+    "refused": "bold magenta",
+}
+
 
 def styled(table: dict[str, str], state: str) -> str:
     """``state`` as rich markup in its colour (plain when the table does not know it)."""

@@ -8,6 +8,7 @@ optional per-field ``problems``) through the base that says what the operator ca
   e.g. ``ChangeRejected``, ``ChangeNotFound``, ``NotDeletable``, ``IllegalTransition``, ``ConfigError``.
 - ``OperationError``: the request was fine but failed (AWS, a conflict, a timeout); retry (exit 1),
   e.g. ``ConflictError``, ``WaitTimeout``, ``DlqError``.
+- ``NotAuthorized``: the operator's roles do not allow it (``services.authz``); ask for the role (exit 3).
 - ``models.PermanentMessageError``: a queue message that can never succeed; the worker dead-letters it.
 """
 
@@ -67,6 +68,30 @@ class OperationError(ChangeconsoleError):
     """What was asked failed while being done (AWS, a conflict, a timeout): CLI exit 1."""
 
     title = "Operation failed"
+
+
+class NotAuthorized(ChangeconsoleError):
+    """The operator may not do this: no role grants the action, a customer is outside the role's scope,
+    or separation of duties forbids it (CLI exit 3). The refusal is already in the audit trail."""
+
+    title = "Not authorized"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        action: str,
+        operator: str,
+        roles: list[str] | None = None,
+        needs: list[str] | None = None,
+        customers: list[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.action = action
+        self.operator = operator
+        self.roles = roles or []  # the operator's roles
+        self.needs = needs or []  # roles that grant the action
+        self.customers = customers or []  # customers outside the operator's scope
 
 
 def error_code(exc: BaseException) -> str:

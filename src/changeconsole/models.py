@@ -20,8 +20,11 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -477,6 +480,187 @@ class MetricsConfig(BaseModel):
     cloudwatch: bool = False
 
 
+# -- operators, roles and their actions ----------------------------------------------------------
+
+
+class OperatorAction(StrEnum):
+    """What an operator may be allowed to do (``operator_roles``; enforced by ``services.authz``)."""
+
+    READ = "read"
+    CHANGE_DRAFT = "change.draft"
+    CHANGE_SUBMIT = "change.submit"
+    CHANGE_EDIT = "change.edit"
+    CHANGE_APPROVE = "change.approve"
+    CHANGE_COMPLETE = "change.complete"
+    CHANGE_CANCEL = "change.cancel"
+    CHANGE_RESEND = "change.resend"
+    CHANGE_DELETE = "change.delete"
+    CHANGE_REINDEX = "change.reindex"
+    CONTACTS_READ = "contacts.read"
+    CONTACTS_EDIT = "contacts.edit"
+    TOPICS_APPLY = "topics.apply"
+    CUSTOMER_ADD = "customer.add"
+    CUSTOMER_VERIFY = "customer.verify"
+    CUSTOMER_REMOVE = "customer.remove"
+    AUDIT_READ = "audit.read"
+    DLQ_REDRIVE = "dlq.redrive"
+    DLQ_EXPORT = "dlq.export"
+    DLQ_IMPORT = "dlq.import"
+    DLQ_PURGE = "dlq.purge"
+
+
+A = OperatorAction
+CHANGE_MANAGERS, CUSTOMER_MANAGERS, AUDITORS = "ChangeManagers", "CustomerManagers", "Auditors"
+# The three roles every deployment knows; a role of another name gets only ``read`` and its ``actions``.
+# DLQ actions belong to no built-in role: a role is given them explicitly (``actions``).
+BUILTIN_ROLES: dict[str, frozenset[OperatorAction]] = {
+    CHANGE_MANAGERS: frozenset(
+        {
+            A.READ,
+            A.CHANGE_DRAFT,
+            A.CHANGE_SUBMIT,
+            A.CHANGE_EDIT,
+            A.CHANGE_APPROVE,
+            A.CHANGE_COMPLETE,
+            A.CHANGE_CANCEL,
+            A.CHANGE_RESEND,
+            A.CHANGE_DELETE,
+            A.CHANGE_REINDEX,
+        }
+    ),
+    CUSTOMER_MANAGERS: frozenset(
+        {
+            A.READ,
+            A.CONTACTS_READ,
+            A.CONTACTS_EDIT,
+            A.TOPICS_APPLY,
+            A.CUSTOMER_ADD,
+            A.CUSTOMER_VERIFY,
+            A.CUSTOMER_REMOVE,
+        }
+    ),
+    AUDITORS: frozenset({A.READ, A.AUDIT_READ}),
+}
+# Reading contacts (``contacts.read``) is apart from ``read``: contacts live in the customers' accounts,
+# behind the roles operators assume there, which IAM lets only the roles that manage them assume.
+# Actions that act on no particular customer (every other one is checked against the role's scope).
+UNSCOPED_ACTIONS = frozenset({A.READ, A.AUDIT_READ})
+_SHORT_MARK = "~short-form"
+PRINCIPAL_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}|\*):(role|user)/\S+\Z")
+TAG_KEY_RE = re.compile(r"^[\w.:/=+@ -]{1,128}\Z")
+
+
+class OperatorRole(BaseModel):
+    """One ``operator_roles`` entry: who holds the role, on which customers, with which extra actions.
+
+    ``principals``: Identity Center permission set or group names (a plain ``NAME`` is either;
+    ``permission-set:NAME`` / ``group:NAME`` say which), IAM role or user ARNs, or ``user:NAME`` (an
+    Identity Center user, an IAM user, or ``--as NAME`` on the local stack). ``customers`` limits the
+    role to these codes, ``customer_tag`` to the code in that principal tag (ABAC); neither: every
+    customer.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    principals: list[str] = Field(default_factory=list)
+    customers: list[str] | None = None
+    customer_tag: str | None = None
+    actions: list[OperatorAction] = Field(default_factory=list)
+
+    # Written as a plain list of principals (the short form): written back the same way.
+    _short: bool = PrivateAttr(False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, data: Any) -> Any:
+        return {"principals": data, _SHORT_MARK: True} if isinstance(data, list) else data
+
+    @model_validator(mode="after")
+    def _remember_short(self) -> OperatorRole:
+        extra = self.__pydantic_extra__ or {}
+        self._short = bool(extra.pop(_SHORT_MARK, False))
+        return self
+
+    @model_serializer(mode="wrap")
+    def _to_short(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return list(self.principals) if self._short else handler(self)
+
+    @field_validator("principals")
+    @classmethod
+    def _principals(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not item.strip():
+                raise ValueError("a principal cannot be empty")
+            if item.startswith("arn:") and not PRINCIPAL_ARN_RE.match(item):
+                raise ValueError(f"{item!r}: an ARN principal is an IAM role or user ARN")
+        return value
+
+    @field_validator("customers")
+    @classmethod
+    def _codes(cls, value: list[str] | None) -> list[str] | None:
+        for code in value or []:
+            if code != "*" and not CUSTOMER_CODE_RE.match(code):
+                raise ValueError(f"{code!r} is not a customer code (^[a-z0-9-]{{2,50}}$) or *")
+        return value
+
+    @field_validator("customer_tag")
+    @classmethod
+    def _tag(cls, value: str | None) -> str | None:
+        if value is not None and not TAG_KEY_RE.match(value):
+            raise ValueError("must be an IAM tag key (1-128 letters, digits, spaces, _.:/=+@-)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> OperatorRole:
+        if self.customers is not None and self.customer_tag is not None:
+            raise ValueError("give customers or customer_tag, not both")
+        return self
+
+    def effective_actions(self, name: str) -> frozenset[OperatorAction]:
+        return BUILTIN_ROLES.get(name, frozenset({A.READ})) | frozenset(self.actions)
+
+    @property
+    def all_customers(self) -> bool:
+        return self.customer_tag is None and (self.customers is None or "*" in self.customers)
+
+
+class IdentityCenterConfig(BaseModel):
+    """Where operators' Identity Center groups and ABAC attributes are read (``identitystore``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    identity_store_id: str | None = Field(None, pattern=r"^(d-[0-9a-z]{10}|[0-9a-f-]{36})$")
+    instance_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:sso:::instance/ssoins-[0-9a-zA-Z.-]+$")
+    region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    # ABAC: principal tag key -> the Identity Center user attribute it comes from (e.g. "userType").
+    attributes: dict[str, str] = Field(default_factory=dict)
+    cache_seconds: int = Field(300, ge=0, le=86_400)
+
+
+class AuditRetention(BaseModel):
+    """The S3 lifecycle of ``audit/`` (``provision`` and Terraform) and optional Object Lock."""
+
+    model_config = ConfigDict(extra="allow")
+
+    transition_days: int | None = Field(90, ge=1)
+    transition_storage_class: Literal[
+        "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE"
+    ] = "GLACIER_IR"
+    expire_days: int | None = Field(None, ge=1)
+    object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = None
+    object_lock_days: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AuditRetention:
+        if (self.object_lock_mode is None) != (self.object_lock_days is None):
+            raise ValueError("object_lock_mode and object_lock_days go together")
+        if self.expire_days and self.transition_days and self.expire_days <= self.transition_days:
+            raise ValueError("expire_days must be after transition_days")
+        if self.expire_days and self.object_lock_days and self.expire_days < self.object_lock_days:
+            raise ValueError("expire_days cannot be before object_lock_days run out")
+        return self
+
+
 class Config(BaseModel):
     """The deployed ``config.json`` plus our optional additions."""
 
@@ -494,7 +678,12 @@ class Config(BaseModel):
     max_receive_count: int = Field(3, ge=1, le=1000)
     branding: Branding = Field(default_factory=Branding)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    operator_roles: dict[str, list[str]] = Field(default_factory=dict)
+    # Role name -> principals (the short form) or a role object; absent/empty: no roles enforced.
+    operator_roles: dict[str, OperatorRole] = Field(default_factory=dict)
+    # Whoever submitted a version cannot approve it; None: on when roles are configured, outside --local.
+    require_distinct_approver: bool | None = None
+    identity_center: IdentityCenterConfig | None = None
+    audit_retention: AuditRetention = Field(default_factory=AuditRetention)
 
     @model_validator(mode="after")
     def _keys_match_codes(self) -> Config:

@@ -22,6 +22,7 @@ from changeconsole.app import (
 )
 from changeconsole.cli.common import CliState
 from changeconsole.commands import screen_commands
+from changeconsole.screens.audit import AuditScreen
 from changeconsole.screens.changes import ChangesScreen
 from changeconsole.screens.compose import ComposeScreen
 from changeconsole.screens.contacts import ContactsScreen
@@ -43,13 +44,13 @@ from support.waiting import wait_for
 def test_every_stylesheet_is_a_file_of_the_package_beside_its_module() -> None:
     package = Path(changeconsole.__file__).parent
     styled = [ChangeConsoleApp, LiveStatusScreen, DeliveryDetailScreen, SubmitProgressScreen]
-    styled += [CustomersScreen, CustomerDetailScreen, DlqScreen, ContactsScreen]
+    styled += [CustomersScreen, CustomerDetailScreen, DlqScreen, ContactsScreen, AuditScreen]
     for cls in styled:
         paths = cls.CSS_PATH if isinstance(cls.CSS_PATH, list) else [cls.CSS_PATH]
         for path in paths:
             sheet = Path(inspect.getfile(cls)).parent / str(path)
             assert sheet.is_file() and sheet.resolve().is_relative_to(package), (cls.__name__, path)
-    assert len(list(package.rglob("*.tcss"))) == 9
+    assert len(list(package.rglob("*.tcss"))) == 10
 
 
 async def test_help_is_built_from_the_live_bindings(tmp_path: Path) -> None:
@@ -150,7 +151,8 @@ async def test_readonly_console(tmp_path: Path) -> None:
 async def test_aws_call_log_pane(make_stack: Any, tmp_path: Path) -> None:
     stack = make_stack(customers=2, contacts=1)
     log = AwsCallLog()
-    aws = ConsoleAwsFactory(AwsSettings(region="us-east-1", endpoint_url=stack.endpoint, local=True), log)
+    # Not --local: the operator is who STS says, so GetCallerIdentity is among the calls.
+    aws = ConsoleAwsFactory(AwsSettings(region="us-east-1", endpoint_url=stack.endpoint), log)
     services = Services(aws, stack.config)
     app = ChangeConsoleApp(services, live=False, call_log=log, autosave_interval=0)
     async with app.run_test(size=(120, 40)) as pilot:

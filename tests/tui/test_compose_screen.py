@@ -287,7 +287,7 @@ async def test_discard_asks_then_deletes_autosave(tmp_path: Path) -> None:
 
 async def test_save_draft_on_local_stack(make_stack: Any, tmp_path: Path) -> None:
     stack = make_stack(customers=4, contacts=2)
-    services = Services(local_factory(stack.endpoint, max_attempts=2), stack.config)
+    services = Services(local_factory(stack.endpoint, max_attempts=2, acting_as="carol"), stack.config)
     app = ChangeConsoleApp(
         services, live=False, autosave_interval=0, autosave=AutosaveStore(tmp_path / "autosave")
     )
@@ -307,7 +307,7 @@ async def test_save_draft_on_local_stack(make_stack: Any, tmp_path: Path) -> Non
         assert stored.title == "Replace the NAT gateways"
         assert stored.customers == ["acme", "globex"]
         assert stored.status.value == "draft"
-        assert stored.created_by == "moto"
+        assert stored.created_by == "carol"  # --as on the local stack
         await pilot.press("escape")  # nothing unsaved: leaves at once
         await wait_for(pilot, lambda: isinstance(app.screen, ChangesScreen), what="home")
         await wait_for(pilot, lambda: change_id in screen_text(app), what="the draft in the list")

@@ -19,22 +19,13 @@ from support.console import (
     NEW_ID,
     SUBMITTED_ID,
     fake_app,
+    open_detail,
     screen_text,
     settle,
 )
 from support.waiting import wait_for
 
 SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]
-
-
-async def open_detail(pilot: Any, change_id: str) -> DetailScreen:
-    await settle(pilot)
-    pilot.app.open_change(change_id)
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, DetailScreen), what="detail")
-    await settle(pilot)
-    screen = pilot.app.screen
-    assert isinstance(screen, DetailScreen) and screen.change is not None
-    return screen
 
 
 def record_fanouts(app: Any) -> list[tuple[str, str]]:
@@ -218,3 +209,14 @@ async def test_edit_submitted_change_resubmits_after_confirmation(tmp_path: Path
         await pilot.press("y")
         await wait_for(pilot, lambda: bool(calls), what="the fan-out")
         assert calls == [("resubmit", SUBMITTED_ID)]
+
+
+async def test_a_change_opened_from_another_changes_detail_stacks_a_second_detail(tmp_path: Path) -> None:
+    app = fake_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_detail(pilot, SUBMITTED_ID)
+        await open_detail(pilot, APPROVED_ID)  # e.g. `:open` or the audit screen's `o`
+        details = [s for s in app.screen_stack if isinstance(s, DetailScreen)]
+        assert [d.change_id for d in details] == [SUBMITTED_ID, APPROVED_ID]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is details[0], what="back to the first change")

@@ -56,11 +56,12 @@ DEFAULT_TIMEOUT = 300.0
 
 def _service() -> ChangeService:
     st = state()
-    return ChangeService(st.aws(), st.config())
+    return ChangeService(st.aws(), st.config(), authz=st.reader())
 
 
 def _status_store() -> StatusStore:
     st = state()
+    st.reader()
     return StatusStore(st.aws(), st.config())
 
 
@@ -548,7 +549,7 @@ def resend_unknown_cmd(
     strangers = sorted(set(customers) - set(config.customer_mappings))
     if strangers:
         raise BadInput(f"unknown customer(s): {', '.join(strangers)}")
-    svc = ResendService(st.aws(), config)
+    svc = ResendService(st.aws(), config, authz=st.reader())
     scope: dict[str, Any] = {
         "customers": sorted(set(customers)) or None,
         "version": version,

@@ -50,7 +50,7 @@ PEEK_NOTE = (
 
 def _service() -> DlqService:
     st = state()
-    return DlqService(st.aws(), st.config())
+    return DlqService(st.aws(), st.config(), authz=st.reader())
 
 
 def _when(value: datetime | None) -> str:

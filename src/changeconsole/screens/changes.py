@@ -7,7 +7,7 @@ table by row key (the change id), so the cursor, the ``/`` filter and the sort s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -23,7 +23,7 @@ from textual.widgets.data_table import RowDoesNotExist
 
 from ..colours import CHANGE_STATUS
 from ..errors import describe
-from ..models import ChangeStatus
+from ..models import ChangeStatus, OperatorAction
 from ..services.status import ChangeSummary
 from ..widgets.inputs import FormInput
 from .base import SORTING, ConsoleScreen
@@ -139,6 +139,7 @@ def matches(summary: ChangeSummary, text: str) -> bool:
 class ChangesScreen(ConsoleScreen[None]):
     help_title = "Changes"
     MUTATING: ClassVar[frozenset[str]] = frozenset({"new_change"})
+    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {"new_change": OperatorAction.CHANGE_DRAFT}
     BINDINGS = [
         Binding("n", "new_change", "New"),
         Binding("enter", "open", "Open", show=False),
@@ -354,7 +355,7 @@ class ChangesScreen(ConsoleScreen[None]):
             self.console.open_status(key)
 
     def action_new_change(self) -> None:
-        if self.refuse_readonly("composing a change"):
+        if self.refuse("new_change", "composing a change"):
             return
         self.console.open_compose()
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiofiles
@@ -32,10 +32,13 @@ from textual.widgets import Button, Checkbox, Input, Label, SelectionList, Stati
 from textual.widgets.selection_list import Selection
 
 from ..errors import validation_problems
-from ..models import Change, ChangeStatus
+from ..models import Change, ChangeStatus, OperatorAction
 from ..widgets.inputs import CompletingInput, FormInput, FormTextArea, PathSuggester, TimezoneSuggester
 from .base import CUSTOMER_PICK, ConsoleScreen
 from .modals import ChoiceModal, ConfirmModal
+
+if TYPE_CHECKING:
+    from ..services.authz import Decision
 
 # -- the form's fields ------------------------------------------------------------------------------
 
@@ -189,6 +192,10 @@ class ComposeScreen(ConsoleScreen[None]):
 
     help_title = "Compose"
     MUTATING: ClassVar[frozenset[str]] = frozenset({"save", "submit", "load_file"})
+    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {
+        "save": OperatorAction.CHANGE_DRAFT,
+        "submit": OperatorAction.CHANGE_SUBMIT,
+    }
     BINDINGS = [
         Binding("ctrl+s", "save", "Save draft", priority=True),
         Binding("ctrl+j", "submit", "Submit", key_display="^j", priority=True),
@@ -219,6 +226,17 @@ class ComposeScreen(ConsoleScreen[None]):
 
     def change_shown(self) -> str | None:
         return self.change_id
+
+    def permission(self, action: str) -> Decision | None:
+        if action == "submit" and self.mode == "edit":  # an archived change: a new approval round
+            return self.console.decide(OperatorAction.CHANGE_EDIT, self.action_customers(action))
+        if action == "save" and self.mode == "edit":  # ^s resubmits too
+            return self.permission("submit")
+        return super().permission(action)
+
+    def action_customers(self, action: str) -> set[str]:
+        """The customers chosen, and those the change had (an edit touches both)."""
+        return self.selected | set(self.original.customers if self.original else [])
 
     # -- layout ------------------------------------------------------------------------------------------
     def compose_body(self) -> ComposeResult:
@@ -558,7 +576,11 @@ class ComposeScreen(ConsoleScreen[None]):
         text = f"{len(self.selected)} of {total} selected"
         if shown != total:
             text += f" · {shown} shown"
+        decision = self.permission("submit") if self.is_mounted else None
+        if decision is not None and decision.outside:
+            text += f" · [b red]outside your scope: {escape(', '.join(decision.outside))}[/]"
         self.query_one("#customer-count", Static).update(text)
+        self.refresh_bindings()
 
     @on(SelectionList.SelectedChanged, "#customers")
     def _picked(self, event: SelectionList.SelectedChanged[str]) -> None:
@@ -613,7 +635,7 @@ class ComposeScreen(ConsoleScreen[None]):
         self.action_load_file()
 
     def action_load_file(self) -> None:
-        if self.refuse_readonly("loading a change from a file"):
+        if self.refuse("load_file", "loading a change from a file"):
             return
         path = self.query_one("#file-path", Input).value.strip()
         if not path:
@@ -689,7 +711,7 @@ class ComposeScreen(ConsoleScreen[None]):
         return change
 
     def action_save(self) -> None:
-        if self.refuse_readonly("saving"):
+        if self.refuse("save", "saving"):
             return
         if self.mode == "edit":
             self.action_submit()
@@ -728,7 +750,7 @@ class ComposeScreen(ConsoleScreen[None]):
         )
 
     def action_submit(self) -> None:
-        if self.refuse_readonly("submitting"):
+        if self.refuse("submit", "submitting"):
             return
         change = self._ensure_valid(for_submit=True)
         if change is None:

@@ -16,7 +16,7 @@ Every AWS call runs in a thread worker (``call_service``) through ``services/con
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +30,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, ProgressBar, Select, Static
 
 from ..errors import describe
+from ..models import OperatorAction
 from ..services.contact_admin import ContactBook, ContactView, ImportReport, TopicInfo
 from ..services.contacts import OPT_IN, OPT_OUT, Contact, is_subscribed
 from ..widgets.filterbar import FilterBar
@@ -151,6 +152,7 @@ class ContactsScreen(ConsoleScreen[None]):
     CSS_PATH = "contacts.tcss"
     AUTO_FOCUS = "#contacts-table"
     MUTATING: ClassVar[frozenset[str]] = frozenset({"toggle_topic", "add", "edit", "remove", "import_file"})
+    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = dict.fromkeys(MUTATING, OperatorAction.CONTACTS_EDIT)
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
@@ -239,8 +241,11 @@ class ContactsScreen(ConsoleScreen[None]):
         self.render_summary()
         self.load()
 
-    def _refuse(self, what: str) -> bool:
-        if self.refuse_readonly(what):
+    def action_customers(self, action: str) -> list[str]:
+        return [self.code]
+
+    def _refuse(self, action: str, what: str) -> bool:
+        if self.refuse(action, what):
             return True
         if self.book is None or not self.topics:
             self.notify("The contact list is not loaded yet", severity="warning")
@@ -386,7 +391,7 @@ class ContactsScreen(ConsoleScreen[None]):
 
     # -- changes -------------------------------------------------------------------------------
     def action_toggle_topic(self) -> None:
-        if self._refuse("changing contacts"):
+        if self._refuse("toggle_topic", "changing contacts"):
             return
         view = self._selected_or_warn()
         column = self.table.cursor_coordinate.column
@@ -407,7 +412,7 @@ class ContactsScreen(ConsoleScreen[None]):
         self._background(f"toggling {topic}", lambda: book.toggle(view.email, topic), done)
 
     def action_add(self) -> None:
-        if self._refuse("adding contacts"):
+        if self._refuse("add", "adding contacts"):
             return
         book = self.book
         assert book is not None
@@ -427,7 +432,7 @@ class ContactsScreen(ConsoleScreen[None]):
         self.app.push_screen(ContactFormModal(self.code, self.topics), answered)
 
     def action_edit(self) -> None:
-        if self._refuse("editing contacts"):
+        if self._refuse("edit", "editing contacts"):
             return
         view = self._selected_or_warn()
         if view is None:
@@ -453,7 +458,7 @@ class ContactsScreen(ConsoleScreen[None]):
         self.app.push_screen(ContactFormModal(self.code, self.topics, view), answered)
 
     def action_remove(self) -> None:
-        if self._refuse("removing contacts"):
+        if self._refuse("remove", "removing contacts"):
             return
         view = self._selected_or_warn()
         if view is None:
@@ -484,7 +489,7 @@ class ContactsScreen(ConsoleScreen[None]):
 
     # -- files ---------------------------------------------------------------------------------
     def action_import_file(self) -> None:
-        if self._refuse("importing contacts"):
+        if self._refuse("import_file", "importing contacts"):
             return
         book = self.book
         assert book is not None

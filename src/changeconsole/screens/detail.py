@@ -1,12 +1,14 @@
 """One change: every field, its latest delivery round, the actions its state allows, version history + diff.
 
 Confirmations scale with danger: approve/complete ask y/n; cancel and delete make the operator type
-the change id. In a read-only console no action is shown or accepted.
+the change id. In a read-only console no action is shown or accepted; an action the operator's roles
+do not allow on this change's customers (or approving a version they submitted) is shown disabled.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from rich.markup import escape
@@ -20,7 +22,8 @@ from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from ..colours import CHANGE_STATUS
 from ..errors import describe
-from ..models import Change, ChangeStatus, DeliveryRecord
+from ..models import Change, ChangeStatus, DeliveryRecord, OperatorAction
+from ..services.authz import Decision
 from .base import DIFF_PICK, ConsoleScreen
 from .compose import to_local
 from .format import short_time
@@ -161,6 +164,14 @@ class DetailScreen(ConsoleScreen[None]):
     MUTATING: ClassVar[frozenset[str]] = frozenset(
         {"approve", "complete", "cancel_change", "edit", "duplicate", "delete"}
     )
+    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {
+        "approve": OperatorAction.CHANGE_APPROVE,
+        "complete": OperatorAction.CHANGE_COMPLETE,
+        "cancel_change": OperatorAction.CHANGE_CANCEL,
+        "edit": OperatorAction.CHANGE_EDIT,
+        "duplicate": OperatorAction.CHANGE_DRAFT,
+        "delete": OperatorAction.CHANGE_DELETE,
+    }
     BINDINGS = [
         Binding("a", "approve", "Approve"),
         Binding("c", "complete", "Complete"),
@@ -176,7 +187,7 @@ class DetailScreen(ConsoleScreen[None]):
     ]
 
     def __init__(self, change_id: str) -> None:
-        super().__init__(id="detail")
+        super().__init__()
         self.change_id = change_id
         self.change: Change | None = None
         self.versions: list[Change] = []
@@ -272,7 +283,23 @@ class DetailScreen(ConsoleScreen[None]):
         labels = [label for action, label in ACTION_LABELS.items() if action in allowed]
         if "submit" in allowed:
             labels.remove("e edit")
-        box.update("Actions: " + "  ·  ".join(labels) if labels else "No actions: this change is final.")
+        binding_of = {"cancel": "cancel_change", "submit": "edit"}
+
+        def permitted(action: str) -> bool:
+            decision = self.permission(binding_of.get(action, action))
+            return decision is None or decision.allowed
+
+        shown = [(action, label) for action, label in ACTION_LABELS.items() if label in labels]
+        mine = [label for action, label in shown if permitted(action)]
+        theirs = [label.split(" ", 1)[1] for action, label in shown if not permitted(action)]
+        if not labels:
+            text = "No actions: this change is final."
+        else:
+            parts = ["Actions: " + "  ·  ".join(mine)] if mine else []
+            if theirs:
+                parts.append(f"[dim]Not allowed for you: {', '.join(theirs)} (? says why)[/]")
+            text = "    ".join(parts)
+        box.update(text)
 
     def _show_deliveries(self, records: list[DeliveryRecord]) -> None:
         table = self.query_one("#deliveries-table", DataTable)
@@ -379,19 +406,36 @@ class DetailScreen(ConsoleScreen[None]):
             self.query_one(VersionsTable).move_cursor(row=cursor, animate=False)
 
     # -- actions -------------------------------------------------------------------------------------------
+    def action_customers(self, action: str) -> list[str] | None:
+        return list(self.change.customers) if self.change is not None else None
+
+    def roles_changed(self) -> None:
+        super().roles_changed()
+        if self.change is not None:
+            self._show_actions()
+
+    def permission(self, action: str) -> Decision | None:
+        change = self.change
+        if action == "edit" and change is not None and change.status is ChangeStatus.DRAFT:
+            return self.console.decide(OperatorAction.CHANGE_DRAFT, change.customers)
+        decision = super().permission(action)
+        if action == "approve" and change is not None and decision is not None and decision.allowed:
+            refusal = self.console.approval_refusal(change)
+            if refusal:
+                return Decision(False, OperatorAction.CHANGE_APPROVE, refusal)
+        return decision
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.MUTATING:
             if self.readonly or self.change is None:
                 return False
             name = {"cancel_change": "cancel"}.get(action, action)
-            allowed = self.allowed()
-            if name == "edit":
-                return "edit" in allowed
-            return name in allowed
-        return True
+            if name not in self.allowed():
+                return False
+        return super().check_action(action, parameters)
 
     def _guard(self, action: str) -> Change | None:
-        if self.refuse_readonly(action):
+        if self.refuse(action, action):
             return None
         if self.change is None:
             return None

@@ -10,7 +10,8 @@ on screen). ``space`` marks, ``a`` marks all, ``R`` redrives the marked messages
 one) after a confirmation with the count, with live progress (``c``/``esc`` cancels between batches);
 ``e`` exports to a JSON-lines file, ``i`` imports one, ``P`` purges behind a typed confirmation (the
 customer code), ``/`` filters (``cc-reason=isolation*`` or body text; the DLQ is re-scanned).
-A read-only console hides and refuses redrive, import and purge.
+A read-only console hides and refuses redrive, import and purge; each of redrive, export, import and
+purge is disabled (help says why) unless the operator's roles give it on the customer shown.
 
 Only ``app.services.dlq`` (``services/dlq``) is called, always from thread workers.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -37,6 +38,7 @@ from textual.widgets import DataTable, Label, ProgressBar, Static
 from textual.widgets.data_table import RowDoesNotExist
 
 from ..errors import describe
+from ..models import OperatorAction
 from ..services.dlq import (
     DlqMessage,
     DlqService,
@@ -138,6 +140,12 @@ class DlqScreen(ConsoleScreen[None]):
     help_title = "Dead-letter queues"
     CSS_PATH = "dlq.tcss"
     MUTATING: ClassVar[frozenset[str]] = frozenset({"redrive", "purge", "import_file"})
+    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {
+        "redrive": OperatorAction.DLQ_REDRIVE,
+        "export": OperatorAction.DLQ_EXPORT,
+        "import_file": OperatorAction.DLQ_IMPORT,
+        "purge": OperatorAction.DLQ_PURGE,
+    }
     AUTO_FOCUS = "#dlq-customers"
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -321,6 +329,7 @@ class DlqScreen(ConsoleScreen[None]):
         if code != self.customer:
             self.marked.clear()
         self.customer = code
+        self.refresh_bindings()  # what the operator may do depends on the customer
         self.peek()
 
     # -- messages ------------------------------------------------------------------------------
@@ -445,8 +454,11 @@ class DlqScreen(ConsoleScreen[None]):
         m = self._cursor_message()
         return [m.message_id] if m is not None else []
 
-    def _refuse(self, what: str) -> bool:
-        if self.refuse_readonly(what):
+    def action_customers(self, action: str) -> list[str] | None:
+        return [self.customer] if self.customer else None
+
+    def _refuse(self, action: str, what: str) -> bool:
+        if self.refuse(action, what):
             return True
         if self.running:
             self.notify("A redrive is running; cancel it (c) or wait.", severity="warning")
@@ -454,7 +466,7 @@ class DlqScreen(ConsoleScreen[None]):
         return False
 
     def action_redrive(self) -> None:
-        if self._refuse("redrive") or self.customer is None:
+        if self._refuse("redrive", "redrive") or self.customer is None:
             return
         ids = self._selection()
         if not ids:
@@ -538,7 +550,7 @@ class DlqScreen(ConsoleScreen[None]):
 
     # -- export / import / purge ------------------------------------------------------------------
     def action_export(self) -> None:
-        if self.customer is None:
+        if self.customer is None or self.refuse("export", "export"):
             return
         code = self.customer
         default = f"dlq-{code}-{self.now().astimezone(UTC):%Y%m%dT%H%M%SZ}.jsonl"
@@ -564,7 +576,7 @@ class DlqScreen(ConsoleScreen[None]):
         )
 
     def action_import_file(self) -> None:
-        if self._refuse("import") or self.customer is None:
+        if self._refuse("import_file", "import") or self.customer is None:
             return
         code = self.customer
         body = "An export file of this customer. Every line is checked before anything is sent."
@@ -597,7 +609,7 @@ class DlqScreen(ConsoleScreen[None]):
         self.peek()
 
     def action_purge(self) -> None:
-        if self._refuse("purge") or self.customer is None:
+        if self._refuse("purge", "purge") or self.customer is None:
             return
         code = self.customer
         self._background(
