@@ -27,6 +27,7 @@ from rich.markup import escape
 from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
+from textual.widgets import Input
 
 from .commands import ConsoleCommands
 from .config import ConfigError, load_config, local_config_path
@@ -49,7 +50,7 @@ from .services.fanout import FanoutResult
 from .services.lifecycle import EVENT_OF_STATUS
 from .widgets.calllog import AwsCallLog
 from .widgets.console import ThreadResults
-from .widgets.inputs import CompletingInput
+from .widgets.inputs import accept_suggestion
 
 if TYPE_CHECKING:
     from .cli.common import CliState
@@ -303,7 +304,7 @@ class ChangeConsoleApp(ThreadResults, App[int]):
 
     def action_next_field(self) -> None:
         focused = self.focused
-        if isinstance(focused, CompletingInput) and focused.accept_suggestion():
+        if isinstance(focused, Input) and accept_suggestion(focused):
             return
         self.screen.focus_next()
 
@@ -459,12 +460,37 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         return True
 
     def go_home(self) -> None:
+        """Back to the change list, its cursor on the change that was on screen (if listed)."""
         if not self._have_services():
             return
+        change_id = self.current_change_id()
         while len(self.screen_stack) > 1 and not isinstance(self.screen, ChangesScreen):
             self.pop_screen()
         if not isinstance(self.screen, ChangesScreen):
             self.push_screen(ChangesScreen())
+        elif change_id:
+            self.screen.show_change(change_id)
+
+    def leave_compose(self, compose: ComposeScreen) -> None:
+        """Close compose (and whatever it opened: fan-out progress, live status): back to the screen it
+        was opened from, unless a key there starts a customer-visible action on what it shows (a
+        change's detail, a DLQ): then to the change list, the cursor on the change just composed."""
+        stack = self.screen_stack
+        if compose not in stack:
+            return
+        index = stack.index(compose)
+        target = stack[index - 1] if index > 0 else None
+        if not isinstance(target, ConsoleScreen) or target.ARMED:
+            target = next((s for s in stack[:index] if isinstance(s, ChangesScreen)), None)
+        if target is None:  # compose over no change list (not reachable from the console's own keys)
+            while self.screen is not compose:
+                self.pop_screen()
+            self.switch_screen(ChangesScreen())
+            return
+        while self.screen is not target:
+            self.pop_screen()
+        if isinstance(target, ChangesScreen):
+            target.show_change(compose.change_id)
 
     def open_change(self, change_id: str) -> None:
         if not self._have_services():

@@ -16,6 +16,7 @@ from changeconsole.app import ChangeConsoleApp
 from changeconsole.models import Change, ChangeStatus, Config, DeliveryRecord, DeliveryState, EmailEvent
 from changeconsole.services.autosave import AutosaveStore
 from changeconsole.services.aws import AwsSettings
+from changeconsole.services.fanout import ARCHIVE, DestinationState, FanoutResult
 from changeconsole.services.history import diff_changes
 from changeconsole.services.localstack import build_local_config
 from changeconsole.services.status import ChangeSummary, StatusStore, search_text
@@ -205,6 +206,37 @@ class FakeChanges:
         self.calls.append(("save_draft", c))
         self.versions[c.change_id] = [c]
         return c
+
+    # Fan-outs: every destination done at once, the new version appended (what the console shows next).
+    def _publish(self, new: Change, event: EmailEvent) -> FanoutResult:
+        self.versions.setdefault(new.change_id, []).append(new)
+        states = {ARCHIVE: DestinationState.DONE} | dict.fromkeys(new.customers, DestinationState.DONE)
+        return FanoutResult(new, event, states)
+
+    def submit(self, c: Change, *, customers: list[str] | None = None, **_: Any) -> FanoutResult:
+        self._check()
+        self.calls.append(("submit", c.change_id))
+        new = c.model_copy(update={"status": ChangeStatus.SUBMITTED, "version": c.version + 1})
+        return self._publish(new, EmailEvent.SUBMITTED)
+
+    def _transition(self, name: str, change_id: str, status: ChangeStatus, **kwargs: Any) -> FanoutResult:
+        self._check()
+        self.calls.append((name, change_id, kwargs))
+        current = self.versions[change_id][-1]
+        new = current.model_copy(update={"status": status, "version": current.version + 1})
+        return self._publish(new, EmailEvent(status.value))
+
+    def approve(self, change_id: str, **kwargs: Any) -> FanoutResult:
+        kwargs.pop("progress", None)
+        return self._transition("approve", change_id, ChangeStatus.APPROVED, **kwargs)
+
+    def complete(self, change_id: str, **kwargs: Any) -> FanoutResult:
+        kwargs.pop("progress", None)
+        return self._transition("complete", change_id, ChangeStatus.COMPLETED, **kwargs)
+
+    def cancel(self, change_id: str, **kwargs: Any) -> FanoutResult:
+        kwargs.pop("progress", None)
+        return self._transition("cancel", change_id, ChangeStatus.CANCELLED, **kwargs)
 
 
 class FakeStatus:

@@ -43,6 +43,9 @@ class ConsoleScreen(ThreadResults, Screen[T]):
     help_title: ClassVar[str] = ""
     # Actions that change something; hidden (and refused) in a read-only console.
     MUTATING: ClassVar[frozenset[str]] = frozenset()
+    # One key here starts a customer-visible action on what the screen shows (approve, cancel,
+    # redrive, resend…): leaving compose never lands on such a screen (``app.leave_compose``).
+    ARMED: ClassVar[bool] = False
 
     @property
     def console(self) -> ChangeConsoleApp:

@@ -33,7 +33,8 @@ from textual.widgets.selection_list import Selection
 
 from ..errors import validation_problems
 from ..models import Change, ChangeStatus
-from ..widgets.inputs import CompletingInput, FormInput, FormTextArea, PathSuggester, TimezoneSuggester
+from ..widgets.inputs import FormInput, FormTextArea, PathSuggester, TimezoneSuggester
+from ..widgets.navtable import NavSelectionList
 from .base import CUSTOMER_PICK, ConsoleScreen
 from .modals import ChoiceModal, ConfirmModal
 
@@ -177,7 +178,7 @@ def duration_text(start: datetime, end: datetime) -> str:
 NEW_PREFIX = "new-"
 
 
-class CustomerList(SelectionList[str]):
+class CustomerList(NavSelectionList[str]):
     BINDINGS = [
         Binding("a", "screen.select_all_customers", "Select all shown", group=CUSTOMER_PICK),
         Binding("c", "screen.clear_customers", "Clear all", group=CUSTOMER_PICK),
@@ -265,7 +266,7 @@ class ComposeScreen(ConsoleScreen[None]):
                 yield Static("", id="e-include_meeting", classes="field-error")
                 yield Label("Load from a JSON file", classes="section")
                 with Horizontal(classes="file-row"):
-                    yield CompletingInput(
+                    yield FormInput(
                         placeholder="path/to/change.json (tab completes)",
                         id="file-path",
                         suggester=PathSuggester(),
@@ -550,6 +551,7 @@ class ComposeScreen(ConsoleScreen[None]):
         )
         if highlighted is not None and picker.option_count:
             picker.highlighted = min(highlighted, picker.option_count - 1)
+        picker.highlight_first()
         self._update_count()
 
     def _update_count(self) -> None:
@@ -777,7 +779,10 @@ class ComposeScreen(ConsoleScreen[None]):
         self._clean = self.form_data()
 
     def on_screen_resume(self) -> None:
-        if self.submitted:
+        # Back on top after the fan-out (esc from its progress or live status): the form is done.
+        # Only while on top: a resume delivered after the screen was popped past (e.g. `:changes`
+        # popping several screens at once) must not pop another screen.
+        if self.submitted and self.is_current:
             self._leave()
 
     # -- autosave ------------------------------------------------------------------------------------------
@@ -899,4 +904,4 @@ class ComposeScreen(ConsoleScreen[None]):
         if self._left:
             return
         self._left = True
-        self.dismiss(None)
+        self.console.leave_compose(self)

@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Static, TabbedContent, TabPane
 from ..colours import CHANGE_STATUS
 from ..errors import describe
 from ..models import Change, ChangeStatus, DeliveryRecord
+from ..widgets.navtable import NavTable
 from .base import DIFF_PICK, ConsoleScreen
 from .compose import to_local
 from .format import short_time
@@ -149,7 +150,7 @@ def render_diff(diffs: list[Any], a: int, b: int) -> Text:
     return out
 
 
-class VersionsTable(DataTable[Any]):
+class VersionsTable(NavTable):
     BINDINGS = [
         Binding("1", "screen.pick('a')", "Diff: set A", group=DIFF_PICK),
         Binding("2", "screen.pick('b')", "Diff: set B", group=DIFF_PICK),
@@ -158,6 +159,7 @@ class VersionsTable(DataTable[Any]):
 
 class DetailScreen(ConsoleScreen[None]):
     help_title = "Change detail"
+    ARMED = True
     MUTATING: ClassVar[frozenset[str]] = frozenset(
         {"approve", "complete", "cancel_change", "edit", "duplicate", "delete"}
     )
@@ -199,7 +201,7 @@ class DetailScreen(ConsoleScreen[None]):
                     yield Static("", id="detail-long")
                 with TabPane("Deliveries", id="tab-deliveries"), Vertical():
                     yield Static("", id="deliveries-summary")
-                    deliveries: DataTable[Any] = DataTable(cursor_type="row", id="deliveries-table")
+                    deliveries = NavTable(cursor_type="row", id="deliveries-table")
                     deliveries.add_columns("customer", "state", "attempts", "sent", "last error")
                     yield deliveries
                 with TabPane("History", id="tab-history"), Vertical():

@@ -49,6 +49,7 @@ from ..services.dlq import (
     age_text,
 )
 from ..widgets.filterbar import FilterBar
+from ..widgets.navtable import NavTable
 from .base import ConsoleScreen
 from .modals import ConfirmModal, PathModal, TypeToConfirmModal
 
@@ -136,6 +137,7 @@ def detail_renderable(m: DlqMessage, customer: str, now: datetime) -> Renderable
 
 class DlqScreen(ConsoleScreen[None]):
     help_title = "Dead-letter queues"
+    ARMED = True
     CSS_PATH = "dlq.tcss"
     MUTATING: ClassVar[frozenset[str]] = frozenset({"redrive", "purge", "import_file"})
     AUTO_FOCUS = "#dlq-customers"
@@ -222,7 +224,7 @@ class DlqScreen(ConsoleScreen[None]):
         with Horizontal(id="dlq-body"):
             with Vertical(id="dlq-left"):
                 yield Static("Customers · DLQ depth", classes="dlq-pane-title")
-                yield DataTable(id="dlq-customers", cursor_type="row", zebra_stripes=True)
+                yield NavTable(id="dlq-customers", cursor_type="row", zebra_stripes=True)
             with Vertical(id="dlq-right"):
                 yield Static(id="dlq-title", classes="dlq-pane-title")
                 yield FilterBar(
@@ -231,7 +233,7 @@ class DlqScreen(ConsoleScreen[None]):
                     live=False,
                     id="dlq-filter",
                 )
-                yield DataTable(id="dlq-messages", cursor_type="row", zebra_stripes=True)
+                yield NavTable(id="dlq-messages", cursor_type="row", zebra_stripes=True)
                 with VerticalScroll(id="dlq-detail"):
                     yield Static(id="dlq-detail-body")
         with Horizontal(id="dlq-progress", classes="hidden"):

@@ -13,7 +13,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Input, Label, LoadingIndicator, Select, Static
 
 from ..widgets.console import console_of
-from ..widgets.inputs import CompletingInput, FormInput, WordListSuggester
+from ..widgets.inputs import FormInput, WordListSuggester
 
 
 class ConfirmModal(ModalScreen[bool]):
@@ -226,7 +226,7 @@ class CommandLine(ModalScreen[str | None]):
                 yield Static(self.help_text, id="command-help")
             with Horizontal():
                 yield Label(":", id="command-prompt")
-                yield CompletingInput(
+                yield FormInput(
                     placeholder="changes · new · status CHG-… · open CHG-… · dlq · customers · q",
                     suggester=WordListSuggester(self.words),
                     id="command-input",

@@ -1,0 +1,139 @@
+"""The defects a first-time operator hit (issue 16, numbered as there), each driven through the real
+console as the operator did it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual.widgets import DataTable, Input
+
+from changeconsole.models import ChangeStatus
+from changeconsole.screens.changes import ChangesScreen
+from changeconsole.screens.compose import ComposeScreen
+from changeconsole.screens.detail import DetailScreen
+from changeconsole.screens.modals import ConfirmModal
+from changeconsole.screens.progress import SubmitProgressScreen
+from changeconsole.screens.status import LiveStatusScreen
+from support.console import DRAFT_ID, NEW_ID, FakeServices, change, fake_app, screen_text, settle
+from support.waiting import wait_for
+
+MARKUP_TITLE = "<script>x</script> [b]bold[/b] [red]red[/red]"
+
+
+def table_of(app: Any) -> DataTable[Any]:
+    return app.screen.query_one("#changes-table", DataTable)
+
+
+async def test_2_a_title_with_markup_shows_literally_in_the_change_list(tmp_path: Path) -> None:
+    services = FakeServices()
+    services.changes.versions[DRAFT_ID] = [
+        change(DRAFT_ID, MARKUP_TITLE, ChangeStatus.DRAFT, 1, ["hooli"], modifiedAt="2026-11-26T10:00:00Z")
+    ]
+    app = fake_app(tmp_path, services=services)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(pilot)
+        assert MARKUP_TITLE in screen_text(app)
+
+
+async def test_12_arrows_move_the_cursor_after_an_empty_tab(tmp_path: Path) -> None:
+    services = FakeServices()
+    del services.changes.versions[DRAFT_ID]  # the Drafts tab is empty
+    app = fake_app(tmp_path, services=services)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, ChangesScreen) and screen.tab == "all"
+        await pilot.press("right")  # wraps to Drafts: nothing to show
+        await settle(pilot)
+        assert screen.tab == "drafts" and table_of(app).row_count == 0
+        await pilot.press("left")  # back to All
+        await settle(pilot)
+        assert table_of(app).row_count == 3
+        await pilot.press("down", "down")
+        await settle(pilot)
+        assert app.focused is table_of(app)
+        assert table_of(app).cursor_row == 2
+        chosen = screen._cursor_key()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen), what="detail")
+        assert app.screen.change_id == chosen  # type: ignore[attr-defined]
+
+
+async def fill_compose(
+    pilot: Any, *, title: str = "Rotate keys", customers: tuple[str, ...] = ("acme",)
+) -> Any:
+    """Open compose from the change list (n) and fill what submitting needs."""
+    app = pilot.app
+    await pilot.press("n")
+    await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen), what="compose")
+    await settle(pilot)
+    compose = app.screen
+    values = {"title": title, "start_date": "2030-03-01", "start_time": "22:00"}
+    values |= {"end_date": "2030-03-02", "end_time": "01:00"}
+    for key, value in values.items():
+        compose.query_one(f"#f-{key}", Input).value = value
+    compose.selected = set(customers)
+    compose._rebuild_customers()
+    await settle(pilot)
+    return compose
+
+
+async def test_1_changes_command_after_submit_shows_the_change_list(tmp_path: Path) -> None:
+    app = fake_app(tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        await fill_compose(pilot)
+        await pilot.press("ctrl+j")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="submit confirmation")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: isinstance(app.screen, SubmitProgressScreen), what="progress")
+        await wait_for(pilot, lambda: app.screen.result is not None, what="fan-out result")  # type: ignore[attr-defined]
+        await pilot.press("l")
+        await wait_for(pilot, lambda: isinstance(app.screen, LiveStatusScreen), what="live status")
+        await settle(pilot)
+        await pilot.press("colon", *"changes", "enter")
+        await settle(pilot)
+        assert isinstance(app.screen, ChangesScreen)
+        assert [type(s).__name__ for s in app.screen_stack[1:]] == ["ChangesScreen"]
+        assert "Rotate keys" in screen_text(app)
+        # The cursor is on the change just submitted.
+        assert app.screen._cursor_key() == NEW_ID
+
+
+async def test_3_tab_accepts_the_time_zone_suggestion(tmp_path: Path) -> None:
+    app = fake_app(tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen), what="compose")
+        await settle(pilot)
+        zone = app.screen.query_one("#f-timezone", Input)
+        zone.focus()
+        zone.value = ""
+        await pilot.press(*"America/New_Y")
+        await wait_for(pilot, lambda: zone._suggestion == "America/New_York", what="the suggestion")
+        await pilot.press("tab")
+        await settle(pilot)
+        assert zone.value == "America/New_York"
+        assert zone.has_focus  # the completion was taken; the next Tab moves on
+        await pilot.press("tab")
+        assert not zone.has_focus
+
+
+async def test_4_space_selects_the_highlighted_customer_of_a_fresh_filter(tmp_path: Path) -> None:
+    app = fake_app(tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen), what="compose")
+        await settle(pilot)
+        compose = app.screen
+        assert isinstance(compose, ComposeScreen)
+        compose.query_one("#customer-filter", Input).focus()
+        await pilot.press(*"glob")
+        await settle(pilot)
+        compose.query_one("#customers").focus()
+        await pilot.press("space")
+        await settle(pilot)
+        assert compose.selected == {"globex"}
