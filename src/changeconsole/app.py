@@ -16,10 +16,12 @@ Navigation (the home screen is the change list; esc goes back):
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -92,8 +94,9 @@ class StartupFailed(Exception):
 @dataclass
 class Startup:
     services: Services
-    cleanup: list[Callable[[], None]] = field(default_factory=list)
+    cleanup: list[Callable[[], object]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    local_data: Path | None = None  # the saved data of the local stack this console started
 
 
 def _config_failure(exc: ConfigError, origin: str) -> StartupFailed:
@@ -133,14 +136,16 @@ def _local_endpoint(state: CliState) -> str:
 
 def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -> Startup:
     from .services.localstack import LocalServer, is_listening, provision_local
+    from .services.localstate import keep_local_data
 
     endpoint = _local_endpoint(state)
     parts = urlsplit(endpoint)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     source = state.config_source
     config_path = source.path if source.origin in ("flag", "env") else local_config_path()
-    cleanup: list[Callable[[], None]] = []
+    cleanup: list[Callable[[], object]] = []
     notes: list[str] = []
+    local_data: Path | None = None  # where this process keeps the stack's data (a stack it started)
     customers = int(os.environ.get("CHANGECONSOLE_LOCAL_CUSTOMERS", "6") or 6)
     if is_listening(host, port):
         progress(f"using the local stack at {endpoint}")
@@ -153,7 +158,7 @@ def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -
             config = provision_local(
                 endpoint, customers=customers, config_path=config_path, progress=progress
             ).config
-        notes.append(f"Using the local stack already running at {endpoint}, with an in-process worker.")
+        notes.append(f"Using the local stack already running at {endpoint}.")
     else:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise StartupFailed(
@@ -180,25 +185,35 @@ def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -
             result = provision_local(
                 endpoint, customers=customers, config_path=config_path, progress=progress
             )
+            progress(result.summary())
+            saver, _ = keep_local_data(result.config, endpoint, progress=progress)
         except Exception:
             server.stop()
             raise
         config = result.config
-        progress(result.summary())
-        notes.append(f"Local stack at {endpoint} with an in-process worker; it stops when you quit.")
-    # Always run a worker here so one command shows the whole flow; a second worker on the same
-    # stack (e.g. `local up --with-worker`) is harmless because the ledger decides every send.
-    from .services.localstack import local_factory
-    from .worker import start_background
+        cleanup.insert(0, saver.stop)  # the last save, before the stack stops
+        local_data = saver.state.path
+        notes.append(
+            f"Local stack at {endpoint}; it stops when you quit. Its data is kept in "
+            f"{local_data} (`changeconsole local reset` clears it)."
+        )
+    # Run a worker here so one command shows the whole flow; a second worker on the same stack
+    # (e.g. `local up --with-worker`) is harmless because the ledger decides every send. A read-only
+    # console runs none: it must not consume queues or send email.
+    if state.readonly:
+        notes.append("Read-only: no worker runs in this console, so nothing is delivered from here.")
+    else:
+        from .services.localstack import local_factory
+        from .worker import start_background
 
-    handle = start_background(local_factory(endpoint), config)
-    progress("in-process worker started")
-    cleanup.insert(0, lambda: handle.stop(timeout=5))
+        handle = start_background(local_factory(endpoint), config)
+        progress("in-process worker started")
+        cleanup.insert(0, lambda: handle.stop(timeout=5))
     settings = AwsSettings(
         region=config.aws_region, endpoint_url=endpoint, local=True, max_attempts=3, connect_timeout=3
     )
     services = Services(ConsoleAwsFactory(settings, call_log), config, readonly=state.readonly)
-    return Startup(services, cleanup, notes)
+    return Startup(services, cleanup, notes, local_data)
 
 
 def bootstrap(state: CliState, call_log: AwsCallLog, progress: Progress) -> Startup:
@@ -299,8 +314,9 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         self.known_changes: list[ChangeSummary] = []
         self.identity: str | None = None
         self.identity_error: str | None = None
-        self._cleanup: list[Callable[[], None]] = []
+        self._cleanup: list[Callable[[], object]] = []
         self.startup_notes: list[str] = []
+        self.local_data: Path | None = None
 
     def action_next_field(self) -> None:
         focused = self.focused
@@ -377,6 +393,7 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         self._services = startup.services
         self._cleanup.extend(startup.cleanup)
         self.startup_notes = startup.notes
+        self.local_data = startup.local_data
         self.switch_screen(ChangesScreen())
         self._services_ready(pushed=True)
         for note in startup.notes:
@@ -441,16 +458,34 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         badge = "[reverse] READ-ONLY [/]  " if self.readonly else ""
         self.header_text = "[b]changeconsole[/]  " + badge + "  │  ".join(parts)
 
-    def on_unmount(self) -> None:
-        self.run_cleanup()
-
-    def run_cleanup(self) -> None:
+    def run_cleanup(self, *, notice: Callable[[str], None] | None = None, after: float = 1.0) -> None:
+        """Stop what startup started (worker, local stack: ``run_console`` calls it once the UI has
+        closed). Taking longer than ``after`` seconds, ``notice`` is told what it waits for."""
         cleanup, self._cleanup = self._cleanup, []
-        for step in cleanup:
-            try:
-                step()
-            except Exception as exc:  # never a traceback on the way out
-                self.log.error(f"cleanup failed: {exc}")
+        if not cleanup:
+            return
+        done = threading.Event()
+        if notice is not None:
+            what = "the in-process worker and the local stack"
+            if self.local_data is not None:
+                what += f" (saving its data to {self.local_data})"
+            message = f"changeconsole: stopping {what}…"
+            tell = notice
+
+            def slow() -> None:
+                if not done.wait(after):
+                    tell(message)
+
+            threading.Thread(target=slow, name="cleanup-notice", daemon=True).start()
+        try:
+            for step in cleanup:
+                try:
+                    step()
+                except Exception as exc:  # never a traceback on the way out
+                    if notice is not None:
+                        notice(f"changeconsole: while stopping: {describe(exc)}")
+        finally:
+            done.set()
 
     # -- navigation -------------------------------------------------------------------------------
     def _have_services(self) -> bool:
@@ -676,8 +711,9 @@ def run_console(state: CliState) -> int:
         call_log=call_log,
         startup_title=title,
     )
+    # The UI closes first (quit is immediate); the stack and worker stop behind it, on the terminal.
     try:
         code = app.run()
     finally:
-        app.run_cleanup()
+        app.run_cleanup(notice=lambda line: print(line, file=sys.stderr, flush=True))
     return int(code or app.return_code or 0)

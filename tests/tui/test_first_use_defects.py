@@ -3,6 +3,7 @@ console as the operator did it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +138,41 @@ async def test_4_space_selects_the_highlighted_customer_of_a_fresh_filter(tmp_pa
         await pilot.press("space")
         await settle(pilot)
         assert compose.selected == {"globex"}
+
+
+async def test_5_a_file_with_a_bad_timezone_keeps_its_window(tmp_path: Path) -> None:
+    doc = {
+        "changeTitle": "Rotate keys",
+        "customers": ["acme"],
+        "implementationStart": "2030-07-01T21:00:00Z",
+        "implementationEnd": "2030-07-01T23:30:00Z",
+        "timezone": "America/New_Yrok",
+        "changeReason": "Expiry",
+    }
+    path = tmp_path / "change.json"
+    path.write_text(json.dumps(doc))
+    app = fake_app(tmp_path)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen), what="compose")
+        await settle(pilot)
+        compose = app.screen
+        assert isinstance(compose, ComposeScreen)
+        compose.query_one("#file-path", Input).value = str(path)
+        compose.action_load_file()
+        await settle(pilot)
+        notes = [n.message for n in app._notifications]
+        assert any("not an IANA zone: the window is kept" in n for n in notes), notes
+        assert "start 2030-07-01T21:00:00Z" in screen_text(app)  # the loaded window, not dropped
+        zone = compose.query_one("#f-timezone", Input)
+        zone.value = "America/New_York"
+        await settle(pilot)
+        shown = [compose.query_one(f"#f-{k}", Input).value for k in ("start_date", "start_time", "end_time")]
+        assert shown == ["2030-07-01", "17:00", "19:30"]
+        built, problems = compose.build(for_submit=True)
+        assert not problems and built is not None
+        assert (built.implementation_start, built.implementation_end) == (
+            "2030-07-01T21:00:00Z",
+            "2030-07-01T23:30:00Z",
+        )

@@ -340,6 +340,8 @@ class ChangesScreen(ConsoleScreen[None]):
         parts = [f"{shown} shown", f"sorted by {column.label.lower()} {arrow}"]
         if self.filter_text:
             parts.append(f"filter “{escape(self.filter_text)}”")
+        if self.console.local_data is not None:
+            parts.append(f"local data kept in {escape(str(self.console.local_data))}")
         self.query_one("#changes-status", Static).update(" · ".join(parts))
 
     # -- events and actions ---------------------------------------------------------------------------

@@ -161,6 +161,21 @@ def to_local(value: str | None, tz_name: str) -> tuple[str, str]:
     return local.strftime("%Y-%m-%d"), local.strftime("%H:%M")
 
 
+def valid_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name.strip() or "UTC")
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+def parse_utc(value: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value).astimezone(UTC) if value else None
+    except ValueError:
+        return None
+
+
 def iso_z(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -217,6 +232,8 @@ class ComposeScreen(ConsoleScreen[None]):
         self.submitted = False
         self.submit_attempted = False
         self._last_form: dict[str, Any] | None = None
+        # A loaded window (UTC) waiting for a valid timezone to be shown in local time.
+        self._pending_window: tuple[str | None, str | None] | None = None
 
     def change_shown(self) -> str | None:
         return self.change_id
@@ -374,12 +391,8 @@ class ComposeScreen(ConsoleScreen[None]):
             tz = str(doc.get("timezone") or self.console.default_timezone)
             self.query_one("#f-timezone", Input).value = tz
             if "implementationStart" in doc or "implementationEnd" in doc:
-                start_date, start_time = to_local(doc.get("implementationStart"), tz)
-                end_date, end_time = to_local(doc.get("implementationEnd"), tz)
-                self.query_one("#f-start_date", Input).value = start_date
-                self.query_one("#f-start_time", Input).value = start_time
-                self.query_one("#f-end_date", Input).value = end_date
-                self.query_one("#f-end_time", Input).value = end_time
+                self._pending_window = (doc.get("implementationStart"), doc.get("implementationEnd"))
+                self._show_pending_window()
         if "include_meeting" in doc:
             self.query_one("#f-include_meeting", Checkbox).value = bool(doc.get("include_meeting"))
         customers = doc.get("customers")
@@ -387,13 +400,26 @@ class ComposeScreen(ConsoleScreen[None]):
             self.selected = {str(c) for c in customers}
             self._rebuild_customers()
 
+    def _show_pending_window(self) -> None:
+        """Put a loaded window (UTC instants) into the date/time fields, in the form's zone. While the
+        zone is not a valid IANA name the instants wait (``window`` still uses them), and are shown
+        as soon as it is fixed: nothing loaded is dropped."""
+        if self._pending_window is None or not valid_zone(self._value("timezone")):
+            return
+        (start, end), self._pending_window = self._pending_window, None
+        tz = self._value("timezone").strip()
+        for prefix, value in (("start", start), ("end", end)):
+            day, clock = to_local(value, tz)
+            self.query_one(f"#f-{prefix}_date", Input).value = day
+            self.query_one(f"#f-{prefix}_time", Input).value = clock
+
     def window(self) -> tuple[datetime | None, datetime | None, dict[str, str]]:
         tz = self._value("timezone")
         problems: dict[str, str] = {}
-        try:
-            ZoneInfo(tz.strip() or "UTC")
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            return None, None, problems  # the timezone's own problem says what to fix
+        if not valid_zone(tz):
+            # The timezone's own problem says what to fix; a loaded window waits for it.
+            loaded = self._pending_window or (None, None)
+            return parse_utc(loaded[0]), parse_utc(loaded[1]), problems
         start, start_problem = parse_local(self._value("start_date"), self._value("start_time"), tz)
         end, end_problem = parse_local(self._value("end_date"), self._value("end_time"), tz)
         if start_problem:
@@ -479,6 +505,8 @@ class ComposeScreen(ConsoleScreen[None]):
             if parts
             else f"Times are in {escape(tz)}; their UTC equivalent shows here."
         )
+        if self._pending_window is not None and parts:
+            text += "  [dim](loaded: the fields show it once the timezone is valid)[/]"
         self.query_one("#utc-preview", Static).update(text)
 
     def _key_of(self, widget: Widget) -> str | None:
@@ -508,6 +536,8 @@ class ComposeScreen(ConsoleScreen[None]):
         self._field_changed(event.checkbox)
 
     def _field_changed(self, widget: Widget) -> None:
+        if widget.id == "f-timezone":
+            self._show_pending_window()
         if not self._ready:
             return
         key = self._key_of(widget)
@@ -673,7 +703,18 @@ class ComposeScreen(ConsoleScreen[None]):
         self.query_one("#e-file", Static).display = False
         self.show_all = True
         self.call_after_refresh(self.validate_form)
-        self.notify(f"Loaded {len(extras)} field(s) from {escape(source)}", title="Loaded")
+        loaded = f"Loaded {len(extras)} field(s) from {escape(source)}"
+        if self._pending_window is not None and any(self._pending_window):
+            zone = escape(self._value("timezone"))
+            self.notify(
+                f"{loaded}. Its timezone {zone!r} is not an IANA zone: the window is kept and shows "
+                "in the date and time fields once the timezone is fixed.",
+                title="Loaded: fix the timezone",
+                severity="warning",
+                timeout=12,
+            )
+        else:
+            self.notify(loaded, title="Loaded")
 
     # -- save / submit ---------------------------------------------------------------------------------
     def _ensure_valid(self, *, for_submit: bool) -> Change | None:
