@@ -205,8 +205,10 @@ def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -
     else:
         from .services.localstack import local_factory
         from .worker import start_background
+        from .worker.options import WorkerOptions
 
-        handle = start_background(local_factory(endpoint), config)
+        # Short long polls: stopping waits for a poll in progress, so quitting takes about a second.
+        handle = start_background(local_factory(endpoint), config, options=WorkerOptions(poll_wait=1))
         progress("in-process worker started")
         cleanup.insert(0, lambda: handle.stop(timeout=5))
     settings = AwsSettings(

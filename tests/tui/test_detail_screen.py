@@ -205,7 +205,7 @@ async def test_edit_submitted_change_resubmits_after_confirmation(tmp_path: Path
         assert (
             "Edit CHG-2026-11-20T09-00-00-sub001 · submitted v3 — saving sends a new approval request" in text
         )
-        assert "Save & resubmit (^j)" in text
+        assert "Save & resubmit (^s)" in text
         assert compose.query_one("#f-start_date", Input).value == "2026-12-01"
         assert compose.query_one("#f-start_time", Input).value == "22:00"  # Europe/London in winter
         title = compose.query_one("#f-title", Input)

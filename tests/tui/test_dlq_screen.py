@@ -15,6 +15,7 @@ from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, ProgressBar, Static
 
 from changeconsole.app import ChangeConsoleApp
+from changeconsole.config import data_dir
 from changeconsole.models import EmailEvent, direct_message
 from changeconsole.screens.dlq import DlqScreen
 from changeconsole.services.dlq import (
@@ -338,7 +339,7 @@ async def test_export_asks_for_a_path(tmp_path: Path) -> None:
         await pilot.press("e")
         await wait_for(pilot, lambda: pilot.app.screen.query("#path-input").first() is not None)
         field = pilot.app.screen.query_one("#path-input", Input)
-        assert field.value == "dlq-acme-20261127T200000Z.jsonl"
+        assert field.value == str(data_dir() / "dlq-exports" / "dlq-acme-20261127T200000Z.jsonl")
         field.value = str(tmp_path / "out.jsonl")
         await pilot.press("enter")
         await wait_for(pilot, lambda: screen.idle and any(c[0] == "export" for c in fake.calls))

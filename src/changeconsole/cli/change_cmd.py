@@ -697,7 +697,16 @@ def list_cmd(
     if as_json:
         print_json({"count": len(rows), "changes": [r.to_json() for r in rows]})
         return
-    table = Table("id", "status", "v", "title", "customers", "start", "modified", "by")
+    # The id is what operators copy: never wrapped or cut; the title gives way (it wraps) instead.
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=max((len(r.change_id) for r in rows), default=2))
+    table.add_column("status", no_wrap=True)
+    table.add_column("v", no_wrap=True)
+    table.add_column("title", ratio=1, min_width=12)
+    table.add_column("customers", min_width=8, max_width=24)
+    table.add_column("start", no_wrap=True)
+    table.add_column("modified", no_wrap=True)
+    table.add_column("by", min_width=6, max_width=24)
     for r in rows:
         shown = ", ".join(r.customers[:3]) + (f" +{len(r.customers) - 3}" if len(r.customers) > 3 else "")
         table.add_row(
@@ -708,7 +717,7 @@ def list_cmd(
             shown,
             r.implementation_start or "",
             r.modified_at or "",
-            escape(r.modified_by or ""),
+            escape(r.modified_by or r.created_by or ""),  # a draft saved once has only its creator
         )
     stdout.print(table)
     stderr.print(f"{len(rows)} change(s)")

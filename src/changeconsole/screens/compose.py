@@ -204,10 +204,13 @@ class ComposeScreen(ConsoleScreen[None]):
     """``ComposeScreen(change=None, mode=None)``: new change, draft, or edit of a submitted/approved one."""
 
     help_title = "Compose"
-    MUTATING: ClassVar[frozenset[str]] = frozenset({"save", "submit", "load_file"})
+    MUTATING: ClassVar[frozenset[str]] = frozenset({"save", "submit", "resubmit", "load_file"})
+    # A submitted or approved change has no draft: there both keys save and resubmit (check_action).
     BINDINGS = [
         Binding("ctrl+s", "save", "Save draft", priority=True),
+        Binding("ctrl+s", "resubmit", "Save & resubmit", priority=True),
         Binding("ctrl+j", "submit", "Submit", key_display="^j", priority=True),
+        Binding("ctrl+j", "resubmit", "Save & resubmit", key_display="^j", show=False, priority=True),
         Binding("ctrl+o", "focus_file", "Load file"),
         Binding("escape", "leave", "Back"),
     ]
@@ -237,6 +240,18 @@ class ComposeScreen(ConsoleScreen[None]):
 
     def change_shown(self) -> str | None:
         return self.change_id
+
+    @property
+    def archived_edit(self) -> bool:
+        """Editing a submitted or approved change: saving sends a new version for approval."""
+        return self.mode == "edit" and (self.base or {}).get("status", "draft") != "draft"
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("save", "submit"):
+            return not self.archived_edit and super().check_action(action, parameters)
+        if action == "resubmit":
+            return self.archived_edit and super().check_action(action, parameters)
+        return super().check_action(action, parameters)
 
     # -- layout ------------------------------------------------------------------------------------------
     def compose_body(self) -> ComposeResult:
@@ -315,9 +330,9 @@ class ComposeScreen(ConsoleScreen[None]):
             self.query_one("#f-timezone", Input).value = self.console.default_timezone
         self._rebuild_customers()
         self._update_title()
-        if self.mode == "edit":
+        if self.archived_edit:
             self.query_one("#save", Button).display = False
-            self.query_one("#submit", Button).label = "Save & resubmit (^j)"
+            self.query_one("#submit", Button).label = "Save & resubmit (^s)"
         if self.readonly:
             for button_id in ("#save", "#submit", "#load-file"):
                 self.query_one(button_id, Button).display = False
@@ -734,9 +749,6 @@ class ComposeScreen(ConsoleScreen[None]):
     def action_save(self) -> None:
         if self.refuse_readonly("saving"):
             return
-        if self.mode == "edit":
-            self.action_submit()
-            return
         change = self._ensure_valid(for_submit=False)
         if change is None:
             return
@@ -770,6 +782,9 @@ class ComposeScreen(ConsoleScreen[None]):
             lambda: self.services.changes.save_draft(change), done=saved, failed=failed, group="save"
         )
 
+    def action_resubmit(self) -> None:
+        self.action_submit()
+
     def action_submit(self) -> None:
         if self.refuse_readonly("submitting"):
             return
@@ -783,7 +798,7 @@ class ComposeScreen(ConsoleScreen[None]):
             for c in change.customers
         )
         n = len(change.customers)
-        if self.mode == "edit" and self.base and self.base.get("status") != "draft":
+        if self.archived_edit:
             title = f"Save and resubmit {change.change_id}?"
             body = (
                 f"A new version goes to {n} customer{'s' if n != 1 else ''} as a new approval request:\n"
@@ -802,9 +817,8 @@ class ComposeScreen(ConsoleScreen[None]):
         self.app.push_screen(ConfirmModal(title, body, yes=yes), answered)
 
     def _start_submit(self, change: Change) -> None:
-        editing = self.mode == "edit" and (self.base or {}).get("status", "draft") != "draft"
         self.console.start_fanout(
-            "resubmit" if editing else "submit",
+            "resubmit" if self.archived_edit else "submit",
             change,
             customers=change.customers,
             on_archived=self._submitted,
@@ -909,7 +923,7 @@ class ComposeScreen(ConsoleScreen[None]):
             ("keep", "Keep for later"),
             ("stay", "Stay"),
         ]
-        if self.mode == "edit":
+        if self.archived_edit:
             choices = choices[1:]
 
         def chosen(choice: str | None) -> None:

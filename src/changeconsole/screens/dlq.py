@@ -47,6 +47,7 @@ from ..services.dlq import (
     RedriveResult,
     Target,
     age_text,
+    default_export_path,
 )
 from ..widgets.filterbar import FilterBar
 from ..widgets.navtable import NavTable
@@ -543,7 +544,7 @@ class DlqScreen(ConsoleScreen[None]):
         if self.customer is None:
             return
         code = self.customer
-        default = f"dlq-{code}-{self.now().astimezone(UTC):%Y%m%dT%H%M%SZ}.jsonl"
+        default = str(default_export_path(code, self.now()))
         body = (
             "Every message of the DLQ (the filter applies) as JSON lines, re-importable exactly. "
             "The export is recorded: a purge then deletes exactly these messages."
@@ -624,8 +625,9 @@ class DlqScreen(ConsoleScreen[None]):
             )
         else:
             body = (
-                f"[b red]No usable export[/]: {escape(why)}\n"
-                f"ALL {depth} message(s) now in the DLQ will be deleted permanently."
+                f"[b red]No usable export[/]: {escape(why)}.\n"
+                f"ALL {depth} message(s) now in the DLQ will be deleted permanently.\n"
+                "[dim]esc, then [b]e[/b] exports them first: the purge then deletes exactly those.[/]"
             )
         self.app.push_screen(
             TypeToConfirmModal(f"Purge {code}'s DLQ?", body, code, action_label="Purge"),

@@ -40,6 +40,7 @@ from .service import (
     SCAN_VISIBILITY,
     DlqService,
     Target,
+    default_export_path,
     native_unsupported,
 )
 
@@ -74,6 +75,7 @@ __all__ = [
     "Target",
     "age_text",
     "as_filter",
+    "default_export_path",
     "fit_attributes",
     "native_unsupported",
     "redrive_attributes",
