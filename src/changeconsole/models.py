@@ -311,6 +311,10 @@ class Change(BaseModel):
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_json_dict(), indent=indent, ensure_ascii=False)
 
+    @property
+    def meeting(self) -> Meeting:
+        return Meeting.of(self.meeting_metadata)
+
     def schedule_problems(self) -> list[str]:
         """What stops this change from leaving draft (beyond model validity)."""
         problems = []
@@ -319,6 +323,71 @@ class Change(BaseModel):
         if not self.implementation_end:
             problems.append("implementationEnd: required to submit")
         return problems
+
+
+# The keys of ``meeting_metadata`` this program reads and writes: those the running system writes
+# (``meeting_id``, ``join_url``, ``start_time``, ``end_time``, ``subject``, ``organizer``,
+# ``attendees``) where they fit, plus ``location`` (a place that is not a URL). Other keys survive.
+MEETING_ORGANIZER = "organizer"
+MEETING_JOIN_URL = "join_url"
+MEETING_LOCATION = "location"
+MEETING_START = "start_time"
+MEETING_END = "end_time"
+_URL_RE = re.compile(r"^https?://[^\s\"'<>]+$")
+_EMAIL_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+
+
+class Meeting(BaseModel):
+    """What ``meeting_metadata`` says about the calendar invite, read leniently: a value of the wrong
+    shape (written by hand or by another system) is ignored, never an error."""
+
+    organizer: str | None = None
+    join_url: str | None = None
+    location: str | None = None
+    start: datetime | None = None  # the meeting's own time, when it is not the whole window
+    end: datetime | None = None
+
+    @classmethod
+    def of(cls, metadata: dict[str, Any] | None) -> Meeting:
+        meta = metadata or {}
+
+        def text(*keys: str) -> str | None:
+            for key in keys:
+                value = meta.get(key)
+                if isinstance(value, str) and value.strip() and not _CONTROL_RE.search(value):
+                    return value.strip()
+            return None
+
+        def instant(key: str) -> datetime | None:
+            try:
+                value = _parse_utc(meta.get(key))
+            except ValueError:
+                return None
+            return datetime.fromisoformat(value) if value else None
+
+        organizer = text(MEETING_ORGANIZER)
+        url = text(MEETING_JOIN_URL, "joinUrl", "meeting_url", "url")
+        start, end = instant(MEETING_START), instant(MEETING_END)
+        return cls(
+            organizer=organizer if organizer and _EMAIL_RE.match(organizer) else None,
+            join_url=url if url and _URL_RE.match(url) else None,
+            location=text(MEETING_LOCATION),
+            start=start if start and end and end > start else None,
+            end=end if start and end and end > start else None,
+        )
+
+    @property
+    def place(self) -> str | None:
+        """Where to join: the URL, else the location."""
+        return self.join_url or self.location
+
+    def window(self, change: Change) -> tuple[datetime, datetime] | None:
+        """The meeting's start and end: its own, else the change's window."""
+        if self.start and self.end:
+            return self.start, self.end
+        if change.start_dt and change.end_dt:
+            return change.start_dt, change.end_dt
+        return None
 
 
 # -- config -------------------------------------------------------------------

@@ -14,12 +14,13 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiofiles
+from email_validator import EmailNotValidError, validate_email
 from pydantic import ValidationError
 from rich.markup import escape
 from rich.text import Text
@@ -32,11 +33,20 @@ from textual.widgets import Button, Checkbox, Input, Label, SelectionList, Stati
 from textual.widgets.selection_list import Selection
 
 from ..errors import validation_problems
-from ..models import Change, ChangeStatus
+from ..models import (
+    MEETING_END,
+    MEETING_JOIN_URL,
+    MEETING_LOCATION,
+    MEETING_ORGANIZER,
+    MEETING_START,
+    Change,
+    ChangeStatus,
+    Meeting,
+)
 from ..widgets.inputs import FormInput, FormTextArea, PathSuggester, TimezoneSuggester
 from ..widgets.navtable import NavSelectionList
 from .base import CUSTOMER_PICK, ConsoleScreen
-from .modals import ChoiceModal, ConfirmModal
+from .modals import ChoiceModal, ConfirmModal, JumpPalette
 
 # -- the form's fields ------------------------------------------------------------------------------
 
@@ -67,15 +77,47 @@ ALIAS_TO_KEY = {f.alias: f.key for f in TEXT_FIELDS} | {
     "include_meeting": "include_meeting",
     "changeId": "general",
 }
+# Meeting details (the calendar invite), kept in ``meeting_metadata`` (models.Meeting).
+MEETING_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("meeting_organizer", "Organizer", "name@example.com (default: the sender)"),
+    ("meeting_place", "Location or join URL", "https://… or a room"),
+    ("meeting_duration", "Duration", "e.g. 45m, 1h30 (default: the window)"),
+)
 LABELS = {f.key: f.label for f in TEXT_FIELDS} | {
     "customers": "Customers",
     "start": "Start",
     "end": "End",
     "timezone": "Timezone",
     "include_meeting": "Meeting",
+    "meeting_organizer": "Meeting organizer",
+    "meeting_place": "Meeting location",
+    "meeting_duration": "Meeting duration",
     "file": "Load from file",
     "general": "Change",
 }
+# The field palette (ctrl+o, then one key): (section, key, label, widget id). Any field is two keys away.
+JUMPS: tuple[tuple[str, str, str, str], ...] = (
+    ("Title", "t", "Title", "f-title"),
+    ("Window", "s", "Start date", "f-start_date"),
+    ("Window", "S", "Start time", "f-start_time"),
+    ("Window", "e", "End date", "f-end_date"),
+    ("Window", "E", "End time", "f-end_time"),
+    ("Window", "z", "Zone", "f-timezone"),
+    ("Customers", "/", "Filter", "customer-filter"),
+    ("Customers", "c", "List", "customers"),
+    ("Tickets", "n", "ServiceNow", "f-snow_ticket"),
+    ("Tickets", "j", "Jira", "f-jira_ticket"),
+    ("Text", "r", "Reason", "f-reason"),
+    ("Text", "i", "Impact", "f-customer_impact"),
+    ("Text", "p", "Plan", "f-implementation_plan"),
+    ("Text", "v", "Test plan", "f-test_plan"),
+    ("Text", "b", "Rollback", "f-rollback_plan"),
+    ("Meeting", "m", "Invite", "f-include_meeting"),
+    ("Meeting", "o", "Organizer", "f-meeting_organizer"),
+    ("Meeting", "l", "Location/URL", "f-meeting_place"),
+    ("Meeting", "u", "Duration", "f-meeting_duration"),
+    ("File", "f", "Load from file", "file-path"),
+)
 # Where each error key's message goes (and which widget gets focus for it).
 ERROR_KEYS = [
     "title",
@@ -91,6 +133,9 @@ ERROR_KEYS = [
     "test_plan",
     "rollback_plan",
     "include_meeting",
+    "meeting_organizer",
+    "meeting_place",
+    "meeting_duration",
     "file",
     "general",
 ]
@@ -161,6 +206,40 @@ def to_local(value: str | None, tz_name: str) -> tuple[str, str]:
     return local.strftime("%Y-%m-%d"), local.strftime("%H:%M")
 
 
+_DURATION_RE = re.compile(r"^(?:(\d+)\s*h)?\s*(?:(\d+)\s*(?:m|min)?)?$")
+_CLOCK_DURATION_RE = re.compile(r"^(\d+):(\d{2})$")
+
+
+def parse_duration(text: str) -> tuple[int | None, str | None]:
+    """(minutes, problem) of ``45``, ``45m``, ``1h``, ``1h30``, ``1h 30m`` or ``1:30``; blank is none."""
+    value = text.strip().casefold()
+    if not value:
+        return None, None
+    match = _CLOCK_DURATION_RE.match(value) or _DURATION_RE.match(value)
+    if not match or not any(match.groups()):
+        return None, f"{text.strip()!r} is not a duration (e.g. 45m, 1h30, 1:30)"
+    hours, mins = (int(g) if g else 0 for g in match.groups())
+    minutes = hours * 60 + mins
+    if not 0 < minutes <= 7 * 24 * 60:
+        return None, "must be between 1 minute and 7 days"
+    return minutes, None
+
+
+def duration_label(minutes: int) -> str:
+    hours, mins = divmod(minutes, 60)
+    return f"{hours}h{mins:02d}m" if hours and mins else f"{hours}h" if hours else f"{mins}m"
+
+
+def meeting_form(meeting: Meeting) -> dict[str, str]:
+    """The meeting fields of the form, as they show ``meeting``."""
+    minutes = int((meeting.end - meeting.start).total_seconds() // 60) if meeting.start and meeting.end else 0
+    return {
+        "meeting_organizer": meeting.organizer or "",
+        "meeting_place": meeting.place or "",
+        "meeting_duration": duration_label(minutes) if minutes else "",
+    }
+
+
 def valid_zone(name: str) -> bool:
     try:
         ZoneInfo(name.strip() or "UTC")
@@ -193,6 +272,10 @@ def duration_text(start: datetime, end: datetime) -> str:
 NEW_PREFIX = "new-"
 
 
+class PointerButton(Button, can_focus=False):
+    """A button for the mouse only: kept out of the Tab chain (a key does the same)."""
+
+
 class CustomerList(NavSelectionList[str]):
     BINDINGS = [
         Binding("a", "screen.select_all_customers", "Select all shown", group=CUSTOMER_PICK),
@@ -211,7 +294,7 @@ class ComposeScreen(ConsoleScreen[None]):
         Binding("ctrl+s", "resubmit", "Save & resubmit", priority=True),
         Binding("ctrl+j", "submit", "Submit", key_display="^j", priority=True),
         Binding("ctrl+j", "resubmit", "Save & resubmit", key_display="^j", show=False, priority=True),
-        Binding("ctrl+o", "focus_file", "Load file"),
+        Binding("ctrl+o", "jump", "Jump to field"),
         Binding("escape", "leave", "Back"),
     ]
 
@@ -235,6 +318,8 @@ class ComposeScreen(ConsoleScreen[None]):
         self.submitted = False
         self.submit_attempted = False
         self._last_form: dict[str, Any] | None = None
+        # The meeting fields as loaded from the change (left so, its metadata stays as it was).
+        self._meeting_loaded: dict[str, str] = {}
         # A loaded window (UTC) waiting for a valid timezone to be shown in local time.
         self._pending_window: tuple[str | None, str | None] | None = None
 
@@ -281,8 +366,9 @@ class ComposeScreen(ConsoleScreen[None]):
                 yield Label("Customers", classes="section")
                 with Horizontal(classes="customer-bar"):
                     yield FormInput(placeholder="filter customers", id="customer-filter")
-                    yield Button("All shown", id="customers-all", compact=True)
-                    yield Button("Clear", id="customers-none", compact=True)
+                    # Not in the Tab chain: the list's own a/c keys do the same.
+                    yield PointerButton("All shown (a)", id="customers-all", compact=True)
+                    yield PointerButton("Clear (c)", id="customers-none", compact=True)
                     yield Static("", id="customer-count")
                 yield CustomerList(id="customers")
                 yield Static("", id="e-customers", classes="field-error")
@@ -292,10 +378,18 @@ class ComposeScreen(ConsoleScreen[None]):
                             yield from self._text_field(field)
                 for field in TEXT_FIELDS[3:]:
                     yield from self._text_field(field)
+                yield Label("Meeting", classes="section")
                 yield Checkbox(
                     "Include a calendar invite (meeting) with the approved notice", id="f-include_meeting"
                 )
                 yield Static("", id="e-include_meeting", classes="field-error")
+                with Horizontal(classes="ticket-row"):
+                    for key, label, placeholder in MEETING_FIELDS:
+                        with Vertical(classes="ticket"):
+                            yield Label(label, classes="field-label")
+                            yield FormInput(placeholder=placeholder, id=f"f-{key}")
+                for key, _, _ in MEETING_FIELDS:
+                    yield Static("", id=f"e-{key}", classes="field-error")
                 yield Label("Load from a JSON file", classes="section")
                 with Horizontal(classes="file-row"):
                     yield FormInput(
@@ -381,6 +475,8 @@ class ComposeScreen(ConsoleScreen[None]):
         for key in ("start_date", "start_time", "end_date", "end_time", "timezone"):
             data[key] = self._value(key)
         data["include_meeting"] = self.query_one("#f-include_meeting", Checkbox).value
+        for key, _, _ in MEETING_FIELDS:
+            data[key] = self._value(key)
         data["customers"] = sorted(self.selected)
         data["base"] = self.base
         return data
@@ -410,10 +506,63 @@ class ComposeScreen(ConsoleScreen[None]):
                 self._show_pending_window()
         if "include_meeting" in doc:
             self.query_one("#f-include_meeting", Checkbox).value = bool(doc.get("include_meeting"))
+        if raw_form:
+            shown = {key: str(doc.get(key) or "") for key, _, _ in MEETING_FIELDS}
+        elif "meeting_metadata" in doc:
+            shown = meeting_form(Meeting.of(doc.get("meeting_metadata")))
+            self._meeting_loaded = dict(shown)
+        else:
+            shown = {}
+        for key, value in shown.items():
+            self.query_one(f"#f-{key}", Input).value = value
         customers = doc.get("customers")
         if isinstance(customers, list):
             self.selected = {str(c) for c in customers}
             self._rebuild_customers()
+
+    def _meeting_metadata(
+        self, start: datetime | None, end: datetime | None, problems: dict[str, str]
+    ) -> dict[str, Any] | None:
+        """``meeting_metadata`` as the form says: the loaded keys kept as they were for every meeting
+        field left as loaded (including keys of the running system: ``meeting_id``, ``subject``…)."""
+        base = (self.base or {}).get("meeting_metadata")
+        meta: dict[str, Any] = dict(base) if isinstance(base, dict) else {}
+        typed = {key: self._value(key).strip() for key, _, _ in MEETING_FIELDS}
+        loaded = self._meeting_loaded
+        organizer = typed["meeting_organizer"]
+        if organizer != loaded.get("meeting_organizer", ""):
+            meta.pop(MEETING_ORGANIZER, None)
+            if organizer:
+                try:
+                    validate_email(organizer, check_deliverability=False)
+                except EmailNotValidError:
+                    problems["meeting_organizer"] = "not an email address"
+                meta[MEETING_ORGANIZER] = organizer
+        place = typed["meeting_place"]
+        if place != loaded.get("meeting_place", ""):
+            for key in (MEETING_JOIN_URL, "joinUrl", "meeting_url", "url", MEETING_LOCATION):
+                meta.pop(key, None)
+            if place.casefold().startswith(("http://", "https://")):
+                meta[MEETING_JOIN_URL] = place
+                if Meeting.of(meta).join_url is None:
+                    problems["meeting_place"] = "not a valid http(s) URL"
+            elif place:
+                meta[MEETING_LOCATION] = place
+        duration = typed["meeting_duration"]
+        start_kept = (self.base or {}).get("implementationStart") == (iso_z(start) if start else None)
+        if duration != loaded.get("meeting_duration", "") or not start_kept:
+            meta.pop(MEETING_START, None)
+            meta.pop(MEETING_END, None)
+            if duration:
+                minutes, problem = parse_duration(duration)
+                if problem:
+                    problems["meeting_duration"] = problem
+                elif start is None:
+                    problems["meeting_duration"] = "set the start of the window first"
+                elif minutes is not None and (end is None or start + timedelta(minutes=minutes) != end):
+                    meta[MEETING_START] = iso_z(start)
+                    meta[MEETING_END] = iso_z(start + timedelta(minutes=minutes))
+        return meta or (base if isinstance(base, dict) else None)
 
     def _show_pending_window(self) -> None:
         """Put a loaded window (UTC instants) into the date/time fields, in the form's zone. While the
@@ -458,6 +607,7 @@ class ComposeScreen(ConsoleScreen[None]):
         data["include_meeting"] = self.query_one("#f-include_meeting", Checkbox).value
         data["implementationStart"] = iso_z(start) if start else None
         data["implementationEnd"] = iso_z(end) if end else None
+        data["meeting_metadata"] = self._meeting_metadata(start, end, problems)
         change: Change | None = None
         try:
             change = Change.model_validate(data, context={"config": self.services.config})
@@ -651,10 +801,15 @@ class ComposeScreen(ConsoleScreen[None]):
         if action is not None:
             action()
 
-    # -- load from file ----------------------------------------------------------------------------------
-    def action_focus_file(self) -> None:
-        self.query_one("#file-path", Input).focus()
+    # -- jumping ------------------------------------------------------------------------------------------
+    def action_jump(self) -> None:
+        def go(target: str | None) -> None:
+            if target:
+                self.query_one(f"#{target}").focus()
 
+        self.app.push_screen(JumpPalette("Jump to field", JUMPS), go)
+
+    # -- load from file ----------------------------------------------------------------------------------
     @on(Input.Submitted, "#file-path")
     def _file_submitted(self, event: Input.Submitted) -> None:
         self.action_load_file()

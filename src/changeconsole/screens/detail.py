@@ -83,6 +83,8 @@ def field_value(change: Change, doc: dict[str, Any], key: str, customer_names: d
             return Text("—", style="dim")
         day, clock = to_local(value, change.timezone)
         return Text(f"{short_time(value)}  ({day} {clock} {change.timezone})")
+    if key == "include_meeting":
+        return meeting_text(change)
     if key.endswith("At"):
         who = doc.get(key[:-2] + "By")
         return Text(f"{short_time(value)}  {who or ''}".rstrip()) if value else Text("—", style="dim")
@@ -91,6 +93,24 @@ def field_value(change: Change, doc: dict[str, Any], key: str, customer_names: d
     if value in (None, ""):
         return Text("—", style="dim")
     return Text(str(value))
+
+
+def meeting_text(change: Change) -> Text:
+    """``yes — organizer …, at …, 45m from 22:00 (window 3h)`` or ``no``."""
+    meeting = change.meeting
+    text = Text("yes" if change.include_meeting else "no")
+    parts = []
+    if meeting.organizer:
+        parts.append(f"organizer {meeting.organizer}")
+    if meeting.place:
+        parts.append(f"at {meeting.place}")
+    if meeting.start and meeting.end:
+        day, clock = to_local(meeting.start.isoformat(), change.timezone)
+        _, until = to_local(meeting.end.isoformat(), change.timezone)
+        parts.append(f"{day} {clock} to {until} ({change.timezone}), not the whole window")
+    if parts:
+        text.append(" — " + ", ".join(parts), style="" if change.include_meeting else "dim")
+    return text
 
 
 def render_fields(change: Change, customer_names: dict[str, str]) -> Table:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from rich.markup import escape
-from textual import on
+from rich.table import Table
+from rich.text import Text
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -206,6 +208,46 @@ class ChoiceModal(ModalScreen[str]):
 
     def action_cancel(self) -> None:
         self.dismiss(self.cancel_key)
+
+
+class JumpPalette(ModalScreen[str | None]):
+    """Go to a field in one key (posting's jump mode, as a list): ``targets`` are (section, key, label,
+    widget id); typing a key (case matters) closes it with that widget id, esc with None."""
+
+    BINDINGS = [Binding("escape", "cancel", "Close")]
+
+    def __init__(self, title: str, targets: Iterable[tuple[str, str, str, str]]) -> None:
+        super().__init__(classes="dialog-screen")
+        self.title_text = title
+        self.targets = list(targets)
+
+    def compose(self) -> ComposeResult:
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for section, key, label, _ in self.targets:
+            sections.setdefault(section, []).append((key, label))
+        per_row = 3
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold", no_wrap=True)
+        for _ in range(per_row):
+            table.add_column(no_wrap=True)
+        for section, entries in sections.items():
+            cells = [Text.assemble((f" {key} ", "reverse bold"), f" {label}") for key, label in entries]
+            for start in range(0, len(cells), per_row):
+                row = cells[start : start + per_row]
+                table.add_row(section if start == 0 else "", *row, *[""] * (per_row - len(row)))
+        with Vertical(classes="dialog", id="jump-palette"):
+            yield Static(escape(self.title_text), classes="dialog-title")
+            yield Static(table)
+            yield Static("[dim]esc closes[/]", classes="dialog-hint")
+
+    def on_key(self, event: events.Key) -> None:
+        target = next((t for _, key, _, t in self.targets if key == event.character), None)
+        if target is not None:
+            event.stop()
+            self.dismiss(target)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
 
 
 class CommandLine(ModalScreen[str | None]):

@@ -193,22 +193,18 @@ def render_bodies(
     return Bodies(subject=subject_for(change, event), text=text, html=html)
 
 
-def _meeting_location(change: Change) -> str | None:
-    meta = change.meeting_metadata or {}
-    for key in ("join_url", "joinUrl", "meeting_url", "url", "location"):
-        value = meta.get(key)
-        if isinstance(value, str) and value.strip():
-            return clean_header(value, 500)
-    return None
-
-
 def calendar_invite(
     change: Change, *, method: str, organizer: str, attendee: str | None, link: str | None
 ) -> bytes:
-    """An iCalendar object: METHOD REQUEST (SEQUENCE = version) or CANCEL for the same UID."""
-    start, end = change.start_dt, change.end_dt
-    if start is None or end is None:
+    """An iCalendar object: METHOD REQUEST (SEQUENCE = version) or CANCEL for the same UID.
+
+    The meeting details of ``meeting_metadata`` apply: its organizer (else ``organizer``, the
+    sender), its own start and end (else the change's window), its join URL or location."""
+    meeting = change.meeting
+    window = meeting.window(change)
+    if window is None:
         raise ValueError("a calendar invite needs implementationStart and implementationEnd")
+    start, end = window
     cal = icalendar.Calendar()
     cal.add("prodid", "-//changeconsole//change notices//EN")
     cal.add("version", "2.0")
@@ -221,16 +217,17 @@ def calendar_invite(
     ev.add("dtend", end.astimezone(UTC))
     ev.add("summary", clean_header(change.title, 400))
     description = change.reason or change.title
+    if meeting.join_url:
+        description = f"Join: {meeting.join_url}\n\n{description}"
     if link:
         description = f"{description}\n\n{link}"
     ev.add("description", description[:4000])
     ev.add("status", "CANCELLED" if method == ICS_CANCEL else "CONFIRMED")
     if link:
         ev.add("url", link)
-    location = _meeting_location(change)
-    if location:
-        ev.add("location", location)
-    org = icalendar.vCalAddress(f"mailto:{organizer}")
+    if meeting.place:
+        ev.add("location", clean_header(meeting.place, 500))
+    org = icalendar.vCalAddress(f"mailto:{meeting.organizer or organizer}")
     ev.add("organizer", org)
     if attendee:
         att = icalendar.vCalAddress(f"mailto:{attendee}")
