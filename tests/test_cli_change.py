@@ -222,7 +222,8 @@ def test_illegal_transition_exit_2_names_allowed(cli: Cli, codes) -> None:
     assert result.exit_code == 2
     assert "allowed from submitted: approved, cancelled" in result.stderr
     assert cli("change", "approve", "CHG-2030-01-01T00-00-00-zzzzzz").exit_code == 2
-    assert cli.json("change", "cancel", cid)["status"] == "cancelled"
+    assert cli.json("change", "cancel", cid, "--reason", "Window clashes")["status"] == "cancelled"
+    assert cli.json("change", "show", cid)["modifications"][-1]["reason"] == "Window clashes"
     assert "none (final state)" in cli("change", "approve", cid).stderr
 
 

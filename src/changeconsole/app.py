@@ -571,7 +571,11 @@ class ChangeConsoleApp(ThreadResults, App[int]):
 
     # -- fan-outs (submit / resubmit / approve / complete / cancel) ------------------------------------
     def fanout_call(
-        self, operation: str, change: Change | str, customers: list[str] | None = None
+        self,
+        operation: str,
+        change: Change | str,
+        customers: list[str] | None = None,
+        reason: str | None = None,
     ) -> Callable[[Callable[[Any], None] | None], Any]:
         """The blocking service call of ``operation``; takes the progress callback, returns a FanoutResult."""
         changes = self.services.changes
@@ -587,7 +591,9 @@ class ChangeConsoleApp(ThreadResults, App[int]):
                 if isinstance(result, Change):
                     return FanoutResult(result, EVENT_OF_STATUS[result.status], {})
                 return result
-            if operation in ("approve", "complete", "cancel"):
+            if operation == "cancel":
+                return changes.cancel(change_id, progress=progress, expected_version=expected, reason=reason)
+            if operation in ("approve", "complete"):
                 method = getattr(changes, operation)
                 return method(change_id, progress=progress, expected_version=expected)
             raise ValueError(f"unknown operation {operation}")
@@ -601,12 +607,13 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         *,
         customers: list[str] | None = None,
         on_archived: Callable[[Change], None] | None = None,
+        reason: str | None = None,
     ) -> None:
         """Run a change event's fan-out with per-destination progress, then show its live status."""
         if self.readonly:
             self.notify("Read-only console: nothing was sent.", severity="warning")
             return
-        run = self.fanout_call(operation, change, customers)
+        run = self.fanout_call(operation, change, customers, reason)
         self.push_screen(
             SubmitProgressScreen(operation, change, run, on_archived=on_archived, customers=customers)
         )

@@ -315,6 +315,15 @@ class Change(BaseModel):
     def meeting(self) -> Meeting:
         return Meeting.of(self.meeting_metadata)
 
+    @property
+    def cancel_reason(self) -> str | None:
+        """Why it was cancelled (the cancellation's modification, ``reason``), if told."""
+        for mod in reversed(self.modifications):
+            if mod.modification_type == "cancelled":
+                reason = (mod.model_extra or {}).get("reason")
+                return reason if isinstance(reason, str) and reason.strip() else None
+        return None
+
     def schedule_problems(self) -> list[str]:
         """What stops this change from leaving draft (beyond model validity)."""
         problems = []

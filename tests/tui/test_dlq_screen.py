@@ -29,7 +29,7 @@ from changeconsole.services.dlq import (
     RedriveProgress,
     RedriveResult,
 )
-from support.console import NOW, fake_app, settle
+from support.console import NOW, fake_app, screen_text, settle
 from support.waiting import wait_for
 
 SIZES = [(120, 40), (80, 24)]
@@ -278,6 +278,27 @@ async def test_redrive_without_marks_takes_the_highlighted_message(tmp_path: Pat
         await wait_for(pilot, lambda: screen.idle and screen.last_result is not None)
         redrives = [c for c in fake.calls if c[0] == "redrive"]
         assert redrives == [("redrive", ("acme", ["00000002-1111-2222-3333-444455556666"]))]
+
+
+async def test_redrive_warns_when_the_recorded_reason_will_recur(tmp_path: Path) -> None:
+    """Issue 16: an isolation violation or malformed body dead-letters again; the dialog says so."""
+    app, _fake = dlq_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_dlq(pilot)
+        await pilot.press("a", "R")  # all three: two role problems (not ours to judge), one isolation
+        await wait_for(pilot, lambda: "Redrive 3 messages of acme?" in _modal_text(pilot))
+        text = screen_text(pilot.app)
+        assert "⚠ 1 of them dead-lettered for isolation_violation" in text
+        assert "it will dead-letter again" in " ".join(text.split())
+        assert "Redrive anyway (y)" in " ".join(str(b.label) for b in pilot.app.screen.query(Button))
+        assert pilot.app.focused is not None and pilot.app.focused.id == "no"  # enter does not redrive
+        await pilot.press("n")
+        await settle(pilot)
+        screen.marked.clear()
+        screen.query_one("#dlq-messages", DataTable).focus()
+        await pilot.press("g", "R")  # the first: role_assume_failed, nothing recorded about recurring
+        await wait_for(pilot, lambda: "Redrive 1 message of acme?" in _modal_text(pilot))
+        assert "dead-letter again" not in _modal_text(pilot)
 
 
 async def test_mark_all_toggles(tmp_path: Path) -> None:

@@ -474,36 +474,46 @@ def _nothing_changed(change: Change, as_json: bool) -> None:
 
 
 def _transition_command(name: str, target: ChangeStatus) -> click.Command:
-    @change_group.command(
-        name,
-        help=f"Move a change to {target.value} and notify its customers. With --version N, only if the "
-        "change is still at version N (the one you reviewed); otherwise nothing is written (exit 1).",
-    )
-    @aws_options
-    @click.argument("change_id", metavar="ID")
-    @click.option(
+    def command(
+        change_id: str,
+        version: int | None,
+        wait: bool,
+        timeout: float,
+        as_json: bool,
+        reason: str | None = None,
+    ) -> None:
+        svc = _service()
+        if target is ChangeStatus.CANCELLED:
+            result = _fanout(
+                f"{name} {change_id}",
+                lambda p: svc.cancel(change_id, progress=p, expected_version=version, reason=reason),
+            )
+        else:
+            method = svc.approve if target is ChangeStatus.APPROVED else svc.complete
+            result = _fanout(
+                f"{name} {change_id}", lambda p: method(change_id, progress=p, expected_version=version)
+            )
+        _transition_output(result, as_json=as_json, wait=wait, timeout=timeout, action=f"{name} {change_id}")
+
+    decorated = change_errors(json_option(timeout_option(wait_option(command))))
+    if target is ChangeStatus.CANCELLED:
+        decorated = click.option(
+            "--reason",
+            metavar="TEXT",
+            help="Why: recorded with the change (its modification) and told in the cancellation notice.",
+        )(decorated)
+    decorated = click.option(
         "--version",
         "version",
         type=click.IntRange(min=1, max=MAX_VERSION),
         help="The version you reviewed: refuse if the change moved on since.",
-    )
-    @wait_option
-    @timeout_option
-    @json_option
-    @change_errors
-    def command(change_id: str, version: int | None, wait: bool, timeout: float, as_json: bool) -> None:
-        svc = _service()
-        method = {
-            ChangeStatus.APPROVED: svc.approve,
-            ChangeStatus.COMPLETED: svc.complete,
-            ChangeStatus.CANCELLED: svc.cancel,
-        }[target]
-        result = _fanout(
-            f"{name} {change_id}", lambda p: method(change_id, progress=p, expected_version=version)
-        )
-        _transition_output(result, as_json=as_json, wait=wait, timeout=timeout, action=f"{name} {change_id}")
-
-    return command
+    )(decorated)
+    decorated = aws_options(click.argument("change_id", metavar="ID")(decorated))
+    return change_group.command(
+        name,
+        help=f"Move a change to {target.value} and notify its customers. With --version N, only if the "
+        "change is still at version N (the one you reviewed); otherwise nothing is written (exit 1).",
+    )(decorated)
 
 
 approve_cmd = _transition_command("approve", ChangeStatus.APPROVED)

@@ -1,7 +1,8 @@
 """One change: every field, its latest delivery round, the actions its state allows, version history + diff.
 
-Confirmations scale with danger: approve/complete ask y/n; cancel and delete make the operator type
-the change id. In a read-only console no action is shown or accepted.
+Confirmations scale with danger: approve/complete ask y/n; cancel asks a reason (recorded) and ``y``
+or the change's short suffix; delete makes the operator type the change id. In a read-only console no
+action is shown or accepted.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ..widgets.navtable import NavTable
 from .base import DIFF_PICK, ConsoleScreen
 from .compose import to_local
 from .format import short_time
-from .modals import ConfirmModal, TypeToConfirmModal
+from .modals import ConfirmModal, ReasonConfirmModal, TypeToConfirmModal
 
 # Which actions each state allows (besides duplicate, allowed for any change).
 ALLOWED: dict[ChangeStatus, frozenset[str]] = {
@@ -87,12 +88,22 @@ def field_value(change: Change, doc: dict[str, Any], key: str, customer_names: d
         return meeting_text(change)
     if key.endswith("At"):
         who = doc.get(key[:-2] + "By")
-        return Text(f"{short_time(value)}  {who or ''}".rstrip()) if value else Text("—", style="dim")
+        if not value:
+            return Text("—", style="dim")
+        text = Text(f"{short_time(value)}  {who or ''}".rstrip())
+        if key == "cancelledAt" and change.cancel_reason:
+            text.append(f" — {change.cancel_reason}")
+        return text
     if isinstance(value, bool):
         return Text("yes" if value else "no")
     if value in (None, ""):
         return Text("—", style="dim")
     return Text(str(value))
+
+
+def short_suffix(change_id: str) -> str:
+    """``4qhr96`` of ``CHG-2026-12-07T17-09-23-4qhr96``: what the operator types to confirm."""
+    return change_id.rsplit("-", 1)[-1]
 
 
 def meeting_text(change: Change) -> Text:
@@ -463,10 +474,20 @@ class DetailScreen(ConsoleScreen[None]):
             f"[b]{escape(change.title)}[/]\nCancellation notices go to {n} customer{'s' if n != 1 else ''}. "
             "A cancelled change cannot be reopened."
         )
-        modal = TypeToConfirmModal(
-            f"Cancel {change.change_id}?", body, change.change_id, action_label="Cancel change"
+        modal = ReasonConfirmModal(
+            f"Cancel {change.change_id}?",
+            body,
+            short_suffix(change.change_id),
+            action_label="Cancel change",
+            keep_label="Keep change",
+            reason_label="Reason (kept with the change and told in the cancellation notice):",
         )
-        self._confirm_then(modal, "cancel", change)
+
+        def answered(reason: str | None) -> None:
+            if reason:
+                self.console.start_fanout("cancel", change, reason=reason)
+
+        self.app.push_screen(modal, answered)
 
     def _confirm_then(self, modal: Any, operation: str, change: Change) -> None:
         def answered(ok: bool | None) -> None:
@@ -501,7 +522,11 @@ class DetailScreen(ConsoleScreen[None]):
             "No email is sent."
         )
         modal = TypeToConfirmModal(
-            f"Delete {change.change_id}?", body, change.change_id, action_label="Delete"
+            f"Delete {change.change_id}?",
+            body,
+            change.change_id,
+            action_label="Delete",
+            keep_label="Keep change",
         )
         change_id = change.change_id
 

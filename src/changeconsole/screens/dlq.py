@@ -48,6 +48,7 @@ from ..services.dlq import (
     Target,
     age_text,
     default_export_path,
+    recurrence,
 )
 from ..widgets.filterbar import FilterBar
 from ..widgets.navtable import NavTable
@@ -473,8 +474,24 @@ class DlqScreen(ConsoleScreen[None]):
             "Each is sent first and deleted from the DLQ after; the worker's ledger makes a repeat "
             "harmless, so no recipient gets an email twice."
         )
+        chosen = set(ids)
+        recurring = Counter(
+            m.reason for m in self.messages if m.message_id in chosen and recurrence(m.reason)
+        )
+        for reason, count in sorted(recurring.items()):
+            why = recurrence(reason) or ""
+            body += (
+                f"\n[b red]⚠ {count} of them[/] dead-lettered for [b]{escape(reason)}[/]: {escape(why)}."
+                if n > 1
+                else f"\n[b red]⚠ Dead-lettered for [b]{escape(reason)}[/b][/]: {escape(why)}."
+            )
         self.app.push_screen(
-            ConfirmModal(f"Redrive {n} message{'s' if n != 1 else ''} of {code}?", body, yes="Redrive"),
+            ConfirmModal(
+                f"Redrive {n} message{'s' if n != 1 else ''} of {code}?",
+                body,
+                yes="Redrive anyway" if recurring else "Redrive",
+                danger=bool(recurring),
+            ),
             lambda ok: self._start_redrive(code, ids) if ok else None,
         )
 
@@ -630,7 +647,9 @@ class DlqScreen(ConsoleScreen[None]):
                 "[dim]esc, then [b]e[/b] exports them first: the purge then deletes exactly those.[/]"
             )
         self.app.push_screen(
-            TypeToConfirmModal(f"Purge {code}'s DLQ?", body, code, action_label="Purge"),
+            TypeToConfirmModal(
+                f"Purge {code}'s DLQ?", body, code, action_label="Purge", keep_label="Keep messages"
+            ),
             lambda ok: (
                 self._background(
                     "purge",

@@ -62,13 +62,23 @@ class ConfirmModal(ModalScreen[bool]):
 
 
 class TypeToConfirmModal(ModalScreen[bool]):
-    """For irreversible or customer-visible actions: type the exact text (e.g. the change id)."""
+    """For irreversible actions of wide reach (delete, purge): type the exact text (e.g. the customer
+    code). ``keep_label`` names what esc keeps (e.g. "Keep messages")."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, body: str, expected: str, *, action_label: str = "Confirm") -> None:
+    def __init__(
+        self,
+        title: str,
+        body: str,
+        expected: str,
+        *,
+        action_label: str = "Confirm",
+        keep_label: str = "Keep it",
+    ) -> None:
         super().__init__(classes="dialog-screen")
         self.title_text, self.body, self.expected, self.action_label = title, body, expected, action_label
+        self.keep_label = keep_label
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog danger"):
@@ -79,7 +89,7 @@ class TypeToConfirmModal(ModalScreen[bool]):
             yield Static("", id="confirm-hint", classes="field-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.action_label, id="confirm", variant="error", compact=True, disabled=True)
-                yield Button("Cancel (esc)", id="cancel", compact=True)
+                yield Button(f"{self.keep_label} (esc)", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
@@ -163,6 +173,75 @@ class PathModal(ModalScreen[tuple[str, str] | None]):
         self.dismiss(self._result() if event.button.id == "ok" else None)
 
     def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ReasonConfirmModal(ModalScreen[str | None]):
+    """A customer-visible action that cannot be undone, on one change (cancel): a reason (recorded
+    with the change) and a confirmation, ``y`` or the change's short suffix. Dismissed with the
+    reason, or None (esc, or the keep button)."""
+
+    BINDINGS = [Binding("escape", "keep", "Keep")]
+
+    def __init__(
+        self, title: str, body: str, suffix: str, *, action_label: str, keep_label: str, reason_label: str
+    ) -> None:
+        super().__init__(classes="dialog-screen")
+        self.title_text, self.body, self.suffix = title, body, suffix
+        self.action_label, self.keep_label, self.reason_label = action_label, keep_label, reason_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog danger"):
+            yield Static(escape(self.title_text), classes="dialog-title")
+            yield Static(self.body, classes="dialog-body-text")
+            yield Label(self.reason_label)
+            yield FormInput(placeholder="why (required)", id="reason")
+            yield Label(f"Then type [b]y[/b] or [b]{escape(self.suffix)}[/b] to confirm:")
+            yield FormInput(placeholder=f"y or {self.suffix}", id="confirm-text")
+            yield Static("", id="confirm-hint", classes="field-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.action_label, id="confirm", variant="error", compact=True, disabled=True)
+                yield Button(f"{self.keep_label} (esc)", id="keep", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#reason", Input).focus()
+
+    @property
+    def reason(self) -> str:
+        return self.query_one("#reason", Input).value.strip()
+
+    def _confirmed(self) -> bool:
+        typed = self.query_one("#confirm-text", Input).value.strip()
+        return bool(self.reason) and typed.casefold() in ("y", self.suffix.casefold())
+
+    @on(Input.Changed)
+    def _changed(self) -> None:
+        self.query_one("#confirm", Button).disabled = not self._confirmed()
+
+    @on(Input.Submitted, "#reason")
+    def _reason_done(self) -> None:
+        if self.reason:
+            self.query_one("#confirm-text", Input).focus()
+        else:
+            self.query_one("#confirm-hint", Static).update("Give a reason first: it is kept with the change.")
+
+    @on(Input.Submitted, "#confirm-text")
+    def _confirm_done(self) -> None:
+        if self._confirmed():
+            self.dismiss(self.reason)
+        elif not self.reason:
+            self.query_one("#confirm-hint", Static).update("Give a reason first: it is kept with the change.")
+            self.query_one("#reason", Input).focus()
+        else:
+            self.query_one("#confirm-hint", Static).update(
+                f"Type y or {escape(self.suffix)} to confirm; nothing was done."
+            )
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(self.reason if event.button.id == "confirm" and self._confirmed() else None)
+
+    def action_keep(self) -> None:
         self.dismiss(None)
 
 

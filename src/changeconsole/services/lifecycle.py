@@ -100,6 +100,14 @@ def user_fields(change: Change) -> dict[str, Any]:
     return {k: v for k, v in change.to_json_dict().items() if k not in LIFECYCLE_FIELDS}
 
 
+MAX_REASON = 1000
+
+
+def clean_reason(text: str) -> str:
+    """One line of at most MAX_REASON characters (control characters become spaces)."""
+    return " ".join("".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text).split())[:MAX_REASON]
+
+
 def _same_write(current: Change | None, ours: Change) -> bool:
     """True when the archive holds exactly our write (an earlier try that did succeed): decided by the
     write token alone, unique per write (two writers in one second under one identity differ)."""
@@ -355,7 +363,12 @@ class ChangeService:
         return self._publish(new, EmailEvent.SUBMITTED, previous=current, etag=etag, progress=progress)
 
     def _transition(
-        self, change_id: str, target: ChangeStatus, expected_version: int | None, progress: Progress
+        self,
+        change_id: str,
+        target: ChangeStatus,
+        expected_version: int | None,
+        progress: Progress,
+        **extra: Any,
     ) -> FanoutResult:
         stored = self.store.find(change_id)
         if stored is None:
@@ -365,7 +378,7 @@ class ChangeService:
         if expected_version is not None and current.version != expected_version:
             raise ConflictError(change_id, current.modified_by, current.modified_at, current=current)
         check_transition(current.status, target)
-        new = self._next(current, target, target.value, check_customers=False)
+        new = self._next(current, target, target.value, check_customers=False, **extra)
         return self._publish(
             new, EVENT_OF_STATUS[target], previous=current, etag=stored.etag, progress=progress
         )
@@ -381,9 +394,16 @@ class ChangeService:
         return self._transition(change_id, ChangeStatus.COMPLETED, expected_version, progress)
 
     def cancel(
-        self, change_id: str, *, progress: Progress = None, expected_version: int | None = None
+        self,
+        change_id: str,
+        *,
+        progress: Progress = None,
+        expected_version: int | None = None,
+        reason: str | None = None,
     ) -> FanoutResult:
-        return self._transition(change_id, ChangeStatus.CANCELLED, expected_version, progress)
+        """``reason``: why, kept in the cancellation's modification (``reason``) and told in the notice."""
+        extra = {"reason": clean_reason(reason)} if reason and reason.strip() else {}
+        return self._transition(change_id, ChangeStatus.CANCELLED, expected_version, progress, **extra)
 
     def edit(
         self, change: Change, *, progress: Progress = None, expected_version: int | None = _UNSET

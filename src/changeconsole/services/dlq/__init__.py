@@ -20,7 +20,7 @@ from .attributes import (
     unpack_attributes,
 )
 from .errors import DlqError, DlqInputError, PurgeRefused, QueueMissing
-from .messages import EXPORT_SCHEMA, DlqMessage, MessageFilter, as_filter
+from .messages import EXPORT_SCHEMA, DlqMessage, MessageFilter, as_filter, recurrence
 from .ratelimit import RateLimiter
 from .results import (
     DlqSummary,
@@ -78,6 +78,7 @@ __all__ = [
     "default_export_path",
     "fit_attributes",
     "native_unsupported",
+    "recurrence",
     "redrive_attributes",
     "string_attr",
     "unpack_attributes",
