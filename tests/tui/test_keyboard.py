@@ -41,7 +41,7 @@ async def test_j_k_g_G_move_the_cursor_of_the_change_list(tmp_path: Path) -> Non
         assert app.screen.change_id == app.services.changes.list()[-1].change_id  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("where", ["changes", "detail", "status", "dlq", "customers", "compose"])
+@pytest.mark.parametrize("where", ["changes", "detail", "status", "dlq", "customers", "contacts", "compose"])
 async def test_every_table_and_pick_list_has_the_motions(tmp_path: Path, where: str) -> None:
     """One binding set for all: every table of every screen is a NavTable, every pick list a
     NavSelectionList (a new screen with a plain DataTable fails here)."""
@@ -53,6 +53,7 @@ async def test_every_table_and_pick_list_has_the_motions(tmp_path: Path, where: 
             "status": lambda: app.open_status(SUBMITTED_ID),
             "dlq": lambda: app.open_dlq("acme"),
             "customers": app.open_customers,
+            "contacts": lambda: app.open_contacts("acme"),
             "compose": app.open_compose,
         }
         if where in opened:
