@@ -108,6 +108,15 @@ def clean_reason(text: str) -> str:
     return " ".join("".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text).split())[:MAX_REASON]
 
 
+def _customers_changed(current: Change, customers: builtins.list[str]) -> dict[str, Any]:
+    """What a new version's modification records about its customers: the fields changed and those
+    added (their notice is a first request, not a revision: services/emails.revision_of)."""
+    added = sorted(set(customers) - set(current.customers))
+    if sorted(set(customers)) == sorted(current.customers):
+        return {}
+    return {"changed_fields": ["customers"], **({"added_customers": added} if added else {})}
+
+
 def _same_write(current: Change | None, ours: Change) -> bool:
     """True when the archive holds exactly our write (an earlier try that did succeed): decided by the
     write token alone, unique per write (two writers in one second under one identity differ)."""
@@ -358,7 +367,8 @@ class ChangeService:
         """``submit ID`` of an archived change: approved → submitted (a new approval round)."""
         check_transition(current.status, ChangeStatus.SUBMITTED)
         fields = {"customers": customers} if customers is not None else None
-        new = self._next(current, ChangeStatus.SUBMITTED, "resubmitted", fields=fields)
+        extra = _customers_changed(current, sorted(set(customers))) if customers is not None else {}
+        new = self._next(current, ChangeStatus.SUBMITTED, "resubmitted", fields=fields, **extra)
         self._check_schedule(new)
         return self._publish(new, EmailEvent.SUBMITTED, previous=current, etag=etag, progress=progress)
 
@@ -434,7 +444,15 @@ class ChangeService:
         changed = sorted(k for k in set(before) | set(after) if k in after and before.get(k) != after[k])
         if not changed:
             return current
-        new = self._next(current, ChangeStatus.SUBMITTED, "edited", fields=after, changed_fields=changed)
+        added = _customers_changed(current, after.get("customers", current.customers)).get("added_customers")
+        new = self._next(
+            current,
+            ChangeStatus.SUBMITTED,
+            "edited",
+            fields=after,
+            changed_fields=changed,
+            **({"added_customers": added} if added else {}),
+        )
         self._check_schedule(new)
         return self._publish(new, EmailEvent.SUBMITTED, previous=current, etag=stored.etag, progress=progress)
 
