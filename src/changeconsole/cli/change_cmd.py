@@ -22,7 +22,9 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
+from .. import changeformat
 from ..colours import DELIVERY_STATE, DESTINATION_STATE, styled
+from ..config import ConfigError
 from ..errors import validation_problems
 from ..models import (
     CHANGE_ID_RE,
@@ -734,6 +736,45 @@ def list_cmd(
 
 
 _LONG_FIELDS = ("changeReason", "implementationPlan", "testPlan", "customerImpact", "rollbackPlan")
+
+
+@change_group.command("schema")
+@click.option("--markdown", is_flag=True, help="The format's document instead (docs/change-format.md).")
+@handle_errors
+def schema_cmd(markdown: bool) -> None:
+    """Print the JSON Schema of a change file (what draft, submit and show --json read and write)."""
+    if markdown:
+        click.echo(changeformat.markdown(), nl=False)
+    else:
+        print_json(changeformat.json_schema())
+
+
+@change_group.command("template")
+@aws_options
+@click.option(
+    "--customer",
+    "customers",
+    multiple=True,
+    metavar="CODE",
+    help="A customer it targets (repeat) [default: the config's first customer].",
+)
+@handle_errors
+def template_cmd(customers: tuple[str, ...]) -> None:
+    """Print a valid change file to start from (a window a week ahead): edit it, then draft or submit."""
+    codes = list(customers)
+    if not codes:
+        try:
+            codes = sorted(state().config().customer_mappings)[:1]
+        except ConfigError:
+            codes = []
+        if not codes:
+            codes = ["acme"]
+            stderr.print("no config to take a customer from: `acme` is a placeholder, set `customers`")
+    print_json(changeformat.template(codes))
+    stderr.print(
+        "edit it (docs/change-format.md says what each field means), then: "
+        "changeconsole change draft FILE (or submit FILE)"
+    )
 
 
 @change_group.command("show")
