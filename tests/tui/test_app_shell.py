@@ -81,7 +81,7 @@ async def test_help_is_built_from_the_live_bindings(tmp_path: Path) -> None:
         assert "Help — Compose" in text
         groups = dict(group_bindings(app.screen.bindings_snapshot, app.get_key_display))  # type: ignore[attr-defined]
         mine = {d for _, d, _ in groups["This screen"]}
-        assert {"Save draft", "Submit", "Load file", "Back"} <= mine
+        assert {"Save draft", "Submit", "Jump to field", "Back"} <= mine
         assert "New" not in mine  # the list's keys are not the form's
 
 

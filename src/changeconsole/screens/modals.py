@@ -191,13 +191,13 @@ class ReasonConfirmModal(ModalScreen[str | None]):
         self.action_label, self.keep_label, self.reason_label = action_label, keep_label, reason_label
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog danger"):
+        with Vertical(classes="dialog danger", id="reason-dialog"):
             yield Static(escape(self.title_text), classes="dialog-title")
             yield Static(self.body, classes="dialog-body-text")
             yield Label(self.reason_label)
-            yield FormInput(placeholder="why (required)", id="reason")
+            yield FormInput(placeholder="why (required)", id="reason", compact=True)
             yield Label(f"Then type [b]y[/b] or [b]{escape(self.suffix)}[/b] to confirm:")
-            yield FormInput(placeholder=f"y or {self.suffix}", id="confirm-text")
+            yield FormInput(placeholder=f"y or {self.suffix}", id="confirm-text", compact=True)
             yield Static("", id="confirm-hint", classes="field-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.action_label, id="confirm", variant="error", compact=True, disabled=True)
