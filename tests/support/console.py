@@ -14,12 +14,16 @@ from textual.screen import Screen
 
 from changeconsole.app import ChangeConsoleApp
 from changeconsole.models import Change, ChangeStatus, Config, DeliveryRecord, DeliveryState, EmailEvent
+from changeconsole.screens.compose import ComposeScreen
+from changeconsole.screens.detail import DetailScreen
 from changeconsole.services.autosave import AutosaveStore
 from changeconsole.services.aws import AwsSettings
 from changeconsole.services.fanout import ARCHIVE, DestinationState, FanoutResult
 from changeconsole.services.history import diff_changes
 from changeconsole.services.localstack import build_local_config
 from changeconsole.services.status import ChangeSummary, StatusStore, search_text
+
+from .waiting import wait_for
 
 NOW = datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC)
 NEW_ID = "CHG-2026-11-27T20-00-00-new001"
@@ -309,6 +313,28 @@ def fake_app(tmp_path: Path, **kwargs: Any) -> ChangeConsoleApp:
         fail=kwargs.pop("fail", False), readonly=kwargs.pop("services_readonly", False)
     )
     return console_app(services, autosave=AutosaveStore(tmp_path / "autosave"), **kwargs)
+
+
+async def open_detail(pilot: Pilot[Any], change_id: str) -> DetailScreen:
+    """The detail screen of ``change_id``, loaded."""
+    await settle(pilot)
+    pilot.app.open_change(change_id)  # type: ignore[attr-defined]
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, DetailScreen), what="detail")
+    await settle(pilot)
+    screen = pilot.app.screen
+    assert isinstance(screen, DetailScreen) and screen.change is not None
+    return screen
+
+
+async def open_compose(pilot: Pilot[Any]) -> ComposeScreen:
+    """Compose a new change the way the operator does: ``n`` on the change list."""
+    await settle(pilot)
+    await pilot.press("n")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ComposeScreen), what="compose")
+    await settle(pilot)
+    screen = pilot.app.screen
+    assert isinstance(screen, ComposeScreen)
+    return screen
 
 
 async def show(pilot: Pilot[Any], screen: Screen[Any]) -> None:

@@ -20,22 +20,13 @@ from support.console import (
     NEW_ID,
     SUBMITTED_ID,
     fake_app,
+    open_detail,
     screen_text,
     settle,
 )
 from support.waiting import wait_for
 
 SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]
-
-
-async def open_detail(pilot: Any, change_id: str) -> DetailScreen:
-    await settle(pilot)
-    pilot.app.open_change(change_id)
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, DetailScreen), what="detail")
-    await settle(pilot)
-    screen = pilot.app.screen
-    assert isinstance(screen, DetailScreen) and screen.change is not None
-    return screen
 
 
 def record_fanouts(app: Any) -> list[tuple[str, str]]:

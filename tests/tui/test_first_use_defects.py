@@ -29,6 +29,8 @@ from support.console import (
     change,
     console_app,
     fake_app,
+    open_compose,
+    open_detail,
     screen_text,
     settle,
 )
@@ -80,11 +82,7 @@ async def fill_compose(
     pilot: Any, *, title: str = "Rotate keys", customers: tuple[str, ...] = ("acme",)
 ) -> Any:
     """Open compose from the change list (n) and fill what submitting needs."""
-    app = pilot.app
-    await pilot.press("n")
-    await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen), what="compose")
-    await settle(pilot)
-    compose = app.screen
+    compose = await open_compose(pilot)
     values = {"title": title, "start_date": "2030-03-01", "start_time": "22:00"}
     values |= {"end_date": "2030-03-02", "end_time": "01:00"}
     for key, value in values.items():
@@ -120,11 +118,7 @@ async def test_1_changes_command_after_submit_shows_the_change_list(tmp_path: Pa
 async def test_3_tab_accepts_the_time_zone_suggestion(tmp_path: Path) -> None:
     app = fake_app(tmp_path)
     async with app.run_test(size=(160, 48)) as pilot:
-        await settle(pilot)
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen), what="compose")
-        await settle(pilot)
-        zone = app.screen.query_one("#f-timezone", Input)
+        zone = (await open_compose(pilot)).query_one("#f-timezone", Input)
         zone.focus()
         zone.value = ""
         await pilot.press(*"America/New_Y")
@@ -140,12 +134,7 @@ async def test_3_tab_accepts_the_time_zone_suggestion(tmp_path: Path) -> None:
 async def test_4_space_selects_the_highlighted_customer_of_a_fresh_filter(tmp_path: Path) -> None:
     app = fake_app(tmp_path)
     async with app.run_test(size=(160, 48)) as pilot:
-        await settle(pilot)
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen), what="compose")
-        await settle(pilot)
-        compose = app.screen
-        assert isinstance(compose, ComposeScreen)
+        compose = await open_compose(pilot)
         compose.query_one("#customer-filter", Input).focus()
         await pilot.press(*"glob")
         await settle(pilot)
@@ -168,12 +157,7 @@ async def test_5_a_file_with_a_bad_timezone_keeps_its_window(tmp_path: Path) -> 
     path.write_text(json.dumps(doc))
     app = fake_app(tmp_path)
     async with app.run_test(size=(160, 48)) as pilot:
-        await settle(pilot)
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen), what="compose")
-        await settle(pilot)
-        compose = app.screen
-        assert isinstance(compose, ComposeScreen)
+        compose = await open_compose(pilot)
         compose.query_one("#file-path", Input).value = str(path)
         compose.action_load_file()
         await settle(pilot)
@@ -196,10 +180,7 @@ async def test_5_a_file_with_a_bad_timezone_keeps_its_window(tmp_path: Path) -> 
 async def test_7_ctrl_s_on_an_approved_change_saves_and_resubmits_as_the_footer_says(tmp_path: Path) -> None:
     app = fake_app(tmp_path)
     async with app.run_test(size=(160, 48)) as pilot:
-        await settle(pilot)
-        app.open_change(APPROVED_ID)
-        await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen), what="detail")
-        await settle(pilot)
+        await open_detail(pilot, APPROVED_ID)
         await pilot.press("e")
         await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen), what="compose")
         await settle(pilot)

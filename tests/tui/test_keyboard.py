@@ -15,7 +15,7 @@ from changeconsole.screens.detail import DetailScreen
 from changeconsole.screens.modals import CommandLine, JumpPalette
 from changeconsole.screens.status import LiveStatusScreen
 from changeconsole.widgets.navtable import NavSelectionList, NavTable
-from support.console import APPROVED_ID, DONE_ID, SUBMITTED_ID, fake_app, settle
+from support.console import APPROVED_ID, DONE_ID, SUBMITTED_ID, fake_app, open_compose, open_detail, settle
 from support.waiting import wait_for
 
 
@@ -67,10 +67,7 @@ async def test_every_table_and_pick_list_has_the_motions(tmp_path: Path, where: 
 async def test_history_table_takes_j_k_too(tmp_path: Path) -> None:
     app = fake_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        app.open_change(SUBMITTED_ID)
-        await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen), what="detail")
-        await settle(pilot)
+        await open_detail(pilot, SUBMITTED_ID)
         await pilot.press("h")
         await settle(pilot)
         table = app.screen.query_one("#versions-table", DataTable)
@@ -84,11 +81,7 @@ async def test_history_table_takes_j_k_too(tmp_path: Path) -> None:
 async def test_every_compose_field_is_two_keys_away(tmp_path: Path) -> None:
     app = fake_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, ComposeScreen), what="compose")
-        await settle(pilot)
-        compose = app.screen
+        compose = await open_compose(pilot)
         focusable = {w.id for w in compose.query("#form *") if w.can_focus and w.id}
         assert focusable - {"load-file"} <= {target for *_, target in JUMPS}  # nothing left out
         for _section, key, _label, target in JUMPS:
@@ -138,10 +131,7 @@ async def test_esc_from_compose_never_lands_on_another_changes_armed_detail(tmp_
     the change list instead."""
     app = fake_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        app.open_change(APPROVED_ID)
-        await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen), what="detail")
-        await settle(pilot)
+        await open_detail(pilot, APPROVED_ID)
         await pilot.press("colon", *"new", "enter")
         await leave_compose(pilot)
         assert isinstance(app.screen, ChangesScreen)
