@@ -165,7 +165,10 @@ async def test_5_a_file_with_a_bad_timezone_keeps_its_window(tmp_path: Path) -> 
         assert any("not an IANA zone: the window is kept" in n for n in notes), notes
         assert "start 2030-07-01T21:00:00Z" in screen_text(app)  # the loaded window, not dropped
         zone = compose.query_one("#f-timezone", Input)
-        zone.value = "America/New_York"
+        zone.focus()
+        zone.value = ""  # cleared, then typed: on the way it is empty (UTC) and other zones
+        await settle(pilot)
+        await pilot.press(*"America/New_York")
         await settle(pilot)
         shown = [compose.query_one(f"#f-{k}", Input).value for k in ("start_date", "start_time", "end_time")]
         assert shown == ["2030-07-01", "17:00", "19:30"]

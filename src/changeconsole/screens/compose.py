@@ -240,6 +240,9 @@ def meeting_form(meeting: Meeting) -> dict[str, str]:
     }
 
 
+WINDOW_FIELDS = frozenset({"f-start_date", "f-start_time", "f-end_date", "f-end_time"})
+
+
 def valid_zone(name: str) -> bool:
     try:
         ZoneInfo(name.strip() or "UTC")
@@ -504,6 +507,8 @@ class ComposeScreen(ConsoleScreen[None]):
             if "implementationStart" in doc or "implementationEnd" in doc:
                 self._pending_window = (doc.get("implementationStart"), doc.get("implementationEnd"))
                 self._show_pending_window()
+                if valid_zone(tz):
+                    self._pending_window = None  # shown: the fields are the window from now on
         if "include_meeting" in doc:
             self.query_one("#f-include_meeting", Checkbox).value = bool(doc.get("include_meeting"))
         if raw_form:
@@ -566,12 +571,13 @@ class ComposeScreen(ConsoleScreen[None]):
 
     def _show_pending_window(self) -> None:
         """Put a loaded window (UTC instants) into the date/time fields, in the form's zone. While the
-        zone is not a valid IANA name the instants wait (``window`` still uses them), and are shown
-        as soon as it is fixed: nothing loaded is dropped."""
-        if self._pending_window is None or not valid_zone(self._value("timezone")):
-            return
-        (start, end), self._pending_window = self._pending_window, None
+        zone is not a valid IANA name the instants wait (``window`` uses them), and show as soon as it
+        is one, in whichever zone is typed (a zone typed letter by letter may pass through another
+        valid one), until the operator types a date or time: nothing loaded is dropped or shifted."""
         tz = self._value("timezone").strip()
+        if self._pending_window is None or not tz or not valid_zone(tz):
+            return
+        start, end = self._pending_window
         for prefix, value in (("start", start), ("end", end)):
             day, clock = to_local(value, tz)
             self.query_one(f"#f-{prefix}_date", Input).value = day
@@ -670,7 +676,7 @@ class ComposeScreen(ConsoleScreen[None]):
             if parts
             else f"Times are in {escape(tz)}; their UTC equivalent shows here."
         )
-        if self._pending_window is not None and parts:
+        if self._pending_window is not None and parts and not valid_zone(tz):
             text += "  [dim](loaded: the fields show it once the timezone is valid)[/]"
         self.query_one("#utc-preview", Static).update(text)
 
@@ -703,6 +709,8 @@ class ComposeScreen(ConsoleScreen[None]):
     def _field_changed(self, widget: Widget) -> None:
         if widget.id == "f-timezone":
             self._show_pending_window()
+        elif widget.has_focus and widget.id in WINDOW_FIELDS:
+            self._pending_window = None  # the operator types the window: the loaded one is replaced
         if not self._ready:
             return
         key = self._key_of(widget)
