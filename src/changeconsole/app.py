@@ -15,6 +15,7 @@ Navigation (the home screen is the change list; esc goes back):
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -724,5 +725,14 @@ def run_console(state: CliState) -> int:
     try:
         code = app.run()
     finally:
+        started_here = bool(app._cleanup)  # a local stack or worker of this process
         app.run_cleanup(notice=lambda line: print(line, file=sys.stderr, flush=True))
-    return int(code or app.return_code or 0)
+    exit_code = int(code or app.return_code or 0)
+    if started_here:
+        # An in-process stack leaves a heap (moto's backends) whose teardown at interpreter exit takes
+        # seconds; everything is stopped, saved and flushed by now, so the process ends at once.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)
+    return exit_code
