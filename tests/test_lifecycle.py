@@ -369,3 +369,17 @@ def test_wait_for_final_returns_final_records_or_times_out_naming_pending(svc, c
     with pytest.raises(WaitTimeout) as missing:
         wait_for_final(svc.status, cid, version, EmailEvent.SUBMITTED, [*codes[:3], codes[3]], timeout=0)
     assert missing.value.pending == [codes[3]]  # never queued: not final
+
+
+def test_a_cancellation_keeps_its_reason_in_the_modification(svc, codes) -> None:
+    change = in_state(svc, codes, ChangeStatus.APPROVED)
+    result = svc.cancel(change.change_id, reason="Vendor postponed\nthe firmware", expected_version=3)
+    current = svc.load(change.change_id)
+    assert result.change.version == current.version == 4
+    last = current.modifications[-1]
+    assert last.modification_type == "cancelled" and last.user_id == "alice"
+    assert (last.model_extra or {})["reason"] == "Vendor postponed the firmware"  # one line
+    assert current.cancel_reason == "Vendor postponed the firmware"
+    other = in_state(svc, codes, ChangeStatus.SUBMITTED)
+    svc.cancel(other.change_id)  # scripts may give none
+    assert svc.load(other.change_id).cancel_reason is None

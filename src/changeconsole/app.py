@@ -19,11 +19,14 @@ header shows the identity, its roles (or "no roles configured") and a LOCAL badg
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -31,6 +34,7 @@ from rich.markup import escape
 from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
+from textual.widgets import Input
 
 from .commands import ConsoleCommands
 from .config import ConfigError, load_config, local_config_path
@@ -55,7 +59,7 @@ from .services.fanout import FanoutResult
 from .services.lifecycle import EVENT_OF_STATUS
 from .widgets.calllog import AwsCallLog
 from .widgets.console import ThreadResults
-from .widgets.inputs import CompletingInput
+from .widgets.inputs import accept_suggestion
 
 if TYPE_CHECKING:
     from .cli.common import CliState
@@ -98,8 +102,9 @@ class StartupFailed(Exception):
 @dataclass
 class Startup:
     services: Services
-    cleanup: list[Callable[[], None]] = field(default_factory=list)
+    cleanup: list[Callable[[], object]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    local_data: Path | None = None  # the saved data of the local stack this console started
 
 
 def _config_failure(exc: ConfigError, origin: str) -> StartupFailed:
@@ -139,14 +144,16 @@ def _local_endpoint(state: CliState) -> str:
 
 def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -> Startup:
     from .services.localstack import LocalServer, is_listening, provision_local
+    from .services.localstate import keep_local_data
 
     endpoint = _local_endpoint(state)
     parts = urlsplit(endpoint)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     source = state.config_source
     config_path = source.path if source.origin in ("flag", "env") else local_config_path()
-    cleanup: list[Callable[[], None]] = []
+    cleanup: list[Callable[[], object]] = []
     notes: list[str] = []
+    local_data: Path | None = None  # where this process keeps the stack's data (a stack it started)
     customers = int(os.environ.get("CHANGECONSOLE_LOCAL_CUSTOMERS", "6") or 6)
     if is_listening(host, port):
         progress(f"using the local stack at {endpoint}")
@@ -159,7 +166,7 @@ def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -
             config = provision_local(
                 endpoint, customers=customers, config_path=config_path, progress=progress
             ).config
-        notes.append(f"Using the local stack already running at {endpoint}, with an in-process worker.")
+        notes.append(f"Using the local stack already running at {endpoint}.")
     else:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise StartupFailed(
@@ -186,20 +193,32 @@ def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -
             result = provision_local(
                 endpoint, customers=customers, config_path=config_path, progress=progress
             )
+            progress(result.summary())
+            saver, _ = keep_local_data(result.config, endpoint, progress=progress)
         except Exception:
             server.stop()
             raise
         config = result.config
-        progress(result.summary())
-        notes.append(f"Local stack at {endpoint} with an in-process worker; it stops when you quit.")
-    # Always run a worker here so one command shows the whole flow; a second worker on the same
-    # stack (e.g. `local up --with-worker`) is harmless because the ledger decides every send.
-    from .services.localstack import local_factory
-    from .worker import start_background
+        cleanup.insert(0, saver.stop)  # the last save, before the stack stops
+        local_data = saver.state.path
+        notes.append(
+            f"Local stack at {endpoint}; it stops when you quit. Its data is kept in "
+            f"{local_data} (`changeconsole local reset` clears it)."
+        )
+    # Run a worker here so one command shows the whole flow; a second worker on the same stack
+    # (e.g. `local up --with-worker`) is harmless because the ledger decides every send. A read-only
+    # console runs none: it must not consume queues or send email.
+    if state.readonly:
+        notes.append("Read-only: no worker runs in this console, so nothing is delivered from here.")
+    else:
+        from .services.localstack import local_factory
+        from .worker import start_background
+        from .worker.options import WorkerOptions
 
-    handle = start_background(local_factory(endpoint), config)
-    progress("in-process worker started")
-    cleanup.insert(0, lambda: handle.stop(timeout=5))
+        # Short long polls: stopping waits for a poll in progress, so quitting takes about a second.
+        handle = start_background(local_factory(endpoint), config, options=WorkerOptions(poll_wait=1))
+        progress("in-process worker started")
+        cleanup.insert(0, lambda: handle.stop(timeout=5))
     settings = AwsSettings(
         region=config.aws_region,
         endpoint_url=endpoint,
@@ -209,7 +228,7 @@ def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -
         acting_as=state.acting_as,
     )
     services = Services(ConsoleAwsFactory(settings, call_log), config, readonly=state.readonly)
-    return Startup(services, cleanup, notes)
+    return Startup(services, cleanup, notes, local_data)
 
 
 def bootstrap(state: CliState, call_log: AwsCallLog, progress: Progress) -> Startup:
@@ -315,12 +334,13 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         self.operator: Operator | None = None
         self.roles_known = False  # the operator's roles are resolved (decide() may be asked)
         self.roles_summary = ""
-        self._cleanup: list[Callable[[], None]] = []
+        self._cleanup: list[Callable[[], object]] = []
         self.startup_notes: list[str] = []
+        self.local_data: Path | None = None
 
     def action_next_field(self) -> None:
         focused = self.focused
-        if isinstance(focused, CompletingInput) and focused.accept_suggestion():
+        if isinstance(focused, Input) and accept_suggestion(focused):
             return
         self.screen.focus_next()
 
@@ -393,6 +413,7 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         self._services = startup.services
         self._cleanup.extend(startup.cleanup)
         self.startup_notes = startup.notes
+        self.local_data = startup.local_data
         self.switch_screen(ChangesScreen())
         self._services_ready(pushed=True)
         for note in startup.notes:
@@ -514,16 +535,34 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         badges += "[reverse] READ-ONLY [/] " if self.readonly else ""
         self.header_text = "[b]changeconsole[/]  " + badges + " " + "  │  ".join(parts)
 
-    def on_unmount(self) -> None:
-        self.run_cleanup()
-
-    def run_cleanup(self) -> None:
+    def run_cleanup(self, *, notice: Callable[[str], None] | None = None, after: float = 1.0) -> None:
+        """Stop what startup started (worker, local stack: ``run_console`` calls it once the UI has
+        closed). Taking longer than ``after`` seconds, ``notice`` is told what it waits for."""
         cleanup, self._cleanup = self._cleanup, []
-        for step in cleanup:
-            try:
-                step()
-            except Exception as exc:  # never a traceback on the way out
-                self.log.error(f"cleanup failed: {exc}")
+        if not cleanup:
+            return
+        done = threading.Event()
+        if notice is not None:
+            what = "the in-process worker and the local stack"
+            if self.local_data is not None:
+                what += f" (saving its data to {self.local_data})"
+            message = f"changeconsole: stopping {what}…"
+            tell = notice
+
+            def slow() -> None:
+                if not done.wait(after):
+                    tell(message)
+
+            threading.Thread(target=slow, name="cleanup-notice", daemon=True).start()
+        try:
+            for step in cleanup:
+                try:
+                    step()
+                except Exception as exc:  # never a traceback on the way out
+                    if notice is not None:
+                        notice(f"changeconsole: while stopping: {describe(exc)}")
+        finally:
+            done.set()
 
     # -- navigation -------------------------------------------------------------------------------
     def _have_services(self) -> bool:
@@ -533,12 +572,37 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         return True
 
     def go_home(self) -> None:
+        """Back to the change list, its cursor on the change that was on screen (if listed)."""
         if not self._have_services():
             return
+        change_id = self.current_change_id()
         while len(self.screen_stack) > 1 and not isinstance(self.screen, ChangesScreen):
             self.pop_screen()
         if not isinstance(self.screen, ChangesScreen):
             self.push_screen(ChangesScreen())
+        elif change_id:
+            self.screen.show_change(change_id)
+
+    def leave_compose(self, compose: ComposeScreen) -> None:
+        """Close compose (and whatever it opened: fan-out progress, live status): back to the screen it
+        was opened from, unless a key there starts a customer-visible action on what it shows (a
+        change's detail, a DLQ): then to the change list, the cursor on the change just composed."""
+        stack = self.screen_stack
+        if compose not in stack:
+            return
+        index = stack.index(compose)
+        target = stack[index - 1] if index > 0 else None
+        if not isinstance(target, ConsoleScreen) or target.ARMED:
+            target = next((s for s in stack[:index] if isinstance(s, ChangesScreen)), None)
+        if target is None:  # compose over no change list (not reachable from the console's own keys)
+            while self.screen is not compose:
+                self.pop_screen()
+            self.switch_screen(ChangesScreen())
+            return
+        while self.screen is not target:
+            self.pop_screen()
+        if isinstance(target, ChangesScreen):
+            target.show_change(compose.change_id)
 
     def open_change(self, change_id: str) -> None:
         if not self._have_services():
@@ -603,7 +667,11 @@ class ChangeConsoleApp(ThreadResults, App[int]):
 
     # -- fan-outs (submit / resubmit / approve / complete / cancel) ------------------------------------
     def fanout_call(
-        self, operation: str, change: Change | str, customers: list[str] | None = None
+        self,
+        operation: str,
+        change: Change | str,
+        customers: list[str] | None = None,
+        reason: str | None = None,
     ) -> Callable[[Callable[[Any], None] | None], Any]:
         """The blocking service call of ``operation``; takes the progress callback, returns a FanoutResult."""
         changes = self.services.changes
@@ -619,7 +687,9 @@ class ChangeConsoleApp(ThreadResults, App[int]):
                 if isinstance(result, Change):
                     return FanoutResult(result, EVENT_OF_STATUS[result.status], {})
                 return result
-            if operation in ("approve", "complete", "cancel"):
+            if operation == "cancel":
+                return changes.cancel(change_id, progress=progress, expected_version=expected, reason=reason)
+            if operation in ("approve", "complete"):
                 method = getattr(changes, operation)
                 return method(change_id, progress=progress, expected_version=expected)
             raise ValueError(f"unknown operation {operation}")
@@ -633,12 +703,13 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         *,
         customers: list[str] | None = None,
         on_archived: Callable[[Change], None] | None = None,
+        reason: str | None = None,
     ) -> None:
         """Run a change event's fan-out with per-destination progress, then show its live status."""
         if self.readonly:
             self.notify("Read-only console: nothing was sent.", severity="warning")
             return
-        run = self.fanout_call(operation, change, customers)
+        run = self.fanout_call(operation, change, customers, reason)
         self.push_screen(
             SubmitProgressScreen(operation, change, run, on_archived=on_archived, customers=customers)
         )
@@ -765,8 +836,18 @@ def run_console(state: CliState) -> int:
         call_log=call_log,
         startup_title=title,
     )
+    # The UI closes first (quit is immediate); the stack and worker stop behind it, on the terminal.
     try:
         code = app.run()
     finally:
-        app.run_cleanup()
-    return int(code or app.return_code or 0)
+        started_here = bool(app._cleanup)  # a local stack or worker of this process
+        app.run_cleanup(notice=lambda line: print(line, file=sys.stderr, flush=True))
+    exit_code = int(code or app.return_code or 0)
+    if started_here:
+        # An in-process stack leaves a heap (moto's backends) whose teardown at interpreter exit takes
+        # seconds; everything is stopped, saved and flushed by now, so the process ends at once.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)
+    return exit_code

@@ -211,38 +211,98 @@ class Change(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True, validate_assignment=False)
 
-    object_type: Literal["change"] = "change"
-    change_id: str = Field(default_factory=new_change_id, alias="changeId")
-    title: str = Field(alias="changeTitle", min_length=1, max_length=MAX_TITLE)
-    reason: str = Field("", alias="changeReason", max_length=MAX_LONG_TEXT)
-    implementation_plan: str = Field("", alias="implementationPlan", max_length=MAX_LONG_TEXT)
-    test_plan: str = Field("", alias="testPlan", max_length=MAX_LONG_TEXT)
-    customer_impact: str = Field("", alias="customerImpact", max_length=MAX_LONG_TEXT)
-    rollback_plan: str = Field("", alias="rollbackPlan", max_length=MAX_LONG_TEXT)
-    snow_ticket: str = Field("", alias="snowTicket", max_length=MAX_TICKET)
-    jira_ticket: str = Field("", alias="jiraTicket", max_length=MAX_TICKET)
-    customers: list[str] = Field(min_length=1, max_length=MAX_CUSTOMERS)
-    implementation_start: str | None = Field(None, alias="implementationStart")
-    implementation_end: str | None = Field(None, alias="implementationEnd")
-    timezone: str = Field("UTC", max_length=64)
-    include_meeting: bool = False
-    meeting_metadata: dict[str, Any] | None = None
-    status: ChangeStatus = ChangeStatus.DRAFT
-    prior_status: ChangeStatus | None = None
-    version: int = Field(1, ge=1, le=MAX_VERSION)
-    created_at: str | None = Field(None, alias="createdAt")
-    created_by: str | None = Field(None, alias="createdBy", max_length=MAX_USER)
-    modified_at: str | None = Field(None, alias="modifiedAt")
-    modified_by: str | None = Field(None, alias="modifiedBy", max_length=MAX_USER)
-    submitted_at: str | None = Field(None, alias="submittedAt")
-    submitted_by: str | None = Field(None, alias="submittedBy", max_length=MAX_USER)
-    approved_at: str | None = Field(None, alias="approvedAt")
-    approved_by: str | None = Field(None, alias="approvedBy", max_length=MAX_USER)
-    completed_at: str | None = Field(None, alias="completedAt")
-    completed_by: str | None = Field(None, alias="completedBy", max_length=MAX_USER)
-    cancelled_at: str | None = Field(None, alias="cancelledAt")
-    cancelled_by: str | None = Field(None, alias="cancelledBy", max_length=MAX_USER)
-    modifications: list[Modification] = Field(default_factory=list)
+    object_type: Literal["change"] = Field("change", description="Always `change`.")
+    change_id: str = Field(
+        default_factory=new_change_id,
+        alias="changeId",
+        description="`CHG-<UTC time of creation>-<6 random characters>`, e.g. "
+        "`CHG-2026-01-31T22-00-00-abc123`; made up when absent.",
+    )
+    title: str = Field(
+        alias="changeTitle",
+        min_length=1,
+        max_length=MAX_TITLE,
+        description="One line: what is changed, as customers read it in the subject.",
+    )
+    reason: str = Field("", alias="changeReason", max_length=MAX_LONG_TEXT, description="Why.")
+    implementation_plan: str = Field(
+        "", alias="implementationPlan", max_length=MAX_LONG_TEXT, description="What is done, step by step."
+    )
+    test_plan: str = Field("", alias="testPlan", max_length=MAX_LONG_TEXT, description="How it is verified.")
+    customer_impact: str = Field(
+        "", alias="customerImpact", max_length=MAX_LONG_TEXT, description="What customers notice."
+    )
+    rollback_plan: str = Field(
+        "", alias="rollbackPlan", max_length=MAX_LONG_TEXT, description="How it is undone if it fails."
+    )
+    snow_ticket: str = Field(
+        "", alias="snowTicket", max_length=MAX_TICKET, description="ServiceNow ticket (one line)."
+    )
+    jira_ticket: str = Field(
+        "", alias="jiraTicket", max_length=MAX_TICKET, description="Jira ticket (one line)."
+    )
+    customers: list[str] = Field(
+        min_length=1,
+        max_length=MAX_CUSTOMERS,
+        description="Codes of the affected customers (`^[a-z0-9-]{2,50}$`, each a key of the config's "
+        "`customer_mappings`); each gets its own email from its own SES account.",
+    )
+    implementation_start: str | None = Field(
+        None,
+        alias="implementationStart",
+        description="Start of the window, RFC 3339 with an offset (stored in UTC, e.g. "
+        "`2030-01-31T22:00:00Z`). Required to submit.",
+    )
+    implementation_end: str | None = Field(
+        None,
+        alias="implementationEnd",
+        description="End of the window, after the start (same format). Required to submit.",
+    )
+    timezone: str = Field(
+        "UTC",
+        max_length=64,
+        description="IANA zone the window is shown in (e.g. `Europe/London`); the times themselves are UTC.",
+    )
+    include_meeting: bool = Field(
+        False, description="Attach a calendar invite to the approved notice (to `aws-calendar` subscribers)."
+    )
+    meeting_metadata: dict[str, Any] | None = Field(
+        None,
+        description="The invite's details, keys as the running system writes them: `organizer` (an "
+        "email address; default: the sender), `join_url` (http/https) or `location` (a place), "
+        "`start_time`/`end_time` (RFC 3339; default: the window). Other keys (`meeting_id`, "
+        "`subject`, `attendees`…) are kept as they are.",
+    )
+    status: ChangeStatus = Field(
+        ChangeStatus.DRAFT,
+        description="Set by changeconsole as the change moves (draft → submitted → approved → completed; "
+        "submitted or approved → cancelled); a file to submit is a draft.",
+    )
+    prior_status: ChangeStatus | None = Field(None, description="The status of the version before (set).")
+    version: int = Field(
+        1,
+        ge=1,
+        le=MAX_VERSION,
+        description="Set: +1 on every archived write. A file of an archived change names the version it "
+        "was exported at, so an edit never overwrites a newer one.",
+    )
+    created_at: str | None = Field(None, alias="createdAt", description="Set (RFC 3339, UTC).")
+    created_by: str | None = Field(None, alias="createdBy", max_length=MAX_USER, description="Set.")
+    modified_at: str | None = Field(None, alias="modifiedAt", description="Set.")
+    modified_by: str | None = Field(None, alias="modifiedBy", max_length=MAX_USER, description="Set.")
+    submitted_at: str | None = Field(None, alias="submittedAt", description="Set.")
+    submitted_by: str | None = Field(None, alias="submittedBy", max_length=MAX_USER, description="Set.")
+    approved_at: str | None = Field(None, alias="approvedAt", description="Set.")
+    approved_by: str | None = Field(None, alias="approvedBy", max_length=MAX_USER, description="Set.")
+    completed_at: str | None = Field(None, alias="completedAt", description="Set.")
+    completed_by: str | None = Field(None, alias="completedBy", max_length=MAX_USER, description="Set.")
+    cancelled_at: str | None = Field(None, alias="cancelledAt", description="Set.")
+    cancelled_by: str | None = Field(None, alias="cancelledBy", max_length=MAX_USER, description="Set.")
+    modifications: list[Modification] = Field(
+        default_factory=list,
+        description="Set: one entry per write (who, when, what: `modification_type`, `version`, "
+        "`changed_fields`, a cancellation's `reason`…).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -342,6 +402,19 @@ class Change(BaseModel):
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_json_dict(), indent=indent, ensure_ascii=False)
 
+    @property
+    def meeting(self) -> Meeting:
+        return Meeting.of(self.meeting_metadata)
+
+    @property
+    def cancel_reason(self) -> str | None:
+        """Why it was cancelled (the cancellation's modification, ``reason``), if told."""
+        for mod in reversed(self.modifications):
+            if mod.modification_type == "cancelled":
+                reason = (mod.model_extra or {}).get("reason")
+                return reason if isinstance(reason, str) and reason.strip() else None
+        return None
+
     def schedule_problems(self) -> list[str]:
         """What stops this change from leaving draft (beyond model validity)."""
         problems = []
@@ -350,6 +423,71 @@ class Change(BaseModel):
         if not self.implementation_end:
             problems.append("implementationEnd: required to submit")
         return problems
+
+
+# The keys of ``meeting_metadata`` this program reads and writes: those the running system writes
+# (``meeting_id``, ``join_url``, ``start_time``, ``end_time``, ``subject``, ``organizer``,
+# ``attendees``) where they fit, plus ``location`` (a place that is not a URL). Other keys survive.
+MEETING_ORGANIZER = "organizer"
+MEETING_JOIN_URL = "join_url"
+MEETING_LOCATION = "location"
+MEETING_START = "start_time"
+MEETING_END = "end_time"
+_URL_RE = re.compile(r"^https?://[^\s\"'<>]+$")
+_EMAIL_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+
+
+class Meeting(BaseModel):
+    """What ``meeting_metadata`` says about the calendar invite, read leniently: a value of the wrong
+    shape (written by hand or by another system) is ignored, never an error."""
+
+    organizer: str | None = None
+    join_url: str | None = None
+    location: str | None = None
+    start: datetime | None = None  # the meeting's own time, when it is not the whole window
+    end: datetime | None = None
+
+    @classmethod
+    def of(cls, metadata: dict[str, Any] | None) -> Meeting:
+        meta = metadata or {}
+
+        def text(*keys: str) -> str | None:
+            for key in keys:
+                value = meta.get(key)
+                if isinstance(value, str) and value.strip() and not _CONTROL_RE.search(value):
+                    return value.strip()
+            return None
+
+        def instant(key: str) -> datetime | None:
+            try:
+                value = _parse_utc(meta.get(key))
+            except ValueError:
+                return None
+            return datetime.fromisoformat(value) if value else None
+
+        organizer = text(MEETING_ORGANIZER)
+        url = text(MEETING_JOIN_URL, "joinUrl", "meeting_url", "url")
+        start, end = instant(MEETING_START), instant(MEETING_END)
+        return cls(
+            organizer=organizer if organizer and _EMAIL_RE.match(organizer) else None,
+            join_url=url if url and _URL_RE.match(url) else None,
+            location=text(MEETING_LOCATION),
+            start=start if start and end and end > start else None,
+            end=end if start and end and end > start else None,
+        )
+
+    @property
+    def place(self) -> str | None:
+        """Where to join: the URL, else the location."""
+        return self.join_url or self.location
+
+    def window(self, change: Change) -> tuple[datetime, datetime] | None:
+        """The meeting's start and end: its own, else the change's window."""
+        if self.start and self.end:
+            return self.start, self.end
+        if change.start_dt and change.end_dt:
+            return change.start_dt, change.end_dt
+        return None
 
 
 # -- config -------------------------------------------------------------------

@@ -22,11 +22,13 @@ from changeconsole.models import (
     EmailEvent,
     OperatorAction,
 )
+from changeconsole.screens.compose import ComposeScreen
 from changeconsole.screens.detail import DetailScreen
 from changeconsole.services.audit import AuditQuery, AuditSearchResult, parse_entry
 from changeconsole.services.authz import Authorizer
 from changeconsole.services.autosave import AutosaveStore
 from changeconsole.services.aws import AwsSettings
+from changeconsole.services.fanout import ARCHIVE, DestinationState, FanoutResult
 from changeconsole.services.history import diff_changes
 from changeconsole.services.identity import Operator
 from changeconsole.services.localstack import build_local_config
@@ -225,6 +227,37 @@ class FakeChanges:
         self.versions[c.change_id] = [c]
         return c
 
+    # Fan-outs: every destination done at once, the new version appended (what the console shows next).
+    def _publish(self, new: Change, event: EmailEvent) -> FanoutResult:
+        self.versions.setdefault(new.change_id, []).append(new)
+        states = {ARCHIVE: DestinationState.DONE} | dict.fromkeys(new.customers, DestinationState.DONE)
+        return FanoutResult(new, event, states)
+
+    def submit(self, c: Change, *, customers: list[str] | None = None, **_: Any) -> FanoutResult:
+        self._check()
+        self.calls.append(("submit", c.change_id))
+        new = c.model_copy(update={"status": ChangeStatus.SUBMITTED, "version": c.version + 1})
+        return self._publish(new, EmailEvent.SUBMITTED)
+
+    def _transition(self, name: str, change_id: str, status: ChangeStatus, **kwargs: Any) -> FanoutResult:
+        self._check()
+        self.calls.append((name, change_id, kwargs))
+        current = self.versions[change_id][-1]
+        new = current.model_copy(update={"status": status, "version": current.version + 1})
+        return self._publish(new, EmailEvent(status.value))
+
+    def approve(self, change_id: str, **kwargs: Any) -> FanoutResult:
+        kwargs.pop("progress", None)
+        return self._transition("approve", change_id, ChangeStatus.APPROVED, **kwargs)
+
+    def complete(self, change_id: str, **kwargs: Any) -> FanoutResult:
+        kwargs.pop("progress", None)
+        return self._transition("complete", change_id, ChangeStatus.COMPLETED, **kwargs)
+
+    def cancel(self, change_id: str, **kwargs: Any) -> FanoutResult:
+        kwargs.pop("progress", None)
+        return self._transition("cancel", change_id, ChangeStatus.CANCELLED, **kwargs)
+
 
 class FakeStatus:
     aggregate = staticmethod(StatusStore.aggregate)
@@ -385,6 +418,28 @@ def fake_app(tmp_path: Path, **kwargs: Any) -> ChangeConsoleApp:
     return console_app(services, autosave=AutosaveStore(tmp_path / "autosave"), **kwargs)
 
 
+async def open_detail(pilot: Pilot[Any], change_id: str) -> DetailScreen:
+    """The detail screen of ``change_id``, loaded."""
+    await settle(pilot)
+    pilot.app.open_change(change_id)  # type: ignore[attr-defined]
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, DetailScreen), what="detail")
+    await settle(pilot)
+    screen = pilot.app.screen
+    assert isinstance(screen, DetailScreen) and screen.change is not None
+    return screen
+
+
+async def open_compose(pilot: Pilot[Any]) -> ComposeScreen:
+    """Compose a new change the way the operator does: ``n`` on the change list."""
+    await settle(pilot)
+    await pilot.press("n")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ComposeScreen), what="compose")
+    await settle(pilot)
+    screen = pilot.app.screen
+    assert isinstance(screen, ComposeScreen)
+    return screen
+
+
 async def show(pilot: Pilot[Any], screen: Screen[Any]) -> None:
     """Push ``screen`` on the console (over its home screen) and wait until it is mounted."""
     await pilot.app.push_screen(screen)
@@ -412,14 +467,3 @@ def screen_text(app: Any) -> str:
     console = Console(width=app.size.width, record=True, file=io.StringIO(), color_system=None)
     console.print(update)
     return console.export_text()
-
-
-async def open_detail(pilot: Pilot[Any], change_id: str) -> DetailScreen:
-    """Open a change's detail on the console and wait until it is loaded."""
-    await settle(pilot)
-    pilot.app.open_change(change_id)
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, DetailScreen), what="detail")
-    await settle(pilot)
-    screen = pilot.app.screen
-    assert isinstance(screen, DetailScreen) and screen.change is not None
-    return screen

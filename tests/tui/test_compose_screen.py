@@ -19,7 +19,7 @@ from changeconsole.services.autosave import AutosaveStore
 from changeconsole.services.bundle import Services
 from changeconsole.services.localstack import local_factory
 from changeconsole.widgets.inputs import PathSuggester, TimezoneSuggester
-from support.console import NEW_ID, fake_app, screen_text, settle
+from support.console import NEW_ID, fake_app, open_compose, screen_text, settle
 from support.waiting import wait_for
 
 SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]
@@ -27,16 +27,6 @@ SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24"
 
 def field(app: Any, key: str) -> Input:
     return app.screen.query_one(f"#f-{key}", Input)
-
-
-async def open_compose(pilot: Any) -> ComposeScreen:
-    await settle(pilot)
-    await pilot.press("n")
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ComposeScreen), what="compose")
-    await settle(pilot)
-    screen = pilot.app.screen
-    assert isinstance(screen, ComposeScreen)
-    return screen
 
 
 async def fill_invalid(pilot: Any) -> None:

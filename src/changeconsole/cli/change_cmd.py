@@ -21,7 +21,9 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
+from .. import changeformat
 from ..colours import DELIVERY_STATE, DESTINATION_STATE, styled
+from ..config import ConfigError
 from ..errors import validation_problems
 from ..models import (
     CHANGE_ID_RE,
@@ -451,36 +453,46 @@ def _nothing_changed(change: Change, as_json: bool) -> None:
 
 
 def _transition_command(name: str, target: ChangeStatus) -> click.Command:
-    @change_group.command(
-        name,
-        help=f"Move a change to {target.value} and notify its customers. With --version N, only if the "
-        "change is still at version N (the one you reviewed); otherwise nothing is written (exit 1).",
-    )
-    @aws_options
-    @click.argument("change_id", metavar="ID")
-    @click.option(
+    def command(
+        change_id: str,
+        version: int | None,
+        wait: bool,
+        timeout: float,
+        as_json: bool,
+        reason: str | None = None,
+    ) -> None:
+        svc = _service()
+        if target is ChangeStatus.CANCELLED:
+            result = _fanout(
+                f"{name} {change_id}",
+                lambda p: svc.cancel(change_id, progress=p, expected_version=version, reason=reason),
+            )
+        else:
+            method = svc.approve if target is ChangeStatus.APPROVED else svc.complete
+            result = _fanout(
+                f"{name} {change_id}", lambda p: method(change_id, progress=p, expected_version=version)
+            )
+        _transition_output(result, as_json=as_json, wait=wait, timeout=timeout, action=f"{name} {change_id}")
+
+    decorated = handle_errors(json_option(timeout_option(wait_option(command))))
+    if target is ChangeStatus.CANCELLED:
+        decorated = click.option(
+            "--reason",
+            metavar="TEXT",
+            help="Why: recorded with the change (its modification) and told in the cancellation notice.",
+        )(decorated)
+    decorated = click.option(
         "--version",
         "version",
         type=click.IntRange(min=1, max=MAX_VERSION),
         help="The version you reviewed: refuse if the change moved on since.",
-    )
-    @wait_option
-    @timeout_option
-    @json_option
-    @handle_errors
-    def command(change_id: str, version: int | None, wait: bool, timeout: float, as_json: bool) -> None:
-        svc = _service()
-        method = {
-            ChangeStatus.APPROVED: svc.approve,
-            ChangeStatus.COMPLETED: svc.complete,
-            ChangeStatus.CANCELLED: svc.cancel,
-        }[target]
-        result = _fanout(
-            f"{name} {change_id}", lambda p: method(change_id, progress=p, expected_version=version)
-        )
-        _transition_output(result, as_json=as_json, wait=wait, timeout=timeout, action=f"{name} {change_id}")
-
-    return command
+    )(decorated)
+    decorated = aws_options(click.argument("change_id", metavar="ID")(decorated))
+    return change_group.command(
+        name,
+        help=f"Move a change to {target.value} and notify its customers. With --version N, only if the "
+        "change is still at version N (the one you reviewed); otherwise nothing is written (exit 1).",
+    )(decorated)
 
 
 approve_cmd = _transition_command("approve", ChangeStatus.APPROVED)
@@ -674,7 +686,16 @@ def list_cmd(
     if as_json:
         print_json({"count": len(rows), "changes": [r.to_json() for r in rows]})
         return
-    table = Table("id", "status", "v", "title", "customers", "start", "modified", "by")
+    # The id is what operators copy: never wrapped or cut; the title gives way (it wraps) instead.
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=max((len(r.change_id) for r in rows), default=2))
+    table.add_column("status", no_wrap=True)
+    table.add_column("v", no_wrap=True)
+    table.add_column("title", ratio=1, min_width=12)
+    table.add_column("customers", min_width=8, max_width=24)
+    table.add_column("start", no_wrap=True)
+    table.add_column("modified", no_wrap=True)
+    table.add_column("by", min_width=6, max_width=24)
     for r in rows:
         shown = ", ".join(r.customers[:3]) + (f" +{len(r.customers) - 3}" if len(r.customers) > 3 else "")
         table.add_row(
@@ -685,13 +706,52 @@ def list_cmd(
             shown,
             r.implementation_start or "",
             r.modified_at or "",
-            escape(r.modified_by or ""),
+            escape(r.modified_by or r.created_by or ""),  # a draft saved once has only its creator
         )
     stdout.print(table)
     stderr.print(f"{len(rows)} change(s)")
 
 
 _LONG_FIELDS = ("changeReason", "implementationPlan", "testPlan", "customerImpact", "rollbackPlan")
+
+
+@change_group.command("schema")
+@click.option("--markdown", is_flag=True, help="The format's document instead (docs/change-format.md).")
+@handle_errors
+def schema_cmd(markdown: bool) -> None:
+    """Print the JSON Schema of a change file (what draft, submit and show --json read and write)."""
+    if markdown:
+        click.echo(changeformat.markdown(), nl=False)
+    else:
+        print_json(changeformat.json_schema())
+
+
+@change_group.command("template")
+@aws_options
+@click.option(
+    "--customer",
+    "customers",
+    multiple=True,
+    metavar="CODE",
+    help="A customer it targets (repeat) [default: the config's first customer].",
+)
+@handle_errors
+def template_cmd(customers: tuple[str, ...]) -> None:
+    """Print a valid change file to start from (a window a week ahead): edit it, then draft or submit."""
+    codes = list(customers)
+    if not codes:
+        try:
+            codes = sorted(state().config().customer_mappings)[:1]
+        except ConfigError:
+            codes = []
+        if not codes:
+            codes = ["acme"]
+            stderr.print("no config to take a customer from: `acme` is a placeholder, set `customers`")
+    print_json(changeformat.template(codes))
+    stderr.print(
+        "edit it (docs/change-format.md says what each field means), then: "
+        "changeconsole change draft FILE (or submit FILE)"
+    )
 
 
 @change_group.command("show")

@@ -52,6 +52,9 @@ class ConsoleScreen(ThreadResults, Screen[T]):
     MUTATING: ClassVar[frozenset[str]] = frozenset()
     # Actions that need a permission: binding action -> what the operator's roles must allow.
     REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {}
+    # One key here starts a customer-visible action on what the screen shows (approve, cancel,
+    # redrive, resend…): leaving compose never lands on such a screen (``app.leave_compose``).
+    ARMED: ClassVar[bool] = False
 
     @property
     def console(self) -> ChangeConsoleApp:

@@ -26,6 +26,7 @@ from ..errors import describe
 from ..models import ChangeStatus, OperatorAction
 from ..services.status import ChangeSummary
 from ..widgets.inputs import FormInput
+from ..widgets.navtable import NavTable
 from .base import SORTING, ConsoleScreen
 
 
@@ -36,12 +37,16 @@ class TabSpec:
     statuses: frozenset[ChangeStatus] | None  # None: every status
 
 
+# Keys 1-5 pick a status tab, 0 all of them (k9s: 0 is "all namespaces").
 TABS: tuple[TabSpec, ...] = (
     TabSpec("drafts", "Drafts", frozenset({ChangeStatus.DRAFT})),
     TabSpec("submitted", "Submitted", frozenset({ChangeStatus.SUBMITTED})),
     TabSpec("approved", "Approved", frozenset({ChangeStatus.APPROVED})),
+    TabSpec("completed", "Completed", frozenset({ChangeStatus.COMPLETED})),
+    TabSpec("cancelled", "Cancelled", frozenset({ChangeStatus.CANCELLED})),
     TabSpec("all", "All", None),
 )
+TAB_KEYS = {"drafts": "1", "submitted": "2", "approved": "3", "completed": "4", "cancelled": "5", "all": "0"}
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,7 @@ def row_cells(summary: ChangeSummary) -> list[Any]:
     who = summary.modified_by or summary.created_by or "—"
     return [
         summary.change_id,
-        summary.title,
+        Text(summary.title),  # a plain str cell would be parsed as Rich markup
         Text(summary.status.value, style=CHANGE_STATUS.get(summary.status, "")),
         customers_text(summary.customers),
         compact_window(summary.implementation_start, summary.implementation_end),
@@ -150,10 +155,7 @@ class ChangesScreen(ConsoleScreen[None]):
         Binding("r", "refresh", "Refresh"),
         Binding("left", "tab(-1)", "Previous tab", show=False),
         Binding("right", "tab(1)", "Next tab", show=False),
-        Binding("1", "show_tab('drafts')", "Drafts", show=False),
-        Binding("2", "show_tab('submitted')", "Submitted", show=False),
-        Binding("3", "show_tab('approved')", "Approved", show=False),
-        Binding("4", "show_tab('all')", "All", show=False),
+        *(Binding(TAB_KEYS[t.id], f"show_tab('{t.id}')", t.label, show=False) for t in TABS),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
@@ -167,6 +169,7 @@ class ChangesScreen(ConsoleScreen[None]):
         self.loaded = False
         self.error: str | None = None
         self._shown: list[str] = []
+        self._cursor_wanted: str | None = None  # put the cursor on this change once it is listed
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="changes-body"):
@@ -175,7 +178,7 @@ class ChangesScreen(ConsoleScreen[None]):
                 yield Static("/", id="filter-label")
                 yield FormInput(placeholder="filter: words in id, title, tickets, customers…", id="filter")
             yield Static("", id="changes-error")
-            yield DataTable(cursor_type="row", zebra_stripes=True, id="changes-table")
+            yield NavTable(cursor_type="row", zebra_stripes=True, id="changes-table")
             yield Static("Loading changes…", id="changes-empty")
             yield Static("", id="changes-status")
 
@@ -235,6 +238,7 @@ class ChangesScreen(ConsoleScreen[None]):
         if first_error_cleared:
             self.notify("Connected again: the change list is up to date.", title="Changes")
         self.render_rows()
+        self._place_wanted_cursor()
 
     def _failed(self, exc: BaseException) -> None:
         message = describe(exc)
@@ -277,6 +281,27 @@ class ChangesScreen(ConsoleScreen[None]):
                 table.move_cursor(row=keys.index(cursor_key), animate=False)
         self._update_labels()
 
+    def show_change(self, change_id: str) -> None:
+        """After the next load, put the cursor on ``change_id`` if it is listed (switching to the All
+        tab, without filter, when the current view does not show it)."""
+        self._cursor_wanted = change_id
+        if self.loaded:
+            self.load()
+
+    def _place_wanted_cursor(self) -> None:
+        wanted, self._cursor_wanted = self._cursor_wanted, None
+        if wanted is None or not any(s.change_id == wanted for s in self.summaries):
+            return
+        if wanted not in self._shown:
+            self.filter_text = ""
+            self.query_one("#filter", Input).value = ""
+            self.query_one("#filter-bar").display = False
+            self.tab = "all"
+            self.query_one(Tabs).active = "all"
+            self.render_rows()
+        if wanted in self._shown:
+            self.query_one(DataTable).move_cursor(row=self._shown.index(wanted), animate=False)
+
     def _cursor_key(self) -> str | None:
         table = self.query_one(DataTable)
         if not table.row_count:
@@ -308,12 +333,16 @@ class ChangesScreen(ConsoleScreen[None]):
                 "Nothing matches: esc clears the filter." if self.filter_text else "None in this tab."
             )
         empty.display = shown == 0 and bool(empty.content)
-        self.query_one(DataTable).display = shown > 0
+        # The table is never hidden: a hidden table loses the focus, and arrows would then move
+        # nothing until Tab (an empty table keeps it, and shows its header above the message).
+        self.query_one(DataTable).set_class(shown == 0, "-empty")
         column = next(c for c in COLUMNS if c.key == self.sort_key)
         arrow = "↓" if self.sort_reverse else "↑"
         parts = [f"{shown} shown", f"sorted by {column.label.lower()} {arrow}"]
         if self.filter_text:
             parts.append(f"filter “{escape(self.filter_text)}”")
+        if self.console.local_data is not None:
+            parts.append(f"local data kept in {escape(str(self.console.local_data))}")
         self.query_one("#changes-status", Static).update(" · ".join(parts))
 
     # -- events and actions ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from ..models import OperatorAction
 from ..services.contact_admin import ContactBook, ContactView, ImportReport, TopicInfo
 from ..services.contacts import OPT_IN, OPT_OUT, Contact, is_subscribed
 from ..widgets.filterbar import FilterBar
+from ..widgets.navtable import NavTable
 from .base import ConsoleScreen
 from .modals import ConfirmModal, PathModal, TypeToConfirmModal
 
@@ -149,6 +150,7 @@ class ContactFormModal(ModalScreen[tuple[str, dict[str, str | None], bool] | Non
 
 class ContactsScreen(ConsoleScreen[None]):
     help_title = "Contacts"
+    ARMED = True
     CSS_PATH = "contacts.tcss"
     AUTO_FOCUS = "#contacts-table"
     MUTATING: ClassVar[frozenset[str]] = frozenset({"toggle_topic", "add", "edit", "remove", "import_file"})
@@ -229,7 +231,7 @@ class ContactsScreen(ConsoleScreen[None]):
             yield Static(id="contacts-summary")
             yield Static(id="contacts-error", classes="hidden")
         yield FilterBar("filter: part of an address", table="#contacts-table", id="contacts-filter")
-        yield DataTable(id="contacts-table", cursor_type="cell", zebra_stripes=True)
+        yield NavTable(id="contacts-table", cursor_type="cell", zebra_stripes=True)
         with Horizontal(id="contacts-progress", classes="hidden"):
             yield Label("Import", id="contacts-progress-label")
             yield ProgressBar(id="contacts-progress-bar", show_eta=False)

@@ -41,6 +41,7 @@ RECIPIENT_COLUMNS: tuple[tuple[str, str, int], ...] = (
 
 class DeliveryDetailScreen(ConsoleScreen[None]):
     help_title = "Delivery detail"
+    ARMED = True
     CSS_PATH = "status.tcss"
     AUTO_FOCUS = "#detail-recipients"
 

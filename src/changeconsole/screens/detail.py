@@ -1,8 +1,9 @@
 """One change: every field, its latest delivery round, the actions its state allows, version history + diff.
 
-Confirmations scale with danger: approve/complete ask y/n; cancel and delete make the operator type
-the change id. In a read-only console no action is shown or accepted; an action the operator's roles
-do not allow on this change's customers (or approving a version they submitted) is shown disabled.
+Confirmations scale with danger: approve/complete ask y/n; cancel asks a reason (recorded) and ``y``
+or the change's short suffix; delete makes the operator type the change id. In a read-only console no
+action is shown or accepted; an action the operator's roles do not allow on this change's customers (or
+approving a version they submitted) is shown disabled.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from ..colours import CHANGE_STATUS
 from ..errors import describe
 from ..models import Change, ChangeStatus, DeliveryRecord, OperatorAction
 from ..services.authz import Decision
+from ..widgets.navtable import NavTable
 from .base import DIFF_PICK, ConsoleScreen
 from .compose import to_local
 from .format import short_time
-from .modals import ConfirmModal, TypeToConfirmModal
+from .modals import ConfirmModal, ReasonConfirmModal, TypeToConfirmModal
 
 # Which actions each state allows (besides duplicate, allowed for any change).
 ALLOWED: dict[ChangeStatus, frozenset[str]] = {
@@ -85,14 +87,44 @@ def field_value(change: Change, doc: dict[str, Any], key: str, customer_names: d
             return Text("—", style="dim")
         day, clock = to_local(value, change.timezone)
         return Text(f"{short_time(value)}  ({day} {clock} {change.timezone})")
+    if key == "include_meeting":
+        return meeting_text(change)
     if key.endswith("At"):
         who = doc.get(key[:-2] + "By")
-        return Text(f"{short_time(value)}  {who or ''}".rstrip()) if value else Text("—", style="dim")
+        if not value:
+            return Text("—", style="dim")
+        text = Text(f"{short_time(value)}  {who or ''}".rstrip())
+        if key == "cancelledAt" and change.cancel_reason:
+            text.append(f" — {change.cancel_reason}")
+        return text
     if isinstance(value, bool):
         return Text("yes" if value else "no")
     if value in (None, ""):
         return Text("—", style="dim")
     return Text(str(value))
+
+
+def short_suffix(change_id: str) -> str:
+    """``4qhr96`` of ``CHG-2026-12-07T17-09-23-4qhr96``: what the operator types to confirm."""
+    return change_id.rsplit("-", 1)[-1]
+
+
+def meeting_text(change: Change) -> Text:
+    """``yes — organizer …, at …, 45m from 22:00 (window 3h)`` or ``no``."""
+    meeting = change.meeting
+    text = Text("yes" if change.include_meeting else "no")
+    parts = []
+    if meeting.organizer:
+        parts.append(f"organizer {meeting.organizer}")
+    if meeting.place:
+        parts.append(f"at {meeting.place}")
+    if meeting.start and meeting.end:
+        day, clock = to_local(meeting.start.isoformat(), change.timezone)
+        _, until = to_local(meeting.end.isoformat(), change.timezone)
+        parts.append(f"{day} {clock} to {until} ({change.timezone}), not the whole window")
+    if parts:
+        text.append(" — " + ", ".join(parts), style="" if change.include_meeting else "dim")
+    return text
 
 
 def render_fields(change: Change, customer_names: dict[str, str]) -> Table:
@@ -152,7 +184,7 @@ def render_diff(diffs: list[Any], a: int, b: int) -> Text:
     return out
 
 
-class VersionsTable(DataTable[Any]):
+class VersionsTable(NavTable):
     BINDINGS = [
         Binding("1", "screen.pick('a')", "Diff: set A", group=DIFF_PICK),
         Binding("2", "screen.pick('b')", "Diff: set B", group=DIFF_PICK),
@@ -161,6 +193,7 @@ class VersionsTable(DataTable[Any]):
 
 class DetailScreen(ConsoleScreen[None]):
     help_title = "Change detail"
+    ARMED = True
     MUTATING: ClassVar[frozenset[str]] = frozenset(
         {"approve", "complete", "cancel_change", "edit", "duplicate", "delete"}
     )
@@ -210,7 +243,7 @@ class DetailScreen(ConsoleScreen[None]):
                     yield Static("", id="detail-long")
                 with TabPane("Deliveries", id="tab-deliveries"), Vertical():
                     yield Static("", id="deliveries-summary")
-                    deliveries: DataTable[Any] = DataTable(cursor_type="row", id="deliveries-table")
+                    deliveries = NavTable(cursor_type="row", id="deliveries-table")
                     deliveries.add_columns("customer", "state", "attempts", "sent", "last error")
                     yield deliveries
                 with TabPane("History", id="tab-history"), Vertical():
@@ -485,10 +518,20 @@ class DetailScreen(ConsoleScreen[None]):
             f"[b]{escape(change.title)}[/]\nCancellation notices go to {n} customer{'s' if n != 1 else ''}. "
             "A cancelled change cannot be reopened."
         )
-        modal = TypeToConfirmModal(
-            f"Cancel {change.change_id}?", body, change.change_id, action_label="Cancel change"
+        modal = ReasonConfirmModal(
+            f"Cancel {change.change_id}?",
+            body,
+            short_suffix(change.change_id),
+            action_label="Cancel change",
+            keep_label="Keep change",
+            reason_label="Reason (kept with the change and told in the cancellation notice):",
         )
-        self._confirm_then(modal, "cancel", change)
+
+        def answered(reason: str | None) -> None:
+            if reason:
+                self.console.start_fanout("cancel", change, reason=reason)
+
+        self.app.push_screen(modal, answered)
 
     def _confirm_then(self, modal: Any, operation: str, change: Change) -> None:
         def answered(ok: bool | None) -> None:
@@ -523,7 +566,11 @@ class DetailScreen(ConsoleScreen[None]):
             "No email is sent."
         )
         modal = TypeToConfirmModal(
-            f"Delete {change.change_id}?", body, change.change_id, action_label="Delete"
+            f"Delete {change.change_id}?",
+            body,
+            change.change_id,
+            action_label="Delete",
+            keep_label="Keep change",
         )
         change_id = change.change_id
 

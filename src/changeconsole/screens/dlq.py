@@ -49,8 +49,11 @@ from ..services.dlq import (
     RedriveResult,
     Target,
     age_text,
+    default_export_path,
+    recurrence,
 )
 from ..widgets.filterbar import FilterBar
+from ..widgets.navtable import NavTable
 from .base import ConsoleScreen
 from .modals import ConfirmModal, PathModal, TypeToConfirmModal
 
@@ -138,6 +141,7 @@ def detail_renderable(m: DlqMessage, customer: str, now: datetime) -> Renderable
 
 class DlqScreen(ConsoleScreen[None]):
     help_title = "Dead-letter queues"
+    ARMED = True
     CSS_PATH = "dlq.tcss"
     MUTATING: ClassVar[frozenset[str]] = frozenset({"redrive", "purge", "import_file"})
     REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {
@@ -230,7 +234,7 @@ class DlqScreen(ConsoleScreen[None]):
         with Horizontal(id="dlq-body"):
             with Vertical(id="dlq-left"):
                 yield Static("Customers · DLQ depth", classes="dlq-pane-title")
-                yield DataTable(id="dlq-customers", cursor_type="row", zebra_stripes=True)
+                yield NavTable(id="dlq-customers", cursor_type="row", zebra_stripes=True)
             with Vertical(id="dlq-right"):
                 yield Static(id="dlq-title", classes="dlq-pane-title")
                 yield FilterBar(
@@ -239,7 +243,7 @@ class DlqScreen(ConsoleScreen[None]):
                     live=False,
                     id="dlq-filter",
                 )
-                yield DataTable(id="dlq-messages", cursor_type="row", zebra_stripes=True)
+                yield NavTable(id="dlq-messages", cursor_type="row", zebra_stripes=True)
                 with VerticalScroll(id="dlq-detail"):
                     yield Static(id="dlq-detail-body")
         with Horizontal(id="dlq-progress", classes="hidden"):
@@ -482,8 +486,24 @@ class DlqScreen(ConsoleScreen[None]):
             "Each is sent first and deleted from the DLQ after; the worker's ledger makes a repeat "
             "harmless, so no recipient gets an email twice."
         )
+        chosen = set(ids)
+        recurring = Counter(
+            m.reason for m in self.messages if m.message_id in chosen and recurrence(m.reason)
+        )
+        for reason, count in sorted(recurring.items()):
+            why = recurrence(reason) or ""
+            body += (
+                f"\n[b red]⚠ {count} of them[/] dead-lettered for [b]{escape(reason)}[/]: {escape(why)}."
+                if n > 1
+                else f"\n[b red]⚠ Dead-lettered for [b]{escape(reason)}[/b][/]: {escape(why)}."
+            )
         self.app.push_screen(
-            ConfirmModal(f"Redrive {n} message{'s' if n != 1 else ''} of {code}?", body, yes="Redrive"),
+            ConfirmModal(
+                f"Redrive {n} message{'s' if n != 1 else ''} of {code}?",
+                body,
+                yes="Redrive anyway" if recurring else "Redrive",
+                danger=bool(recurring),
+            ),
             lambda ok: self._start_redrive(code, ids) if ok else None,
         )
 
@@ -553,7 +573,7 @@ class DlqScreen(ConsoleScreen[None]):
         if self.customer is None or self.refuse("export", "export"):
             return
         code = self.customer
-        default = f"dlq-{code}-{self.now().astimezone(UTC):%Y%m%dT%H%M%SZ}.jsonl"
+        default = str(default_export_path(code, self.now()))
         body = (
             "Every message of the DLQ (the filter applies) as JSON lines, re-importable exactly. "
             "The export is recorded: a purge then deletes exactly these messages."
@@ -634,11 +654,14 @@ class DlqScreen(ConsoleScreen[None]):
             )
         else:
             body = (
-                f"[b red]No usable export[/]: {escape(why)}\n"
-                f"ALL {depth} message(s) now in the DLQ will be deleted permanently."
+                f"[b red]No usable export[/]: {escape(why)}.\n"
+                f"ALL {depth} message(s) now in the DLQ will be deleted permanently.\n"
+                "[dim]esc, then [b]e[/b] exports them first: the purge then deletes exactly those.[/]"
             )
         self.app.push_screen(
-            TypeToConfirmModal(f"Purge {code}'s DLQ?", body, code, action_label="Purge"),
+            TypeToConfirmModal(
+                f"Purge {code}'s DLQ?", body, code, action_label="Purge", keep_label="Keep messages"
+            ),
             lambda ok: (
                 self._background(
                     "purge",

@@ -137,6 +137,23 @@ def finish_fanout(record: ActionRecord, result: FanoutResult) -> None:
     )
 
 
+MAX_REASON = 1000
+
+
+def clean_reason(text: str) -> str:
+    """One line of at most MAX_REASON characters (control characters become spaces)."""
+    return " ".join("".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text).split())[:MAX_REASON]
+
+
+def _customers_changed(current: Change, customers: builtins.list[str]) -> dict[str, Any]:
+    """What a new version's modification records about its customers: the fields changed and those
+    added (their notice is a first request, not a revision: services/emails.revision_of)."""
+    added = sorted(set(customers) - set(current.customers))
+    if sorted(set(customers)) == sorted(current.customers):
+        return {}
+    return {"changed_fields": ["customers"], **({"added_customers": added} if added else {})}
+
+
 def _same_write(current: Change | None, ours: Change) -> bool:
     """True when the archive holds exactly our write (an earlier try that did succeed): decided by the
     write token alone, unique per write (two writers in one second under one identity differ)."""
@@ -411,14 +428,20 @@ class ChangeService:
         ) as record:
             check_transition(current.status, ChangeStatus.SUBMITTED)
             fields = {"customers": customers} if customers is not None else None
-            new = self._next(current, ChangeStatus.SUBMITTED, "resubmitted", fields=fields)
+            extra = _customers_changed(current, sorted(set(customers))) if customers is not None else {}
+            new = self._next(current, ChangeStatus.SUBMITTED, "resubmitted", fields=fields, **extra)
             self._check_schedule(new)
             result = self._publish(new, EmailEvent.SUBMITTED, previous=current, etag=etag, progress=progress)
             finish_fanout(record, result)
             return result
 
     def _transition(
-        self, change_id: str, target: ChangeStatus, expected_version: int | None, progress: Progress
+        self,
+        change_id: str,
+        target: ChangeStatus,
+        expected_version: int | None,
+        progress: Progress,
+        **extra: Any,
     ) -> FanoutResult:
         action = ACTION_OF_STATUS[target]
         # Read first (a read: anyone with a role), so that a refusal names the change's customers.
@@ -439,7 +462,7 @@ class ChangeService:
             if expected_version is not None and current.version != expected_version:
                 raise ConflictError(change_id, current.modified_by, current.modified_at, current=current)
             check_transition(current.status, target)
-            new = self._next(current, target, target.value, check_customers=False)
+            new = self._next(current, target, target.value, check_customers=False, **extra)
             result = self._publish(
                 new, EVENT_OF_STATUS[target], previous=current, etag=stored.etag, progress=progress
             )
@@ -457,9 +480,16 @@ class ChangeService:
         return self._transition(change_id, ChangeStatus.COMPLETED, expected_version, progress)
 
     def cancel(
-        self, change_id: str, *, progress: Progress = None, expected_version: int | None = None
+        self,
+        change_id: str,
+        *,
+        progress: Progress = None,
+        expected_version: int | None = None,
+        reason: str | None = None,
     ) -> FanoutResult:
-        return self._transition(change_id, ChangeStatus.CANCELLED, expected_version, progress)
+        """``reason``: why, kept in the cancellation's modification (``reason``) and told in the notice."""
+        extra = {"reason": clean_reason(reason)} if reason and reason.strip() else {}
+        return self._transition(change_id, ChangeStatus.CANCELLED, expected_version, progress, **extra)
 
     def edit(
         self, change: Change, *, progress: Progress = None, expected_version: int | None = _UNSET
@@ -497,7 +527,17 @@ class ChangeService:
             if not changed:
                 record.finish(OK, detail="nothing changed, nothing sent")
                 return current
-            new = self._next(current, ChangeStatus.SUBMITTED, "edited", fields=after, changed_fields=changed)
+            added = _customers_changed(current, after.get("customers", current.customers)).get(
+                "added_customers"
+            )
+            new = self._next(
+                current,
+                ChangeStatus.SUBMITTED,
+                "edited",
+                fields=after,
+                changed_fields=changed,
+                **({"added_customers": added} if added else {}),
+            )
             self._check_schedule(new)
             result = self._publish(
                 new, EmailEvent.SUBMITTED, previous=current, etag=stored.etag, progress=progress

@@ -32,6 +32,7 @@ from ..models import (
     TOPIC_APPROVAL,
     TOPIC_CALENDAR,
     Change,
+    ChangeStatus,
     Config,
     CustomerMapping,
     DeliveryState,
@@ -605,6 +606,14 @@ class Processor:
         primary = topic_for(ev, ever_approved=change.ever_approved)
         if ev is EmailEvent.APPROVED and change.include_meeting and scheduled:
             return [primary, TOPIC_CALENDAR], emails.ICS_REQUEST
+        if (
+            ev is EmailEvent.SUBMITTED
+            and change.prior_status is ChangeStatus.APPROVED
+            and scheduled
+            and lane.invite_version
+        ):
+            # An approved change edited back to submitted: the invite its approval sent is void.
+            return [primary, TOPIC_CALENDAR], emails.ICS_CANCEL
         if (
             ev is EmailEvent.CANCELLED
             and change.ever_approved

@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ...config import data_dir
 from ...errors import describe, error_code, http_status, is_missing_object
 from ...models import Config, CustomerMapping, OperatorAction, iso_utc, utcnow
 from ..audit import OK, PARTIAL
@@ -86,6 +87,12 @@ _UNSUPPORTED_STATUS = frozenset({500, 501})
 
 Target = Literal["source", "dlq"]
 ProgressCallback = Callable[["RedriveProgress"], None]
+
+
+def default_export_path(code: str, now: datetime) -> Path:
+    """Where an export goes unless the operator says otherwise: an absolute path under the data dir
+    (never the working directory, which may be a repository)."""
+    return data_dir() / "dlq-exports" / f"dlq-{code}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}.jsonl"
 
 
 def _age(now: datetime, then: datetime | None) -> float | None:
@@ -963,19 +970,19 @@ class DlqService:
 
     # -- purge ------------------------------------------------------------------------------------------
     def check_export(self, code: str) -> dict[str, Any]:
-        """The recorded export a purge without ``--yes`` relies on; raises PurgeRefused when there is
-        none, or its file is not on this machine or has changed since."""
+        """The recorded export a purge without ``--yes`` relies on; raises PurgeRefused (naming why,
+        not what to do: the CLI and the console each say that their own way) when there is none, or
+        its file is not on this machine or has changed since."""
         record = self.export_record(code)
-        hint = f"run `changeconsole dlq export {code} FILE` first, or pass --yes to purge without one"
         if record is None:
-            raise PurgeRefused(f"no export of {code}'s DLQ is recorded; {hint}")
+            raise PurgeRefused(f"no export of {code}'s DLQ is recorded")
         path = Path(str(record.get("path", "")))
         try:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError:
-            raise PurgeRefused(f"the recorded export file {path} is not readable here; {hint}") from None
+            raise PurgeRefused(f"the recorded export file {path} is not readable here") from None
         if digest != record.get("sha256"):
-            raise PurgeRefused(f"the recorded export file {path} has changed since the export; {hint}")
+            raise PurgeRefused(f"the recorded export file {path} has changed since the export")
         return record
 
     def purge(self, code: str, *, yes: bool = False) -> PurgeResult:
