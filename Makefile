@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench security clean
+.PHONY: run test flake-guard lint bench security clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(MAKE) --no-print-directory security
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The suite twice in a row on a fresh clone of HEAD (.ci/flake-guard).
+flake-guard:
+	.ci/flake-guard
 
 # bandit (findings fixed or explained) and pip-audit (reports plainly when it cannot reach PyPI).
 security: $(STAMP)
