@@ -194,22 +194,30 @@ F = TypeVar("F", bound=Callable[..., Any])
 def handle_errors(func: F) -> F:
     """Our errors into exit code 3 (``NotAuthorized``), 2 (``InputError``: bad input) or 1
     (``OperationError``, AWS), with the message of ``errors.describe``; never a traceback. The
-    authorization warnings of the command (e.g. no roles configured) go to stderr first."""
+    authorization warnings of the command (e.g. no roles configured) go to stderr too, unless the
+    input was refused: then the one error line is all the operator needs."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        input_refused = False
         try:
             return func(*args, **kwargs)
         except NotAuthorized as exc:
             raise Refused(describe(exc)) from None
         except ValidationError as exc:
+            input_refused = True
             raise BadInput("invalid input", validation_problems(exc)) from None
         except (InputError, PermanentMessageError) as exc:
+            input_refused = True
             raise BadInput(exc.summary, exc.problems) from None
+        except BadInput:
+            input_refused = True
+            raise
         except (OperationError, ClientError, BotoCoreError) as exc:
             raise OperationFailed(describe(exc)) from None
         finally:
-            _authz_warnings()
+            if not input_refused:
+                _authz_warnings()
 
     return wrapper  # type: ignore[return-value]
 
