@@ -576,6 +576,7 @@ HDR_CHANGE = "X-Changeconsole-Change"
 HDR_VERSION = "X-Changeconsole-Version"
 HDR_EVENT = "X-Changeconsole-Event"
 HDR_CUSTOMER = "X-Changeconsole-Customer"
+HDR_TEST = "X-Changeconsole-Test"  # a test send (``change test-send``): never a delivery
 
 TRIGGER_PREFIX = "customers/"
 _TRIGGER_KEY_RE = re.compile(

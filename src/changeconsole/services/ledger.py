@@ -141,6 +141,7 @@ class Latest:
     version: int
     event: str
     invite_version: int | None = None
+    topics: frozenset[str] = frozenset()  # SES topics of the notices sent
 
 
 @dataclass
@@ -837,7 +838,8 @@ class Ledger:
         if not item or "version" not in item:
             return None
         inv = item.get("invite_version")
-        return Latest(int(item["version"]), str(item.get("event", "")), int(inv) if inv else None)
+        topics = frozenset(str(t) for t in item.get("topics") or ())
+        return Latest(int(item["version"]), str(item.get("event", "")), int(inv) if inv else None, topics)
 
     def mark_latest(self, change_id: str, customer: str, version: int, event: EmailEvent) -> bool:
         """Record ``version`` as the newest sent unless a newer one already is."""

@@ -26,14 +26,10 @@ from pydantic import ValidationError
 from ..models import (
     CHANGE_ID_RE,
     MAX_CHANGE_BYTES,
-    TOPIC_ANNOUNCE,
-    TOPIC_APPROVAL,
-    TOPIC_CALENDAR,
     Change,
     Config,
     CustomerMapping,
     DeliveryState,
-    EmailEvent,
     Ignore,
     InvalidChange,
     IsolationViolation,
@@ -48,9 +44,10 @@ from ..services import emails
 from ..services.audit import AuditLog
 from ..services.aws import AwsFactory
 from ..services.changes import ChangeStore, is_missing
-from ..services.contacts import Audience, ContactListResolver, TopicDefaultsCache, subscribed_audience
+from ..services.contacts import Audience, ContactListResolver, TopicDefaultsCache
 from ..services.dlq.attributes import dead_letter_attributes
 from ..services.ledger import FAILED, RETRY, SENT, UNKNOWN, Lane, LaneBusy, Ledger, Tally
+from ..services.notices import PreparedNotice, Told, prepare_notice
 from ..services.status import DeliveryKey, StatusStore
 from .decision import Action, Decision, decide
 from .errors import Failure, backoff_delay, classify
@@ -491,41 +488,27 @@ class Processor:
         )
         return self._send_all(m, d)
 
-    def _topics(self, d: _Delivery) -> tuple[list[str], str | None]:
-        """(topics whose subscribers receive it, the first being the email's own; calendar method or None)."""
-        change, ev, lane = d.change, d.key.event, d.lane
-        scheduled = change.start_dt is not None and change.end_dt is not None
-        if ev is EmailEvent.REMOVED:
-            # Those who were told: the topics of the notices sent; calendars that got an invite.
-            told = [t for t in (TOPIC_ANNOUNCE, TOPIC_APPROVAL) if t in lane.topics]
-            topics = told or [topic_for(EmailEvent.CANCELLED, ever_approved=change.ever_approved)]
-            if scheduled and lane.invite_version:
-                return [*topics, TOPIC_CALENDAR], emails.ICS_CANCEL
-            return topics, None
-        primary = topic_for(ev, ever_approved=change.ever_approved)
-        if ev is EmailEvent.APPROVED and change.include_meeting and scheduled:
-            return [primary, TOPIC_CALENDAR], emails.ICS_REQUEST
-        if (
-            ev is EmailEvent.CANCELLED
-            and change.ever_approved
-            and scheduled
-            and (change.include_meeting or lane.invite_version)
-        ):
-            return [primary, TOPIC_CALENDAR], emails.ICS_CANCEL
-        return [primary], None
-
     def _send_all(self, m: InFlight, d: _Delivery) -> Outcome:
-        key, change, mapping = d.key, d.change, d.mapping
+        key, mapping = d.key, d.mapping
         ses = _customer_call("assume_role", lambda: self.aws.customer_client(mapping, "sesv2"))
         # SendEmail goes through a client botocore never retries: a retried send could duplicate.
         sender_ses = _customer_call("assume_role", lambda: self.aws.customer_send_client(mapping))
-        topics, ics_method = self._topics(d)
-        primary = topics[0]
-        list_name = _customer_call("contacts", lambda: self.contact_lists.name(ses, key.customer))
-        audience: Audience = _customer_call(
+        told = Told(frozenset(d.lane.topics), d.lane.invite_version)
+        prepared: PreparedNotice = _customer_call(
             "contacts",
-            lambda: subscribed_audience(ses, mapping, list_name, topics, defaults_cache=self.defaults_cache),
+            lambda: prepare_notice(
+                ses,
+                self.config,
+                d.change,
+                key.event,
+                key.customer,
+                told,
+                contact_lists=self.contact_lists,
+                defaults_cache=self.defaults_cache,
+            ),
         )
+        audience, notice, list_name = prepared.audience, prepared.notice, prepared.list_name
+        primary = prepared.plan.topic
         recipients = audience.addresses()
         sent: dict[str, str] = {}
         failed: dict[str, str] = {}
@@ -534,14 +517,6 @@ class Processor:
             recipients, total = self._resend_scope(d, recipients, primary, sent, failed)
         if not recipients:
             return self._finish(m, d, audience, sent=sent, failed=failed, topic=primary, total=total)
-        plain = emails.render_bodies(change, key.event, mapping, self.config)
-        with_ics = (
-            emails.render_bodies(change, key.event, mapping, self.config, invite=ics_method)
-            if ics_method
-            else plain
-        )
-        sender = self.config.sender_for(key.customer)
-        link = emails.change_link(self.config, change.change_id)
         lock = threading.Lock()
 
         def reached(address: str, outcome: str, message_id: str = "", invite: bool = False) -> None:
@@ -559,29 +534,9 @@ class Processor:
         def one(address: str) -> None:
             if self.aborting():
                 raise Interrupted()
-            wants_ics = ics_method is not None and audience.has_topic(address, TOPIC_CALENDAR)
-            topic = next(t for t in topics if audience.has_topic(address, t))
-            ics = (
-                emails.calendar_invite(
-                    change, method=ics_method, organizer=sender, attendee=address, link=link
-                )
-                if wants_ics and ics_method
-                else None
-            )
-            msg = emails.build_message(
-                with_ics if ics else plain,
-                change,
-                key.event,
-                mapping,
-                self.config,
-                recipient=address,
-                topic=topic,
-                ics=ics,
-                ics_method=ics_method,
-            )
-            kwargs = emails.send_kwargs(
-                msg, sender=sender, recipient=address, list_name=list_name, topic=topic
-            )
+            addressed = notice.addressed(address, audience.recipients[address])
+            topic, ics = addressed.topic, addressed.ics
+            kwargs = notice.send_kwargs(addressed, address, list_name)
             # Rendered first: the window between "sending" and the SES call is only this call.
             slot = self.ledger.begin_send(key, address, d.owner)
             if slot.outcome in (SENT, FAILED, UNKNOWN):
@@ -612,7 +567,12 @@ class Processor:
                 raise StageFailure(f) from exc
             message_id = str(resp.get("MessageId", ""))
             self.ledger.record_sent(key, address, d.owner, message_id)
-            reached(address, SENT, message_id, invite=ics is not None and ics_method == emails.ICS_REQUEST)
+            reached(
+                address,
+                SENT,
+                message_id,
+                invite=ics is not None and notice.plan.ics_method == emails.ICS_REQUEST,
+            )
             self.metrics.count(key.customer, "EmailsSent")
             self.audit.record(
                 "email.sent",
@@ -622,7 +582,7 @@ class Processor:
                 topic=topic,
                 message_id=message_id,
                 result="sent",
-                invite=ics_method if ics is not None else None,
+                invite=notice.plan.ics_method if ics is not None else None,
             )
 
         self._fan_out(recipients, one)
