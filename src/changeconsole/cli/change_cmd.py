@@ -35,10 +35,12 @@ from ..models import (
     EmailEvent,
     iso_utc,
 )
+from ..services.bulk import BulkItem, BulkTransitions
 from ..services.changes import ChangeNotFound, ConflictError
 from ..services.fanout import ARCHIVE, DestinationState, FanoutResult, ProgressEvent
 from ..services.lifecycle import ChangeRejected, ChangeService, NotDeletable
 from ..services.resend import DUPLICATE_WARNING, ResendResult, ResendService, UnknownRecipient
+from ..services.search import ChangeQuery, SavedFilters, my_relation
 from ..services.status import DeliveryKey, StatusStore
 from ..services.waiting import WaitTimeout, pending_customers, wait_for_final
 from .common import (
@@ -473,37 +475,105 @@ def _nothing_changed(change: Change, as_json: bool) -> None:
     stderr.print("nothing changed, nothing sent")
 
 
+def parse_pin(text: str) -> tuple[str, int | None]:
+    """``ID`` or ``ID@VERSION`` (the version the operator reviewed)."""
+    change_id, sep, version = text.partition("@")
+    if not CHANGE_ID_RE.match(change_id):
+        raise BadInput(f"{change_id!r} is not a change id (CHG-…)")
+    if not sep:
+        return change_id, None
+    number = version.removeprefix("v")
+    if not number.isdigit() or not 1 <= int(number) <= MAX_VERSION:
+        raise BadInput(f"{text!r}: the version after @ must be a number 1..{MAX_VERSION}")
+    return change_id, int(number)
+
+
 def _transition_command(name: str, target: ChangeStatus) -> click.Command:
     @change_group.command(
         name,
-        help=f"Move a change to {target.value} and notify its customers. With --version N, only if the "
-        "change is still at version N (the one you reviewed); otherwise nothing is written (exit 1).",
+        help=f"Move changes to {target.value} and notify their customers. Pin each to the version you "
+        "reviewed (ID@N, or --version N with one id): a change that moved on since is not written "
+        "(exit 1). With several ids each is done on its own: the others go on when one fails, and the "
+        "ids that failed are named for a retry of only those.",
     )
     @aws_options
-    @click.argument("change_id", metavar="ID")
+    @click.argument("change_ids", metavar="ID[@VERSION]...", nargs=-1, required=True)
     @click.option(
         "--version",
         "version",
         type=click.IntRange(min=1, max=MAX_VERSION),
-        help="The version you reviewed: refuse if the change moved on since.",
+        help="The version you reviewed (one id): refuse if the change moved on since.",
     )
     @wait_option
     @timeout_option
     @json_option
     @change_errors
-    def command(change_id: str, version: int | None, wait: bool, timeout: float, as_json: bool) -> None:
+    def command(
+        change_ids: tuple[str, ...], version: int | None, wait: bool, timeout: float, as_json: bool
+    ) -> None:
+        targets = [parse_pin(t) for t in change_ids]
+        if len({cid for cid, _ in targets}) != len(targets):
+            raise BadInput("the same change is named twice")
         svc = _service()
+        if len(targets) > 1:
+            if version is not None:
+                raise BadInput("--version pins one change; with several ids pin each as ID@VERSION")
+            if wait:
+                raise BadInput("--wait takes one id; follow several with `changeconsole status ID --watch`")
+            _bulk(name, targets, svc, as_json=as_json)
+            return
+        change_id, pinned = targets[0]
+        if version is not None and pinned is not None and version != pinned:
+            raise BadInput(f"{change_ids[0]} and --version {version} name different versions")
+        expected = version if version is not None else pinned
         method = {
             ChangeStatus.APPROVED: svc.approve,
             ChangeStatus.COMPLETED: svc.complete,
             ChangeStatus.CANCELLED: svc.cancel,
         }[target]
         result = _fanout(
-            f"{name} {change_id}", lambda p: method(change_id, progress=p, expected_version=version)
+            f"{name} {change_id}", lambda p: method(change_id, progress=p, expected_version=expected)
         )
         _transition_output(result, as_json=as_json, wait=wait, timeout=timeout, action=f"{name} {change_id}")
 
     return command
+
+
+def _bulk(
+    operation: str, targets: list[tuple[str, int | None]], svc: ChangeService, *, as_json: bool
+) -> None:
+    """Several changes, each on its own; exit 1 naming the ones to retry when any did not succeed."""
+    stderr.print(f"{operation} {len(targets)} changes")
+
+    def narrate(item: BulkItem) -> None:
+        line = f"{item.change_id}: {item.outcome.value if item.outcome else '?'}"
+        stderr.print(escape(line + (f": {item.error}" if item.error else "")))
+
+    run = BulkTransitions(svc).run(operation, targets, on_item=narrate)
+    if as_json:
+        print_json(run.to_json())
+    else:
+        table = Table("change", "outcome", "now", "error", title=f"{operation}: {len(run.items)} changes")
+        for item in run.items:
+            now = f"v{item.result.change.version} {item.result.change.status.value}" if item.result else ""
+            table.add_row(
+                item.change_id, item.outcome.value if item.outcome else "", now, escape(item.error or "")
+            )
+        stdout.print(table)
+    if run.ok:
+        return
+    again = [i for i in run.failed if i.result is None or ARCHIVE in i.result.failed]
+    partial = [i for i in run.failed if i not in again]
+    hints = []
+    if again:
+        pins = " ".join(f"{i.change_id}@{i.version}" if i.version else i.change_id for i in again)
+        hints.append(f"retry those with `changeconsole change {operation} {pins}`")
+    for item in partial:
+        assert item.result is not None
+        hints.append(
+            f"`changeconsole change resend {item.change_id} --customers {','.join(item.result.failed)}`"
+        )
+    raise OperationFailed(f"{len(run.failed)} of {len(run.items)} did not succeed; " + "; ".join(hints))
 
 
 approve_cmd = _transition_command("approve", ChangeStatus.APPROVED)
@@ -681,6 +751,17 @@ def _narrate_resend(result: ResendResult) -> None:
 @click.option("--search", metavar="TEXT", help="Text in id, title, reason, tickets, impact, people.")
 @click.option("--from", "start_from", metavar="DATE", help="Window starts on/after (YYYY-MM-DD or RFC 3339).")
 @click.option("--to", "start_to", metavar="DATE", help="Window starts on/before (YYYY-MM-DD or RFC 3339).")
+@click.option("--since", metavar="DATE", help="Active since: last changed on/after DATE.")
+@click.option("--until", metavar="DATE", help="Active until: created on/before DATE.")
+@click.option(
+    "--operator", metavar="NAME", help="Created, submitted, approved or last changed by NAME (part)."
+)
+@click.option("--ticket", metavar="TICKET", help="ServiceNow or Jira ticket (part of it).")
+@click.option(
+    "--mine", is_flag=True, help="Yours: created, submitted or approved by you, or yours to act on next."
+)
+@click.option("--filter", "filter_name", metavar="NAME", help="Start from saved filter NAME (`filter list`).")
+@click.option("--save-filter", "save_as", metavar="NAME", help="Save these conditions as filter NAME.")
 @json_option
 @change_errors
 def list_cmd(
@@ -689,18 +770,50 @@ def list_cmd(
     search: str | None,
     start_from: str | None,
     start_to: str | None,
+    since: str | None,
+    until: str | None,
+    operator: str | None,
+    ticket: str | None,
+    mine: bool,
+    filter_name: str | None,
+    save_as: str | None,
     as_json: bool,
 ) -> None:
     """List changes, newest first."""
-    frm, to = parse_date(start_from, end=False), parse_date(start_to, end=True)
-    rows = _service().list(status=status, customer=customer, text=search, start_from=frm, start_to=to)
+    saved = SavedFilters()
+    given = ChangeQuery(
+        text=search or "",
+        status=status,
+        customer=customer,
+        operator=operator,
+        ticket=ticket,
+        since=parse_date(since, end=False),
+        until=parse_date(until, end=True),
+        start_from=parse_date(start_from, end=False),
+        start_to=parse_date(start_to, end=True),
+        mine=mine,
+    )
+    query = saved.get(filter_name).merged(given) if filter_name else given
+    if save_as:
+        saved.save(save_as, query)
+        stderr.print(f"saved filter {escape(save_as)}: {escape(query.describe())}")
+    svc = _service()
+    me = svc.operator if query.mine else None
+    now = datetime.now(UTC)
+    rows = [r for r in svc.list(**query.index_filters()) if query.matches(r, me=me, now=now)]
     if as_json:
-        print_json({"count": len(rows), "changes": [r.to_json() for r in rows]})
+        data: dict[str, Any] = {"count": len(rows), "changes": [r.to_json() for r in rows]}
+        if me is not None:
+            for row, item in zip(rows, data["changes"], strict=True):
+                item["mine"] = my_relation(row, me, now)
+        print_json(data)
         return
     table = Table("id", "status", "v", "title", "customers", "start", "modified", "by")
+    if me is not None:
+        table.add_column("yours")
     for r in rows:
         shown = ", ".join(r.customers[:3]) + (f" +{len(r.customers) - 3}" if len(r.customers) > 3 else "")
-        table.add_row(
+        cells = [
             r.change_id,
             r.status.value,
             str(r.version),
@@ -709,9 +822,12 @@ def list_cmd(
             r.implementation_start or "",
             r.modified_at or "",
             escape(r.modified_by or ""),
-        )
+        ]
+        if me is not None:
+            cells.append(my_relation(r, me, now) or "")
+        table.add_row(*cells)
     stdout.print(table)
-    stderr.print(f"{len(rows)} change(s)")
+    stderr.print(f"{len(rows)} change(s)" + ("" if query.empty else f" · {escape(query.describe())}"))
 
 
 _LONG_FIELDS = ("changeReason", "implementationPlan", "testPlan", "customerImpact", "rollbackPlan")

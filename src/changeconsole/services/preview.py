@@ -163,7 +163,8 @@ class TestSend:
 
 
 def _parts(msg: EmailMessage) -> tuple[str, str, str | None, list[str]]:
-    """(text, HTML, calendar, attachment names) of a message, read back from its bytes."""
+    """(text, HTML, calendar, attachment names) of a message, read back from its bytes (lines end in
+    ``\n`` here; the bytes sent end them in CRLF)."""
     parsed = email.message_from_bytes(emails.raw_bytes(msg), policy=email.policy.default)
     assert isinstance(parsed, EmailMessage)
     text = html = ""
@@ -173,7 +174,7 @@ def _parts(msg: EmailMessage) -> tuple[str, str, str | None, list[str]]:
         if part.is_multipart():
             continue
         ctype = part.get_content_type()
-        content = str(part.get_content())
+        content = str(part.get_content()).replace("\r\n", "\n")
         if ctype == "text/calendar":
             calendar = content
             names.append(part.get_filename() or "invite.ics")
