@@ -37,10 +37,12 @@ from .screens.changes import ChangesScreen
 from .screens.compose import ComposeScreen
 from .screens.contacts import ContactsScreen
 from .screens.customers import CustomersScreen
+from .screens.dashboard import DashboardScreen
 from .screens.detail import DetailScreen
 from .screens.dlq import DlqScreen
 from .screens.help import HelpScreen
 from .screens.modals import CommandLine, StartupErrorScreen, StartupScreen
+from .screens.preview import PreviewScreen
 from .screens.progress import SubmitProgressScreen
 from .screens.status import LiveStatusScreen
 from .services.aws import LOCAL_ENDPOINT, AwsFactory, AwsSettings
@@ -230,6 +232,7 @@ COMMANDS_HELP: list[tuple[str, str]] = [
     ("status [CHG-…]", "live delivery status (default: the change on screen)"),
     ("dlq [customer]", "dead-letter queues"),
     ("customers", "customers and their last deliveries"),
+    ("dashboard", "changes and deliveries in plots (the report)"),
     ("log", "toggle the AWS call log"),
     ("help", "keys of this screen"),
     ("theme", "pick a theme"),
@@ -296,6 +299,7 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         self.refresh_interval = refresh_interval
         self.autosave_interval = autosave_interval
         self.known_changes: list[ChangeSummary] = []
+        self.test_address: str | None = None  # the last address a test was sent to (preview)
         self.identity: str | None = None
         self.identity_error: str | None = None
         self._cleanup: list[Callable[[], None]] = []
@@ -491,6 +495,19 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             return
         self.push_screen(LiveStatusScreen(change_id))
 
+    def open_preview(self, change: Change, customer: str | None = None) -> None:
+        if not self._have_services():
+            return
+        if not change.customers:
+            self.notify("Pick at least one customer to preview.", severity="warning")
+            return
+        self.push_screen(PreviewScreen(change, customer=customer))
+
+    def open_dashboard(self) -> None:
+        if not self._have_services():
+            return
+        self.push_screen(DashboardScreen())
+
     def open_dlq(self, customer: str | None = None) -> None:
         if not self._have_services():
             return
@@ -590,7 +607,19 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         self.push_screen(CommandLine(self.command_words), self.run_command)
 
     def command_words(self) -> Iterable[str]:
-        words = ["changes", "new", "open ", "status ", "dlq", "customers", "log", "help", "theme", "q"]
+        words = [
+            "changes",
+            "new",
+            "open ",
+            "status ",
+            "dlq",
+            "customers",
+            "dashboard",
+            "log",
+            "help",
+            "theme",
+            "q",
+        ]
         ids = [s.change_id for s in self.known_changes]
         current = self.current_change_id()
         if current:
@@ -618,6 +647,8 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             self.open_dlq(arg or None)
         elif name == "customers":
             self.open_customers()
+        elif name in ("dashboard", "report"):
+            self.open_dashboard()
         elif name == "log":
             self.toggle_log()
         elif name == "help":

@@ -193,6 +193,8 @@ class ComposeScreen(ConsoleScreen[None]):
         Binding("ctrl+s", "save", "Save draft", priority=True),
         Binding("ctrl+j", "submit", "Submit", key_display="^j", priority=True),
         Binding("ctrl+o", "focus_file", "Load file"),
+        Binding("ctrl+r", "preview", "Preview"),
+        Binding("ctrl+t", "templates", "Templates"),
         Binding("escape", "leave", "Back"),
     ]
 
@@ -603,6 +605,29 @@ class ComposeScreen(ConsoleScreen[None]):
         action = actions.get(event.button.id or "")
         if action is not None:
             action()
+
+    # -- preview and templates ---------------------------------------------------------------------------
+    def _form_change(self) -> Change | None:
+        """The form as a change (a draft's checks: no window needed), or None while it is invalid."""
+        change, problems = self.build(for_submit=False)
+        return change if change is not None and not problems else None
+
+    def action_preview(self) -> None:
+        change = self._form_change()
+        if change is None:
+            self.validate_form(show_all=True)
+            self.notify("Fix the form first: the preview renders a valid change.", severity="warning")
+            return
+        self.console.open_preview(change)
+
+    def action_templates(self) -> None:
+        from .templates import TemplatePicker
+
+        def chosen(template: Any) -> None:
+            if template is not None:
+                self.apply_document(template.content, source=f"template {template.name}")
+
+        self.app.push_screen(TemplatePicker(self._form_change, readonly=self.readonly), chosen)
 
     # -- load from file ----------------------------------------------------------------------------------
     def action_focus_file(self) -> None:
