@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import sys
 import threading
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +32,13 @@ from ..models import (
     DeliveryRecord,
     DeliveryState,
     EmailEvent,
-    iso_utc,
 )
 from ..services.bulk import BulkItem, BulkTransitions
 from ..services.changes import ChangeNotFound, ConflictError
 from ..services.fanout import ARCHIVE, DestinationState, FanoutResult, ProgressEvent
 from ..services.lifecycle import ChangeRejected, ChangeService, NotDeletable
 from ..services.resend import DUPLICATE_WARNING, ResendResult, ResendService, UnknownRecipient
-from ..services.search import ChangeQuery, SavedFilters, my_relation
+from ..services.search import ChangeQuery, SavedFilters, my_relation, parse_date
 from ..services.status import DeliveryKey, StatusStore
 from ..services.waiting import WaitTimeout, pending_customers, wait_for_final
 from .common import (
@@ -135,24 +133,6 @@ def read_change_file(path: Path, customers: list[str] | None = None) -> tuple[Ch
         problems = validation_problems(exc)
         raise BadInput(f"{path}: {len(problems)} invalid field(s); nothing was written", problems) from None
     return change, raw
-
-
-def parse_date(value: str | None, *, end: bool) -> str | None:
-    """``YYYY-MM-DD`` (start or end of that UTC day) or an RFC 3339 timestamp → RFC 3339 UTC."""
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            day = date.fromisoformat(text)
-            clock = (23, 59, 59) if end else (0, 0, 0)
-            return iso_utc(datetime(day.year, day.month, day.day, *clock, tzinfo=UTC))
-        dt = datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError:
-        dt = None
-    if dt is None or dt.tzinfo is None:
-        raise BadInput(f"not a date: {value!r} (use YYYY-MM-DD or 2026-01-31T22:00:00Z)")
-    return iso_utc(dt)
 
 
 # -- progress narration (stderr) ------------------------------------------------------------------

@@ -9,9 +9,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..services.reports import Report, ReportService
-from ..services.search import SavedFilters
+from ..services.search import SavedFilters, parse_date
 from ..services.status import StatusStore
-from .change_cmd import change_errors, parse_date
+from .change_cmd import change_errors
 from .common import BadInput, aws_options, json_option, print_json, state, stderr, stdout
 
 

@@ -3,12 +3,14 @@
 Four plots of ``services.reports`` over the chosen period (1-4: 4, 13, 26 or 52 weeks; 0: all):
 changes per week by state, the weekly median lead times (submit → approve, approve → window start),
 deliveries per customer by outcome (the customers with the most deliveries), and the customers with
-the most failures. The line above them gives the totals and outcome rates. ``changeconsole report``
+the most failed deliveries (failed, partial or dead-lettered). The line above them gives the totals
+and outcome rates. ``changeconsole report``
 prints the same numbers.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -57,11 +59,16 @@ def headline(report: Report) -> str:
 
 
 def stacked_bar(
-    plt: Any, labels: list[str], series: list[list[int]], names: list[str], colours: list[str]
+    plt: Any,
+    labels: list[str] | list[float],
+    series: list[list[int]],
+    names: list[str],
+    colours: list[str],
+    orientation: str = "vertical",
 ) -> None:
     """plotext's stacked bars, one series per name (its type stubs know neither ``labels`` nor a colour
     per series)."""
-    plt.stacked_bar(labels, series, labels=names, color=colours)
+    plt.stacked_bar(labels, series, labels=names, color=colours, orientation=orientation)
 
 
 class DashboardScreen(ConsoleScreen[None]):
@@ -156,15 +163,23 @@ class DashboardScreen(ConsoleScreen[None]):
                 s for s in ChangeStatus if any(report.changes_per_week[w].get(s.value) for w in report.weeks)
             ]
             series = [[report.changes_per_week[w].get(s.value, 0) for w in report.weeks] for s in statuses]
-            stacked_bar(
-                plt, labels, series, [s.value for s in statuses], [STATUS_COLOURS[s] for s in statuses]
-            )
+            xs = [float(x) for x in range(1, len(labels) + 1)]
+            stacked_bar(plt, xs, series, [s.value for s in statuses], [STATUS_COLOURS[s] for s in statuses])
+            self._week_ticks(plt, labels)
         else:
             plt.title("Changes per week: none in this period")
         widget.refresh()
 
+    def _week_ticks(self, plt: Any, labels: list[str]) -> None:
+        """Every k-th week labelled at numeric positions, k chosen so the labels fit half the screen
+        (plotext's own thinning of text labels depends on the sizes it was drawn at before)."""
+        room = max(10, self.app.size.width // 2 - 10)
+        step = max(1, math.ceil(len(labels) * 7 / room))
+        ticks = list(range(0, len(labels), step))
+        plt.xticks([float(i + 1) for i in ticks], [labels[i] for i in ticks])
+
     def _lead(self, report: Report) -> None:
-        widget = self._plot("plot-lead", "Median lead time per week (hours)")
+        widget = self._plot("plot-lead", "Median lead time per week (h)")
         plt = widget.plt
         weeks = [w for w in report.weeks if w in report.lead_by_week]
         if weeks:
@@ -179,32 +194,34 @@ class DashboardScreen(ConsoleScreen[None]):
                     plt.plot(
                         [x for x, _ in shown], [y for _, y in shown], label=label, color=colour, marker="dot"
                     )
-            plt.xticks(xs, [w[5:] for w in weeks])
+            self._week_ticks(plt, [w[5:] for w in weeks])
         else:
             plt.title("Lead times: nothing approved in this period")
         widget.refresh()
 
     def _deliveries(self, report: Report) -> None:
-        widget = self._plot("plot-deliveries", "Deliveries per customer by outcome")
+        widget = self._plot("plot-deliveries", "Deliveries by outcome")
         plt = widget.plt
         busiest = sorted(
             (c for c in report.deliveries if c.attempted), key=lambda c: (-c.attempted, c.customer)
         )
         busiest = busiest[:TOP_CUSTOMERS]
         if busiest:
+            busiest.reverse()  # the busiest on top
             stacked_bar(
                 plt,
                 [c.customer for c in busiest],
                 [[c.counts[state] for c in busiest] for state, _ in OUTCOMES],
                 [state for state, _ in OUTCOMES],
                 [colour for _, colour in OUTCOMES],
+                orientation="horizontal",
             )
         else:
             plt.title("Deliveries: none in this period")
         widget.refresh()
 
     def _failing(self, report: Report) -> None:
-        widget = self._plot("plot-failing", "Most failures (failed, partial, dead-lettered)")
+        widget = self._plot("plot-failing", "Most failed deliveries")
         plt = widget.plt
         top = report.top_failing(TOP_CUSTOMERS)
         if top:

@@ -15,13 +15,13 @@ import os
 import re
 import tempfile
 from dataclasses import asdict, dataclass, fields, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from ..config import config_dir
 from ..errors import InputError
-from ..models import ChangeStatus
+from ..models import ChangeStatus, iso_utc
 from .status import ChangeSummary
 
 FILTERS_FILE = "filters.json"
@@ -30,6 +30,24 @@ FILTER_NAME_RE = re.compile(r"^[\w.-][\w .-]{0,39}$")
 TO_SUBMIT = "to submit"
 TO_APPROVE = "to approve"
 TO_COMPLETE = "to complete"
+
+
+def parse_date(value: str | None, *, end: bool) -> str | None:
+    """``YYYY-MM-DD`` (start or end of that UTC day) or an RFC 3339 timestamp → RFC 3339 UTC."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            day = date.fromisoformat(text)
+            clock = (23, 59, 59) if end else (0, 0, 0)
+            return iso_utc(datetime(day.year, day.month, day.day, *clock, tzinfo=UTC))
+        moment: datetime | None = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise InputError(f"not a date: {value!r} (use YYYY-MM-DD or 2026-01-31T22:00:00Z)")
+    return iso_utc(moment)
 
 
 def _same(who: str | None, me: str) -> bool:
