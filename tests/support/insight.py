@@ -109,7 +109,9 @@ def seeded_history(
         if status is ChangeStatus.DRAFT:
             continue
         for code in change.customers:
-            outcomes[code].append({"state": rng.choice(states), "recipients_sent": rng.randint(1, 4)})
+            outcomes[code].append(
+                {"customer": code, "state": rng.choice(states), "recipients_sent": rng.randint(1, 4)}
+            )
     return changes, outcomes
 
 
@@ -124,6 +126,9 @@ class SeededStatus:
 
     def customer_outcomes(self, customer: str, **_: Any) -> list[dict[str, Any]]:
         return list(self.outcomes.get(customer, []))
+
+    def all_outcomes(self, **_: Any) -> list[dict[str, Any]]:
+        return [item for code in sorted(self.outcomes) for item in self.outcomes[code]]
 
 
 class SeededReports:

@@ -139,12 +139,16 @@ class DashboardScreen(ConsoleScreen[None]):
         )
 
     def _show(self, report: Report) -> None:
-        self.report = report
         self.query_one("#dashboard-headline", Static).update(headline(report))
+        # Plotted once the new headline is laid out: the bar plots size themselves to their height.
+        self.call_after_refresh(self._plot_all, report)
+
+    def _plot_all(self, report: Report) -> None:
         self._weeks(report)
         self._lead(report)
         self._deliveries(report)
         self._failing(report)
+        self.report = report
 
     # -- plots ----------------------------------------------------------------------------------------
     def _plot(self, widget_id: str, title: str) -> PlotextPlot:
@@ -178,6 +182,16 @@ class DashboardScreen(ConsoleScreen[None]):
         ticks = list(range(0, len(labels), step))
         plt.xticks([float(i + 1) for i in ticks], [labels[i] for i in ticks])
 
+    @staticmethod
+    def _bar_rows(widget: PlotextPlot) -> int:
+        """How many customers a horizontal bar plot shows: one per row of its plot area (its height less
+        title, frame and tick line), at most ``TOP_CUSTOMERS``, so every bar is named."""
+        return max(3, min(TOP_CUSTOMERS, widget.size.height - 4))
+
+    @staticmethod
+    def _name_ticks(plt: Any, names: list[str]) -> None:
+        plt.yticks([float(i) for i in range(1, len(names) + 1)], names)
+
     def _lead(self, report: Report) -> None:
         widget = self._plot("plot-lead", "Median lead time per week (h)")
         plt = widget.plt
@@ -205,17 +219,18 @@ class DashboardScreen(ConsoleScreen[None]):
         busiest = sorted(
             (c for c in report.deliveries if c.attempted), key=lambda c: (-c.attempted, c.customer)
         )
-        busiest = busiest[:TOP_CUSTOMERS]
+        busiest = busiest[: self._bar_rows(widget)]
         if busiest:
             busiest.reverse()  # the busiest on top
             stacked_bar(
                 plt,
-                [c.customer for c in busiest],
+                [float(i) for i in range(1, len(busiest) + 1)],
                 [[c.counts[state] for c in busiest] for state, _ in OUTCOMES],
                 [state for state, _ in OUTCOMES],
                 [colour for _, colour in OUTCOMES],
                 orientation="horizontal",
             )
+            self._name_ticks(plt, [c.customer for c in busiest])
         else:
             plt.title("Deliveries: none in this period")
         widget.refresh()
@@ -223,14 +238,15 @@ class DashboardScreen(ConsoleScreen[None]):
     def _failing(self, report: Report) -> None:
         widget = self._plot("plot-failing", "Most failed deliveries")
         plt = widget.plt
-        top = report.top_failing(TOP_CUSTOMERS)
+        top = report.top_failing(self._bar_rows(widget))
         if top:
             plt.bar(
-                [c.customer for c in reversed(top)],
+                [float(i) for i in range(1, len(top) + 1)],
                 [c.failures for c in reversed(top)],
                 orientation="horizontal",
                 color="red",
             )
+            self._name_ticks(plt, [c.customer for c in reversed(top)])
         else:
             plt.title("No failed deliveries in this period")
         widget.refresh()

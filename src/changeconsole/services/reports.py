@@ -3,9 +3,10 @@
 - changes per week (Monday, UTC, of the change's creation) by their current state;
 - lead times: submit → approve and approve → window start (hours; median, p90, mean, range), overall
   and per week of approval;
-- deliveries per customer (delivery records last written in the range, read per customer through
-  ``gsi2`` with only the attributes counted) by state, and their outcome rates over the deliveries
-  that were attempted (sent, partial, failed, dead-lettered);
+- deliveries per customer (delivery records last written in the range, with only the attributes
+  counted: one customer through its ``gsi2`` query, every customer through one parallel scan) by
+  state, and their outcome rates over the deliveries that were attempted (sent, partial, failed,
+  dead-lettered);
 - the customers with the most failed (failed, partial or dead-lettered) deliveries.
 
 Bounce and complaint rates need per-message delivery events, which are not recorded yet.
@@ -19,12 +20,12 @@ import math
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..models import ChangeStatus, Config, DeliveryState, iso_utc
+from .search import parse_moment
 from .status import ChangeSummary, StatusStore
 
 ATTEMPTED = (DeliveryState.SENT, DeliveryState.PARTIAL, DeliveryState.FAILED, DeliveryState.DEAD_LETTERED)
@@ -36,16 +37,6 @@ def week_of(moment: datetime) -> str:
     """The Monday (UTC) of ``moment``'s week, ``YYYY-MM-DD``."""
     day = moment.astimezone(UTC).date()
     return (day - timedelta(days=day.weekday())).isoformat()
-
-
-def _when(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _hours(a: datetime, b: datetime) -> float:
@@ -242,14 +233,30 @@ class ReportService:
         rows = changes if changes is not None else self.status.list_changes(customer=customer)
         self._changes(report, rows)
         codes = [customer] if customer else sorted(self.config.customer_mappings)
-        with ThreadPoolExecutor(max_workers=max(1, min(self.threads, len(codes)))) as pool:
-            report.deliveries = list(pool.map(self._customer_deliveries, codes, [report] * len(codes)))
+        per_customer = {code: self._empty(code) for code in codes}
+        if customer:
+            found = self.status.customer_outcomes(customer, since=since, until=until)
+        else:
+            found = self.status.all_outcomes(since=since, until=until, segments=min(8, self.threads))
+        for data in found:
+            counted = per_customer.get(str(data.get("customer")))
+            state = data.get("state")
+            if counted is None or state not in counted.counts:
+                continue  # a customer no longer configured, or an item seen mid-write
+            counted.counts[state] += 1
+            counted.recipients_sent += int(data.get("recipients_sent") or 0)
+            counted.recipients_failed += int(data.get("recipients_failed") or 0)
+        report.deliveries = [per_customer[code] for code in codes]
         return report
+
+    def _empty(self, code: str) -> CustomerDeliveries:
+        mapping = self.config.customer_mappings.get(code)
+        return CustomerDeliveries(code, mapping.customer_name if mapping else code, _zero_counts())
 
     def _in_range(self, report: Report, moment: datetime | None) -> bool:
         if moment is None:
             return False
-        since, until = _when(report.since), _when(report.until)
+        since, until = parse_moment(report.since), parse_moment(report.until)
         return (since is None or moment >= since) and (until is None or moment <= until)
 
     def _changes(self, report: Report, rows: list[ChangeSummary]) -> None:
@@ -260,21 +267,21 @@ class ReportService:
         for s in rows:
             if report.customer and report.customer not in s.customers:
                 continue
-            created = _when(s.created_at or s.modified_at)
+            created = parse_moment(s.created_at or s.modified_at)
             if self._in_range(report, created):
                 assert created is not None
                 per_week[week_of(created)][s.status.value] += 1
                 report.changes += 1
-            approved = _when(s.approved_at)
+            approved = parse_moment(s.approved_at)
             if not self._in_range(report, approved):
                 continue
             assert approved is not None
             week = week_of(approved)
-            submitted = _when(s.submitted_at)
+            submitted = parse_moment(s.submitted_at)
             if submitted is not None and submitted <= approved:
                 to_approve.append(_hours(submitted, approved))
                 weekly[week][0].append(to_approve[-1])
-            start = _when(s.implementation_start)
+            start = parse_moment(s.implementation_start)
             if start is not None:
                 to_start.append(_hours(approved, start))
                 weekly[week][1].append(to_start[-1])
@@ -289,15 +296,3 @@ class ReportService:
             }
             for w, (a, b) in weekly.items()
         }
-
-    def _customer_deliveries(self, code: str, report: Report) -> CustomerDeliveries:
-        mapping = self.config.customer_mappings.get(code)
-        result = CustomerDeliveries(code, mapping.customer_name if mapping else code, _zero_counts())
-        for data in self.status.customer_outcomes(code, since=report.since, until=report.until):
-            state = data.get("state")
-            if state not in result.counts:
-                continue  # an item seen mid-write, or not a delivery record
-            result.counts[state] += 1
-            result.recipients_sent += int(data.get("recipients_sent") or 0)
-            result.recipients_failed += int(data.get("recipients_failed") or 0)
-        return result

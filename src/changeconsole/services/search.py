@@ -75,11 +75,12 @@ def my_relation(summary: ChangeSummary, me: str, now: datetime) -> str | None:
 
 
 def _started(summary: ChangeSummary, now: datetime) -> bool:
-    start = _when(summary.implementation_start)
+    start = parse_moment(summary.implementation_start)
     return start is not None and start <= now
 
 
-def _when(value: str | None) -> datetime | None:
+def parse_moment(value: str | None) -> datetime | None:
+    """An RFC 3339 moment (UTC when it names no zone); None when empty or unreadable."""
     if not value:
         return None
     try:
@@ -142,9 +143,9 @@ class ChangeQuery:
         if self.start_to and (not s.implementation_start or s.implementation_start > self.start_to):
             return False
         if self.since or self.until:
-            first = _when(s.created_at or s.modified_at)
-            last = _when(s.modified_at or s.created_at)
-            since, until = _when(self.since), _when(self.until)
+            first = parse_moment(s.created_at or s.modified_at)
+            last = parse_moment(s.modified_at or s.created_at)
+            since, until = parse_moment(self.since), parse_moment(self.until)
             if since is not None and (last is None or last < since):
                 return False
             if until is not None and (first is None or first > until):
