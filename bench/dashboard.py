@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from changeconsole.models import Change, ChangeStatus, Config, DeliveryState, EmailEvent, iso_utc
+from changeconsole.services.authz import Authorizer
 from changeconsole.services.bundle import Services
 from changeconsole.services.localstack import build_local_config, local_factory
 from changeconsole.services.provision import Provisioner
@@ -156,7 +157,7 @@ def run(*, customers: int = 300, changes: int = 260, repeats: int = 3, **_: Any)
         )
         log(f"dashboard: {n_changes} changes, {n_records} delivery records")
         status = StatusStore(aws, config)
-        service = ReportService(status, config)
+        service = ReportService(status, config, authz=Authorizer(aws, config, via="bench"))
         codes = sorted(config.customer_mappings)
         quarter = iso_utc(NOW - timedelta(weeks=13))
 

@@ -24,11 +24,13 @@ logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep XDG config/data of every test away from the real home directory."""
+    """Keep XDG config/data/cache of every test away from the real home directory."""
     base = tmp_path_factory.mktemp("xdg")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(base / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(base / "data"))
     monkeypatch.setenv("XDG_STATE_HOME", str(base / "state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(base / "cache"))
+    monkeypatch.delenv("CHANGECONSOLE_OPERATOR", raising=False)
     monkeypatch.delenv("CHANGECONSOLE_CONFIG", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)

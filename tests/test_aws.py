@@ -99,11 +99,18 @@ def test_central_clients_use_endpoint_region_and_retry_mode(
     assert aws_factory.caller_identity()["account"] == LOCAL_ACCOUNT
 
 
-def test_operator_identity(aws_factory: AwsFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    arn = aws_factory.caller_identity()["arn"]
-    assert aws_factory.operator_identity() == arn.rsplit("/", 1)[-1]
-    monkeypatch.setenv("CHANGECONSOLE_OPERATOR", "jane.doe")
-    assert aws_factory.operator_identity() == "jane.doe"
+def test_operator_identity(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The local stack: the OS user unless --as (or CHANGECONSOLE_OPERATOR) names someone.
+    monkeypatch.setattr("changeconsole.services.aws.os_user", lambda: "olga")
+    assert AwsFactory(AwsSettings(endpoint_url=moto_endpoint, local=True)).operator_identity() == "olga"
+    named = AwsFactory(AwsSettings(endpoint_url=moto_endpoint, local=True, acting_as="jane.doe"))
+    assert named.operator().is_local and named.operator_identity() == "jane.doe"
+    monkeypatch.setenv("CHANGECONSOLE_OPERATOR", "erin")
+    assert AwsFactory(AwsSettings(endpoint_url=moto_endpoint, local=True)).operator_identity() == "erin"
+    monkeypatch.delenv("CHANGECONSOLE_OPERATOR")
+    # Any other endpoint: who STS says (moto's default caller is the IAM user "moto").
+    emulator = AwsFactory(AwsSettings(endpoint_url=moto_endpoint))
+    assert emulator.operator().kind == "iam-user" and emulator.operator_identity() == "moto"
 
 
 # -- customer role sessions ---------------------------------------------------------------------

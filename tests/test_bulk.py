@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from changeconsole.models import Config
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.bulk import BulkTransitions, Outcome
 from changeconsole.services.lifecycle import ChangeService
+from support.aws import audit_events
 from support.changes import make_change
 from support.cli import Cli
 
@@ -74,3 +76,54 @@ def test_cli_takes_several_ids_each_pinned(make_stack: Any, aws_factory: AwsFact
     assert done["ok"] and [r["status"] for r in done["results"]] == ["completed", "completed"]
     single = cli.json("change", "approve", f"{b}@2")  # one id: the output of one transition, as before
     assert single["status"] == "approved" and "destinations" in single
+
+
+def test_each_change_passes_the_authorization_point_and_a_refusal_fails_only_it(
+    make_stack: Any, aws_factory: AwsFactory
+) -> None:
+    stack = make_stack(customers=3, contacts=0)
+    a, b, _c = sorted(stack.config.customer_mappings)
+    roles = {
+        "ChangeManagers": {"principals": ["user:alice", "user:carol"]},
+        "Regional": {"principals": ["user:rob"], "customers": [a], "actions": ["change.approve"]},
+    }
+    data = {**stack.config.to_json_dict(), "operator_roles": roles, "require_distinct_approver": True}
+    config = Config.model_validate(data)
+    alice = ChangeService(aws_factory, config, operator="alice")
+    own, wide, third = (
+        alice.submit(make_change(codes, changeTitle=f"Change {i}")).change.change_id
+        for i, codes in enumerate([[a], [a, b], [a]])
+    )
+
+    # Scope: rob approves his customer's change; the one that also targets b is refused, alone.
+    rob = BulkTransitions(ChangeService(aws_factory, config, operator="rob"))
+    run = rob.run("approve", [(own, 2), (wide, 2)])
+    outcomes = {i.change_id: (i.outcome, i.error or "") for i in run.items}
+    assert outcomes[own] == (Outcome.OK, "")
+    assert outcomes[wide][0] is Outcome.FAILED and "outside rob's scope" in outcomes[wide][1]
+    # Separation of duties, change by change: alice submitted them, so she may not approve them.
+    mine = BulkTransitions(alice).run("approve", [(wide, 2), (third, 2)])
+    assert [i.outcome for i in mine.items] == [Outcome.FAILED, Outcome.FAILED]
+    assert all("separation of duties" in (i.error or "") for i in mine.items)
+
+    # One reason for every cancellation, kept with each change; each refusal and each act audited.
+    carol = ChangeService(aws_factory, config, operator="carol")
+    cancelled = BulkTransitions(carol).run("cancel", [(wide, 2), (third, 2)], reason="window moved to Q3")
+    assert cancelled.ok and cancelled.to_json()["reason"] == "window moved to Q3"
+    for cid in (wide, third):
+        assert carol.load(cid).cancel_reason == "window moved to Q3"
+    acts = [
+        (e["operator"], e["action"], e["result"], e["change_id"])
+        for e in audit_events(aws_factory, config)
+        if e.get("type") == "operator.action" and e["action"] in ("change.approve", "change.cancel")
+    ]
+    assert sorted(acts) == sorted(
+        [
+            ("rob", "change.approve", "ok", own),
+            ("rob", "change.approve", "refused", wide),
+            ("alice", "change.approve", "refused", wide),
+            ("alice", "change.approve", "refused", third),
+            ("carol", "change.cancel", "ok", wide),
+            ("carol", "change.cancel", "ok", third),
+        ]
+    )

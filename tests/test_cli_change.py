@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from changeconsole.cli import main
 from changeconsole.models import DeliveryState, Ignore, iso_utc, parse_queue_message, utcnow
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.fanout import Fanout
 from changeconsole.services.localstack import LocalStackResult
 from changeconsole.services.status import DeliveryKey, StatusStore
-from support.aws import bucket_keys, queue_url
+from support.aws import audit_events, bucket_keys, data_keys, queue_url
 from support.changes import change_data, triggers_by_customer
 from support.cli import Cli
 
@@ -125,7 +127,13 @@ def test_submit_needs_dates_exit_2(cli: Cli, stack, aws_factory, codes) -> None:
     )
     assert result.exit_code == 2
     assert "implementationStart" in result.stderr and "implementationEnd" in result.stderr
-    assert bucket_keys(aws_factory, stack.config) == []
+    assert data_keys(aws_factory, stack.config) == []
+    (rejected,) = audit_events(aws_factory, stack.config)
+    assert (rejected["action"], rejected["result"], rejected["operator"]) == (
+        "change.submit",
+        "rejected",
+        "alice",
+    )
 
 
 def test_submit_file_to_five_customers(cli: Cli, stack, aws_factory, codes) -> None:
@@ -220,7 +228,8 @@ def test_illegal_transition_exit_2_names_allowed(cli: Cli, codes) -> None:
     assert result.exit_code == 2
     assert "allowed from submitted: approved, cancelled" in result.stderr
     assert cli("change", "approve", "CHG-2030-01-01T00-00-00-zzzzzz").exit_code == 2
-    assert cli.json("change", "cancel", cid)["status"] == "cancelled"
+    assert cli.json("change", "cancel", cid, "--reason", "Window clashes")["status"] == "cancelled"
+    assert cli.json("change", "show", cid)["modifications"][-1]["reason"] == "Window clashes"
     assert "none (final state)" in cli("change", "approve", cid).stderr
 
 
@@ -328,3 +337,25 @@ def test_console_script_subprocess(stack: LocalStackResult, codes, tmp_path: Pat
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["ok"] and data["change_id"] in out.stderr
+
+
+@pytest.mark.parametrize("columns", ["160", "120"])
+def test_list_never_cuts_the_id_and_names_who_saved_a_draft(
+    cli: Cli, stack: LocalStackResult, codes, columns: str
+) -> None:
+    """Issue 16 (8): the id is the value one copies; a draft's "by" is its creator."""
+    title = "Rotate every TLS certificate of the edge load balancers in all regions of the estate"
+    ids = [
+        cli.json(
+            "change", "draft", cli.file(change_data(codes, changeTitle=f"{title} {i}")), operator="carol"
+        )["change_id"]
+        for i in range(2)
+    ]
+    runner = CliRunner()
+    base = ["--config", str(stack.config_path), "--endpoint-url", stack.endpoint]
+    result = runner.invoke(main, [*base, "change", "list"], env={"COLUMNS": columns}, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for cid in ids:
+        row = next(line for line in lines if cid in line)  # whole, on one line
+        assert "carol" in row

@@ -138,14 +138,19 @@ def test_provision_dry_run_then_create_then_nothing_changed(moto_endpoint: str, 
     plan = json.loads(dry.stdout)
     assert plan["dry_run"] is True
     assert {a["result"] for a in plan["actions"]} == {"would-create"}
-    assert {a["kind"] for a in plan["actions"]} == {"bucket", "dlq", "queue", "table", "notifications"}
+    kinds = {a["kind"] for a in plan["actions"]}
+    assert kinds == {"bucket", "audit", "dlq", "queue", "table", "notifications"}
     s3 = local_factory(moto_endpoint, max_attempts=1).client("s3")
     assert s3.list_buckets()["Buckets"] == []
 
     first = cli(*base, "--json")
     assert first.exit_code == 0, first.stderr
     created = json.loads(first.stdout)
-    assert created["changed"] == len(created["actions"]) == 1 + 2 + 1 + 2 * 2
+    assert created["changed"] == len(created["actions"]) == 1 + 1 + 2 + 1 + 2 * 2
+    audit = next(a for a in created["actions"] if a["kind"] == "audit")
+    assert (audit["name"], audit["detail"]) == ("audit/", "to GLACIER_IR after 90 d (lifecycle rule set)")
+    rules = s3.get_bucket_lifecycle_configuration(Bucket=raw["s3_config"]["bucket_name"])["Rules"]
+    assert [r["ID"] for r in rules] == ["audit-retention"]
     assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == [raw["s3_config"]["bucket_name"]]
 
     second = cli(*base, "--json")

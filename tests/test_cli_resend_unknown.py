@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from changeconsole.cli import change_cmd, main
-from changeconsole.models import DeliveryState
+from changeconsole.models import DeliveryState, RecipientState
 from changeconsole.services.aws import AwsFactory
-from changeconsole.services.ledger import DONE, SENT, UNKNOWN, Ledger
+from changeconsole.services.ledger import ClaimState, Ledger
 from support.resend import expected_recipients, partial_delivery, received, settled
 from support.waiting import wait_until
 from support.worker import running_worker
@@ -41,7 +41,7 @@ def test_resend_unknown_cli_refuses_without_yes_dry_runs_and_resends(
         refused = run(stack, "change", "resend-unknown", cid, "--json")
         assert refused.exit_code == 2, (refused.stdout, refused.stderr)
         assert "--yes" in refused.stderr and "twice" in refused.stderr
-        assert ledger.recipients(key)[lost]["state"] == UNKNOWN
+        assert ledger.recipients(key)[lost].state == RecipientState.UNKNOWN
 
         # At a terminal the operator is asked; "no" changes nothing.
         monkeypatch.setattr(change_cmd, "_can_ask", lambda: True)
@@ -49,7 +49,7 @@ def test_resend_unknown_cli_refuses_without_yes_dry_runs_and_resends(
         assert declined.exit_code == 0, declined.stderr
         assert "twice" in declined.stderr and "nothing resent" in declined.stderr
         assert lost in declined.stdout  # the table of unknown recipients
-        assert ledger.recipients(key)[lost]["state"] == UNKNOWN
+        assert ledger.recipients(key)[lost].state == RecipientState.UNKNOWN
         monkeypatch.undo()
 
         # Dry run: lists and reports, changes nothing.
@@ -60,8 +60,8 @@ def test_resend_unknown_cli_refuses_without_yes_dry_runs_and_resends(
         assert [u["email"].lower() for u in doc["unknown"]] == [lost]
         assert doc["unknown"][0]["customer"] == codes[0]
         assert doc["deliveries"][0]["resend"] == [lost]
-        assert ledger.recipients(key)[lost]["state"] == UNKNOWN
-        assert (ledger.get_claim(key) or {})["state"] == DONE
+        assert ledger.recipients(key)[lost].state == RecipientState.UNKNOWN
+        assert ledger.get_claim(key).state == ClaimState.DONE
 
         # Another customer, another version: nothing unknown there.
         other = run(stack, "change", "resend-unknown", cid, "--customer", codes[1], "--yes", "--json")
@@ -76,7 +76,7 @@ def test_resend_unknown_cli_refuses_without_yes_dry_runs_and_resends(
             main, ["--readonly", *base, "change", "resend-unknown", cid, "--yes"], catch_exceptions=False
         )
         assert readonly.exit_code == 2 and "read-only" in readonly.stderr
-        assert ledger.recipients(key)[lost]["state"] == UNKNOWN
+        assert ledger.recipients(key)[lost].state == RecipientState.UNKNOWN
         assert run(stack, "change", "resend-unknown", cid, "--event", "submitted").exit_code == 2
         assert run(stack, "change", "resend-unknown", cid, "--customer", "nope", "--yes").exit_code == 2
 
@@ -118,4 +118,4 @@ def test_resend_unknown_cli_refuses_without_yes_dry_runs_and_resends(
         )
     got = received(moto_endpoint, change)
     assert set(got) == expected_recipients(codes) and set(got.values()) == {1}
-    assert ledger.recipients(key)[lost]["state"] == SENT
+    assert ledger.recipients(key)[lost].state == RecipientState.SENT

@@ -124,9 +124,15 @@ def test_import_upserts_reports_per_row_and_is_idempotent(
     again = book.import_csv(text)
     assert [r.result for r in again.rows] == ["unchanged", "unchanged", "invalid", "invalid"]
     assert again.applied == 0
-    kinds = [e["type"] for e in audit_lines(aws_factory, stack)]
-    assert kinds.count("contacts.import") == 1  # the re-import changed nothing: nothing to audit
-    assert kinds.count("contacts.import.item") == 2
+    lines = audit_lines(aws_factory, stack)
+    imports = [e for e in lines if e.get("action") == "contacts.import"]
+    # Both imports are audited (the dry run is not); only the first one changed contacts, a line each.
+    assert sorted((e["result"], e["counts"]["created"] + e["counts"]["updated"]) for e in imports) == [
+        ("ok", 0),
+        ("ok", 2),
+    ]
+    assert [e["type"] for e in lines].count("contacts.import.item") == 2
+    assert {e["customers"][0] for e in lines} == {"acme"}
 
 
 def test_export_round_trips_through_import(book: ContactBook) -> None:
@@ -209,10 +215,13 @@ def test_single_changes_toggle_default_and_remove(
     assert view.subscribed == {TOPIC_APPROVAL: False, TOPIC_ANNOUNCE: True, TOPIC_CALENDAR: False}
     book.remove("x@acme.example.com")
     assert book.find("x@acme.example.com") is None
-    kinds = [(e["type"], e["actor"], e["customer"]) for e in audit_lines(aws_factory, stack)]
-    assert ("contact.add", "ops.tester", "acme") in kinds
-    assert ("contact.remove", "ops.tester", "acme") in kinds
-    assert sum(1 for k in kinds if k[0] == "contact.update") == 3  # the no-op update is not audited
+    lines = audit_lines(aws_factory, stack)
+    kinds = [(e["action"], e["operator"], e["customers"], e["result"]) for e in lines]
+    assert ("contact.add", "ops.tester", ["acme"], "ok") in kinds
+    assert ("contact.remove", "ops.tester", ["acme"], "ok") in kinds
+    assert ("contact.add", "ops.tester", ["acme"], "rejected") in kinds  # the duplicate and the bad topic
+    updates = [e for e in lines if e["action"] == "contact.update"]
+    assert len(updates) == 4 and [e.get("detail") for e in updates].count("nothing changed") == 1
 
 
 def test_the_accounts_only_list_is_used_when_none_is_configured(stack: Any, aws_factory: AwsFactory) -> None:

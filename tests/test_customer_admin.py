@@ -68,7 +68,7 @@ def test_verify_reads_every_check_and_writes_nothing(stack: Any, aws_factory: Aw
     assert checks["contacts"].detail.startswith("3 contacts; aws-approval: 2")
     assert report.status == "warn" and report.ok
     writes = [c for c in calls if not c.startswith(("Get", "List", "Head", "Describe", "Query"))]
-    assert writes == ["AssumeRole"]
+    assert writes == ["AssumeRole", "PutObject"]  # the customer's session, and the audit record
 
 
 def test_verify_fails_on_a_missing_list_and_topics(stack: Any, aws_factory: AwsFactory) -> None:

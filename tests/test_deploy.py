@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from changeconsole.config import parse_config_text
-from changeconsole.models import Config
+from changeconsole.models import BUILTIN_ROLES, Config, OperatorAction
 from changeconsole.services import provision
 from deploy.tfeval import (
     REF_MARKER,
@@ -801,7 +801,96 @@ def parity_problems(cfg: Config, plan: Plan) -> list[str]:
         ttl = [t["attribute_name"] for t in table.get("ttl", []) if t["enabled"]]
         check(f"{spec.name} TTL", [spec.ttl_attribute] if spec.ttl_attribute else [], ttl)
         check(f"{spec.name} PITR", [True], [p["enabled"] for p in table["point_in_time_recovery"]])
+
+    (lifecycle,) = plan.instances("aws_s3_bucket_lifecycle_configuration")
+    rules = {r["id"]: r for r in lifecycle.args["rule"]}
+    audit = rules.get(provision.AUDIT_RULE_ID)
+    tf_rule = None
+    if audit is not None:
+        tf_rule = {
+            "ID": audit["id"],
+            "Filter": {"Prefix": audit["filter"][0]["prefix"]},
+            "Status": audit["status"],
+        }
+        if audit.get("transition"):
+            tf_rule["Transitions"] = [
+                {"Days": t["days"], "StorageClass": t["storage_class"]} for t in audit["transition"]
+            ]
+        if audit.get("expiration"):
+            tf_rule["Expiration"] = {"Days": audit["expiration"][0]["days"]}
+    check("audit lifecycle rule", want.audit.rule, tf_rule)
+    locks = plan.instances("aws_s3_bucket_object_lock_configuration")
+    check("audit object lock", want.audit.object_lock, bool(locks))
+    check(
+        "object lock without default retention",
+        [],
+        [lock.args.get("rule") for lock in locks if lock.args.get("rule")],
+    )
     return problems
+
+
+def operator_access_module(plan: Plan) -> ModuleInstance | None:
+    found = [m for m in plan.root.walk() if m.address.endswith("module.operator_access[0].")]
+    return found[0] if found else None
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_operator_roles_are_the_same_in_terraform_and_config(env: str) -> None:
+    """The app's role matrix (config.json operator_roles) and the permission sets say the same thing:
+    the same roles, each permission set named among its role's principals, the same actions, the same
+    customer scope, the same Identity Center instance."""
+    cfg = env_config(env)
+    access = load_tfvars(TF / "environments" / env / "terraform.tfvars").get("operator_access")
+    module = operator_access_module(env_plan(env))
+    if not cfg.operator_roles:
+        assert access is None and module is None
+        return
+    assert access is not None and module is not None
+    assert sorted(access["roles"]) == sorted(cfg.operator_roles)
+    planned = module.output("role_actions")
+    for name, role in cfg.operator_roles.items():
+        tf = access["roles"][name]
+        assert (
+            tf["permission_set"] in role.principals
+            or f"permission-set:{tf['permission_set']}" in role.principals
+        )
+        assert sorted(planned[name]) == sorted(a.value for a in role.effective_actions(name)), name
+        assert (tf.get("customers"), tf.get("customer_tag")) == (role.customers, role.customer_tag), name
+    assert cfg.identity_center is not None
+    assert (access["instance_arn"], access["identity_store_id"]) == (
+        cfg.identity_center.instance_arn,
+        cfg.identity_center.identity_store_id,
+    )
+    assert access.get("abac_attributes", {}) == cfg.identity_center.attributes
+
+
+def test_operator_access_module_knows_the_apps_built_in_roles() -> None:
+    inputs = {
+        "name": "x",
+        "instance_arn": "arn:aws:sso:::instance/ssoins-0000000000000000",
+        "identity_store_id": "d-0000000000",
+        "account_id": "111111111111",
+        "region": "eu-west-1",
+        "bucket_arn": "arn:aws:s3:::b",
+        "status_table_arn": "arn:aws:dynamodb:eu-west-1:111111111111:table/s",
+        "ledger_table_arn": "arn:aws:dynamodb:eu-west-1:111111111111:table/l",
+        "customer_roles": {},
+        "roles": {name: {"permission_set": f"x-{name}"} for name in BUILTIN_ROLES},
+    }
+    module = ModuleInstance(load_module(TF / "modules" / "operator_access"), inputs, "", TF)
+    module.plan()
+    assert {k: sorted(v) for k, v in module.local("builtin_actions").items()} == {
+        name: sorted(a.value for a in actions) for name, actions in BUILTIN_ROLES.items()
+    }
+    assert set(module.local("needs")) and all(
+        a in {x.value for x in OperatorAction} for acts in module.local("needs").values() for a in acts
+    )
+    too_long = {**inputs, "roles": {"Auditors": {"permission_set": "p" * 33}}}
+    with pytest.raises(TfError, match="1-32 characters"):
+        ModuleInstance(load_module(TF / "modules" / "operator_access"), too_long, "", TF)
+    both = {**inputs, "roles": {"Auditors": {"permission_set": "a", "customers": ["x"], "customer_tag": "t"}}}
+    with pytest.raises(TfError, match="not both"):
+        ModuleInstance(load_module(TF / "modules" / "operator_access"), both, "", TF)
 
 
 def _drifted_copy(tmp_path: Path, rel: str, old: str, new: str) -> Path:
@@ -832,6 +921,8 @@ def _drifted_copy(tmp_path: Path, rel: str, old: str, new: str) -> Path:
         ),
         ("modules/tables/variables.tf", 'default     = "expires_at"', 'default     = "ttl"', "TTL"),
         ("modules/tables/variables.tf", '["gsi1", "gsi2", "gsi3"]', '["gsi1", "gsi2"]', "GSIs"),
+        ("environments/dev/terraform.tfvars", "expire_days     = 400", "expire_days     = 366", "audit"),
+        ("modules/metadata_bucket/main.tf", 'prefix = "audit/"', 'prefix = "audit"', "audit lifecycle"),
         (
             "environments/dev/terraform.tfvars",
             "max_receive_count  = 3",

@@ -154,9 +154,13 @@ def test_export_purge_import_via_cli(stack: LocalStackResult, aws: Any, tmp_path
     assert visible(aws, config.customer(code).dlq_name) == 0
     to_source = cli(stack, "import", code, str(path), "--to", "source")
     assert to_source.exit_code == 0 and visible(aws, config.customer(code).queue_name) == 3
-    actions = sorted(e["action"] for e in audit_events(aws, config))
-    assert actions == ["export", "import", "import", "import", "purge", "purge"]
-    assert all(e["operator"] == "ops-cli" for e in audit_events(aws, config))
+    events = audit_events(aws, config)
+    done = sorted(e["action"] for e in events if e["result"] == "ok")
+    assert done == ["dlq.export", "dlq.import", "dlq.import", "dlq.import", "dlq.purge", "dlq.purge"]
+    assert [(e["action"], "no export" in e["detail"]) for e in events if e["result"] == "rejected"] == [
+        ("dlq.purge", True)
+    ]
+    assert all(e["operator"] == "ops-cli" and e["via"] == "cli" for e in events)
 
 
 def test_import_of_a_bad_file_is_exit_2_with_line_numbers(stack: LocalStackResult, tmp_path: Path) -> None:

@@ -413,7 +413,7 @@ def test_native_move_task_with_progress_rate_and_audit(
     }
     assert [p.moved for p in seen] == [4, 8, 10] and seen[-1].status == "completed"
     assert clock.slept == [svc.native_poll_seconds] * 2
-    event = next(e for e in audit_events(aws_factory, config) if e["action"] == "redrive")
+    event = next(e for e in audit_events(aws_factory, config) if e["action"] == "dlq.redrive")
     assert event["mode"] == "native" and event["count"] == 10 and event["native_task"]["handle"] == "h-1"
 
 
@@ -606,13 +606,16 @@ def test_every_action_is_audited(
     svc.import_jsonl(code, tmp_path / "a.jsonl")
     events = audit_events(aws_factory, config)
     by_action = {e["action"]: e for e in events}
-    assert set(by_action) == {"peek", "redrive-dry-run", "redrive", "export", "purge", "import"}
+    assert set(by_action) == {
+        f"dlq.{a}" for a in ("peek", "redrive-dry-run", "redrive", "export", "purge", "import")
+    }
     for e in events:
-        assert e["operator"] == "ops-alice" and e["customer"] == code and e["source"] == "dlq"
-        assert e["_key"].startswith("audit/") and e["_key"].split("/")[-1].startswith("dlq-")
+        assert e["operator"] == "ops-alice" and e["customers"] == [code] and e["result"] == "ok"
+        assert e["type"] == "operator.action" and e["via"] == "api"
+        assert e["_key"].startswith("audit/") and e["_key"].split("/")[-1].startswith("api-")
         assert e["_key"].endswith(".jsonl") and len(e["_key"].split("/")) == 5
-    assert by_action["redrive"]["message_ids"] == [ids[0]] and by_action["redrive"]["count"] == 1
-    assert by_action["purge"]["message_ids"] == [ids[1]]
+    assert by_action["dlq.redrive"]["message_ids"] == [ids[0]] and by_action["dlq.redrive"]["count"] == 1
+    assert by_action["dlq.purge"]["message_ids"] == [ids[1]]
 
 
 # -- pure helpers ------------------------------------------------------------------------------------------

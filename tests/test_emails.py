@@ -65,20 +65,22 @@ def _parts(msg: EmailMessage) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("event", "emoji", "template_word"),
+    ("event", "action", "template_word"),
     [
-        (EmailEvent.SUBMITTED, "📋", "approve"),
-        (EmailEvent.APPROVED, "✅", "approved"),
-        (EmailEvent.COMPLETED, "🏁", "completed"),
-        (EmailEvent.CANCELLED, "🚫", "cancelled"),
+        (EmailEvent.SUBMITTED, "Approval requested", "approve"),
+        (EmailEvent.APPROVED, "Approved", "approved"),
+        (EmailEvent.COMPLETED, "Completed", "completed"),
+        (EmailEvent.CANCELLED, "Cancelled", "cancelled"),
+        (EmailEvent.REMOVED, "No longer affects you", "no longer affects"),
     ],
 )
 def test_one_template_pair_per_event(
-    config: Config, event: EmailEvent, emoji: str, template_word: str
+    config: Config, event: EmailEvent, action: str, template_word: str
 ) -> None:
-    change = _change(status=event.value)
+    change = _change(status=event.value if event is not EmailEvent.REMOVED else "approved")
     bodies = emails.render_bodies(change, event, config.customer("acme"), config)
-    assert bodies.subject == f"{emoji} Patch the web fleet"
+    # Issue 16: the action, the title, the change id and the customer, not an emoji and the title.
+    assert bodies.subject == f"{action}: Patch the web fleet [{change.change_id}] — Acme Corporation"
     assert template_word in bodies.text and template_word in bodies.html
     assert "Acme Corporation" in bodies.text and "Acme Corporation" in bodies.html
 
@@ -108,11 +110,11 @@ def test_every_user_field_is_escaped_in_html(config: Config) -> None:
 )
 def test_subject_control_characters_are_stripped(config: Config, bad: str) -> None:
     change = _change().model_copy(update={"title": bad})  # bypasses validation, as a corrupt snapshot would
-    subject = emails.subject_for(change, EmailEvent.SUBMITTED)
+    subject = emails.subject_for(change, EmailEvent.SUBMITTED, config.customer("acme"))
     assert not any(ch in subject for ch in "\r\n\x00\x1b\u2028")
     msg = _message(config, change, EmailEvent.SUBMITTED, topic="aws-approval")
     assert msg["Bcc"] is None
-    assert str(msg["Subject"]).startswith("📋 A")
+    assert str(msg["Subject"]).startswith("Approval requested: A")
     assert len(msg.get_all("Subject") or []) == 1
 
 
@@ -128,7 +130,8 @@ def test_encoded_words_in_user_text_cannot_inject_headers(config: Config, title:
     msg = _message(config, change, EmailEvent.SUBMITTED, topic="aws-approval")
     assert msg["Bcc"] is None and len(msg.get_all("Subject") or []) == 1
     assert "\n" not in str(msg["Subject"]) and "\r" not in str(msg["Subject"])
-    assert str(msg["Subject"]).replace("\u2060", "") == f"📋 {title}"  # shown as typed
+    shown = str(msg["Subject"]).replace("\u2060", "")
+    assert shown == f"Approval requested: {title} [{change.change_id}] — Acme Corporation"  # as typed
 
 
 def test_schedule_in_the_change_timezone_with_abbreviation_and_utc(config: Config) -> None:
@@ -271,3 +274,87 @@ def test_templates_ship_as_package_data() -> None:
     assert {"base.html", "base.txt"} <= names
     env = emails.environment()
     assert env.autoescape("x.html") and not env.autoescape("x.txt")
+
+
+def _resubmitted(**mod: Any) -> Change:
+    """v4: an approved v3 edited back to submitted, with its modification as the service writes it."""
+    modification = {
+        "timestamp": "2026-03-02T10:00:00Z",
+        "user_id": "operator",
+        "modification_type": "edited",
+        "version": 4,
+        "from_status": "approved",
+        "to_status": "submitted",
+        "changed_fields": ["customers", "implementationPlan", "implementationStart", "implementationEnd"],
+    } | mod
+    doc = change_doc(["acme", "globex"], version=4, prior_status="approved", approved=True)
+    return Change.model_validate(doc | {"modifications": [modification]})
+
+
+def test_a_resubmission_says_what_it_replaces_and_what_changed(config: Config) -> None:
+    bodies = emails.render_bodies(_resubmitted(), EmailEvent.SUBMITTED, config.customer("acme"), config)
+    assert bodies.subject.startswith("Approval requested (revised): Patch the web fleet [")
+    for text in (bodies.text, " ".join(bodies.html.split())):
+        assert "it replaces version 3" in text
+        assert "That approval no longer stands" in text
+        assert "What changed: Implementation window, Implementation plan." in text
+        assert "globex" not in text  # the customer list is not what a customer is told (isolation)
+
+
+def test_a_customer_added_by_the_edit_gets_a_first_request(config: Config) -> None:
+    change = _resubmitted(added_customers=["acme"])
+    bodies = emails.render_bodies(change, EmailEvent.SUBMITTED, config.customer("acme"), config)
+    assert bodies.subject.startswith("Approval requested: ")
+    assert "replaces" not in bodies.text
+
+
+def test_a_resubmission_of_a_submitted_change_keeps_no_approval_to_void(config: Config) -> None:
+    change = _resubmitted(from_status="submitted", changed_fields=["changeTitle"])
+    change = change.model_copy(update={"prior_status": "submitted"})
+    revision = emails.revision_of(change, "acme")
+    assert revision == emails.Revision(replaces=3, approval_void=False, changed=("Title",))
+    unrecorded = _resubmitted(changed_fields=None)
+    assert emails.revision_of(unrecorded, "acme") == emails.Revision(3, True, None)
+    assert (
+        "What changed"
+        not in emails.render_bodies(unrecorded, EmailEvent.SUBMITTED, config.customer("acme"), config).text
+    )
+
+
+def test_cancellation_tells_the_reason_escaped(config: Config) -> None:
+    mod = {
+        "timestamp": "2026-03-02T10:00:00Z",
+        "user_id": "operator",
+        "modification_type": "cancelled",
+        "version": 5,
+        "reason": f"Vendor {EVIL}",
+    }
+    change = _change(status="cancelled", version=5, approved=True, modifications=[mod])
+    bodies = emails.render_bodies(change, EmailEvent.CANCELLED, config.customer("acme"), config)
+    assert f"Reason: Vendor {EVIL}" in bodies.text
+    assert "Reason: Vendor &lt;script&gt;" in bodies.html and "<script" not in bodies.html
+
+
+def test_meeting_details_in_the_notice_and_the_invite(config: Config) -> None:
+    meta = {
+        "organizer": "cab.chair@msp.example.com",
+        "join_url": "https://meet.example.com/j/123?pwd=a&b=c",
+        "start_time": "2030-01-31T22:00:00Z",
+        "end_time": "2030-01-31T22:45:00Z",
+        "meeting_id": "graph-abc",  # the running system's key: kept, not ours to read
+    }
+    change = _change(status="approved", version=3, include_meeting=True, meeting_metadata=meta)
+    bodies = emails.render_bodies(
+        change, EmailEvent.APPROVED, config.customer("acme"), config, invite="REQUEST"
+    )
+    assert "Meeting:   Thu 31 Jan 2030, 23:00 CET \u2013 23:45" in bodies.text
+    assert "https://meet.example.com/j/123?pwd=a&b=c" in bodies.text
+    assert 'href="https://meet.example.com/j/123?pwd=a&amp;b=c"' in bodies.html
+    assert "organized by cab.chair@msp.example.com" in bodies.text
+    ics = emails.calendar_invite(
+        change, method="REQUEST", organizer="sender@x.example.com", attendee=None, link=None
+    )
+    event = icalendar.Calendar.from_ical(ics).walk("VEVENT")[0]
+    assert event.decoded("DTEND").isoformat() == "2030-01-31T22:45:00+00:00"
+    assert "cab.chair@msp.example.com" in str(event["ORGANIZER"])
+    assert str(event["LOCATION"]) == meta["join_url"]

@@ -22,7 +22,7 @@ from changeconsole.services.fanout import FanoutResult
 from changeconsole.services.lifecycle import ChangeRejected, ChangeService, NotDeletable
 from changeconsole.services.status import DeliveryKey
 from changeconsole.services.waiting import WaitTimeout, wait_for_final
-from support.aws import bucket_keys
+from support.aws import audit_events, bucket_keys, data_keys
 from support.changes import END, START, make_change, triggers_by_customer
 
 
@@ -119,7 +119,10 @@ def test_submit_needs_dates_and_known_customers_and_writes_nothing(svc, stack, a
         svc.submit(unknown)
     with pytest.raises(ValidationError, match="not-a-customer"):
         svc.submit(make_change(codes[:1]), customers=["not-a-customer"])
-    assert bucket_keys(aws_factory, stack.config) == []
+    # Nothing but the audit records of the three rejected submissions.
+    assert data_keys(aws_factory, stack.config) == []
+    rejected = [e for e in audit_events(aws_factory, stack.config) if e["result"] == "rejected"]
+    assert [e["action"] for e in rejected] == ["change.submit"] * 3
     assert svc.list() == []
 
 
@@ -167,7 +170,7 @@ def test_every_illegal_transition_is_refused(svc, start: ChangeStatus, codes, st
         ChangeStatus.COMPLETED: svc.complete,
         ChangeStatus.CANCELLED: svc.cancel,
     }
-    before = bucket_keys(aws_factory, stack.config)
+    before = data_keys(aws_factory, stack.config)
     illegal = [t for t in actions if t not in TRANSITIONS[start]]
     assert illegal, "every state has at least one illegal target"
     for target in illegal:
@@ -176,7 +179,9 @@ def test_every_illegal_transition_is_refused(svc, start: ChangeStatus, codes, st
         allowed = sorted(s.value for s in TRANSITIONS[start])
         assert err.value.allowed == allowed
         assert f"allowed from {start.value}: {', '.join(allowed) or 'none (final state)'}" in str(err.value)
-    assert bucket_keys(aws_factory, stack.config) == before
+    assert data_keys(aws_factory, stack.config) == before
+    audited = [e for e in audit_events(aws_factory, stack.config) if e.get("change_id") == change.change_id]
+    assert [e["result"] for e in audited].count("rejected") == len(illegal)
     assert svc.load(change.change_id).version == change.version
 
 
@@ -364,3 +369,17 @@ def test_wait_for_final_returns_final_records_or_times_out_naming_pending(svc, c
     with pytest.raises(WaitTimeout) as missing:
         wait_for_final(svc.status, cid, version, EmailEvent.SUBMITTED, [*codes[:3], codes[3]], timeout=0)
     assert missing.value.pending == [codes[3]]  # never queued: not final
+
+
+def test_a_cancellation_keeps_its_reason_in_the_modification(svc, codes) -> None:
+    change = in_state(svc, codes, ChangeStatus.APPROVED)
+    result = svc.cancel(change.change_id, reason="Vendor postponed\nthe firmware", expected_version=3)
+    current = svc.load(change.change_id)
+    assert result.change.version == current.version == 4
+    last = current.modifications[-1]
+    assert last.modification_type == "cancelled" and last.user_id == "alice"
+    assert (last.model_extra or {})["reason"] == "Vendor postponed the firmware"  # one line
+    assert current.cancel_reason == "Vendor postponed the firmware"
+    other = in_state(svc, codes, ChangeStatus.SUBMITTED)
+    svc.cancel(other.change_id)  # scripts may give none
+    assert svc.load(other.change_id).cancel_reason is None

@@ -193,7 +193,7 @@ def test_thirty_isolated_customer_accounts(stack: LocalStackResult, aws: AwsFact
 
 def test_second_provision_changes_nothing(stack: LocalStackResult, aws: AwsFactory) -> None:
     actions = provision(aws, stack.config)
-    assert len(actions) == 1 + 2 + 1 + 2 * N
+    assert len(actions) == 1 + 1 + 2 + 1 + 2 * N  # bucket, audit retention, tables, notifications, queues
     assert [a for a in actions if a.result != "unchanged"] == []
     dry = provision(aws, stack.config, dry_run=True)
     assert {a.result for a in dry} == {"unchanged"}
@@ -206,10 +206,11 @@ def test_provision_cli_second_run_reports_nothing_changed(stack: LocalStackResul
     data = json.loads(result.stdout)
     assert data["changed"] == 0
     assert data["dry_run"] is False
-    assert len(data["actions"]) == 4 + 2 * N
+    assert len(data["actions"]) == 5 + 2 * N
+    assert data["operator_roles"] == []
     human = CliRunner().invoke(main, ["provision", "--config", str(stack.config_path), "--local"])
     assert human.exit_code == 0
-    assert f"nothing to change: all {4 + 2 * N} resources match the config" in human.stderr
+    assert f"nothing to change: all {5 + 2 * N} resources match the config" in human.stderr
 
 
 def test_config_validate_accepts_the_written_config(stack: LocalStackResult) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -11,12 +10,13 @@ import pytest
 
 from changeconsole.models import HDR_TEST, TOPIC_ANNOUNCE, TOPIC_APPROVAL, TOPIC_CALENDAR, Change, Config
 from changeconsole.services import notices, preview
+from changeconsole.services.authz import Authorizer
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.ledger import Ledger
 from changeconsole.services.preview import PreviewRefused, PreviewService
 from changeconsole.services.status import StatusStore
 from changeconsole.worker import processor
-from support.aws import bucket_keys
+from support.aws import audit_events
 from support.changes import CHANGE_ID, change_doc
 from support.cli import Cli
 from support.mail import outbox, subscribed
@@ -54,7 +54,7 @@ def test_preview_is_exactly_what_the_worker_sends(
     config = _restrict(stack.config, a, [announce_a[0].upper()])  # case-insensitive whitelist
     doc = change_doc([a, b], status="approved", version=3, include_meeting=True, approved=True)
     change = Change.model_validate(doc)
-    service = PreviewService(aws_factory, config, operator=lambda: "alice")
+    service = PreviewService(aws_factory, config, authz=Authorizer(aws_factory, config, operator="alice"))
     previews = {code: service.preview(change, code) for code in (a, b)}
 
     # Who: the subscribed contacts of each customer's own account, after the whitelist.
@@ -97,7 +97,9 @@ def test_a_step_not_taken_yet_is_shown_as_it_will_be_archived(
 ) -> None:
     stack = make_stack(customers=2, contacts=5)
     code = sorted(stack.config.customer_mappings)[0]
-    service = PreviewService(aws_factory, stack.config, operator=lambda: "carol")
+    service = PreviewService(
+        aws_factory, stack.config, authz=Authorizer(aws_factory, stack.config, operator="carol")
+    )
     submitted = Change.model_validate(change_doc([code], version=2))
     approved = service.preview(submitted, code, preview.EmailEvent.APPROVED)
     assert approved.projected and approved.version == 3 and approved.status == "approved"
@@ -117,7 +119,9 @@ def test_preview_refuses_a_customer_the_change_does_not_target(
     stack = make_stack(customers=2, contacts=2)
     a, b = sorted(stack.config.customer_mappings)
     change = Change.model_validate(change_doc([a]))
-    service = PreviewService(aws_factory, stack.config, operator=lambda: "alice")
+    service = PreviewService(
+        aws_factory, stack.config, authz=Authorizer(aws_factory, stack.config, operator="alice")
+    )
     with pytest.raises(PreviewRefused, match="does not target"):
         service.preview(change, b)
     with pytest.raises(PreviewRefused, match="unknown customer"):
@@ -155,10 +159,14 @@ def test_cli_preview_as_two_customers_and_a_test_send(
     assert mail.subject.startswith("[TEST] ") and mail.headers[HDR_TEST] == "true"
     assert mail.customer == a and _lf(mail.text) == first["text"]
     assert len(outbox(moto_endpoint, CHANGE_ID)) == 1, "nobody else got anything"
-    # Never a delivery: no status record, no ledger item; audited.
+    # Never a delivery: no status record, no ledger item; audited by the authorization point.
     assert StatusStore(aws_factory, stack.config).records(CHANGE_ID) == []
     assert Ledger(aws_factory, stack.config).latest(CHANGE_ID, a) is None
-    keys = [k for k in bucket_keys(aws_factory, stack.config, "audit/") if "/testsend-" in k]
-    body = aws_factory.client("s3").get_object(Bucket=stack.config.s3_config.bucket_name, Key=keys[0])["Body"]
-    entry = json.loads(body.read().decode().splitlines()[0])
-    assert entry["type"] == "email.test_sent" and entry["actor"] == "alice" and entry["customer"] == a
+    [entry] = [
+        e
+        for e in audit_events(aws_factory, stack.config)
+        if e.get("type") == "operator.action" and e.get("action") == "change.test-send"
+    ]
+    assert entry["result"] == "ok" and entry["customers"] == [a] and entry["change_id"] == CHANGE_ID
+    assert entry["message_id"] == sent["message_id"] and entry["recipient"] == "me@operator.example.org"
+    assert sent["audit_key"] == entry["_key"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from changeconsole.models import Change, EmailEvent
+from changeconsole.services.authz import Authorizer
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.reports import ReportService
 from changeconsole.services.status import DeliveryKey, StatusStore
@@ -149,7 +150,9 @@ def test_report_matches_an_independent_count(
 ) -> None:
     stack = make_stack(customers=5, contacts=0)
     changes, deliveries = seed(aws_factory, stack)
-    service = ReportService(StatusStore(aws_factory, stack.config), stack.config)
+    service = ReportService(
+        StatusStore(aws_factory, stack.config), stack.config, authz=Authorizer(aws_factory, stack.config)
+    )
     everything = service.build().to_json()
     _check(
         everything,

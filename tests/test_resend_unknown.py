@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from changeconsole.models import TOPIC_APPROVAL, DeliveryState, EmailEvent, trigger_key
+from changeconsole.models import TOPIC_APPROVAL, DeliveryState, EmailEvent, RecipientState, trigger_key
 from changeconsole.services.aws import AwsFactory
-from changeconsole.services.ledger import DONE, RETRY, SENT, UNKNOWN, Ledger
+from changeconsole.services.ledger import ClaimState, Ledger
 from changeconsole.services.lifecycle import ChangeService
 from changeconsole.services.resend import ResendService
 from changeconsole.services.status import DeliveryKey, StatusStore
@@ -54,23 +54,23 @@ def test_resend_of_an_unknown_recipient_sends_it_exactly_once_and_the_delivery_b
         dry = service.resend(change.change_id, dry_run=True)
         assert dry.dry_run and dry.resent == 1 and dry.audit_key is None
         assert [d.resend for d in dry.deliveries] == [[lost]]
-        assert ledger.recipients(key)[lost]["state"] == UNKNOWN
-        assert (ledger.get_claim(key) or {})["state"] == DONE
+        assert ledger.recipients(key)[lost].state == RecipientState.UNKNOWN
+        assert ledger.get_claim(key).state == ClaimState.DONE
         assert status.get(key).state is DeliveryState.PARTIAL  # type: ignore[union-attr]
         tkey = trigger_key(codes[0], change.change_id, change.version, EmailEvent.SUBMITTED)
         assert s3.list_objects_v2(Bucket=bucket, Prefix=tkey).get("KeyCount", 0) == 0
         assert s3.list_objects_v2(Bucket=bucket, Prefix="audit/").get("KeyCount", 0) >= audits_before
 
         # Refused: a recipient that was sent is not unknown; nothing is reopened.
-        sent_addr = next(a for a, it in ledger.recipients(key).items() if it["state"] == SENT)
+        sent_addr = next(a for a, it in ledger.recipients(key).items() if it.state == RecipientState.SENT)
         refused = service.resend_delivery(key, [sent_addr, "nobody@example.invalid"])
         assert refused.resent == 0
         assert refused.deliveries[0].refused == {
             sent_addr: "is sent, not unknown",
             "nobody@example.invalid": "not a recipient of this delivery",
         }
-        assert (ledger.get_claim(key) or {})["state"] == DONE
-        assert ledger.recipients(key)[sent_addr]["state"] == SENT
+        assert ledger.get_claim(key).state == ClaimState.DONE
+        assert ledger.recipients(key)[sent_addr].state == RecipientState.SENT
 
         # The real resend: only the lost recipient gets an email, once; the record becomes sent.
         result = service.resend(change.change_id, customers=[codes[0]])
@@ -91,12 +91,17 @@ def test_resend_of_an_unknown_recipient_sends_it_exactly_once_and_the_delivery_b
     assert rec.recipients_sent == rec.recipients_total == len(subscribed(codes[0], CONTACTS, TOPIC_APPROVAL))
     assert rec.recipients_failed == 0
     assert getattr(rec, "resend_requested_by", None) == result.operator
-    assert ledger.recipients(key)[lost]["state"] == SENT
+    assert ledger.recipients(key)[lost].state == RecipientState.SENT
     audit = s3.get_object(Bucket=bucket, Key=result.audit_key)["Body"].read().decode()
     entry = json.loads(audit.splitlines()[0])
-    assert entry["type"] == "delivery.resend_unknown"
-    assert entry["recipients"] == [lost] and entry["customer"] == codes[0]
-    assert entry["actor"] == result.operator
+    assert (entry["type"], entry["action"], entry["result"]) == (
+        "operator.action",
+        "change.resend-unknown",
+        "ok",
+    )
+    assert entry["customers"] == [codes[0]] and entry["change_id"] == change.change_id
+    assert [d["recipients"] for d in entry["deliveries"]] == [[lost]]
+    assert entry["operator"] == result.operator and entry["resent"] == 1
     # Nothing left to resend: a second resend does nothing.
     again = service.resend(change.change_id)
     assert again.resent == 0 and again.deliveries == []
@@ -126,7 +131,7 @@ def test_a_resend_pass_skips_contacts_who_subscribed_since_and_settles_unsubscri
         )
         result = ResendService(aws_factory, config).resend_delivery(key)
         assert result.resent == 1
-        assert ledger.recipients(key)[lost]["state"] in (RETRY, "sending", SENT)
+        assert ledger.recipients(key)[lost].state in (RecipientState.RETRY, "sending", RecipientState.SENT)
         wait_until(
             lambda: settled(aws_factory, config, change, codes[0], DeliveryState.SENT),
             60,
@@ -164,7 +169,7 @@ def test_resend_with_the_sqs_direct_transport_carries_that_versions_snapshot(
         )
     got = received(moto_endpoint, change)
     assert set(got) == expected_recipients(codes) and set(got.values()) == {1}
-    assert got[(lost, codes[0])] == 1 and ledger.recipients(key)[lost]["state"] == SENT
+    assert got[(lost, codes[0])] == 1 and ledger.recipients(key)[lost].state == RecipientState.SENT
 
 
 def test_reopen_flips_only_recipients_still_unknown_and_only_a_settled_delivery(
@@ -178,8 +183,8 @@ def test_reopen_flips_only_recipients_still_unknown_and_only_a_settled_delivery(
     assert ledger.claim(key, "w1").acquired
     for addr in (a, b, c):
         assert ledger.begin_send(key, addr, "w1").outcome == "go"
-    ledger.record_failure(key, a, "w1", UNKNOWN, "ReadTimeoutError")
-    ledger.record_failure(key, b, "w1", UNKNOWN, "ReadTimeoutError")
+    ledger.record_failure(key, a, "w1", RecipientState.UNKNOWN, "ReadTimeoutError")
+    ledger.record_failure(key, b, "w1", RecipientState.UNKNOWN, "ReadTimeoutError")
     ledger.record_sent(key, c, "w1", "msg-c")
 
     # The worker still owns the delivery: nothing is reopened.
@@ -187,7 +192,7 @@ def test_reopen_flips_only_recipients_still_unknown_and_only_a_settled_delivery(
     assert plan.eligible == [] and set(plan.refused) == {a, b}
     busy = ledger.reopen_for_resend(key, [a], by="op", resend_id="r0")
     assert busy.reopened == [] and "claim in_progress" in busy.refused[a]
-    assert ledger.recipients(key)[a]["state"] == UNKNOWN
+    assert ledger.recipients(key)[a].state == RecipientState.UNKNOWN
 
     assert ledger.finish_claim(key, "w1", done=True, result="partial")
     # Asked for a sent recipient too (as if it changed after planning): the transaction fails, that
@@ -196,12 +201,16 @@ def test_reopen_flips_only_recipients_still_unknown_and_only_a_settled_delivery(
     assert sorted(out.reopened) == [a, b]
     assert out.refused == {c: "is sent, not unknown"}
     items = ledger.recipients(key)
-    assert {x: items[x]["state"] for x in (a, b, c)} == {a: RETRY, b: RETRY, c: SENT}
-    assert items[a]["resend_by"] == "op" and items[a]["resend_at"]
-    claim = ledger.get_claim(key) or {}
-    assert claim["state"] == "released" and claim["resend_by"] == "op"
-    marker = ledger.resend_marker(key) or {}
-    assert marker["resend_id"] == "r1" and marker["resend_by"] == "op"
+    assert {x: items[x].state for x in (a, b, c)} == {
+        a: RecipientState.RETRY,
+        b: RecipientState.RETRY,
+        c: RecipientState.SENT,
+    }
+    assert items[a].resend_by == "op" and items[a].resend_at
+    claim = ledger.get_claim(key)
+    assert claim is not None and claim.state == "released" and claim.resend_by == "op"
+    marker = ledger.resend_marker(key)
+    assert marker is not None and marker.resend_id == "r1" and marker.resend_by == "op"
     # The next claim is a resend-only pass, and stays one after a worker dies mid-pass.
     first = ledger.claim(key, "w2")
     assert first.acquired and first.resend_only
@@ -227,5 +236,5 @@ def test_a_resend_of_a_version_the_change_has_left_is_refused(
     assert result.resent == 0
     why = f"superseded: version {change.version + 1} (approved) is current; only the current version is sent"
     assert result.deliveries[0].refused == {lost: why}
-    assert ledger.recipients(key)[lost]["state"] == UNKNOWN
-    assert (ledger.get_claim(key) or {})["state"] == DONE
+    assert ledger.recipients(key)[lost].state == RecipientState.UNKNOWN
+    assert ledger.get_claim(key).state == ClaimState.DONE

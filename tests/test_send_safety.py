@@ -19,9 +19,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from changeconsole.models import Config, CustomerMapping
+from changeconsole.models import Config, CustomerMapping, RecipientState
 from changeconsole.services.aws import SEND_MAX_ATTEMPTS, AwsFactory, AwsSettings
-from changeconsole.services.ledger import FAILED, RETRY, UNKNOWN
 from changeconsole.services.localstack import build_local_config
 from changeconsole.worker.errors import classify
 
@@ -40,10 +39,7 @@ def ses_error(code: str, status: int) -> ClientError:
     )
 
 
-def ledger_state(exc: BaseException) -> str:
-    """The recipient state the worker records for a send that raised ``exc`` (processor's rule)."""
-    f = classify(exc, "send")
-    return UNKNOWN if f.ambiguous else FAILED if f.recipient_only else RETRY
+UNKNOWN, RETRY, FAILED = RecipientState.UNKNOWN, RecipientState.RETRY, RecipientState.FAILED
 
 
 @pytest.mark.parametrize(
@@ -66,8 +62,8 @@ def ledger_state(exc: BaseException) -> str:
     ],
 )
 def test_send_errors_are_classified_by_whether_ses_may_have_sent(exc: BaseException, state: str) -> None:
-    assert ledger_state(exc) == state
     f = classify(exc, "send")
+    assert f.recipient_state == state
     assert not f.permanent or f.recipient_only
 
 
@@ -107,7 +103,7 @@ def test_the_send_client_is_never_retried_by_botocore(moto_endpoint: str, config
         )
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
     assert len(attempts) == 1
-    assert ledger_state(caught.value) == RETRY
+    assert classify(caught.value, "send").recipient_state == RETRY
 
 
 def test_concurrent_first_use_of_a_customer_assumes_its_role_once(moto_endpoint: str, config: Config) -> None:

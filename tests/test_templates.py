@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from changeconsole.models import Change
+from changeconsole.services.authz import Authorizer
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.templates import TemplateExists, TemplateNotFound, TemplateStore
-from support.aws import bucket_keys
+from support.aws import audit_events, bucket_keys
 from support.changes import change_data
 from support.cli import Cli
 
@@ -19,7 +20,9 @@ from support.cli import Cli
 def test_round_trip_keeps_the_content_without_id_and_window(make_stack: Any, aws_factory: AwsFactory) -> None:
     stack = make_stack(customers=3, contacts=0)
     codes = sorted(stack.config.customer_mappings)
-    store = TemplateStore(aws_factory, stack.config, operator=lambda: "alice")
+    store = TemplateStore(
+        aws_factory, stack.config, authz=Authorizer(aws_factory, stack.config, operator="alice")
+    )
     source = Change.model_validate(
         {**change_data(codes[:2]), "changeId": "CHG-2026-03-01T10-00-00-abc123", "x-team": "core"}
     )
@@ -52,12 +55,19 @@ def test_round_trip_keeps_the_content_without_id_and_window(make_stack: Any, aws
     assert store.list() == []
     with pytest.raises(TemplateNotFound):
         store.delete("patching")
-    audit = [k for k in bucket_keys(aws_factory, stack.config, "audit/") if "/templates-" in k]
-    kinds = []
-    for key in audit:
-        body = aws_factory.client("s3").get_object(Bucket=stack.config.s3_config.bucket_name, Key=key)["Body"]
-        kinds += [json.loads(line)["type"] for line in body.read().decode().splitlines()]
-    assert sorted(kinds) == ["template.deleted", "template.renamed", "template.saved"]
+    # Each change passed the authorization point, which audited it (the refused save too).
+    done = [
+        (e["action"], e["result"], e.get("template"))
+        for e in audit_events(aws_factory, stack.config)
+        if e.get("type") == "operator.action" and e["operator"] == "alice"
+    ]
+    assert sorted(done) == [
+        ("template.delete", "ok", "patching"),
+        ("template.delete", "rejected", "patching"),
+        ("template.rename", "ok", "patching"),
+        ("template.save", "ok", "monthly-patching"),
+        ("template.save", "rejected", "monthly-patching"),
+    ]
 
 
 def test_cli_templates_and_change_new(make_stack: Any, tmp_path: Path) -> None:

@@ -238,5 +238,8 @@ def test_sync_identity_center_creates_contacts_with_role_opt_ins(stack: Any, aws
         s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read().decode()
         for o in s3.list_objects_v2(Bucket=bucket, Prefix="audit/").get("Contents", [])
     ]
-    kinds = [json.loads(line)["type"] for body in bodies for line in body.splitlines()]
-    assert kinds.count("contacts.sync_identity_center") == 1
+    lines = [json.loads(line) for body in bodies for line in body.splitlines()]
+    syncs = [e for e in lines if e.get("action") == "contacts.sync-identity-center"]
+    # The refused run (no groups configured) and both runs are audited (not the dry run); one created.
+    assert sorted(e["result"] for e in syncs) == ["ok", "ok", "rejected"]
+    assert sorted(e["counts"]["created"] for e in syncs if e["result"] == "ok") == [0, 2]

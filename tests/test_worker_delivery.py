@@ -20,10 +20,11 @@ from changeconsole.models import (
 )
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.ledger import Ledger
+from changeconsole.services.lifecycle import ChangeService
 from changeconsole.services.status import DeliveryKey
-from changeconsole.worker.processor import Outcome
+from changeconsole.worker.processor import Outcome, OutcomeKind, Result
 from support.aws import attrs, bucket_keys, dlq_messages, queue_depth, queue_url, send_raw
-from support.changes import CHANGE_ID, change_doc
+from support.changes import CHANGE_ID, change_doc, make_change
 from support.mail import outbox, per_recipient, subscribed
 from support.waiting import stall, wait_until
 from support.worker import archive, final, put_trigger, record, records, running_worker, submit
@@ -63,7 +64,8 @@ def test_submit_reaches_exactly_the_subscribed_recipients_of_the_targeted_custom
     assert not any(m.customer in others for m in mails)
     for m in mails:
         assert m.text.strip() and m.html.strip(), "both parts"
-        assert m.subject == "📋 Patch the web fleet"
+        name = config.customer(m.customer or "").customer_name
+        assert m.subject == f"Approval requested: Patch the web fleet [{CHANGE_ID}] — {name}"
         assert m.headers["X-Changeconsole-Customer"] == m.customer
         assert m.to[0].endswith(f"@{m.customer}.example.com")
         assert "List-Unsubscribe" in m.headers
@@ -294,7 +296,7 @@ def test_persistent_transient_failure_is_dead_lettered_with_a_truthful_record(
     assert outbox(moto_endpoint, CHANGE_ID) == []
     # Nothing was sent and every recipient may be retried after a redrive.
     key = DeliveryKey(CHANGE_ID, 2, EmailEvent.SUBMITTED, code)
-    states = {r["state"] for r in Ledger(aws_factory, config).recipients(key).values()}
+    states = {r.state for r in Ledger(aws_factory, config).recipients(key).values()}
     assert states <= {"retry"}
 
 
@@ -370,7 +372,7 @@ def test_user_text_arrives_escaped_in_html(
         assert "<script" not in m.html and "<img" not in m.html and "<b>SNOW" not in m.html
         assert m.html.count("&lt;script&gt;") >= 7
         assert "&lt;b&gt;SNOW&lt;/b&gt;" in m.html
-        assert m.subject == f"📋 Title {evil}"
+        assert m.subject.startswith(f"Approval requested: Title {evil} [{CHANGE_ID}] — ")
         assert evil in m.text  # plain text stays as written
 
 
@@ -427,7 +429,7 @@ def test_a_cancellation_never_approved_has_no_invite_and_goes_to_approval_subscr
     mails = [m for m in outbox(moto_endpoint, CHANGE_ID) if m.event == "cancelled"]
     assert {m.to[0] for m in mails} == subscribed(code, 5, TOPIC_APPROVAL)
     assert all(m.attachments == [] for m in mails)
-    assert all(m.subject.startswith("🚫 ") for m in mails)
+    assert all(m.subject.startswith("Cancelled: ") for m in mails)
 
 
 def test_direct_transport_messages_are_delivered(
@@ -516,7 +518,7 @@ def test_a_full_backlog_leaves_messages_in_sqs_and_no_customer_waits_behind_it(
     def blocked(m: Any) -> Outcome:
         seen.append(m.message_id)
         gate.wait(60)
-        return Outcome("delete", result="ignored")
+        return Outcome(OutcomeKind.DELETE, Result.IGNORED)
 
     with running_worker(aws_factory, config, concurrency=1, max_waiting=2) as handle:
         worker = handle.worker
@@ -549,3 +551,56 @@ def test_a_full_backlog_leaves_messages_in_sqs_and_no_customer_waits_behind_it(
         wait_until(lambda: worker.stats()["deleted"] == per_queue * len(codes), 60, what="all processed")
         assert worker.stats()["received"] == per_queue * len(codes)  # nothing came back twice
     assert len(seen) == len(set(seen)) == per_queue * len(codes)
+
+
+def test_an_approved_change_edited_then_cancelled_updates_and_cancels_its_invite(
+    make_stack: Any, aws_factory: AwsFactory, moto_endpoint: str
+) -> None:
+    """Issue 16: the resubmission says it replaces the approved version and what changed, and the
+    calendar invite its approval sent is cancelled (same UID, higher SEQUENCE) to the calendar
+    subscribers; re-approval sends the updated invite; the cancellation its reason and a CANCEL."""
+    stack = make_stack(customers=1, contacts=5)
+    config = stack.config
+    code = sorted(config.customer_mappings)[0]
+    svc = ChangeService(aws_factory, config, operator="alice")
+    draft = svc.save_draft(make_change([code], include_meeting=True))
+    cid = draft.change_id
+
+    def step(run: Any, version: int, event: str) -> None:
+        run()
+        wait_until(lambda: final(aws_factory, config, [code], version, event, cid), 30, what=f"v{version}")
+
+    with running_worker(aws_factory, config):
+        step(lambda: svc.submit(cid), 2, "submitted")
+        step(lambda: svc.approve(cid), 3, "approved")
+        edited = svc.load(cid).model_copy(update={"implementation_plan": "1. drain\n2. patch twice"})
+        step(lambda: svc.edit(edited.model_copy(update={"implementation_start": "2030-03-02T22:00:00Z",
+                                                        "implementation_end": "2030-03-03T02:00:00Z"})),
+             4, "submitted")  # fmt: skip
+        step(lambda: svc.approve(cid), 5, "approved")
+        step(lambda: svc.cancel(cid, reason="Vendor postponed the firmware"), 6, "cancelled")
+    mails = outbox(moto_endpoint, cid)
+    calendar = subscribed(code, 5, "aws-calendar")
+    revised = [m for m in mails if m.version == 4]
+    assert revised and all(m.subject.startswith("Approval requested (revised): ") for m in revised)
+    for m in revised:
+        text = " ".join(m.text.split())
+        assert "it replaces version 3" in text and "That approval no longer stands" in text
+        assert "What changed: Implementation window, Implementation plan." in text, text
+    methods: dict[int | None, set[str]] = {}
+    for m in mails:
+        if "BEGIN:VCALENDAR" not in m.raw:
+            continue
+        ics = m.raw.split("BEGIN:VCALENDAR", 1)[1]
+        assert f"UID:{cid}@changeconsole" in ics and f"SEQUENCE:{m.version}" in ics
+        assert m.to[0].lower() in calendar
+        methods.setdefault(m.version, set()).add(next(x for x in ics.splitlines() if x.startswith("METHOD:")))
+    assert methods == {
+        3: {"METHOD:REQUEST"},
+        4: {"METHOD:CANCEL"},
+        5: {"METHOD:REQUEST"},
+        6: {"METHOD:CANCEL"},
+    }
+    assert {m.to[0].lower() for m in revised if "BEGIN:VCALENDAR" in m.raw} == calendar
+    cancelled = [m for m in mails if m.version == 6]
+    assert cancelled and all("Reason: Vendor postponed the firmware" in m.text for m in cancelled)

@@ -12,29 +12,26 @@ patterns, conditions), and ``modules/customer_ses_role`` for the calls made in a
 
 from __future__ import annotations
 
-import fnmatch
 import json
-import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from botocore.awsrequest import AWSResponse
 
 from changeconsole.models import Change, Config, EmailEvent, direct_message
-from changeconsole.services.aws import LOCAL_ACCOUNT, AwsFactory
+from changeconsole.services.aws import LOCAL_ACCOUNT
 from changeconsole.services.fanout import payload_key
 from changeconsole.services.ledger import LaneBusy, Ledger, rcpt_sk
 from changeconsole.services.lifecycle import ChangeService
 from changeconsole.services.localstack import LOCAL_SENDER_DOMAIN, local_factory
 from changeconsole.services.resend import ResendService
 from changeconsole.services.status import DeliveryKey, StatusStore
-from deploy.tfeval import REF_MARKER, ModuleInstance, Plan, load_module
+from deploy.tfeval import ModuleInstance, load_module
 from support.aws import queue_url, send_raw
+from support.iam import Need, Recorder, allowed, needs, statements_of
 from support.waiting import wait_until
 from support.worker import FAST, running_worker
 
@@ -42,169 +39,7 @@ TF = Path(__file__).resolve().parents[1] / "deploy" / "terraform"
 START, END = "2030-03-01T22:00:00Z", "2030-03-02T02:00:00Z"
 
 
-# -- recording ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Call:
-    service: str  # botocore service name (s3, sqs, dynamodb, sts, sesv2, cloudwatch)
-    operation: str
-    params: dict[str, Any]
-    region: str
-    customer: str | None  # made in this customer's account (its assumed-role session)
-    status: int
-
-
-class Recorder:
-    """Every call made on a worker thread (``cc-*``) by any client made while it is installed."""
-
-    def __init__(self) -> None:
-        self.calls: list[Call] = []
-        self.seen = threading.Condition()
-
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        original = AwsFactory._make_client
-        recorder = self
-
-        def make_client(factory: AwsFactory, session: Any, service: str, region: str | None = None) -> Any:
-            client = original(factory, session, service, region)
-            customer = next(
-                (code for (code, _), e in factory._customers.items() if e.session is session), None
-            )
-
-            def params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-                context["cc_params"] = dict(params)
-
-            def after(http_response: Any, model: Any, context: dict[str, Any], **_: Any) -> None:
-                if not threading.current_thread().name.startswith("cc-"):
-                    return
-                status = int(getattr(http_response, "status_code", 0) or 0)
-                call = Call(
-                    service,
-                    model.name,
-                    context.get("cc_params", {}),
-                    client.meta.region_name,
-                    customer,
-                    status,
-                )
-                with recorder.seen:
-                    recorder.calls.append(call)
-                    recorder.seen.notify_all()
-
-            client.meta.events.register("provide-client-params", params)
-            client.meta.events.register("after-call", after)
-            return client
-
-        monkeypatch.setattr(AwsFactory, "_make_client", make_client)
-
-    def wait(self, pred: Callable[[Call], bool], what: str, timeout: float = 60) -> Call:
-        with self.seen:
-            found = self.seen.wait_for(lambda: next((c for c in self.calls if pred(c)), None), timeout)
-        assert found, f"the worker never made {what}"
-        return found
-
-
-# -- calls → (IAM action, resource) ------------------------------------------------------------------------
-
-# botocore operations whose IAM action is another operation's.
-ACTION_OF = {
-    ("sqs", "DeleteMessageBatch"): "sqs:DeleteMessage",
-    ("sqs", "ChangeMessageVisibilityBatch"): "sqs:ChangeMessageVisibility",
-    ("sqs", "SendMessageBatch"): "sqs:SendMessage",
-    ("s3", "HeadObject"): "s3:GetObject",
-    ("s3", "ListObjectsV2"): "s3:ListBucket",
-}
-PREFIX = {"sesv2": "ses"}
-
-
-def queue_arn(url: str, region: str) -> str:
-    account, name = urlsplit(url).path.strip("/").split("/")[-2:]
-    return f"arn:aws:sqs:{region}:{account}:{name}"
-
-
-def needs(call: Call, config: Config) -> list[tuple[str, str]]:
-    """The (action, resource) pairs IAM evaluates for ``call``."""
-    p, region = call.params, call.region
-    default = f"{PREFIX.get(call.service, call.service)}:{call.operation}"
-    action = ACTION_OF.get((call.service, call.operation), default)
-    if call.service == "s3":
-        out = [(action, f"arn:aws:s3:::{p['Bucket']}/{p['Key']}")]
-        if call.operation in ("GetObject", "HeadObject") and call.status == 404:
-            out.append(("s3:ListBucket", f"arn:aws:s3:::{p['Bucket']}"))  # a 404, not a 403, needs it
-        return out
-    if call.service == "sqs":
-        if call.operation == "GetQueueUrl":
-            account = p.get("QueueOwnerAWSAccountId", LOCAL_ACCOUNT)
-            return [(action, f"arn:aws:sqs:{region}:{account}:{p['QueueName']}")]
-        return [(action, queue_arn(p["QueueUrl"], region))]
-    if call.service == "dynamodb":
-        table = f"arn:aws:dynamodb:{region}:{LOCAL_ACCOUNT}:table/{p['TableName']}"
-        return [(action, f"{table}/index/{p['IndexName']}" if p.get("IndexName") else table)]
-    if call.service == "sts":
-        return [(action, p["RoleArn"])]
-    if call.service == "cloudwatch":
-        return [(action, "*")]
-    if call.service == "sesv2":
-        assert call.customer is not None, call
-        base = f"arn:aws:ses:{region}:{config.customer(call.customer).account_id}"
-        if call.operation == "SendEmail":
-            return [(action, f"{base}:identity/{p['FromEmailAddress'].rpartition('@')[2]}")]
-        if call.operation == "ListContactLists":  # no resource-level permission in SES
-            return [(action, "*")]
-        return [(action, f"{base}:contact-list/{p['ContactListName']}")]
-    raise AssertionError(f"no IAM mapping for {call.service}.{call.operation}")
-
-
-def context_of(call: Call) -> dict[str, str]:
-    if call.service == "cloudwatch":
-        return {"cloudwatch:namespace": call.params["Namespace"]}
-    if call.service == "sesv2" and call.operation == "SendEmail":
-        return {"ses:FromAddress": call.params["FromEmailAddress"]}
-    return {}
-
-
-def conditions_hold(statement: dict[str, Any], ctx: dict[str, str]) -> bool:
-    for cond in statement.get("condition", []):
-        assert cond["test"] == "StringEquals", cond
-        if ctx.get(cond["variable"]) not in cond["values"]:
-            return False
-    return True
-
-
-def allowed(statements: list[dict[str, Any]], action: str, resource: str, ctx: dict[str, str]) -> bool:
-    def applies(s: dict[str, Any]) -> bool:
-        acts = s.get("actions", [])
-        return any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in acts) and any(
-            fnmatch.fnmatchcase(resource, r) for r in s.get("resources", [])
-        )
-
-    if any(s["effect"] == "Deny" and applies(s) for s in statements):
-        return False
-    return any(s["effect"] == "Allow" and applies(s) and conditions_hold(s, ctx) for s in statements)
-
-
 # -- the Terraform, planned for this config --------------------------------------------------------------
-
-
-def known(plan: Plan, value: Any, facts: dict[str, str]) -> Any:
-    """Replace values only known after apply by what they are for this deployment."""
-    if isinstance(value, list):
-        return [known(plan, v, facts) for v in value]
-    if not isinstance(value, str):
-        value = str(value)
-
-    def one(m: re.Match[str]) -> str:
-        address, attr = m.group(1).rsplit(".", 1)
-        if attr in facts:
-            return facts[attr]
-        inst = plan.resolve(m.group(0))
-        if inst.rtype == "aws_s3_bucket" and attr == "arn":
-            return f"arn:aws:s3:::{inst.args['bucket']}"
-        if inst.rtype == "aws_dynamodb_table" and attr == "arn":
-            return f"arn:aws:dynamodb:{facts['region']}:{facts['account_id']}:table/{inst.args['name']}"
-        raise AssertionError(f"no known value for {address}.{attr}")
-
-    return REF_MARKER.sub(one, value)
 
 
 def worker_policy(config: Config) -> list[dict[str, Any]]:
@@ -240,11 +75,7 @@ def worker_policy(config: Config) -> list[dict[str, Any]]:
         for i in plan.instances("aws_iam_policy_document")
         if i.module.address.endswith("module.worker_iam.") and i.name in ("worker", "assume_ses")
     ]
-    return [
-        {**s, "resources": known(plan, s["resources"], facts)}
-        for d in docs
-        for s in d.args.get("statement", [])
-    ]
+    return [s for d in docs for s in statements_of(plan, d, facts)]
 
 
 def ses_role_policy(config: Config, code: str) -> list[dict[str, Any]]:
@@ -260,7 +91,7 @@ def ses_role_policy(config: Config, code: str) -> list[dict[str, Any]]:
     plan = ModuleInstance(load_module(TF / "modules" / "customer_ses_role"), inputs, "", TF).plan()
     facts = {"account_id": m.account_id, "name": m.region or config.aws_region, "partition": "aws"}
     (doc,) = [i for i in plan.instances("aws_iam_policy_document") if i.name == "permissions"]
-    return [{**s, "resources": known(plan, s["resources"], facts)} for s in doc.args["statement"]]
+    return statements_of(plan, doc, facts)
 
 
 # -- the test ------------------------------------------------------------------------------------------
@@ -293,7 +124,7 @@ def test_every_call_the_worker_makes_is_allowed_by_the_terraform_policies(
     status = StatusStore(setup, config)
     ledger = Ledger(setup, config)
     s3, bucket = setup.client("s3"), config.s3_config.bucket_name
-    recorder = Recorder()
+    recorder = Recorder(lambda: "worker" if threading.current_thread().name.startswith("cc-") else None)
     recorder.install(monkeypatch)
     worker_aws = local_factory(moto_endpoint, max_attempts=1)
 
@@ -375,7 +206,7 @@ def test_every_call_the_worker_makes_is_allowed_by_the_terraform_policies(
             ExpressionAttributeValues={":u": {"S": "unknown"}},
         )
         assert ResendService(setup, config).resend_delivery(key).resent == 1
-        wait_until(lambda: ledger.recipients(key)[address]["state"] == "sent", 60, what="the resend")
+        wait_until(lambda: ledger.recipients(key)[address].state == "sent", 60, what="the resend")
 
         # A change deleted while a message for it waited: its archive read answers 404.
         gone = svc.submit(change([c])).change
@@ -393,12 +224,10 @@ def test_every_call_the_worker_makes_is_allowed_by_the_terraform_policies(
     seen = {(call.service, call.operation) for call in recorder.calls}
     denied = sorted(
         {
-            f"{action} on {resource} ({call.service}.{call.operation})"
+            f"{need} ({call.service}.{call.operation})"
             for call in recorder.calls
-            for action, resource in needs(call, config)
-            if not allowed(
-                roles[call.customer] if call.customer else policy, action, resource, context_of(call)
-            )
+            for need in needs(call, config)
+            if not allowed(roles[call.customer] if call.customer else policy, need)
         }
     )
     assert not denied, "denied by the Terraform policies:\n" + "\n".join(denied)
@@ -434,15 +263,15 @@ def test_the_policy_check_denies_what_the_role_does_not_allow(make_stack: Any) -
     policy = worker_policy(config)
     m = config.customer(code)
     dlq = m.effective_dlq_arn
-    assert allowed(policy, "sqs:SendMessage", m.sqs_queue_arn, {})
-    assert allowed(policy, "sqs:ReceiveMessage", m.sqs_queue_arn, {})
-    assert not allowed(policy, "sqs:ReceiveMessage", dlq, {})
-    assert allowed(policy, "sqs:SendMessage", dlq, {})
+    assert allowed(policy, Need("sqs:SendMessage", m.sqs_queue_arn))
+    assert allowed(policy, Need("sqs:ReceiveMessage", m.sqs_queue_arn))
+    assert not allowed(policy, Need("sqs:ReceiveMessage", dlq))
+    assert allowed(policy, Need("sqs:SendMessage", dlq))
     table = f"arn:aws:dynamodb:{config.aws_region}:{LOCAL_ACCOUNT}:table/{config.ledger_table_name}"
-    assert allowed(policy, "dynamodb:UpdateItem", table, {})
-    assert not allowed(policy, "dynamodb:DeleteItem", table, {})
+    assert allowed(policy, Need("dynamodb:UpdateItem", table))
+    assert not allowed(policy, Need("dynamodb:DeleteItem", table))
     bucket = f"arn:aws:s3:::{config.s3_config.bucket_name}"
-    assert allowed(policy, "s3:GetObject", f"{bucket}/archive/x.json", {})
-    assert not allowed(policy, "s3:GetObject", f"{bucket}/versions/x/v1.json", {})
-    assert not allowed(policy, "cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "Other"})
-    assert not allowed(policy, "sts:AssumeRole", "arn:aws:iam::999999999999:role/other", {})
+    assert allowed(policy, Need("s3:GetObject", f"{bucket}/archive/x.json"))
+    assert not allowed(policy, Need("s3:GetObject", f"{bucket}/versions/x/v1.json"))
+    assert not allowed(policy, Need("cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "Other"}))
+    assert not allowed(policy, Need("sts:AssumeRole", "arn:aws:iam::999999999999:role/other"))

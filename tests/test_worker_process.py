@@ -197,7 +197,7 @@ def test_a_worker_killed_mid_batch_and_restarted_loses_nothing_and_sends_nothing
     ledger = Ledger(aws_factory, config)
     for addr, code in lost:
         items = ledger.recipients(DeliveryKey(CHANGE_ID, 2, EmailEvent.SUBMITTED, code))
-        assert items[addr]["state"] == "unknown", (addr, items.get(addr))
+        assert items[addr].state == "unknown", (addr, items.get(addr))
     recs = records(aws_factory, config)
     for code in codes:
         r = recs[(2, "submitted", code)]
@@ -234,9 +234,10 @@ def test_a_worker_killed_mid_batch_and_restarted_loses_nothing_and_sends_nothing
     def resent() -> bool:
         for addr, code in lost:
             key = DeliveryKey(CHANGE_ID, 2, EmailEvent.SUBMITTED, code)
-            if ledger.recipients(key)[addr]["state"] != "sent":
+            if ledger.recipients(key)[addr].state != "sent":
                 return False
-            if (ledger.get_claim(key) or {}).get("state") != "done":
+            claim = ledger.get_claim(key)
+            if claim is None or claim.state != "done":
                 return False
         return True
 
@@ -253,7 +254,7 @@ def test_a_worker_killed_mid_batch_and_restarted_loses_nothing_and_sends_nothing
     recs = records(aws_factory, config)
     for code in by_customer:
         items = ledger.recipients(DeliveryKey(CHANGE_ID, 2, EmailEvent.SUBMITTED, code))
-        still_unknown = [a for a, it in items.items() if it["state"] == "unknown"]
+        still_unknown = [a for a, it in items.items() if it.state == "unknown"]
         # Unknowns SES did deliver were left alone: the delivery stays partial only because of them.
         want = DeliveryState.PARTIAL if still_unknown else DeliveryState.SENT
         assert recs[(2, "submitted", code)].state is want, (code, still_unknown)

@@ -11,15 +11,22 @@ Navigation (the home screen is the change list; esc goes back):
        │n                 │l                                              ▲
        └──▶ compose       └────────────────────────────────────────────────┘
     anywhere: ctrl+p palette · : command line · ?/F1 help · ctrl+l AWS call log · ctrl+q quit
+
+Who operates is resolved in a thread at startup (``services.authz``: identity, roles, scope); until
+then, and for actions the roles do not allow, the screens show those keys disabled and say why. The
+header shows the identity, its roles (or "no roles configured") and a LOCAL badge on the local stack.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -27,11 +34,13 @@ from rich.markup import escape
 from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
+from textual.widgets import Input
 
 from .commands import ConsoleCommands
 from .config import ConfigError, load_config, local_config_path
 from .errors import describe
-from .models import CHANGE_ID_RE, Change, new_change_id
+from .models import CHANGE_ID_RE, Change, OperatorAction, new_change_id
+from .screens.audit import AuditScreen
 from .screens.base import ConsoleScreen
 from .screens.changes import ChangesScreen
 from .screens.compose import ComposeScreen
@@ -45,17 +54,19 @@ from .screens.modals import CommandLine, StartupErrorScreen, StartupScreen
 from .screens.preview import PreviewScreen
 from .screens.progress import SubmitProgressScreen
 from .screens.status import LiveStatusScreen
+from .services.authz import Decision
 from .services.aws import LOCAL_ENDPOINT, AwsFactory, AwsSettings
 from .services.bundle import Services
 from .services.fanout import FanoutResult
 from .services.lifecycle import EVENT_OF_STATUS
 from .widgets.calllog import AwsCallLog
 from .widgets.console import ThreadResults
-from .widgets.inputs import CompletingInput
+from .widgets.inputs import accept_suggestion
 
 if TYPE_CHECKING:
     from .cli.common import CliState
     from .services.autosave import AutosaveStore
+    from .services.identity import Operator
     from .services.status import ChangeSummary
 
 Progress = Callable[[str], None]
@@ -93,8 +104,9 @@ class StartupFailed(Exception):
 @dataclass
 class Startup:
     services: Services
-    cleanup: list[Callable[[], None]] = field(default_factory=list)
+    cleanup: list[Callable[[], object]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    local_data: Path | None = None  # the saved data of the local stack this console started
 
 
 def _config_failure(exc: ConfigError, origin: str) -> StartupFailed:
@@ -134,14 +146,16 @@ def _local_endpoint(state: CliState) -> str:
 
 def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -> Startup:
     from .services.localstack import LocalServer, is_listening, provision_local
+    from .services.localstate import keep_local_data
 
     endpoint = _local_endpoint(state)
     parts = urlsplit(endpoint)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     source = state.config_source
     config_path = source.path if source.origin in ("flag", "env") else local_config_path()
-    cleanup: list[Callable[[], None]] = []
+    cleanup: list[Callable[[], object]] = []
     notes: list[str] = []
+    local_data: Path | None = None  # where this process keeps the stack's data (a stack it started)
     customers = int(os.environ.get("CHANGECONSOLE_LOCAL_CUSTOMERS", "6") or 6)
     if is_listening(host, port):
         progress(f"using the local stack at {endpoint}")
@@ -154,7 +168,7 @@ def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -
             config = provision_local(
                 endpoint, customers=customers, config_path=config_path, progress=progress
             ).config
-        notes.append(f"Using the local stack already running at {endpoint}, with an in-process worker.")
+        notes.append(f"Using the local stack already running at {endpoint}.")
     else:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise StartupFailed(
@@ -181,25 +195,42 @@ def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -
             result = provision_local(
                 endpoint, customers=customers, config_path=config_path, progress=progress
             )
+            progress(result.summary())
+            saver, _ = keep_local_data(result.config, endpoint, progress=progress)
         except Exception:
             server.stop()
             raise
         config = result.config
-        progress(result.summary())
-        notes.append(f"Local stack at {endpoint} with an in-process worker; it stops when you quit.")
-    # Always run a worker here so one command shows the whole flow; a second worker on the same
-    # stack (e.g. `local up --with-worker`) is harmless because the ledger decides every send.
-    from .services.localstack import local_factory
-    from .worker import start_background
+        cleanup.insert(0, saver.stop)  # the last save, before the stack stops
+        local_data = saver.state.path
+        notes.append(
+            f"Local stack at {endpoint}; it stops when you quit. Its data is kept in "
+            f"{local_data} (`changeconsole local reset` clears it)."
+        )
+    # Run a worker here so one command shows the whole flow; a second worker on the same stack
+    # (e.g. `local up --with-worker`) is harmless because the ledger decides every send. A read-only
+    # console runs none: it must not consume queues or send email.
+    if state.readonly:
+        notes.append("Read-only: no worker runs in this console, so nothing is delivered from here.")
+    else:
+        from .services.localstack import local_factory
+        from .worker import start_background
+        from .worker.options import WorkerOptions
 
-    handle = start_background(local_factory(endpoint), config)
-    progress("in-process worker started")
-    cleanup.insert(0, lambda: handle.stop(timeout=5))
+        # Short long polls: stopping waits for a poll in progress, so quitting takes about a second.
+        handle = start_background(local_factory(endpoint), config, options=WorkerOptions(poll_wait=1))
+        progress("in-process worker started")
+        cleanup.insert(0, lambda: handle.stop(timeout=5))
     settings = AwsSettings(
-        region=config.aws_region, endpoint_url=endpoint, local=True, max_attempts=3, connect_timeout=3
+        region=config.aws_region,
+        endpoint_url=endpoint,
+        local=True,
+        max_attempts=3,
+        connect_timeout=3,
+        acting_as=state.acting_as,
     )
     services = Services(ConsoleAwsFactory(settings, call_log), config, readonly=state.readonly)
-    return Startup(services, cleanup, notes)
+    return Startup(services, cleanup, notes, local_data)
 
 
 def bootstrap(state: CliState, call_log: AwsCallLog, progress: Progress) -> Startup:
@@ -218,6 +249,7 @@ def bootstrap(state: CliState, call_log: AwsCallLog, progress: Progress) -> Star
         profile=state.profile,
         max_attempts=3,
         connect_timeout=3,
+        acting_as=state.acting_as,
     )
     return Startup(Services(ConsoleAwsFactory(settings, call_log), config, readonly=state.readonly))
 
@@ -232,6 +264,7 @@ COMMANDS_HELP: list[tuple[str, str]] = [
     ("status [CHG-…]", "live delivery status (default: the change on screen)"),
     ("dlq [customer]", "dead-letter queues"),
     ("customers", "customers and their last deliveries"),
+    ("audit", "the audit trail: who did what (needs audit.read)"),
     ("dashboard", "changes and deliveries in plots (the report)"),
     ("log", "toggle the AWS call log"),
     ("help", "keys of this screen"),
@@ -302,12 +335,16 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         self.test_address: str | None = None  # the last address a test was sent to (preview)
         self.identity: str | None = None
         self.identity_error: str | None = None
-        self._cleanup: list[Callable[[], None]] = []
+        self.operator: Operator | None = None
+        self.roles_known = False  # the operator's roles are resolved (decide() may be asked)
+        self.roles_summary = ""
+        self._cleanup: list[Callable[[], object]] = []
         self.startup_notes: list[str] = []
+        self.local_data: Path | None = None
 
     def action_next_field(self) -> None:
         focused = self.focused
-        if isinstance(focused, CompletingInput) and focused.accept_suggestion():
+        if isinstance(focused, Input) and accept_suggestion(focused):
             return
         self.screen.focus_next()
 
@@ -380,6 +417,7 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         self._services = startup.services
         self._cleanup.extend(startup.cleanup)
         self.startup_notes = startup.notes
+        self.local_data = startup.local_data
         self.switch_screen(ChangesScreen())
         self._services_ready(pushed=True)
         for note in startup.notes:
@@ -408,52 +446,127 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             self.push_screen(ChangesScreen())
 
     def _fetch_identity(self) -> None:
-        aws = self.services.aws
+        authz = self.services.authz
 
         def run() -> None:
             try:
-                identity = aws.operator_identity()
+                operator = authz.operator
+                summary = authz.summary()  # resolves the roles (directory lookups included)
+                warnings = authz.warnings
             except Exception as exc:
                 self.post_from_thread(self._identity_failed, describe(exc))
             else:
-                self.post_from_thread(self._identity_known, identity)
+                self.post_from_thread(self._identity_known, operator, summary, warnings)
 
         self.run_worker(run, thread=True, exit_on_error=False, group="identity", description="identity")
 
-    def _identity_known(self, identity: str) -> None:
-        self.identity, self.identity_error = identity, None
+    def _identity_known(self, operator: Operator, summary: str, warnings: list[str]) -> None:
+        self.operator, self.identity, self.identity_error = operator, operator.name, None
+        self.roles_summary, self.roles_known = summary, True
         self._update_header()
+        for screen in self.screen_stack:
+            if isinstance(screen, ConsoleScreen):
+                screen.roles_changed()
+        authz = self.services.authz
+        if authz.enforced and not authz.grants():
+            reason = authz.decide(OperatorAction.READ).reason
+            self.push_screen(
+                StartupErrorScreen(
+                    f"No changeconsole role for {operator.name}",
+                    [reason, f"identity: {operator.arn or operator.label()}"],
+                    "Ask an administrator to add you to operator_roles "
+                    "(docs/runbooks/operators.md); see `changeconsole whoami`.",
+                    can_retry=False,
+                )
+            )
+            return
+        for warning in warnings if authz.enforced else []:
+            self.notify(escape(warning), title="Authorization", severity="warning", timeout=10)
 
     def _identity_failed(self, error: str) -> None:
         self.identity, self.identity_error = None, error
         self._update_header()
         self.notify(escape(error), title="AWS unreachable", severity="error", timeout=12)
 
+    def decide(self, action: OperatorAction, customers: Iterable[str] | None = None) -> Decision:
+        """May the operator do ``action`` (on ``customers``)? Never blocks: until the roles are known
+        (a thread resolves them at startup) an enforced action is not allowed yet."""
+        authz = self.services.authz
+        if not authz.enforced:
+            return Decision(True, action)
+        if not self.roles_known:
+            reason = self.identity_error or "checking your roles…"
+            return Decision(False, action, f"{action.value}: {reason}")
+        return authz.decide(action, customers)
+
+    def not_allowed(
+        self, decision: Decision, customers: Iterable[str] | None = None, change_id: str | None = None
+    ) -> None:
+        """Say why an action cannot be opened, and record the refusal (in a thread) once roles are known."""
+        self.notify(escape(decision.reason), title="Not allowed", severity="warning", timeout=8)
+        if not self.roles_known:
+            return
+        authz = self.services.authz
+
+        def run() -> None:
+            authz.record_refusal(decision, customers, change_id=change_id)
+
+        self.run_worker(run, thread=True, exit_on_error=False, group="refusal", description="refusal")
+
+    def approval_refusal(self, change: Change) -> str | None:
+        """Why separation of duties forbids this operator to approve ``change`` (once roles are known)."""
+        return self.services.authz.approval_refusal(change) if self.roles_known else None
+
     def _update_header(self) -> None:
+        """Who first (a narrow terminal cuts the end): operator and roles, then where."""
         if self._services is None:
             return
         settings = self._services.aws.settings
-        parts = [f"[b]{escape(self._services.environment_label)}[/]"]
+        if self.identity_error:
+            who = "[red]operator unknown (AWS unreachable)[/]"
+        else:
+            name = self.operator.label() if self.operator and not self.operator.is_local else self.identity
+            who = f"operator [b]{escape(name or '…')}[/]"
+            if not self._services.authz.enforced:
+                who += " · [yellow]no roles configured[/]"
+            elif self.roles_known:
+                who += f" · {escape(self.roles_summary)}"
+        parts = [who, f"[b]{escape(self._services.environment_label)}[/]"]
         if not settings.local:
             parts.append(f"profile {escape(settings.profile or 'default')}")
         parts.append(escape(settings.region))
-        if self.identity_error:
-            parts.append("[red]operator unknown (AWS unreachable)[/]")
-        else:
-            parts.append(f"operator {escape(self.identity or '…')}")
-        badge = "[reverse] READ-ONLY [/]  " if self.readonly else ""
-        self.header_text = "[b]changeconsole[/]  " + badge + "  │  ".join(parts)
+        badges = "[reverse] LOCAL [/] " if settings.local else ""
+        badges += "[reverse] READ-ONLY [/] " if self.readonly else ""
+        self.header_text = "[b]changeconsole[/]  " + badges + " " + "  │  ".join(parts)
 
-    def on_unmount(self) -> None:
-        self.run_cleanup()
-
-    def run_cleanup(self) -> None:
+    def run_cleanup(self, *, notice: Callable[[str], None] | None = None, after: float = 1.0) -> None:
+        """Stop what startup started (worker, local stack: ``run_console`` calls it once the UI has
+        closed). Taking longer than ``after`` seconds, ``notice`` is told what it waits for."""
         cleanup, self._cleanup = self._cleanup, []
-        for step in cleanup:
-            try:
-                step()
-            except Exception as exc:  # never a traceback on the way out
-                self.log.error(f"cleanup failed: {exc}")
+        if not cleanup:
+            return
+        done = threading.Event()
+        if notice is not None:
+            what = "the in-process worker and the local stack"
+            if self.local_data is not None:
+                what += f" (saving its data to {self.local_data})"
+            message = f"changeconsole: stopping {what}…"
+            tell = notice
+
+            def slow() -> None:
+                if not done.wait(after):
+                    tell(message)
+
+            threading.Thread(target=slow, name="cleanup-notice", daemon=True).start()
+        try:
+            for step in cleanup:
+                try:
+                    step()
+                except Exception as exc:  # never a traceback on the way out
+                    if notice is not None:
+                        notice(f"changeconsole: while stopping: {describe(exc)}")
+        finally:
+            done.set()
 
     # -- navigation -------------------------------------------------------------------------------
     def _have_services(self) -> bool:
@@ -463,12 +576,37 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         return True
 
     def go_home(self) -> None:
+        """Back to the change list, its cursor on the change that was on screen (if listed)."""
         if not self._have_services():
             return
+        change_id = self.current_change_id()
         while len(self.screen_stack) > 1 and not isinstance(self.screen, ChangesScreen):
             self.pop_screen()
         if not isinstance(self.screen, ChangesScreen):
             self.push_screen(ChangesScreen())
+        elif change_id:
+            self.screen.show_change(change_id)
+
+    def leave_compose(self, compose: ComposeScreen) -> None:
+        """Close compose (and whatever it opened: fan-out progress, live status): back to the screen it
+        was opened from, unless a key there starts a customer-visible action on what it shows (a
+        change's detail, a DLQ): then to the change list, the cursor on the change just composed."""
+        stack = self.screen_stack
+        if compose not in stack:
+            return
+        index = stack.index(compose)
+        target = stack[index - 1] if index > 0 else None
+        if not isinstance(target, ConsoleScreen) or target.ARMED:
+            target = next((s for s in stack[:index] if isinstance(s, ChangesScreen)), None)
+        if target is None:  # compose over no change list (not reachable from the console's own keys)
+            while self.screen is not compose:
+                self.pop_screen()
+            self.switch_screen(ChangesScreen())
+            return
+        while self.screen is not target:
+            self.pop_screen()
+        if isinstance(target, ChangesScreen):
+            target.show_change(compose.change_id)
 
     def open_change(self, change_id: str) -> None:
         if not self._have_services():
@@ -483,6 +621,14 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             return
         if self.readonly:
             self.notify("Read-only console: composing changes is disabled.", severity="warning")
+            return
+        if change is None or change.status.value == "draft":
+            need, customers = OperatorAction.CHANGE_DRAFT, (change.customers if change else None)
+        else:
+            need, customers = OperatorAction.CHANGE_EDIT, change.customers
+        decision = self.decide(need, customers)
+        if not decision.allowed:
+            self.not_allowed(decision, customers, change.change_id if change else None)
             return
         self.push_screen(ComposeScreen(change, mode=mode))
 
@@ -521,11 +667,28 @@ class ChangeConsoleApp(ThreadResults, App[int]):
     def open_contacts(self, customer: str) -> None:
         if not self._have_services():
             return
+        decision = self.decide(OperatorAction.CONTACTS_READ, [customer])
+        if not decision.allowed:
+            self.not_allowed(decision, [customer])
+            return
         self.push_screen(ContactsScreen(customer))
+
+    def open_audit(self, change_id: str | None = None) -> None:
+        if not self._have_services():
+            return
+        decision = self.decide(OperatorAction.AUDIT_READ)
+        if not decision.allowed:
+            self.not_allowed(decision)
+            return
+        self.push_screen(AuditScreen(change_id=change_id))
 
     # -- fan-outs (submit / resubmit / approve / complete / cancel) ------------------------------------
     def fanout_call(
-        self, operation: str, change: Change | str, customers: list[str] | None = None
+        self,
+        operation: str,
+        change: Change | str,
+        customers: list[str] | None = None,
+        reason: str | None = None,
     ) -> Callable[[Callable[[Any], None] | None], Any]:
         """The blocking service call of ``operation``; takes the progress callback, returns a FanoutResult."""
         changes = self.services.changes
@@ -541,7 +704,9 @@ class ChangeConsoleApp(ThreadResults, App[int]):
                 if isinstance(result, Change):
                     return FanoutResult(result, EVENT_OF_STATUS[result.status], {})
                 return result
-            if operation in ("approve", "complete", "cancel"):
+            if operation == "cancel":
+                return changes.cancel(change_id, progress=progress, expected_version=expected, reason=reason)
+            if operation in ("approve", "complete"):
                 method = getattr(changes, operation)
                 return method(change_id, progress=progress, expected_version=expected)
             raise ValueError(f"unknown operation {operation}")
@@ -555,12 +720,13 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         *,
         customers: list[str] | None = None,
         on_archived: Callable[[Change], None] | None = None,
+        reason: str | None = None,
     ) -> None:
         """Run a change event's fan-out with per-destination progress, then show its live status."""
         if self.readonly:
             self.notify("Read-only console: nothing was sent.", severity="warning")
             return
-        run = self.fanout_call(operation, change, customers)
+        run = self.fanout_call(operation, change, customers, reason)
         self.push_screen(
             SubmitProgressScreen(operation, change, run, on_archived=on_archived, customers=customers)
         )
@@ -587,7 +753,13 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             return
         screen = self.screen
         title = (isinstance(screen, ConsoleScreen) and screen.help_title) or type(screen).__name__
-        self.push_screen(HelpScreen(title, screen.active_bindings, COMMANDS_HELP))
+        refusals = screen.refusals() if isinstance(screen, ConsoleScreen) else []
+        who = ""
+        if self.identity and self._services is not None and self._services.authz.enforced:
+            who = f"{self.identity} ({self.roles_summary or '…'})"
+        self.push_screen(
+            HelpScreen(title, screen.active_bindings, COMMANDS_HELP, operator=who, refusals=refusals)
+        )
 
     def action_toggle_log(self) -> None:
         self.toggle_log()
@@ -614,6 +786,7 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             "status ",
             "dlq",
             "customers",
+            "audit",
             "dashboard",
             "log",
             "help",
@@ -647,6 +820,8 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             self.open_dlq(arg or None)
         elif name == "customers":
             self.open_customers()
+        elif name == "audit":
+            self.open_audit(arg or None)
         elif name in ("dashboard", "report"):
             self.open_dashboard()
         elif name == "log":
@@ -681,8 +856,18 @@ def run_console(state: CliState) -> int:
         call_log=call_log,
         startup_title=title,
     )
+    # The UI closes first (quit is immediate); the stack and worker stop behind it, on the terminal.
     try:
         code = app.run()
     finally:
-        app.run_cleanup()
-    return int(code or app.return_code or 0)
+        started_here = bool(app._cleanup)  # a local stack or worker of this process
+        app.run_cleanup(notice=lambda line: print(line, file=sys.stderr, flush=True))
+    exit_code = int(code or app.return_code or 0)
+    if started_here:
+        # An in-process stack leaves a heap (moto's backends) whose teardown at interpreter exit takes
+        # seconds; everything is stopped, saved and flushed by now, so the process ends at once.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)
+    return exit_code

@@ -5,7 +5,7 @@ Keyed by state values; a ``StrEnum`` member looks up as its value (``DeliverySta
 
 from __future__ import annotations
 
-from .models import ChangeStatus, DeliveryState
+from .models import ChangeStatus, DeliveryState, RecipientState
 
 # A change's lifecycle status.
 CHANGE_STATUS: dict[str, str] = {
@@ -38,11 +38,20 @@ DESTINATION_STATE: dict[str, str] = {
 
 # One recipient's send, as the worker's ledger records it.
 RECIPIENT_STATE: dict[str, str] = {
-    "sent": "green3",
-    "sending": "bold dodger_blue1",
-    "retry": "dark_orange",
+    RecipientState.SENT: "green3",
+    RecipientState.SENDING: "bold dodger_blue1",
+    RecipientState.RETRY: "dark_orange",
+    RecipientState.FAILED: "bold red1",
+    RecipientState.UNKNOWN: "bold magenta",
+}
+
+# The outcome of an operator action in the audit trail (``services.audit``).
+AUDIT_RESULT: dict[str, str] = {
+    "ok": "green3",
+    "partial": "bold dark_orange",
     "failed": "bold red1",
-    "unknown": "bold magenta",
+    "rejected": "dark_orange",
+    "refused": "bold magenta",
 }
 
 

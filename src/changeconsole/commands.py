@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, cast
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
 
-from .models import CHANGE_ID_RE
+from .models import CHANGE_ID_RE, OperatorAction
 
 if TYPE_CHECKING:
     from .app import ChangeConsoleApp
@@ -24,13 +24,14 @@ class PaletteCommand:
 
 
 def console_commands(app: ChangeConsoleApp) -> list[PaletteCommand]:
-    """The fixed commands; mutating ones are left out of a read-only console."""
+    """The fixed commands; those the operator may not use (read-only, roles) are left out."""
     commands = [
         PaletteCommand("Changes", "The list of changes (home)", app.go_home),
         PaletteCommand("New change", "Compose a new change notice", app.open_compose),
         PaletteCommand("Dead-letter queues", "Per-customer DLQs: peek, redrive, export", app.open_dlq),
         PaletteCommand("Customers", "Customers and their last deliveries", app.open_customers),
         PaletteCommand("Dashboard", "Changes and deliveries in plots (the report)", app.open_dashboard),
+        PaletteCommand("Audit trail", "Who did what, when, to which change and customers", app.open_audit),
         PaletteCommand("Toggle AWS call log", "Show or hide the AWS calls this console made", app.toggle_log),
         PaletteCommand("Help", "Keys of the current screen", app.action_help),
         PaletteCommand("Command line", "Type a : command", app.action_command_line),
@@ -41,8 +42,10 @@ def console_commands(app: ChangeConsoleApp) -> list[PaletteCommand]:
         commands.append(
             PaletteCommand(f"Live status {current}", "Delivery of the change on screen", app.open_status)
         )
-    if app.readonly:
+    if app.readonly or not app.decide(OperatorAction.CHANGE_DRAFT).allowed:
         commands = [c for c in commands if c.name != "New change"]
+    if not app.decide(OperatorAction.AUDIT_READ).allowed:
+        commands = [c for c in commands if c.name != "Audit trail"]
     return commands
 
 

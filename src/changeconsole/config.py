@@ -69,7 +69,9 @@ class ConfigError(InputError):
         self.path = path
         where = f"{path}: " if path else ""
         lines = "; ".join(f"{p['path']}: {p['message']}" for p in problems)
-        super().__init__(f"{where}{len(problems)} problem(s): {lines}", problems=problems)
+        super().__init__(
+            f"{where}{len(problems)} problem(s): {lines}", problems=problems, summary=f"invalid config {path}"
+        )
 
 
 def _extra_problems(raw: dict[str, Any]) -> list[dict[str, str]]:

@@ -4,8 +4,11 @@ error code (``error_code``). Used by the core, the CLI, the console and the work
 Our errors derive from ``ChangeconsoleError`` (a message, a short ``title`` for notifications and
 optional per-field ``problems``) through the base that says what the operator can do:
 
-- ``InputError`` (also a ``ValueError``): the request cannot be done as asked; fix it (CLI exit 2).
-- ``OperationError``: the request was fine but failed (AWS, a conflict, a timeout); retry (exit 1).
+- ``InputError`` (also a ``ValueError``): the request cannot be done as asked; fix it (CLI exit 2),
+  e.g. ``ChangeRejected``, ``ChangeNotFound``, ``NotDeletable``, ``IllegalTransition``, ``ConfigError``.
+- ``OperationError``: the request was fine but failed (AWS, a conflict, a timeout); retry (exit 1),
+  e.g. ``ConflictError``, ``WaitTimeout``, ``DlqError``.
+- ``NotAuthorized``: the operator's roles do not allow it (``services.authz``); ask for the role (exit 3).
 - ``models.PermanentMessageError``: a queue message that can never succeed; the worker dead-letters it.
 """
 
@@ -31,16 +34,28 @@ class ChangeconsoleError(Exception):
     title = "Error"
 
     def __init__(
-        self, message: str = "", *, title: str | None = None, problems: list[dict[str, str]] | None = None
+        self,
+        message: str = "",
+        *,
+        title: str | None = None,
+        problems: list[dict[str, str]] | None = None,
+        summary: str | None = None,
     ) -> None:
         super().__init__(message)
         if title is not None:
             self.title = title
         self.problems: list[dict[str, str]] = problems or []
+        self._summary = summary
 
     @property
     def message(self) -> str:
         return str(self)
+
+    @property
+    def summary(self) -> str:
+        """The line a list of ``problems`` follows (CLI): ``describe(self)`` unless one was given (for a
+        message that already spells the problems out)."""
+        return self._summary if self._summary is not None else describe(self)
 
 
 class InputError(ChangeconsoleError, ValueError):
@@ -55,11 +70,40 @@ class OperationError(ChangeconsoleError):
     title = "Operation failed"
 
 
+class NotAuthorized(ChangeconsoleError):
+    """The operator may not do this: no role grants the action, a customer is outside the role's scope,
+    or separation of duties forbids it (CLI exit 3). The refusal is already in the audit trail."""
+
+    title = "Not authorized"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        action: str,
+        operator: str,
+        roles: list[str] | None = None,
+        needs: list[str] | None = None,
+        customers: list[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.action = action
+        self.operator = operator
+        self.roles = roles or []  # the operator's roles
+        self.needs = needs or []  # roles that grant the action
+        self.customers = customers or []  # customers outside the operator's scope
+
+
 def error_code(exc: BaseException) -> str:
     """The AWS error code of a ``ClientError`` (``""`` for anything else)."""
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
     return ""
+
+
+def is_missing_object(exc: BaseException) -> bool:
+    """S3 answered that the object (or key) does not exist."""
+    return error_code(exc) in MISSING_OBJECT_CODES
 
 
 def http_status(exc: BaseException) -> int:
@@ -112,8 +156,8 @@ def describe(exc: BaseException) -> str:
     elif isinstance(exc, ValidationError):
         problems = validation_problems(exc)
         text = "invalid: " + "; ".join(f"{p['path']}: {p['message']}" for p in problems[:5])
-    elif isinstance(exc, ChangeconsoleError) or (isinstance(exc, KeyError) and type(exc) is not KeyError):
-        text = str(exc) or type(exc).__name__  # ours (and KeyError subclasses) are written to be read
+    elif isinstance(exc, ChangeconsoleError):
+        text = str(exc) or type(exc).__name__  # ours are written to be read
     else:
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return " ".join(text.split())

@@ -20,8 +20,11 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -113,6 +116,34 @@ def check_transition(current: ChangeStatus, target: ChangeStatus) -> None:
         raise IllegalTransition(current, target)
 
 
+class RecipientState(StrEnum):
+    """One recipient's send of one delivery, as the worker's ledger records it (``services.ledger``)."""
+
+    SENDING = "sending"  # marked right before the SES call (with a lease)
+    SENT = "sent"
+    RETRY = "retry"  # the SES call failed without sending (or an operator reopened it): may be sent
+    FAILED = "failed"  # rejected by SES, or withdrawn: never sent
+    UNKNOWN = "unknown"  # cut off between the mark and SES's answer: maybe sent, never re-sent by itself
+
+
+# Allowed changes of a recipient's ledger item; ``None``: no item yet. Every conditional write of a
+# recipient in the ledger is one of these (tests/test_ledger_transitions.py).
+RECIPIENT_TRANSITIONS: dict[RecipientState | None, frozenset[RecipientState]] = {
+    None: frozenset({RecipientState.SENDING}),
+    RecipientState.RETRY: frozenset({RecipientState.SENDING, RecipientState.FAILED}),
+    # the sender records SES's answer; a mark whose sender lost the delivery becomes unknown
+    RecipientState.SENDING: frozenset(
+        {RecipientState.SENT, RecipientState.RETRY, RecipientState.FAILED, RecipientState.UNKNOWN}
+    ),
+    # the sender, if still alive, records what happened over it; an operator reopens it (retry)
+    RecipientState.UNKNOWN: frozenset(
+        {RecipientState.SENT, RecipientState.RETRY, RecipientState.FAILED, RecipientState.UNKNOWN}
+    ),
+    RecipientState.SENT: frozenset(),
+    RecipientState.FAILED: frozenset(),
+}
+
+
 class EmailEvent(StrEnum):
     """The status reached (each one sends an email), or ``removed``: the change no longer targets a
     customer that was notified of it."""
@@ -180,38 +211,98 @@ class Change(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True, validate_assignment=False)
 
-    object_type: Literal["change"] = "change"
-    change_id: str = Field(default_factory=new_change_id, alias="changeId")
-    title: str = Field(alias="changeTitle", min_length=1, max_length=MAX_TITLE)
-    reason: str = Field("", alias="changeReason", max_length=MAX_LONG_TEXT)
-    implementation_plan: str = Field("", alias="implementationPlan", max_length=MAX_LONG_TEXT)
-    test_plan: str = Field("", alias="testPlan", max_length=MAX_LONG_TEXT)
-    customer_impact: str = Field("", alias="customerImpact", max_length=MAX_LONG_TEXT)
-    rollback_plan: str = Field("", alias="rollbackPlan", max_length=MAX_LONG_TEXT)
-    snow_ticket: str = Field("", alias="snowTicket", max_length=MAX_TICKET)
-    jira_ticket: str = Field("", alias="jiraTicket", max_length=MAX_TICKET)
-    customers: list[str] = Field(min_length=1, max_length=MAX_CUSTOMERS)
-    implementation_start: str | None = Field(None, alias="implementationStart")
-    implementation_end: str | None = Field(None, alias="implementationEnd")
-    timezone: str = Field("UTC", max_length=64)
-    include_meeting: bool = False
-    meeting_metadata: dict[str, Any] | None = None
-    status: ChangeStatus = ChangeStatus.DRAFT
-    prior_status: ChangeStatus | None = None
-    version: int = Field(1, ge=1, le=MAX_VERSION)
-    created_at: str | None = Field(None, alias="createdAt")
-    created_by: str | None = Field(None, alias="createdBy", max_length=MAX_USER)
-    modified_at: str | None = Field(None, alias="modifiedAt")
-    modified_by: str | None = Field(None, alias="modifiedBy", max_length=MAX_USER)
-    submitted_at: str | None = Field(None, alias="submittedAt")
-    submitted_by: str | None = Field(None, alias="submittedBy", max_length=MAX_USER)
-    approved_at: str | None = Field(None, alias="approvedAt")
-    approved_by: str | None = Field(None, alias="approvedBy", max_length=MAX_USER)
-    completed_at: str | None = Field(None, alias="completedAt")
-    completed_by: str | None = Field(None, alias="completedBy", max_length=MAX_USER)
-    cancelled_at: str | None = Field(None, alias="cancelledAt")
-    cancelled_by: str | None = Field(None, alias="cancelledBy", max_length=MAX_USER)
-    modifications: list[Modification] = Field(default_factory=list)
+    object_type: Literal["change"] = Field("change", description="Always `change`.")
+    change_id: str = Field(
+        default_factory=new_change_id,
+        alias="changeId",
+        description="`CHG-<UTC time of creation>-<6 random characters>`, e.g. "
+        "`CHG-2026-01-31T22-00-00-abc123`; made up when absent.",
+    )
+    title: str = Field(
+        alias="changeTitle",
+        min_length=1,
+        max_length=MAX_TITLE,
+        description="One line: what is changed, as customers read it in the subject.",
+    )
+    reason: str = Field("", alias="changeReason", max_length=MAX_LONG_TEXT, description="Why.")
+    implementation_plan: str = Field(
+        "", alias="implementationPlan", max_length=MAX_LONG_TEXT, description="What is done, step by step."
+    )
+    test_plan: str = Field("", alias="testPlan", max_length=MAX_LONG_TEXT, description="How it is verified.")
+    customer_impact: str = Field(
+        "", alias="customerImpact", max_length=MAX_LONG_TEXT, description="What customers notice."
+    )
+    rollback_plan: str = Field(
+        "", alias="rollbackPlan", max_length=MAX_LONG_TEXT, description="How it is undone if it fails."
+    )
+    snow_ticket: str = Field(
+        "", alias="snowTicket", max_length=MAX_TICKET, description="ServiceNow ticket (one line)."
+    )
+    jira_ticket: str = Field(
+        "", alias="jiraTicket", max_length=MAX_TICKET, description="Jira ticket (one line)."
+    )
+    customers: list[str] = Field(
+        min_length=1,
+        max_length=MAX_CUSTOMERS,
+        description="Codes of the affected customers (`^[a-z0-9-]{2,50}$`, each a key of the config's "
+        "`customer_mappings`); each gets its own email from its own SES account.",
+    )
+    implementation_start: str | None = Field(
+        None,
+        alias="implementationStart",
+        description="Start of the window, RFC 3339 with an offset (stored in UTC, e.g. "
+        "`2030-01-31T22:00:00Z`). Required to submit.",
+    )
+    implementation_end: str | None = Field(
+        None,
+        alias="implementationEnd",
+        description="End of the window, after the start (same format). Required to submit.",
+    )
+    timezone: str = Field(
+        "UTC",
+        max_length=64,
+        description="IANA zone the window is shown in (e.g. `Europe/London`); the times themselves are UTC.",
+    )
+    include_meeting: bool = Field(
+        False, description="Attach a calendar invite to the approved notice (to `aws-calendar` subscribers)."
+    )
+    meeting_metadata: dict[str, Any] | None = Field(
+        None,
+        description="The invite's details, keys as the running system writes them: `organizer` (an "
+        "email address; default: the sender), `join_url` (http/https) or `location` (a place), "
+        "`start_time`/`end_time` (RFC 3339; default: the window). Other keys (`meeting_id`, "
+        "`subject`, `attendees`…) are kept as they are.",
+    )
+    status: ChangeStatus = Field(
+        ChangeStatus.DRAFT,
+        description="Set by changeconsole as the change moves (draft → submitted → approved → completed; "
+        "submitted or approved → cancelled); a file to submit is a draft.",
+    )
+    prior_status: ChangeStatus | None = Field(None, description="The status of the version before (set).")
+    version: int = Field(
+        1,
+        ge=1,
+        le=MAX_VERSION,
+        description="Set: +1 on every archived write. A file of an archived change names the version it "
+        "was exported at, so an edit never overwrites a newer one.",
+    )
+    created_at: str | None = Field(None, alias="createdAt", description="Set (RFC 3339, UTC).")
+    created_by: str | None = Field(None, alias="createdBy", max_length=MAX_USER, description="Set.")
+    modified_at: str | None = Field(None, alias="modifiedAt", description="Set.")
+    modified_by: str | None = Field(None, alias="modifiedBy", max_length=MAX_USER, description="Set.")
+    submitted_at: str | None = Field(None, alias="submittedAt", description="Set.")
+    submitted_by: str | None = Field(None, alias="submittedBy", max_length=MAX_USER, description="Set.")
+    approved_at: str | None = Field(None, alias="approvedAt", description="Set.")
+    approved_by: str | None = Field(None, alias="approvedBy", max_length=MAX_USER, description="Set.")
+    completed_at: str | None = Field(None, alias="completedAt", description="Set.")
+    completed_by: str | None = Field(None, alias="completedBy", max_length=MAX_USER, description="Set.")
+    cancelled_at: str | None = Field(None, alias="cancelledAt", description="Set.")
+    cancelled_by: str | None = Field(None, alias="cancelledBy", max_length=MAX_USER, description="Set.")
+    modifications: list[Modification] = Field(
+        default_factory=list,
+        description="Set: one entry per write (who, when, what: `modification_type`, `version`, "
+        "`changed_fields`, a cancellation's `reason`…).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -311,6 +402,19 @@ class Change(BaseModel):
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_json_dict(), indent=indent, ensure_ascii=False)
 
+    @property
+    def meeting(self) -> Meeting:
+        return Meeting.of(self.meeting_metadata)
+
+    @property
+    def cancel_reason(self) -> str | None:
+        """Why it was cancelled (the cancellation's modification, ``reason``), if told."""
+        for mod in reversed(self.modifications):
+            if mod.modification_type == "cancelled":
+                reason = (mod.model_extra or {}).get("reason")
+                return reason if isinstance(reason, str) and reason.strip() else None
+        return None
+
     def schedule_problems(self) -> list[str]:
         """What stops this change from leaving draft (beyond model validity)."""
         problems = []
@@ -319,6 +423,71 @@ class Change(BaseModel):
         if not self.implementation_end:
             problems.append("implementationEnd: required to submit")
         return problems
+
+
+# The keys of ``meeting_metadata`` this program reads and writes: those the running system writes
+# (``meeting_id``, ``join_url``, ``start_time``, ``end_time``, ``subject``, ``organizer``,
+# ``attendees``) where they fit, plus ``location`` (a place that is not a URL). Other keys survive.
+MEETING_ORGANIZER = "organizer"
+MEETING_JOIN_URL = "join_url"
+MEETING_LOCATION = "location"
+MEETING_START = "start_time"
+MEETING_END = "end_time"
+_URL_RE = re.compile(r"^https?://[^\s\"'<>]+$")
+_EMAIL_RE = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+
+
+class Meeting(BaseModel):
+    """What ``meeting_metadata`` says about the calendar invite, read leniently: a value of the wrong
+    shape (written by hand or by another system) is ignored, never an error."""
+
+    organizer: str | None = None
+    join_url: str | None = None
+    location: str | None = None
+    start: datetime | None = None  # the meeting's own time, when it is not the whole window
+    end: datetime | None = None
+
+    @classmethod
+    def of(cls, metadata: dict[str, Any] | None) -> Meeting:
+        meta = metadata or {}
+
+        def text(*keys: str) -> str | None:
+            for key in keys:
+                value = meta.get(key)
+                if isinstance(value, str) and value.strip() and not _CONTROL_RE.search(value):
+                    return value.strip()
+            return None
+
+        def instant(key: str) -> datetime | None:
+            try:
+                value = _parse_utc(meta.get(key))
+            except ValueError:
+                return None
+            return datetime.fromisoformat(value) if value else None
+
+        organizer = text(MEETING_ORGANIZER)
+        url = text(MEETING_JOIN_URL, "joinUrl", "meeting_url", "url")
+        start, end = instant(MEETING_START), instant(MEETING_END)
+        return cls(
+            organizer=organizer if organizer and _EMAIL_RE.match(organizer) else None,
+            join_url=url if url and _URL_RE.match(url) else None,
+            location=text(MEETING_LOCATION),
+            start=start if start and end and end > start else None,
+            end=end if start and end and end > start else None,
+        )
+
+    @property
+    def place(self) -> str | None:
+        """Where to join: the URL, else the location."""
+        return self.join_url or self.location
+
+    def window(self, change: Change) -> tuple[datetime, datetime] | None:
+        """The meeting's start and end: its own, else the change's window."""
+        if self.start and self.end:
+            return self.start, self.end
+        if change.start_dt and change.end_dt:
+            return change.start_dt, change.end_dt
+        return None
 
 
 # -- config -------------------------------------------------------------------
@@ -449,6 +618,196 @@ class MetricsConfig(BaseModel):
     cloudwatch: bool = False
 
 
+# -- operators, roles and their actions ----------------------------------------------------------
+
+
+class OperatorAction(StrEnum):
+    """What an operator may be allowed to do (``operator_roles``; enforced by ``services.authz``)."""
+
+    READ = "read"
+    CHANGE_DRAFT = "change.draft"
+    CHANGE_SUBMIT = "change.submit"
+    CHANGE_EDIT = "change.edit"
+    CHANGE_APPROVE = "change.approve"
+    CHANGE_COMPLETE = "change.complete"
+    CHANGE_CANCEL = "change.cancel"
+    CHANGE_RESEND = "change.resend"
+    CHANGE_DELETE = "change.delete"
+    CHANGE_REINDEX = "change.reindex"
+    CHANGE_PREVIEW = "change.preview"  # a read, in the customer's account (its contact list)
+    CHANGE_TEST_SEND = "change.test-send"
+    TEMPLATE_EDIT = "template.edit"
+    CONTACTS_READ = "contacts.read"
+    CONTACTS_EDIT = "contacts.edit"
+    TOPICS_APPLY = "topics.apply"
+    CUSTOMER_ADD = "customer.add"
+    CUSTOMER_VERIFY = "customer.verify"
+    CUSTOMER_REMOVE = "customer.remove"
+    AUDIT_READ = "audit.read"
+    DLQ_REDRIVE = "dlq.redrive"
+    DLQ_EXPORT = "dlq.export"
+    DLQ_IMPORT = "dlq.import"
+    DLQ_PURGE = "dlq.purge"
+
+
+A = OperatorAction
+CHANGE_MANAGERS, CUSTOMER_MANAGERS, AUDITORS = "ChangeManagers", "CustomerManagers", "Auditors"
+# The three roles every deployment knows; a role of another name gets only ``read`` and its ``actions``.
+# DLQ actions belong to no built-in role: a role is given them explicitly (``actions``).
+BUILTIN_ROLES: dict[str, frozenset[OperatorAction]] = {
+    CHANGE_MANAGERS: frozenset(
+        {
+            A.READ,
+            A.CHANGE_DRAFT,
+            A.CHANGE_SUBMIT,
+            A.CHANGE_EDIT,
+            A.CHANGE_APPROVE,
+            A.CHANGE_COMPLETE,
+            A.CHANGE_CANCEL,
+            A.CHANGE_RESEND,
+            A.CHANGE_DELETE,
+            A.CHANGE_REINDEX,
+            A.CHANGE_PREVIEW,
+            A.CHANGE_TEST_SEND,
+            A.TEMPLATE_EDIT,
+        }
+    ),
+    CUSTOMER_MANAGERS: frozenset(
+        {
+            A.READ,
+            A.CONTACTS_READ,
+            A.CONTACTS_EDIT,
+            A.TOPICS_APPLY,
+            A.CUSTOMER_ADD,
+            A.CUSTOMER_VERIFY,
+            A.CUSTOMER_REMOVE,
+            A.CHANGE_PREVIEW,
+        }
+    ),
+    AUDITORS: frozenset({A.READ, A.AUDIT_READ}),
+}
+# Reading contacts (``contacts.read``) is apart from ``read``: contacts live in the customers' accounts,
+# behind the roles operators assume there, which IAM lets only the roles that manage them assume.
+# Previewing a notice reads the customer's contact list through its role, like ``contacts.read``: change
+# and customer managers do it for their customers. Team templates belong to no customer.
+# Actions that act on no particular customer (every other one is checked against the role's scope).
+UNSCOPED_ACTIONS = frozenset({A.READ, A.AUDIT_READ, A.TEMPLATE_EDIT})
+_SHORT_MARK = "~short-form"
+PRINCIPAL_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}|\*):(role|user)/\S+\Z")
+TAG_KEY_RE = re.compile(r"^[\w.:/=+@ -]{1,128}\Z")
+
+
+class OperatorRole(BaseModel):
+    """One ``operator_roles`` entry: who holds the role, on which customers, with which extra actions.
+
+    ``principals``: Identity Center permission set or group names (a plain ``NAME`` is either;
+    ``permission-set:NAME`` / ``group:NAME`` say which), IAM role or user ARNs, or ``user:NAME`` (an
+    Identity Center user, an IAM user, or ``--as NAME`` on the local stack). ``customers`` limits the
+    role to these codes, ``customer_tag`` to the code in that principal tag (ABAC); neither: every
+    customer.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    principals: list[str] = Field(default_factory=list)
+    customers: list[str] | None = None
+    customer_tag: str | None = None
+    actions: list[OperatorAction] = Field(default_factory=list)
+
+    # Written as a plain list of principals (the short form): written back the same way.
+    _short: bool = PrivateAttr(False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_list(cls, data: Any) -> Any:
+        return {"principals": data, _SHORT_MARK: True} if isinstance(data, list) else data
+
+    @model_validator(mode="after")
+    def _remember_short(self) -> OperatorRole:
+        extra = self.__pydantic_extra__ or {}
+        self._short = bool(extra.pop(_SHORT_MARK, False))
+        return self
+
+    @model_serializer(mode="wrap")
+    def _to_short(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return list(self.principals) if self._short else handler(self)
+
+    @field_validator("principals")
+    @classmethod
+    def _principals(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not item.strip():
+                raise ValueError("a principal cannot be empty")
+            if item.startswith("arn:") and not PRINCIPAL_ARN_RE.match(item):
+                raise ValueError(f"{item!r}: an ARN principal is an IAM role or user ARN")
+        return value
+
+    @field_validator("customers")
+    @classmethod
+    def _codes(cls, value: list[str] | None) -> list[str] | None:
+        for code in value or []:
+            if code != "*" and not CUSTOMER_CODE_RE.match(code):
+                raise ValueError(f"{code!r} is not a customer code (^[a-z0-9-]{{2,50}}$) or *")
+        return value
+
+    @field_validator("customer_tag")
+    @classmethod
+    def _tag(cls, value: str | None) -> str | None:
+        if value is not None and not TAG_KEY_RE.match(value):
+            raise ValueError("must be an IAM tag key (1-128 letters, digits, spaces, _.:/=+@-)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> OperatorRole:
+        if self.customers is not None and self.customer_tag is not None:
+            raise ValueError("give customers or customer_tag, not both")
+        return self
+
+    def effective_actions(self, name: str) -> frozenset[OperatorAction]:
+        return BUILTIN_ROLES.get(name, frozenset({A.READ})) | frozenset(self.actions)
+
+    @property
+    def all_customers(self) -> bool:
+        return self.customer_tag is None and (self.customers is None or "*" in self.customers)
+
+
+class IdentityCenterConfig(BaseModel):
+    """Where operators' Identity Center groups and ABAC attributes are read (``identitystore``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    identity_store_id: str | None = Field(None, pattern=r"^(d-[0-9a-z]{10}|[0-9a-f-]{36})$")
+    instance_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:sso:::instance/ssoins-[0-9a-zA-Z.-]+$")
+    region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    # ABAC: principal tag key -> the Identity Center user attribute it comes from (e.g. "userType").
+    attributes: dict[str, str] = Field(default_factory=dict)
+    cache_seconds: int = Field(300, ge=0, le=86_400)
+
+
+class AuditRetention(BaseModel):
+    """The S3 lifecycle of ``audit/`` (``provision`` and Terraform) and optional Object Lock."""
+
+    model_config = ConfigDict(extra="allow")
+
+    transition_days: int | None = Field(90, ge=1)
+    transition_storage_class: Literal[
+        "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE"
+    ] = "GLACIER_IR"
+    expire_days: int | None = Field(None, ge=1)
+    object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = None
+    object_lock_days: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AuditRetention:
+        if (self.object_lock_mode is None) != (self.object_lock_days is None):
+            raise ValueError("object_lock_mode and object_lock_days go together")
+        if self.expire_days and self.transition_days and self.expire_days <= self.transition_days:
+            raise ValueError("expire_days must be after transition_days")
+        if self.expire_days and self.object_lock_days and self.expire_days < self.object_lock_days:
+            raise ValueError("expire_days cannot be before object_lock_days run out")
+        return self
+
+
 class Config(BaseModel):
     """The deployed ``config.json`` plus our optional additions."""
 
@@ -466,7 +825,12 @@ class Config(BaseModel):
     max_receive_count: int = Field(3, ge=1, le=1000)
     branding: Branding = Field(default_factory=Branding)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    operator_roles: dict[str, list[str]] = Field(default_factory=dict)
+    # Role name -> principals (the short form) or a role object; absent/empty: no roles enforced.
+    operator_roles: dict[str, OperatorRole] = Field(default_factory=dict)
+    # Whoever submitted a version cannot approve it; None: on when roles are configured, outside --local.
+    require_distinct_approver: bool | None = None
+    identity_center: IdentityCenterConfig | None = None
+    audit_retention: AuditRetention = Field(default_factory=AuditRetention)
 
     @model_validator(mode="after")
     def _keys_match_codes(self) -> Config:

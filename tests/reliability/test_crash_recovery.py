@@ -159,7 +159,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice(
     silent = []
     for change_id, version, event, customer, addr in sorted(lost):
         key = DeliveryKey(change_id, version, EmailEvent(event), customer)
-        state = ledger.recipients(key).get(addr, {}).get("state")
+        mark = ledger.recipients(key).get(addr)
+        state = mark.state if mark is not None else None
         if state != "unknown":
             silent.append(
                 (

@@ -117,6 +117,11 @@ def bucket_keys(aws: AwsFactory, config: Config, prefix: str = "") -> list[str]:
     return sorted(keys)
 
 
+def data_keys(aws: AwsFactory, config: Config, prefix: str = "") -> list[str]:
+    """The bucket's keys except the audit trail's (what an action wrote, besides its audit record)."""
+    return [k for k in bucket_keys(aws, config, prefix) if not k.startswith("audit/")]
+
+
 def audit_events(aws: AwsFactory, config: Config) -> list[dict[str, Any]]:
     """Every audit event in the bucket, each with the key of its object as ``_key``."""
     s3 = aws.client("s3")

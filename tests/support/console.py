@@ -13,12 +13,28 @@ from textual.pilot import Pilot
 from textual.screen import Screen
 
 from changeconsole.app import ChangeConsoleApp
-from changeconsole.models import Change, ChangeStatus, Config, DeliveryRecord, DeliveryState, EmailEvent
+from changeconsole.models import (
+    Change,
+    ChangeStatus,
+    Config,
+    DeliveryRecord,
+    DeliveryState,
+    EmailEvent,
+    OperatorAction,
+)
+from changeconsole.screens.compose import ComposeScreen
+from changeconsole.screens.detail import DetailScreen
+from changeconsole.services.audit import AuditQuery, AuditSearchResult, parse_entry
+from changeconsole.services.authz import Authorizer
 from changeconsole.services.autosave import AutosaveStore
 from changeconsole.services.aws import AwsSettings
+from changeconsole.services.fanout import ARCHIVE, DestinationState, FanoutResult
 from changeconsole.services.history import diff_changes
+from changeconsole.services.identity import Operator
 from changeconsole.services.localstack import build_local_config
 from changeconsole.services.status import ChangeSummary, StatusStore, search_text
+
+from .waiting import wait_for
 
 NOW = datetime(2026, 11, 27, 20, 0, 0, tzinfo=UTC)
 NEW_ID = "CHG-2026-11-27T20-00-00-new001"
@@ -152,16 +168,21 @@ def unreachable() -> Exception:
 
 
 class FakeAws:
-    """Settings for the header and the operator's identity (``fail``: AWS unreachable)."""
+    """Settings for the header and the operator's identity (``fail``: AWS unreachable). It makes no
+    clients: the audit records of fake actions are only logged."""
 
-    def __init__(self, *, fail: bool = False, endpoint: str = ENDPOINT) -> None:
+    def __init__(self, *, fail: bool = False, endpoint: str = ENDPOINT, operator: str = "alice") -> None:
         self.settings = AwsSettings(region="us-east-1", endpoint_url=endpoint, local=True)
         self.fail = fail
+        self.name = operator
 
-    def operator_identity(self) -> str:
+    def operator(self) -> Operator:
         if self.fail:
             raise unreachable()
-        return "alice"
+        return Operator.local(self.name)
+
+    def operator_identity(self) -> str:
+        return self.operator().name
 
     def add_call_listener(self, listener: Any) -> None:
         pass
@@ -215,6 +236,37 @@ class FakeChanges:
         self.versions[c.change_id] = [c]
         return c
 
+    # Fan-outs: every destination done at once, the new version appended (what the console shows next).
+    def _publish(self, new: Change, event: EmailEvent) -> FanoutResult:
+        self.versions.setdefault(new.change_id, []).append(new)
+        states = {ARCHIVE: DestinationState.DONE} | dict.fromkeys(new.customers, DestinationState.DONE)
+        return FanoutResult(new, event, states)
+
+    def submit(self, c: Change, *, customers: list[str] | None = None, **_: Any) -> FanoutResult:
+        self._check()
+        self.calls.append(("submit", c.change_id))
+        new = c.model_copy(update={"status": ChangeStatus.SUBMITTED, "version": c.version + 1})
+        return self._publish(new, EmailEvent.SUBMITTED)
+
+    def _transition(self, name: str, change_id: str, status: ChangeStatus, **kwargs: Any) -> FanoutResult:
+        self._check()
+        self.calls.append((name, change_id, kwargs))
+        current = self.versions[change_id][-1]
+        new = current.model_copy(update={"status": status, "version": current.version + 1})
+        return self._publish(new, EmailEvent(status.value))
+
+    def approve(self, change_id: str, **kwargs: Any) -> FanoutResult:
+        kwargs.pop("progress", None)
+        return self._transition("approve", change_id, ChangeStatus.APPROVED, **kwargs)
+
+    def complete(self, change_id: str, **kwargs: Any) -> FanoutResult:
+        kwargs.pop("progress", None)
+        return self._transition("complete", change_id, ChangeStatus.COMPLETED, **kwargs)
+
+    def cancel(self, change_id: str, **kwargs: Any) -> FanoutResult:
+        kwargs.pop("progress", None)
+        return self._transition("cancel", change_id, ChangeStatus.CANCELLED, **kwargs)
+
 
 class FakeStatus:
     aggregate = staticmethod(StatusStore.aggregate)
@@ -226,15 +278,102 @@ class FakeStatus:
         return self.records.get(change_id, [])
 
 
+AUDIT_RECORDS: list[dict[str, Any]] = [
+    {
+        "ts": "2026-11-27T19:58:02.120Z",
+        "type": "operator.action",
+        "action": "change.approve",
+        "result": "refused",
+        "operator": "alice",
+        "roles": ["ChangeManagers"],
+        "via": "console",
+        "customers": ["acme", "globex", "initech"],
+        "change_id": SUBMITTED_ID,
+        "version": 3,
+        "detail": f"separation of duties: alice submitted v3 of {SUBMITTED_ID}; another change manager "
+        "must approve it (require_distinct_approver)",
+    },
+    {
+        "ts": "2026-11-27T19:40:11.005Z",
+        "type": "operator.action",
+        "action": "change.submit",
+        "result": "ok",
+        "operator": "alice",
+        "roles": ["ChangeManagers"],
+        "via": "cli",
+        "customers": ["acme", "globex", "initech"],
+        "change_id": SUBMITTED_ID,
+        "version": 3,
+        "status": "submitted",
+        "event": "submitted",
+    },
+    {
+        "ts": "2026-11-27T18:02:45.500Z",
+        "type": "operator.action",
+        "action": "change.submit",
+        "result": "refused",
+        "operator": "erin",
+        "roles": ["CustomerManagers"],
+        "via": "cli",
+        "customers": ["globex"],
+        "change_id": DRAFT_ID,
+        "version": 1,
+        "detail": "change.submit needs ChangeManagers; erin has CustomerManagers",
+    },
+    {
+        "ts": "2026-11-26T09:15:00Z",
+        "source": "dlq",
+        "action": "purge",
+        "operator": "bob",
+        "customer": "hooli",
+        "count": 2,
+        "message_ids": ["m-1", "m-2"],
+    },
+]
+
+
+class FakeAudit:
+    """The audit trail of ``AUDIT_RECORDS`` (records of an earlier release included), searched like
+    ``services.audit.AuditReader``: the authorization point is asked first."""
+
+    def __init__(self, authz: Authorizer, records: list[dict[str, Any]] | None = None) -> None:
+        self.authz = authz
+        self.records = AUDIT_RECORDS if records is None else records
+
+    def search(self, query: AuditQuery) -> AuditSearchResult:
+        self.authz.require(OperatorAction.AUDIT_READ)
+        entries = [parse_entry(raw, f"audit/fake-{i}.jsonl") for i, raw in enumerate(self.records)]
+        found = [e for e in entries if e is not None and query.matches(e)]
+        found.sort(key=lambda e: e.ts, reverse=True)
+        return AuditSearchResult(found[: query.limit], len(found), len(self.records), 7)
+
+
 class FakeServices:
     """What ``services.bundle.Services`` offers the console, with fixed answers. ``parts`` replace any
-    of them (``status=``, ``customers=``, ``dlq=``, ``delivery_detail=``, ``resend=``, ``config=``)."""
+    of them (``status=``, ``customers=``, ``dlq=``, ``delivery_detail=``, ``resend=``, ``config=``).
+    ``operator`` is who acts; ``operator_roles`` (config shape) turns the roles on."""
 
     def __init__(
-        self, *, fail: bool = False, readonly: bool = False, endpoint: str = ENDPOINT, **parts: Any
+        self,
+        *,
+        fail: bool = False,
+        readonly: bool = False,
+        endpoint: str = ENDPOINT,
+        operator: str = "alice",
+        operator_roles: dict[str, Any] | None = None,
+        require_distinct_approver: bool | None = None,
+        **parts: Any,
     ) -> None:
-        self.config = fake_config()
-        self.aws = FakeAws(fail=fail, endpoint=endpoint)
+        config = fake_config()
+        if operator_roles is not None or require_distinct_approver is not None:
+            data = config.to_json_dict()
+            data["operator_roles"] = operator_roles or {}
+            data["require_distinct_approver"] = require_distinct_approver
+            config = Config.model_validate(data)
+        self.config = config
+        self.aws = FakeAws(fail=fail, endpoint=endpoint, operator=operator)
+        self.authz = Authorizer(self.aws, config, clock=frozen, via="console")  # type: ignore[arg-type]
+        self.audit = FakeAudit(self.authz)
         self.readonly = readonly
         self.changes = FakeChanges(sample_changes(), fail=fail)
         self.status = FakeStatus(
@@ -286,6 +425,28 @@ def fake_app(tmp_path: Path, **kwargs: Any) -> ChangeConsoleApp:
         fail=kwargs.pop("fail", False), readonly=kwargs.pop("services_readonly", False)
     )
     return console_app(services, autosave=AutosaveStore(tmp_path / "autosave"), **kwargs)
+
+
+async def open_detail(pilot: Pilot[Any], change_id: str) -> DetailScreen:
+    """The detail screen of ``change_id``, loaded."""
+    await settle(pilot)
+    pilot.app.open_change(change_id)  # type: ignore[attr-defined]
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, DetailScreen), what="detail")
+    await settle(pilot)
+    screen = pilot.app.screen
+    assert isinstance(screen, DetailScreen) and screen.change is not None
+    return screen
+
+
+async def open_compose(pilot: Pilot[Any]) -> ComposeScreen:
+    """Compose a new change the way the operator does: ``n`` on the change list."""
+    await settle(pilot)
+    await pilot.press("n")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ComposeScreen), what="compose")
+    await settle(pilot)
+    screen = pilot.app.screen
+    assert isinstance(screen, ComposeScreen)
+    return screen
 
 
 async def show(pilot: Pilot[Any], screen: Screen[Any]) -> None:

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from changeconsole.models import Change, ChangeStatus, Config, EmailEvent
+from changeconsole.services.authz import Authorizer
 from changeconsole.services.bulk import BulkItem, BulkRun, Outcome
 from changeconsole.services.contacts import Contact, audience
 from changeconsole.services.notices import PreparedNotice, Told, plan_notice, render_notice
@@ -34,9 +35,9 @@ def contacts_of(code: str) -> list[Contact]:
 class OfflinePreview(PreviewService):
     """``PreviewService`` whose customers' contact lists are ``contacts_of`` (no AWS)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, authz: Authorizer) -> None:
         self.config = config
-        self._operator = lambda: "alice"
+        self.authz = authz
         self.clock = frozen
         self.sent: list[tuple[str, str, str]] = []
 
@@ -134,8 +135,8 @@ class SeededStatus:
 class SeededReports:
     """The real ``ReportService`` over the seeded history (the console's own change list left aside)."""
 
-    def __init__(self, config: Config) -> None:
-        self.service = ReportService(SeededStatus(config), config, threads=1)  # type: ignore[arg-type]
+    def __init__(self, config: Config, authz: Authorizer) -> None:
+        self.service = ReportService(SeededStatus(config), config, authz=authz, threads=1)  # type: ignore[arg-type]
 
     def build(self, **kwargs: Any) -> Report:
         kwargs.pop("changes", None)
@@ -183,8 +184,8 @@ class FakeBulk:
         item.outcome, item.error = Outcome.OK, None
         return item
 
-    def run(self, operation: str, targets: Any, *, on_item: Any = None) -> BulkRun:
-        run = BulkRun(operation, [BulkItem(cid, v) for cid, v in targets])
+    def run(self, operation: str, targets: Any, *, on_item: Any = None, reason: str | None = None) -> BulkRun:
+        run = BulkRun(operation, [BulkItem(cid, v) for cid, v in targets], reason)
         for item in run.items:
             on_item(self._one(operation, item))
         return run

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,11 +18,14 @@ from changeconsole.app import (
     AwsCallLog,
     ChangeConsoleApp,
     ConsoleAwsFactory,
+    Startup,
     StartupFailed,
     bootstrap,
 )
 from changeconsole.cli.common import CliState
 from changeconsole.commands import screen_commands
+from changeconsole.models import Change
+from changeconsole.screens.audit import AuditScreen
 from changeconsole.screens.changes import ChangesScreen
 from changeconsole.screens.compose import ComposeScreen
 from changeconsole.screens.contacts import ContactsScreen
@@ -38,8 +42,8 @@ from changeconsole.screens.status import LiveStatusScreen
 from changeconsole.services.aws import AwsSettings
 from changeconsole.services.bundle import Services
 from changeconsole.services.localstack import is_listening
-from support.console import DONE_ID, SUBMITTED_ID, fake_app, screen_text, settle
-from support.waiting import wait_for
+from support.console import DONE_ID, SUBMITTED_ID, FakeServices, fake_app, screen_text, settle
+from support.waiting import wait_for, wait_until
 
 
 def test_every_stylesheet_is_a_file_of_the_package_beside_its_module() -> None:
@@ -50,6 +54,7 @@ def test_every_stylesheet_is_a_file_of_the_package_beside_its_module() -> None:
         CustomerDetailScreen,
         DlqScreen,
         ContactsScreen,
+        AuditScreen,
         PreviewScreen,
         DashboardScreen,
     ]
@@ -58,7 +63,7 @@ def test_every_stylesheet_is_a_file_of_the_package_beside_its_module() -> None:
         for path in paths:
             sheet = Path(inspect.getfile(cls)).parent / str(path)
             assert sheet.is_file() and sheet.resolve().is_relative_to(package), (cls.__name__, path)
-    assert len(list(package.rglob("*.tcss"))) == 11
+    assert len(list(package.rglob("*.tcss"))) == 12
 
 
 async def test_help_is_built_from_the_live_bindings(tmp_path: Path) -> None:
@@ -87,7 +92,7 @@ async def test_help_is_built_from_the_live_bindings(tmp_path: Path) -> None:
         assert "Help — Compose" in text
         groups = dict(group_bindings(app.screen.bindings_snapshot, app.get_key_display))  # type: ignore[attr-defined]
         mine = {d for _, d, _ in groups["This screen"]}
-        assert {"Save draft", "Submit", "Load file", "Back"} <= mine
+        assert {"Save draft", "Submit", "Jump to field", "Back"} <= mine
         assert "New" not in mine  # the list's keys are not the form's
 
 
@@ -159,7 +164,8 @@ async def test_readonly_console(tmp_path: Path) -> None:
 async def test_aws_call_log_pane(make_stack: Any, tmp_path: Path) -> None:
     stack = make_stack(customers=2, contacts=1)
     log = AwsCallLog()
-    aws = ConsoleAwsFactory(AwsSettings(region="us-east-1", endpoint_url=stack.endpoint, local=True), log)
+    # Not --local: the operator is who STS says, so GetCallerIdentity is among the calls.
+    aws = ConsoleAwsFactory(AwsSettings(region="us-east-1", endpoint_url=stack.endpoint), log)
     services = Services(aws, stack.config)
     app = ChangeConsoleApp(services, live=False, call_log=log, autosave_interval=0)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -251,12 +257,31 @@ def test_local_starts_provisions_and_stops_a_stack(monkeypatch: pytest.MonkeyPat
         assert is_listening("127.0.0.1", port)
         assert len(startup.services.config.customer_mappings) == 2
         assert startup.services.readonly
-        assert any("in-process worker started" in line for line in lines)
-        assert isinstance(startup.services.changes.list(), list)  # the console's clients reach it
+        # Defect 6 (issue 16): a read-only console runs no worker (it would consume queues and send).
+        assert not any("worker" in line for line in lines)
+        assert any("no worker runs" in note for note in startup.notes)
+        assert startup.services.changes.list() == []  # the console's clients reach it
+        assert any("no saved local data yet: it is kept in" in line for line in lines)
+        draft = Change.model_validate(
+            {"changeId": "CHG-2030-01-01T00-00-00-keep01", "changeTitle": "Kept", "customers": ["acme"]}
+        )
+        startup.services.changes.save_draft(draft)
     finally:
         for step in startup.cleanup:
             step()
     assert not is_listening("127.0.0.1", port)
+    assert startup.local_data is not None and startup.local_data.is_file()
+
+    # Started again: the data is back (issue 16: quitting no longer loses every change).
+    lines.clear()
+    again = bootstrap(state, AwsCallLog(), lines.append)
+    try:
+        assert [s.change_id for s in again.services.changes.list()] == [draft.change_id]
+        assert any(line.startswith(f"local data restored from {again.local_data}") for line in lines)
+        assert any(f"data is kept in {again.local_data}" in note for note in again.notes)
+    finally:
+        for step in again.cleanup:
+            step()
 
 
 def test_snapshot_help(snap_compare: Any, tmp_path: Path) -> None:
@@ -311,3 +336,26 @@ async def test_palette_offers_the_actions_of_the_screen(tmp_path: Path) -> None:
         assert "a on this screen" in screen_text(app)
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="approve confirmation")
+
+
+async def test_quit_closes_the_ui_first_and_stops_the_stack_behind_it(tmp_path: Path) -> None:
+    release, stopped = threading.Event(), []
+
+    def slow_stop() -> None:  # a worker draining, a stack saving its data
+        release.wait(10)
+        stopped.append(True)
+
+    startup = Startup(FakeServices(), [slow_stop])  # type: ignore[arg-type]
+    app = ChangeConsoleApp(bootstrap=lambda _: startup, live=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, ChangesScreen), what="home")
+        await pilot.press("ctrl+q")
+    assert stopped == []  # the UI is gone; nothing waited for the stop
+    notices: list[str] = []
+    behind = threading.Thread(target=app.run_cleanup, kwargs={"notice": notices.append, "after": 0.05})
+    behind.start()
+    wait_until(lambda: notices, 10, "the terminal told why it waits")
+    assert notices[0].startswith("changeconsole: stopping the in-process worker and the local stack")
+    release.set()
+    behind.join(10)
+    assert stopped == [True]

@@ -19,7 +19,7 @@ from changeconsole.services.autosave import AutosaveStore
 from changeconsole.services.bundle import Services
 from changeconsole.services.localstack import local_factory
 from changeconsole.widgets.inputs import PathSuggester, TimezoneSuggester
-from support.console import NEW_ID, fake_app, screen_text, settle
+from support.console import NEW_ID, fake_app, open_compose, screen_text, settle
 from support.waiting import wait_for
 
 SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]
@@ -27,16 +27,6 @@ SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24"
 
 def field(app: Any, key: str) -> Input:
     return app.screen.query_one(f"#f-{key}", Input)
-
-
-async def open_compose(pilot: Any) -> ComposeScreen:
-    await settle(pilot)
-    await pilot.press("n")
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ComposeScreen), what="compose")
-    await settle(pilot)
-    screen = pilot.app.screen
-    assert isinstance(screen, ComposeScreen)
-    return screen
 
 
 async def fill_invalid(pilot: Any) -> None:
@@ -287,7 +277,7 @@ async def test_discard_asks_then_deletes_autosave(tmp_path: Path) -> None:
 
 async def test_save_draft_on_local_stack(make_stack: Any, tmp_path: Path) -> None:
     stack = make_stack(customers=4, contacts=2)
-    services = Services(local_factory(stack.endpoint, max_attempts=2), stack.config)
+    services = Services(local_factory(stack.endpoint, max_attempts=2, acting_as="carol"), stack.config)
     app = ChangeConsoleApp(
         services, live=False, autosave_interval=0, autosave=AutosaveStore(tmp_path / "autosave")
     )
@@ -307,7 +297,7 @@ async def test_save_draft_on_local_stack(make_stack: Any, tmp_path: Path) -> Non
         assert stored.title == "Replace the NAT gateways"
         assert stored.customers == ["acme", "globex"]
         assert stored.status.value == "draft"
-        assert stored.created_by == "moto"
+        assert stored.created_by == "carol"  # --as on the local stack
         await pilot.press("escape")  # nothing unsaved: leaves at once
         await wait_for(pilot, lambda: isinstance(app.screen, ChangesScreen), what="home")
         await wait_for(pilot, lambda: change_id in screen_text(app), what="the draft in the list")

@@ -11,7 +11,8 @@ from textual.widgets import Button, Input
 from changeconsole.screens.changes import ChangesScreen
 from changeconsole.screens.compose import ComposeScreen
 from changeconsole.screens.detail import DetailScreen
-from changeconsole.screens.modals import ConfirmModal, TypeToConfirmModal
+from changeconsole.screens.modals import ConfirmModal, ReasonConfirmModal, TypeToConfirmModal
+from changeconsole.screens.progress import SubmitProgressScreen
 from support.console import (
     APPROVED_ID,
     DONE_ID,
@@ -19,22 +20,13 @@ from support.console import (
     NEW_ID,
     SUBMITTED_ID,
     fake_app,
+    open_detail,
     screen_text,
     settle,
 )
 from support.waiting import wait_for
 
 SIZES = [pytest.param((120, 40), id="120x40"), pytest.param((80, 24), id="80x24")]
-
-
-async def open_detail(pilot: Any, change_id: str) -> DetailScreen:
-    await settle(pilot)
-    pilot.app.open_change(change_id)
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, DetailScreen), what="detail")
-    await settle(pilot)
-    screen = pilot.app.screen
-    assert isinstance(screen, DetailScreen) and screen.change is not None
-    return screen
 
 
 def record_fanouts(app: Any) -> list[tuple[str, str]]:
@@ -88,24 +80,46 @@ async def test_approve_is_yes_no(tmp_path: Path) -> None:
         assert calls == [("approve", SUBMITTED_ID)]
 
 
-async def test_cancel_needs_the_typed_change_id(tmp_path: Path) -> None:
+async def test_cancel_takes_a_reason_and_y_or_the_short_suffix(tmp_path: Path) -> None:
+    """Issue 16: no more typing a 30-character id; the reason reaches the service (and the record)."""
     app = fake_app(tmp_path)
-    calls = record_fanouts(app)
     async with app.run_test(size=(120, 40)) as pilot:
         await open_detail(pilot, APPROVED_ID)
         await pilot.press("x")
-        await wait_for(pilot, lambda: isinstance(app.screen, TypeToConfirmModal), what="typed confirmation")
+        await wait_for(pilot, lambda: isinstance(app.screen, ReasonConfirmModal), what="cancel dialog")
         await settle(pilot)
         modal = app.screen
-        await pilot.press(*"CHG-wrong", "enter")
+        text = screen_text(app)
+        assert "Cancel change" in text and "Keep change (esc)" in text and "Cancel (esc)" not in text
+        await pilot.press("enter")  # no reason yet: nothing happens
         await settle(pilot)
-        assert modal.query_one("#confirm", Button).disabled
-        assert "does not match" in screen_text(app)
-        assert calls == []
-        modal.query_one(Input).value = APPROVED_ID
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: bool(calls), what="the fan-out")
-        assert calls == [("cancel", APPROVED_ID)]
+        assert "Give a reason first" in screen_text(app)
+        await pilot.press(*"Vendor postponed", "enter", *"no", "enter")  # neither y nor the suffix
+        await settle(pilot)
+        assert modal.query_one("#confirm", Button).disabled and app.screen is modal
+        modal.query_one("#confirm-text", Input).value = ""
+        await pilot.press(*"apr001")  # the short suffix of the id
+        assert not modal.query_one("#confirm", Button).disabled
+        modal.query_one("#confirm-text", Input).value = ""
+        await pilot.press("y", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, SubmitProgressScreen), what="the fan-out")
+        await wait_for(pilot, lambda: app.screen.result is not None, what="its result")  # type: ignore[attr-defined]
+        assert app.services.changes.calls[-1] == (
+            "cancel",
+            APPROVED_ID,
+            {"expected_version": 3, "reason": "Vendor postponed"},
+        )
+
+
+async def test_cancel_dialog_esc_keeps_the_change(tmp_path: Path) -> None:
+    app = fake_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_detail(pilot, APPROVED_ID)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: isinstance(app.screen, ReasonConfirmModal), what="cancel dialog")
+        await pilot.press(*"why", "enter", "y", "escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen), what="back on the detail")
+        assert not [c for c in app.services.changes.calls if c[0] == "cancel"]
 
 
 async def test_delete_draft_after_typing_its_id(tmp_path: Path) -> None:
@@ -205,7 +219,7 @@ async def test_edit_submitted_change_resubmits_after_confirmation(tmp_path: Path
         assert (
             "Edit CHG-2026-11-20T09-00-00-sub001 · submitted v3 — saving sends a new approval request" in text
         )
-        assert "Save & resubmit (^j)" in text
+        assert "Save & resubmit (^s)" in text
         assert compose.query_one("#f-start_date", Input).value == "2026-12-01"
         assert compose.query_one("#f-start_time", Input).value == "22:00"  # Europe/London in winter
         title = compose.query_one("#f-title", Input)
@@ -218,3 +232,14 @@ async def test_edit_submitted_change_resubmits_after_confirmation(tmp_path: Path
         await pilot.press("y")
         await wait_for(pilot, lambda: bool(calls), what="the fan-out")
         assert calls == [("resubmit", SUBMITTED_ID)]
+
+
+async def test_a_change_opened_from_another_changes_detail_stacks_a_second_detail(tmp_path: Path) -> None:
+    app = fake_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_detail(pilot, SUBMITTED_ID)
+        await open_detail(pilot, APPROVED_ID)  # e.g. `:open` or the audit screen's `o`
+        details = [s for s in app.screen_stack if isinstance(s, DetailScreen)]
+        assert [d.change_id for d in details] == [SUBMITTED_ID, APPROVED_ID]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen is details[0], what="back to the first change")

@@ -15,6 +15,7 @@ from textual.pilot import Pilot
 from textual.widgets import Button, DataTable, Input, ProgressBar, Static
 
 from changeconsole.app import ChangeConsoleApp
+from changeconsole.config import data_dir
 from changeconsole.models import EmailEvent, direct_message
 from changeconsole.screens.dlq import DlqScreen
 from changeconsole.services.dlq import (
@@ -28,7 +29,7 @@ from changeconsole.services.dlq import (
     RedriveProgress,
     RedriveResult,
 )
-from support.console import NOW, fake_app, settle
+from support.console import NOW, fake_app, screen_text, settle
 from support.waiting import wait_for
 
 SIZES = [(120, 40), (80, 24)]
@@ -279,6 +280,27 @@ async def test_redrive_without_marks_takes_the_highlighted_message(tmp_path: Pat
         assert redrives == [("redrive", ("acme", ["00000002-1111-2222-3333-444455556666"]))]
 
 
+async def test_redrive_warns_when_the_recorded_reason_will_recur(tmp_path: Path) -> None:
+    """Issue 16: an isolation violation or malformed body dead-letters again; the dialog says so."""
+    app, _fake = dlq_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_dlq(pilot)
+        await pilot.press("a", "R")  # all three: two role problems (not ours to judge), one isolation
+        await wait_for(pilot, lambda: "Redrive 3 messages of acme?" in _modal_text(pilot))
+        text = screen_text(pilot.app)
+        assert "⚠ 1 of them dead-lettered for isolation_violation" in text
+        assert "it will dead-letter again" in " ".join(text.split())
+        assert "Redrive anyway (y)" in " ".join(str(b.label) for b in pilot.app.screen.query(Button))
+        assert pilot.app.focused is not None and pilot.app.focused.id == "no"  # enter does not redrive
+        await pilot.press("n")
+        await settle(pilot)
+        screen.marked.clear()
+        screen.query_one("#dlq-messages", DataTable).focus()
+        await pilot.press("g", "R")  # the first: role_assume_failed, nothing recorded about recurring
+        await wait_for(pilot, lambda: "Redrive 1 message of acme?" in _modal_text(pilot))
+        assert "dead-letter again" not in _modal_text(pilot)
+
+
 async def test_mark_all_toggles(tmp_path: Path) -> None:
     app, fake = dlq_app(tmp_path)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -338,7 +360,7 @@ async def test_export_asks_for_a_path(tmp_path: Path) -> None:
         await pilot.press("e")
         await wait_for(pilot, lambda: pilot.app.screen.query("#path-input").first() is not None)
         field = pilot.app.screen.query_one("#path-input", Input)
-        assert field.value == "dlq-acme-20261127T200000Z.jsonl"
+        assert field.value == str(data_dir() / "dlq-exports" / "dlq-acme-20261127T200000Z.jsonl")
         field.value = str(tmp_path / "out.jsonl")
         await pilot.press("enter")
         await wait_for(pilot, lambda: screen.idle and any(c[0] == "export" for c in fake.calls))

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from textual.widgets import Static
 
-from changeconsole.models import Change, DeliveryState, EmailEvent, trigger_key
+from changeconsole.models import Change, DeliveryState, EmailEvent, RecipientState, trigger_key
 from changeconsole.screens.delivery import DeliveryDetailScreen
 from changeconsole.screens.modals import ConfirmModal
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.bundle import Services
 from changeconsole.services.changes import ChangeStore
-from changeconsole.services.ledger import DONE, RELEASED, RETRY, SENT, UNKNOWN, Ledger
+from changeconsole.services.ledger import ClaimState, Ledger
 from changeconsole.services.status import DeliveryKey
 from support.console import console_app, show
 from support.waiting import wait_for
@@ -63,7 +63,7 @@ def partial_delivery(services: Services, aws: AwsFactory) -> DeliveryKey:
     assert ledger.begin_send(key, SENT_TO, "worker-1").outcome == "go"
     ledger.record_sent(key, SENT_TO, "worker-1", "msg-0001")
     assert ledger.begin_send(key, LOST, "worker-1").outcome == "go"
-    ledger.record_failure(key, LOST, "worker-1", UNKNOWN, "ReadTimeoutError: read timed out")
+    ledger.record_failure(key, LOST, "worker-1", RecipientState.UNKNOWN, "ReadTimeoutError: read timed out")
     ledger.finish_claim(key, "worker-1", done=True, result="partial")
     return key
 
@@ -100,8 +100,8 @@ async def test_unknown_recipients_are_shown_and_resent_only_after_a_duplicate_wa
         assert "twice" in modal.body and LOST in modal.body and SENT_TO not in modal.body
         await pilot.press("n")
         await wait_for(pilot, lambda: pilot.app.screen is screen)
-        assert ledger.recipients(key)[LOST]["state"] == UNKNOWN
-        assert (ledger.get_claim(key) or {})["state"] == DONE
+        assert ledger.recipients(key)[LOST].state == RecipientState.UNKNOWN
+        assert ledger.get_claim(key).state == ClaimState.DONE
         assert not trigger_exists(aws_factory, services)
 
         # Confirmed: the recipient is reopened, the delivery re-triggered, in a thread worker.
@@ -112,9 +112,9 @@ async def test_unknown_recipients_are_shown_and_resent_only_after_a_duplicate_wa
         result = screen.last_resend
         assert result is not None and result.resent == 1 and result.ok
         assert result.deliveries[0].resend == [LOST]
-        assert ledger.recipients(key)[LOST]["state"] == RETRY
-        assert ledger.recipients(key)[SENT_TO]["state"] == SENT
-        assert (ledger.get_claim(key) or {})["state"] == RELEASED
+        assert ledger.recipients(key)[LOST].state == RecipientState.RETRY
+        assert ledger.recipients(key)[SENT_TO].state == RecipientState.SENT
+        assert ledger.get_claim(key).state == ClaimState.RELEASED
         assert trigger_exists(aws_factory, services)
         rec = services.status.get(key)
         assert rec is not None and rec.state is DeliveryState.QUEUED
@@ -144,4 +144,4 @@ async def test_a_read_only_console_cannot_resend(services: Services, aws_factory
         await pilot.press("u")
         await pilot.pause()
         assert pilot.app.screen is screen
-    assert Ledger(aws_factory, services.config).recipients(key)[LOST]["state"] == UNKNOWN
+    assert Ledger(aws_factory, services.config).recipients(key)[LOST].state == RecipientState.UNKNOWN

@@ -36,4 +36,5 @@ module "ses_role" {
   ses_identity      = var.ses_identity
   ses_region        = var.ses_region
   contact_list_name = var.contact_list_name
+  customer_code     = var.customer_code
 }

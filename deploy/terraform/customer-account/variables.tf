@@ -32,3 +32,9 @@ variable "contact_list_name" {
   type    = string
   default = "changeconsole"
 }
+
+variable "customer_code" {
+  description = "customer_side.customer_code: tags the role for operator roles scoped by principal tag."
+  type        = string
+  default     = ""
+}

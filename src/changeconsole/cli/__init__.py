@@ -7,6 +7,7 @@ import sys
 import click
 
 from .. import __version__
+from .audit_cmd import audit_group, whoami_cmd
 from .change_cmd import change_group, status_cmd
 from .common import CliState, aws_options
 from .config_cmd import config_group, provision_cmd
@@ -65,6 +66,8 @@ main.add_command(topics_group)
 main.add_command(customer_group)
 main.add_command(migrate_group)
 change_group.add_command(reindex_cmd)
+main.add_command(audit_group)
+main.add_command(whoami_cmd)
 main.add_command(template_group)
 main.add_command(report_cmd)
 main.add_command(filter_group)

@@ -5,7 +5,6 @@ stdout is data (tables, or ``--json`` as documented in docs/cli-json.md); stderr
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import threading
@@ -21,7 +20,9 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
+from .. import changeformat
 from ..colours import DELIVERY_STATE, DESTINATION_STATE, styled
+from ..config import ConfigError
 from ..errors import validation_problems
 from ..models import (
     CHANGE_ID_RE,
@@ -34,16 +35,14 @@ from ..models import (
     EmailEvent,
 )
 from ..services.bulk import BulkItem, BulkTransitions
-from ..services.changes import ChangeNotFound, ConflictError
 from ..services.fanout import ARCHIVE, DestinationState, FanoutResult, ProgressEvent
-from ..services.lifecycle import ChangeRejected, ChangeService, NotDeletable
+from ..services.lifecycle import ChangeService
 from ..services.resend import DUPLICATE_WARNING, ResendResult, ResendService, UnknownRecipient
 from ..services.search import ChangeQuery, SavedFilters, my_relation, parse_date
 from ..services.status import DeliveryKey, StatusStore
 from ..services.waiting import WaitTimeout, pending_customers, wait_for_final
 from .common import (
     BadInput,
-    F,
     OperationFailed,
     aws_options,
     handle_errors,
@@ -57,34 +56,14 @@ from .common import (
 DEFAULT_TIMEOUT = 300.0
 
 
-def change_errors(func: F) -> F:
-    """Our service errors → exit codes (conflict: 1; unknown id, refused step: 2), then handle_errors."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ConflictError as exc:
-            raise OperationFailed(str(exc)) from None
-        except ChangeNotFound as exc:
-            raise BadInput(str(exc)) from None
-        except ChangeRejected as exc:
-            raise BadInput(exc.summary, exc.problems) from None
-        except NotDeletable as exc:
-            raise BadInput(str(exc)) from None
-        except WaitTimeout as exc:
-            raise OperationFailed(f"timed out: {exc}") from None
-
-    return handle_errors(wrapper)  # type: ignore[return-value]
-
-
 def _service() -> ChangeService:
     st = state()
-    return ChangeService(st.aws(), st.config())
+    return ChangeService(st.aws(), st.config(), authz=st.reader())
 
 
 def _status_store() -> StatusStore:
     st = state()
+    st.reader()
     return StatusStore(st.aws(), st.config())
 
 
@@ -359,7 +338,7 @@ def change_group() -> None:
 @aws_options
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @json_option
-@change_errors
+@handle_errors
 def draft_cmd(file: Path, as_json: bool) -> None:
     """Save FILE to drafts/ (sends nothing). Prints the change id."""
     change, _raw = read_change_file(file)
@@ -393,7 +372,7 @@ def draft_cmd(file: Path, as_json: bool) -> None:
 @wait_option
 @timeout_option
 @json_option
-@change_errors
+@handle_errors
 def submit_cmd(
     target: str, customers: str | None, force: bool, wait: bool, timeout: float, as_json: bool
 ) -> None:
@@ -469,27 +448,13 @@ def parse_pin(text: str) -> tuple[str, int | None]:
 
 
 def _transition_command(name: str, target: ChangeStatus) -> click.Command:
-    @change_group.command(
-        name,
-        help=f"Move changes to {target.value} and notify their customers. Pin each to the version you "
-        "reviewed (ID@N, or --version N with one id): a change that moved on since is not written "
-        "(exit 1). With several ids each is done on its own: the others go on when one fails, and the "
-        "ids that failed are named for a retry of only those.",
-    )
-    @aws_options
-    @click.argument("change_ids", metavar="ID[@VERSION]...", nargs=-1, required=True)
-    @click.option(
-        "--version",
-        "version",
-        type=click.IntRange(min=1, max=MAX_VERSION),
-        help="The version you reviewed (one id): refuse if the change moved on since.",
-    )
-    @wait_option
-    @timeout_option
-    @json_option
-    @change_errors
     def command(
-        change_ids: tuple[str, ...], version: int | None, wait: bool, timeout: float, as_json: bool
+        change_ids: tuple[str, ...],
+        version: int | None,
+        wait: bool,
+        timeout: float,
+        as_json: bool,
+        reason: str | None = None,
     ) -> None:
         targets = [parse_pin(t) for t in change_ids]
         if len({cid for cid, _ in targets}) != len(targets):
@@ -500,27 +465,56 @@ def _transition_command(name: str, target: ChangeStatus) -> click.Command:
                 raise BadInput("--version pins one change; with several ids pin each as ID@VERSION")
             if wait:
                 raise BadInput("--wait takes one id; follow several with `changeconsole status ID --watch`")
-            _bulk(name, targets, svc, as_json=as_json)
+            _bulk(name, targets, svc, as_json=as_json, reason=reason)
             return
         change_id, pinned = targets[0]
         if version is not None and pinned is not None and version != pinned:
             raise BadInput(f"{change_ids[0]} and --version {version} name different versions")
         expected = version if version is not None else pinned
-        method = {
-            ChangeStatus.APPROVED: svc.approve,
-            ChangeStatus.COMPLETED: svc.complete,
-            ChangeStatus.CANCELLED: svc.cancel,
-        }[target]
-        result = _fanout(
-            f"{name} {change_id}", lambda p: method(change_id, progress=p, expected_version=expected)
-        )
+        if target is ChangeStatus.CANCELLED:
+            result = _fanout(
+                f"{name} {change_id}",
+                lambda p: svc.cancel(change_id, progress=p, expected_version=expected, reason=reason),
+            )
+        else:
+            method = svc.approve if target is ChangeStatus.APPROVED else svc.complete
+            result = _fanout(
+                f"{name} {change_id}", lambda p: method(change_id, progress=p, expected_version=expected)
+            )
         _transition_output(result, as_json=as_json, wait=wait, timeout=timeout, action=f"{name} {change_id}")
 
-    return command
+    decorated = handle_errors(json_option(timeout_option(wait_option(command))))
+    if target is ChangeStatus.CANCELLED:
+        decorated = click.option(
+            "--reason",
+            metavar="TEXT",
+            help="Why: recorded with each change (its modification) and told in the cancellation notice.",
+        )(decorated)
+    decorated = click.option(
+        "--version",
+        "version",
+        type=click.IntRange(min=1, max=MAX_VERSION),
+        help="The version you reviewed (one id): refuse if the change moved on since.",
+    )(decorated)
+    decorated = aws_options(
+        click.argument("change_ids", metavar="ID[@VERSION]...", nargs=-1, required=True)(decorated)
+    )
+    return change_group.command(
+        name,
+        help=f"Move changes to {target.value} and notify their customers. Pin each to the version you "
+        "reviewed (ID@N, or --version N with one id): a change that moved on since is not written "
+        "(exit 1). With several ids each is done on its own: the others go on when one fails (refused, "
+        "moved on), and the ids that failed are named for a retry of only those.",
+    )(decorated)
 
 
 def _bulk(
-    operation: str, targets: list[tuple[str, int | None]], svc: ChangeService, *, as_json: bool
+    operation: str,
+    targets: list[tuple[str, int | None]],
+    svc: ChangeService,
+    *,
+    as_json: bool,
+    reason: str | None = None,
 ) -> None:
     """Several changes, each on its own; exit 1 naming the ones to retry when any did not succeed."""
     stderr.print(f"{operation} {len(targets)} changes")
@@ -529,7 +523,7 @@ def _bulk(
         line = f"{item.change_id}: {item.outcome.value if item.outcome else '?'}"
         stderr.print(escape(line + (f": {item.error}" if item.error else "")))
 
-    run = BulkTransitions(svc).run(operation, targets, on_item=narrate)
+    run = BulkTransitions(svc).run(operation, targets, on_item=narrate, reason=reason)
     if as_json:
         print_json(run.to_json())
     else:
@@ -568,7 +562,7 @@ cancel_cmd = _transition_command("cancel", ChangeStatus.CANCELLED)
 @wait_option
 @timeout_option
 @json_option
-@change_errors
+@handle_errors
 def resend_cmd(change_id: str, customers: str | None, wait: bool, timeout: float, as_json: bool) -> None:
     """Send the current version's event again (e.g. to customers whose trigger failed)."""
     codes = parse_customers(customers)
@@ -596,7 +590,7 @@ def resend_cmd(change_id: str, customers: str | None, wait: bool, timeout: float
     "--yes", is_flag=True, help="Do not ask (required without a terminal): recipients may get it twice."
 )
 @json_option
-@change_errors
+@handle_errors
 def resend_unknown_cmd(
     change_id: str,
     customers: tuple[str, ...],
@@ -622,7 +616,7 @@ def resend_unknown_cmd(
     strangers = sorted(set(customers) - set(config.customer_mappings))
     if strangers:
         raise BadInput(f"unknown customer(s): {', '.join(strangers)}")
-    svc = ResendService(st.aws(), config)
+    svc = ResendService(st.aws(), config, authz=st.reader())
     scope: dict[str, Any] = {
         "customers": sorted(set(customers)) or None,
         "version": version,
@@ -743,7 +737,7 @@ def _narrate_resend(result: ResendResult) -> None:
 @click.option("--filter", "filter_name", metavar="NAME", help="Start from saved filter NAME (`filter list`).")
 @click.option("--save-filter", "save_as", metavar="NAME", help="Save these conditions as filter NAME.")
 @json_option
-@change_errors
+@handle_errors
 def list_cmd(
     status: str | None,
     customer: str | None,
@@ -788,9 +782,18 @@ def list_cmd(
                 item["mine"] = my_relation(row, me, now)
         print_json(data)
         return
-    table = Table("id", "status", "v", "title", "customers", "start", "modified", "by")
+    # The id is what operators copy: never wrapped or cut; the title gives way (it wraps) instead.
+    table = Table()
+    table.add_column("id", no_wrap=True, min_width=max((len(r.change_id) for r in rows), default=2))
+    table.add_column("status", no_wrap=True)
+    table.add_column("v", no_wrap=True)
+    table.add_column("title", ratio=1, min_width=12)
+    table.add_column("customers", min_width=8, max_width=24)
+    table.add_column("start", no_wrap=True)
+    table.add_column("modified", no_wrap=True)
+    table.add_column("by", min_width=6, max_width=24)
     if me is not None:
-        table.add_column("yours")
+        table.add_column("yours", no_wrap=True)
     for r in rows:
         shown = ", ".join(r.customers[:3]) + (f" +{len(r.customers) - 3}" if len(r.customers) > 3 else "")
         cells = [
@@ -801,7 +804,7 @@ def list_cmd(
             shown,
             r.implementation_start or "",
             r.modified_at or "",
-            escape(r.modified_by or ""),
+            escape(r.modified_by or r.created_by or ""),  # a draft saved once has only its creator
         ]
         if me is not None:
             cells.append(my_relation(r, me, now) or "")
@@ -813,12 +816,51 @@ def list_cmd(
 _LONG_FIELDS = ("changeReason", "implementationPlan", "testPlan", "customerImpact", "rollbackPlan")
 
 
+@change_group.command("schema")
+@click.option("--markdown", is_flag=True, help="The format's document instead (docs/change-format.md).")
+@handle_errors
+def schema_cmd(markdown: bool) -> None:
+    """Print the JSON Schema of a change file (what draft, submit and show --json read and write)."""
+    if markdown:
+        click.echo(changeformat.markdown(), nl=False)
+    else:
+        print_json(changeformat.json_schema())
+
+
+@change_group.command("template")
+@aws_options
+@click.option(
+    "--customer",
+    "customers",
+    multiple=True,
+    metavar="CODE",
+    help="A customer it targets (repeat) [default: the config's first customer].",
+)
+@handle_errors
+def template_cmd(customers: tuple[str, ...]) -> None:
+    """Print a valid change file to start from (a window a week ahead): edit it, then draft or submit."""
+    codes = list(customers)
+    if not codes:
+        try:
+            codes = sorted(state().config().customer_mappings)[:1]
+        except ConfigError:
+            codes = []
+        if not codes:
+            codes = ["acme"]
+            stderr.print("no config to take a customer from: `acme` is a placeholder, set `customers`")
+    print_json(changeformat.template(codes))
+    stderr.print(
+        "edit it (docs/change-format.md says what each field means), then: "
+        "changeconsole change draft FILE (or submit FILE)"
+    )
+
+
 @change_group.command("show")
 @aws_options
 @click.argument("change_id", metavar="ID")
 @click.option("--version", "version", type=click.IntRange(min=1), help="This version [default: current].")
 @json_option
-@change_errors
+@handle_errors
 def show_cmd(change_id: str, version: int | None, as_json: bool) -> None:
     """Show a change (the current version, or --version N)."""
     svc = _service()
@@ -847,7 +889,7 @@ def show_cmd(change_id: str, version: int | None, as_json: bool) -> None:
     "--diff", "diff", nargs=2, type=click.IntRange(min=1), metavar="A B", help="Diff version A → B."
 )
 @json_option
-@change_errors
+@handle_errors
 def history_cmd(change_id: str, diff: tuple[int, int] | None, as_json: bool) -> None:
     """Every version of a change, or the field-by-field diff of two versions."""
     svc = _service()
@@ -903,7 +945,7 @@ def _short(value: Any, limit: int = 60) -> str:
 @aws_options
 @click.argument("change_id", metavar="ID")
 @json_option
-@change_errors
+@handle_errors
 def duplicate_cmd(change_id: str, as_json: bool) -> None:
     """Copy a change into a new draft. Prints the new id."""
     copy = _service().duplicate(change_id)
@@ -918,7 +960,7 @@ def duplicate_cmd(change_id: str, as_json: bool) -> None:
 @aws_options
 @click.argument("change_id", metavar="ID")
 @json_option
-@change_errors
+@handle_errors
 def delete_cmd(change_id: str, as_json: bool) -> None:
     """Soft-delete a draft or cancelled change (moved under deleted/)."""
     _service().delete(change_id)
@@ -939,7 +981,7 @@ def delete_cmd(change_id: str, as_json: bool) -> None:
 @click.option("--watch", is_flag=True, help="Refresh until every customer is final.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, help="Seconds --watch waits at most.")
 @json_option
-@change_errors
+@handle_errors
 def status_cmd(
     change_id: str, version: int | None, event: str | None, watch: bool, timeout: float | None, as_json: bool
 ) -> None:

@@ -1,6 +1,7 @@
 """Shared CLI plumbing: global options, lazy config/AWS, output and exit codes.
 
-stdout is data (``--json`` everywhere), stderr narrates; exit 0 ok, 1 operation failed, 2 bad input.
+stdout is data (``--json`` everywhere), stderr narrates; exit 0 ok, 1 operation failed, 2 bad input,
+3 not authorized (the operator's roles do not allow it; ``services.authz``).
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..config import ConfigError, ConfigSource, load_config, resolve_config_path
-from ..errors import InputError, OperationError, describe, validation_problems
-from ..models import Config, PermanentMessageError
+from ..config import ConfigSource, load_config, resolve_config_path
+from ..errors import InputError, NotAuthorized, OperationError, describe, validation_problems
+from ..models import Config, OperatorAction, PermanentMessageError
+from ..services.authz import Authorizer
 from ..services.aws import AwsFactory, AwsSettings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_NOT_AUTHORIZED = 3
 
 stderr = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False, soft_wrap=True)
@@ -53,15 +56,27 @@ class BadInput(click.ClickException):
             stderr.print(f"  [yellow]{escape(p['path'])}[/]: {escape(p['message'])}")
 
 
+class Refused(click.ClickException):
+    """The operator's roles do not allow it (exit 3); the refusal is in the audit trail."""
+
+    exit_code = EXIT_NOT_AUTHORIZED
+
+    def show(self, file: Any = None) -> None:
+        stderr.print(f"[red]not authorized:[/] {escape(self.format_message())}")
+
+
 @dataclass
 class CliState:
     config_flag: str | None = None
     local: bool = False
     endpoint_url: str | None = None
     profile: str | None = None
+    acting_as: str | None = None
     readonly: bool = False
     _config: Config | None = field(default=None, repr=False)
     _aws: AwsFactory | None = field(default=None, repr=False)
+    _authz: Authorizer | None = field(default=None, repr=False)
+    _warned: bool = field(default=False, repr=False)
 
     @property
     def config_source(self) -> ConfigSource:
@@ -86,10 +101,26 @@ class CliState:
         if self._aws is None:
             cfg = self.config()
             settings = AwsSettings.resolve(
-                region=cfg.aws_region, endpoint_url=self.endpoint(), local=self.local, profile=self.profile
+                region=cfg.aws_region,
+                endpoint_url=self.endpoint(),
+                local=self.local,
+                profile=self.profile,
+                acting_as=self.acting_as,
             )
             self._aws = AwsFactory(settings)
         return self._aws
+
+    def authz(self) -> Authorizer:
+        """The authorization point of this command (who acts, their roles); warnings go to stderr."""
+        if self._authz is None:
+            self._authz = Authorizer(self.aws(), self.config(), via="cli")
+        return self._authz
+
+    def reader(self) -> Authorizer:
+        """``authz()`` after checking the operator may read at all (any role; exit 3 otherwise)."""
+        authz = self.authz()
+        authz.require(OperatorAction.READ)
+        return authz
 
 
 def state() -> CliState:
@@ -110,7 +141,7 @@ def _set(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
 
 
 def aws_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--config/--local/--endpoint-url/--profile, accepted before or after the subcommand."""
+    """--config/--local/--endpoint-url/--profile/--as, accepted before or after the subcommand."""
     options = [
         click.option(
             "--config",
@@ -141,6 +172,14 @@ def aws_options(func: Callable[..., Any]) -> Callable[..., Any]:
             callback=_set("profile"),
             help="AWS profile (overrides AWS_PROFILE).",
         ),
+        click.option(
+            "--as",
+            "acting_as",
+            metavar="NAME",
+            expose_value=False,
+            callback=_set("acting_as"),
+            help="Local stack only: act as operator NAME [default: the OS user]; on AWS, STS says.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -153,23 +192,40 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handle_errors(func: F) -> F:
-    """Our errors into exit code 2 (``InputError``: bad input) or 1 (``OperationError``, AWS), with the
-    message of ``errors.describe``; never a traceback."""
+    """Our errors into exit code 3 (``NotAuthorized``), 2 (``InputError``: bad input) or 1
+    (``OperationError``, AWS), with the message of ``errors.describe``; never a traceback. The
+    authorization warnings of the command (e.g. no roles configured) go to stderr first."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except ConfigError as exc:
-            raise BadInput(f"invalid config {exc.path}", exc.problems) from None
+        except NotAuthorized as exc:
+            raise Refused(describe(exc)) from None
         except ValidationError as exc:
             raise BadInput("invalid input", validation_problems(exc)) from None
         except (InputError, PermanentMessageError) as exc:
-            raise BadInput(describe(exc), exc.problems) from None
+            raise BadInput(exc.summary, exc.problems) from None
         except (OperationError, ClientError, BotoCoreError) as exc:
             raise OperationFailed(describe(exc)) from None
+        finally:
+            _authz_warnings()
 
     return wrapper  # type: ignore[return-value]
+
+
+def _authz_warnings() -> None:
+    ctx = click.get_current_context(silent=True)
+    st = ctx.find_object(CliState) if ctx else None
+    if st is None or st._authz is None or st._warned:
+        return
+    st._warned = True
+    try:
+        warnings = st._authz.warnings
+    except Exception:  # the identity was never resolved (AWS unreachable): the error says so already
+        return
+    for warning in warnings:
+        stderr.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
 def print_json(data: Any) -> None:

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from ..config import config_problems
-from ..services.provision import provision
+from ..services.provision import operator_roles_report, provision
 from .common import (
     EXIT_BAD_INPUT,
     aws_options,
@@ -69,18 +69,36 @@ def validate(as_json: bool) -> None:
 @json_option
 @handle_errors
 def provision_cmd(dry_run: bool, as_json: bool) -> None:
-    """Create or verify the central resources (bucket, queues, DLQs, notifications, tables)."""
+    """Create or verify the central resources (bucket, queues, DLQs, notifications, tables, audit
+    retention) and report the operator roles (their permission sets are Terraform's)."""
     st = state()
     actions = provision(st.aws(), st.config(), dry_run=dry_run)
+    roles = operator_roles_report(st.aws(), st.config())
     changed = [a for a in actions if a.result != "unchanged"]
     if as_json:
-        print_json({"dry_run": dry_run, "changed": len(changed), "actions": [a.__dict__ for a in actions]})
+        print_json(
+            {
+                "dry_run": dry_run,
+                "changed": len(changed),
+                "actions": [a.__dict__ for a in actions],
+                "operator_roles": [r.__dict__ for r in roles],
+            }
+        )
         return
     table = Table("kind", "name", "result", "detail", box=None)
     for a in actions:
         colour = "dim" if a.result == "unchanged" else "green"
         table.add_row(a.kind, a.name, f"[{colour}]{a.result}[/]", a.detail)
     stdout.print(table)
+    if roles:
+        roles_table = Table("operator role", "principals", "scope", "actions", "Identity Center", box=None)
+        for r in roles:
+            roles_table.add_row(
+                r.name, ", ".join(r.principals), r.scope, ", ".join(r.actions), "; ".join(r.notes)
+            )
+        stdout.print(roles_table)
+    else:
+        stderr.print("[yellow]no operator roles configured: every operator may do everything[/]")
     if not changed:
         stderr.print(f"nothing to change: all {len(actions)} resources match the config")
     else:

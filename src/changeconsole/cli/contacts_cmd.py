@@ -58,7 +58,7 @@ rate_option = click.option(
 
 def _book(code: str, rate: float | None = DEFAULT_RATE) -> ContactBook:
     st = state()
-    return ContactBook(st.aws(), st.config(), code, rate=rate)
+    return ContactBook(st.aws(), st.config(), code, rate=rate, authz=st.reader())
 
 
 def _cell(view: ContactView, topic: TopicInfo) -> str:
@@ -336,7 +336,7 @@ def sync_identity_center_cmd(
     st = state()
     topics = _topics_from(topics_file)
     with progress_bar(f"identity center {code}", enabled=not as_json) as progress:
-        report = IdentityCenterSync(st.aws(), st.config(), code, rate=rate).run(
+        report = IdentityCenterSync(st.aws(), st.config(), code, rate=rate, authz=st.reader()).run(
             topics, dry_run=dry_run, progress=progress
         )
     if as_json:
@@ -413,7 +413,7 @@ def apply_cmd(args: tuple[str, ...], all_customers: bool, dry_run: bool, as_json
     codes = sorted(config.customer_mappings) if all_customers else [str(code)]
     for c in codes:
         config.customer(c)
-    run = apply_topics_for(st.aws(), config, codes, specs, dry_run=dry_run)
+    run = apply_topics_for(st.aws(), config, codes, specs, dry_run=dry_run, authz=st.reader())
     reports, failures = run.reports, run.failed
     if as_json:
         print_json(

@@ -43,7 +43,7 @@ _STYLE = {OK: "green", WARN: "yellow", FAIL: "red", "skipped": "dim"}
 
 def _admin() -> CustomerAdmin:
     st = state()
-    return CustomerAdmin(st.aws(), st.config_source.path)
+    return CustomerAdmin(st.aws(), st.config_source.path, authz=st.reader())
 
 
 def verify_table(reports: list[VerifyReport]) -> Table:
@@ -153,7 +153,7 @@ def verify_cmd(code: str | None, all_customers: bool, as_json: bool) -> None:
     config = st.config()
     if code:
         config.customer(code)
-    verifier = CustomerVerifier(st.aws(), config)
+    verifier = CustomerVerifier(st.aws(), config, authz=st.reader())
     reports = verifier.verify_all(None if all_customers else [str(code)])
     if as_json:
         print_json({"customers": [r.to_json() for r in reports], "ok": all(r.ok for r in reports)})

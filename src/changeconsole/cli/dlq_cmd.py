@@ -25,6 +25,7 @@ from ..services.dlq import (
     PEEK_VISIBILITY,
     DlqMessage,
     DlqService,
+    PurgeRefused,
     RedriveProgress,
     RedriveResult,
     age_text,
@@ -50,7 +51,7 @@ PEEK_NOTE = (
 
 def _service() -> DlqService:
     st = state()
-    return DlqService(st.aws(), st.config())
+    return DlqService(st.aws(), st.config(), authz=st.reader())
 
 
 def _when(value: datetime | None) -> str:
@@ -349,7 +350,12 @@ def purge_cmd(code: str, yes: bool, as_json: bool) -> None:
     --yes is not given.
     """
     refuse_readonly("purge")
-    result = _service().purge(code, yes=yes)
+    try:
+        result = _service().purge(code, yes=yes)
+    except PurgeRefused as exc:
+        raise PurgeRefused(
+            f"{exc}; run `changeconsole dlq export {code} FILE` first, or pass --yes to purge without one"
+        ) from None
     if as_json:
         print_json(result.to_json())
     else:

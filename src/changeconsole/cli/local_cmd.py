@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
-from ..config import local_config_path
+from ..config import ConfigError, local_config_path
 from ..models import Config
 from ..services.aws import LOCAL_ENDPOINT, LOCAL_HOST, LOCAL_PORT, AwsSettings
 from ..services.localstack import LocalServer, is_listening, provision_local
+from ..services.localstate import Autosaver, keep_local_data, state_path
+from ..services.localstate import reset as reset_local_data
 from ..services.outbox import read_outbox
 from .common import (
     OperationFailed,
@@ -70,6 +73,7 @@ def up(port: int, n_customers: int, n_contacts: int, config_out: Path | None, wi
     """Start (or reuse) the local stack, provision it and run until Ctrl-C."""
     server: LocalServer | None = None
     worker = None
+    saver: Autosaver | None = None
     endpoint = f"http://{LOCAL_HOST}:{port}"
     if is_listening(LOCAL_HOST, port):
         stderr.print(f"reusing the local stack already listening at {endpoint}")
@@ -86,8 +90,14 @@ def up(port: int, n_customers: int, n_contacts: int, config_out: Path | None, wi
             config_path=config_out,
             progress=lambda msg: stderr.print(f"[dim]{msg}[/]"),
         )
+        if server is not None:  # a stack of ours: its data comes back, and is kept
+            saver, _ = keep_local_data(
+                result.config, endpoint, progress=lambda msg: stderr.print(f"[dim]{escape(msg)}[/]")
+            )
         stdout.print(f"endpoint:    {endpoint}")
         stdout.print(f"config:      {result.config_path}")
+        if saver is not None:
+            stdout.print(f"data:        {saver.state.path}")
         stdout.print(result.summary())
         if config_out is None and port == LOCAL_PORT:
             hint = "changeconsole --local change list"
@@ -103,6 +113,12 @@ def up(port: int, n_customers: int, n_contacts: int, config_out: Path | None, wi
         if worker is not None:
             worker.stop(timeout=5.0)
             stderr.print(f"worker stopped ({worker.stats.get('emails_sent', 0)} email(s) sent)")
+        if saver is not None:
+            saved = saver.stop()
+            if saved is not None:
+                stderr.print(f"local data saved to {saved.path} ({saved.text()})")
+            else:
+                stderr.print(f"[yellow]warning:[/] local data not saved: {escape(saver.error or '?')}")
         if server is not None:
             server.stop()
             stderr.print("local stack stopped")
@@ -156,3 +172,27 @@ def outbox(customer: str | None, change_id: str | None, as_json: bool) -> None:
         )
     stdout.print(table)
     stderr.print(f"{len(mails)} email(s)")
+
+
+@local_group.command("reset")
+@aws_options
+@handle_errors
+def reset_cmd() -> None:
+    """Delete the local stack's saved data (changes, tables, contacts): the next start is empty."""
+    st = state()
+    st.local = True
+    try:
+        endpoint = st.endpoint() or f"http://{LOCAL_HOST}:{LOCAL_PORT}"
+    except ConfigError:  # no local config yet: the default endpoint
+        endpoint = f"http://{LOCAL_HOST}:{LOCAL_PORT}"
+    parts = urlsplit(endpoint)
+    if is_listening(parts.hostname or LOCAL_HOST, parts.port or LOCAL_PORT):
+        raise OperationFailed(
+            f"a local stack is running at {endpoint}: quit it first (it saves its data when it stops), "
+            "then run `changeconsole local reset`"
+        )
+    path = state_path()
+    if reset_local_data(path):
+        stdout.print(f"deleted the saved local data at {path}")
+    else:
+        stderr.print(f"no saved local data at {path}: nothing to delete")

@@ -49,7 +49,7 @@ def reindex_cmd(dry_run: bool, as_json: bool) -> None:
         refuse_readonly("change reindex")
     st = state()
     config, aws = st.config(), st.aws()
-    reindexer = Reindexer(ChangeStore(aws, config), StatusStore(aws, config))
+    reindexer = Reindexer(ChangeStore(aws, config), StatusStore(aws, config), authz=st.reader())
     with progress_bar("reindex", enabled=not as_json) as progress:
         report = reindexer.run(dry_run=dry_run, progress=progress)
     if as_json:
@@ -111,6 +111,7 @@ def check_cmd(no_contacts: bool, as_json: bool) -> None:
     indexed, converted or refused; leftover triggers; changes naming unknown customers; contacts whose
     delivery would differ. Exit 1 when something needs attention before switching over."""
     st = state()
+    st.reader()
     with progress_bar("migrate check", enabled=not as_json) as progress:
         report = MigrationCheck(st.aws(), st.config()).run(contacts=not no_contacts, progress=progress)
     if as_json:

@@ -12,8 +12,18 @@ from rich.table import Table
 from ..models import CHANGE_ID_RE, Change, EmailEvent
 from ..services.preview import Preview, PreviewService
 from ..services.templates import TemplateStore
-from .change_cmd import _service, change_errors, read_change_file
-from .common import BadInput, aws_options, json_option, print_json, refuse_readonly, state, stderr, stdout
+from .change_cmd import _service, read_change_file
+from .common import (
+    BadInput,
+    aws_options,
+    handle_errors,
+    json_option,
+    print_json,
+    refuse_readonly,
+    state,
+    stderr,
+    stdout,
+)
 
 event_option = click.option(
     "--event",
@@ -34,7 +44,7 @@ def load_target(target: str) -> Change:
 
 def _preview_service() -> PreviewService:
     st = state()
-    return PreviewService(st.aws(), st.config())
+    return PreviewService(st.aws(), st.config(), authz=st.reader())
 
 
 def _print_preview(p: Preview) -> None:
@@ -79,7 +89,7 @@ def _print_preview(p: Preview) -> None:
     help="Write the whole MIME message here.",
 )
 @json_option
-@change_errors
+@handle_errors
 def preview_cmd(
     target: str,
     customer: str,
@@ -111,7 +121,7 @@ def preview_cmd(
 @click.option("--to", "to", required=True, metavar="ADDRESS", help="The one address to send the test to.")
 @event_option
 @json_option
-@change_errors
+@handle_errors
 def test_send_cmd(target: str, customer: str, to: str, event: str | None, as_json: bool) -> None:
     """Send the previewed email to ADDRESS only, marked as a test; never recorded as a delivery."""
     refuse_readonly("test-send")
@@ -141,11 +151,11 @@ def test_send_cmd(target: str, customer: str, to: str, event: str | None, as_jso
     help="Write the new change to FILE to edit (nothing stored) instead of saving a draft.",
 )
 @json_option
-@change_errors
+@handle_errors
 def new_cmd(template: str, path: Path | None, as_json: bool) -> None:
     """A new change from a template (its content, a new id, no window): a draft, or a file to edit."""
     st = state()
-    change = TemplateStore(st.aws(), st.config()).new_change(template)
+    change = TemplateStore(st.aws(), st.config(), authz=st.reader()).new_change(template)
     if path is not None:
         try:
             path.write_text(change.to_json() + "\n", encoding="utf-8")

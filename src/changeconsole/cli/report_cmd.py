@@ -11,8 +11,7 @@ from rich.table import Table
 from ..services.reports import Report, ReportService
 from ..services.search import SavedFilters, parse_date
 from ..services.status import StatusStore
-from .change_cmd import change_errors
-from .common import BadInput, aws_options, json_option, print_json, state, stderr, stdout
+from .common import BadInput, aws_options, handle_errors, json_option, print_json, state, stderr, stdout
 
 
 def _hours(value: float | None) -> str:
@@ -84,7 +83,7 @@ def print_report(report: Report) -> None:
 @click.option("--customer", metavar="CODE", help="Only this customer.")
 @json_option
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV (section,key,metric,value) on stdout.")
-@change_errors
+@handle_errors
 def report_cmd(
     since: str | None, until: str | None, customer: str | None, as_json: bool, as_csv: bool
 ) -> None:
@@ -96,7 +95,7 @@ def report_cmd(
     if customer and customer not in config.customer_mappings:
         raise BadInput(f"unknown customer {customer!r}")
     frm, to = parse_date(since, end=False), parse_date(until, end=True)
-    report = ReportService(StatusStore(st.aws(), config), config).build(
+    report = ReportService(StatusStore(st.aws(), config), config, authz=st.reader()).build(
         since=frm, until=to, customer=customer
     )
     if as_json:
@@ -114,7 +113,7 @@ def filter_group() -> None:
 
 @filter_group.command("list")
 @json_option
-@change_errors
+@handle_errors
 def filter_list_cmd(as_json: bool) -> None:
     """Every saved filter and what it selects."""
     saved = SavedFilters()
@@ -132,7 +131,7 @@ def filter_list_cmd(as_json: bool) -> None:
 @filter_group.command("delete")
 @click.argument("name")
 @json_option
-@change_errors
+@handle_errors
 def filter_delete_cmd(name: str, as_json: bool) -> None:
     """Delete saved filter NAME."""
     SavedFilters().delete(name)

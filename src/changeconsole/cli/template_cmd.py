@@ -7,14 +7,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..services.templates import TemplateStore
-from .change_cmd import change_errors
-from .common import aws_options, json_option, print_json, refuse_readonly, state, stderr, stdout
+from .common import (
+    aws_options,
+    handle_errors,
+    json_option,
+    print_json,
+    refuse_readonly,
+    state,
+    stderr,
+    stdout,
+)
 from .notice_cmd import load_target
 
 
 def _store() -> TemplateStore:
     st = state()
-    return TemplateStore(st.aws(), st.config())
+    return TemplateStore(st.aws(), st.config(), authz=st.reader())
 
 
 @click.group("template")
@@ -25,7 +33,7 @@ def template_group() -> None:
 @template_group.command("list")
 @aws_options
 @json_option
-@change_errors
+@handle_errors
 def list_cmd(as_json: bool) -> None:
     """Every template, by name."""
     templates = _store().list()
@@ -45,7 +53,7 @@ def list_cmd(as_json: bool) -> None:
 @aws_options
 @click.argument("name")
 @json_option
-@change_errors
+@handle_errors
 def show_cmd(name: str, as_json: bool) -> None:
     """A template's content (the fields a new change starts with)."""
     template = _store().get(name)
@@ -67,7 +75,7 @@ def show_cmd(name: str, as_json: bool) -> None:
 @click.argument("source", metavar="ID|FILE")
 @click.option("--overwrite", is_flag=True, help="Replace a template of that name.")
 @json_option
-@change_errors
+@handle_errors
 def save_cmd(name: str, source: str, overwrite: bool, as_json: bool) -> None:
     """Save a change (without id and window) as template NAME."""
     refuse_readonly("template save")
@@ -84,7 +92,7 @@ def save_cmd(name: str, source: str, overwrite: bool, as_json: bool) -> None:
 @click.argument("old")
 @click.argument("new")
 @json_option
-@change_errors
+@handle_errors
 def rename_cmd(old: str, new: str, as_json: bool) -> None:
     """Rename template OLD to NEW (refused when NEW exists)."""
     refuse_readonly("template rename")
@@ -99,7 +107,7 @@ def rename_cmd(old: str, new: str, as_json: bool) -> None:
 @aws_options
 @click.argument("name")
 @json_option
-@change_errors
+@handle_errors
 def delete_cmd(name: str, as_json: bool) -> None:
     """Delete template NAME."""
     refuse_readonly("template delete")

@@ -1,9 +1,10 @@
 """Several changes approved, completed or cancelled at once: the confirmation and the results.
 
 ``bulk_confirmation`` is the one confirmation listing every marked change (and those whose state does
-not allow the action, left out). ``BulkResultsScreen`` runs ``services.bulk`` in a thread worker, each
-change pinned to the version the list showed, and fills one row per change as it ends; ``r`` retries
-only the changes that did not succeed.
+not allow the action, left out); a cancellation asks there one reason for all of them.
+``BulkResultsScreen`` runs ``services.bulk`` in a thread worker, each change pinned to the version the
+list showed (and through the authorization point on its own), and fills one row per change as it
+ends; ``r`` retries only the changes that did not succeed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..models import TRANSITIONS, ChangeStatus
 from ..services.bulk import BulkItem, BulkRun, Outcome
 from ..services.status import ChangeSummary
 from ..widgets.console import ThreadResults, console_of
-from .modals import ConfirmModal
+from .modals import ConfirmModal, ReasonConfirmModal
 
 TARGETS = {
     "approve": ChangeStatus.APPROVED,
@@ -36,18 +37,24 @@ def allowed(summary: ChangeSummary, operation: str) -> bool:
     return TARGETS[operation] in TRANSITIONS[summary.status]
 
 
+SHOWN = 8  # changes listed by name in the confirmation (it fits 80x24); the rest are counted
+
+
 def bulk_confirmation(
     operation: str, chosen: list[ChangeSummary]
-) -> tuple[ConfirmModal, list[ChangeSummary]]:
-    """The confirmation of ``operation`` on ``chosen`` and the changes it would act on."""
+) -> tuple[ConfirmModal | ReasonConfirmModal, list[ChangeSummary]]:
+    """The confirmation of ``operation`` on ``chosen`` and the changes it would act on. A
+    cancellation's answers with its reason (the same for every change), the others' with yes/no."""
     able = [s for s in chosen if allowed(s, operation)]
     left_out = [s for s in chosen if s not in able]
     customers = sorted({c for s in able for c in s.customers})
     lines = [
         f"  • {escape(s.change_id)} v{s.version} [dim]{s.status.value}[/] {escape(s.title)} "
         f"[dim]({len(s.customers)} customer(s))[/]"
-        for s in able
+        for s in able[:SHOWN]
     ]
+    if len(able) > SHOWN:
+        lines.append(f"  … and {len(able) - SHOWN} more")
     body = f"Notices go to {len(customers)} customer(s), each change pinned to the version shown:\n"
     body += "\n".join(lines)
     if left_out:
@@ -55,10 +62,19 @@ def bulk_confirmation(
             f"\n[yellow]Left out (a {', '.join(sorted({s.status.value for s in left_out}))} change cannot be "
         )
         body += f"{operation}d):[/] " + ", ".join(escape(s.change_id) for s in left_out)
+    title = f"{operation.capitalize()} {len(able)} change{'s' if len(able) != 1 else ''}?"
     if operation == "cancel":
         body += "\nA cancelled change cannot be reopened."
-    title = f"{operation.capitalize()} {len(able)} change{'s' if len(able) != 1 else ''}?"
-    modal = ConfirmModal(title, body, yes=operation.capitalize(), danger=operation == "cancel")
+        modal: ConfirmModal | ReasonConfirmModal = ReasonConfirmModal(
+            title,
+            body,
+            str(len(able)),
+            action_label=f"Cancel {len(able)}",
+            keep_label="Keep them",
+            reason_label="Reason, for every one (kept with each change and told in its notice):",
+        )
+    else:
+        modal = ConfirmModal(title, body, yes=operation.capitalize())
     return modal, able
 
 
@@ -78,10 +94,11 @@ class BulkResultsScreen(ThreadResults, ModalScreen[None]):
         Binding("escape,q", "close", "Close"),
     ]
 
-    def __init__(self, operation: str, targets: list[ChangeSummary]) -> None:
+    def __init__(self, operation: str, targets: list[ChangeSummary], *, reason: str | None = None) -> None:
         super().__init__()
         self.operation = operation
         self.targets = targets
+        self.reason = reason  # a cancellation's
         self.run_state: BulkRun | None = None
         self.running = False
 
@@ -119,7 +136,10 @@ class BulkResultsScreen(ThreadResults, ModalScreen[None]):
                     )
                 else:
                     result = bulk.run(
-                        self.operation, targets, on_item=lambda item: self.post_from_thread(self._item, item)
+                        self.operation,
+                        targets,
+                        on_item=lambda item: self.post_from_thread(self._item, item),
+                        reason=self.reason,
                     )
             except Exception as exc:  # the run itself could not start: every row says why
                 self.post_from_thread(self._crashed, exc)

@@ -7,7 +7,7 @@ table by row key (the change id), so the cursor, the ``/`` filter and the sort s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -23,10 +23,11 @@ from textual.widgets.data_table import RowDoesNotExist
 
 from ..colours import CHANGE_STATUS
 from ..errors import describe
-from ..models import ChangeStatus
+from ..models import ChangeStatus, OperatorAction
 from ..services.search import ChangeQuery, my_relation, text_matches
 from ..services.status import ChangeSummary
 from ..widgets.inputs import FormInput
+from ..widgets.navtable import NavTable
 from .base import SORTING, ConsoleScreen
 
 
@@ -38,13 +39,17 @@ class TabSpec:
     mine: bool = False  # only the operator's (services.search.my_relation)
 
 
+# Keys 1-5 pick a status tab, 0 all of them (k9s: 0 is "all namespaces"); m the operator's own.
 TABS: tuple[TabSpec, ...] = (
     TabSpec("drafts", "Drafts", frozenset({ChangeStatus.DRAFT})),
     TabSpec("submitted", "Submitted", frozenset({ChangeStatus.SUBMITTED})),
     TabSpec("approved", "Approved", frozenset({ChangeStatus.APPROVED})),
+    TabSpec("completed", "Completed", frozenset({ChangeStatus.COMPLETED})),
+    TabSpec("cancelled", "Cancelled", frozenset({ChangeStatus.CANCELLED})),
     TabSpec("mine", "Mine", None, mine=True),
     TabSpec("all", "All", None),
 )
+TAB_KEYS = {"drafts": "1", "submitted": "2", "approved": "3", "completed": "4", "cancelled": "5", "all": "0"}
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ def row_cells(summary: ChangeSummary, marked: bool = False) -> list[Any]:
     return [
         Text("✓", style="bold green") if marked else "",
         summary.change_id,
-        summary.title,
+        Text(summary.title),  # a plain str cell would be parsed as Rich markup
         Text(summary.status.value, style=CHANGE_STATUS.get(summary.status, "")),
         customers_text(summary.customers),
         compact_window(summary.implementation_start, summary.implementation_end),
@@ -129,9 +134,22 @@ def matches(summary: ChangeSummary, text: str) -> bool:
     return not text.strip() or text_matches(summary, text)
 
 
+BULK_ACTIONS: Mapping[str, OperatorAction] = {
+    "bulk_approve": OperatorAction.CHANGE_APPROVE,
+    "bulk_complete": OperatorAction.CHANGE_COMPLETE,
+    "bulk_cancel": OperatorAction.CHANGE_CANCEL,
+}
+
+
 class ChangesScreen(ConsoleScreen[None]):
     help_title = "Changes"
-    MUTATING: ClassVar[frozenset[str]] = frozenset({"new_change", "bulk"})
+    MUTATING: ClassVar[frozenset[str]] = frozenset({"new_change", *BULK_ACTIONS})
+    # A bulk key needs the action on some customer: a marked change outside the operator's scope
+    # is refused on its own (a failure in the results), the others go on.
+    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {
+        "new_change": OperatorAction.CHANGE_DRAFT,
+        **BULK_ACTIONS,
+    }
     BINDINGS = [
         Binding("n", "new_change", "New"),
         Binding("enter", "open", "Open", show=False),
@@ -140,19 +158,20 @@ class ChangesScreen(ConsoleScreen[None]):
         Binding("S", "reverse_sort", "Reverse sort", group=SORTING),
         Binding("space", "mark", "Mark", key_display="space"),
         Binding("l", "live_status", "Live status"),
-        Binding("a", "bulk('approve')", "Approve marked", show=False),
-        Binding("c", "bulk('complete')", "Complete marked", show=False),
-        Binding("x", "bulk('cancel')", "Cancel marked", show=False),
+        Binding("a", "bulk_approve", "Approve marked", show=False),
+        Binding("c", "bulk_complete", "Complete marked", show=False),
+        Binding("x", "bulk_cancel", "Cancel marked", show=False),
         Binding("f", "search", "Search"),
         Binding("m", "show_tab('mine')", "Mine", show=False),
         Binding("D", "dashboard", "Dashboard", show=False),
         Binding("r", "refresh", "Refresh"),
         Binding("left", "tab(-1)", "Previous tab", show=False),
         Binding("right", "tab(1)", "Next tab", show=False),
-        Binding("1", "show_tab('drafts')", "Drafts", show=False),
-        Binding("2", "show_tab('submitted')", "Submitted", show=False),
-        Binding("3", "show_tab('approved')", "Approved", show=False),
-        Binding("4", "show_tab('all')", "All", show=False),
+        *(
+            Binding(TAB_KEYS[t.id], f"show_tab('{t.id}')", t.label, show=False)
+            for t in TABS
+            if t.id in TAB_KEYS
+        ),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
@@ -168,6 +187,7 @@ class ChangesScreen(ConsoleScreen[None]):
         self._shown: list[str] = []
         self.marked: set[str] = set()
         self.search_query = ChangeQuery()
+        self._cursor_wanted: str | None = None  # put the cursor on this change once it is listed
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="changes-body"):
@@ -176,7 +196,7 @@ class ChangesScreen(ConsoleScreen[None]):
                 yield Static("/", id="filter-label")
                 yield FormInput(placeholder="filter: words in id, title, tickets, customers…", id="filter")
             yield Static("", id="changes-error")
-            yield DataTable(cursor_type="row", zebra_stripes=True, id="changes-table")
+            yield NavTable(cursor_type="row", zebra_stripes=True, id="changes-table")
             yield Static("Loading changes…", id="changes-empty")
             yield Static("", id="changes-status")
 
@@ -236,6 +256,7 @@ class ChangesScreen(ConsoleScreen[None]):
         if first_error_cleared:
             self.notify("Connected again: the change list is up to date.", title="Changes")
         self.render_rows()
+        self._place_wanted_cursor()
 
     def _failed(self, exc: BaseException) -> None:
         message = describe(exc)
@@ -294,6 +315,27 @@ class ChangesScreen(ConsoleScreen[None]):
                 table.move_cursor(row=keys.index(cursor_key), animate=False)
         self._update_labels()
 
+    def show_change(self, change_id: str) -> None:
+        """After the next load, put the cursor on ``change_id`` if it is listed (switching to the All
+        tab, without filter, when the current view does not show it)."""
+        self._cursor_wanted = change_id
+        if self.loaded:
+            self.load()
+
+    def _place_wanted_cursor(self) -> None:
+        wanted, self._cursor_wanted = self._cursor_wanted, None
+        if wanted is None or not any(s.change_id == wanted for s in self.summaries):
+            return
+        if wanted not in self._shown:
+            self.filter_text = ""
+            self.query_one("#filter", Input).value = ""
+            self.query_one("#filter-bar").display = False
+            self.tab = "all"
+            self.query_one(Tabs).active = "all"
+            self.render_rows()
+        if wanted in self._shown:
+            self.query_one(DataTable).move_cursor(row=self._shown.index(wanted), animate=False)
+
     def _cursor_key(self) -> str | None:
         table = self.query_one(DataTable)
         if not table.row_count:
@@ -328,7 +370,9 @@ class ChangesScreen(ConsoleScreen[None]):
                 "Nothing matches: esc clears the filter." if self.filter_text else "None in this tab."
             )
         empty.display = shown == 0 and bool(empty.content)
-        self.query_one(DataTable).display = shown > 0
+        # The table is never hidden: a hidden table loses the focus, and arrows would then move
+        # nothing until Tab (an empty table keeps it, and shows its header above the message).
+        self.query_one(DataTable).set_class(shown == 0, "-empty")
         column = next(c for c in COLUMNS if c.key == self.sort_key)
         arrow = "↓" if self.sort_reverse else "↑"
         parts = [f"{shown} shown", f"sorted by {column.label.lower()} {arrow}"]
@@ -340,6 +384,8 @@ class ChangesScreen(ConsoleScreen[None]):
             parts.append(f"[b]{len(self.marked)} marked[/] (a/c/x act on them)")
         if self.tab == "mine" and self.console.identity is None:
             parts.append("[yellow]operator unknown: Mine shows nothing[/]")
+        if self.console.local_data is not None:
+            parts.append(f"local data kept in {escape(str(self.console.local_data))}")
         self.query_one("#changes-status", Static).update(" · ".join(parts))
 
     # -- events and actions ---------------------------------------------------------------------------
@@ -390,8 +436,17 @@ class ChangesScreen(ConsoleScreen[None]):
         if table.cursor_row < table.row_count - 1:
             table.move_cursor(row=table.cursor_row + 1, animate=False)
 
-    def action_bulk(self, operation: str) -> None:
-        if self.refuse_readonly(f"{operation} of several changes"):
+    def action_bulk_approve(self) -> None:
+        self._bulk("approve")
+
+    def action_bulk_complete(self) -> None:
+        self._bulk("complete")
+
+    def action_bulk_cancel(self) -> None:
+        self._bulk("cancel")
+
+    def _bulk(self, operation: str) -> None:
+        if self.refuse(f"bulk_{operation}", f"{operation} of several changes"):
             return
         from .bulk import BulkResultsScreen, bulk_confirmation
 
@@ -405,10 +460,11 @@ class ChangesScreen(ConsoleScreen[None]):
             self.notify(f"None of the marked changes can be {operation}d.", severity="warning")
             return
 
-        def answered(ok: bool | None) -> None:
-            if ok:
+        def answered(answer: bool | str | None) -> None:
+            if answer:
                 self.marked -= {s.change_id for s in able}
-                self.app.push_screen(BulkResultsScreen(operation, able))
+                reason = answer if isinstance(answer, str) else None
+                self.app.push_screen(BulkResultsScreen(operation, able, reason=reason))
 
         self.app.push_screen(modal, answered)
 
@@ -426,7 +482,7 @@ class ChangesScreen(ConsoleScreen[None]):
         self.console.open_dashboard()
 
     def action_new_change(self) -> None:
-        if self.refuse_readonly("composing a change"):
+        if self.refuse("new_change", "composing a change"):
             return
         self.console.open_compose()
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiofiles
+from email_validator import EmailNotValidError, validate_email
 from pydantic import ValidationError
 from rich.markup import escape
 from rich.text import Text
@@ -32,10 +33,24 @@ from textual.widgets import Button, Checkbox, Input, Label, SelectionList, Stati
 from textual.widgets.selection_list import Selection
 
 from ..errors import validation_problems
-from ..models import Change, ChangeStatus
-from ..widgets.inputs import CompletingInput, FormInput, FormTextArea, PathSuggester, TimezoneSuggester
+from ..models import (
+    MEETING_END,
+    MEETING_JOIN_URL,
+    MEETING_LOCATION,
+    MEETING_ORGANIZER,
+    MEETING_START,
+    Change,
+    ChangeStatus,
+    Meeting,
+    OperatorAction,
+)
+from ..widgets.inputs import FormInput, FormTextArea, PathSuggester, TimezoneSuggester
+from ..widgets.navtable import NavSelectionList
 from .base import CUSTOMER_PICK, ConsoleScreen
-from .modals import ChoiceModal, ConfirmModal
+from .modals import ChoiceModal, ConfirmModal, JumpPalette
+
+if TYPE_CHECKING:
+    from ..services.authz import Decision
 
 # -- the form's fields ------------------------------------------------------------------------------
 
@@ -66,15 +81,47 @@ ALIAS_TO_KEY = {f.alias: f.key for f in TEXT_FIELDS} | {
     "include_meeting": "include_meeting",
     "changeId": "general",
 }
+# Meeting details (the calendar invite), kept in ``meeting_metadata`` (models.Meeting).
+MEETING_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("meeting_organizer", "Organizer", "name@example.com (default: the sender)"),
+    ("meeting_place", "Location or join URL", "https://… or a room"),
+    ("meeting_duration", "Duration", "e.g. 45m, 1h30 (default: the window)"),
+)
 LABELS = {f.key: f.label for f in TEXT_FIELDS} | {
     "customers": "Customers",
     "start": "Start",
     "end": "End",
     "timezone": "Timezone",
     "include_meeting": "Meeting",
+    "meeting_organizer": "Meeting organizer",
+    "meeting_place": "Meeting location",
+    "meeting_duration": "Meeting duration",
     "file": "Load from file",
     "general": "Change",
 }
+# The field palette (ctrl+o, then one key): (section, key, label, widget id). Any field is two keys away.
+JUMPS: tuple[tuple[str, str, str, str], ...] = (
+    ("Title", "t", "Title", "f-title"),
+    ("Window", "s", "Start date", "f-start_date"),
+    ("Window", "S", "Start time", "f-start_time"),
+    ("Window", "e", "End date", "f-end_date"),
+    ("Window", "E", "End time", "f-end_time"),
+    ("Window", "z", "Zone", "f-timezone"),
+    ("Customers", "/", "Filter", "customer-filter"),
+    ("Customers", "c", "List", "customers"),
+    ("Tickets", "n", "ServiceNow", "f-snow_ticket"),
+    ("Tickets", "j", "Jira", "f-jira_ticket"),
+    ("Text", "r", "Reason", "f-reason"),
+    ("Text", "i", "Impact", "f-customer_impact"),
+    ("Text", "p", "Plan", "f-implementation_plan"),
+    ("Text", "v", "Test plan", "f-test_plan"),
+    ("Text", "b", "Rollback", "f-rollback_plan"),
+    ("Meeting", "m", "Invite", "f-include_meeting"),
+    ("Meeting", "o", "Organizer", "f-meeting_organizer"),
+    ("Meeting", "l", "Location/URL", "f-meeting_place"),
+    ("Meeting", "u", "Duration", "f-meeting_duration"),
+    ("File", "f", "Load from file", "file-path"),
+)
 # Where each error key's message goes (and which widget gets focus for it).
 ERROR_KEYS = [
     "title",
@@ -90,6 +137,9 @@ ERROR_KEYS = [
     "test_plan",
     "rollback_plan",
     "include_meeting",
+    "meeting_organizer",
+    "meeting_place",
+    "meeting_duration",
     "file",
     "general",
 ]
@@ -160,6 +210,58 @@ def to_local(value: str | None, tz_name: str) -> tuple[str, str]:
     return local.strftime("%Y-%m-%d"), local.strftime("%H:%M")
 
 
+_DURATION_RE = re.compile(r"^(?:(\d+)\s*h)?\s*(?:(\d+)\s*(?:m|min)?)?$")
+_CLOCK_DURATION_RE = re.compile(r"^(\d+):(\d{2})$")
+
+
+def parse_duration(text: str) -> tuple[int | None, str | None]:
+    """(minutes, problem) of ``45``, ``45m``, ``1h``, ``1h30``, ``1h 30m`` or ``1:30``; blank is none."""
+    value = text.strip().casefold()
+    if not value:
+        return None, None
+    match = _CLOCK_DURATION_RE.match(value) or _DURATION_RE.match(value)
+    if not match or not any(match.groups()):
+        return None, f"{text.strip()!r} is not a duration (e.g. 45m, 1h30, 1:30)"
+    hours, mins = (int(g) if g else 0 for g in match.groups())
+    minutes = hours * 60 + mins
+    if not 0 < minutes <= 7 * 24 * 60:
+        return None, "must be between 1 minute and 7 days"
+    return minutes, None
+
+
+def duration_label(minutes: int) -> str:
+    hours, mins = divmod(minutes, 60)
+    return f"{hours}h{mins:02d}m" if hours and mins else f"{hours}h" if hours else f"{mins}m"
+
+
+def meeting_form(meeting: Meeting) -> dict[str, str]:
+    """The meeting fields of the form, as they show ``meeting``."""
+    minutes = int((meeting.end - meeting.start).total_seconds() // 60) if meeting.start and meeting.end else 0
+    return {
+        "meeting_organizer": meeting.organizer or "",
+        "meeting_place": meeting.place or "",
+        "meeting_duration": duration_label(minutes) if minutes else "",
+    }
+
+
+WINDOW_FIELDS = frozenset({"f-start_date", "f-start_time", "f-end_date", "f-end_time"})
+
+
+def valid_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name.strip() or "UTC")
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+def parse_utc(value: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value).astimezone(UTC) if value else None
+    except ValueError:
+        return None
+
+
 def iso_z(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -177,7 +279,11 @@ def duration_text(start: datetime, end: datetime) -> str:
 NEW_PREFIX = "new-"
 
 
-class CustomerList(SelectionList[str]):
+class PointerButton(Button, can_focus=False):
+    """A button for the mouse only: kept out of the Tab chain (a key does the same)."""
+
+
+class CustomerList(NavSelectionList[str]):
     BINDINGS = [
         Binding("a", "screen.select_all_customers", "Select all shown", group=CUSTOMER_PICK),
         Binding("c", "screen.clear_customers", "Clear all", group=CUSTOMER_PICK),
@@ -188,11 +294,19 @@ class ComposeScreen(ConsoleScreen[None]):
     """``ComposeScreen(change=None, mode=None)``: new change, draft, or edit of a submitted/approved one."""
 
     help_title = "Compose"
-    MUTATING: ClassVar[frozenset[str]] = frozenset({"save", "submit", "load_file"})
+    MUTATING: ClassVar[frozenset[str]] = frozenset({"save", "submit", "resubmit", "load_file"})
+    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {
+        "save": OperatorAction.CHANGE_DRAFT,
+        "submit": OperatorAction.CHANGE_SUBMIT,
+        "preview": OperatorAction.CHANGE_PREVIEW,
+    }
+    # A submitted or approved change has no draft: there both keys save and resubmit (check_action).
     BINDINGS = [
         Binding("ctrl+s", "save", "Save draft", priority=True),
+        Binding("ctrl+s", "resubmit", "Save & resubmit", priority=True),
         Binding("ctrl+j", "submit", "Submit", key_display="^j", priority=True),
-        Binding("ctrl+o", "focus_file", "Load file"),
+        Binding("ctrl+j", "resubmit", "Save & resubmit", key_display="^j", show=False, priority=True),
+        Binding("ctrl+o", "jump", "Jump to field"),
         Binding("ctrl+r", "preview", "Preview"),
         Binding("ctrl+t", "templates", "Templates"),
         Binding("escape", "leave", "Back"),
@@ -218,9 +332,37 @@ class ComposeScreen(ConsoleScreen[None]):
         self.submitted = False
         self.submit_attempted = False
         self._last_form: dict[str, Any] | None = None
+        # The meeting fields as loaded from the change (left so, its metadata stays as it was).
+        self._meeting_loaded: dict[str, str] = {}
+        # A loaded window (UTC) waiting for a valid timezone to be shown in local time.
+        self._pending_window: tuple[str | None, str | None] | None = None
 
     def change_shown(self) -> str | None:
         return self.change_id
+
+    @property
+    def archived_edit(self) -> bool:
+        """Editing a submitted or approved change: saving sends a new version for approval."""
+        return self.mode == "edit" and (self.base or {}).get("status", "draft") != "draft"
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("save", "submit"):
+            return not self.archived_edit and super().check_action(action, parameters)
+        if action == "resubmit":
+            return self.archived_edit and super().check_action(action, parameters)
+        return super().check_action(action, parameters)
+
+    def permission(self, action: str) -> Decision | None:
+        if action == "resubmit" or (action == "submit" and self.mode == "edit"):  # a new approval round
+            return self.console.decide(OperatorAction.CHANGE_EDIT, self.action_customers(action))
+        return super().permission(action)
+
+    def action_customers(self, action: str) -> set[str] | None:
+        """The customers chosen, and those the change had (an edit touches both); a preview shows one
+        customer at a time (any in scope will do)."""
+        if action == "preview":
+            return None
+        return self.selected | set(self.original.customers if self.original else [])
 
     # -- layout ------------------------------------------------------------------------------------------
     def compose_body(self) -> ComposeResult:
@@ -250,8 +392,9 @@ class ComposeScreen(ConsoleScreen[None]):
                 yield Label("Customers", classes="section")
                 with Horizontal(classes="customer-bar"):
                     yield FormInput(placeholder="filter customers", id="customer-filter")
-                    yield Button("All shown", id="customers-all", compact=True)
-                    yield Button("Clear", id="customers-none", compact=True)
+                    # Not in the Tab chain: the list's own a/c keys do the same.
+                    yield PointerButton("All shown (a)", id="customers-all", compact=True)
+                    yield PointerButton("Clear (c)", id="customers-none", compact=True)
                     yield Static("", id="customer-count")
                 yield CustomerList(id="customers")
                 yield Static("", id="e-customers", classes="field-error")
@@ -261,13 +404,21 @@ class ComposeScreen(ConsoleScreen[None]):
                             yield from self._text_field(field)
                 for field in TEXT_FIELDS[3:]:
                     yield from self._text_field(field)
+                yield Label("Meeting", classes="section")
                 yield Checkbox(
                     "Include a calendar invite (meeting) with the approved notice", id="f-include_meeting"
                 )
                 yield Static("", id="e-include_meeting", classes="field-error")
+                with Horizontal(classes="ticket-row"):
+                    for key, label, placeholder in MEETING_FIELDS:
+                        with Vertical(classes="ticket"):
+                            yield Label(label, classes="field-label")
+                            yield FormInput(placeholder=placeholder, id=f"f-{key}")
+                for key, _, _ in MEETING_FIELDS:
+                    yield Static("", id=f"e-{key}", classes="field-error")
                 yield Label("Load from a JSON file", classes="section")
                 with Horizontal(classes="file-row"):
-                    yield CompletingInput(
+                    yield FormInput(
                         placeholder="path/to/change.json (tab completes)",
                         id="file-path",
                         suggester=PathSuggester(),
@@ -299,9 +450,9 @@ class ComposeScreen(ConsoleScreen[None]):
             self.query_one("#f-timezone", Input).value = self.console.default_timezone
         self._rebuild_customers()
         self._update_title()
-        if self.mode == "edit":
+        if self.archived_edit:
             self.query_one("#save", Button).display = False
-            self.query_one("#submit", Button).label = "Save & resubmit (^j)"
+            self.query_one("#submit", Button).label = "Save & resubmit (^s)"
         if self.readonly:
             for button_id in ("#save", "#submit", "#load-file"):
                 self.query_one(button_id, Button).display = False
@@ -350,6 +501,8 @@ class ComposeScreen(ConsoleScreen[None]):
         for key in ("start_date", "start_time", "end_date", "end_time", "timezone"):
             data[key] = self._value(key)
         data["include_meeting"] = self.query_one("#f-include_meeting", Checkbox).value
+        for key, _, _ in MEETING_FIELDS:
+            data[key] = self._value(key)
         data["customers"] = sorted(self.selected)
         data["base"] = self.base
         return data
@@ -375,26 +528,91 @@ class ComposeScreen(ConsoleScreen[None]):
             tz = str(doc.get("timezone") or self.console.default_timezone)
             self.query_one("#f-timezone", Input).value = tz
             if "implementationStart" in doc or "implementationEnd" in doc:
-                start_date, start_time = to_local(doc.get("implementationStart"), tz)
-                end_date, end_time = to_local(doc.get("implementationEnd"), tz)
-                self.query_one("#f-start_date", Input).value = start_date
-                self.query_one("#f-start_time", Input).value = start_time
-                self.query_one("#f-end_date", Input).value = end_date
-                self.query_one("#f-end_time", Input).value = end_time
+                self._pending_window = (doc.get("implementationStart"), doc.get("implementationEnd"))
+                self._show_pending_window()
+                if valid_zone(tz):
+                    self._pending_window = None  # shown: the fields are the window from now on
         if "include_meeting" in doc:
             self.query_one("#f-include_meeting", Checkbox).value = bool(doc.get("include_meeting"))
+        if raw_form:
+            shown = {key: str(doc.get(key) or "") for key, _, _ in MEETING_FIELDS}
+        elif "meeting_metadata" in doc:
+            shown = meeting_form(Meeting.of(doc.get("meeting_metadata")))
+            self._meeting_loaded = dict(shown)
+        else:
+            shown = {}
+        for key, value in shown.items():
+            self.query_one(f"#f-{key}", Input).value = value
         customers = doc.get("customers")
         if isinstance(customers, list):
             self.selected = {str(c) for c in customers}
             self._rebuild_customers()
 
+    def _meeting_metadata(
+        self, start: datetime | None, end: datetime | None, problems: dict[str, str]
+    ) -> dict[str, Any] | None:
+        """``meeting_metadata`` as the form says: the loaded keys kept as they were for every meeting
+        field left as loaded (including keys of the running system: ``meeting_id``, ``subject``…)."""
+        base = (self.base or {}).get("meeting_metadata")
+        meta: dict[str, Any] = dict(base) if isinstance(base, dict) else {}
+        typed = {key: self._value(key).strip() for key, _, _ in MEETING_FIELDS}
+        loaded = self._meeting_loaded
+        organizer = typed["meeting_organizer"]
+        if organizer != loaded.get("meeting_organizer", ""):
+            meta.pop(MEETING_ORGANIZER, None)
+            if organizer:
+                try:
+                    validate_email(organizer, check_deliverability=False)
+                except EmailNotValidError:
+                    problems["meeting_organizer"] = "not an email address"
+                meta[MEETING_ORGANIZER] = organizer
+        place = typed["meeting_place"]
+        if place != loaded.get("meeting_place", ""):
+            for key in (MEETING_JOIN_URL, "joinUrl", "meeting_url", "url", MEETING_LOCATION):
+                meta.pop(key, None)
+            if place.casefold().startswith(("http://", "https://")):
+                meta[MEETING_JOIN_URL] = place
+                if Meeting.of(meta).join_url is None:
+                    problems["meeting_place"] = "not a valid http(s) URL"
+            elif place:
+                meta[MEETING_LOCATION] = place
+        duration = typed["meeting_duration"]
+        start_kept = (self.base or {}).get("implementationStart") == (iso_z(start) if start else None)
+        if duration != loaded.get("meeting_duration", "") or not start_kept:
+            meta.pop(MEETING_START, None)
+            meta.pop(MEETING_END, None)
+            if duration:
+                minutes, problem = parse_duration(duration)
+                if problem:
+                    problems["meeting_duration"] = problem
+                elif start is None:
+                    problems["meeting_duration"] = "set the start of the window first"
+                elif minutes is not None and (end is None or start + timedelta(minutes=minutes) != end):
+                    meta[MEETING_START] = iso_z(start)
+                    meta[MEETING_END] = iso_z(start + timedelta(minutes=minutes))
+        return meta or (base if isinstance(base, dict) else None)
+
+    def _show_pending_window(self) -> None:
+        """Put a loaded window (UTC instants) into the date/time fields, in the form's zone. While the
+        zone is not a valid IANA name the instants wait (``window`` uses them), and show as soon as it
+        is one, in whichever zone is typed (a zone typed letter by letter may pass through another
+        valid one), until the operator types a date or time: nothing loaded is dropped or shifted."""
+        tz = self._value("timezone").strip()
+        if self._pending_window is None or not tz or not valid_zone(tz):
+            return
+        start, end = self._pending_window
+        for prefix, value in (("start", start), ("end", end)):
+            day, clock = to_local(value, tz)
+            self.query_one(f"#f-{prefix}_date", Input).value = day
+            self.query_one(f"#f-{prefix}_time", Input).value = clock
+
     def window(self) -> tuple[datetime | None, datetime | None, dict[str, str]]:
         tz = self._value("timezone")
         problems: dict[str, str] = {}
-        try:
-            ZoneInfo(tz.strip() or "UTC")
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            return None, None, problems  # the timezone's own problem says what to fix
+        if not valid_zone(tz):
+            # The timezone's own problem says what to fix; a loaded window waits for it.
+            loaded = self._pending_window or (None, None)
+            return parse_utc(loaded[0]), parse_utc(loaded[1]), problems
         start, start_problem = parse_local(self._value("start_date"), self._value("start_time"), tz)
         end, end_problem = parse_local(self._value("end_date"), self._value("end_time"), tz)
         if start_problem:
@@ -418,6 +636,7 @@ class ComposeScreen(ConsoleScreen[None]):
         data["include_meeting"] = self.query_one("#f-include_meeting", Checkbox).value
         data["implementationStart"] = iso_z(start) if start else None
         data["implementationEnd"] = iso_z(end) if end else None
+        data["meeting_metadata"] = self._meeting_metadata(start, end, problems)
         change: Change | None = None
         try:
             change = Change.model_validate(data, context={"config": self.services.config})
@@ -480,6 +699,8 @@ class ComposeScreen(ConsoleScreen[None]):
             if parts
             else f"Times are in {escape(tz)}; their UTC equivalent shows here."
         )
+        if self._pending_window is not None and parts and not valid_zone(tz):
+            text += "  [dim](loaded: the fields show it once the timezone is valid)[/]"
         self.query_one("#utc-preview", Static).update(text)
 
     def _key_of(self, widget: Widget) -> str | None:
@@ -509,6 +730,10 @@ class ComposeScreen(ConsoleScreen[None]):
         self._field_changed(event.checkbox)
 
     def _field_changed(self, widget: Widget) -> None:
+        if widget.id == "f-timezone":
+            self._show_pending_window()
+        elif widget.has_focus and widget.id in WINDOW_FIELDS:
+            self._pending_window = None  # the operator types the window: the loaded one is replaced
         if not self._ready:
             return
         key = self._key_of(widget)
@@ -552,6 +777,7 @@ class ComposeScreen(ConsoleScreen[None]):
         )
         if highlighted is not None and picker.option_count:
             picker.highlighted = min(highlighted, picker.option_count - 1)
+        picker.highlight_first()
         self._update_count()
 
     def _update_count(self) -> None:
@@ -560,7 +786,11 @@ class ComposeScreen(ConsoleScreen[None]):
         text = f"{len(self.selected)} of {total} selected"
         if shown != total:
             text += f" · {shown} shown"
+        decision = self.permission("submit") if self.is_mounted else None
+        if decision is not None and decision.outside:
+            text += f" · [b red]outside your scope: {escape(', '.join(decision.outside))}[/]"
         self.query_one("#customer-count", Static).update(text)
+        self.refresh_bindings()
 
     @on(SelectionList.SelectedChanged, "#customers")
     def _picked(self, event: SelectionList.SelectedChanged[str]) -> None:
@@ -613,6 +843,8 @@ class ComposeScreen(ConsoleScreen[None]):
         return change if change is not None and not problems else None
 
     def action_preview(self) -> None:
+        if self.refuse("preview", "preview"):
+            return
         change = self._form_change()
         if change is None:
             self.validate_form(show_all=True)
@@ -629,16 +861,21 @@ class ComposeScreen(ConsoleScreen[None]):
 
         self.app.push_screen(TemplatePicker(self._form_change, readonly=self.readonly), chosen)
 
-    # -- load from file ----------------------------------------------------------------------------------
-    def action_focus_file(self) -> None:
-        self.query_one("#file-path", Input).focus()
+    # -- jumping ------------------------------------------------------------------------------------------
+    def action_jump(self) -> None:
+        def go(target: str | None) -> None:
+            if target:
+                self.query_one(f"#{target}").focus()
 
+        self.app.push_screen(JumpPalette("Jump to field", JUMPS), go)
+
+    # -- load from file ----------------------------------------------------------------------------------
     @on(Input.Submitted, "#file-path")
     def _file_submitted(self, event: Input.Submitted) -> None:
         self.action_load_file()
 
     def action_load_file(self) -> None:
-        if self.refuse_readonly("loading a change from a file"):
+        if self.refuse("load_file", "loading a change from a file"):
             return
         path = self.query_one("#file-path", Input).value.strip()
         if not path:
@@ -696,7 +933,18 @@ class ComposeScreen(ConsoleScreen[None]):
         self.query_one("#e-file", Static).display = False
         self.show_all = True
         self.call_after_refresh(self.validate_form)
-        self.notify(f"Loaded {len(extras)} field(s) from {escape(source)}", title="Loaded")
+        loaded = f"Loaded {len(extras)} field(s) from {escape(source)}"
+        if self._pending_window is not None and any(self._pending_window):
+            zone = escape(self._value("timezone"))
+            self.notify(
+                f"{loaded}. Its timezone {zone!r} is not an IANA zone: the window is kept and shows "
+                "in the date and time fields once the timezone is fixed.",
+                title="Loaded: fix the timezone",
+                severity="warning",
+                timeout=12,
+            )
+        else:
+            self.notify(loaded, title="Loaded")
 
     # -- save / submit ---------------------------------------------------------------------------------
     def _ensure_valid(self, *, for_submit: bool) -> Change | None:
@@ -714,10 +962,7 @@ class ComposeScreen(ConsoleScreen[None]):
         return change
 
     def action_save(self) -> None:
-        if self.refuse_readonly("saving"):
-            return
-        if self.mode == "edit":
-            self.action_submit()
+        if self.refuse("save", "saving"):
             return
         change = self._ensure_valid(for_submit=False)
         if change is None:
@@ -752,8 +997,11 @@ class ComposeScreen(ConsoleScreen[None]):
             lambda: self.services.changes.save_draft(change), done=saved, failed=failed, group="save"
         )
 
+    def action_resubmit(self) -> None:
+        self.action_submit()
+
     def action_submit(self) -> None:
-        if self.refuse_readonly("submitting"):
+        if self.refuse("submit", "submitting"):
             return
         change = self._ensure_valid(for_submit=True)
         if change is None:
@@ -765,7 +1013,7 @@ class ComposeScreen(ConsoleScreen[None]):
             for c in change.customers
         )
         n = len(change.customers)
-        if self.mode == "edit" and self.base and self.base.get("status") != "draft":
+        if self.archived_edit:
             title = f"Save and resubmit {change.change_id}?"
             body = (
                 f"A new version goes to {n} customer{'s' if n != 1 else ''} as a new approval request:\n"
@@ -784,9 +1032,8 @@ class ComposeScreen(ConsoleScreen[None]):
         self.app.push_screen(ConfirmModal(title, body, yes=yes), answered)
 
     def _start_submit(self, change: Change) -> None:
-        editing = self.mode == "edit" and (self.base or {}).get("status", "draft") != "draft"
         self.console.start_fanout(
-            "resubmit" if editing else "submit",
+            "resubmit" if self.archived_edit else "submit",
             change,
             customers=change.customers,
             on_archived=self._submitted,
@@ -802,7 +1049,10 @@ class ComposeScreen(ConsoleScreen[None]):
         self._clean = self.form_data()
 
     def on_screen_resume(self) -> None:
-        if self.submitted:
+        # Back on top after the fan-out (esc from its progress or live status): the form is done.
+        # Only while on top: a resume delivered after the screen was popped past (e.g. `:changes`
+        # popping several screens at once) must not pop another screen.
+        if self.submitted and self.is_current:
             self._leave()
 
     # -- autosave ------------------------------------------------------------------------------------------
@@ -888,7 +1138,7 @@ class ComposeScreen(ConsoleScreen[None]):
             ("keep", "Keep for later"),
             ("stay", "Stay"),
         ]
-        if self.mode == "edit":
+        if self.archived_edit:
             choices = choices[1:]
 
         def chosen(choice: str | None) -> None:
@@ -924,4 +1174,4 @@ class ComposeScreen(ConsoleScreen[None]):
         if self._left:
             return
         self._left = True
-        self.dismiss(None)
+        self.console.leave_compose(self)

@@ -16,7 +16,7 @@ Every AWS call runs in a thread worker (``call_service``) through ``services/con
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,9 +30,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, DataTable, Input, Label, ProgressBar, Select, Static
 
 from ..errors import describe
+from ..models import OperatorAction
 from ..services.contact_admin import ContactBook, ContactView, ImportReport, TopicInfo
 from ..services.contacts import OPT_IN, OPT_OUT, Contact, is_subscribed
 from ..widgets.filterbar import FilterBar
+from ..widgets.navtable import NavTable
 from .base import ConsoleScreen
 from .modals import ConfirmModal, PathModal, TypeToConfirmModal
 
@@ -148,9 +150,11 @@ class ContactFormModal(ModalScreen[tuple[str, dict[str, str | None], bool] | Non
 
 class ContactsScreen(ConsoleScreen[None]):
     help_title = "Contacts"
+    ARMED = True
     CSS_PATH = "contacts.tcss"
     AUTO_FOCUS = "#contacts-table"
     MUTATING: ClassVar[frozenset[str]] = frozenset({"toggle_topic", "add", "edit", "remove", "import_file"})
+    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = dict.fromkeys(MUTATING, OperatorAction.CONTACTS_EDIT)
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
@@ -227,7 +231,7 @@ class ContactsScreen(ConsoleScreen[None]):
             yield Static(id="contacts-summary")
             yield Static(id="contacts-error", classes="hidden")
         yield FilterBar("filter: part of an address", table="#contacts-table", id="contacts-filter")
-        yield DataTable(id="contacts-table", cursor_type="cell", zebra_stripes=True)
+        yield NavTable(id="contacts-table", cursor_type="cell", zebra_stripes=True)
         with Horizontal(id="contacts-progress", classes="hidden"):
             yield Label("Import", id="contacts-progress-label")
             yield ProgressBar(id="contacts-progress-bar", show_eta=False)
@@ -239,8 +243,11 @@ class ContactsScreen(ConsoleScreen[None]):
         self.render_summary()
         self.load()
 
-    def _refuse(self, what: str) -> bool:
-        if self.refuse_readonly(what):
+    def action_customers(self, action: str) -> list[str]:
+        return [self.code]
+
+    def _refuse(self, action: str, what: str) -> bool:
+        if self.refuse(action, what):
             return True
         if self.book is None or not self.topics:
             self.notify("The contact list is not loaded yet", severity="warning")
@@ -386,7 +393,7 @@ class ContactsScreen(ConsoleScreen[None]):
 
     # -- changes -------------------------------------------------------------------------------
     def action_toggle_topic(self) -> None:
-        if self._refuse("changing contacts"):
+        if self._refuse("toggle_topic", "changing contacts"):
             return
         view = self._selected_or_warn()
         column = self.table.cursor_coordinate.column
@@ -407,7 +414,7 @@ class ContactsScreen(ConsoleScreen[None]):
         self._background(f"toggling {topic}", lambda: book.toggle(view.email, topic), done)
 
     def action_add(self) -> None:
-        if self._refuse("adding contacts"):
+        if self._refuse("add", "adding contacts"):
             return
         book = self.book
         assert book is not None
@@ -427,7 +434,7 @@ class ContactsScreen(ConsoleScreen[None]):
         self.app.push_screen(ContactFormModal(self.code, self.topics), answered)
 
     def action_edit(self) -> None:
-        if self._refuse("editing contacts"):
+        if self._refuse("edit", "editing contacts"):
             return
         view = self._selected_or_warn()
         if view is None:
@@ -453,7 +460,7 @@ class ContactsScreen(ConsoleScreen[None]):
         self.app.push_screen(ContactFormModal(self.code, self.topics, view), answered)
 
     def action_remove(self) -> None:
-        if self._refuse("removing contacts"):
+        if self._refuse("remove", "removing contacts"):
             return
         view = self._selected_or_warn()
         if view is None:
@@ -484,7 +491,7 @@ class ContactsScreen(ConsoleScreen[None]):
 
     # -- files ---------------------------------------------------------------------------------
     def action_import_file(self) -> None:
-        if self._refuse("importing contacts"):
+        if self._refuse("import_file", "importing contacts"):
             return
         book = self.book
         assert book is not None

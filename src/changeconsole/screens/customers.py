@@ -23,7 +23,7 @@ Screens only call ``app.services.customers`` (``services/customers.py``) and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, ClassVar
@@ -39,7 +39,14 @@ from textual.worker import get_current_worker
 
 from ..colours import DELIVERY_STATE
 from ..errors import describe
-from ..models import ALL_TOPICS, TOPIC_ANNOUNCE, TOPIC_APPROVAL, TOPIC_CALENDAR, DeliveryRecord
+from ..models import (
+    ALL_TOPICS,
+    TOPIC_ANNOUNCE,
+    TOPIC_APPROVAL,
+    TOPIC_CALENDAR,
+    DeliveryRecord,
+    OperatorAction,
+)
 from ..services.customer_admin import FAIL, OK, SKIPPED, WARN, VerifyReport
 from ..services.customers import CONTACT_THREADS, ContactCounts, CustomerInfo, CustomerStats, QueueDepth
 from ..widgets.filterbar import FilterBar
@@ -167,6 +174,12 @@ class CustomersScreen(ConsoleScreen[None]):
         Binding("V", "verify_shown", "Verify all"),
         Binding("d", "dlq", "DLQ"),
     ]
+    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {
+        "verify": OperatorAction.CUSTOMER_VERIFY,
+        "verify_shown": OperatorAction.CUSTOMER_VERIFY,
+        "count_contacts": OperatorAction.CONTACTS_READ,
+        "contacts": OperatorAction.CONTACTS_READ,
+    }
 
     def __init__(self, *, name: str | None = None, id: str | None = None) -> None:
         super().__init__(name=name, id=id)
@@ -293,6 +306,8 @@ class CustomersScreen(ConsoleScreen[None]):
         self._kick_contacts()
 
     def _needs_contacts(self, code: str) -> bool:
+        if not self.console.decide(OperatorAction.CONTACTS_READ, [code]).allowed:
+            return False  # not this operator's to read: the counts stay blank
         return (code not in self.contacts or code in self._stale) and code not in self._contacts_loading
 
     def _kick_contacts(self) -> None:
@@ -433,6 +448,13 @@ class CustomersScreen(ConsoleScreen[None]):
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key.value is not None:
             self._request_contacts(lazy=str(event.row_key.value))
+            self.refresh_bindings()  # verifying depends on the customer
+
+    def action_customers(self, action: str) -> list[str] | None:
+        if action in ("verify", "contacts"):
+            key = cursor_key(self.table)
+            return [key] if key else None
+        return None  # verify all, count all: those of the operator's customers that are shown
 
     @on(DataTable.RowSelected, "#customers-table")
     def _selected(self, event: DataTable.RowSelected) -> None:
@@ -480,10 +502,20 @@ class CustomersScreen(ConsoleScreen[None]):
         if key is None:
             self.notify("No customer selected", severity="warning")
             return
+        if self.refuse("verify", "verifying"):
+            return
         self._verify([key])
 
     def action_verify_shown(self) -> None:
-        self._verify(list(self.shown))
+        if self.refuse("verify_shown", "verifying"):
+            return
+        mine = [c for c in self.shown if self.console.decide(OperatorAction.CUSTOMER_VERIFY, [c]).allowed]
+        if len(mine) < len(self.shown):
+            self.notify(
+                f"{len(self.shown) - len(mine)} customer(s) outside your scope are not verified.",
+                severity="information",
+            )
+        self._verify(mine)
 
     def _verify(self, codes: list[str]) -> None:
         codes = [c for c in codes if c not in self._checking]
@@ -549,6 +581,10 @@ class CustomerDetailScreen(ConsoleScreen[None]):
         Binding("v", "verify", "Verify"),
         Binding("d", "dlq", "DLQ"),
     ]
+    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {
+        "verify": OperatorAction.CUSTOMER_VERIFY,
+        "contacts": OperatorAction.CONTACTS_READ,
+    }
 
     def __init__(self, code: str, *, name: str | None = None) -> None:
         super().__init__(name=name)
@@ -751,8 +787,11 @@ class CustomerDetailScreen(ConsoleScreen[None]):
     def action_contacts(self) -> None:
         self.console.open_contacts(self.code)
 
+    def action_customers(self, action: str) -> list[str]:
+        return [self.code]
+
     def action_verify(self) -> None:
-        if self.checking:
+        if self.checking or self.refuse("verify", "verifying"):
             return
         self.checking = True
         self.render_checks()

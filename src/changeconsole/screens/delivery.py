@@ -8,6 +8,7 @@ after a confirmation that says they may get the email twice (``services.resend``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from rich.markup import escape
@@ -20,7 +21,7 @@ from textual.widgets import DataTable, Static
 
 from ..colours import DELIVERY_STATE, RECIPIENT_STATE
 from ..errors import describe
-from ..models import DeliveryRecord, DeliveryState
+from ..models import DeliveryRecord, DeliveryState, OperatorAction
 from ..services.delivery_detail import DeliveryDetail
 from ..services.resend import DUPLICATE_WARNING, ResendResult
 from ..services.status import DeliveryKey
@@ -40,9 +41,11 @@ RECIPIENT_COLUMNS: tuple[tuple[str, str, int], ...] = (
 
 class DeliveryDetailScreen(ConsoleScreen[None]):
     help_title = "Delivery detail"
+    ARMED = True
     CSS_PATH = "status.tcss"
     AUTO_FOCUS = "#detail-recipients"
 
+    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {"resend_unknown": OperatorAction.CHANGE_RESEND}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("r", "reload", "Reload"),
@@ -220,11 +223,16 @@ class DeliveryDetailScreen(ConsoleScreen[None]):
         self.console.open_dlq(self.record.customer)
 
     # -- unknown recipients ---------------------------------------------------------------------
+    def action_customers(self, action: str) -> list[str]:
+        return [self.record.customer]
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action != "resend_unknown":
             return True
         # Shown (in the footer) only when there is something to resend and the console may act.
-        return not self.readonly and self.detail is not None and bool(self.detail.unknown)
+        if self.readonly or self.detail is None or not self.detail.unknown:
+            return False
+        return super().check_action(action, parameters)
 
     def _render_unknown(self) -> None:
         self.refresh_bindings()
@@ -245,7 +253,11 @@ class DeliveryDetailScreen(ConsoleScreen[None]):
         if self.resending:
             text.append("  Resending…", style="italic")
         elif not self.readonly:
-            text.append("  Press u to resend them (they may get it twice).", style="bold")
+            decision = self.permission("resend_unknown")
+            if decision is None or decision.allowed:
+                text.append("  Press u to resend them (they may get it twice).", style="bold")
+            else:
+                text.append(f"  Not yours to resend: {decision.reason}.", style="italic")
         for rr in unknown[:5]:
             text.append(f"\n  {rr.email}", style="magenta")
             if rr.at:
@@ -258,6 +270,8 @@ class DeliveryDetailScreen(ConsoleScreen[None]):
     def action_resend_unknown(self) -> None:
         if self.readonly:
             self.notify("Read-only console: resending is disabled.", title="Read-only", severity="warning")
+            return
+        if self.refuse("resend_unknown", "resending"):
             return
         unknown = self.detail.unknown if self.detail is not None else []
         if not unknown:

@@ -1,12 +1,15 @@
 """One change: every field, its latest delivery round, the actions its state allows, version history + diff.
 
-Confirmations scale with danger: approve/complete ask y/n; cancel and delete make the operator type
-the change id. In a read-only console no action is shown or accepted.
+Confirmations scale with danger: approve/complete ask y/n; cancel asks a reason (recorded) and ``y``
+or the change's short suffix; delete makes the operator type the change id. In a read-only console no
+action is shown or accepted; an action the operator's roles do not allow on this change's customers (or
+approving a version they submitted) is shown disabled.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from rich.markup import escape
@@ -20,11 +23,13 @@ from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from ..colours import CHANGE_STATUS
 from ..errors import describe
-from ..models import Change, ChangeStatus, DeliveryRecord
+from ..models import Change, ChangeStatus, DeliveryRecord, OperatorAction
+from ..services.authz import Decision
+from ..widgets.navtable import NavTable
 from .base import DIFF_PICK, ConsoleScreen
 from .compose import to_local
 from .format import short_time
-from .modals import ConfirmModal, InputModal, TypeToConfirmModal
+from .modals import ConfirmModal, InputModal, ReasonConfirmModal, TypeToConfirmModal
 
 # Which actions each state allows (besides duplicate, allowed for any change).
 ALLOWED: dict[ChangeStatus, frozenset[str]] = {
@@ -82,14 +87,44 @@ def field_value(change: Change, doc: dict[str, Any], key: str, customer_names: d
             return Text("—", style="dim")
         day, clock = to_local(value, change.timezone)
         return Text(f"{short_time(value)}  ({day} {clock} {change.timezone})")
+    if key == "include_meeting":
+        return meeting_text(change)
     if key.endswith("At"):
         who = doc.get(key[:-2] + "By")
-        return Text(f"{short_time(value)}  {who or ''}".rstrip()) if value else Text("—", style="dim")
+        if not value:
+            return Text("—", style="dim")
+        text = Text(f"{short_time(value)}  {who or ''}".rstrip())
+        if key == "cancelledAt" and change.cancel_reason:
+            text.append(f" — {change.cancel_reason}")
+        return text
     if isinstance(value, bool):
         return Text("yes" if value else "no")
     if value in (None, ""):
         return Text("—", style="dim")
     return Text(str(value))
+
+
+def short_suffix(change_id: str) -> str:
+    """``4qhr96`` of ``CHG-2026-12-07T17-09-23-4qhr96``: what the operator types to confirm."""
+    return change_id.rsplit("-", 1)[-1]
+
+
+def meeting_text(change: Change) -> Text:
+    """``yes — organizer …, at …, 45m from 22:00 (window 3h)`` or ``no``."""
+    meeting = change.meeting
+    text = Text("yes" if change.include_meeting else "no")
+    parts = []
+    if meeting.organizer:
+        parts.append(f"organizer {meeting.organizer}")
+    if meeting.place:
+        parts.append(f"at {meeting.place}")
+    if meeting.start and meeting.end:
+        day, clock = to_local(meeting.start.isoformat(), change.timezone)
+        _, until = to_local(meeting.end.isoformat(), change.timezone)
+        parts.append(f"{day} {clock} to {until} ({change.timezone}), not the whole window")
+    if parts:
+        text.append(" — " + ", ".join(parts), style="" if change.include_meeting else "dim")
+    return text
 
 
 def render_fields(change: Change, customer_names: dict[str, str]) -> Table:
@@ -149,7 +184,7 @@ def render_diff(diffs: list[Any], a: int, b: int) -> Text:
     return out
 
 
-class VersionsTable(DataTable[Any]):
+class VersionsTable(NavTable):
     BINDINGS = [
         Binding("1", "screen.pick('a')", "Diff: set A", group=DIFF_PICK),
         Binding("2", "screen.pick('b')", "Diff: set B", group=DIFF_PICK),
@@ -158,9 +193,20 @@ class VersionsTable(DataTable[Any]):
 
 class DetailScreen(ConsoleScreen[None]):
     help_title = "Change detail"
+    ARMED = True
     MUTATING: ClassVar[frozenset[str]] = frozenset(
         {"approve", "complete", "cancel_change", "edit", "duplicate", "delete", "save_template"}
     )
+    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {
+        "approve": OperatorAction.CHANGE_APPROVE,
+        "complete": OperatorAction.CHANGE_COMPLETE,
+        "cancel_change": OperatorAction.CHANGE_CANCEL,
+        "edit": OperatorAction.CHANGE_EDIT,
+        "duplicate": OperatorAction.CHANGE_DRAFT,
+        "delete": OperatorAction.CHANGE_DELETE,
+        "preview": OperatorAction.CHANGE_PREVIEW,
+        "save_template": OperatorAction.TEMPLATE_EDIT,
+    }
     BINDINGS = [
         Binding("a", "approve", "Approve"),
         Binding("c", "complete", "Complete"),
@@ -178,7 +224,7 @@ class DetailScreen(ConsoleScreen[None]):
     ]
 
     def __init__(self, change_id: str) -> None:
-        super().__init__(id="detail")
+        super().__init__()
         self.change_id = change_id
         self.change: Change | None = None
         self.versions: list[Change] = []
@@ -201,7 +247,7 @@ class DetailScreen(ConsoleScreen[None]):
                     yield Static("", id="detail-long")
                 with TabPane("Deliveries", id="tab-deliveries"), Vertical():
                     yield Static("", id="deliveries-summary")
-                    deliveries: DataTable[Any] = DataTable(cursor_type="row", id="deliveries-table")
+                    deliveries = NavTable(cursor_type="row", id="deliveries-table")
                     deliveries.add_columns("customer", "state", "attempts", "sent", "last error")
                     yield deliveries
                 with TabPane("History", id="tab-history"), Vertical():
@@ -274,7 +320,23 @@ class DetailScreen(ConsoleScreen[None]):
         labels = [label for action, label in ACTION_LABELS.items() if action in allowed]
         if "submit" in allowed:
             labels.remove("e edit")
-        box.update("Actions: " + "  ·  ".join(labels) if labels else "No actions: this change is final.")
+        binding_of = {"cancel": "cancel_change", "submit": "edit"}
+
+        def permitted(action: str) -> bool:
+            decision = self.permission(binding_of.get(action, action))
+            return decision is None or decision.allowed
+
+        shown = [(action, label) for action, label in ACTION_LABELS.items() if label in labels]
+        mine = [label for action, label in shown if permitted(action)]
+        theirs = [label.split(" ", 1)[1] for action, label in shown if not permitted(action)]
+        if not labels:
+            text = "No actions: this change is final."
+        else:
+            parts = ["Actions: " + "  ·  ".join(mine)] if mine else []
+            if theirs:
+                parts.append(f"[dim]Not allowed for you: {', '.join(theirs)} (? says why)[/]")
+            text = "    ".join(parts)
+        box.update(text)
 
     def _show_deliveries(self, records: list[DeliveryRecord]) -> None:
         table = self.query_one("#deliveries-table", DataTable)
@@ -381,19 +443,38 @@ class DetailScreen(ConsoleScreen[None]):
             self.query_one(VersionsTable).move_cursor(row=cursor, animate=False)
 
     # -- actions -------------------------------------------------------------------------------------------
+    def action_customers(self, action: str) -> list[str] | None:
+        if action == "preview":  # one customer at a time: any of them in scope will do
+            return None
+        return list(self.change.customers) if self.change is not None else None
+
+    def roles_changed(self) -> None:
+        super().roles_changed()
+        if self.change is not None:
+            self._show_actions()
+
+    def permission(self, action: str) -> Decision | None:
+        change = self.change
+        if action == "edit" and change is not None and change.status is ChangeStatus.DRAFT:
+            return self.console.decide(OperatorAction.CHANGE_DRAFT, change.customers)
+        decision = super().permission(action)
+        if action == "approve" and change is not None and decision is not None and decision.allowed:
+            refusal = self.console.approval_refusal(change)
+            if refusal:
+                return Decision(False, OperatorAction.CHANGE_APPROVE, refusal)
+        return decision
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.MUTATING:
             if self.readonly or self.change is None:
                 return False
             name = {"cancel_change": "cancel"}.get(action, action)
-            allowed = self.allowed()
-            if name == "edit":
-                return "edit" in allowed
-            return name in allowed
-        return True
+            if name not in self.allowed():
+                return False
+        return super().check_action(action, parameters)
 
     def _guard(self, action: str) -> Change | None:
-        if self.refuse_readonly(action):
+        if self.refuse(action, action):
             return None
         if self.change is None:
             return None
@@ -413,6 +494,8 @@ class DetailScreen(ConsoleScreen[None]):
         self.console.open_status(self.change_id)
 
     def action_preview(self) -> None:
+        if self.refuse("preview", "preview"):
+            return
         if self.change is not None:
             self.console.open_preview(self.change)
 
@@ -470,10 +553,20 @@ class DetailScreen(ConsoleScreen[None]):
             f"[b]{escape(change.title)}[/]\nCancellation notices go to {n} customer{'s' if n != 1 else ''}. "
             "A cancelled change cannot be reopened."
         )
-        modal = TypeToConfirmModal(
-            f"Cancel {change.change_id}?", body, change.change_id, action_label="Cancel change"
+        modal = ReasonConfirmModal(
+            f"Cancel {change.change_id}?",
+            body,
+            short_suffix(change.change_id),
+            action_label="Cancel change",
+            keep_label="Keep change",
+            reason_label="Reason (kept with the change and told in the cancellation notice):",
         )
-        self._confirm_then(modal, "cancel", change)
+
+        def answered(reason: str | None) -> None:
+            if reason:
+                self.console.start_fanout("cancel", change, reason=reason)
+
+        self.app.push_screen(modal, answered)
 
     def _confirm_then(self, modal: Any, operation: str, change: Change) -> None:
         def answered(ok: bool | None) -> None:
@@ -508,7 +601,11 @@ class DetailScreen(ConsoleScreen[None]):
             "No email is sent."
         )
         modal = TypeToConfirmModal(
-            f"Delete {change.change_id}?", body, change.change_id, action_label="Delete"
+            f"Delete {change.change_id}?",
+            body,
+            change.change_id,
+            action_label="Delete",
+            keep_label="Keep change",
         )
         change_id = change.change_id
 

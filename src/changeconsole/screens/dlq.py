@@ -10,7 +10,8 @@ on screen). ``space`` marks, ``a`` marks all, ``R`` redrives the marked messages
 one) after a confirmation with the count, with live progress (``c``/``esc`` cancels between batches);
 ``e`` exports to a JSON-lines file, ``i`` imports one, ``P`` purges behind a typed confirmation (the
 customer code), ``/`` filters (``cc-reason=isolation*`` or body text; the DLQ is re-scanned).
-A read-only console hides and refuses redrive, import and purge.
+A read-only console hides and refuses redrive, import and purge; each of redrive, export, import and
+purge is disabled (help says why) unless the operator's roles give it on the customer shown.
 
 Only ``app.services.dlq`` (``services/dlq``) is called, always from thread workers.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -37,6 +38,7 @@ from textual.widgets import DataTable, Label, ProgressBar, Static
 from textual.widgets.data_table import RowDoesNotExist
 
 from ..errors import describe
+from ..models import OperatorAction
 from ..services.dlq import (
     DlqMessage,
     DlqService,
@@ -47,8 +49,11 @@ from ..services.dlq import (
     RedriveResult,
     Target,
     age_text,
+    default_export_path,
+    recurrence,
 )
 from ..widgets.filterbar import FilterBar
+from ..widgets.navtable import NavTable
 from .base import ConsoleScreen
 from .modals import ConfirmModal, PathModal, TypeToConfirmModal
 
@@ -136,8 +141,15 @@ def detail_renderable(m: DlqMessage, customer: str, now: datetime) -> Renderable
 
 class DlqScreen(ConsoleScreen[None]):
     help_title = "Dead-letter queues"
+    ARMED = True
     CSS_PATH = "dlq.tcss"
     MUTATING: ClassVar[frozenset[str]] = frozenset({"redrive", "purge", "import_file"})
+    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {
+        "redrive": OperatorAction.DLQ_REDRIVE,
+        "export": OperatorAction.DLQ_EXPORT,
+        "import_file": OperatorAction.DLQ_IMPORT,
+        "purge": OperatorAction.DLQ_PURGE,
+    }
     AUTO_FOCUS = "#dlq-customers"
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -222,7 +234,7 @@ class DlqScreen(ConsoleScreen[None]):
         with Horizontal(id="dlq-body"):
             with Vertical(id="dlq-left"):
                 yield Static("Customers · DLQ depth", classes="dlq-pane-title")
-                yield DataTable(id="dlq-customers", cursor_type="row", zebra_stripes=True)
+                yield NavTable(id="dlq-customers", cursor_type="row", zebra_stripes=True)
             with Vertical(id="dlq-right"):
                 yield Static(id="dlq-title", classes="dlq-pane-title")
                 yield FilterBar(
@@ -231,7 +243,7 @@ class DlqScreen(ConsoleScreen[None]):
                     live=False,
                     id="dlq-filter",
                 )
-                yield DataTable(id="dlq-messages", cursor_type="row", zebra_stripes=True)
+                yield NavTable(id="dlq-messages", cursor_type="row", zebra_stripes=True)
                 with VerticalScroll(id="dlq-detail"):
                     yield Static(id="dlq-detail-body")
         with Horizontal(id="dlq-progress", classes="hidden"):
@@ -321,6 +333,7 @@ class DlqScreen(ConsoleScreen[None]):
         if code != self.customer:
             self.marked.clear()
         self.customer = code
+        self.refresh_bindings()  # what the operator may do depends on the customer
         self.peek()
 
     # -- messages ------------------------------------------------------------------------------
@@ -445,8 +458,11 @@ class DlqScreen(ConsoleScreen[None]):
         m = self._cursor_message()
         return [m.message_id] if m is not None else []
 
-    def _refuse(self, what: str) -> bool:
-        if self.refuse_readonly(what):
+    def action_customers(self, action: str) -> list[str] | None:
+        return [self.customer] if self.customer else None
+
+    def _refuse(self, action: str, what: str) -> bool:
+        if self.refuse(action, what):
             return True
         if self.running:
             self.notify("A redrive is running; cancel it (c) or wait.", severity="warning")
@@ -454,7 +470,7 @@ class DlqScreen(ConsoleScreen[None]):
         return False
 
     def action_redrive(self) -> None:
-        if self._refuse("redrive") or self.customer is None:
+        if self._refuse("redrive", "redrive") or self.customer is None:
             return
         ids = self._selection()
         if not ids:
@@ -470,8 +486,24 @@ class DlqScreen(ConsoleScreen[None]):
             "Each is sent first and deleted from the DLQ after; the worker's ledger makes a repeat "
             "harmless, so no recipient gets an email twice."
         )
+        chosen = set(ids)
+        recurring = Counter(
+            m.reason for m in self.messages if m.message_id in chosen and recurrence(m.reason)
+        )
+        for reason, count in sorted(recurring.items()):
+            why = recurrence(reason) or ""
+            body += (
+                f"\n[b red]⚠ {count} of them[/] dead-lettered for [b]{escape(reason)}[/]: {escape(why)}."
+                if n > 1
+                else f"\n[b red]⚠ Dead-lettered for [b]{escape(reason)}[/b][/]: {escape(why)}."
+            )
         self.app.push_screen(
-            ConfirmModal(f"Redrive {n} message{'s' if n != 1 else ''} of {code}?", body, yes="Redrive"),
+            ConfirmModal(
+                f"Redrive {n} message{'s' if n != 1 else ''} of {code}?",
+                body,
+                yes="Redrive anyway" if recurring else "Redrive",
+                danger=bool(recurring),
+            ),
             lambda ok: self._start_redrive(code, ids) if ok else None,
         )
 
@@ -538,10 +570,10 @@ class DlqScreen(ConsoleScreen[None]):
 
     # -- export / import / purge ------------------------------------------------------------------
     def action_export(self) -> None:
-        if self.customer is None:
+        if self.customer is None or self.refuse("export", "export"):
             return
         code = self.customer
-        default = f"dlq-{code}-{self.now().astimezone(UTC):%Y%m%dT%H%M%SZ}.jsonl"
+        default = str(default_export_path(code, self.now()))
         body = (
             "Every message of the DLQ (the filter applies) as JSON lines, re-importable exactly. "
             "The export is recorded: a purge then deletes exactly these messages."
@@ -564,7 +596,7 @@ class DlqScreen(ConsoleScreen[None]):
         )
 
     def action_import_file(self) -> None:
-        if self._refuse("import") or self.customer is None:
+        if self._refuse("import_file", "import") or self.customer is None:
             return
         code = self.customer
         body = "An export file of this customer. Every line is checked before anything is sent."
@@ -597,7 +629,7 @@ class DlqScreen(ConsoleScreen[None]):
         self.peek()
 
     def action_purge(self) -> None:
-        if self._refuse("purge") or self.customer is None:
+        if self._refuse("purge", "purge") or self.customer is None:
             return
         code = self.customer
         self._background(
@@ -622,11 +654,14 @@ class DlqScreen(ConsoleScreen[None]):
             )
         else:
             body = (
-                f"[b red]No usable export[/]: {escape(why)}\n"
-                f"ALL {depth} message(s) now in the DLQ will be deleted permanently."
+                f"[b red]No usable export[/]: {escape(why)}.\n"
+                f"ALL {depth} message(s) now in the DLQ will be deleted permanently.\n"
+                "[dim]esc, then [b]e[/b] exports them first: the purge then deletes exactly those.[/]"
             )
         self.app.push_screen(
-            TypeToConfirmModal(f"Purge {code}'s DLQ?", body, code, action_label="Purge"),
+            TypeToConfirmModal(
+                f"Purge {code}'s DLQ?", body, code, action_label="Purge", keep_label="Keep messages"
+            ),
             lambda ok: (
                 self._background(
                     "purge",

@@ -1,4 +1,6 @@
-"""``?``/F1 help, generated from the live bindings of the screen it was opened on (never hand-written)."""
+"""``?``/F1 help, generated from the live bindings of the screen it was opened on (never hand-written):
+its keys (those the operator may not use dimmed), then why each of those is not allowed (the
+authorization point's reason), then the ``:`` commands."""
 
 from __future__ import annotations
 
@@ -70,15 +72,23 @@ class HelpScreen(ModalScreen[None]):
         screen_title: str,
         bindings: Mapping[str, ActiveBinding],
         commands: CommandHelp = (),
+        *,
+        operator: str = "",
+        refusals: Iterable[tuple[str, str, str]] = (),
     ) -> None:
         super().__init__(id="help")
         self.screen_title = screen_title
         self.bindings_snapshot = dict(bindings)
         self.commands = list(commands)
+        self.operator = operator
+        self.refusals = list(refusals)
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help-box"):
-            yield Static(f"Help — {escape(self.screen_title)}", id="help-title")
+            title = f"Help — {escape(self.screen_title)}"
+            if self.operator:
+                title += f"  [dim]· {escape(self.operator)}[/]"
+            yield Static(title, id="help-title")
             with VerticalScroll(id="help-body"):
                 for title, rows in group_bindings(self.bindings_snapshot, self.app.get_key_display):
                     table = Table.grid(padding=(0, 2))
@@ -87,6 +97,14 @@ class HelpScreen(ModalScreen[None]):
                     for keys, description, enabled in rows:
                         table.add_row(Text(keys), Text(description, style="" if enabled else "dim"))
                     yield Static(title, classes="help-group")
+                    yield Static(table, classes="help-table")
+                if self.refusals:
+                    table = Table.grid(padding=(0, 2))
+                    table.add_column(style="bold", min_width=12)
+                    table.add_column()
+                    for keys, what, why in self.refusals:
+                        table.add_row(Text(keys), Text(f"{what}: {why}"))
+                    yield Static(f"Not allowed for {escape(self.operator)}", classes="help-group")
                     yield Static(table, classes="help-table")
                 if self.commands:
                     table = Table.grid(padding=(0, 2))

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from rich.markup import escape
-from textual import on
+from rich.table import Table
+from rich.text import Text
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -13,7 +15,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Footer, Input, Label, LoadingIndicator, Select, Static
 
 from ..widgets.console import console_of
-from ..widgets.inputs import CompletingInput, FormInput, WordListSuggester
+from ..widgets.inputs import FormInput, WordListSuggester
 
 
 class ConfirmModal(ModalScreen[bool]):
@@ -60,13 +62,23 @@ class ConfirmModal(ModalScreen[bool]):
 
 
 class TypeToConfirmModal(ModalScreen[bool]):
-    """For irreversible or customer-visible actions: type the exact text (e.g. the change id)."""
+    """For irreversible actions of wide reach (delete, purge): type the exact text (e.g. the customer
+    code). ``keep_label`` names what esc keeps (e.g. "Keep messages")."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, body: str, expected: str, *, action_label: str = "Confirm") -> None:
+    def __init__(
+        self,
+        title: str,
+        body: str,
+        expected: str,
+        *,
+        action_label: str = "Confirm",
+        keep_label: str = "Keep it",
+    ) -> None:
         super().__init__(classes="dialog-screen")
         self.title_text, self.body, self.expected, self.action_label = title, body, expected, action_label
+        self.keep_label = keep_label
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog danger"):
@@ -77,7 +89,7 @@ class TypeToConfirmModal(ModalScreen[bool]):
             yield Static("", id="confirm-hint", classes="field-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.action_label, id="confirm", variant="error", compact=True, disabled=True)
-                yield Button("Cancel (esc)", id="cancel", compact=True)
+                yield Button(f"{self.keep_label} (esc)", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()
@@ -164,6 +176,75 @@ class PathModal(ModalScreen[tuple[str, str] | None]):
         self.dismiss(None)
 
 
+class ReasonConfirmModal(ModalScreen[str | None]):
+    """A customer-visible action that cannot be undone, on one change (cancel): a reason (recorded
+    with the change) and a confirmation, ``y`` or the change's short suffix. Dismissed with the
+    reason, or None (esc, or the keep button)."""
+
+    BINDINGS = [Binding("escape", "keep", "Keep")]
+
+    def __init__(
+        self, title: str, body: str, suffix: str, *, action_label: str, keep_label: str, reason_label: str
+    ) -> None:
+        super().__init__(classes="dialog-screen")
+        self.title_text, self.body, self.suffix = title, body, suffix
+        self.action_label, self.keep_label, self.reason_label = action_label, keep_label, reason_label
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog danger", id="reason-dialog"):
+            yield Static(escape(self.title_text), classes="dialog-title")
+            yield Static(self.body, classes="dialog-body-text")
+            yield Label(self.reason_label)
+            yield FormInput(placeholder="why (required)", id="reason", compact=True)
+            yield Label(f"Then type [b]y[/b] or [b]{escape(self.suffix)}[/b] to confirm:")
+            yield FormInput(placeholder=f"y or {self.suffix}", id="confirm-text", compact=True)
+            yield Static("", id="confirm-hint", classes="field-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(self.action_label, id="confirm", variant="error", compact=True, disabled=True)
+                yield Button(f"{self.keep_label} (esc)", id="keep", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#reason", Input).focus()
+
+    @property
+    def reason(self) -> str:
+        return self.query_one("#reason", Input).value.strip()
+
+    def _confirmed(self) -> bool:
+        typed = self.query_one("#confirm-text", Input).value.strip()
+        return bool(self.reason) and typed.casefold() in ("y", self.suffix.casefold())
+
+    @on(Input.Changed)
+    def _changed(self) -> None:
+        self.query_one("#confirm", Button).disabled = not self._confirmed()
+
+    @on(Input.Submitted, "#reason")
+    def _reason_done(self) -> None:
+        if self.reason:
+            self.query_one("#confirm-text", Input).focus()
+        else:
+            self.query_one("#confirm-hint", Static).update("Give a reason first: it is kept with the change.")
+
+    @on(Input.Submitted, "#confirm-text")
+    def _confirm_done(self) -> None:
+        if self._confirmed():
+            self.dismiss(self.reason)
+        elif not self.reason:
+            self.query_one("#confirm-hint", Static).update("Give a reason first: it is kept with the change.")
+            self.query_one("#reason", Input).focus()
+        else:
+            self.query_one("#confirm-hint", Static).update(
+                f"Type y or {escape(self.suffix)} to confirm; nothing was done."
+            )
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(self.reason if event.button.id == "confirm" and self._confirmed() else None)
+
+    def action_keep(self) -> None:
+        self.dismiss(None)
+
+
 class ChoiceModal(ModalScreen[str]):
     """Several labelled choices; returns the chosen key (esc returns ``cancel_key``)."""
 
@@ -208,6 +289,46 @@ class ChoiceModal(ModalScreen[str]):
         self.dismiss(self.cancel_key)
 
 
+class JumpPalette(ModalScreen[str | None]):
+    """Go to a field in one key (posting's jump mode, as a list): ``targets`` are (section, key, label,
+    widget id); typing a key (case matters) closes it with that widget id, esc with None."""
+
+    BINDINGS = [Binding("escape", "cancel", "Close")]
+
+    def __init__(self, title: str, targets: Iterable[tuple[str, str, str, str]]) -> None:
+        super().__init__(classes="dialog-screen")
+        self.title_text = title
+        self.targets = list(targets)
+
+    def compose(self) -> ComposeResult:
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for section, key, label, _ in self.targets:
+            sections.setdefault(section, []).append((key, label))
+        per_row = 3
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold", no_wrap=True)
+        for _ in range(per_row):
+            table.add_column(no_wrap=True)
+        for section, entries in sections.items():
+            cells = [Text.assemble((f" {key} ", "reverse bold"), f" {label}") for key, label in entries]
+            for start in range(0, len(cells), per_row):
+                row = cells[start : start + per_row]
+                table.add_row(section if start == 0 else "", *row, *[""] * (per_row - len(row)))
+        with Vertical(classes="dialog", id="jump-palette"):
+            yield Static(escape(self.title_text), classes="dialog-title")
+            yield Static(table)
+            yield Static("[dim]esc closes[/]", classes="dialog-hint")
+
+    def on_key(self, event: events.Key) -> None:
+        target = next((t for _, key, _, t in self.targets if key == event.character), None)
+        if target is not None:
+            event.stop()
+            self.dismiss(target)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 class CommandLine(ModalScreen[str | None]):
     """The ``:`` command line at the bottom of the screen, with completion (tab/→ accepts)."""
 
@@ -226,7 +347,7 @@ class CommandLine(ModalScreen[str | None]):
                 yield Static(self.help_text, id="command-help")
             with Horizontal():
                 yield Label(":", id="command-prompt")
-                yield CompletingInput(
+                yield FormInput(
                     placeholder="changes · new · status CHG-… · open CHG-… · dlq · customers · q",
                     suggester=WordListSuggester(self.words),
                     id="command-input",

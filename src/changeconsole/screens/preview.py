@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import webbrowser
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,7 +21,7 @@ from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
-from ..models import Change, EmailEvent
+from ..models import Change, EmailEvent, OperatorAction
 from ..services.preview import Preview, TestSend, default_event
 from .base import ConsoleScreen
 from .modals import InputModal
@@ -52,6 +53,7 @@ class PreviewScreen(ConsoleScreen[None]):
     help_title = "Preview as the customer"
     CSS_PATH = "preview.tcss"
     MUTATING: ClassVar[frozenset[str]] = frozenset({"test_send"})
+    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {"test_send": OperatorAction.CHANGE_TEST_SEND}
     BINDINGS = [
         Binding("left_square_bracket", "customer(-1)", "Previous customer", key_display="["),
         Binding("right_square_bracket", "customer(1)", "Next customer", key_display="]"),
@@ -77,6 +79,9 @@ class PreviewScreen(ConsoleScreen[None]):
 
     def change_shown(self) -> str | None:
         return self.change.change_id
+
+    def action_customers(self, action: str) -> list[str] | None:
+        return [self.customer] if self.customer else None
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="preview-body"):
@@ -158,6 +163,7 @@ class PreviewScreen(ConsoleScreen[None]):
             return
         index = (self.customers.index(self.customer) + step) % len(self.customers)
         self.customer = self.customers[index]
+        self.refresh_bindings()  # test send is decided per customer
         self.load()
 
     def action_next_event(self) -> None:
@@ -192,7 +198,7 @@ class PreviewScreen(ConsoleScreen[None]):
         )
 
     def action_test_send(self) -> None:
-        if self.refuse_readonly("test send") or not self.customer:
+        if self.refuse("test_send", "test send") or not self.customer:
             return
         change, customer, event = self.change, self.customer, self.event
 

@@ -21,7 +21,7 @@ from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from ..errors import describe
-from ..models import Change
+from ..models import Change, OperatorAction
 from ..services.templates import Template
 from ..widgets.console import ThreadResults, console_of
 from ..widgets.inputs import FormInput
@@ -59,6 +59,8 @@ class TemplatePicker(ThreadResults, ModalScreen[Template | None]):
         Binding("down", "focus_list", "List", show=False),
     ]
 
+    EDITS = frozenset({"save", "rename", "delete"})  # template.edit (read-only: hidden)
+
     def __init__(self, source: Callable[[], Change | None] | None = None, *, readonly: bool = False) -> None:
         super().__init__()
         self.source = source
@@ -68,6 +70,24 @@ class TemplatePicker(ThreadResults, ModalScreen[Template | None]):
     @property
     def services(self) -> Any:
         return console_of(self).services
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action not in self.EDITS:
+            return True
+        if self.readonly:
+            return False
+        return True if console_of(self).decide(OperatorAction.TEMPLATE_EDIT).allowed else None
+
+    def _refused(self, what: str) -> bool:
+        """True (after telling the operator why) when templates may not be changed."""
+        if self.readonly:
+            self.notify(f"Read-only console: {what} is disabled.", title="Read-only", severity="warning")
+            return True
+        decision = console_of(self).decide(OperatorAction.TEMPLATE_EDIT)
+        if not decision.allowed:
+            console_of(self).not_allowed(decision)
+            return True
+        return False
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -158,8 +178,7 @@ class TemplatePicker(ThreadResults, ModalScreen[Template | None]):
         self.run_worker(run, thread=True, group="template-change", exit_on_error=False)
 
     def action_save(self) -> None:
-        if self.readonly:
-            self.notify("Read-only console: saving templates is disabled.", severity="warning")
+        if self._refused("saving templates"):
             return
         change = self.source() if self.source else None
         if change is None:
@@ -186,7 +205,7 @@ class TemplatePicker(ThreadResults, ModalScreen[Template | None]):
 
     def action_rename(self) -> None:
         template = self._highlighted()
-        if template is None or self.readonly:
+        if template is None or self._refused("renaming templates"):
             return
         store = self.services.templates
 
@@ -198,7 +217,7 @@ class TemplatePicker(ThreadResults, ModalScreen[Template | None]):
 
     def action_delete(self) -> None:
         template = self._highlighted()
-        if template is None or self.readonly:
+        if template is None or self._refused("deleting templates"):
             return
         store = self.services.templates
 

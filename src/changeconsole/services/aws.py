@@ -1,7 +1,8 @@
 """The one place AWS clients are made.
 
 Endpoint (``--endpoint-url``, ``AWS_ENDPOINT_URL`` or local mode), region, botocore retry mode,
-per-customer assumed-role sessions with cached, auto-refreshed credentials, operator identity.
+per-customer assumed-role sessions with cached, auto-refreshed credentials, operator identity
+(``operator()``, see ``services/identity``).
 
 ``customer_send_client`` is the SES client the worker sends with: botocore never retries it (one
 attempt: ``total_max_attempts`` 1), because a retried ``SendEmail`` whose first attempt reached SES
@@ -24,6 +25,7 @@ from botocore.config import Config as BotoConfig
 from botocore.credentials import RefreshableCredentials
 
 from ..models import CustomerMapping
+from .identity import Operator, chosen_name, os_user, parse_caller
 
 LOCAL_HOST = "127.0.0.1"
 LOCAL_PORT = 4566
@@ -44,6 +46,8 @@ class AwsSettings:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_pool_connections: int = 64
+    # ``--as NAME``: who operates, on the local stack only (services/identity.py).
+    acting_as: str | None = None
 
     @classmethod
     def resolve(
@@ -116,6 +120,7 @@ class AwsFactory:
         # argument.
         self._making = threading.local()
         self._identity: dict[str, str] | None = None
+        self._operator: Operator | None = None
         self.call_listeners: list[Any] = []
 
     # -- sessions ---------------------------------------------------------------
@@ -303,10 +308,22 @@ class AwsFactory:
             self._identity = result
         return result
 
+    def operator(self) -> Operator:
+        """Who acts (services/identity.py): ``--as`` on the local stack, else the AWS caller."""
+        with self._lock:
+            if self._operator is not None:
+                return self._operator
+        name = chosen_name(self.settings)
+        if name is not None:
+            operator = Operator.local(name)
+        elif self.settings.local:
+            operator = Operator.local(os_user())
+        else:
+            operator = parse_caller(self.caller_identity()["arn"])
+        with self._lock:
+            self._operator = operator
+        return operator
+
     def operator_identity(self) -> str:
-        """Who is acting, for ``*By`` fields: the caller ARN's last segment."""
-        override = os.environ.get("CHANGECONSOLE_OPERATOR")
-        if override:
-            return override
-        arn = self.caller_identity()["arn"]
-        return arn.rsplit("/", 1)[-1] if "/" in arn else arn
+        """Who is acting, for ``*By`` fields: the operator's name."""
+        return self.operator().name

@@ -1,7 +1,8 @@
 """Approve, complete or cancel several changes at once, each pinned to the version the operator saw.
 
 Each change goes through the same lifecycle call as one at a time (``ChangeService.approve`` …, with
-``expected_version``), independently: one refused or conflicting change leaves the others alone. The
+``expected_version``), so through the authorization point change by change (scope, separation of
+duties), independently: one refused or conflicting change fails alone, the others go on. The
 result names each change's outcome; ``retry`` runs again only those that did not succeed, a change
 whose archive write failed from the start (still pinned to the same version) and a change archived
 with destinations that failed through ``ChangeService.retry`` (only those destinations).
@@ -59,6 +60,7 @@ class BulkItem:
 class BulkRun:
     operation: str
     items: list[BulkItem] = field(default_factory=list)
+    reason: str | None = None  # a cancellation's, the same for every change
 
     @property
     def ok(self) -> bool:
@@ -71,6 +73,7 @@ class BulkRun:
     def to_json(self) -> dict[str, Any]:
         return {
             "operation": self.operation,
+            "reason": self.reason,
             "ok": self.ok,
             "failed": [i.change_id for i in self.failed],
             "results": [i.to_json() for i in self.items],
@@ -86,12 +89,20 @@ class BulkTransitions:
         self.parallel = parallel
 
     def run(
-        self, operation: str, targets: Iterable[tuple[str, int | None]], *, on_item: Progress = None
+        self,
+        operation: str,
+        targets: Iterable[tuple[str, int | None]],
+        *,
+        on_item: Progress = None,
+        reason: str | None = None,
     ) -> BulkRun:
-        """``operation`` on each (change id, version seen); ``on_item`` hears of each as it ends."""
+        """``operation`` on each (change id, version seen); ``on_item`` hears of each as it ends.
+        ``reason``: why (cancel only), kept with each change and told in its notices."""
         if operation not in OPERATIONS:
             raise ValueError(f"unknown bulk operation {operation!r}")
-        run = BulkRun(operation, [BulkItem(cid, version) for cid, version in targets])
+        if reason and operation != "cancel":
+            raise ValueError("only a cancellation takes a reason")
+        run = BulkRun(operation, [BulkItem(cid, version) for cid, version in targets], reason)
         self._each(run, run.items, on_item)
         return run
 
@@ -104,17 +115,19 @@ class BulkTransitions:
         if not items:
             return
         with ThreadPoolExecutor(max_workers=max(1, min(self.parallel, len(items)))) as pool:
-            for item in pool.map(lambda i: self._one(run.operation, i), items):
+            for item in pool.map(lambda i: self._one(run, i), items):
                 if on_item is not None:
                     on_item(item)
 
-    def _one(self, operation: str, item: BulkItem) -> BulkItem:
+    def _one(self, run: BulkRun, item: BulkItem) -> BulkItem:
         item.attempts += 1
         try:
             if item.result is not None:  # archived already: only its failed destinations
                 result = self.changes.retry(item.result)
+            elif run.operation == "cancel":
+                result = self.changes.cancel(item.change_id, expected_version=item.version, reason=run.reason)
             else:
-                method = getattr(self.changes, operation)
+                method = getattr(self.changes, run.operation)
                 result = method(item.change_id, expected_version=item.version)
         except Exception as exc:
             item.outcome, item.error = Outcome.FAILED, describe(exc)

@@ -15,6 +15,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ..errors import InputError, OperationError, error_code, http_status, is_missing_object
 from ..models import Change, Config
 from .aws import AwsFactory
 
@@ -25,11 +26,12 @@ DELETED = "deleted/"
 _VERSION_KEY_RE = re.compile(r"/v(\d+)\.json$")
 # S3 answers a failed If-Match/If-None-Match with 412, a concurrent conditional write with 409.
 _CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
-_MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
-class ConflictError(Exception):
-    """Someone else changed the archived change since it was read; nothing was overwritten."""
+class ConflictError(OperationError):
+    """Someone else changed the archived change since it was read; nothing was overwritten (exit 1)."""
+
+    title = "Error"
 
     def __init__(
         self,
@@ -54,14 +56,15 @@ class ConflictError(Exception):
         super().__init__(message)
 
 
-class ChangeNotFound(KeyError):
+class ChangeNotFound(InputError):
+    """No such change (where it was looked for): exit 2."""
+
+    title = "Error"
+
     def __init__(self, change_id: str, where: str = "") -> None:
-        super().__init__(change_id)
+        super().__init__(f"no change {change_id}" + (f" in {where}" if where else ""))
         self.change_id = change_id
         self.where = where
-
-    def __str__(self) -> str:
-        return f"no change {self.change_id}" + (f" in {self.where}" if self.where else "")
 
 
 @dataclass
@@ -72,17 +75,9 @@ class Stored:
     etag: str
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def is_conflict(exc: ClientError) -> bool:
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return _code(exc) in _CONFLICT_CODES or status in (409, 412)
-
-
-def is_missing(exc: ClientError) -> bool:
-    return _code(exc) in _MISSING_CODES
+    """S3 refused a conditional write: the object changed (412) or another write raced it (409)."""
+    return error_code(exc) in _CONFLICT_CODES or http_status(exc) in (409, 412)
 
 
 def _body(change: Change) -> bytes:
@@ -126,7 +121,7 @@ class ChangeStore:
         try:
             resp = self._s3.get_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if is_missing(exc):
+            if is_missing_object(exc):
                 raise ChangeNotFound(change_id, where) from None
             raise
         return Stored(parse_change(resp["Body"].read()), resp["ETag"])
@@ -151,7 +146,7 @@ class ChangeStore:
         try:
             current = self.get(change.change_id).change
         except (ChangeNotFound, ClientError):
-            return ConflictError(change.change_id, None, None, detail=_code(exc))
+            return ConflictError(change.change_id, None, None, detail=error_code(exc))
         return ConflictError(change.change_id, current.modified_by, current.modified_at, current=current)
 
     # -- drafts ------------------------------------------------------------------------
@@ -176,7 +171,7 @@ class ChangeStore:
         try:
             self._s3.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if is_missing(exc):
+            if is_missing_object(exc):
                 return False
             raise
         return True
@@ -208,7 +203,7 @@ class ChangeStore:
         except ClientError as exc:
             if is_conflict(exc):
                 raise self._conflict(change, exc) from None
-            if is_missing(exc):
+            if is_missing_object(exc):
                 raise ChangeNotFound(change.change_id, "archive") from None
             raise
 

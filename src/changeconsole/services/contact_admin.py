@@ -10,8 +10,10 @@ column per topic of the list. A topic cell is ``OPT_IN`` or ``OPT_OUT`` (also ``
 (the topic's default applies). Import is an upsert that only touches the columns the file has; it
 also reads the running system's ``SubscriptionConfig.json`` (``{topic: [email, …]}``: opt-ins).
 
-Every change is audited (``services/admin_audit.py``) with the operator's identity. Writes are paced
-with the project's ``RateLimiter``: SES allows one contact API call per second per account by default.
+Every change passes the authorization point (``services.authz``: ``contacts.edit`` on this customer)
+and is audited with the operator's identity (an import or sync adds a line per contact it changed).
+Writes are paced with the project's ``RateLimiter``: SES allows one contact API call per second per
+account by default.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -28,9 +31,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from email_validator import EmailNotValidError, validate_email
 
 from ..errors import InputError, describe, error_code
-from ..models import Config
-from .admin_audit import record_admin
-from .audit import operator_name
+from ..models import Config, OperatorAction
+from .audit import FAILED, OK
+from .authz import ActionRecord, Authorizer
 from .aws import AwsFactory
 from .contacts import (
     OPT_IN,
@@ -311,17 +314,22 @@ class ContactBook:
         *,
         operator: str | None = None,
         rate: float | None = DEFAULT_RATE,
+        authz: Authorizer | None = None,
     ) -> None:
         self.aws = aws
         self.config = config
         self.code = code
         self.mapping = config.customer(code)
-        self._operator = operator
+        self.authz = authz or Authorizer(aws, config, operator=operator, via="api")
         self.rate = rate
 
-    @cached_property
+    @property
     def operator(self) -> str:
-        return self._operator or operator_name(self.aws)
+        return self.authz.operator.name
+
+    def _act(self, name: str) -> AbstractContextManager[ActionRecord]:
+        """Authorize and audit a change of this customer's contacts (``contacts.edit``)."""
+        return self.authz.act(OperatorAction.CONTACTS_EDIT, [self.code], name=name)
 
     @cached_property
     def ses(self) -> Any:
@@ -365,7 +373,9 @@ class ContactBook:
         return sorted(unique.values(), key=lambda c: c.email.casefold())
 
     def views(self) -> tuple[list[TopicInfo], list[ContactView]]:
-        """Topics and every contact with, per topic, its explicit preference and whether it receives it."""
+        """Topics and every contact with, per topic, its explicit preference and whether it receives it
+        (needs ``contacts.read`` on the customer)."""
+        self.authz.require(OperatorAction.CONTACTS_READ, [self.code])
         topics = self.topics()
         defaults = {t.name: t.default for t in topics}
         views = [
@@ -406,14 +416,21 @@ class ContactBook:
         self, email: str, preferences: dict[str, str | None] | None = None, *, unsubscribe_all: bool = False
     ) -> Contact:
         """Create a contact; ContactExists when the address is on the list already."""
-        address = normalize_email(email)
-        prefs = {t: s for t, s in (preferences or {}).items() if s is not None}
-        self._check_topics(prefs)
-        if self.find(address) is not None:
-            raise ContactExists(f"{address} is already a contact of {self.code}")
-        contact = self.create(address, prefs, unsubscribe_all=unsubscribe_all)
-        self._audit("contact.add", email=address, preferences=prefs, unsubscribe_all=unsubscribe_all)
-        return contact
+        with self._act("contact.add") as record:
+            address = normalize_email(email)
+            prefs = {t: s for t, s in (preferences or {}).items() if s is not None}
+            self._check_topics(prefs)
+            if self.find(address) is not None:
+                raise ContactExists(f"{address} is already a contact of {self.code}")
+            contact = self.create(address, prefs, unsubscribe_all=unsubscribe_all)
+            record.finish(
+                OK,
+                contact_list=self.list_name,
+                email=address,
+                preferences=prefs,
+                unsubscribe_all=unsubscribe_all,
+            )
+            return contact
 
     def update(
         self,
@@ -426,24 +443,31 @@ class ContactBook:
 
         Returns (before, after, changes); nothing is written when nothing changes.
         """
-        wanted = preferences or {}
-        self._check_topics(wanted)
-        before = self.find(email)
-        if before is None:
-            raise ContactNotFound(f"{email.strip()} is not a contact of {self.code}")
-        prefs = dict(before.preferences)
-        for topic, status in wanted.items():
-            if status is None:
-                prefs.pop(topic, None)
-            else:
-                prefs[topic] = status
-        unsub = before.unsubscribe_all if unsubscribe_all is None else unsubscribe_all
-        changes = _changes(before, prefs, unsub)
-        after = Contact(before.email, unsub, prefs)
-        if changes:
-            self._write(before.email, prefs, unsub)
-            self._audit("contact.update", email=before.email, changes=changes)
-        return before, after, changes
+        with self._act("contact.update") as record:
+            wanted = preferences or {}
+            self._check_topics(wanted)
+            before = self.find(email)
+            if before is None:
+                raise ContactNotFound(f"{email.strip()} is not a contact of {self.code}")
+            prefs = dict(before.preferences)
+            for topic, status in wanted.items():
+                if status is None:
+                    prefs.pop(topic, None)
+                else:
+                    prefs[topic] = status
+            unsub = before.unsubscribe_all if unsubscribe_all is None else unsubscribe_all
+            changes = _changes(before, prefs, unsub)
+            after = Contact(before.email, unsub, prefs)
+            if changes:
+                self._write(before.email, prefs, unsub)
+            record.finish(
+                OK,
+                contact_list=self.list_name,
+                email=before.email,
+                changes=changes,
+                detail=None if changes else "nothing changed",
+            )
+            return before, after, changes
 
     def toggle(self, email: str, topic: str) -> tuple[Contact, Contact, list[str]]:
         """Flip whether the contact receives ``topic``, as an explicit preference."""
@@ -457,17 +481,19 @@ class ContactBook:
         return self.update(current.email, {topic: OPT_OUT if receives else OPT_IN})
 
     def remove(self, email: str) -> Contact:
-        before = self.find(email)
-        if before is None:
-            raise ContactNotFound(f"{email.strip()} is not a contact of {self.code}")
-        self.ses.delete_contact(ContactListName=self.list_name, EmailAddress=before.email)
-        self._audit(
-            "contact.remove",
-            email=before.email,
-            preferences=before.preferences,
-            unsubscribe_all=before.unsubscribe_all,
-        )
-        return before
+        with self._act("contact.remove") as record:
+            before = self.find(email)
+            if before is None:
+                raise ContactNotFound(f"{email.strip()} is not a contact of {self.code}")
+            self.ses.delete_contact(ContactListName=self.list_name, EmailAddress=before.email)
+            record.finish(
+                OK,
+                contact_list=self.list_name,
+                email=before.email,
+                preferences=before.preferences,
+                unsubscribe_all=before.unsubscribe_all,
+            )
+            return before
 
     def create(self, address: str, prefs: dict[str, str], *, unsubscribe_all: bool = False) -> Contact:
         """CreateContact as given (no checks, no audit: the callers do both)."""
@@ -488,17 +514,6 @@ class ContactBook:
             UnsubscribeAll=unsubscribe_all,
         )
 
-    def _audit(self, kind: str, **fields: Any) -> str | None:
-        return record_admin(
-            self.aws,
-            self.config,
-            kind,
-            actor=self.operator,
-            customer=self.code,
-            contact_list=self.list_name,
-            **fields,
-        )
-
     # -- files -------------------------------------------------------------------------------
     def import_csv(
         self, text: str, *, dry_run: bool = False, progress: Progress | None = None
@@ -510,6 +525,15 @@ class ContactBook:
         report says which rows were applied before it and which were not attempted (re-running the
         same file is safe: applied rows come back ``unchanged``).
         """
+        if dry_run:
+            self.authz.require(OperatorAction.READ, [self.code])
+            return self._import(text, dry_run=True, progress=progress)
+        with self._act("contacts.import") as record:
+            return self._import(text, dry_run=False, progress=progress, record=record)
+
+    def _import(
+        self, text: str, *, dry_run: bool, progress: Progress | None, record: ActionRecord | None = None
+    ) -> ImportReport:
         self._require_list()
         topics = [t.name for t in self.topics()]
         if text.lstrip("\ufeff \t\r\n").startswith("{"):
@@ -547,17 +571,13 @@ class ContactBook:
                 )
         if progress is not None:
             progress(total, total)
-        if not dry_run and (audited or report.error):
-            report.audit_key = record_admin(
-                self.aws,
-                self.config,
-                "contacts.import",
-                actor=self.operator,
-                customer=self.code,
+        if record is not None:
+            report.audit_key = record.finish(
+                FAILED if report.error else OK,
                 contact_list=self.list_name,
                 counts=report.counts(),
-                error=report.error,
-                details=audited,
+                detail=report.error,
+                items=audited,
             )
         return report
 
@@ -593,7 +613,9 @@ class ContactBook:
         return RowResult(row.line, before.email, "updated", "; ".join(changes))
 
     def export_csv(self) -> tuple[str, int]:
-        """Every contact as CSV (the import format: explicit preferences, empty for the default)."""
+        """Every contact as CSV (the import format: explicit preferences, empty for the default;
+        needs ``contacts.read`` on the customer)."""
+        self.authz.require(OperatorAction.CONTACTS_READ, [self.code])
         topics = [t.name for t in self.topics()]
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")

@@ -32,11 +32,12 @@ from ..models import (
     Config,
     CustomerMapping,
     Ignore,
+    OperatorAction,
     PermanentMessageError,
     parse_queue_message,
 )
-from .admin_audit import record_admin
-from .audit import operator_name
+from . import audit
+from .authz import Authorizer
 from .aws import AwsFactory
 from .contacts import ContactListChoice, choose_contact_list, is_subscribed, iter_contacts, topic_defaults
 from .customers import CustomerService
@@ -120,13 +121,27 @@ def _unsupported(exc: BaseException) -> bool:
 class CustomerVerifier:
     """Read-only checks of customers' sides; never writes anything anywhere."""
 
-    def __init__(self, aws: AwsFactory, config: Config, *, threads: int = 8) -> None:
+    def __init__(
+        self, aws: AwsFactory, config: Config, *, threads: int = 8, authz: Authorizer | None = None
+    ) -> None:
         self.aws = aws
         self.config = config
         self.threads = threads
-        self.customers = CustomerService(aws, config, threads=threads)
+        self.authz = authz or Authorizer(aws, config, via="api")
+        self.customers = CustomerService(aws, config, threads=threads, authz=self.authz)
 
     def verify(self, code: str) -> VerifyReport:
+        """Check one customer's side (``customer.verify`` on it; audited with the outcome)."""
+        with self.authz.act(OperatorAction.CUSTOMER_VERIFY, [code], name="customer.verify") as record:
+            report = self._verify(code)
+            record.finish(
+                audit.OK if report.ok else audit.FAILED,
+                status=report.status,
+                failed=[c.name for c in report.checks if c.status == FAIL] or None,
+            )
+            return report
+
+    def _verify(self, code: str) -> VerifyReport:
         mapping = self.config.customer(code)
         report = VerifyReport(code, checked_at=datetime.now(UTC).isoformat(timespec="seconds"))
         self._central(mapping, report)
@@ -405,6 +420,7 @@ class AddReport:
     identity: str | None = None  # an emulator endpoint only: the sender identity created
     verify: VerifyReport | None = None
     audit_key: str | None = None
+    mapping: dict[str, Any] = field(default_factory=dict)  # as written to the config
 
     @property
     def ok(self) -> bool:
@@ -438,6 +454,8 @@ class RemoveReport:
     deleted_queues: list[str] = field(default_factory=list)
     notifications: list[Action] = field(default_factory=list)
     audit_key: str | None = None
+    busy: list[str] = field(default_factory=list)  # what was still going on (--force)
+    mapping: dict[str, Any] = field(default_factory=dict)  # as it was in the config
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -471,20 +489,48 @@ class CustomerAdmin:
     """Adds and removes customers of the config at ``config_path`` (the file, every key kept)."""
 
     def __init__(
-        self, aws: AwsFactory, config_path: Path, *, operator: str | None = None, threads: int = 16
+        self,
+        aws: AwsFactory,
+        config_path: Path,
+        *,
+        operator: str | None = None,
+        threads: int = 16,
+        authz: Authorizer | None = None,
     ) -> None:
         self.aws = aws
         self.config_path = config_path
-        self._operator = operator
+        self._given_operator = operator
+        self._authz = authz
         self.threads = threads
 
     @property
+    def authz(self) -> Authorizer:
+        """The authorization point (roles as in the config file when this service was first asked)."""
+        if self._authz is None:
+            config = _validated(read_config_document(self.config_path), self.config_path)
+            self._authz = Authorizer(self.aws, config, operator=self._given_operator, via="api")
+        return self._authz
+
+    @property
     def operator(self) -> str:
-        if self._operator is None:
-            self._operator = operator_name(self.aws)
-        return self._operator
+        return self.authz.operator.name
 
     def add(self, new: NewCustomer, *, topics: list[TopicSpec] | None = None) -> AddReport:
+        """Add a customer (``customer.add`` on its code): central resources, config, topics, a check."""
+        with self.authz.act(OperatorAction.CUSTOMER_ADD, [new.code], name="customer.add") as record:
+            report = self._add(new, topics)
+            record.finish(
+                audit.OK if report.topics_error is None else audit.PARTIAL,
+                mapping=report.mapping,
+                config_result=report.config_result,
+                topics=report.topics.to_json() if report.topics else None,
+                detail=report.topics_error,
+                verify=report.verify.status if report.verify else None,
+            )
+            report.audit_key = record.key
+            return report
+
+    def _add(self, new: NewCustomer, topics: list[TopicSpec] | None) -> AddReport:
         raw = read_config_document(self.config_path)
         current = _validated(raw, self.config_path)
         central = self.aws.caller_identity()["account"]
@@ -524,24 +570,33 @@ class CustomerAdmin:
             report.topics = apply_topics(ses, config, new.code, topics or list(DEFAULT_TOPICS))
         except (ClientError, BotoCoreError) as exc:
             report.topics_error = describe(exc)
-        report.verify = CustomerVerifier(self.aws, config).verify(new.code)
-        report.audit_key = record_admin(
-            self.aws,
-            config,
-            "customer.add",
-            actor=self.operator,
-            customer=new.code,
-            mapping=mapping,
-            config_result=report.config_result,
-            topics=report.topics.to_json() if report.topics else None,
-            topics_error=report.topics_error,
-            verify=report.verify.status,
-        )
+        verifier = CustomerVerifier(self.aws, config, authz=self.authz.within(OperatorAction.CUSTOMER_ADD))
+        report.verify = verifier.verify(new.code)
+        report.mapping = mapping
         return report
 
     def remove(
         self, code: str, *, force: bool = False, dry_run: bool = False, export_dir: Path | None = None
     ) -> RemoveReport:
+        """Remove a customer (``customer.remove`` on its code; a dry run needs ``read``); its dead
+        letters are exported first, as part of the removal (which then needs ``dlq.export`` too)."""
+        if dry_run:
+            self.authz.require(OperatorAction.READ, [code])
+            return self._remove(code, force=force, dry_run=True, export_dir=export_dir)
+        with self.authz.act(OperatorAction.CUSTOMER_REMOVE, [code], name="customer.remove") as record:
+            report = self._remove(code, force=force, dry_run=False, export_dir=export_dir)
+            record.finish(
+                audit.OK,
+                forced=force,
+                mapping=report.mapping,
+                busy=report.busy or None,
+                dlq_export=report.dlq_export,
+                deleted_queues=report.deleted_queues,
+            )
+            report.audit_key = record.key
+            return report
+
+    def _remove(self, code: str, *, force: bool, dry_run: bool, export_dir: Path | None) -> RemoveReport:
         raw = read_config_document(self.config_path)
         config = _validated(raw, self.config_path)
         mapping = config.customer(code)
@@ -578,12 +633,17 @@ class CustomerAdmin:
             busy.append(f"{report.dead_lettered} message(s) in its DLQ")
         if busy and not force:
             raise CustomerBusy(f"{code} still has {', '.join(busy)}; wait, redrive or purge, or use --force")
+        report.busy = busy
+        report.mapping = raw["customer_mappings"][code]
         if dry_run:
             return report
         if report.dead_lettered:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             target = (export_dir or self.config_path.parent) / f"{code}-dlq-{stamp}.jsonl"
-            report.dlq_export = str(DlqService(self.aws, config).export_jsonl(code, target).path)
+            # Exporting needs dlq.export too (a customer manager without it has a DLQ operator empty
+            # the DLQ first): IAM gives the DLQ and dlq-exports/ to those who have it.
+            part = self.authz.within(OperatorAction.CUSTOMER_REMOVE)
+            report.dlq_export = str(DlqService(self.aws, config, authz=part).export_jsonl(code, target).path)
         updated = copy.deepcopy(raw)
         del updated["customer_mappings"][code]
         remaining = _validated(updated, self.config_path)
@@ -594,18 +654,6 @@ class CustomerAdmin:
             report.notifications = provisioner.actions
         report.deleted_queues = self._delete_queues(mapping)
         self.aws.forget_customer(code)
-        report.audit_key = record_admin(
-            self.aws,
-            config,
-            "customer.remove",
-            actor=self.operator,
-            customer=code,
-            forced=force,
-            mapping=raw["customer_mappings"][code],
-            busy=busy or None,
-            dlq_export=report.dlq_export,
-            deleted_queues=report.deleted_queues,
-        )
         return report
 
     def _pending_triggers(self, mapping: CustomerMapping) -> int:

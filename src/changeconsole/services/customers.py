@@ -24,7 +24,8 @@ from botocore.exceptions import (
 )
 
 from ..errors import describe
-from ..models import ALL_TOPICS, Config, CustomerMapping, DeliveryRecord
+from ..models import ALL_TOPICS, Config, CustomerMapping, DeliveryRecord, OperatorAction
+from .authz import Authorizer
 from .aws import AwsFactory
 from .contacts import Contact, ContactListResolver, is_subscribed, iter_contacts, topic_defaults
 from .queues import DELAYED, IN_FLIGHT, VISIBLE, QueueUrlCache, is_missing_queue, message_counts
@@ -122,9 +123,12 @@ class CustomerStats:
 class CustomerService:
     """Operational view of every configured customer."""
 
-    def __init__(self, aws: AwsFactory, config: Config, *, threads: int = 16) -> None:
+    def __init__(
+        self, aws: AwsFactory, config: Config, *, threads: int = 16, authz: Authorizer | None = None
+    ) -> None:
         self.aws = aws
         self.config = config
+        self.authz = authz or Authorizer(aws, config, via="api")
         self.threads = max(1, threads)
         self.status = StatusStore(aws, config)
         self.contact_lists = ContactListResolver(config)
@@ -252,8 +256,12 @@ class CustomerService:
 
     def contact_counts(self, code: str, topics: Iterable[str] = ALL_TOPICS) -> ContactCounts:
         """How many contacts receive each topic, computed with SES semantics in our code
-        (``services.contacts``), and how many of those the customer's whitelist allows."""
+        (``services.contacts``), and how many of those the customer's whitelist allows. Without
+        ``contacts.read`` on the customer the counts say so (a read: nothing is audited)."""
         list_name = self.config.contact_list_for(code)
+        decision = self.authz.decide(OperatorAction.CONTACTS_READ, [code])
+        if not decision.allowed:
+            return ContactCounts(code, list_name, error=f"not allowed: {decision.reason}")
         try:
             m = self.config.customer(code)
             ses = self.aws.customer_client(m, "sesv2")

@@ -3,66 +3,46 @@
 Textual-free. The ledger (``services.ledger``, docs/architecture.md) holds, under
 ``pk = DELIVERY#{changeId}#v{version}#{event}#{customer}``, one ``CLAIM`` item (the worker's lease)
 and one ``RCPT#{lower-cased email}`` item per recipient send (``sending``, ``sent``, ``retry``,
-``failed``, ``unknown``). Attribute names are read leniently so older or newer items still show.
+``failed``, ``unknown``); the ledger reads them as typed records and skips (and logs) any item it
+cannot read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import describe
-from ..models import Config, DeliveryRecord, iso_utc
+from ..models import Config, DeliveryRecord, RecipientState, iso_utc
 from .aws import AwsFactory
 from .customers import CustomerService, QueueDepth
-from .ledger import UNKNOWN, Ledger
+from .ledger import ClaimItem, ClaimState, Ledger, RecipientMark
 from .status import DeliveryKey
 
-RCPT_PREFIX = "RCPT#"
 
-
-def _when(value: Any) -> str | None:
-    """A ledger time: RFC 3339 text as is, epoch seconds (leases) as RFC 3339."""
-    if value in (None, "", 0, 0.0):
-        return None
-    if isinstance(value, int | float):
-        return iso_utc(datetime.fromtimestamp(float(value), UTC))
-    return str(value)
-
-
-def _first(data: dict[str, Any], *names: str) -> Any:
-    for name in names:
-        value = data.get(name)
-        if value not in (None, ""):
-            return value
-    return None
+def _when(epoch: float) -> str | None:
+    """A lease expiry (epoch seconds) as RFC 3339; None when there is none."""
+    return iso_utc(datetime.fromtimestamp(epoch, UTC)) if epoch else None
 
 
 @dataclass(frozen=True)
 class RecipientResult:
     email: str
-    state: str
+    state: RecipientState
     message_id: str | None = None
     error: str | None = None
-    at: str | None = None
-    attempts: int | None = None
+    at: str | None = None  # when it was settled (or, still sending, when the send began)
 
     @classmethod
-    def from_ledger(cls, data: dict[str, Any]) -> RecipientResult:
-        email = _first(data, "email", "recipient", "address")
-        email = email or str(data.get("sk", "")).removeprefix(RCPT_PREFIX)
-        state = _first(data, "state", "status", "result") or ("sent" if data.get("message_id") else "unknown")
-        attempts = _first(data, "attempts", "tries")
+    def from_mark(cls, mark: RecipientMark) -> RecipientResult:
         return cls(
-            email=str(email),
-            state=str(state),
-            message_id=_first(data, "message_id", "ses_message_id", "MessageId"),
-            error=_first(data, "error", "last_error", "reason"),
-            at=_when(_first(data, "settled_at", "sent_at", "updated_at", "started_at", "at")),
-            attempts=int(attempts) if isinstance(attempts, int | float) else None,
+            email=mark.email,
+            state=mark.state,
+            message_id=mark.message_id,
+            error=mark.error,
+            at=mark.settled_at or mark.started_at,
         )
 
 
@@ -70,9 +50,19 @@ class RecipientResult:
 class ClaimInfo:
     worker: str | None
     lease_until: str | None
-    state: str | None
+    state: ClaimState | None
     finished_at: str | None = None
     result: str | None = None
+
+    @classmethod
+    def from_item(cls, claim: ClaimItem) -> ClaimInfo:
+        return cls(
+            worker=claim.owner,
+            lease_until=_when(claim.lease_until),
+            state=claim.state,
+            finished_at=claim.finished_at,
+            result=claim.result,
+        )
 
 
 @dataclass
@@ -90,7 +80,7 @@ class DeliveryDetail:
         """Recipients whose send outcome is unknown (a worker stopped mid-send): maybe sent, maybe not.
 
         Never re-sent automatically; an operator may resend them (``services.resend``)."""
-        return [r for r in self.recipients if r.state == UNKNOWN]
+        return [r for r in self.recipients if r.state == RecipientState.UNKNOWN]
 
     @property
     def counts(self) -> dict[str, int]:
@@ -117,15 +107,9 @@ class DeliveryDetailService:
             detail.error = describe(exc)
         else:
             detail.recipients = sorted(
-                (RecipientResult.from_ledger(data) for data in recipients.values()), key=lambda r: r.email
+                (RecipientResult.from_mark(mark) for mark in recipients.values()), key=lambda r: r.email
             )
-            if claim:
-                detail.claim = ClaimInfo(
-                    worker=_first(claim, "owner", "worker_id", "worker"),
-                    lease_until=_when(_first(claim, "lease_until", "lease_expires_at")),
-                    state=_first(claim, "state", "status"),
-                    finished_at=_when(claim.get("finished_at")),
-                    result=_first(claim, "result"),
-                )
+            if claim is not None:
+                detail.claim = ClaimInfo.from_item(claim)
         detail.dlq = self.customers.dlq_depth(key.customer)
         return detail

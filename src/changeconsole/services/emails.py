@@ -30,6 +30,7 @@ from ..models import (
     HDR_EVENT,
     HDR_VERSION,
     Change,
+    ChangeStatus,
     Config,
     CustomerMapping,
     EmailEvent,
@@ -73,9 +74,75 @@ def clean_header(value: str, limit: int = 900) -> str:
     return line.replace("=?", f"={_WORD_JOINER}?")
 
 
-def subject_for(change: Change, event: EmailEvent) -> str:
-    """``<emoji> <title>``, with every control character stripped."""
-    return clean_header(f"{EVENT_STYLES[event].emoji} {change.title}", 400)
+REVISED_LABEL = "Approval requested (revised)"
+
+
+def subject_for(
+    change: Change, event: EmailEvent, customer: CustomerMapping, *, revision: Revision | None = None
+) -> str:
+    """``Approval requested: <title> [CHG-…] — <customer>``: what happened, to which change, for whom
+    (the id in brackets: mail filters and threads key on it). Control characters stripped."""
+    label = REVISED_LABEL if revision is not None else EVENT_STYLES[event].label
+    title = " ".join(change.title.split())[:200]
+    return clean_header(f"{label}: {title} [{change.change_id}] — {customer.customer_name}", 400)
+
+
+# What a customer reads as changed, by JSON field (an allow-list: lifecycle stamps, the customer list
+# (other customers' codes) and keys of other systems never reach a customer's email).
+NOTICE_FIELDS: dict[str, str] = {
+    "changeTitle": "Title",
+    "implementationStart": "Implementation window",
+    "implementationEnd": "Implementation window",
+    "timezone": "Time zone",
+    "snowTicket": "ServiceNow ticket",
+    "jiraTicket": "Jira ticket",
+    "changeReason": "Reason",
+    "customerImpact": "Customer impact",
+    "implementationPlan": "Implementation plan",
+    "testPlan": "Test plan",
+    "rollbackPlan": "Rollback plan",
+    "include_meeting": "Calendar invite",
+    "meeting_metadata": "Meeting details",
+}
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A resubmitted change told to a customer the earlier version targeted: the version it replaces,
+    whether that one was approved (its approval, and invite, no longer stand) and what changed
+    (None: not recorded)."""
+
+    replaces: int
+    approval_void: bool
+    changed: tuple[str, ...] | None
+
+
+def revision_of(change: Change, customer: str) -> Revision | None:
+    """What ``change`` (a submitted version after a submitted or approved one) revises for ``customer``,
+    from the archive record alone (its last modification: ``changed_fields``, ``added_customers``), so
+    every recipient, retry and redrive of the notice reads the same. None: not a revision for it."""
+    if change.status is not ChangeStatus.SUBMITTED or change.prior_status not in (
+        ChangeStatus.SUBMITTED,
+        ChangeStatus.APPROVED,
+    ):
+        return None
+    mod = next(
+        (m for m in reversed(change.modifications) if (m.model_extra or {}).get("version") == change.version),
+        None,
+    )
+    extra = (mod.model_extra or {}) if mod is not None else {}
+    added = extra.get("added_customers")
+    if isinstance(added, list) and customer in added:
+        return None  # its first request: it never saw the earlier version
+    fields = extra.get("changed_fields")
+    changed: tuple[str, ...] | None = None
+    if isinstance(fields, list):
+        changed = tuple(dict.fromkeys(label for key, label in NOTICE_FIELDS.items() if key in fields))
+    return Revision(
+        replaces=change.version - 1,
+        approval_void=change.prior_status is ChangeStatus.APPROVED,
+        changed=changed,
+    )
 
 
 def change_link(config: Config, change_id: str) -> str | None:
@@ -170,10 +237,13 @@ def render_bodies(
     """
     style = EVENT_STYLES[event]
     branding = config.branding
+    revision = revision_of(change, customer.customer_code) if event is EmailEvent.SUBMITTED else None
+    subject = subject_for(change, event, customer, revision=revision)
+    meeting = change.meeting
     context = {
         "change": change,
         "event": event.value,
-        "label": style.label,
+        "label": REVISED_LABEL if revision is not None else style.label,
         "emoji": style.emoji,
         "customer_code": customer.customer_code,
         "customer_name": customer.customer_name,
@@ -185,30 +255,39 @@ def render_bodies(
         "link": change_link(config, change.change_id),
         "schedule": schedule_of(change),
         "invite": invite,
-        "subject": subject_for(change, event),
+        "subject": subject,
+        "revision": revision,
+        "meeting": meeting if change.include_meeting else None,
+        "meeting_window": meeting_window(change) if change.include_meeting else None,
+        "cancel_reason": change.cancel_reason,
     }
     env = environment()
     text = env.get_template(f"{style.template}.txt").render(context)
     html = env.get_template(f"{style.template}.html").render(context)
-    return Bodies(subject=subject_for(change, event), text=text, html=html)
+    return Bodies(subject=subject, text=text, html=html)
 
 
-def _meeting_location(change: Change) -> str | None:
-    meta = change.meeting_metadata or {}
-    for key in ("join_url", "joinUrl", "meeting_url", "url", "location"):
-        value = meta.get(key)
-        if isinstance(value, str) and value.strip():
-            return clean_header(value, 500)
-    return None
+def meeting_window(change: Change) -> str | None:
+    """The meeting's own time in the change's zone, when it is not the whole window."""
+    meeting = change.meeting
+    if meeting.start is None or meeting.end is None:
+        return None
+    zone = ZoneInfo(change.timezone)
+    return f"{_local(meeting.start, zone)} {DASH} {meeting.end.astimezone(zone):%H:%M}"
 
 
 def calendar_invite(
     change: Change, *, method: str, organizer: str, attendee: str | None, link: str | None
 ) -> bytes:
-    """An iCalendar object: METHOD REQUEST (SEQUENCE = version) or CANCEL for the same UID."""
-    start, end = change.start_dt, change.end_dt
-    if start is None or end is None:
+    """An iCalendar object: METHOD REQUEST (SEQUENCE = version) or CANCEL for the same UID.
+
+    The meeting details of ``meeting_metadata`` apply: its organizer (else ``organizer``, the
+    sender), its own start and end (else the change's window), its join URL or location."""
+    meeting = change.meeting
+    window = meeting.window(change)
+    if window is None:
         raise ValueError("a calendar invite needs implementationStart and implementationEnd")
+    start, end = window
     cal = icalendar.Calendar()
     cal.add("prodid", "-//changeconsole//change notices//EN")
     cal.add("version", "2.0")
@@ -221,16 +300,17 @@ def calendar_invite(
     ev.add("dtend", end.astimezone(UTC))
     ev.add("summary", clean_header(change.title, 400))
     description = change.reason or change.title
+    if meeting.join_url:
+        description = f"Join: {meeting.join_url}\n\n{description}"
     if link:
         description = f"{description}\n\n{link}"
     ev.add("description", description[:4000])
     ev.add("status", "CANCELLED" if method == ICS_CANCEL else "CONFIRMED")
     if link:
         ev.add("url", link)
-    location = _meeting_location(change)
-    if location:
-        ev.add("location", location)
-    org = icalendar.vCalAddress(f"mailto:{organizer}")
+    if meeting.place:
+        ev.add("location", clean_header(meeting.place, 500))
+    org = icalendar.vCalAddress(f"mailto:{meeting.organizer or organizer}")
     ev.add("organizer", org)
     if attendee:
         att = icalendar.vCalAddress(f"mailto:{attendee}")

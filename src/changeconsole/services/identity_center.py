@@ -26,8 +26,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import InputError, describe
-from ..models import Config, CustomerMapping
-from .admin_audit import record_admin
+from ..models import Config, CustomerMapping, OperatorAction
+from .audit import FAILED, OK
+from .authz import ActionRecord, Authorizer
 from .aws import AwsFactory
 from .contact_admin import DEFAULT_RATE, ContactBook, ContactError, normalize_email
 from .contacts import OPT_IN
@@ -166,12 +167,14 @@ class IdentityCenterSync:
         *,
         operator: str | None = None,
         rate: float | None = DEFAULT_RATE,
+        authz: Authorizer | None = None,
     ) -> None:
         self.aws = aws
         self.config = config
         self.code = code
         self.mapping = config.customer(code)
-        self.book = ContactBook(aws, config, code, operator=operator, rate=rate)
+        self.book = ContactBook(aws, config, code, operator=operator, rate=rate, authz=authz)
+        self.authz = self.book.authz
         self.rate = rate
 
     def _reader(self) -> CustomerMapping:
@@ -226,6 +229,24 @@ class IdentityCenterSync:
     def run(
         self, topics: list[TopicSpec], *, dry_run: bool = False, progress: Progress | None = None
     ) -> SyncReport:
+        """Create a contact for each member of the customer's configured groups not yet on the list
+        (``contacts.edit``, audited with a line per contact created; a dry run needs ``read``)."""
+        if dry_run:
+            self.authz.require(OperatorAction.READ, [self.code])
+            return self._run(topics, dry_run=True, progress=progress)
+        with self.authz.act(
+            OperatorAction.CONTACTS_EDIT, [self.code], name="contacts.sync-identity-center"
+        ) as record:
+            return self._run(topics, dry_run=False, progress=progress, record=record)
+
+    def _run(
+        self,
+        topics: list[TopicSpec],
+        *,
+        dry_run: bool,
+        progress: Progress | None,
+        record: ActionRecord | None = None,
+    ) -> SyncReport:
         groups = configured_groups(self.mapping)
         reader = self._reader()
         store = self._store_id(reader)
@@ -277,17 +298,13 @@ class IdentityCenterSync:
             entry.result = "created"
         if progress is not None:
             progress(len(ordered), len(ordered))
-        if created or report.error:
-            report.audit_key = record_admin(
-                self.aws,
-                self.config,
-                "contacts.sync_identity_center",
-                actor=self.book.operator,
-                customer=self.code,
+        if record is not None:
+            report.audit_key = record.finish(
+                FAILED if report.error else OK,
                 identity_store_id=store,
                 contact_list=report.contact_list,
                 counts=report.counts(),
-                error=report.error,
-                details=created,
+                detail=report.error,
+                items=created,
             )
         return report

@@ -25,32 +25,32 @@ recipients only, never to anyone already ``sent``/``failed`` nor to a contact wh
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import ClientError
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from ..models import Config, EmailEvent, iso_utc, utcnow
+from ..errors import error_code
+from ..models import RECIPIENT_TRANSITIONS, Config, EmailEvent, RecipientState, iso_utc, utcnow
 from .aws import AwsFactory
-from .status import DeliveryKey, from_item, to_item
+from .status import DeliveryKey, from_item, readable, to_item
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CLAIM_SK = "CLAIM"
 RESEND_SK = "RESEND"  # present once an operator reopened the delivery (see ``reopen_for_resend``)
 LATEST_SK = "LATEST"
+RCPT_PREFIX = "RCPT#"
 LOCK_ATTRIBUTES = ("lock_owner", "lock_until", "lock_delivery", "lock_at")
-
-# Claim states.
-IN_PROGRESS = "in_progress"
-RELEASED = "released"
-DONE = "done"
-
-# Recipient states.
-SENDING = "sending"
-SENT = "sent"
-RETRY = "retry"  # the SES call failed without sending; may be retried
-FAILED = "failed"  # SES rejected this recipient permanently
-UNKNOWN = "unknown"  # the worker stopped between marking and recording; never re-sent
 
 # Claim mode of a delivery reopened by an operator: send only to recipients in ``retry``.
 RESEND_MODE = "resend"
@@ -58,8 +58,115 @@ _TXN_RECIPIENTS = 98  # a transaction holds 100 items: the claim, the RESEND mar
 
 DEFAULT_TTL_DAYS = 90
 LATEST_TTL_DAYS = 400
+STOPPED_DURING_SEND = "worker stopped during send; outcome unknown"
+
+# What DynamoDB answers when a write's condition (or a transaction's) did not hold.
+CONDITION_FAILED_CODES = frozenset({"ConditionalCheckFailedException", "TransactionCanceledException"})
 
 
+class ClaimState(StrEnum):
+    """The ``CLAIM`` item of a delivery."""
+
+    IN_PROGRESS = "in_progress"  # one worker owns it, with a lease expiry
+    RELEASED = "released"  # retakable at once
+    DONE = "done"  # settled
+
+
+class ClaimOutcome(StrEnum):
+    """What ``claim`` got."""
+
+    ACQUIRED = "acquired"
+    DONE = "done"  # settled already
+    BUSY = "busy"  # another owner's lease is still valid
+
+
+class SlotOutcome(StrEnum):
+    """What ``begin_send`` found: ``go`` (marked sending: send now) or the recipient's settled state."""
+
+    GO = "go"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    BUSY = "busy"  # another worker's send mark is still leased
+
+
+# -- condition clauses ------------------------------------------------------------------------------
+# Placeholders: ``#s`` state, ``#o`` owner; the values each clause names come with it.
+ITEM_ABSENT = "attribute_not_exists(pk)"
+OWNED_BY_ME = "#o = :me"  # :me = the writer's owner id
+LEASE_RAN_OUT = "lease_until < :now"
+CLAIMABLE = f"{ITEM_ABSENT} OR #s = :released OR (#s = :progress AND {LEASE_RAN_OUT})"
+ABANDONED = f"#s = :released OR (#s = :progress AND {LEASE_RAN_OUT})"
+HELD_BY_ME = f"{OWNED_BY_ME} AND #s = :progress"
+LANE_FREE = "attribute_not_exists(lock_owner) OR lock_until < :now"
+LANE_MINE = "lock_owner = :me"
+
+
+def _claim_states(*states: ClaimState) -> dict[str, Any]:
+    """The values of the claim states a clause names (``:released``, ``:progress``, ``:done``)."""
+    names = {ClaimState.RELEASED: ":released", ClaimState.IN_PROGRESS: ":progress", ClaimState.DONE: ":done"}
+    return {names[s]: {"S": s.value} for s in states}
+
+
+@dataclass(frozen=True)
+class RecipientWrite:
+    """One kind of conditional write of a recipient item: from any of ``sources`` (None: no item yet)
+    to one of ``targets``, each pair a row of ``models.RECIPIENT_TRANSITIONS`` (checked when defined).
+    ``guard`` adds what else must hold (owner, lease)."""
+
+    name: str
+    sources: tuple[RecipientState | None, ...]
+    targets: tuple[RecipientState, ...]
+    guard: str = ""
+
+    def __post_init__(self) -> None:
+        bad = [(a, b) for a in self.sources for b in self.targets if b not in RECIPIENT_TRANSITIONS[a]]
+        if bad:
+            raise ValueError(f"{self.name}: not in RECIPIENT_TRANSITIONS: {bad}")
+
+    @property
+    def condition(self) -> str:
+        states = [s for s in self.sources if s is not None]
+        parts = [ITEM_ABSENT] if None in self.sources else []
+        if len(states) == 1:
+            parts.append(f"#s = :{states[0].value}")
+        elif states:
+            parts.append(f"#s IN ({', '.join(f':{s.value}' for s in states)})")
+        clause = " OR ".join(parts)
+        if self.guard:
+            clause = f"({clause}) AND {self.guard}" if len(parts) > 1 else f"{clause} AND {self.guard}"
+        return clause
+
+    @property
+    def names(self) -> dict[str, str]:
+        """ExpressionAttributeNames of the condition."""
+        return {"#s": "state", **({"#o": "owner"} if "#o" in self.condition else {})}
+
+    def values(self, target: RecipientState, **extra: Any) -> dict[str, Any]:
+        """ExpressionAttributeValues: the source states, and ``extra`` (placeholder name → value)."""
+        if target not in self.targets:
+            raise ValueError(f"{self.name} does not write {target.value}")
+        out: dict[str, Any] = {f":{s.value}": {"S": s.value} for s in self.sources if s is not None}
+        out.update({f":{k}": v for k, v in extra.items()})
+        return out
+
+
+_R = RecipientState
+BEGIN_SEND = RecipientWrite("begin_send", (None, _R.RETRY), (_R.SENDING,))
+SETTLE = RecipientWrite(
+    "settle", (_R.SENDING, _R.UNKNOWN), (_R.SENT, _R.RETRY, _R.FAILED, _R.UNKNOWN), OWNED_BY_ME
+)
+# A mark whose lease ran out; or (``TAKE_OVER``) any mark of a delivery whose lane the caller holds.
+MARK_UNKNOWN = RecipientWrite(
+    "mark_unknown", (_R.SENDING,), (_R.UNKNOWN,), f"#o = :owner AND {LEASE_RAN_OUT}"
+)
+TAKE_OVER = RecipientWrite("take_over", (_R.SENDING,), (_R.UNKNOWN,), "#o = :owner")
+WITHDRAW = RecipientWrite("withdraw", (_R.RETRY,), (_R.FAILED,))
+REOPEN = RecipientWrite("reopen", (_R.UNKNOWN,), (_R.RETRY,))
+RECIPIENT_WRITES = (BEGIN_SEND, SETTLE, MARK_UNKNOWN, TAKE_OVER, WITHDRAW, REOPEN)
+
+
+# -- keys -------------------------------------------------------------------------------------------
 def delivery_pk(key: DeliveryKey) -> str:
     return f"DELIVERY#{key.change_id}#v{key.version}#{key.event.value}#{key.customer}"
 
@@ -69,7 +176,7 @@ def latest_pk(change_id: str, customer: str) -> str:
 
 
 def rcpt_sk(email: str) -> str:
-    return f"RCPT#{email.casefold()}"
+    return f"{RCPT_PREFIX}{email.casefold()}"
 
 
 def key_of_delivery_pk(pk: str) -> DeliveryKey | None:
@@ -84,38 +191,106 @@ def key_of_delivery_pk(pk: str) -> DeliveryKey | None:
 
 
 def _conditional_failed(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in (
-        "ConditionalCheckFailedException",
-        "TransactionCanceledException",
-    )
+    return error_code(exc) in CONDITION_FAILED_CODES
 
 
-@dataclass
+# -- records ----------------------------------------------------------------------------------------
+def _text(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if value is not None else None
+
+
+def _event(value: Any) -> EmailEvent | None:
+    """An event the item names; None for none (or one this release does not know)."""
+    try:
+        return EmailEvent(value) if value else None
+    except ValueError:
+        log.warning("ledger item names an unknown event %r; ignored", value)
+        return None
+
+
+class _Item(BaseModel):
+    """A ledger item as read (``model_validate`` of its plain attributes); unknown attributes ignored."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class ClaimItem(_Item):
+    """The ``CLAIM`` item of a delivery."""
+
+    state: ClaimState
+    owner: str | None = None
+    lease_until: float = 0.0  # epoch seconds
+    message_id: str | None = None
+    claimed_at: str | None = None
+    finished_at: str | None = None
+    result: str | None = None  # the delivery state it was settled with
+    resend_id: str | None = None  # the operator's reopening (``reopen_for_resend``)
+    resend_by: str | None = None
+    resend_at: str | None = None
+
+
+class RecipientMark(_Item):
+    """One ``RCPT#`` item: a recipient's send of one delivery."""
+
+    address: str  # lower-cased (the sort key)
+    email: str  # as the worker wrote it
+    state: RecipientState
+    owner: str | None = None
+    lease_until: float = 0.0  # of a ``sending`` mark (epoch seconds)
+    message_id: str | None = None
+    error: str | None = None
+    started_at: str | None = None
+    settled_at: str | None = None
+    resend_by: str | None = None  # the operator who reopened it (``retry``)
+    resend_at: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _address(cls, data: Any) -> Any:
+        """``address`` from the sort key; ``email`` defaults to it."""
+        if isinstance(data, dict) and "sk" in data:
+            sk = str(data["sk"])
+            if not sk.startswith(RCPT_PREFIX):
+                raise ValueError(f"not a recipient item: {sk}")
+            address = sk.removeprefix(RCPT_PREFIX)
+            data = {**data, "address": address, "email": data.get("email") or address}
+        return data
+
+
+class ResendMarker(_Item):
+    """The ``RESEND`` item of a delivery an operator reopened: who, when, which recipients."""
+
+    resend_id: str
+    resend_by: str | None = None
+    resend_at: str | None = None
+    recipients: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Claim:
-    """Result of ``claim``: ``acquired``, ``done`` (already settled) or ``busy`` (owned elsewhere)."""
+    """Result of ``claim``."""
 
-    outcome: str
+    outcome: ClaimOutcome
     owner: str | None = None
     lease_until: float = 0.0
-    item: dict[str, Any] | None = None
+    resend_only: bool = False  # reopened by an operator: send only to recipients in ``retry``
 
     @property
     def acquired(self) -> bool:
-        return self.outcome == "acquired"
-
-    @property
-    def resend_only(self) -> bool:
-        """The delivery was reopened by an operator: send only to recipients in ``retry``."""
-        return bool(self.item and self.item.get("mode") == RESEND_MODE)
+        return self.outcome is ClaimOutcome.ACQUIRED
 
 
 @dataclass
 class ResendPlan:
     """Which of the asked recipients of one delivery may be sent again, and why the others may not."""
 
-    eligible: list[dict[str, Any]]  # their ledger items (state ``unknown``)
+    eligible: list[RecipientMark]  # state ``unknown``
     refused: dict[str, str]  # lower-cased address -> reason
-    claim_state: str | None = None
+    claim_state: ClaimState | None = None
 
 
 @dataclass
@@ -126,20 +301,22 @@ class Reopened:
     refused: dict[str, str]
 
 
-@dataclass
+@dataclass(frozen=True)
 class SendSlot:
-    """Result of ``begin_send``: ``go`` (marked sending, send now) or the recipient's settled state."""
+    """Result of ``begin_send``."""
 
-    outcome: str  # go, sent, failed, unknown, busy
+    outcome: SlotOutcome
     message_id: str | None = None
     lease_until: float = 0.0
     error: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Latest:
+    """The newest notice of a change sent to a customer (the lane's facts)."""
+
     version: int
-    event: str
+    event: EmailEvent | None
     invite_version: int | None = None
     topics: frozenset[str] = frozenset()  # SES topics of the notices sent
 
@@ -173,7 +350,7 @@ class Lane:
     owner: str
     lease_until: float
     sent_version: int | None = None  # newest version sent to the customer (item attribute ``version``)
-    sent_event: str | None = None
+    sent_event: EmailEvent | None = None
     invite_version: int | None = None  # newest version whose calendar invite went out
     removed_version: int | None = None  # version of the last "no longer affects you" notice
     topics: set[str] = field(default_factory=set)  # SES topics of the notices sent
@@ -196,7 +373,7 @@ class Lane:
             self.removed_version = max(version, self.removed_version or 0)
             return
         if self.sent_version is None or version >= self.sent_version:
-            self.sent_version, self.sent_event = version, event.value
+            self.sent_version, self.sent_event = version, event
         if topic:
             self.topics.add(topic)
 
@@ -204,8 +381,10 @@ class Lane:
         self.invite_version = max(version, self.invite_version or 0)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LaneBusy:
+    """Result of ``acquire_lane`` when another holder's lease is still valid."""
+
     owner: str | None
     lease_until: float
 
@@ -227,20 +406,24 @@ class Ledger:
         self.ttl_days = ttl_days
 
     @property
-    def _ddb(self) -> Any:
-        return self.aws.client("dynamodb")
+    def _ddb(self) -> DynamoDBClient:
+        client: DynamoDBClient = self.aws.client("dynamodb")
+        return client
 
     def _expires(self, days: int | None = None) -> int:
         return int(time.time()) + 86400 * (days or self.ttl_days)
 
-    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+    def _read(self, pk: str, sk: str, parse: Callable[[dict[str, Any]], T]) -> T | None:
+        """One item, consistently read and parsed from its plain attributes (``parse``: a model's
+        ``model_validate``, or ``dict``); None when it is missing or unreadable (logged)."""
         resp = self._ddb.get_item(
             TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": sk}}, ConsistentRead=True
         )
-        item = resp.get("Item")
-        return from_item(item) if item else None
+        item: dict[str, Any] | None = resp.get("Item")
+        if not item:
+            return None
+        return next(_readable([item], parse), None)
 
-    # -- claims ------------------------------------------------------------------------
     def _update_if(self, pk: str, sk: str, **kwargs: Any) -> bool:
         """One conditional ``update_item``; False when its condition did not hold."""
         try:
@@ -251,6 +434,17 @@ class Ledger:
             raise
         return True
 
+    def _put_if(self, data: dict[str, Any], **kwargs: Any) -> bool:
+        """One conditional ``put_item`` of ``data``; False when its condition did not hold."""
+        try:
+            self._ddb.put_item(TableName=self.table, Item=to_item(data), **kwargs)
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    # -- claims ------------------------------------------------------------------------
     def claim(self, key: DeliveryKey, owner: str, *, message_id: str | None = None) -> Claim:
         """Take the delivery unless it is settled or another owner's lease is still valid.
 
@@ -263,7 +457,7 @@ class Ledger:
         data = {
             "pk": delivery_pk(key),
             "sk": CLAIM_SK,
-            "state": IN_PROGRESS,
+            "state": ClaimState.IN_PROGRESS.value,
             "owner": owner,
             "lease_until": lease_until,
             "message_id": message_id,
@@ -274,13 +468,10 @@ class Ledger:
             resp = self._ddb.put_item(
                 TableName=self.table,
                 Item=to_item(data),
-                ConditionExpression=(
-                    "attribute_not_exists(pk) OR #s = :released OR (#s = :progress AND lease_until < :now)"
-                ),
+                ConditionExpression=CLAIMABLE,
                 ExpressionAttributeNames={"#s": "state"},
                 ExpressionAttributeValues={
-                    ":released": {"S": RELEASED},
-                    ":progress": {"S": IN_PROGRESS},
+                    **_claim_states(ClaimState.RELEASED, ClaimState.IN_PROGRESS),
                     ":now": {"N": repr(now)},
                 },
                 ReturnValues="ALL_OLD",
@@ -290,20 +481,19 @@ class Ledger:
                 raise
         else:
             # A first claim (no old item: the common case) was never reopened: no extra read.
-            if resp.get("Attributes") and self.resend_marker(key) is not None:
-                data["mode"] = RESEND_MODE
-            return Claim("acquired", owner, lease_until, data)
-        item = self.get_claim(key) or {}
-        if item.get("state") == DONE:
-            return Claim("done", item.get("owner"), 0.0, item)
-        return Claim("busy", item.get("owner"), float(item.get("lease_until", 0.0)), item)
+            reopened = bool(resp.get("Attributes")) and self.resend_marker(key) is not None
+            return Claim(ClaimOutcome.ACQUIRED, owner, lease_until, resend_only=reopened)
+        item = self.get_claim(key)
+        if item is not None and item.state is ClaimState.DONE:
+            return Claim(ClaimOutcome.DONE, item.owner)
+        return Claim(ClaimOutcome.BUSY, item.owner if item else None, item.lease_until if item else 0.0)
 
-    def resend_marker(self, key: DeliveryKey) -> dict[str, Any] | None:
+    def resend_marker(self, key: DeliveryKey) -> ResendMarker | None:
         """The ``RESEND`` item of a delivery an operator reopened (who, when, which recipients)."""
-        return self._get(delivery_pk(key), RESEND_SK)
+        return self._read(delivery_pk(key), RESEND_SK, ResendMarker.model_validate)
 
-    def get_claim(self, key: DeliveryKey) -> dict[str, Any] | None:
-        return self._get(delivery_pk(key), CLAIM_SK)
+    def get_claim(self, key: DeliveryKey) -> ClaimItem | None:
+        return self._read(delivery_pk(key), CLAIM_SK, ClaimItem.model_validate)
 
     def renew_claim(self, key: DeliveryKey, owner: str) -> float | None:
         """Extend our lease; None when we no longer own the claim."""
@@ -312,35 +502,36 @@ class Ledger:
             delivery_pk(key),
             CLAIM_SK,
             UpdateExpression="SET lease_until = :l",
-            ConditionExpression="#o = :me AND #s = :progress",
+            ConditionExpression=HELD_BY_ME,
             ExpressionAttributeNames={"#o": "owner", "#s": "state"},
             ExpressionAttributeValues={
                 ":l": {"N": repr(lease_until)},
                 ":me": {"S": owner},
-                ":progress": {"S": IN_PROGRESS},
+                **_claim_states(ClaimState.IN_PROGRESS),
             },
         )
         return lease_until if ok else None
 
     def finish_claim(self, key: DeliveryKey, owner: str, *, done: bool, result: str | None = None) -> bool:
-        """``done`` settles the delivery; otherwise release it so any worker may retake it at once."""
+        """``done`` settles the delivery (``result``: its delivery state); otherwise release it so any
+        worker may retake it at once."""
         names = {"#o": "owner", "#s": "state"}
         values: dict[str, Any] = {
             ":me": {"S": owner},
-            ":state": {"S": DONE if done else RELEASED},
+            ":state": {"S": (ClaimState.DONE if done else ClaimState.RELEASED).value},
             ":l": {"N": "0"},
             ":t": {"S": iso_utc(utcnow())},
         }
         expr = "SET #s = :state, lease_until = :l, finished_at = :t"
         if result:
             names["#r"] = "result"
-            values[":r"] = {"S": result}
+            values[":r"] = {"S": str(result)}
             expr += ", #r = :r"
         return self._update_if(
             delivery_pk(key),
             CLAIM_SK,
             UpdateExpression=expr,
-            ConditionExpression="#o = :me",
+            ConditionExpression=OWNED_BY_ME,
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
         )
@@ -352,169 +543,142 @@ class Ledger:
             delivery_pk(key),
             CLAIM_SK,
             UpdateExpression="SET #s = :done, lease_until = :zero, finished_at = :t, #r = :r",
-            ConditionExpression="#s = :released OR (#s = :progress AND lease_until < :now)",
+            ConditionExpression=ABANDONED,
             ExpressionAttributeNames={"#s": "state", "#r": "result"},
             ExpressionAttributeValues={
-                ":done": {"S": DONE},
-                ":released": {"S": RELEASED},
-                ":progress": {"S": IN_PROGRESS},
+                **_claim_states(ClaimState.DONE, ClaimState.RELEASED, ClaimState.IN_PROGRESS),
                 ":zero": {"N": "0"},
                 ":now": {"N": repr(time.time())},
                 ":t": {"S": iso_utc(utcnow())},
-                ":r": {"S": result},
+                ":r": {"S": str(result)},
             },
         )
 
     # -- recipients -------------------------------------------------------------------
-    def recipients(self, key: DeliveryKey) -> dict[str, dict[str, Any]]:
-        """Every recipient item of a delivery, by lower-cased address (all pages)."""
-        out: dict[str, dict[str, Any]] = {}
+    def recipients(self, key: DeliveryKey) -> dict[str, RecipientMark]:
+        """Every readable recipient item of a delivery, by lower-cased address (all pages)."""
         paginator = self._ddb.get_paginator("query")
-        for page in paginator.paginate(
+        pages = paginator.paginate(
             TableName=self.table,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :r)",
-            ExpressionAttributeValues={":pk": {"S": delivery_pk(key)}, ":r": {"S": "RCPT#"}},
+            ExpressionAttributeValues={":pk": {"S": delivery_pk(key)}, ":r": {"S": RCPT_PREFIX}},
             ConsistentRead=True,
-        ):
-            for item in page.get("Items", []):
-                data = from_item(item)
-                out[data["sk"].removeprefix("RCPT#")] = data
-        return out
+        )
+        items: Iterable[dict[str, Any]] = (item for page in pages for item in page.get("Items", []))
+        return {mark.address: mark for mark in _readable(items, RecipientMark.model_validate)}
+
+    def recipient(self, key: DeliveryKey, email: str) -> RecipientMark | None:
+        return self._read(delivery_pk(key), rcpt_sk(email), RecipientMark.model_validate)
 
     def begin_send(self, key: DeliveryKey, email: str, owner: str) -> SendSlot:
         """Mark a recipient ``sending`` unless it was ever sent, rejected or left ambiguous."""
         now = time.time()
         lease_until = now + self.send_lease
-        data = {
-            "pk": delivery_pk(key),
-            "sk": rcpt_sk(email),
-            "state": SENDING,
-            "owner": owner,
-            "email": email,
-            "lease_until": lease_until,
-            "started_at": iso_utc(utcnow()),
-            "expires_at": self._expires(),
-        }
-        try:
-            self._ddb.put_item(
-                TableName=self.table,
-                Item=to_item(data),
-                ConditionExpression="attribute_not_exists(pk) OR #s = :retry",
-                ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues={":retry": {"S": RETRY}},
-            )
-            return SendSlot("go", lease_until=lease_until)
-        except ClientError as exc:
-            if not _conditional_failed(exc):
-                raise
-        item = self._get(delivery_pk(key), rcpt_sk(email)) or {}
-        return self._settled_slot(key, email, item, now)
+        fields = {"lease_until": lease_until, "started_at": iso_utc(utcnow())}
+        if self._put_mark(BEGIN_SEND, key, email, owner, RecipientState.SENDING, fields):
+            return SendSlot(SlotOutcome.GO, lease_until=lease_until)
+        return self._settled_slot(key, email, self.recipient(key, email), now)
 
-    def _settled_slot(self, key: DeliveryKey, email: str, item: dict[str, Any], now: float) -> SendSlot:
-        state = item.get("state")
-        if state == SENT:
-            return SendSlot("sent", message_id=item.get("message_id"))
-        if state == FAILED:
-            return SendSlot("failed", error=item.get("error"))
-        if state == UNKNOWN:
-            return SendSlot("unknown", error=item.get("error"))
-        if state == SENDING:
-            lease = float(item.get("lease_until", 0.0))
-            if lease >= now:
-                return SendSlot("busy", lease_until=lease)
-            if self._mark_unknown(key, email, item):
-                return SendSlot("unknown", error="worker stopped during send; outcome unknown")
+    def _settled_slot(self, key: DeliveryKey, email: str, mark: RecipientMark | None, now: float) -> SendSlot:
+        state = mark.state if mark is not None else None
+        if mark is None or state is None:
+            return SendSlot(SlotOutcome.BUSY)  # seen mid-write (or unreadable): ask again later
+        if state is RecipientState.SENT:
+            return SendSlot(SlotOutcome.SENT, message_id=mark.message_id)
+        if state is RecipientState.FAILED:
+            return SendSlot(SlotOutcome.FAILED, error=mark.error)
+        if state is RecipientState.UNKNOWN:
+            return SendSlot(SlotOutcome.UNKNOWN, error=mark.error)
+        if state is RecipientState.SENDING:
+            if mark.lease_until >= now:
+                return SendSlot(SlotOutcome.BUSY, lease_until=mark.lease_until)
+            if self._mark_unknown(key, mark):
+                return SendSlot(SlotOutcome.UNKNOWN, error=STOPPED_DURING_SEND)
             # Someone settled it meanwhile: read again.
-            again = self._get(delivery_pk(key), rcpt_sk(email)) or {}
-            if again.get("state") != SENDING:
+            again = self.recipient(key, email)
+            if again is not None and again.state is not RecipientState.SENDING:
                 return self._settled_slot(key, email, again, now)
-        return SendSlot("busy")
+        return SendSlot(SlotOutcome.BUSY)
 
-    def _mark_unknown(
-        self, key: DeliveryKey, email: str, item: dict[str, Any], *, leased: bool = False
-    ) -> bool:
+    def _mark_unknown(self, key: DeliveryKey, mark: RecipientMark, *, leased: bool = False) -> bool:
         """``sending`` → ``unknown`` once its lease ran out (``leased``: even before; the sender, if still
         alive, records what happened over it — ``unknown`` never blocks the truth)."""
-        condition = "#s = :sending AND #o = :owner"
-        values = {
-            ":unknown": {"S": UNKNOWN},
-            ":sending": {"S": SENDING},
-            ":owner": {"S": str(item.get("owner", ""))},
-            ":err": {"S": "worker stopped during send; outcome unknown"},
-            ":t": {"S": iso_utc(utcnow())},
-        }
+        write = TAKE_OVER if leased else MARK_UNKNOWN
+        extra: dict[str, Any] = {"owner": {"S": mark.owner or ""}}
         if not leased:
-            condition += " AND lease_until < :now"
-            values[":now"] = {"N": repr(time.time())}
+            extra["now"] = {"N": repr(time.time())}
+        target = RecipientState.UNKNOWN
         return self._update_if(
             delivery_pk(key),
-            rcpt_sk(email),
-            UpdateExpression="SET #s = :unknown, #e = :err, settled_at = :t",
-            ConditionExpression=condition,
-            ExpressionAttributeNames={"#s": "state", "#e": "error", "#o": "owner"},
-            ExpressionAttributeValues=values,
+            rcpt_sk(mark.address),
+            UpdateExpression="SET #s = :to, #e = :err, settled_at = :t",
+            ConditionExpression=write.condition,
+            ExpressionAttributeNames={**write.names, "#e": "error"},
+            ExpressionAttributeValues=write.values(
+                target,
+                to={"S": target.value},
+                err={"S": STOPPED_DURING_SEND},
+                t={"S": iso_utc(utcnow())},
+                **extra,
+            ),
         )
 
     def record_sent(self, key: DeliveryKey, email: str, owner: str, message_id: str) -> None:
         """Record a send. Overwrites an ``unknown`` mark of ours (we know better now)."""
-        self._settle(key, email, owner, SENT, message_id=message_id)
+        self._settle(key, email, owner, RecipientState.SENT, message_id=message_id)
 
-    def record_failure(self, key: DeliveryKey, email: str, owner: str, state: str, error: str) -> None:
+    def record_failure(
+        self, key: DeliveryKey, email: str, owner: str, state: RecipientState, error: str
+    ) -> None:
         """``retry`` (nothing was sent), ``failed`` (rejected) or ``unknown`` (maybe sent)."""
-        self._settle(key, email, owner, state, error=error[:500])
+        self._settle(key, email, owner, RecipientState(state), error=error[:500])
 
     def _settle(
         self,
         key: DeliveryKey,
         email: str,
         owner: str,
-        state: str,
+        state: RecipientState,
         *,
         message_id: str | None = None,
         error: str | None = None,
     ) -> None:
-        data = {
-            "pk": delivery_pk(key),
-            "sk": rcpt_sk(email),
-            "state": state,
-            "owner": owner,
-            "email": email,
-            "message_id": message_id,
-            "error": error,
-            "settled_at": iso_utc(utcnow()),
-            "expires_at": self._expires(),
-        }
-        try:
-            self._ddb.put_item(
-                TableName=self.table,
-                Item=to_item(data),
-                ConditionExpression="#o = :me AND #s IN (:sending, :unknown)",
-                ExpressionAttributeNames={"#o": "owner", "#s": "state"},
-                ExpressionAttributeValues={
-                    ":me": {"S": owner},
-                    ":sending": {"S": SENDING},
-                    ":unknown": {"S": UNKNOWN},
-                },
-            )
-        except ClientError as exc:
-            if not _conditional_failed(exc):
-                raise
-            # Not ours any more (already settled by us or taken over): keep what is there.
+        # False: not ours any more (already settled by us, or taken over): keep what is there.
+        fields = {"message_id": message_id, "error": error, "settled_at": iso_utc(utcnow())}
+        self._put_mark(SETTLE, key, email, owner, state, fields, me={"S": owner})
+
+    def _put_mark(
+        self,
+        write: RecipientWrite,
+        key: DeliveryKey,
+        email: str,
+        owner: str,
+        state: RecipientState,
+        fields: dict[str, Any],
+        **values: Any,
+    ) -> bool:
+        """A whole recipient item in ``state``, if ``write``'s condition holds (``values``: its other
+        placeholders); False when it did not."""
+        item = {"pk": delivery_pk(key), "sk": rcpt_sk(email), "state": state.value, "owner": owner}
+        return self._put_if(
+            {**item, "email": email, **fields, "expires_at": self._expires()},
+            ConditionExpression=write.condition,
+            ExpressionAttributeNames=write.names,
+            ExpressionAttributeValues=write.values(state, **values),
+        )
 
     def withdraw(self, key: DeliveryKey, email: str, error: str) -> bool:
         """Settle a ``retry`` recipient as ``failed`` without sending (e.g. unsubscribed since)."""
+        target = RecipientState.FAILED
         return self._update_if(
             delivery_pk(key),
             rcpt_sk(email),
-            UpdateExpression="SET #s = :failed, #e = :err, settled_at = :t",
-            ConditionExpression="#s = :retry",
-            ExpressionAttributeNames={"#s": "state", "#e": "error"},
-            ExpressionAttributeValues={
-                ":failed": {"S": FAILED},
-                ":retry": {"S": RETRY},
-                ":err": {"S": error[:500]},
-                ":t": {"S": iso_utc(utcnow())},
-            },
+            UpdateExpression="SET #s = :to, #e = :err, settled_at = :t",
+            ConditionExpression=WITHDRAW.condition,
+            ExpressionAttributeNames={**WITHDRAW.names, "#e": "error"},
+            ExpressionAttributeValues=WITHDRAW.values(
+                target, to={"S": target.value}, err={"S": error[:500]}, t={"S": iso_utc(utcnow())}
+            ),
         )
 
     # -- operator resend of unknown recipients ------------------------------------------------
@@ -524,27 +688,28 @@ class Ledger:
         Only an ``unknown`` recipient of a settled (``done``) delivery qualifies: while a worker still
         owns the delivery it settles its recipients itself, and anyone ``sent``/``failed`` is final.
         """
-        claim = self.get_claim(key) or {}
-        items = self.recipients(key)
+        claim = self.get_claim(key)
+        claim_state = claim.state if claim is not None else None
+        marks = self.recipients(key)
         wanted = (
             [e.casefold() for e in emails]
             if emails is not None
-            else sorted(a for a, it in items.items() if it.get("state") == UNKNOWN)
+            else sorted(a for a, m in marks.items() if m.state is RecipientState.UNKNOWN)
         )
-        plan = ResendPlan([], {}, claim.get("state"))
+        plan = ResendPlan([], {}, claim_state)
         for addr in dict.fromkeys(wanted):
-            item = items.get(addr)
-            if item is None:
+            mark = marks.get(addr)
+            if mark is None:
                 plan.refused[addr] = "not a recipient of this delivery"
-            elif item.get("state") != UNKNOWN:
-                plan.refused[addr] = f"is {item.get('state')}, not unknown"
-            elif claim.get("state") != DONE:
+            elif mark.state is not RecipientState.UNKNOWN:
+                plan.refused[addr] = f"is {mark.state.value}, not unknown"
+            elif claim_state is not ClaimState.DONE:
                 plan.refused[addr] = (
-                    f"delivery not settled yet (claim {claim.get('state') or 'missing'}); "
+                    f"delivery not settled yet (claim {claim_state.value if claim_state else 'missing'}); "
                     "a worker is still on it"
                 )
             else:
-                plan.eligible.append(item)
+                plan.eligible.append(mark)
         return plan
 
     def reopen_for_resend(self, key: DeliveryKey, emails: list[str], *, by: str, resend_id: str) -> Reopened:
@@ -563,7 +728,7 @@ class Ledger:
             attempts += 1
             batch = todo[:_TXN_RECIPIENTS]
             try:
-                ops = [self._reopen_claim_op(key, by, at, resend_id, todo, first)]
+                ops = [self._reopen_claim_op(key, by, at, resend_id, first)]
                 if first:
                     ops.append(self._resend_marker_op(key, by, at, resend_id, todo))
                 self._ddb.transact_write_items(
@@ -572,23 +737,22 @@ class Ledger:
             except ClientError as exc:
                 if not _conditional_failed(exc):
                     raise
-                claim = self.get_claim(key) or {}
-                claim_ok = (
-                    claim.get("state") == DONE
+                claim = self.get_claim(key)
+                claim_ok = claim is not None and (
+                    claim.state is ClaimState.DONE
                     if first
-                    else claim.get("state") == RELEASED and claim.get("resend_id") == resend_id
+                    else claim.state is ClaimState.RELEASED and claim.resend_id == resend_id
                 )
                 if not claim_ok:
+                    now = claim.state.value if claim is not None else "missing"
                     for addr in todo:
-                        out.refused[addr] = (
-                            f"delivery changed meanwhile (claim {claim.get('state') or 'missing'})"
-                        )
+                        out.refused[addr] = f"delivery changed meanwhile (claim {now})"
                     return out
-                items = self.recipients(key)
+                marks = self.recipients(key)
                 for addr in batch:
-                    state = (items.get(addr) or {}).get("state")
-                    if state != UNKNOWN:
-                        out.refused[addr] = f"is {state or 'missing'}, not unknown"
+                    mark = marks.get(addr)
+                    if mark is None or mark.state is not RecipientState.UNKNOWN:
+                        out.refused[addr] = f"is {mark.state.value if mark else 'missing'}, not unknown"
                 todo = [a for a in todo if a not in out.refused]
                 continue
             out.reopened += batch
@@ -598,9 +762,7 @@ class Ledger:
             out.refused[addr] = "the ledger kept changing; try again"
         return out
 
-    def _reopen_claim_op(
-        self, key: DeliveryKey, by: str, at: str, resend_id: str, todo: list[str], first: bool
-    ) -> dict[str, Any]:
+    def _reopen_claim_op(self, key: DeliveryKey, by: str, at: str, resend_id: str, first: bool) -> Any:
         claim_key = {"pk": {"S": delivery_pk(key)}, "sk": {"S": CLAIM_SK}}
         if not first:
             return {
@@ -609,7 +771,10 @@ class Ledger:
                     "Key": claim_key,
                     "ConditionExpression": "#s = :released AND resend_id = :rid",
                     "ExpressionAttributeNames": {"#s": "state"},
-                    "ExpressionAttributeValues": {":released": {"S": RELEASED}, ":rid": {"S": resend_id}},
+                    "ExpressionAttributeValues": {
+                        **_claim_states(ClaimState.RELEASED),
+                        ":rid": {"S": resend_id},
+                    },
                 }
             }
         return {
@@ -623,8 +788,7 @@ class Ledger:
                 "ConditionExpression": "#s = :done",
                 "ExpressionAttributeNames": {"#s": "state"},
                 "ExpressionAttributeValues": {
-                    ":released": {"S": RELEASED},
-                    ":done": {"S": DONE},
+                    **_claim_states(ClaimState.RELEASED, ClaimState.DONE),
                     ":zero": {"N": "0"},
                     ":rid": {"S": resend_id},
                     ":by": {"S": by},
@@ -633,9 +797,7 @@ class Ledger:
             }
         }
 
-    def _resend_marker_op(
-        self, key: DeliveryKey, by: str, at: str, resend_id: str, todo: list[str]
-    ) -> dict[str, Any]:
+    def _resend_marker_op(self, key: DeliveryKey, by: str, at: str, resend_id: str, todo: list[str]) -> Any:
         data = {
             "pk": delivery_pk(key),
             "sk": RESEND_SK,
@@ -648,20 +810,18 @@ class Ledger:
         }
         return {"Put": {"TableName": self.table, "Item": to_item(data)}}
 
-    def _reopen_rcpt_op(self, key: DeliveryKey, addr: str, by: str, at: str) -> dict[str, Any]:
+    def _reopen_rcpt_op(self, key: DeliveryKey, addr: str, by: str, at: str) -> Any:
+        target = RecipientState.RETRY
         return {
             "Update": {
                 "TableName": self.table,
                 "Key": {"pk": {"S": delivery_pk(key)}, "sk": {"S": rcpt_sk(addr)}},
-                "UpdateExpression": "SET #s = :retry, resend_by = :by, resend_at = :at",
-                "ConditionExpression": "#s = :unknown",
-                "ExpressionAttributeNames": {"#s": "state"},
-                "ExpressionAttributeValues": {
-                    ":retry": {"S": RETRY},
-                    ":unknown": {"S": UNKNOWN},
-                    ":by": {"S": by},
-                    ":at": {"S": at},
-                },
+                "UpdateExpression": "SET #s = :to, resend_by = :by, resend_at = :at",
+                "ConditionExpression": REOPEN.condition,
+                "ExpressionAttributeNames": REOPEN.names,
+                "ExpressionAttributeValues": REOPEN.values(
+                    target, to={"S": target.value}, by={"S": by}, at={"S": at}
+                ),
             }
         }
 
@@ -671,20 +831,19 @@ class Ledger:
         stays sent; a ``sending`` mark becomes ``unknown`` (maybe sent, never re-sent automatically,
         surfaced for ``change resend-unknown``) unless its sender records the outcome first."""
         tally = Tally()
-        for addr, item in self.recipients(key).items():
-            state = item.get("state")
-            if state == SENDING:
+        for addr, mark in self.recipients(key).items():
+            state = mark.state
+            if state is RecipientState.SENDING:
                 # Whoever marked it lost the delivery (the caller holds its lane): maybe sent.
-                self._mark_unknown(key, addr, item, leased=True)
-                item = self._get(delivery_pk(key), rcpt_sk(addr)) or item
-                state = item.get("state")
-                state = UNKNOWN if state == SENDING else state
+                self._mark_unknown(key, mark, leased=True)
+                mark = self.recipient(key, addr) or mark
+                state = RecipientState.UNKNOWN if mark.state is RecipientState.SENDING else mark.state
             tally.total += 1
-            if state == SENT:
+            if state is RecipientState.SENT:
                 tally.sent += 1
-                if item.get("message_id"):
-                    tally.message_ids.append(str(item["message_id"]))
-            elif state == UNKNOWN:
+                if mark.message_id:
+                    tally.message_ids.append(mark.message_id)
+            elif state is RecipientState.UNKNOWN:
                 tally.unknown += 1
             else:
                 tally.failed += 1
@@ -718,7 +877,7 @@ class Ledger:
                 TableName=self.table,
                 Key={"pk": {"S": latest_pk(change_id, customer)}, "sk": {"S": LATEST_SK}},
                 UpdateExpression=expr,
-                ConditionExpression="attribute_not_exists(lock_owner) OR lock_until < :now",
+                ConditionExpression=LANE_FREE,
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_OLD",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -729,9 +888,9 @@ class Ledger:
             item: dict[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
             held = from_item(item)
             if not held:  # no ALL_OLD on the failure (older services): read it
-                held = self._get(latest_pk(change_id, customer), LATEST_SK) or {}
-            return LaneBusy(held.get("lock_owner"), float(held.get("lock_until", now + 1.0)))
-        old = from_item(resp.get("Attributes") or {})
+                held = self._read(latest_pk(change_id, customer), LATEST_SK, dict) or {}
+            return LaneBusy(_text(held.get("lock_owner")), float(held.get("lock_until", now + 1.0)))
+        old = from_item(dict(resp.get("Attributes") or {}))
         stolen = key_of_delivery_pk(str(old.get("lock_delivery", ""))) if old.get("lock_owner") else None
         return Lane(
             change_id,
@@ -739,7 +898,7 @@ class Ledger:
             owner,
             lease_until,
             sent_version=_int(old.get("version")),
-            sent_event=old.get("event"),
+            sent_event=_event(old.get("event")),
             invite_version=_int(old.get("invite_version")),
             removed_version=_int(old.get("removed_version")),
             topics=set(old.get("topics") or ()),
@@ -752,7 +911,7 @@ class Ledger:
             latest_pk(lane.change_id, lane.customer),
             LATEST_SK,
             UpdateExpression="SET lock_delivery = :d",
-            ConditionExpression="lock_owner = :me",
+            ConditionExpression=LANE_MINE,
             ExpressionAttributeValues={":d": {"S": delivery_pk(delivery)}, ":me": {"S": lane.owner}},
         )
 
@@ -763,7 +922,7 @@ class Ledger:
             latest_pk(change_id, customer),
             LATEST_SK,
             UpdateExpression="SET lock_until = :l",
-            ConditionExpression="lock_owner = :me",
+            ConditionExpression=LANE_MINE,
             ExpressionAttributeValues={":l": {"N": repr(lease_until)}, ":me": {"S": owner}},
         )
         return lease_until if ok else None
@@ -783,7 +942,7 @@ class Ledger:
             values.update(
                 {
                     ":v": {"N": str(lane.sent_version)},
-                    ":e": {"S": str(lane.sent_event or "")},
+                    ":e": {"S": lane.sent_event.value if lane.sent_event else ""},
                     ":t": {"S": iso_utc(utcnow())},
                 }
             )
@@ -799,7 +958,7 @@ class Ledger:
             values[":topics"] = {"SS": sorted(lane.topics)}
         kwargs: dict[str, Any] = {
             "UpdateExpression": f"SET {', '.join(sets)} REMOVE {', '.join(LOCK_ATTRIBUTES)}",
-            "ConditionExpression": "lock_owner = :me",
+            "ConditionExpression": LANE_MINE,
             "ExpressionAttributeValues": values,
         }
         if names:
@@ -811,19 +970,33 @@ class Ledger:
 
     def _record_lane_facts(self, lane: Lane) -> None:
         """What a holder that lost its lock learned, each fact only where it is newer."""
-        if lane.sent_version is not None and lane.sent_event:
-            self.mark_latest(lane.change_id, lane.customer, lane.sent_version, EmailEvent(lane.sent_event))
-        if lane.invite_version is not None:
-            self.mark_invite(lane.change_id, lane.customer, lane.invite_version)
         pk = latest_pk(lane.change_id, lane.customer)
-        if lane.removed_version is not None:
+        if lane.sent_version is not None and lane.sent_event is not None:
             self._update_if(
                 pk,
                 LATEST_SK,
-                UpdateExpression="SET removed_version = :r",
-                ConditionExpression="attribute_not_exists(removed_version) OR removed_version < :r",
-                ExpressionAttributeValues={":r": {"N": str(lane.removed_version)}},
+                UpdateExpression="SET #v = :v, #e = :e, updated_at = :t, expires_at = :x",
+                ConditionExpression=_newer("#v", ":v"),
+                ExpressionAttributeNames={"#v": "version", "#e": "event"},
+                ExpressionAttributeValues={
+                    ":v": {"N": str(lane.sent_version)},
+                    ":e": {"S": lane.sent_event.value},
+                    ":t": {"S": iso_utc(utcnow())},
+                    ":x": {"N": str(self._expires(LATEST_TTL_DAYS))},
+                },
             )
+        for attr, value in (
+            ("invite_version", lane.invite_version),
+            ("removed_version", lane.removed_version),
+        ):
+            if value is not None:
+                self._update_if(
+                    pk,
+                    LATEST_SK,
+                    UpdateExpression=f"SET {attr} = :n",
+                    ConditionExpression=_newer(attr, ":n"),
+                    ExpressionAttributeValues={":n": {"N": str(value)}},
+                )
         if lane.topics:
             self._ddb.update_item(
                 TableName=self.table,
@@ -832,45 +1005,21 @@ class Ledger:
                 ExpressionAttributeValues={":t": {"SS": sorted(lane.topics)}},
             )
 
-    # -- newest version sent (superseded check) ------------------------------------------------
     def latest(self, change_id: str, customer: str) -> Latest | None:
-        item = self._get(latest_pk(change_id, customer), LATEST_SK)
+        """The newest notice of the change sent to the customer (None: nothing yet)."""
+        item = self._read(latest_pk(change_id, customer), LATEST_SK, dict)
         if not item or "version" not in item:
             return None
         inv = item.get("invite_version")
         topics = frozenset(str(t) for t in item.get("topics") or ())
-        return Latest(int(item["version"]), str(item.get("event", "")), int(inv) if inv else None, topics)
-
-    def mark_latest(self, change_id: str, customer: str, version: int, event: EmailEvent) -> bool:
-        """Record ``version`` as the newest sent unless a newer one already is."""
-        return self._update_if(
-            latest_pk(change_id, customer),
-            LATEST_SK,
-            UpdateExpression="SET #v = :v, #e = :e, updated_at = :t, expires_at = :x",
-            ConditionExpression="attribute_not_exists(#v) OR #v < :v",
-            ExpressionAttributeNames={"#v": "version", "#e": "event"},
-            ExpressionAttributeValues={
-                ":v": {"N": str(version)},
-                ":e": {"S": event.value},
-                ":t": {"S": iso_utc(utcnow())},
-                ":x": {"N": str(self._expires(LATEST_TTL_DAYS))},
-            },
-        )
-
-    def mark_invite(self, change_id: str, customer: str, version: int) -> None:
-        """Remember that a calendar invite went out (a later cancellation then sends a CANCEL)."""
-        try:
-            self._ddb.update_item(
-                TableName=self.table,
-                Key={"pk": {"S": latest_pk(change_id, customer)}, "sk": {"S": LATEST_SK}},
-                UpdateExpression="SET invite_version = :v",
-                ConditionExpression="attribute_not_exists(invite_version) OR invite_version < :v",
-                ExpressionAttributeValues={":v": {"N": str(version)}},
-            )
-        except ClientError as exc:
-            if not _conditional_failed(exc):
-                raise
+        return Latest(int(item["version"]), _event(item.get("event")), int(inv) if inv else None, topics)
 
 
-def _int(value: Any) -> int | None:
-    return int(value) if value is not None else None
+def _readable(items: Iterable[dict[str, Any]], parse: Callable[[dict[str, Any]], T]) -> Iterator[T]:
+    """``parse`` of the plain attributes of every item it can read; the others are logged and skipped."""
+    return readable(items, lambda raw: parse(from_item(raw)), what="ledger", logger=log)
+
+
+def _newer(attr: str, value: str) -> str:
+    """Condition: ``attr`` is absent or below the ``value`` placeholder (never lower a newer fact)."""
+    return f"attribute_not_exists({attr}) OR {attr} < {value}"

@@ -3,6 +3,10 @@
 Every transition reads the archive with its ETag, checks the state machine, writes the superseded
 version to ``versions/``, replaces the archive conditionally and then distributes the event. The
 change index (status table) follows every draft save, transition and delete.
+
+Every operation that writes passes the authorization point (``services.authz``) with the customers it
+touches (an edit: those before and after) and is audited with its outcome; approving also checks
+separation of duties. Who acts (``*By``, ``modifications[].user_id``) is the authorizer's operator.
 """
 
 from __future__ import annotations
@@ -10,9 +14,9 @@ from __future__ import annotations
 import builtins
 import uuid
 from collections.abc import Callable
-from functools import cached_property
 from typing import Any
 
+from ..errors import InputError
 from ..models import (
     DELETABLE,
     MAX_VERSION,
@@ -20,15 +24,19 @@ from ..models import (
     ChangeStatus,
     Config,
     EmailEvent,
+    OperatorAction,
     check_transition,
     iso_utc,
     new_change_id,
     utcnow,
 )
+from .audit import FAILED, OK, PARTIAL
+from .authz import ActionRecord, Authorizer
 from .aws import AwsFactory
 from .changes import ChangeNotFound, ChangeStore, ConflictError
 from .fanout import ARCHIVE, DestinationState, Fanout, FanoutResult, ProgressEvent
 from .history import FieldDiff, diff_changes
+from .identity import Operator
 from .migration import Reindexer
 from .status import ChangeSummary, StatusStore
 
@@ -66,6 +74,11 @@ STAMPS = {
     ChangeStatus.COMPLETED: ("completedAt", "completedBy"),
     ChangeStatus.CANCELLED: ("cancelledAt", "cancelledBy"),
 }
+ACTION_OF_STATUS = {
+    ChangeStatus.APPROVED: OperatorAction.CHANGE_APPROVE,
+    ChangeStatus.COMPLETED: OperatorAction.CHANGE_COMPLETE,
+    ChangeStatus.CANCELLED: OperatorAction.CHANGE_CANCEL,
+}
 EVENT_OF_STATUS = {
     ChangeStatus.SUBMITTED: EmailEvent.SUBMITTED,
     ChangeStatus.APPROVED: EmailEvent.APPROVED,
@@ -75,17 +88,21 @@ EVENT_OF_STATUS = {
 _UNSET: Any = object()
 
 
-class ChangeRejected(ValueError):
-    """A change that cannot take this step as it is; ``problems`` name each field."""
+class ChangeRejected(InputError):
+    """A change that cannot take this step as it is; ``problems`` name each field (exit 2)."""
+
+    title = "Error"
 
     def __init__(self, message: str, problems: list[dict[str, str]] | None = None) -> None:
-        self.summary = message
-        self.problems = problems or []
-        detail = "; ".join(f"{p['path']}: {p['message']}" for p in self.problems)
-        super().__init__(f"{message}: {detail}" if detail else message)
+        detail = "; ".join(f"{p['path']}: {p['message']}" for p in problems or [])
+        super().__init__(f"{message}: {detail}" if detail else message, problems=problems, summary=message)
 
 
-class NotDeletable(ValueError):
+class NotDeletable(InputError):
+    """Only draft and cancelled changes can be deleted (exit 2)."""
+
+    title = "Error"
+
     def __init__(self, change: Change) -> None:
         self.change = change
         allowed = ", ".join(sorted(s.value for s in DELETABLE))
@@ -100,6 +117,43 @@ def user_fields(change: Change) -> dict[str, Any]:
     return {k: v for k, v in change.to_json_dict().items() if k not in LIFECYCLE_FIELDS}
 
 
+def finish_fanout(record: ActionRecord, result: FanoutResult) -> None:
+    """The action's audit record from its fan-out: ``ok``, ``partial`` (some customers failed) or
+    ``failed`` (the archive write failed: nothing was sent)."""
+    archive = result.states.get(ARCHIVE)
+    if result.ok:
+        outcome = OK
+    elif archive is not None and archive is not DestinationState.DONE:
+        outcome = FAILED
+    else:
+        outcome = PARTIAL
+    record.finish(
+        outcome,
+        version=result.change.version,
+        status=result.change.status.value,
+        event=result.event.value if result.states else None,
+        failed=result.failed or None,
+        errors=dict(result.errors) or None,
+    )
+
+
+MAX_REASON = 1000
+
+
+def clean_reason(text: str) -> str:
+    """One line of at most MAX_REASON characters (control characters become spaces)."""
+    return " ".join("".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in text).split())[:MAX_REASON]
+
+
+def _customers_changed(current: Change, customers: builtins.list[str]) -> dict[str, Any]:
+    """What a new version's modification records about its customers: the fields changed and those
+    added (their notice is a first request, not a revision: services/emails.revision_of)."""
+    added = sorted(set(customers) - set(current.customers))
+    if sorted(set(customers)) == sorted(current.customers):
+        return {}
+    return {"changed_fields": ["customers"], **({"added_customers": added} if added else {})}
+
+
 def _same_write(current: Change | None, ours: Change) -> bool:
     """True when the archive holds exactly our write (an earlier try that did succeed): decided by the
     write token alone, unique per write (two writers in one second under one identity differ)."""
@@ -112,21 +166,22 @@ class ChangeService:
         aws: AwsFactory,
         config: Config,
         *,
-        operator: str | None = None,
+        operator: str | Operator | None = None,
         threads: int = 16,
         status: StatusStore | None = None,
+        authz: Authorizer | None = None,
     ) -> None:
         self.aws = aws
         self.config = config
-        self._operator = operator
+        self.authz = authz or Authorizer(aws, config, operator=operator, via="api")
         self.store = ChangeStore(aws, config, threads=threads)
         self.status = status or StatusStore(aws, config, threads=threads)
         self.fanout = Fanout(aws, config, self.status, threads=threads)
 
-    @cached_property
+    @property
     def operator(self) -> str:
-        """Who acts: the constructor's ``operator``, else CHANGECONSOLE_OPERATOR, else STS."""
-        return self._operator or self.aws.operator_identity()
+        """Who acts (``services.identity``): the name written as ``*By``."""
+        return self.authz.operator.name
 
     # -- helpers ----------------------------------------------------------------------
     def _validate(self, data: dict[str, Any], *, check_customers: bool = True) -> Change:
@@ -239,6 +294,14 @@ class ChangeService:
     # -- drafts -------------------------------------------------------------------------
     def save_draft(self, change: Change) -> Change:
         """Save to ``drafts/`` (no events). Stamps created (first save) or modified (later saves)."""
+        with self.authz.act(
+            OperatorAction.CHANGE_DRAFT, change.customers, change_id=change.change_id
+        ) as record:
+            draft = self._save_draft(change)
+            record.update(version=draft.version)
+            return draft
+
+    def _save_draft(self, change: Change) -> Change:
         if change.status is not ChangeStatus.DRAFT:
             raise ChangeRejected(
                 f"{change.change_id} is {change.status.value}; only drafts are saved as drafts"
@@ -328,6 +391,17 @@ class ChangeService:
                     return FanoutResult(edited, EVENT_OF_STATUS[edited.status], {})
                 return edited
             draft = change
+        targets = customers if customers is not None else draft.customers
+        with self.authz.act(
+            OperatorAction.CHANGE_SUBMIT, targets, change_id=draft.change_id, version=draft.version
+        ) as record:
+            result = self._submit_draft(draft, customers, progress)
+            finish_fanout(record, result)
+            return result
+
+    def _submit_draft(
+        self, draft: Change, customers: builtins.list[str] | None, progress: Progress
+    ) -> FanoutResult:
         if draft.status is not ChangeStatus.DRAFT:
             raise ChangeRejected(
                 f"{draft.change_id} says {draft.status.value} but is not in the archive; "
@@ -348,27 +422,52 @@ class ChangeService:
         self, current: Change, etag: str, customers: builtins.list[str] | None, progress: Progress
     ) -> FanoutResult:
         """``submit ID`` of an archived change: approved → submitted (a new approval round)."""
-        check_transition(current.status, ChangeStatus.SUBMITTED)
-        fields = {"customers": customers} if customers is not None else None
-        new = self._next(current, ChangeStatus.SUBMITTED, "resubmitted", fields=fields)
-        self._check_schedule(new)
-        return self._publish(new, EmailEvent.SUBMITTED, previous=current, etag=etag, progress=progress)
+        touched = {*current.customers, *(customers or [])}
+        with self.authz.act(
+            OperatorAction.CHANGE_SUBMIT, touched, change_id=current.change_id, version=current.version
+        ) as record:
+            check_transition(current.status, ChangeStatus.SUBMITTED)
+            fields = {"customers": customers} if customers is not None else None
+            extra = _customers_changed(current, sorted(set(customers))) if customers is not None else {}
+            new = self._next(current, ChangeStatus.SUBMITTED, "resubmitted", fields=fields, **extra)
+            self._check_schedule(new)
+            result = self._publish(new, EmailEvent.SUBMITTED, previous=current, etag=etag, progress=progress)
+            finish_fanout(record, result)
+            return result
 
     def _transition(
-        self, change_id: str, target: ChangeStatus, expected_version: int | None, progress: Progress
+        self,
+        change_id: str,
+        target: ChangeStatus,
+        expected_version: int | None,
+        progress: Progress,
+        **extra: Any,
     ) -> FanoutResult:
+        action = ACTION_OF_STATUS[target]
+        # Read first (a read: anyone with a role), so that a refusal names the change's customers.
         stored = self.store.find(change_id)
-        if stored is None:
-            check_transition(self.store.load_draft(change_id).status, target)
-            raise ChangeNotFound(change_id, "archive")  # a draft that claims another status
-        current = stored.change
-        if expected_version is not None and current.version != expected_version:
-            raise ConflictError(change_id, current.modified_by, current.modified_at, current=current)
-        check_transition(current.status, target)
-        new = self._next(current, target, target.value, check_customers=False)
-        return self._publish(
-            new, EVENT_OF_STATUS[target], previous=current, etag=stored.etag, progress=progress
-        )
+        known = stored.change if stored is not None else None
+        with self.authz.act(
+            action,
+            known.customers if known else None,
+            change_id=change_id,
+            version=known.version if known else expected_version,
+        ) as record:
+            if stored is None:
+                check_transition(self.store.load_draft(change_id).status, target)
+                raise ChangeNotFound(change_id, "archive")  # a draft that claims another status
+            current = stored.change
+            if target is ChangeStatus.APPROVED:
+                self.authz.require_distinct_approver(current)
+            if expected_version is not None and current.version != expected_version:
+                raise ConflictError(change_id, current.modified_by, current.modified_at, current=current)
+            check_transition(current.status, target)
+            new = self._next(current, target, target.value, check_customers=False, **extra)
+            result = self._publish(
+                new, EVENT_OF_STATUS[target], previous=current, etag=stored.etag, progress=progress
+            )
+            finish_fanout(record, result)
+            return result
 
     def approve(
         self, change_id: str, *, progress: Progress = None, expected_version: int | None = None
@@ -381,9 +480,16 @@ class ChangeService:
         return self._transition(change_id, ChangeStatus.COMPLETED, expected_version, progress)
 
     def cancel(
-        self, change_id: str, *, progress: Progress = None, expected_version: int | None = None
+        self,
+        change_id: str,
+        *,
+        progress: Progress = None,
+        expected_version: int | None = None,
+        reason: str | None = None,
     ) -> FanoutResult:
-        return self._transition(change_id, ChangeStatus.CANCELLED, expected_version, progress)
+        """``reason``: why, kept in the cancellation's modification (``reason``) and told in the notice."""
+        extra = {"reason": clean_reason(reason)} if reason and reason.strip() else {}
+        return self._transition(change_id, ChangeStatus.CANCELLED, expected_version, progress, **extra)
 
     def edit(
         self, change: Change, *, progress: Progress = None, expected_version: int | None = _UNSET
@@ -403,26 +509,58 @@ class ChangeService:
     def _edit_archived(
         self, change: Change, expected_version: int | None, progress: Progress
     ) -> FanoutResult | Change:
-        stored = self.store.get(change.change_id)
-        current = stored.change
-        expected = change.version if expected_version is _UNSET else expected_version
-        if expected is not None and current.version != expected:
-            raise ConflictError(change.change_id, current.modified_by, current.modified_at, current=current)
-        if current.status is not ChangeStatus.SUBMITTED:
-            check_transition(current.status, ChangeStatus.SUBMITTED)
-        before, after = user_fields(current), user_fields(change)
-        changed = sorted(k for k in set(before) | set(after) if k in after and before.get(k) != after[k])
-        if not changed:
-            return current
-        new = self._next(current, ChangeStatus.SUBMITTED, "edited", fields=after, changed_fields=changed)
-        self._check_schedule(new)
-        return self._publish(new, EmailEvent.SUBMITTED, previous=current, etag=stored.etag, progress=progress)
+        with self.authz.act(
+            OperatorAction.CHANGE_EDIT, change.customers, change_id=change.change_id, version=change.version
+        ) as record:
+            stored = self.store.get(change.change_id)
+            current = stored.change
+            record.check({*current.customers, *change.customers}, version=current.version)
+            expected = change.version if expected_version is _UNSET else expected_version
+            if expected is not None and current.version != expected:
+                raise ConflictError(
+                    change.change_id, current.modified_by, current.modified_at, current=current
+                )
+            if current.status is not ChangeStatus.SUBMITTED:
+                check_transition(current.status, ChangeStatus.SUBMITTED)
+            before, after = user_fields(current), user_fields(change)
+            changed = sorted(k for k in set(before) | set(after) if k in after and before.get(k) != after[k])
+            if not changed:
+                record.finish(OK, detail="nothing changed, nothing sent")
+                return current
+            added = _customers_changed(current, after.get("customers", current.customers)).get(
+                "added_customers"
+            )
+            new = self._next(
+                current,
+                ChangeStatus.SUBMITTED,
+                "edited",
+                fields=after,
+                changed_fields=changed,
+                **({"added_customers": added} if added else {}),
+            )
+            self._check_schedule(new)
+            result = self._publish(
+                new, EmailEvent.SUBMITTED, previous=current, etag=stored.etag, progress=progress
+            )
+            finish_fanout(record, result)
+            record.update(changed_fields=changed)
+            return result
 
     def retry(self, result: FanoutResult, *, progress: Progress = None) -> FanoutResult:
         """Send again only what is not done: a failed archive (then every customer) or failed customers."""
-        archive_failed = result.states.get(ARCHIVE) not in (None, DestinationState.DONE)
-        writer = self._archive_writer(result) if archive_failed else None
-        return self.fanout.run(result, archive=writer, progress=progress)
+        change = result.change
+        with self.authz.act(
+            OperatorAction.CHANGE_RESEND,
+            result.customers,
+            name="change.retry",
+            change_id=change.change_id,
+            version=change.version,
+        ) as record:
+            archive_failed = result.states.get(ARCHIVE) not in (None, DestinationState.DONE)
+            writer = self._archive_writer(result) if archive_failed else None
+            retried = self.fanout.run(result, archive=writer, progress=progress)
+            finish_fanout(record, retried)
+            return retried
 
     def resend(
         self, change_id: str, *, customers: builtins.list[str] | None = None, progress: Progress = None
@@ -431,23 +569,37 @@ class ChangeService:
 
         Safe to repeat: delivery records keep their progress and the worker sends each email once.
         """
-        current = self.store.get(change_id).change
-        if current.status is ChangeStatus.DRAFT:
-            raise ChangeRejected(f"{change_id} is a draft; nothing was sent")
-        targets = sorted(set(customers)) if customers else current.customers
-        unknown = [c for c in targets if c not in current.customers]
-        if unknown:
-            raise ChangeRejected(
-                f"{change_id} does not target {', '.join(unknown)}",
-                [{"path": "customers", "message": f"not targeted by the change: {', '.join(unknown)}"}],
-            )
-        result = Fanout.start(current, EVENT_OF_STATUS[current.status], targets, archive=False)
-        return self.fanout.run(result, progress=progress)
+        with self.authz.act(OperatorAction.CHANGE_RESEND, customers, change_id=change_id) as record:
+            current = self.store.get(change_id).change
+            targets = sorted(set(customers)) if customers else current.customers
+            record.check(targets, version=current.version)
+            if current.status is ChangeStatus.DRAFT:
+                raise ChangeRejected(f"{change_id} is a draft; nothing was sent")
+            unknown = [c for c in targets if c not in current.customers]
+            if unknown:
+                raise ChangeRejected(
+                    f"{change_id} does not target {', '.join(unknown)}",
+                    [{"path": "customers", "message": f"not targeted by the change: {', '.join(unknown)}"}],
+                )
+            started = Fanout.start(current, EVENT_OF_STATUS[current.status], targets, archive=False)
+            result = self.fanout.run(started, progress=progress)
+            finish_fanout(record, result)
+            return result
 
     # -- other operations -------------------------------------------------------------
     def duplicate(self, change_id: str) -> Change:
         """A new draft with the same content (new id, version 1, only created stamps)."""
-        source = self.load(change_id)
+        with self.authz.act(
+            OperatorAction.CHANGE_DRAFT, name="change.duplicate", duplicated_from=change_id
+        ) as record:
+            source = self.load(change_id)
+            record.check(source.customers)
+            copy = self._duplicate(source)
+            record.update(change_id=copy.change_id, version=copy.version)
+            return copy
+
+    def _duplicate(self, source: Change) -> Change:
+        change_id = source.change_id
         now = iso_utc(utcnow())
         data = user_fields(source)
         data.update(
@@ -465,18 +617,21 @@ class ChangeService:
 
     def delete(self, change_id: str) -> None:
         """Soft delete (to ``deleted/``) a draft or cancelled change; NotDeletable otherwise."""
-        stored = self.store.find(change_id)
-        change = stored.change if stored else self.store.load_draft(change_id)
-        if change.status not in DELETABLE:
-            raise NotDeletable(change)
-        now = iso_utc(utcnow())
-        data = change.to_json_dict()
-        data.update(deletedAt=now, deletedBy=self.operator)
-        data["modifications"] = [*data.get("modifications", []), self._modification("deleted", now)]
-        self.store.soft_delete(self._validate(data, check_customers=False), from_archive=stored is not None)
-        self.status.unindex_change(change_id)
+        with self.authz.act(OperatorAction.CHANGE_DELETE, change_id=change_id) as record:
+            stored = self.store.find(change_id)
+            change = stored.change if stored else self.store.load_draft(change_id)
+            record.check(change.customers, version=change.version)
+            if change.status not in DELETABLE:
+                raise NotDeletable(change)
+            now = iso_utc(utcnow())
+            data = change.to_json_dict()
+            data.update(deletedAt=now, deletedBy=self.operator)
+            data["modifications"] = [*data.get("modifications", []), self._modification("deleted", now)]
+            deleted = self._validate(data, check_customers=False)
+            self.store.soft_delete(deleted, from_archive=stored is not None)
+            self.status.unindex_change(change_id)
 
     def reindex(self) -> int:
         """Rebuild the change index from S3 (``services/migration.Reindexer``); changes now indexed."""
-        report = Reindexer(self.store, self.status).run()
+        report = Reindexer(self.store, self.status, authz=self.authz).run()
         return len(report.indexed) + len(report.unchanged)

@@ -17,8 +17,8 @@ what was written since the last one:
 
 A store without ``gsi3`` (a table created before it, or while it backfills) is polled as before: the
 known round only (one ``begins_with`` query on its sort-key prefix) plus a one-item check for a newer
-version, and the index is tried again at every full read. Stores without those capabilities (test
-doubles) are asked for ``latest_round`` every time.
+version, and the index is tried again at every full read. Any other ``RoundReader`` (something that
+only answers ``latest_round``: test doubles, the bench's in-memory store) is asked for it every time.
 
 ``poll()`` returns every current record plus which customers changed since the previous poll, so the
 screen re-renders only those rows; ``fetch()`` returns just the records.
@@ -29,12 +29,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Protocol
 
-from ..models import DeliveryRecord, EmailEvent, utcnow, version_tag
-from .status import ChangeIndexUnavailable, StampedRecord, change_stamp
+from ..models import DeliveryRecord, EmailEvent, utcnow
+from .status import ChangeIndexUnavailable, StampedRecord, StatusStore, change_stamp
 
 OVERLAP_SECONDS = 2.0
+
+
+class RoundReader(Protocol):
+    """The least a live status source answers: the records of a change's newest round."""
+
+    def latest_round(self, change_id: str) -> list[DeliveryRecord]: ...
 
 
 def newest_round(records: Iterable[DeliveryRecord]) -> list[DeliveryRecord]:
@@ -91,7 +97,7 @@ class LiveStatusQuery:
 
     def __init__(
         self,
-        store: Any,
+        store: StatusStore | RoundReader,
         change_id: str,
         *,
         version: int | None = None,
@@ -120,15 +126,6 @@ class LiveStatusQuery:
         self._primed = False  # a full read has filled the pool
         self._last: dict[str, DeliveryRecord] | None = None  # the previous answer, by customer
 
-    # -- capabilities -----------------------------------------------------------------------------
-    @property
-    def _can_poll_round(self) -> bool:
-        return all(hasattr(self.store, name) for name in ("records", "aws", "table"))
-
-    @property
-    def _can_delta(self) -> bool:
-        return all(hasattr(self.store, name) for name in ("stamped_records", "changed_since"))
-
     @property
     def pinned(self) -> bool:
         return self.version is not None or self.event is not None
@@ -141,16 +138,17 @@ class LiveStatusQuery:
         self.polls += 1
         items = 0
         full = True
-        if not self._can_delta:
-            records = self._legacy()
+        store = self.store
+        if not isinstance(store, StatusStore):  # it reads whole rounds only
+            records = self._latest_round()
         elif not self._primed or self.polls % self.full_every == 0:
-            records = self._full_stamped()
+            records = self._full_stamped(store)
         elif self.delta_ok is False:
-            records = self._legacy()
+            records = self._legacy(store)
         else:
-            delta = self._delta()
+            delta = self._delta(store)
             if delta is None:  # no index, or a newer round: read it all
-                records = self._legacy() if self.delta_ok is False else self._full_stamped()
+                records = self._legacy(store) if self.delta_ok is False else self._full_stamped(store)
             else:
                 records, items = delta
                 full = False
@@ -180,11 +178,10 @@ class LiveStatusQuery:
             return record.event == self.event
         return self.round is not None and _in_round(record, self.round)
 
-    def _full_stamped(self) -> list[DeliveryRecord]:
+    def _full_stamped(self, store: StatusStore) -> list[DeliveryRecord]:
         """A consistent read of everything in scope; resets the pool, the watermark and the index
         check."""
         self.full_reads += 1
-        store = self.store
         read_at = change_stamp(self._clock())
         if self.version is not None or self.event is not None:
             stamped = store.stamped_records(self.change_id, version=self.version, event=self.event)
@@ -210,7 +207,7 @@ class LiveStatusQuery:
         return newest_round(records) if self.pinned else records
 
     # -- delta reads -------------------------------------------------------------------------------
-    def _delta(self) -> tuple[list[DeliveryRecord], int] | None:
+    def _delta(self, store: StatusStore) -> tuple[list[DeliveryRecord], int] | None:
         """Merge what was written since the watermark; None when a full read is needed instead."""
         read_at = change_stamp(self._clock())
         # Strictly after every write seen ("~" sorts after "#v…"), or from before the previous read.
@@ -218,7 +215,7 @@ class LiveStatusQuery:
         if self._read_at:
             after = min(after, stamp_minus(self._read_at, self.overlap))
         try:
-            found, newest, items = self.store.changed_since(self.change_id, after, known=self._revs)
+            found, newest, items = store.changed_since(self.change_id, after, known=self._revs)
         except ChangeIndexUnavailable:
             self.delta_ok = False
             return None
@@ -245,40 +242,21 @@ class LiveStatusQuery:
         return self._view(), items
 
     # -- without gsi3 --------------------------------------------------------------------------------
-    def _legacy(self) -> list[DeliveryRecord]:
-        store = self.store
+    def _legacy(self, store: StatusStore) -> list[DeliveryRecord]:
         if self.version is not None:
             return newest_round(store.records(self.change_id, version=self.version, event=self.event))
         if self.event is not None:
             return newest_round(store.records(self.change_id, event=self.event))
-        if self.round is None or not self._can_poll_round or self.polls % self.full_every == 0:
-            return self._full()
+        if self.round is None or self.polls % self.full_every == 0:
+            return self._latest_round()
         version, event = self.round
-        if self._newer_version_exists(version):
-            return self._full()
+        if store.newer_version_exists(self.change_id, version):
+            return self._latest_round()
         records = store.records(self.change_id, version=version, event=event)
-        return records if records else self._full()
+        return records if records else self._latest_round()
 
-    def _full(self) -> list[DeliveryRecord]:
+    def _latest_round(self) -> list[DeliveryRecord]:
         self.full_reads += 1
-        records: list[DeliveryRecord] = self.store.latest_round(self.change_id)
+        records = self.store.latest_round(self.change_id)
         self.round = (records[0].version, records[0].event) if records else None
         return records
-
-    def _newer_version_exists(self, version: int) -> bool:
-        ddb = self.store.aws.client("dynamodb")
-        resp = ddb.query(
-            TableName=self.store.table,
-            KeyConditionExpression="pk = :pk AND sk > :sk",
-            ExpressionAttributeValues={
-                ":pk": {"S": f"CHANGE#{self.change_id}"},
-                # "~" sorts after every event name: anything greater is a later version (or META).
-                ":sk": {"S": f"DELIVERY#{version_tag(version)}#~"},
-            },
-            ProjectionExpression="sk",
-            ConsistentRead=True,
-            Limit=1,  # sort keys ascend: a later DELIVERY# item comes before META
-        )
-        return any(
-            str(item.get("sk", {}).get("S", "")).startswith("DELIVERY#") for item in resp.get("Items", [])
-        )

@@ -23,8 +23,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
 from ..errors import describe, error_code, validation_problems
-from ..models import ALL_TOPICS, CHANGE_ID_RE, Change, Config
+from ..models import ALL_TOPICS, CHANGE_ID_RE, Change, Config, OperatorAction
 from ..models_legacy import convert_change
+from .audit import OK
+from .authz import Authorizer
 from .aws import AwsFactory
 from .changes import ARCHIVE, DRAFTS, ChangeStore
 from .contacts import (
@@ -154,10 +156,13 @@ class ReindexReport:
 class Reindexer:
     """Builds or repairs the change index from the bucket (see the module docstring)."""
 
-    def __init__(self, store: ChangeStore, status: StatusStore, *, threads: int = 16) -> None:
+    def __init__(
+        self, store: ChangeStore, status: StatusStore, *, threads: int = 16, authz: Authorizer | None = None
+    ) -> None:
         self.store = store
         self.status = status
         self.threads = threads
+        self.authz = authz or Authorizer(store.aws, store.config, via="api")
 
     def _read(self, key: str, location: str) -> Read:
         body = self.store.aws.client("s3").get_object(Bucket=self.store.bucket, Key=key)["Body"].read()
@@ -189,7 +194,14 @@ class Reindexer:
         return reads
 
     def run(self, *, dry_run: bool = False, progress: Progress | None = None) -> ReindexReport:
-        return self.run_reads(self.scan(progress), dry_run=dry_run)
+        """Scan and index (``change.reindex``, audited with the counts; a dry run needs ``read``)."""
+        if dry_run:
+            self.authz.require(OperatorAction.READ)
+            return self.run_reads(self.scan(progress), dry_run=True)
+        with self.authz.act(OperatorAction.CHANGE_REINDEX) as record:
+            report = self.run_reads(self.scan(progress), dry_run=False)
+            record.finish(OK, counts=report.counts())
+            return report
 
     def indexed(self) -> dict[str, ChangeSummary]:
         return {s.change_id: s for s in self.status.list_changes()}

@@ -19,6 +19,7 @@ from ..models import (
     TOPIC_APPROVAL,
     TOPIC_CALENDAR,
     Change,
+    ChangeStatus,
     Config,
     CustomerMapping,
     EmailEvent,
@@ -62,6 +63,14 @@ def plan_notice(change: Change, event: EmailEvent, told: Told) -> NoticePlan:
     primary = topic_for(event, ever_approved=change.ever_approved)
     if event is EmailEvent.APPROVED and change.include_meeting and scheduled:
         return NoticePlan(event, (primary, TOPIC_CALENDAR), emails.ICS_REQUEST)
+    if (
+        event is EmailEvent.SUBMITTED
+        and change.prior_status is ChangeStatus.APPROVED
+        and scheduled
+        and told.invite_version
+    ):
+        # An approved change edited back to submitted: the invite its approval sent is void.
+        return NoticePlan(event, (primary, TOPIC_CALENDAR), emails.ICS_CANCEL)
     if (
         event is EmailEvent.CANCELLED
         and change.ever_approved

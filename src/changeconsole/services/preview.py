@@ -9,7 +9,9 @@ the next version, stamped now by the operator.
 
 ``test_send`` sends that email through the customer's own SES account to one address the operator
 gives, marked as a test (subject prefix and the ``X-Changeconsole-Test`` header). It is never recorded
-as a delivery (no status record, no ledger item) and is audited (``audit/…/testsend-{uuid}.jsonl``).
+as a delivery (no status record, no ledger item). Both act as the operator in the customer's account:
+a preview is a read the authorization point decides (``change.preview``, scoped to the customer); a
+test send is ``change.test-send``, decided and audited there (``services/authz``).
 """
 
 from __future__ import annotations
@@ -34,18 +36,18 @@ from ..models import (
     ChangeStatus,
     Config,
     EmailEvent,
+    OperatorAction,
     iso_utc,
     utcnow,
 )
 from . import emails
-from .audit import AuditLog
+from .authz import Authorizer
 from .aws import AwsFactory
 from .contacts import ContactListResolver
 from .ledger import Ledger
 from .lifecycle import EVENT_OF_STATUS, STAMPS
 from .notices import Notice, PreparedNotice, Told, prepare_notice
 
-AUDIT_SOURCE = "testsend"
 TEST_PREFIX = "[TEST] "
 PLACEHOLDER_RECIPIENT = "recipient@example.invalid"  # the sample's To when nobody is subscribed
 STATUS_OF_EVENT = {event: status for status, event in EVENT_OF_STATUS.items()}
@@ -191,12 +193,12 @@ class PreviewService:
         aws: AwsFactory,
         config: Config,
         *,
-        operator: Callable[[], str] | None = None,
+        authz: Authorizer | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.aws = aws
         self.config = config
-        self._operator = operator or aws.operator_identity
+        self.authz = authz or Authorizer(aws, config, via="api")
         self.clock = clock or utcnow
         self.ledger = Ledger(aws, config)
 
@@ -212,7 +214,7 @@ class PreviewService:
                 f"{change.change_id} does not target {customer} (it targets {targeted}); "
                 "preview one of those, or the removal notice (event removed)"
             )
-        sent = as_sent(change, event, operator=self._operator(), now=self.clock())
+        sent = as_sent(change, event, operator=self.authz.operator.name, now=self.clock())
         latest = (
             self.ledger.latest(change.change_id, customer)
             if change.status is not ChangeStatus.DRAFT
@@ -234,6 +236,7 @@ class PreviewService:
 
     def preview(self, change: Change, customer: str, event: EmailEvent | None = None) -> Preview:
         """The email ``customer`` would get for ``event`` (default: what the change's state sends)."""
+        self.authz.require(OperatorAction.CHANGE_PREVIEW, [customer], change_id=change.change_id)
         prepared, projected = self._prepare(change, customer, event)
         notice, audience, plan = prepared.notice, prepared.audience, prepared.plan
         recipients = [
@@ -283,31 +286,28 @@ class PreviewService:
             address = validate_email(to.strip(), check_deliverability=False).normalized
         except EmailNotValidError as exc:
             raise PreviewRefused(f"not an email address: {to!r} ({exc})") from None
-        prepared, _ = self._prepare(change, customer, event)
-        notice = prepared.notice
-        msg = test_message(notice, address)
-        mapping = self.config.customer(customer)
-        operator = self._operator()
-        audit = AuditLog(self.aws, self.config, source=AUDIT_SOURCE)
-        fields: dict[str, Any] = {
-            "actor": operator,
-            "customer": customer,
-            "change_id": notice.change.change_id,
-            "version": notice.change.version,
-            "event": notice.plan.event.value,
-            "recipient": address,
-        }
-        try:
-            resp = self.aws.customer_send_client(mapping).send_email(
-                FromEmailAddress=notice.sender,
-                Destination={"ToAddresses": [address]},
-                Content={"Raw": {"Data": emails.raw_bytes(msg)}},
-            )
-        except Exception as exc:
-            audit.write([audit.entry("email.test_failed", **fields, result="failed", detail=describe(exc))])
-            raise TestSendFailed(f"the test to {address} was not sent: {describe(exc)}") from exc
-        message_id = str(resp.get("MessageId", ""))
-        key = audit.write([audit.entry("email.test_sent", **fields, message_id=message_id, result="sent")])
+        with self.authz.act(
+            OperatorAction.CHANGE_TEST_SEND,
+            [customer],
+            change_id=change.change_id,
+            version=change.version,
+            recipient=address,
+        ) as record:
+            prepared, _ = self._prepare(change, customer, event)
+            notice = prepared.notice
+            record.update(version=notice.change.version, event=notice.plan.event.value)
+            msg = test_message(notice, address)
+            mapping = self.config.customer(customer)
+            try:
+                resp = self.aws.customer_send_client(mapping).send_email(
+                    FromEmailAddress=notice.sender,
+                    Destination={"ToAddresses": [address]},
+                    Content={"Raw": {"Data": emails.raw_bytes(msg)}},
+                )
+            except Exception as exc:
+                raise TestSendFailed(f"the test to {address} was not sent: {describe(exc)}") from exc
+            message_id = str(resp.get("MessageId", ""))
+            key = record.finish(message_id=message_id)
         allowed = {a.casefold() for a in mapping.restricted_recipients or []}
         return TestSend(
             change_id=notice.change.change_id,
@@ -319,7 +319,7 @@ class PreviewService:
             sender=notice.sender,
             message_id=message_id,
             audit_key=key,
-            operator=operator,
+            operator=self.authz.operator.name,
             outside_whitelist=bool(allowed) and address.casefold() not in allowed,
         )
 

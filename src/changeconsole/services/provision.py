@@ -1,7 +1,13 @@
-"""Create or verify the central resources a config describes (bucket, queues, tables).
+"""Create or verify the central resources a config describes (bucket, queues, tables, audit retention).
 
 ``plan(config)`` is the desired state, also used by the Terraform parity test; ``apply`` makes
 reality match it and reports one action per resource (``created``, ``updated`` or ``unchanged``).
+
+Audit retention (``audit_retention``): one lifecycle rule ``audit-retention`` on ``audit/`` (transition
+and expiry; the bucket's other rules are kept) and, with ``object_lock_mode``, Object Lock enabled on
+the bucket (no default retention: the audit writer locks each object it puts; Object Lock cannot be
+turned off again). ``operator_roles_report`` says which Identity Center permission sets and groups the
+configured roles name, and whether they exist (they are Terraform's: ``modules/operator_access``).
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from ..errors import error_code
+from ..errors import describe, error_code
 from ..models import Config, CustomerMapping
+from .authz import RoleRow, role_rows
 from .aws import AwsFactory
 
 QUEUE_VISIBILITY_TIMEOUT = 120
@@ -65,12 +72,33 @@ class TableSpec:
     ttl_attribute: str | None
 
 
+AUDIT_RULE_ID = "audit-retention"
+
+
+@dataclass
+class AuditSpec:
+    rule: dict[str, Any] | None  # the lifecycle rule on audit/ (None: no transition, no expiry)
+    object_lock: bool
+
+
 @dataclass
 class Plan:
     bucket: str
     queues: list[QueueSpec]
     notifications: list[NotificationSpec]
     tables: list[TableSpec]
+    audit: AuditSpec
+
+
+def audit_spec(config: Config) -> AuditSpec:
+    r = config.audit_retention
+    rule: dict[str, Any] = {"ID": AUDIT_RULE_ID, "Filter": {"Prefix": "audit/"}, "Status": "Enabled"}
+    if r.transition_days:
+        rule["Transitions"] = [{"Days": r.transition_days, "StorageClass": r.transition_storage_class}]
+    if r.expire_days:
+        rule["Expiration"] = {"Days": r.expire_days}
+    kept = "Transitions" in rule or "Expiration" in rule
+    return AuditSpec(rule if kept else None, r.object_lock_mode is not None)
 
 
 def queue_spec(config: Config, customer: CustomerMapping) -> QueueSpec:
@@ -120,6 +148,7 @@ def plan(config: Config) -> Plan:
             ),
             TableSpec(config.ledger_table_name, [], LEDGER_TTL_ATTRIBUTE),
         ],
+        audit=audit_spec(config),
     )
 
 
@@ -367,15 +396,80 @@ class Provisioner:
                 detail += f"; run provision again to add {', '.join(later)}"
             self._record("table", spec.name, "updated", detail)
 
+    # -- audit retention --------------------------------------------------------------------
+    def audit_retention(self) -> None:
+        s3 = self.aws.client("s3")
+        name, spec = self.plan.bucket, self.plan.audit
+        if self.dry_run and not any(a.kind == "bucket" and a.result == "unchanged" for a in self.actions):
+            self._record("audit", "audit/", "created", _audit_detail(spec))
+            return
+        try:
+            rules = s3.get_bucket_lifecycle_configuration(Bucket=name).get("Rules", [])
+        except ClientError as exc:
+            if not _is_missing(exc, "NoSuchLifecycleConfiguration"):
+                raise
+            rules = []
+        ours = next((r for r in rules if r.get("ID") == AUDIT_RULE_ID), None)
+        changed = []
+        if _normal_rule(ours) != _normal_rule(spec.rule):
+            changed.append("lifecycle rule")
+            others = [r for r in rules if r.get("ID") != AUDIT_RULE_ID]
+            wanted = others + ([spec.rule] if spec.rule else [])
+            if not self.dry_run:
+                if wanted:
+                    s3.put_bucket_lifecycle_configuration(
+                        Bucket=name, LifecycleConfiguration={"Rules": wanted}
+                    )
+                else:
+                    s3.delete_bucket_lifecycle(Bucket=name)
+        if spec.object_lock:
+            try:
+                lock = s3.get_object_lock_configuration(Bucket=name).get("ObjectLockConfiguration", {})
+            except ClientError as exc:
+                if not _is_missing(exc, "ObjectLockConfigurationNotFoundError"):
+                    raise
+                lock = {}
+            if lock.get("ObjectLockEnabled") != "Enabled":
+                changed.append("object lock")
+                if not self.dry_run:
+                    s3.put_object_lock_configuration(
+                        Bucket=name, ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"}
+                    )
+        fresh = any(a.kind == "bucket" and a.result == "created" for a in self.actions)
+        result = ("created" if fresh else "updated") if changed else "unchanged"
+        detail = _audit_detail(spec) + (f" ({', '.join(changed)} set)" if changed else "")
+        self._record("audit", "audit/", result, detail)
+
     def run(self) -> list[Action]:
         self.bucket()
         self.queues()
         if self.plan.notifications:
             self.notifications()
         self.tables()
-        order = {"bucket": 0, "table": 1, "notifications": 2, "dlq": 3, "queue": 4}
+        self.audit_retention()
+        order = {"bucket": 0, "audit": 1, "table": 2, "notifications": 3, "dlq": 4, "queue": 5}
         self.actions.sort(key=lambda a: (order.get(a.kind, 9), a.name))
         return self.actions
+
+
+def _normal_rule(rule: dict[str, Any] | None) -> Any:
+    """A lifecycle rule as comparable data (S3 answers with the fields we set, maybe more)."""
+    if rule is None:
+        return None
+    keys = ("ID", "Status", "Filter", "Transitions", "Expiration")
+    return json.dumps({k: rule.get(k) for k in keys}, sort_keys=True, default=str)
+
+
+def _audit_detail(spec: AuditSpec) -> str:
+    parts = []
+    rule = spec.rule or {}
+    for t in rule.get("Transitions", []):
+        parts.append(f"to {t['StorageClass']} after {t['Days']} d")
+    if "Expiration" in rule:
+        parts.append(f"expire after {rule['Expiration']['Days']} d")
+    if spec.object_lock:
+        parts.append("object lock")
+    return ", ".join(parts) or "kept forever"
 
 
 def _same_redrive(have: str, want: str) -> bool:
@@ -448,3 +542,54 @@ def table_definition(spec: TableSpec) -> dict[str, Any]:
 
 def provision(aws: AwsFactory, config: Config, *, dry_run: bool = False, threads: int = 16) -> list[Action]:
     return Provisioner(aws, config, dry_run=dry_run, threads=threads).run()
+
+
+def operator_roles_report(aws: AwsFactory, config: Config) -> list[RoleRow]:
+    """The configured roles (actions, scope) and, with ``identity_center.instance_arn`` (and
+    ``identity_store_id``), whether each permission set and group they name exists; ``notes`` say so."""
+    rows = role_rows(config)
+    ic = config.identity_center
+    if not rows or ic is None or not ic.instance_arn:
+        for row in rows:
+            row.notes.append("Identity Center not checked (set identity_center.instance_arn)")
+        return rows
+    try:
+        names, groups = _identity_center_names(aws, ic.instance_arn, ic.identity_store_id, ic.region)
+    except (ClientError, BotoCoreError) as exc:  # e.g. run from an account that cannot read it
+        for row in rows:
+            row.notes.append(f"Identity Center not readable: {describe(exc)}")
+        return rows
+    for row in rows:
+        for principal in row.principals:
+            kind, sep, value = principal.partition(":")
+            if principal.startswith("arn:") or (sep and kind == "user"):
+                continue
+            if sep and kind == "permission-set":
+                found = value in names
+            elif sep and kind == "group":
+                found = value in groups
+            else:
+                found = principal in names or principal in groups
+            if not found:
+                row.notes.append(f"{principal}: no such permission set or group in Identity Center")
+        if not row.notes:
+            row.notes.append("present in Identity Center")
+    return rows
+
+
+def _identity_center_names(
+    aws: AwsFactory, instance_arn: str, store: str | None, region: str | None
+) -> tuple[set[str], set[str]]:
+    """The permission set names of the instance and the group names of its identity store."""
+    sso = aws.client("sso-admin", region=region)
+    names: set[str] = set()
+    for page in sso.get_paginator("list_permission_sets").paginate(InstanceArn=instance_arn):
+        for arn in page.get("PermissionSets", []):
+            described = sso.describe_permission_set(InstanceArn=instance_arn, PermissionSetArn=arn)
+            names.add(str(described["PermissionSet"]["Name"]))
+    groups: set[str] = set()
+    if store:
+        ids = aws.client("identitystore", region=region)
+        for page in ids.get_paginator("list_groups").paginate(IdentityStoreId=store):
+            groups.update(str(g["DisplayName"]) for g in page.get("Groups", []))
+    return names, groups

@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..models import ChangeStatus, Config, DeliveryState, iso_utc
+from ..models import ChangeStatus, Config, DeliveryState, OperatorAction, iso_utc
+from .authz import Authorizer
 from .search import parse_moment
 from .status import ChangeSummary, StatusStore
 
@@ -211,9 +212,10 @@ class Report:
 
 
 class ReportService:
-    def __init__(self, status: StatusStore, config: Config, *, threads: int = 16) -> None:
+    def __init__(self, status: StatusStore, config: Config, *, authz: Authorizer, threads: int = 16) -> None:
         self.status = status
         self.config = config
+        self.authz = authz
         self.threads = threads
 
     def build(
@@ -228,6 +230,7 @@ class ReportService:
         """The report of ``[since, until]`` (RFC 3339; open ends allowed), for one customer or all.
 
         ``changes``: the index rows when the caller holds them already (the console's change list)."""
+        self.authz.require(OperatorAction.READ)  # a read of every customer's delivery records
         moment = now or datetime.now(UTC)
         report = Report(since, until, customer, iso_utc(moment))
         rows = changes if changes is not None else self.status.list_changes(customer=customer)

@@ -12,9 +12,10 @@ console's delivery drill-in):
    mode, so a worker sends to those recipients only — never to anyone ``sent``/``failed``;
 3. marks the delivery record ``queued`` and re-triggers the customer's delivery the way fan-out does
    (S3 trigger object or ``sqs-direct`` message carrying that version's snapshot);
-4. audits the action (``audit/{yyyy}/{mm}/{dd}/resend-{uuid}.jsonl``).
+4. passes the authorization point (``change.resend`` on every customer chosen) and audits the action
+   (one ``change.resend-unknown`` record with each delivery's recipients and outcome).
 
-``dry_run`` reports what would happen and writes nothing.
+``dry_run`` reports what would happen and writes nothing (it needs ``read`` only).
 """
 
 from __future__ import annotations
@@ -27,17 +28,26 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ..errors import describe
-from ..models import Change, Config, DeliveryState, EmailEvent, iso_utc, utcnow
-from .audit import AuditLog, operator_name
+from ..models import (
+    Change,
+    Config,
+    DeliveryState,
+    EmailEvent,
+    OperatorAction,
+    RecipientState,
+    iso_utc,
+    utcnow,
+)
+from .audit import OK, PARTIAL
+from .authz import ActionRecord, Authorizer
 from .aws import AwsFactory
 from .changes import ChangeStore
 from .fanout import Fanout
-from .ledger import RELEASED, RETRY, UNKNOWN, Ledger
+from .ledger import ClaimState, Ledger
 from .status import DeliveryKey, StatusStore
 
 log = logging.getLogger(__name__)
 
-AUDIT_SOURCE = "resend"
 DUPLICATE_WARNING = (
     "A recipient whose outcome is unknown may already have received this email: "
     "resending may deliver it twice."
@@ -127,9 +137,11 @@ class ResendService:
         ledger: Ledger | None = None,
         store: ChangeStore | None = None,
         fanout: Fanout | None = None,
+        authz: Authorizer | None = None,
     ) -> None:
         self.aws = aws
         self.config = config
+        self.authz = authz or Authorizer(aws, config, via="api")
         self.status = status or StatusStore(aws, config)
         self.ledger = ledger or Ledger(aws, config)
         self.store = store or ChangeStore(aws, config)
@@ -168,24 +180,24 @@ class ResendService:
         return out
 
     def unknown_of(self, key: DeliveryKey) -> list[UnknownRecipient]:
-        items = self.ledger.recipients(key)
+        marks = self.ledger.recipients(key)
         return [
             UnknownRecipient(
                 change_id=key.change_id,
                 version=key.version,
                 event=key.event,
                 customer=key.customer,
-                email=str(item.get("email") or addr),
-                error=item.get("error"),
-                started_at=item.get("started_at"),
-                marked_at=item.get("settled_at"),
+                email=mark.email,
+                error=mark.error,
+                started_at=mark.started_at,
+                marked_at=mark.settled_at,
             )
-            for addr, item in sorted(items.items())
-            if item.get("state") == UNKNOWN
+            for _addr, mark in sorted(marks.items())
+            if mark.state is RecipientState.UNKNOWN
         ]
 
     def operator(self) -> str:
-        return operator_name(self.aws, log)
+        return self.authz.operator.name
 
     # -- acting --------------------------------------------------------------------------------
     def resend(
@@ -211,6 +223,20 @@ class ResendService:
         self, change_id: str, selection: Mapping[DeliveryKey, list[str] | None], *, dry_run: bool = False
     ) -> ResendResult:
         """Resend, per delivery, the chosen ``unknown`` recipients (None: every one of them)."""
+        customers = sorted({k.customer for k in selection})
+        if dry_run:
+            self.authz.require(OperatorAction.READ, customers, change_id=change_id)
+            return self._resend_keys(change_id, selection, dry_run=True)
+        with self.authz.act(
+            OperatorAction.CHANGE_RESEND, customers, name="change.resend-unknown", change_id=change_id
+        ) as record:
+            result = self._resend_keys(change_id, selection, dry_run=False)
+            result.audit_key = self._audit(record, result)
+            return result
+
+    def _resend_keys(
+        self, change_id: str, selection: Mapping[DeliveryKey, list[str] | None], *, dry_run: bool
+    ) -> ResendResult:
         who = self.operator()
         result = ResendResult(
             change_id=change_id, dry_run=dry_run, operator=who, requested_at=iso_utc(utcnow())
@@ -220,8 +246,6 @@ class ResendService:
             out = self._one(key, emails, who, dry_run, snapshots)
             if out.resend or out.refused or out.retriggered_pending:
                 result.deliveries.append(out)
-        if not dry_run and any(d.resend or d.retriggered_pending for d in result.deliveries):
-            result.audit_key = self._audit(result)
         return result
 
     def _one(
@@ -237,11 +261,13 @@ class ResendService:
         )
         plan = self.ledger.plan_resend(key, emails)
         out.refused = dict(plan.refused)
-        eligible = [str(item["sk"]).removeprefix("RCPT#") for item in plan.eligible]
+        eligible = [mark.address for mark in plan.eligible]
         latest = self.ledger.latest(key.change_id, key.customer)
         if eligible and latest is not None and latest.version > key.version:
             for addr in eligible:
-                out.refused[addr] = f"superseded: version {latest.version} ({latest.event}) was sent since"
+                out.refused[addr] = (
+                    f"superseded: version {latest.version} ({latest.event or ''}) was sent since"
+                )
             eligible = []
         if eligible:
             # The worker sends only what the current archive version makes due (docs/architecture.md).
@@ -292,10 +318,10 @@ class ResendService:
 
     def _pending_resend(self, key: DeliveryKey) -> bool:
         """An earlier resend reopened the delivery but no worker has taken it (e.g. its trigger failed)."""
-        claim = self.ledger.get_claim(key) or {}
-        if claim.get("state") != RELEASED or self.ledger.resend_marker(key) is None:
+        claim = self.ledger.get_claim(key)
+        if claim is None or claim.state is not ClaimState.RELEASED or self.ledger.resend_marker(key) is None:
             return False
-        return any(item.get("state") == RETRY for item in self.ledger.recipients(key).values())
+        return any(m.state is RecipientState.RETRY for m in self.ledger.recipients(key).values())
 
     def _snapshot(self, key: DeliveryKey) -> Change:
         """The change exactly as it was at the delivery's version."""
@@ -304,22 +330,24 @@ class ResendService:
             return current
         return self.store.get_version(key.change_id, key.version)
 
-    def _audit(self, result: ResendResult) -> str | None:
-        audit = AuditLog(self.aws, self.config, source=AUDIT_SOURCE)
-        for d in result.deliveries:
-            if not (d.resend or d.retriggered_pending):
-                continue
-            audit.record(
-                "delivery.resend_unknown",
-                actor=result.operator,
-                customer=d.customer,
-                change_id=d.change_id,
-                version=d.version,
-                event=d.event.value,
-                recipients=d.resend,
-                refused=d.refused or None,
-                retriggered_pending=d.retriggered_pending or None,
-                result="triggered" if d.triggered else "trigger_failed",
-                detail=d.trigger_error,
-            )
-        return audit.flush()
+    def _audit(self, record: ActionRecord, result: ResendResult) -> str | None:
+        """The action's record: per delivery what was reopened, refused and triggered."""
+        deliveries = [
+            {
+                "customer": d.customer,
+                "version": d.version,
+                "event": d.event.value,
+                "recipients": d.resend,
+                "refused": d.refused or None,
+                "retriggered_pending": d.retriggered_pending or None,
+                "result": "triggered" if d.triggered else ("trigger_failed" if d.trigger_error else "none"),
+                "detail": d.trigger_error,
+            }
+            for d in result.deliveries
+        ]
+        return record.finish(
+            OK if result.ok else PARTIAL,
+            resent=result.resent,
+            refused=result.refused,
+            deliveries=[{k: v for k, v in d.items() if v is not None} for d in deliveries],
+        )

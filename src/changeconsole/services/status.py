@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, NamedTuple, TypeVar
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
@@ -42,6 +43,9 @@ from ..models import (
     version_tag,
 )
 from .aws import AwsFactory
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 log = logging.getLogger(__name__)
 
@@ -138,18 +142,25 @@ def stamped_from_item(item: dict[str, Any]) -> StampedRecord:
     return StampedRecord(item["sk"]["S"], record_from_item(item), _item_stamp(item), _item_rev(item))
 
 
-def readable(items: Iterable[dict[str, Any]], parse: Callable[[dict[str, Any]], T]) -> Iterator[T]:
-    """``parse`` of every item it can read; any other item is logged and skipped, never fatal."""
+def readable(
+    items: Iterable[dict[str, Any]],
+    parse: Callable[[dict[str, Any]], T],
+    *,
+    what: str = "status",
+    logger: logging.Logger = log,
+) -> Iterator[T]:
+    """``parse`` of every item (a DynamoDB attribute map) it can read; any other item is logged and
+    skipped, never fatal (``what``: which table's items, for the log line)."""
     for item in items:
         try:
             yield parse(item)
         except (ValueError, KeyError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
             keys = "/".join(str(item.get(k, {}).get("S", "?")) for k in ("pk", "sk"))
             if set(item) <= {"pk", "sk"}:
-                log.warning("skipped status item %s: it holds only its keys (written right now?)", keys)
+                logger.warning("skipped %s item %s: it holds only its keys (written right now?)", what, keys)
             else:
-                log.warning(
-                    "skipped status item %s: not readable (%s)", keys, " ".join(str(exc).split())[:300]
+                logger.warning(
+                    "skipped %s item %s: not readable (%s)", what, keys, " ".join(str(exc).split())[:300]
                 )
 
 
@@ -219,8 +230,9 @@ class StatusStore:
         return (self.clock or utcnow)()
 
     @property
-    def _ddb(self) -> Any:
-        return self.aws.client("dynamodb")
+    def _ddb(self) -> DynamoDBClient:
+        client: DynamoDBClient = self.aws.client("dynamodb")
+        return client
 
     # -- delivery records -----------------------------------------------------------
     def _record_item(self, record: DeliveryRecord, moment: datetime) -> dict[str, Any]:
@@ -302,7 +314,7 @@ class StatusStore:
         values: dict[str, Any] = {}
         sets = []
         for i, (name, value) in enumerate(fields.items()):
-            if hasattr(value, "value") and isinstance(value.value, str):
+            if isinstance(value, StrEnum):
                 value = value.value
             names[f"#f{i}"] = name
             values[f":v{i}"] = _ser.serialize(Decimal(str(value)) if isinstance(value, float) else value)
@@ -411,6 +423,24 @@ class StatusStore:
         return [
             r for r in records if r.version == version and r.event.value in (event, EmailEvent.REMOVED.value)
         ]
+
+    def newer_version_exists(self, change_id: str, version: int) -> bool:
+        """A delivery record of a version after ``version`` exists (one key-only item read)."""
+        resp = self._ddb.query(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk AND sk > :sk",
+            ExpressionAttributeValues={
+                ":pk": {"S": f"CHANGE#{change_id}"},
+                # "~" sorts after every event name: anything greater is a later version (or META).
+                ":sk": {"S": f"DELIVERY#{version_tag(version)}#~"},
+            },
+            ProjectionExpression="sk",
+            ConsistentRead=True,
+            Limit=1,  # sort keys ascend: a later DELIVERY# item comes before META
+        )
+        return any(
+            str(item.get("sk", {}).get("S", "")).startswith("DELIVERY#") for item in resp.get("Items", [])
+        )
 
     def customer_deliveries(self, customer: str, limit: int = 20) -> list[DeliveryRecord]:
         resp = self._ddb.query(

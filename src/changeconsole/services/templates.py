@@ -2,30 +2,29 @@
 
 A template is a change's content without its identity, window or lifecycle (``user_fields`` less
 ``implementationStart``/``implementationEnd``), plus who saved it and when. A new change from a
-template is a draft with a new id, version 1, and the template's content (``new_change``). Saving over
-an existing name, renaming and deleting are audited (``audit/…/templates-{uuid}.jsonl``).
+template is a draft with a new id, version 1, and the template's content (``new_change``). Reading
+them is a read; saving, renaming and deleting are ``template.edit`` through the authorization point
+(``services/authz``), which audits each.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..errors import InputError, OperationError
-from ..models import Change, ChangeStatus, Config, iso_utc, new_change_id, utcnow
-from .audit import AuditLog
+from ..errors import InputError, OperationError, is_missing_object
+from ..models import Change, ChangeStatus, Config, OperatorAction, iso_utc, new_change_id, utcnow
+from .authz import Authorizer
 from .aws import AwsFactory
-from .changes import is_conflict, is_missing
+from .changes import is_conflict
 from .lifecycle import user_fields
 
 PREFIX = "templates/"
-AUDIT_SOURCE = "templates"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # Not part of a template: the window is the next change's own.
 WINDOW_FIELDS = frozenset({"implementationStart", "implementationEnd"})
@@ -87,11 +86,11 @@ def template_content(change: Change) -> dict[str, Any]:
 
 
 class TemplateStore:
-    def __init__(self, aws: AwsFactory, config: Config, *, operator: Callable[[], str] | None = None) -> None:
+    def __init__(self, aws: AwsFactory, config: Config, *, authz: Authorizer | None = None) -> None:
         self.aws = aws
         self.config = config
         self.bucket = config.s3_config.bucket_name
-        self._operator = operator or aws.operator_identity
+        self.authz = authz or Authorizer(aws, config, via="api")
 
     @property
     def _s3(self) -> Any:
@@ -100,10 +99,6 @@ class TemplateStore:
     @staticmethod
     def key(name: str) -> str:
         return f"{PREFIX}{name}.json"
-
-    def _audit(self, kind: str, **fields: Any) -> None:
-        audit = AuditLog(self.aws, self.config, source=AUDIT_SOURCE)
-        audit.write([audit.entry(kind, actor=self._operator(), **fields)])
 
     # -- reading ---------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -120,7 +115,7 @@ class TemplateStore:
         try:
             body = self._s3.get_object(Bucket=self.bucket, Key=self.key(name))["Body"].read()
         except ClientError as exc:
-            if is_missing(exc):
+            if is_missing_object(exc):
                 raise TemplateNotFound(f"no template {name!r}") from None
             raise
         try:
@@ -168,14 +163,19 @@ class TemplateStore:
     def save(self, name: str, change: Change, *, overwrite: bool = False) -> Template:
         """Save ``change``'s content as template ``name`` (refused when it exists, unless ``overwrite``)."""
         name = check_name(name)
-        who, now = self._operator(), iso_utc(utcnow())
         content = template_content(change)
-        self._put(
-            name, {"name": name, "savedAt": now, "savedBy": who, "change": content}, overwrite=overwrite
-        )
-        self._audit(
-            "template.saved", template=name, overwrite=overwrite or None, source_change=change.change_id
-        )
+        with self.authz.act(
+            OperatorAction.TEMPLATE_EDIT,
+            change.customers,
+            name="template.save",
+            change_id=change.change_id,
+            template=name,
+            overwrite=overwrite or None,
+        ):
+            who, now = self.authz.operator.name, iso_utc(utcnow())
+            self._put(
+                name, {"name": name, "savedAt": now, "savedBy": who, "change": content}, overwrite=overwrite
+            )
         return Template(name, content, now, who)
 
     def rename(self, old: str, new: str) -> Template:
@@ -183,26 +183,29 @@ class TemplateStore:
         old, new = check_name(old), check_name(new)
         if old == new:
             raise InputError(f"template {old!r} is already called that")
-        current = self.get(old)
-        self._put(
-            new,
-            {
-                "name": new,
-                "savedAt": current.saved_at,
-                "savedBy": current.saved_by,
-                "change": current.content,
-            },
-            overwrite=False,
-        )
-        self._s3.delete_object(Bucket=self.bucket, Key=self.key(old))
-        self._audit("template.renamed", template=new, renamed_from=old)
+        with self.authz.act(
+            OperatorAction.TEMPLATE_EDIT, name="template.rename", template=new, renamed_from=old
+        ) as record:
+            current = self.get(old)
+            record.update(customers=current.customers)
+            self._put(
+                new,
+                {
+                    "name": new,
+                    "savedAt": current.saved_at,
+                    "savedBy": current.saved_by,
+                    "change": current.content,
+                },
+                overwrite=False,
+            )
+            self._s3.delete_object(Bucket=self.bucket, Key=self.key(old))
         return Template(new, current.content, current.saved_at, current.saved_by)
 
     def delete(self, name: str) -> None:
         name = check_name(name)
-        self.get(name)  # a missing template is an error, not a silent no-op
-        self._s3.delete_object(Bucket=self.bucket, Key=self.key(name))
-        self._audit("template.deleted", template=name)
+        with self.authz.act(OperatorAction.TEMPLATE_EDIT, name="template.delete", template=name) as record:
+            record.update(customers=self.get(name).customers)  # missing: an error, not a silent no-op
+            self._s3.delete_object(Bucket=self.bucket, Key=self.key(name))
 
     # -- using -----------------------------------------------------------------------------------
     def new_change(self, name: str, *, change_id: str | None = None) -> Change:

@@ -22,9 +22,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import InputError, describe
-from ..models import ALL_TOPICS, TOPIC_ANNOUNCE, TOPIC_APPROVAL, TOPIC_CALENDAR, Config
-from .admin_audit import record_admin
-from .audit import operator_name
+from ..models import ALL_TOPICS, TOPIC_ANNOUNCE, TOPIC_APPROVAL, TOPIC_CALENDAR, Config, OperatorAction
+from .audit import OK
+from .authz import Authorizer
 from .aws import AwsFactory
 from .contacts import OPT_IN, OPT_OUT, choose_contact_list
 
@@ -292,21 +292,35 @@ def apply_topics_for(
     *,
     dry_run: bool = False,
     operator: str | None = None,
+    authz: Authorizer | None = None,
 ) -> TopicsRun:
-    """Apply ``specs`` to each customer's list in its own account; audit every list changed."""
+    """Apply ``specs`` to each customer's list in its own account (``topics.apply`` on every customer,
+    checked before any is touched; a dry run needs ``read``); audit each customer's outcome."""
+    authz = authz or Authorizer(aws, config, operator=operator, via="api")
+    authz.require(OperatorAction.READ if dry_run else OperatorAction.TOPICS_APPLY, codes)
     run = TopicsRun()
     for code in codes:
+        if dry_run:
+            try:
+                run.reports.append(_apply(aws, config, code, specs, dry_run=True))
+            except (ClientError, BotoCoreError) as exc:
+                run.failed[code] = describe(exc)
+            continue
         try:
-            ses = aws.customer_client(config.customer(code), "sesv2")
-            report = apply_topics(ses, config, code, specs, dry_run=dry_run)
+            with authz.act(OperatorAction.TOPICS_APPLY, [code], name="topics.apply") as record:
+                report = _apply(aws, config, code, specs, dry_run=False)
+                key = record.finish(OK, **report.to_json())
         except (ClientError, BotoCoreError) as exc:
             run.failed[code] = describe(exc)
             continue
         run.reports.append(report)
-        if report.changed and not dry_run:
-            key = record_admin(
-                aws, config, "topics.apply", actor=operator or operator_name(aws), **report.to_json()
-            )
-            if key:
-                run.audit_keys.append(key)
+        if key:
+            run.audit_keys.append(key)
     return run
+
+
+def _apply(
+    aws: AwsFactory, config: Config, code: str, specs: list[TopicSpec], *, dry_run: bool
+) -> TopicsReport:
+    ses = aws.customer_client(config.customer(code), "sesv2")
+    return apply_topics(ses, config, code, specs, dry_run=dry_run)

@@ -14,9 +14,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.timer import Timer
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from .console import console_of
+from .navtable import NavTable
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class CallLogPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("AWS calls made by this console  [dim](ctrl+l hides)[/]", classes="pane-title")
-        table: DataTable[Any] = DataTable(cursor_type="none", zebra_stripes=True, id="call-log-table")
+        table = NavTable(cursor_type="none", zebra_stripes=True, id="call-log-table")
         table.add_columns("time", "service", "operation", "status", "ms")
         yield table
 
@@ -119,7 +120,7 @@ class CallLogPane(Vertical):
         new = total - self._seen
         if new <= 0:
             return
-        table = self.query_one(DataTable)
+        table = self.query_one(NavTable)
         for call in calls[-min(new, len(calls)) :]:
             status = str(call.status) if call.status is not None else (call.error or "—")
             style = "red" if call.error or (call.status or 0) >= 400 else ""

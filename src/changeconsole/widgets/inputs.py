@@ -21,17 +21,15 @@ class FormInput(Input):
         self.cursor_blink = console_of(self).cursor_blink
 
 
-class CompletingInput(FormInput):
-    """An input with a suggester where Tab takes the shown completion (the app's Tab binding asks it
-    first) and otherwise moves on."""
-
-    def accept_suggestion(self) -> bool:
-        suggestion = self._suggestion
-        if not suggestion or suggestion == self.value or not self.cursor_at_end:
-            return False
-        self.value = suggestion
-        self.cursor_position = len(suggestion)
-        return True
+def accept_suggestion(field: Input) -> bool:
+    """Take the completion ``field`` shows (any Input with a suggester): True when there was one.
+    The app's Tab binding asks this first, so Tab completes everywhere and otherwise moves on."""
+    suggestion = field._suggestion
+    if not suggestion or suggestion == field.value or not field.cursor_at_end:
+        return False
+    field.value = suggestion
+    field.cursor_position = len(suggestion)
+    return True
 
 
 class FormTextArea(TextArea):

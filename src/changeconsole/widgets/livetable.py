@@ -13,6 +13,8 @@ from textual.geometry import Region
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, ColumnKey, RowDoesNotExist
 
+from .navtable import NavTable
+
 
 @dataclass
 class SyncStats:
@@ -25,8 +27,8 @@ class SyncStats:
     visited: int = 0  # rows compared (every row unless ``only`` was given)
 
 
-class LiveTable(DataTable[Any]):
-    """A DataTable for tables refreshed in place.
+class LiveTable(NavTable):
+    """A table (with the console's vim motions) refreshed in place.
 
     - ``update_cell`` asks for a full repaint each time; inside ``coalesced()`` those plain repaint
       requests are coalesced into one at the end (layout refreshes still go through at once).

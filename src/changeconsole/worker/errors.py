@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from enum import StrEnum
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -36,10 +37,13 @@ from botocore.exceptions import (
 )
 
 from ..errors import describe, error_code, http_status
-from ..models import PermanentMessageError
+from ..models import PermanentMessageError, RecipientState
 
-TRANSIENT = "transient"
-PERMANENT = "permanent"
+
+class FailureKind(StrEnum):
+    TRANSIENT = "transient"  # retried via message visibility, with backoff
+    PERMANENT = "permanent"  # to the customer's DLQ at once
+
 
 THROTTLE_CODES = frozenset(
     {
@@ -109,7 +113,7 @@ CUSTOMER_STAGES = frozenset({"assume_role", "contacts", "send"})
 
 @dataclass(frozen=True)
 class Failure:
-    kind: str  # transient | permanent
+    kind: FailureKind
     reason: str  # typed reason code (DLQ cc-reason)
     detail: str  # one line, no message text of ours beyond the error's own
     throttled: bool = False
@@ -118,7 +122,15 @@ class Failure:
 
     @property
     def permanent(self) -> bool:
-        return self.kind == PERMANENT
+        return self.kind is FailureKind.PERMANENT
+
+    @property
+    def recipient_state(self) -> RecipientState:
+        """What the ledger records for a recipient whose send failed like this: ``unknown`` when SES may
+        have sent it, ``failed`` when SES rejected it, else ``retry`` (nothing was sent)."""
+        if self.ambiguous:
+            return RecipientState.UNKNOWN
+        return RecipientState.FAILED if self.recipient_only else RecipientState.RETRY
 
 
 def _detail(exc: BaseException) -> str:
@@ -129,37 +141,37 @@ def classify(exc: BaseException, stage: str = "") -> Failure:
     """What to do about ``exc`` raised during ``stage`` of processing one message."""
     detail = _detail(exc)
     if isinstance(exc, PermanentMessageError):
-        return Failure(PERMANENT, exc.reason, detail)
+        return Failure(FailureKind.PERMANENT, exc.reason, detail)
     if isinstance(exc, ClientError):
         code, status = error_code(exc), http_status(exc)
         customer_side = stage in CUSTOMER_STAGES
         if code in THROTTLE_CODES or status == 429:
-            return Failure(TRANSIENT, "throttled", detail, throttled=customer_side)
+            return Failure(FailureKind.TRANSIENT, "throttled", detail, throttled=customer_side)
         if exc.operation_name == "AssumeRole":
             if code in ROLE_PERMANENT_CODES or (400 <= status < 500 and code not in TRANSIENT_CODES):
-                return Failure(PERMANENT, "role_unavailable", detail)
-            return Failure(TRANSIENT, "aws_error", detail)
+                return Failure(FailureKind.PERMANENT, "role_unavailable", detail)
+            return Failure(FailureKind.TRANSIENT, "aws_error", detail)
         if status >= 500 or code in TRANSIENT_CODES:
-            return Failure(TRANSIENT, "aws_error", detail)
+            return Failure(FailureKind.TRANSIENT, "aws_error", detail)
         if customer_side:
             if code == "NotFoundException":
-                return Failure(PERMANENT, "contact_list_missing", detail)
+                return Failure(FailureKind.PERMANENT, "contact_list_missing", detail)
             if code in SES_ACCOUNT_CODES:
-                return Failure(PERMANENT, "ses_unavailable", detail)
+                return Failure(FailureKind.PERMANENT, "ses_unavailable", detail)
             if stage == "send" and code in SES_RECIPIENT_CODES:
-                return Failure(PERMANENT, "recipient_rejected", detail, recipient_only=True)
-        return Failure(TRANSIENT, "aws_error", detail)
+                return Failure(FailureKind.PERMANENT, "recipient_rejected", detail, recipient_only=True)
+        return Failure(FailureKind.TRANSIENT, "aws_error", detail)
     if isinstance(exc, (ReadTimeoutError, ConnectionClosedError)):
-        return Failure(TRANSIENT, "aws_timeout", detail, ambiguous=stage == "send")
+        return Failure(FailureKind.TRANSIENT, "aws_timeout", detail, ambiguous=stage == "send")
     if isinstance(exc, ConnectionError):  # connect timeouts, endpoint unreachable: nothing was sent
-        return Failure(TRANSIENT, "aws_unreachable", detail)
+        return Failure(FailureKind.TRANSIENT, "aws_unreachable", detail)
     if isinstance(exc, HTTPClientError):  # the request may have been sent: the answer was lost
-        return Failure(TRANSIENT, "aws_connection_lost", detail, ambiguous=stage == "send")
+        return Failure(FailureKind.TRANSIENT, "aws_connection_lost", detail, ambiguous=stage == "send")
     if isinstance(exc, ParamValidationError) and stage == "send":
-        return Failure(PERMANENT, "recipient_rejected", detail, recipient_only=True)
+        return Failure(FailureKind.PERMANENT, "recipient_rejected", detail, recipient_only=True)
     if isinstance(exc, BotoCoreError):
-        return Failure(TRANSIENT, "aws_client_error", detail)
-    return Failure(TRANSIENT, "internal_error", detail)
+        return Failure(FailureKind.TRANSIENT, "aws_client_error", detail)
+    return Failure(FailureKind.TRANSIENT, "internal_error", detail)
 
 
 def backoff_delay(receive_count: int, base: float, cap: float, rng: random.Random | None = None) -> int:

@@ -18,11 +18,13 @@ import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
 
+from ..errors import is_missing_object
 from ..models import (
     CHANGE_ID_RE,
     MAX_CHANGE_BYTES,
@@ -34,6 +36,7 @@ from ..models import (
     InvalidChange,
     IsolationViolation,
     PermanentMessageError,
+    RecipientState,
     Trigger,
     iso_utc,
     parse_queue_message,
@@ -43,16 +46,22 @@ from ..models import (
 from ..services import emails
 from ..services.audit import AuditLog
 from ..services.aws import AwsFactory
-from ..services.changes import ChangeStore, is_missing
+from ..services.changes import ChangeStore
 from ..services.contacts import Audience, ContactListResolver, TopicDefaultsCache
 from ..services.dlq.attributes import dead_letter_attributes
-from ..services.ledger import FAILED, RETRY, SENT, UNKNOWN, Lane, LaneBusy, Ledger, Tally
-from ..services.notices import PreparedNotice, Told, prepare_notice
+from ..services.ledger import ClaimOutcome, Lane, LaneBusy, Ledger, SlotOutcome, Tally
+from ..services.notices import Notice, PreparedNotice, Told, prepare_notice
 from ..services.status import DeliveryKey, StatusStore
 from .decision import Action, Decision, decide
-from .errors import Failure, backoff_delay, classify
+from .errors import Failure, FailureKind, backoff_delay, classify
 from .observe import Metrics, event
 from .options import WorkerOptions
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sesv2 import SESV2Client
+
+    from .runtime import Queues
 
 MAX_MESSAGE_IDS = 1000  # kept on the delivery record; every id is also in the ledger
 LANE_POLL_SECONDS = 1.5  # how long a message polls a lane another worker holds before it retries via SQS
@@ -61,26 +70,31 @@ LANE_POLL_SECONDS = 1.5  # how long a message polls a lane another worker holds 
 SETTLED = (DeliveryState.SENT, DeliveryState.PARTIAL, DeliveryState.SUPERSEDED, DeliveryState.SKIPPED)
 
 
+# Why processing of one message ends early (``process`` turns each into the message's outcome):
+
+
 class TriggerMissing(PermanentMessageError):
+    """The trigger object is gone: dead-lettered."""
+
     reason = "trigger_missing"
 
 
 class Interrupted(Exception):
-    """Shutdown deadline reached between two recipients."""
+    """Shutdown deadline reached between two recipients: the message is released to another worker."""
 
 
-class ClaimBusy(Exception):
+class Busy(Exception):
+    """Someone else holds the lane, the delivery's claim or a recipient's send: retried soon through SQS
+    visibility, not a failure of the message."""
+
     def __init__(self, retry_in: float, what: str = "claimed") -> None:
         super().__init__(f"{what} by another worker; retry in {retry_in:.0f}s")
         self.retry_in = retry_in
 
 
-class _Gone(Exception):
-    """The trigger object no longer exists."""
-
-
 class StageFailure(Exception):
-    """An error of a call made for the customer (role, contacts, SES), classified where it happened."""
+    """An error of a call made for the customer (role, contacts, SES), classified where it happened:
+    retried or dead-lettered as its ``failure`` says."""
 
     def __init__(self, failure: Failure) -> None:
         super().__init__(failure.detail)
@@ -114,14 +128,42 @@ class InFlight:
     settled: bool = False
 
 
-@dataclass
+class OutcomeKind(StrEnum):
+    """What the runtime does with the SQS message."""
+
+    DELETE = "delete"
+    RETRY = "retry"  # visible again after ``delay``
+    RELEASE = "release"  # visible again at once
+
+
+class Result(StrEnum):
+    """What became of a message that did not end in a delivery state (``DeliveryState``)."""
+
+    IGNORED = "ignored"  # needs no work (e.g. s3:TestEvent)
+    DUPLICATE = "duplicate"  # the ledger says the delivery is settled already
+    DEAD_LETTERED = "dead_lettered"
+    RETRY = "retry"  # a transient failure
+    BUSY = "busy"  # held elsewhere
+    INTERRUPTED = "interrupted"  # shutdown deadline
+    SHUTDOWN = "shutdown"  # released unstarted by a stopping worker
+    REQUEUED = "requeued"  # a fresh copy was sent instead
+    ERROR = "error"  # processing itself failed
+
+
+@dataclass(frozen=True)
 class Outcome:
-    action: str  # delete | retry | release
+    kind: OutcomeKind
+    result: Result | DeliveryState  # what happened, for stats and logs
+    reason: str = ""  # the failure's reason code (retry, dead_lettered, error)
     delay: int = 0
-    result: str = ""  # what happened, for stats and logs
     emails: int = 0
     throttled: bool = False
     failure: bool = True  # False: a retry/release that must not count towards maxReceiveCount
+
+    @property
+    def label(self) -> str:
+        """``result``, or ``result:reason``: how the worker's stats count it."""
+        return f"{self.result.value}:{self.reason}" if self.reason else self.result.value
 
 
 @dataclass
@@ -151,6 +193,56 @@ class _Job:
         return self.delivery.key if self.delivery is not None else self.key
 
 
+@dataclass(frozen=True)
+class _Sending:
+    """What every recipient of one send pass shares (read only by ``_send_one``)."""
+
+    delivery: _Delivery
+    ses: SESV2Client  # the customer's SendEmail client (never retried by botocore)
+    audience: Audience
+    list_name: str
+    notice: Notice  # the event's email, rendered once (``services/notices``)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """How one recipient's turn ended (``_send_one``, or a resend pass reading the ledger)."""
+
+    address: str
+    # sent; failed (never sent); unknown (maybe sent); retry (nothing sent, the pass retries later);
+    # sending (another worker's send to it is under way)
+    state: RecipientState
+    message_id: str = ""
+    reason: str = ""  # failed/unknown: why, as the delivery record lists it
+    topic: str | None = None  # set when this pass called SES for it
+    invite: str | None = None  # the calendar method that went with it
+    failure: Failure | None = None  # the SES call failed now: why
+    retry_in: float = 0.0  # sending: when the other worker's mark runs out
+
+    @property
+    def ends_pass(self) -> bool:
+        """The delivery cannot finish now: retried (or dead-lettered) as a whole."""
+        return self.state is RecipientState.SENDING or (
+            self.failure is not None and not self.failure.recipient_only
+        )
+
+    def stop(self) -> Exception:
+        """What ends the pass (``ends_pass``), as ``process`` handles it."""
+        if self.failure is not None:
+            return StageFailure(self.failure)
+        return Busy(self.retry_in)
+
+
+@dataclass
+class _Booked:
+    """One delivery's recipients as booked by ``_record`` (only in the delivering thread)."""
+
+    topic: str  # the email's own topic (the lane notes it)
+    total: int  # recipients of the delivery
+    sent: dict[str, str] = field(default_factory=dict)  # address -> SES message id
+    failed: dict[str, str] = field(default_factory=dict)  # address -> reason
+
+
 class Processor:
     def __init__(
         self,
@@ -158,7 +250,7 @@ class Processor:
         config: Config,
         options: WorkerOptions,
         *,
-        queues: Any,
+        queues: Queues,
         status: StatusStore,
         ledger: Ledger,
         audit: AuditLog,
@@ -205,15 +297,12 @@ class Processor:
                 message_id=m.message_id,
                 reason=trigger.reason,
             )
-            return Outcome("delete", result="ignored")
+            return Outcome(OutcomeKind.DELETE, Result.IGNORED)
         job = _Job(trigger, _trigger_key(trigger) if trigger.customer == m.customer else None)
         try:
             mapping = self.config.customer(m.customer)
             self._check_trigger(m, trigger)
-            try:
-                change_id = trigger.change_id or self._trigger_change_id(trigger)
-            except _Gone:
-                raise TriggerMissing(f"{trigger.key} no longer exists", customer=m.customer) from None
+            change_id = trigger.change_id or self._trigger_change_id(trigger)
             lane = self._take_lane(m, change_id, job.key)
             try:
                 return self._handle(m, job, change_id, mapping, lane)
@@ -228,12 +317,12 @@ class Processor:
                     last_error="interrupted by worker shutdown",
                     unless_state=(*SETTLED, DeliveryState.FAILED),
                 )
-            return Outcome("release", result="interrupted", failure=False)
-        except ClaimBusy as exc:
+            return Outcome(OutcomeKind.RELEASE, Result.INTERRUPTED, failure=False)
+        except Busy as exc:
             # Not a failure of this message: the runtime requeues it rather than let it reach the DLQ.
             self._release_claim(m)
             delay = int(min(self.options.backoff_cap, self.options.busy_retry, max(1.0, exc.retry_in)))
-            return Outcome("retry", delay=max(1, delay), result="busy", failure=False)
+            return Outcome(OutcomeKind.RETRY, Result.BUSY, delay=max(1, delay), failure=False)
         except Exception as exc:
             failure = exc.failure if isinstance(exc, StageFailure) else classify(exc, "central")
             self._release_claim(m)
@@ -263,18 +352,27 @@ class Processor:
 
         Only the id is taken from the trigger object; what is sent comes from the archive."""
         assert trigger.bucket is not None and trigger.key is not None
-        data = _json_object(self._get_object(trigger.bucket, trigger.key), "trigger")
+        raw = self._get_object(trigger.bucket, trigger.key)
+        if raw is None:
+            raise TriggerMissing(f"{trigger.key} no longer exists", customer=trigger.customer)
+        data = _json_object(raw, "trigger")
         change_id = data.get("changeId")
         if not isinstance(change_id, str) or not CHANGE_ID_RE.match(change_id):
             raise InvalidChange(f"trigger {trigger.key} names no valid changeId", customer=trigger.customer)
         return change_id
 
-    def _get_object(self, bucket: str, key: str) -> bytes:
+    @property
+    def _s3(self) -> S3Client:
+        client: S3Client = self.aws.client("s3")
+        return client
+
+    def _get_object(self, bucket: str, key: str) -> bytes | None:
+        """The object's bytes; None when it does not exist."""
         try:
-            obj = self.aws.client("s3").get_object(Bucket=bucket, Key=key)
+            obj = self._s3.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if is_missing(exc):
-                raise _Gone() from None
+            if is_missing_object(exc):
+                return None
             raise
         size = int(obj.get("ContentLength") or 0)
         if size > MAX_CHANGE_BYTES:
@@ -285,9 +383,8 @@ class Processor:
     def _read_archive(self, change_id: str, customer: str) -> Change | None:
         """The change's current archive record; None when there is none."""
         key = ChangeStore.archive_key(change_id)
-        try:
-            raw = self._get_object(self.bucket, key)
-        except _Gone:
+        raw = self._get_object(self.bucket, key)
+        if raw is None:
             return None
         try:
             change = Change.model_validate(_json_object(raw, key))
@@ -310,7 +407,7 @@ class Processor:
         lane_id = (change_id, m.customer)
         with self._local:
             if not self._local.wait_for(lambda: lane_id not in self._held, self.options.busy_retry):
-                raise ClaimBusy(self.options.busy_retry, f"{change_id} for {m.customer} held here")
+                raise Busy(self.options.busy_retry, f"{change_id} for {m.customer} held here")
             self._held.add(lane_id)
         try:
             got = self._acquire_lane(change_id, m.customer, key)
@@ -319,9 +416,7 @@ class Processor:
             raise
         if isinstance(got, LaneBusy):
             self._unhold(lane_id)
-            raise ClaimBusy(
-                max(1.0, got.lease_until - time.time() + 1.0), f"{change_id} for {m.customer} held"
-            )
+            raise Busy(max(1.0, got.lease_until - time.time() + 1.0), f"{change_id} for {m.customer} held")
         m.lane = got
         return got
 
@@ -415,7 +510,7 @@ class Processor:
             rule=decision.row,
             reason=decision.reason,
         )
-        return Outcome("delete", result=state.value)
+        return Outcome(OutcomeKind.DELETE, state)
 
     def _settle_record(
         self, key: DeliveryKey, archive: Change | None, reason: str, lane: Lane
@@ -454,16 +549,16 @@ class Processor:
     def _duplicate(self, m: InFlight, key: DeliveryKey, customer: str | None = None) -> Outcome:
         """The ledger says this delivery is done already: log it, delete the message."""
         event(logging.INFO, "delivery.duplicate", **_key_fields(key, customer), message_id=m.message_id)
-        return Outcome("delete", result="duplicate")
+        return Outcome(OutcomeKind.DELETE, Result.DUPLICATE)
 
     def _deliver(self, m: InFlight, d: _Delivery) -> Outcome:
         key = d.key
         claim = self.ledger.claim(key, d.owner, message_id=m.message_id)
-        if claim.outcome == "done":
+        if claim.outcome is ClaimOutcome.DONE:
             self._delete_trigger(d.trigger)
             return self._duplicate(m, key)
         if not claim.acquired:
-            raise ClaimBusy(max(1.0, claim.lease_until - time.time() + 1.0))
+            raise Busy(max(1.0, claim.lease_until - time.time() + 1.0))
         m.claim, m.claim_lease_until = (key, d.owner), claim.lease_until
         if d.retargeted:  # what a successor reconciles, should this worker die while sending
             self.ledger.mark_lane_delivery(d.lane, key)
@@ -507,187 +602,198 @@ class Processor:
                 defaults_cache=self.defaults_cache,
             ),
         )
-        audience, notice, list_name = prepared.audience, prepared.notice, prepared.list_name
-        primary = prepared.plan.topic
+        audience = prepared.audience
         recipients = audience.addresses()
-        sent: dict[str, str] = {}
-        failed: dict[str, str] = {}
-        total: int | None = None
+        booked = _Booked(topic=prepared.plan.topic, total=len(audience.recipients))
         if d.resend_only:
-            recipients, total = self._resend_scope(d, recipients, primary, sent, failed)
-        if not recipients:
-            return self._finish(m, d, audience, sent=sent, failed=failed, topic=primary, total=total)
-        lock = threading.Lock()
-
-        def reached(address: str, outcome: str, message_id: str = "", invite: bool = False) -> None:
-            """Book one recipient's outcome; what may have reached it counts as sent on the lane."""
-            with lock:
-                if outcome == SENT:
-                    sent[address] = message_id
-                else:
-                    failed[address] = outcome
-                if outcome in (SENT, UNKNOWN):
-                    d.lane.note_sent(key.version, key.event, primary)
-                if invite:
-                    d.lane.note_invite(key.version)
-
-        def one(address: str) -> None:
-            if self.aborting():
-                raise Interrupted()
-            addressed = notice.addressed(address, audience.recipients[address])
-            topic, ics = addressed.topic, addressed.ics
-            kwargs = notice.send_kwargs(addressed, address, list_name)
-            # Rendered first: the window between "sending" and the SES call is only this call.
-            slot = self.ledger.begin_send(key, address, d.owner)
-            if slot.outcome in (SENT, FAILED, UNKNOWN):
-                reached(address, slot.outcome, slot.message_id or "")
-                return
-            if slot.outcome == "busy":
-                raise ClaimBusy(max(1.0, slot.lease_until - time.time() + 1.0))
-            try:
-                resp = sender_ses.send_email(**kwargs)
-            except Exception as exc:
-                f = classify(exc, "send")
-                state = UNKNOWN if f.ambiguous else FAILED if f.recipient_only else RETRY
-                self.ledger.record_failure(key, address, d.owner, state, f.detail)
-                if f.recipient_only:
-                    reached(address, f.reason)
-                    self.audit.record(
-                        "email.failed",
-                        actor=self.worker_id,
-                        **_key_fields(key),
-                        recipient=address,
-                        topic=topic,
-                        result=f.reason,
-                        detail=f.detail,
-                    )
-                    return
-                if f.ambiguous:
-                    reached(address, UNKNOWN)
-                raise StageFailure(f) from exc
-            message_id = str(resp.get("MessageId", ""))
-            self.ledger.record_sent(key, address, d.owner, message_id)
-            reached(
-                address,
-                SENT,
-                message_id,
-                invite=ics is not None and notice.plan.ics_method == emails.ICS_REQUEST,
+            recipients, booked.total, known = self._resend_scope(d, recipients, booked.topic)
+            for result in known:
+                self._record(d, booked, result)
+        if recipients:
+            sending = _Sending(
+                delivery=d,
+                ses=sender_ses,
+                audience=audience,
+                list_name=prepared.list_name,
+                notice=prepared.notice,
             )
+            done = self._send_each(sending, recipients)
+            for each in done:
+                if isinstance(each, SendResult):
+                    self._record(d, booked, each)
+            _raise_first_stop(done)
+        return self._finish(m, d, audience, booked)
+
+    def _send_one(self, s: _Sending, address: str) -> SendResult:
+        """One recipient: mark it in the ledger, send, record SES's answer; what happened is returned
+        (``_record`` books it), never kept here."""
+        if self.aborting():
+            raise Interrupted()
+        d = s.delivery
+        key = d.key
+        addressed = s.notice.addressed(address, s.audience.recipients[address])
+        topic = addressed.topic
+        kwargs = s.notice.send_kwargs(addressed, address, s.list_name)
+        # Rendered first: the window between "sending" and the SES call is only this call.
+        slot = self.ledger.begin_send(key, address, d.owner)
+        if slot.outcome is SlotOutcome.BUSY:
+            return SendResult(
+                address, RecipientState.SENDING, retry_in=max(1.0, slot.lease_until - time.time() + 1.0)
+            )
+        if slot.outcome is not SlotOutcome.GO:  # settled before: sent, failed or unknown
+            state = RecipientState(slot.outcome.value)
+            return SendResult(address, state, message_id=slot.message_id or "", reason=state.value)
+        try:
+            resp = s.ses.send_email(**kwargs)
+        except Exception as exc:
+            f = classify(exc, "send")
+            state = f.recipient_state
+            self.ledger.record_failure(key, address, d.owner, state, f.detail)
+            reason = f.reason if f.recipient_only else state.value
+            return SendResult(address, state, reason=reason, topic=topic, failure=f)
+        message_id = str(resp.get("MessageId", ""))
+        self.ledger.record_sent(key, address, d.owner, message_id)
+        invite = s.notice.plan.ics_method if addressed.ics is not None else None
+        return SendResult(address, RecipientState.SENT, message_id, topic=topic, invite=invite)
+
+    def _record(self, d: _Delivery, booked: _Booked, r: SendResult) -> None:
+        """Book one recipient's result: the one place an outcome counts (the delivery's sent and not-sent
+        lists, the lane: what may have reached the customer, metrics and audit of sends made now)."""
+        key = d.key
+        if r.state is RecipientState.SENT:
+            booked.sent[r.address] = r.message_id
+        elif r.state in (RecipientState.FAILED, RecipientState.UNKNOWN):
+            booked.failed[r.address] = r.reason
+        if r.state in (RecipientState.SENT, RecipientState.UNKNOWN):
+            d.lane.note_sent(key.version, key.event, booked.topic)
+        if r.state is RecipientState.SENT and r.invite == emails.ICS_REQUEST:
+            d.lane.note_invite(key.version)
+        if r.topic is None:  # not sent by this pass: audited when it was
+            return
+        if r.state is RecipientState.SENT:
             self.metrics.count(key.customer, "EmailsSent")
             self.audit.record(
                 "email.sent",
                 actor=self.worker_id,
                 **_key_fields(key),
-                recipient=address,
-                topic=topic,
-                message_id=message_id,
+                recipient=r.address,
+                topic=r.topic,
+                message_id=r.message_id,
                 result="sent",
-                invite=notice.plan.ics_method if ics is not None else None,
+                invite=r.invite,
+            )
+        elif r.state is RecipientState.FAILED and r.failure is not None:
+            self.audit.record(
+                "email.failed",
+                actor=self.worker_id,
+                **_key_fields(key),
+                recipient=r.address,
+                topic=r.topic,
+                result=r.failure.reason,
+                detail=r.failure.detail,
             )
 
-        self._fan_out(recipients, one)
-        return self._finish(m, d, audience, sent=sent, failed=failed, topic=primary, total=total)
-
     def _resend_scope(
-        self, d: _Delivery, audience: list[str], topic: str, sent: dict[str, str], failed: dict[str, str]
-    ) -> tuple[list[str], int]:
-        """A resend pass: (addresses to send, the delivery's recipient total).
+        self, d: _Delivery, audience: list[str], topic: str
+    ) -> tuple[list[str], int, list[SendResult]]:
+        """A resend pass: (addresses to send, the delivery's recipient total, what the others are).
 
         The delivery's recipients are its ledger items (every recipient of the settled round has
         one). Only those an operator put back to ``retry`` are sent, and only if still subscribed;
         the others keep their state (``sent``/``failed``/``unknown``) and nobody new is added.
         """
-        items = self.ledger.recipients(d.key)
+        marks = self.ledger.recipients(d.key)
         subscribed = {a.casefold(): a for a in audience}
         todo: list[str] = []
-        for addr, item in sorted(items.items()):
-            state = item.get("state")
-            if state == RETRY:
+        known: list[SendResult] = []
+        for addr, mark in sorted(marks.items()):
+            state = mark.state
+            if state is RecipientState.RETRY:
                 if addr in subscribed:
                     todo.append(subscribed[addr])
                     continue
                 reason = f"no longer subscribed to {topic} when resent; not sent"
                 if self.ledger.withdraw(d.key, addr, reason):
-                    failed[addr] = "unsubscribed"
+                    known.append(SendResult(addr, RecipientState.FAILED, reason="unsubscribed"))
                     continue
-                state = ((self.ledger.recipients(d.key).get(addr)) or {}).get("state")
-            if state == SENT:
-                sent[addr] = str(item.get("message_id") or "")
-            elif state == FAILED:
-                failed[addr] = "failed"
-            elif state == UNKNOWN:
-                failed[addr] = "unknown"
+                now = self.ledger.recipient(d.key, addr)
+                state = now.state if now is not None else state
+            if state is RecipientState.SENT:
+                known.append(SendResult(addr, state, message_id=mark.message_id or ""))
+            elif state in (RecipientState.FAILED, RecipientState.UNKNOWN):
+                known.append(SendResult(addr, state, reason=state.value))
             elif addr in subscribed:  # sending (a dead pass's mark): the ledger decides in the send loop
                 todo.append(subscribed[addr])
             else:  # an unsubscribed recipient's dead mark: maybe sent
-                failed[addr] = "unknown"
+                known.append(SendResult(addr, RecipientState.UNKNOWN, reason=RecipientState.UNKNOWN.value))
         event(
             logging.INFO,
             "delivery.resend_pass",
             **_key_fields(d.key),
             resend=len(todo),
-            recipients=len(items),
+            recipients=len(marks),
         )
-        return todo, len(items)
+        return todo, len(marks), known
 
-    def _fan_out(self, items: Iterable[str], fn: Callable[[str], None]) -> None:
-        """Run ``fn`` per recipient, ``send_parallelism`` at a time; stop at the first error and raise it."""
+    def _send_each(self, s: _Sending, addresses: list[str]) -> list[SendResult | BaseException]:
+        """``_send_one`` per address, ``send_parallelism`` at a time. No new send starts after a result
+        that ends the pass or an error. Returns each started one's result or error, in address order."""
         limit = max(1, self.options.send_parallelism)
+        out: list[SendResult | BaseException] = []
         if self.send_pool is None or limit == 1:
-            for item in items:
-                fn(item)
-            return
+            for address in addresses:
+                try:
+                    result = self._send_one(s, address)
+                except Exception as exc:
+                    out.append(exc)
+                    break
+                out.append(result)
+                if result.ends_pass:
+                    break
+            return out
         gate = threading.Semaphore(limit)
         stop = threading.Event()
-        futures: list[Future[None]] = []
+        futures: list[Future[SendResult | None]] = []
 
-        def run(item: str) -> None:
+        def run(address: str) -> SendResult | None:
             try:
-                if not stop.is_set():
-                    fn(item)
+                if stop.is_set():
+                    return None
+                result = self._send_one(s, address)
+                if result.ends_pass:
+                    stop.set()
+                return result
             except BaseException:
                 stop.set()
                 raise
             finally:
                 gate.release()
 
-        for item in items:
+        for address in addresses:
             gate.acquire()
             if stop.is_set():
                 gate.release()
                 break
-            futures.append(self.send_pool.submit(run, item))
-        errors = [f.exception() for f in futures]
-        first = next((e for e in errors if e is not None), None)
-        if first is not None:
-            # A permanent failure says the most about the delivery: raise it first.
-            for exc in errors:
-                if isinstance(exc, StageFailure) and exc.failure.permanent:
-                    raise exc
-            raise first
+            futures.append(self.send_pool.submit(run, address))
+        for future in futures:
+            error = future.exception()
+            if error is not None:
+                out.append(error)
+            elif (started := future.result()) is not None:
+                out.append(started)
+        return out
 
-    def _finish(
-        self,
-        m: InFlight,
-        d: _Delivery,
-        audience: Audience,
-        *,
-        sent: dict[str, str],
-        failed: dict[str, str],
-        topic: str,
-        total: int | None = None,
-    ) -> Outcome:
-        key = d.key
-        total = len(audience.recipients) if total is None else total
+    def _finish(self, m: InFlight, d: _Delivery, audience: Audience, booked: _Booked) -> Outcome:
+        key, sent, failed, total = d.key, booked.sent, booked.failed, booked.total
         if total == 0:
             state = DeliveryState.SKIPPED
-            last_error: str | None = f"no subscribed recipients for {topic}"
+            last_error: str | None = f"no subscribed recipients for {booked.topic}"
         elif not failed:
             state, last_error = DeliveryState.SENT, None
         else:
             # "failed" only when every recipient was definitely not sent; an unknown outcome (a send
             # cut off by a crash) may have gone out, so it makes the delivery partial.
-            unknown = sum(1 for reason in failed.values() if reason == "unknown")
+            unknown = sum(1 for reason in failed.values() if reason == RecipientState.UNKNOWN.value)
             state = DeliveryState.PARTIAL if sent or unknown else DeliveryState.FAILED
             reasons = sorted(set(failed.values()))
             last_error = f"{len(failed)} of {total} recipient(s) not confirmed sent ({', '.join(reasons)})"
@@ -702,7 +808,7 @@ class Processor:
             finished_at=now,
             worker_id=self.worker_id,
             last_error=last_error,
-            topic=topic,
+            topic=booked.topic,
         )
         self.ledger.finish_claim(key, d.owner, done=True, result=state.value)
         m.claim = None
@@ -717,7 +823,7 @@ class Processor:
             failed=len(failed),
             excluded_by_whitelist=audience.excluded_by_whitelist,
         )
-        return Outcome("delete", result=state.value, emails=len(sent))
+        return Outcome(OutcomeKind.DELETE, state, emails=len(sent))
 
     # -- exits ---------------------------------------------------------------------------------
     def _transient(
@@ -726,7 +832,7 @@ class Processor:
         if m.receive_count >= self.config.max_receive_count:
             # SQS would move it to the DLQ on the next receive: do it now, with the reason, and record it.
             exhausted = Failure(
-                "permanent",
+                FailureKind.PERMANENT,
                 "retries_exhausted",
                 f"{m.receive_count} attempts; last error {failure.reason}: {failure.detail}"[:500],
             )
@@ -755,7 +861,9 @@ class Processor:
             retry_in=delay,
             receive_count=m.receive_count,
         )
-        return Outcome("retry", delay=delay, result=f"retry:{failure.reason}", throttled=failure.throttled)
+        return Outcome(
+            OutcomeKind.RETRY, Result.RETRY, failure.reason, delay=delay, throttled=failure.throttled
+        )
 
     def _dead_letter(
         self,
@@ -808,7 +916,7 @@ class Processor:
         }
         self.audit.record("message.rejected", actor=self.worker_id, **about, result="dead_lettered")
         event(logging.ERROR, "message.dead_lettered", **about)
-        return Outcome("delete", result=f"dead_lettered:{failure.reason}")
+        return Outcome(OutcomeKind.DELETE, Result.DEAD_LETTERED, failure.reason)
 
     # -- helpers -----------------------------------------------------------------------------
     def _status(
@@ -843,7 +951,7 @@ class Processor:
             return
         if not (trigger.key.startswith("customers/") or trigger.key.startswith("payloads/")):
             return
-        self.aws.client("s3").delete_object(Bucket=trigger.bucket, Key=trigger.key)
+        self._s3.delete_object(Bucket=trigger.bucket, Key=trigger.key)
 
 
 def _key_fields(key: DeliveryKey, customer: str | None = None) -> dict[str, Any]:
@@ -881,3 +989,19 @@ def _tally_text(tally: Tally) -> str:
     if tally.unknown:
         text += f", {tally.unknown} unknown (maybe sent; `change resend-unknown` decides)"
     return text
+
+
+def _raise_first_stop(done: list[SendResult | BaseException]) -> None:
+    """Raise what ended a send pass, if anything did: a permanent failure says the most about the
+    delivery, so it goes first; otherwise the first (in address order)."""
+    stops: list[BaseException] = [
+        x if isinstance(x, BaseException) else x.stop()
+        for x in done
+        if isinstance(x, BaseException) or x.ends_pass
+    ]
+    if not stops:
+        return
+    for exc in stops:
+        if isinstance(exc, StageFailure) and exc.failure.permanent:
+            raise exc
+    raise stops[0]

@@ -22,9 +22,9 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from ..models import Config, CustomerMapping
+from ..models import Config, CustomerMapping, DeliveryState
 from ..services.audit import AuditLog
 from ..services.aws import AwsFactory
 from ..services.dlq.attributes import sendable
@@ -35,9 +35,16 @@ from .errors import backoff_delay, classify
 from .health import HealthServer
 from .observe import Metrics, event
 from .options import WorkerOptions, assign_customers
-from .processor import InFlight, Outcome, Processor
+from .processor import InFlight, Outcome, OutcomeKind, Processor, Result
 
-SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp"]
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.literals import MessageSystemAttributeNameType
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
+
+SYSTEM_ATTRIBUTES: list[MessageSystemAttributeNameType] = ["ApproximateReceiveCount", "SentTimestamp"]
+# A message a stopping worker never started: visible again at once, for another worker.
+SHUTDOWN = Outcome(OutcomeKind.RELEASE, Result.SHUTDOWN, failure=False)
 
 
 # -- SQS operations ----------------------------------------------------------------------------
@@ -51,8 +58,9 @@ class Queues:
         self.config = config
         self._urls = QueueUrlCache()
 
-    def client(self, mapping: CustomerMapping) -> Any:
-        return self.aws.client("sqs", region=mapping.queue_region)
+    def client(self, mapping: CustomerMapping) -> SQSClient:
+        client: SQSClient = self.aws.client("sqs", region=mapping.queue_region)
+        return client
 
     def _url(self, mapping: CustomerMapping, name: str) -> str:
         key = (mapping.queue_region, mapping.queue_account, name)
@@ -64,7 +72,8 @@ class Queues:
     def dlq_url(self, mapping: CustomerMapping) -> str:
         return self._url(mapping, mapping.dlq_name)
 
-    def dead_letter(self, m: InFlight, attributes: dict[str, dict[str, str]]) -> None:
+    def dead_letter(self, m: InFlight, attributes: dict[str, Any]) -> None:
+        """``m`` to its customer's DLQ with ``attributes`` (``services.dlq.attributes``)."""
         mapping = self.config.customer(m.customer)
         self.client(mapping).send_message(
             QueueUrl=self.dlq_url(mapping), MessageBody=m.body, MessageAttributes=attributes
@@ -385,7 +394,7 @@ class Worker:
             in_flight=self.in_flight(),
         )
         for m in self.scheduler.take_pending():
-            self._apply(m, Outcome("release", result="shutdown", failure=False))
+            self._apply(m, SHUTDOWN)
         abort_at = deadline - min(2.0, timeout * 0.2)
         while not self.scheduler.idle():
             now = time.monotonic()
@@ -398,12 +407,12 @@ class Worker:
         with self._inflight_lock:
             leftover = [m for m in self._inflight.values() if not m.settled]
         for m in leftover:  # still running at the deadline: let another worker take it
-            self._apply(m, Outcome("release", result="shutdown", failure=False))
+            self._apply(m, SHUTDOWN)
         self.scheduler.stop()
         with self._poll_cond:  # a poller mid long poll releases what it receives
             self._poll_cond.wait_for(lambda: self._in_receive == 0, max(0.0, deadline - time.monotonic()))
         for m in self.scheduler.take_pending():  # submitted while we were stopping
-            self._apply(m, Outcome("release", result="shutdown", failure=False))
+            self._apply(m, SHUTDOWN)
         self._flush_acks(force=True)
         self._stop_background.set()
         for t in self._aux:
@@ -578,12 +587,12 @@ class Worker:
             self.stats_data.received += len(messages)
         if self._stop_receiving.is_set():
             for m in messages:
-                self._apply(m, Outcome("release", result="shutdown", failure=False))
+                self._apply(m, SHUTDOWN)
             return
         for m in messages:
             self.scheduler.submit(m)
 
-    def _inflight_of(self, slot: CustomerSlot, raw: dict[str, Any], now: float) -> InFlight:
+    def _inflight_of(self, slot: CustomerSlot, raw: MessageTypeDef, now: float) -> InFlight:
         attrs = raw.get("Attributes") or {}
         sent_ms = int(attrs.get("SentTimestamp") or 0)
         sent_at = sent_ms / 1000 if sent_ms else time.time()
@@ -621,33 +630,35 @@ class Worker:
                 detail=failure.detail,
                 retry_in=delay,
             )
-            outcome = Outcome("retry", delay=delay, result=f"error:{failure.reason}")
+            outcome = Outcome(OutcomeKind.RETRY, Result.ERROR, failure.reason, delay=delay)
         elapsed = time.monotonic() - m.received_at
         self.metrics.latency(m.customer, elapsed)
         self._count(m, outcome)
         self._apply(m, outcome)
 
     def _count(self, m: InFlight, outcome: Outcome) -> None:
-        result = outcome.result.split(":", 1)[0]
+        result, kind = outcome.result, outcome.kind
+        failed = kind is OutcomeKind.RETRY and outcome.failure
+        processed = kind is OutcomeKind.DELETE and result is not Result.DEAD_LETTERED
         with self._stats_lock:
             s = self.stats_data
-            s.results[outcome.result] = s.results.get(outcome.result, 0) + 1
+            s.results[outcome.label] = s.results.get(outcome.label, 0) + 1
             s.emails_sent += outcome.emails
-            if result == "dead_lettered":
+            if result is Result.DEAD_LETTERED:
                 s.dead_lettered += 1
-            elif outcome.action == "retry" and outcome.failure:
+            elif failed:
                 s.failed += 1
-            elif result == "duplicate":
+            elif result is Result.DUPLICATE:
                 s.duplicates += 1
-            elif result == "superseded":
+            elif result is DeliveryState.SUPERSEDED:
                 s.superseded += 1
-            elif result == "ignored":
+            elif result is Result.IGNORED:
                 s.ignored += 1
-            if outcome.action == "delete" and result != "dead_lettered":
+            if processed:
                 s.processed += 1
-        if (outcome.action == "retry" and outcome.failure) or result == "error":
+        if failed or result is Result.ERROR:
             self.metrics.count(m.customer, "MessagesFailed")
-        elif outcome.action == "delete" and result != "dead_lettered":
+        elif processed:
             self.metrics.count(m.customer, "MessagesProcessed")
 
     def _apply(self, m: InFlight, outcome: Outcome) -> None:
@@ -655,7 +666,7 @@ class Worker:
         if m.settled:
             return
         slot = self.slots[m.customer]
-        if outcome.action == "delete":
+        if outcome.kind is OutcomeKind.DELETE:
             with slot.lock:
                 if not slot.acks:
                     slot.acks_since = time.monotonic()
@@ -664,11 +675,11 @@ class Worker:
             if full or self.scheduler.active(m.customer) <= 1 or self._stop_receiving.is_set():
                 self._flush_slot(slot)
             return
-        delay = outcome.delay if outcome.action == "retry" else 0
+        delay = outcome.delay if outcome.kind is OutcomeKind.RETRY else 0
         # SQS would dead-letter it on the next receive, for no fault of its own: requeue a copy.
         last = m.receive_count >= self.config.max_receive_count
         if not outcome.failure and last and self._requeue(m, min(delay, 900)):
-            self._apply(m, Outcome("delete", result="requeued"))
+            self._apply(m, Outcome(OutcomeKind.DELETE, Result.REQUEUED))
             return
         try:
             self.queues.client(slot.mapping).change_message_visibility(
@@ -683,7 +694,7 @@ class Worker:
                 error=classify(exc, "central").detail,
             )
         with self._stats_lock:
-            if outcome.action == "retry":
+            if outcome.kind is OutcomeKind.RETRY:
                 self.stats_data.retried += 1
             else:
                 self.stats_data.released += 1
@@ -738,17 +749,17 @@ class Worker:
                     QueueUrl=chunk[0].queue_url,
                     Entries=[{"Id": str(j), "ReceiptHandle": m.receipt} for j, m in enumerate(chunk)],
                 )
-                failed = resp.get("Failed") or []
+                failed = [(int(f["Id"]), f.get("Code")) for f in resp.get("Failed") or []]
             except Exception as exc:
-                failed = [{"Id": str(j), "Code": classify(exc, "central").reason} for j in range(len(chunk))]
-            for f in failed:  # redelivered later; the ledger makes that harmless
-                m = chunk[int(f["Id"])]
+                failed = [(j, classify(exc, "central").reason) for j in range(len(chunk))]
+            for j, code in failed:  # redelivered later; the ledger makes that harmless
+                m = chunk[j]
                 event(
                     logging.WARNING,
                     "message.delete_failed",
                     customer=m.customer,
                     message_id=m.message_id,
-                    code=f.get("Code"),
+                    code=code,
                 )
             with self._stats_lock:
                 self.stats_data.deleted += len(chunk) - len(failed)

@@ -37,3 +37,35 @@ customers = {
     restricted_recipients = ["change-notices-test@initech.example.com"]
   }
 }
+
+# Operators: one Identity Center permission set per role of config.json operator_roles (same names,
+# actions and scopes; tests/test_deploy.py checks), assigned to these groups in this account.
+operator_access = {
+  instance_arn      = "arn:aws:sso:::instance/ssoins-7223a1b2c3d4e5f6"
+  identity_store_id = "d-9067a1b2c3"
+  roles = {
+    ChangeManagers = {
+      permission_set = "cc-dev-ChangeManagers"
+      groups         = ["changeconsole-dev-change-managers"]
+    }
+    CustomerManagers = {
+      permission_set = "cc-dev-CustomerManagers"
+      customers      = ["acme"]
+      groups         = ["changeconsole-dev-acme-contacts"]
+    }
+    Auditors = {
+      permission_set = "cc-dev-Auditors"
+      groups         = ["changeconsole-dev-auditors"]
+    }
+    DlqOperators = {
+      permission_set = "cc-dev-DlqOperators"
+      actions        = ["dlq.redrive", "dlq.export", "dlq.import", "dlq.purge"]
+      groups         = ["changeconsole-dev-oncall"]
+    }
+  }
+}
+
+audit_retention = {
+  transition_days = 30
+  expire_days     = 400
+}

@@ -79,3 +79,38 @@ customers = {
     restricted_recipients = []
   }
 }
+
+# Operators: one Identity Center permission set per role of config.json operator_roles (same names,
+# actions and scopes; tests/test_deploy.py checks), assigned to these groups in this account.
+operator_access = {
+  instance_arn      = "arn:aws:sso:::instance/ssoins-7223a1b2c3d4e5f6"
+  identity_store_id = "d-9067a1b2c3"
+  roles = {
+    ChangeManagers = {
+      permission_set = "cc-prod-ChangeManagers"
+      groups         = ["changeconsole-prod-change-managers"]
+    }
+    CustomerManagers = {
+      permission_set = "cc-prod-CustomerManagers"
+      groups         = ["changeconsole-prod-customer-managers"]
+    }
+    Auditors = {
+      permission_set   = "cc-prod-Auditors"
+      groups           = ["changeconsole-prod-auditors"]
+      session_duration = "PT4H"
+    }
+    DlqOperators = {
+      permission_set = "cc-prod-DlqOperators"
+      actions        = ["dlq.redrive", "dlq.export", "dlq.purge"]
+      groups         = ["changeconsole-prod-oncall"]
+    }
+  }
+}
+
+# Seven years of audit trail, under Object Lock (governance mode) for as long.
+audit_retention = {
+  transition_days  = 90
+  expire_days      = 2557
+  object_lock_mode = "GOVERNANCE"
+  object_lock_days = 2557
+}

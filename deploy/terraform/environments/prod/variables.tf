@@ -81,3 +81,33 @@ variable "ses_reputation_alarms" {
   type    = bool
   default = false
 }
+
+variable "operator_access" {
+  description = "Operator roles as Identity Center permission sets (see modules/stack variable operator_access)."
+  type = object({
+    instance_arn      = string
+    identity_store_id = string
+    roles = map(object({
+      permission_set   = string
+      actions          = optional(list(string), [])
+      customers        = optional(list(string))
+      customer_tag     = optional(string)
+      groups           = optional(list(string), [])
+      session_duration = optional(string, "PT8H")
+    }))
+    abac_attributes = optional(map(string), {})
+  })
+  default = null
+}
+
+variable "audit_retention" {
+  description = "config.json audit_retention (see modules/stack)."
+  type = object({
+    transition_days          = optional(number, 90)
+    transition_storage_class = optional(string, "GLACIER_IR")
+    expire_days              = optional(number)
+    object_lock_mode         = optional(string)
+    object_lock_days         = optional(number)
+  })
+  default = {}
+}

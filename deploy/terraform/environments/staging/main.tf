@@ -56,4 +56,6 @@ module "changeconsole" {
   eks_oidc_provider_arn = var.eks_oidc_provider_arn
   alarm_topic_arns      = var.alarm_topic_arns
   ses_reputation_alarms = var.ses_reputation_alarms
+  operator_access       = var.operator_access
+  audit_retention       = var.audit_retention
 }

@@ -26,8 +26,9 @@ output "ses_role_arn" {
 output "customer_side" {
   description = "Inputs of modules/customer_ses_role in the customer's account."
   value = {
-    account_id   = var.customer.account_id
-    role_name    = var.customer.ses_role_name
+    customer_code = var.code
+    account_id    = var.customer.account_id
+    role_name     = var.customer.ses_role_name
     external_id  = var.customer.external_id
     ses_region   = var.customer.ses_region
     ses_identity = var.customer.ses_identity

@@ -51,7 +51,9 @@ resource "aws_iam_role" "ses_sender" {
   description          = "Lets the MSP's changeconsole worker send change notices from this account's SES"
   assume_role_policy   = data.aws_iam_policy_document.trust.json
   max_session_duration = 3600
-  tags                 = var.tags
+  # changeconsole:customer: a central role scoped by principal tag (modules/operator_access) may assume
+  # only the role whose tag is its own.
+  tags = merge(var.tags, var.customer_code == "" ? {} : { "changeconsole:customer" = var.customer_code })
 }
 
 data "aws_iam_policy_document" "permissions" {

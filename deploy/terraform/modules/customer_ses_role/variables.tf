@@ -48,6 +48,12 @@ variable "from_addresses" {
   default     = []
 }
 
+variable "customer_code" {
+  description = "The customer's code in config.json: tags the role changeconsole:customer (for operator roles scoped by principal tag)."
+  type        = string
+  default     = ""
+}
+
 variable "tags" {
   type    = map(string)
   default = {}

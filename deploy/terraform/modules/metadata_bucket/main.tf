@@ -1,7 +1,8 @@
 # The central metadata bucket and its per-customer S3 -> SQS event notifications, as
 # `changeconsole provision` configures them (services/provision.py): versioning, default encryption,
 # public access block, one notification per customer (id changeconsole-{code}, prefix customers/{code}/,
-# suffix .json, s3:ObjectCreated:*) and a queue policy letting S3 send from this bucket only.
+# suffix .json, s3:ObjectCreated:*) and a queue policy letting S3 send from this bucket only; the audit
+# trail's retention (config.json audit_retention): lifecycle rule audit-retention and Object Lock.
 #
 # aws_s3_bucket_notification owns the bucket's whole notification configuration: notifications added
 # outside Terraform are removed on the next apply (provision keeps foreign ones; Terraform cannot).
@@ -132,6 +133,31 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
     }
   }
 
+  # The audit trail (changeconsole provision sets the same rule: services/provision.py audit_spec).
+  dynamic "rule" {
+    for_each = var.audit_transition_days != null || var.audit_expire_days != null ? ["audit"] : []
+    content {
+      id     = "audit-retention"
+      status = "Enabled"
+      filter {
+        prefix = "audit/"
+      }
+      dynamic "transition" {
+        for_each = var.audit_transition_days == null ? [] : [var.audit_transition_days]
+        content {
+          days          = transition.value
+          storage_class = var.audit_transition_storage_class
+        }
+      }
+      dynamic "expiration" {
+        for_each = var.audit_expire_days == null ? [] : [var.audit_expire_days]
+        content {
+          days = expiration.value
+        }
+      }
+    }
+  }
+
   rule {
     id     = "change-history"
     status = "Enabled"
@@ -145,6 +171,18 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
       days_after_initiation = 7
     }
   }
+
+  depends_on = [aws_s3_bucket_versioning.this]
+}
+
+# Object Lock for the audit trail: enabled on the bucket without a default retention (that would lock
+# every object, changes and triggers included); the audit writer locks each audit/ object it puts for
+# audit_retention.object_lock_days. Once enabled it cannot be disabled.
+resource "aws_s3_bucket_object_lock_configuration" "audit" {
+  count  = var.audit_object_lock ? 1 : 0
+  bucket = aws_s3_bucket.this.id
+
+  object_lock_enabled = "Enabled"
 
   depends_on = [aws_s3_bucket_versioning.this]
 }

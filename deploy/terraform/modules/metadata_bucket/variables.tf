@@ -59,6 +59,30 @@ variable "history_noncurrent_days" {
   default     = 365
 }
 
+variable "audit_transition_days" {
+  description = "config.json audit_retention.transition_days: audit/ objects move to the storage class after N days (null: never)."
+  type        = number
+  default     = 90
+}
+
+variable "audit_transition_storage_class" {
+  description = "config.json audit_retention.transition_storage_class."
+  type        = string
+  default     = "GLACIER_IR"
+}
+
+variable "audit_expire_days" {
+  description = "config.json audit_retention.expire_days: audit/ objects are deleted after N days (null: kept)."
+  type        = number
+  default     = null
+}
+
+variable "audit_object_lock" {
+  description = "config.json audit_retention.object_lock_mode is set: Object Lock on the bucket (irreversible)."
+  type        = bool
+  default     = false
+}
+
 variable "tags" {
   type    = map(string)
   default = {}

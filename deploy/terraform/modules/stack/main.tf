@@ -41,7 +41,13 @@ module "metadata_bucket" {
   customer_queues      = { for code, c in module.customer : code => c.queue }
   enable_notifications = var.transport == "s3-events"
   kms_key_arn          = var.kms_key_arn
-  tags                 = local.tags
+
+  audit_transition_days          = var.audit_retention.transition_days
+  audit_transition_storage_class = var.audit_retention.transition_storage_class
+  audit_expire_days              = var.audit_retention.expire_days
+  audit_object_lock              = var.audit_retention.object_lock_mode != null
+
+  tags = local.tags
 }
 
 module "tables" {
@@ -107,5 +113,25 @@ module "monitoring" {
   alarm_actions     = var.alarm_topic_arns
   ok_actions        = var.alarm_topic_arns
   ses_accounts      = { for code, c in var.customers : code => c.account_id if var.ses_reputation_alarms }
+  tags              = local.tags
+}
+
+module "operator_access" {
+  source = "../operator_access"
+  count  = var.operator_access == null ? 0 : 1
+
+  name              = local.name
+  instance_arn      = var.operator_access.instance_arn
+  identity_store_id = var.operator_access.identity_store_id
+  account_id        = var.central_account_id
+  partition         = var.partition
+  region            = var.aws_region
+  bucket_arn        = module.metadata_bucket.bucket_arn
+  status_table_arn  = module.tables.status_table_arn
+  ledger_table_arn  = module.tables.ledger_table_arn
+  queue_name_prefix = var.queue_name_prefix
+  customer_roles    = { for code, c in module.customer : code => c.ses_role_arn }
+  roles             = var.operator_access.roles
+  abac_attributes   = var.operator_access.abac_attributes
   tags              = local.tags
 }

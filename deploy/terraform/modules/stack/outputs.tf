@@ -44,3 +44,8 @@ output "ecs_service_name" {
 output "dashboard_name" {
   value = module.monitoring.dashboard_name
 }
+
+output "operator_permission_sets" {
+  description = "Operator role => its Identity Center permission set (config.json operator_roles principals)."
+  value       = length(module.operator_access) > 0 ? module.operator_access[0].permission_sets : {}
+}

@@ -112,7 +112,7 @@ data "aws_iam_policy_document" "worker" {
   statement {
     sid       = "WriteAudit"
     effect    = "Allow"
-    actions   = ["s3:PutObject"]
+    actions   = ["s3:PutObject", "s3:PutObjectRetention"] # retention: audit objects under Object Lock
     resources = [for p in local.write_prefixes : "${var.bucket_arn}/${p}*"]
   }
 

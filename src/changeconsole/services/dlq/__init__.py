@@ -20,7 +20,7 @@ from .attributes import (
     unpack_attributes,
 )
 from .errors import DlqError, DlqInputError, PurgeRefused, QueueMissing
-from .messages import EXPORT_SCHEMA, DlqMessage, MessageFilter, as_filter
+from .messages import EXPORT_SCHEMA, DlqMessage, MessageFilter, as_filter, recurrence
 from .ratelimit import RateLimiter
 from .results import (
     DlqSummary,
@@ -40,6 +40,7 @@ from .service import (
     SCAN_VISIBILITY,
     DlqService,
     Target,
+    default_export_path,
     native_unsupported,
 )
 
@@ -74,8 +75,10 @@ __all__ = [
     "Target",
     "age_text",
     "as_filter",
+    "default_export_path",
     "fit_attributes",
     "native_unsupported",
+    "recurrence",
     "redrive_attributes",
     "string_attr",
     "unpack_attributes",

@@ -9,7 +9,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from ...models import PermanentMessageError, Trigger, iso_utc, parse_queue_message
+from ...models import (
+    InvalidChange,
+    InvalidTriggerKey,
+    IsolationViolation,
+    MalformedMessage,
+    OversizedMessage,
+    PermanentMessageError,
+    Trigger,
+    UnknownCustomer,
+    iso_utc,
+    parse_queue_message,
+)
 from .attributes import (
     CHANGE_ID,
     CUSTOMER,
@@ -27,6 +38,32 @@ from .attributes import (
 )
 
 EXPORT_SCHEMA = "changeconsole.dlq-export/1"
+
+# Reasons a redrive does not cure. The message itself is at fault: the worker dead-letters it again.
+RECURS_ALWAYS: dict[str, str] = {
+    PermanentMessageError.reason: "the message is not a valid trigger",
+    MalformedMessage.reason: "the message body is not valid JSON of a known shape",
+    OversizedMessage.reason: "the message is over the size limit",
+    InvalidTriggerKey.reason: "its S3 key is not a trigger key",
+    InvalidChange.reason: "the change it carries is not valid",
+    IsolationViolation.reason: "it names another customer than its queue (isolation violation)",
+}
+# Config of the customer at fault (cc-reason values the worker writes): again until that is fixed.
+RECURS_UNTIL_FIXED: dict[str, str] = {
+    UnknownCustomer.reason: "its customer is not in the config",
+    "role_unavailable": "the customer's SES role cannot be assumed",
+    "ses_unavailable": "the customer's SES account refuses to send",
+    "contact_list_missing": "the customer's SES contact list is missing",
+}
+
+
+def recurrence(reason: str) -> str | None:
+    """Why redriving a message dead-lettered for ``reason`` dead-letters it again, if it will."""
+    if reason in RECURS_ALWAYS:
+        return f"{RECURS_ALWAYS[reason]}: it will dead-letter again"
+    if reason in RECURS_UNTIL_FIXED:
+        return f"{RECURS_UNTIL_FIXED[reason]}: it dead-letters again until that is fixed"
+    return None
 
 
 def _ms_to_dt(value: str | None) -> datetime | None:

@@ -14,7 +14,9 @@ ledger makes the second delivery harmless, so nothing is ever lost and no recipi
 progress and cancel through ``ListMessageMoveTasks``/``CancelMessageMoveTask``) and falls back to
 the manual path where it does not (e.g. moto: HTTP 500), decided by error code and HTTP status.
 
-Every action is audited as JSON lines in S3 (``audit/{yyyy}/{mm}/{dd}/dlq-{uuid}.jsonl``) and logged.
+Every action passes the authorization point (``services.authz``: peek and dry runs need ``read``,
+the others ``dlq.redrive``/``dlq.export``/``dlq.import``/``dlq.purge`` on the customer) and becomes an
+``operator.action`` audit record (``dlq.peek``, ``dlq.redrive``, …) with its counts and message ids.
 An export is also recorded under ``dlq-exports/{code}.json`` (path, SHA-256, message ids) so that a
 later purge without ``--yes`` deletes exactly the exported messages and nothing that arrived since.
 """
@@ -39,9 +41,11 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ...errors import MISSING_OBJECT_CODES, describe, error_code, http_status
-from ...models import Config, CustomerMapping, iso_utc, utcnow
-from ..audit import AuditLog, operator_name
+from ...config import data_dir
+from ...errors import describe, error_code, http_status, is_missing_object
+from ...models import Config, CustomerMapping, OperatorAction, iso_utc, utcnow
+from ..audit import OK, PARTIAL
+from ..authz import ActionRecord, Authorizer
 from ..aws import AwsFactory
 from ..queues import IN_FLIGHT, VISIBLE, QueueUrlCache, is_missing_queue, message_counts
 from .attributes import redrive_attributes
@@ -74,7 +78,6 @@ NATIVE_MAX_RATE = 500
 NATIVE_POLL_SECONDS = 2.0
 
 EXPORT_RECORD_PREFIX = "dlq-exports/"
-AUDIT_SOURCE = "dlq"
 
 # Error codes (last dotted segment) and HTTP statuses meaning "this endpoint has no native move".
 _UNSUPPORTED_CODES = frozenset(
@@ -84,6 +87,12 @@ _UNSUPPORTED_STATUS = frozenset({500, 501})
 
 Target = Literal["source", "dlq"]
 ProgressCallback = Callable[["RedriveProgress"], None]
+
+
+def default_export_path(code: str, now: datetime) -> Path:
+    """Where an export goes unless the operator says otherwise: an absolute path under the data dir
+    (never the working directory, which may be a repository)."""
+    return data_dir() / "dlq-exports" / f"dlq-{code}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}.jsonl"
 
 
 def _age(now: datetime, then: datetime | None) -> float | None:
@@ -242,6 +251,7 @@ class DlqService:
         empty_receives: int | None = None,
         threads: int = 16,
         native_poll_seconds: float = NATIVE_POLL_SECONDS,
+        authz: Authorizer | None = None,
     ) -> None:
         self.aws = aws
         self.config = config
@@ -257,7 +267,7 @@ class DlqService:
         self._lock = threading.Lock()
         self._native_unsupported: str | None = None
         self._noretry: AwsFactory | None = None
-        self.audit = AuditLog(aws, config, source=AUDIT_SOURCE, clock=now)
+        self.authz = authz or Authorizer(aws, config, clock=now, via="api")
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -308,23 +318,20 @@ class DlqService:
         return datetime.now(UTC)
 
     def operator(self) -> str:
-        return operator_name(self.aws, log)
+        return self.authz.operator.name
 
-    def _audit(self, action: str, code: str, *, count: int, ids: Sequence[str], **extra: Any) -> str | None:
-        """One audit event (``audit/{yyyy}/{mm}/{dd}/dlq-{uuid}.jsonl``) and a log line; never raises."""
-        who = self.operator()
-        event = {
-            "ts": iso_utc(self.now()),
-            "source": AUDIT_SOURCE,
-            "action": action,
-            "operator": who,
-            "customer": code,
-            "count": count,
-            "message_ids": list(ids),
-            **extra,
-        }
-        log.info("dlq %s customer=%s count=%d by=%s ids=%s", action, code, count, who, ",".join(ids[:20]))
-        return self.audit.write([event])
+    def _audit(self, rec: ActionRecord, *, count: int, ids: Sequence[str], **extra: Any) -> str | None:
+        """Finish the action's audit record (``partial`` when some message failed) and log a line."""
+        unfinished = extra.get("failed") or extra.get("not_found") or extra.get("cancelled")
+        log.info(
+            "%s customers=%s count=%d by=%s ids=%s",
+            rec.name,
+            ",".join(rec.customers or []),
+            count,
+            self.operator(),
+            ",".join(ids[:20]),
+        )
+        return rec.finish(PARTIAL if unfinished else OK, count=count, message_ids=list(ids), **extra)
 
     # -- inspect -------------------------------------------------------------------------------------
     def summary(self, code: str) -> DlqSummary:
@@ -405,47 +412,47 @@ class DlqService:
         ``MAX_PEEK`` messages are scanned to find ``max_messages`` matches. The age of the oldest message
         is computed from the peeked messages' SentTimestamp.
         """
-        if not 1 <= max_messages <= MAX_PEEK:
-            raise DlqInputError(f"--max must be between 1 and {MAX_PEEK}, got {max_messages}")
-        flt = as_filter(filter)
-        c = self.customer(code)
-        url = self.dlq_url(code)
-        depth, in_flight = self._depth(url)
-        limit = MAX_PEEK if flt else max_messages
-        matched: list[DlqMessage] = []
-        oldest: datetime | None = None
-        with _Scan(self, url, visibility=visibility, limit=limit) as scan:
-            for batch in scan.batches():
-                scan.hold(batch)
-                for m in batch:
-                    if m.sent_at and (oldest is None or m.sent_at < oldest):
-                        oldest = m.sent_at
-                    if (flt is None or flt.matches(m)) and len(matched) < max_messages:
-                        matched.append(m)
-                if len(matched) >= max_messages:
-                    break
-            scanned = len(scan.seen)
-        matched.sort(key=lambda m: (m.sent_at or datetime.max.replace(tzinfo=UTC), m.message_id))
-        audit = self._audit(
-            "peek",
-            code,
-            count=len(matched),
-            ids=[m.message_id for m in matched],
-            scanned=scanned,
-            filter=flt.text if flt else None,
-        )
-        return PeekResult(
-            customer=code,
-            queue=c.dlq_name,
-            messages=matched,
-            scanned=scanned,
-            depth=depth,
-            in_flight=in_flight,
-            oldest_age_seconds=_age(self.now(), oldest),
-            visibility_seconds=visibility,
-            filter=flt.text if flt else None,
-            audit_key=audit,
-        )
+        with self.authz.act(OperatorAction.READ, [code], name="dlq.peek") as rec:
+            if not 1 <= max_messages <= MAX_PEEK:
+                raise DlqInputError(f"--max must be between 1 and {MAX_PEEK}, got {max_messages}")
+            flt = as_filter(filter)
+            c = self.customer(code)
+            url = self.dlq_url(code)
+            depth, in_flight = self._depth(url)
+            limit = MAX_PEEK if flt else max_messages
+            matched: list[DlqMessage] = []
+            oldest: datetime | None = None
+            with _Scan(self, url, visibility=visibility, limit=limit) as scan:
+                for batch in scan.batches():
+                    scan.hold(batch)
+                    for m in batch:
+                        if m.sent_at and (oldest is None or m.sent_at < oldest):
+                            oldest = m.sent_at
+                        if (flt is None or flt.matches(m)) and len(matched) < max_messages:
+                            matched.append(m)
+                    if len(matched) >= max_messages:
+                        break
+                scanned = len(scan.seen)
+            matched.sort(key=lambda m: (m.sent_at or datetime.max.replace(tzinfo=UTC), m.message_id))
+            audit = self._audit(
+                rec,
+                count=len(matched),
+                ids=[m.message_id for m in matched],
+                scanned=scanned,
+                filter=flt.text if flt else None,
+            )
+            return PeekResult(
+                customer=code,
+                queue=c.dlq_name,
+                messages=matched,
+                scanned=scanned,
+                depth=depth,
+                in_flight=in_flight,
+                oldest_age_seconds=_age(self.now(), oldest),
+                visibility_seconds=visibility,
+                filter=flt.text if flt else None,
+                audit_key=audit,
+            )
 
     # -- redrive --------------------------------------------------------------------------------------
     def redrive(
@@ -472,6 +479,30 @@ class DlqService:
         ids = list(dict.fromkeys(message_ids or []))
         if bool(ids) == bool(all_messages):
             raise DlqInputError("give message ids or all, not both and not neither")
+        # A dry run moves nothing: it reads, like a peek.
+        action, name = (
+            (OperatorAction.READ, "dlq.redrive-dry-run")
+            if dry_run
+            else (OperatorAction.DLQ_REDRIVE, "dlq.redrive")
+        )
+        with self.authz.act(action, [code], name=name) as rec:
+            return self._redrive(
+                rec, code, ids, all_messages, filter, dry_run, rate, progress, cancel, native
+            )
+
+    def _redrive(
+        self,
+        rec: ActionRecord,
+        code: str,
+        ids: list[str],
+        all_messages: bool,
+        filter: str | MessageFilter | None,
+        dry_run: bool,
+        rate: float | None,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+        native: bool,
+    ) -> RedriveResult:
         flt = as_filter(filter)
         limiter = RateLimiter(rate, monotonic=self.monotonic, sleep=self.sleep)
         c = self.customer(code)
@@ -492,18 +523,15 @@ class DlqService:
         if not (native_ok and self._native_redrive(c, result, rate, progress, cancel)):
             self._manual_redrive(c, dlq_url, source_url, ids, flt, limiter, result, progress, cancel)
         result.seconds = self.monotonic() - started
-        result.audit_key = self._audit_redrive(result)
+        result.audit_key = self._audit_redrive(rec, result)
         return result
 
-    def _audit_redrive(self, r: RedriveResult) -> str | None:
+    def _audit_redrive(self, rec: ActionRecord, r: RedriveResult) -> str | None:
         if r.dry_run:
             ids = [m.message_id for m in r.would_move]
-            return self._audit(
-                "redrive-dry-run", r.customer, count=len(ids), ids=ids, filter=r.filter, requested=r.requested
-            )
+            return self._audit(rec, count=len(ids), ids=ids, filter=r.filter, requested=r.requested)
         return self._audit(
-            "redrive",
-            r.customer,
+            rec,
             count=r.moved_count,
             ids=r.moved,
             mode=r.mode,
@@ -751,79 +779,79 @@ class DlqService:
         them back exactly. The export is recorded (path, SHA-256, ids) so ``purge`` can then delete
         exactly these messages. Messages are received for the scan (see ``peek``) and released after.
         """
-        flt = as_filter(filter)
-        c = self.customer(code)
-        url = self.dlq_url(code)
-        target = Path(path).expanduser().resolve()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        now = self.now()
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        digest = hashlib.sha256()
-        ids: list[str] = []
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with (
-                os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh,
-                _Scan(self, url, visibility=SCAN_VISIBILITY) as scan,
-            ):
-                for batch in scan.batches():
-                    scan.hold(batch)
-                    for m in batch:
-                        if flt is not None and not flt.matches(m):
-                            continue
-                        line = json.dumps(m.to_export(code, c.dlq_name, now), ensure_ascii=False) + "\n"
-                        fh.write(line)
-                        digest.update(line.encode("utf-8", "surrogatepass"))
-                        ids.append(m.message_id)
-            tmp.replace(target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        record = {
-            "export_id": str(uuid.uuid4()),
-            "customer": code,
-            "queue": c.dlq_name,
-            "at": iso_utc(now),
-            "by": self.operator(),
-            "host": socket.gethostname(),
-            "path": str(target),
-            "sha256": digest.hexdigest(),
-            "count": len(ids),
-            "filter": flt.text if flt else None,
-            "message_ids": ids,
-        }
-        recorded = True
-        try:
-            self.aws.client("s3").put_object(
-                Bucket=self.config.s3_config.bucket_name,
-                Key=f"{EXPORT_RECORD_PREFIX}{code}.json",
-                Body=json.dumps(record, indent=1).encode("utf-8"),
-                ContentType="application/json",
+        with self.authz.act(OperatorAction.DLQ_EXPORT, [code], name="dlq.export") as rec:
+            flt = as_filter(filter)
+            c = self.customer(code)
+            url = self.dlq_url(code)
+            target = Path(path).expanduser().resolve()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            now = self.now()
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+            digest = hashlib.sha256()
+            ids: list[str] = []
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with (
+                    os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh,
+                    _Scan(self, url, visibility=SCAN_VISIBILITY) as scan,
+                ):
+                    for batch in scan.batches():
+                        scan.hold(batch)
+                        for m in batch:
+                            if flt is not None and not flt.matches(m):
+                                continue
+                            line = json.dumps(m.to_export(code, c.dlq_name, now), ensure_ascii=False) + "\n"
+                            fh.write(line)
+                            digest.update(line.encode("utf-8", "surrogatepass"))
+                            ids.append(m.message_id)
+                tmp.replace(target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            record = {
+                "export_id": str(uuid.uuid4()),
+                "customer": code,
+                "queue": c.dlq_name,
+                "at": iso_utc(now),
+                "by": self.operator(),
+                "host": socket.gethostname(),
+                "path": str(target),
+                "sha256": digest.hexdigest(),
+                "count": len(ids),
+                "filter": flt.text if flt else None,
+                "message_ids": ids,
+            }
+            recorded = True
+            try:
+                self.aws.client("s3").put_object(
+                    Bucket=self.config.s3_config.bucket_name,
+                    Key=f"{EXPORT_RECORD_PREFIX}{code}.json",
+                    Body=json.dumps(record, indent=1).encode("utf-8"),
+                    ContentType="application/json",
+                )
+            except (ClientError, BotoCoreError) as exc:
+                log.error("could not record the export of %s: %s", code, describe(exc))
+                recorded = False
+            audit = self._audit(
+                rec,
+                count=len(ids),
+                ids=ids,
+                path=str(target),
+                sha256=digest.hexdigest(),
+                filter=flt.text if flt else None,
+                export_id=record["export_id"],
+                recorded=recorded,
             )
-        except (ClientError, BotoCoreError) as exc:
-            log.error("could not record the export of %s: %s", code, describe(exc))
-            recorded = False
-        audit = self._audit(
-            "export",
-            code,
-            count=len(ids),
-            ids=ids,
-            path=str(target),
-            sha256=digest.hexdigest(),
-            filter=flt.text if flt else None,
-            export_id=record["export_id"],
-            recorded=recorded,
-        )
-        return ExportResult(
-            customer=code,
-            queue=c.dlq_name,
-            path=str(target),
-            count=len(ids),
-            message_ids=ids,
-            sha256=digest.hexdigest(),
-            filter=flt.text if flt else None,
-            recorded=recorded,
-            audit_key=audit,
-        )
+            return ExportResult(
+                customer=code,
+                queue=c.dlq_name,
+                path=str(target),
+                count=len(ids),
+                message_ids=ids,
+                sha256=digest.hexdigest(),
+                filter=flt.text if flt else None,
+                recorded=recorded,
+                audit_key=audit,
+            )
 
     def export_record(self, code: str) -> dict[str, Any] | None:
         """The last recorded export of a customer's DLQ not yet used by a purge, or None."""
@@ -833,7 +861,7 @@ class DlqService:
                 Bucket=self.config.s3_config.bucket_name, Key=f"{EXPORT_RECORD_PREFIX}{code}.json"
             )
         except ClientError as exc:
-            if error_code(exc) in MISSING_OBJECT_CODES:
+            if is_missing_object(exc):
                 return None
             raise
         try:
@@ -892,69 +920,69 @@ class DlqService:
         multiset), so importing the same file twice duplicates nothing; that check receives the DLQ's
         messages briefly (see ``peek``).
         """
-        if to not in ("dlq", "source"):
-            raise DlqInputError(f"--to must be source or dlq, got {to!r}")
-        messages = self.read_export(path, code)
-        c = self.customer(code)
-        url = self.dlq_url(code) if to == "dlq" else self.source_url(code)
-        result = ImportResult(
-            customer=code,
-            target=to,
-            queue=c.dlq_name if to == "dlq" else c.queue_name,
-            path=str(Path(path).expanduser()),
-            read=len(messages),
-        )
-        todo = messages
-        if to == "dlq" and skip_present and messages:
-            present: Counter[str] = Counter()
-            with _Scan(self, url, visibility=SCAN_VISIBILITY) as scan:
-                for batch in scan.batches():
-                    scan.hold(batch)
-                    present.update(m.content_key() for m in batch)
-            todo = []
-            for m in messages:
-                key = m.content_key()
-                if present[key] > 0:
-                    present[key] -= 1
-                    result.skipped_present.append(m.message_id)
-                else:
-                    todo.append(m)
-        by = self.operator()
-        limiter = RateLimiter(rate, monotonic=self.monotonic, sleep=self.sleep)
-        for chunk in _chunks(todo, limiter.batch_size):
-            limiter.acquire(len(chunk))
-            sent = self._send(url, chunk, result.failed, redrive_by=None if to == "dlq" else by)
-            for m, new_id in sent:
-                result.sent[m.message_id] = new_id
-        result.audit_key = self._audit(
-            "import",
-            code,
-            count=len(result.sent),
-            ids=list(result.sent),
-            to=result.queue,
-            target=to,
-            path=result.path,
-            new_ids=result.sent,
-            skipped_present=result.skipped_present,
-            failed=[f.to_json() for f in result.failed],
-        )
-        return result
+        with self.authz.act(OperatorAction.DLQ_IMPORT, [code], name="dlq.import") as rec:
+            if to not in ("dlq", "source"):
+                raise DlqInputError(f"--to must be source or dlq, got {to!r}")
+            messages = self.read_export(path, code)
+            c = self.customer(code)
+            url = self.dlq_url(code) if to == "dlq" else self.source_url(code)
+            result = ImportResult(
+                customer=code,
+                target=to,
+                queue=c.dlq_name if to == "dlq" else c.queue_name,
+                path=str(Path(path).expanduser()),
+                read=len(messages),
+            )
+            todo = messages
+            if to == "dlq" and skip_present and messages:
+                present: Counter[str] = Counter()
+                with _Scan(self, url, visibility=SCAN_VISIBILITY) as scan:
+                    for batch in scan.batches():
+                        scan.hold(batch)
+                        present.update(m.content_key() for m in batch)
+                todo = []
+                for m in messages:
+                    key = m.content_key()
+                    if present[key] > 0:
+                        present[key] -= 1
+                        result.skipped_present.append(m.message_id)
+                    else:
+                        todo.append(m)
+            by = self.operator()
+            limiter = RateLimiter(rate, monotonic=self.monotonic, sleep=self.sleep)
+            for chunk in _chunks(todo, limiter.batch_size):
+                limiter.acquire(len(chunk))
+                sent = self._send(url, chunk, result.failed, redrive_by=None if to == "dlq" else by)
+                for m, new_id in sent:
+                    result.sent[m.message_id] = new_id
+            result.audit_key = self._audit(
+                rec,
+                count=len(result.sent),
+                ids=list(result.sent),
+                to=result.queue,
+                target=to,
+                path=result.path,
+                new_ids=result.sent,
+                skipped_present=result.skipped_present,
+                failed=[f.to_json() for f in result.failed],
+            )
+            return result
 
     # -- purge ------------------------------------------------------------------------------------------
     def check_export(self, code: str) -> dict[str, Any]:
-        """The recorded export a purge without ``--yes`` relies on; raises PurgeRefused when there is
-        none, or its file is not on this machine or has changed since."""
+        """The recorded export a purge without ``--yes`` relies on; raises PurgeRefused (naming why,
+        not what to do: the CLI and the console each say that their own way) when there is none, or
+        its file is not on this machine or has changed since."""
         record = self.export_record(code)
-        hint = f"run `changeconsole dlq export {code} FILE` first, or pass --yes to purge without one"
         if record is None:
-            raise PurgeRefused(f"no export of {code}'s DLQ is recorded; {hint}")
+            raise PurgeRefused(f"no export of {code}'s DLQ is recorded")
         path = Path(str(record.get("path", "")))
         try:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError:
-            raise PurgeRefused(f"the recorded export file {path} is not readable here; {hint}") from None
+            raise PurgeRefused(f"the recorded export file {path} is not readable here") from None
         if digest != record.get("sha256"):
-            raise PurgeRefused(f"the recorded export file {path} has changed since the export; {hint}")
+            raise PurgeRefused(f"the recorded export file {path} has changed since the export")
         return record
 
     def purge(self, code: str, *, yes: bool = False) -> PurgeResult:
@@ -965,51 +993,55 @@ class DlqService:
         message present when the purge starts is deleted. Messages are received and deleted one by one
         (not PurgeQueue) so the audit names every id; messages another consumer holds are reported.
         """
-        record = None if yes else self.check_export(code)
-        c = self.customer(code)
-        url = self.dlq_url(code)
-        exported = set(record.get("message_ids", [])) if record else set()
-        result = PurgeResult(customer=code, queue=c.dlq_name, mode="all" if yes else "export")
-        if record:
-            result.export = {k: record.get(k) for k in ("export_id", "at", "by", "path", "sha256", "count")}
-        cutoff = self.wall_clock()
-        with _Scan(self, url, visibility=SCAN_VISIBILITY) as scan:
-            for batch in scan.batches():
-                doomed = [
-                    m
-                    for m in batch
-                    if (m.message_id in exported if record else (m.sent_at is None or m.sent_at <= cutoff))
-                ]
-                doomed_ids = {m.message_id for m in doomed}
-                spared = [m for m in batch if m.message_id not in doomed_ids]
-                scan.hold(spared)
-                result.kept.extend(m.message_id for m in spared)
-                deleted = self._delete(url, doomed, result.failed)
-                for m in doomed:
-                    if m.message_id not in deleted:
-                        scan.hold([m])
-                result.deleted.extend(m.message_id for m in doomed if m.message_id in deleted)
-        if record:
-            result.missing = sorted(exported - set(result.deleted) - set(result.kept))
+        with self.authz.act(OperatorAction.DLQ_PURGE, [code], name="dlq.purge") as rec:
+            record = None if yes else self.check_export(code)
+            c = self.customer(code)
+            url = self.dlq_url(code)
+            exported = set(record.get("message_ids", [])) if record else set()
+            result = PurgeResult(customer=code, queue=c.dlq_name, mode="all" if yes else "export")
+            if record:
+                result.export = {
+                    k: record.get(k) for k in ("export_id", "at", "by", "path", "sha256", "count")
+                }
+            cutoff = self.wall_clock()
+            with _Scan(self, url, visibility=SCAN_VISIBILITY) as scan:
+                for batch in scan.batches():
+                    doomed = [
+                        m
+                        for m in batch
+                        if (
+                            m.message_id in exported if record else (m.sent_at is None or m.sent_at <= cutoff)
+                        )
+                    ]
+                    doomed_ids = {m.message_id for m in doomed}
+                    spared = [m for m in batch if m.message_id not in doomed_ids]
+                    scan.hold(spared)
+                    result.kept.extend(m.message_id for m in spared)
+                    deleted = self._delete(url, doomed, result.failed)
+                    for m in doomed:
+                        if m.message_id not in deleted:
+                            scan.hold([m])
+                    result.deleted.extend(m.message_id for m in doomed if m.message_id in deleted)
+            if record:
+                result.missing = sorted(exported - set(result.deleted) - set(result.kept))
+                try:
+                    self.aws.client("s3").delete_object(
+                        Bucket=self.config.s3_config.bucket_name, Key=f"{EXPORT_RECORD_PREFIX}{code}.json"
+                    )
+                except (ClientError, BotoCoreError) as exc:
+                    log.warning("could not clear the export record of %s: %s", code, describe(exc))
             try:
-                self.aws.client("s3").delete_object(
-                    Bucket=self.config.s3_config.bucket_name, Key=f"{EXPORT_RECORD_PREFIX}{code}.json"
-                )
-            except (ClientError, BotoCoreError) as exc:
-                log.warning("could not clear the export record of %s: %s", code, describe(exc))
-        try:
-            _depth, result.in_flight = self._depth(url)
-        except (ClientError, BotoCoreError):
-            result.in_flight = None
-        result.audit_key = self._audit(
-            "purge",
-            code,
-            count=len(result.deleted),
-            ids=result.deleted,
-            mode=result.mode,
-            kept=result.kept,
-            missing=result.missing,
-            export=result.export,
-            failed=[f.to_json() for f in result.failed],
-        )
-        return result
+                _depth, result.in_flight = self._depth(url)
+            except (ClientError, BotoCoreError):
+                result.in_flight = None
+            result.audit_key = self._audit(
+                rec,
+                count=len(result.deleted),
+                ids=result.deleted,
+                mode=result.mode,
+                kept=result.kept,
+                missing=result.missing,
+                export=result.export,
+                failed=[f.to_json() for f in result.failed],
+            )
+            return result
