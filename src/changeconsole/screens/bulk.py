@@ -153,8 +153,10 @@ class BulkResultsScreen(ThreadResults, ModalScreen[None]):
         outcome = item.outcome or Outcome.FAILED
         table.update_cell(item.change_id, "outcome", Text(outcome.value, style=OUTCOME_STYLE[outcome]))
         now = f"v{item.result.change.version} {item.result.change.status.value}" if item.result else ""
-        table.update_cell(item.change_id, "now", now)
-        table.update_cell(item.change_id, "detail", Text(item.error or "", overflow="ellipsis"))
+        table.update_cell(item.change_id, "now", now, update_width=True)
+        table.update_cell(
+            item.change_id, "detail", Text(item.error or "", overflow="ellipsis"), update_width=True
+        )
 
     def _crashed(self, exc: BaseException) -> None:
         from ..errors import describe
