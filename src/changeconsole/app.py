@@ -46,10 +46,12 @@ from .screens.changes import ChangesScreen
 from .screens.compose import ComposeScreen
 from .screens.contacts import ContactsScreen
 from .screens.customers import CustomersScreen
+from .screens.dashboard import DashboardScreen
 from .screens.detail import DetailScreen
 from .screens.dlq import DlqScreen
 from .screens.help import HelpScreen
 from .screens.modals import CommandLine, StartupErrorScreen, StartupScreen
+from .screens.preview import PreviewScreen
 from .screens.progress import SubmitProgressScreen
 from .screens.status import LiveStatusScreen
 from .services.authz import Decision
@@ -263,6 +265,7 @@ COMMANDS_HELP: list[tuple[str, str]] = [
     ("dlq [customer]", "dead-letter queues"),
     ("customers", "customers and their last deliveries"),
     ("audit", "the audit trail: who did what (needs audit.read)"),
+    ("dashboard", "changes and deliveries in plots (the report)"),
     ("log", "toggle the AWS call log"),
     ("help", "keys of this screen"),
     ("theme", "pick a theme"),
@@ -329,6 +332,7 @@ class ChangeConsoleApp(ThreadResults, App[int]):
         self.refresh_interval = refresh_interval
         self.autosave_interval = autosave_interval
         self.known_changes: list[ChangeSummary] = []
+        self.test_address: str | None = None  # the last address a test was sent to (preview)
         self.identity: str | None = None
         self.identity_error: str | None = None
         self.operator: Operator | None = None
@@ -637,6 +641,19 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             return
         self.push_screen(LiveStatusScreen(change_id))
 
+    def open_preview(self, change: Change, customer: str | None = None) -> None:
+        if not self._have_services():
+            return
+        if not change.customers:
+            self.notify("Pick at least one customer to preview.", severity="warning")
+            return
+        self.push_screen(PreviewScreen(change, customer=customer))
+
+    def open_dashboard(self) -> None:
+        if not self._have_services():
+            return
+        self.push_screen(DashboardScreen())
+
     def open_dlq(self, customer: str | None = None) -> None:
         if not self._have_services():
             return
@@ -770,6 +787,7 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             "dlq",
             "customers",
             "audit",
+            "dashboard",
             "log",
             "help",
             "theme",
@@ -804,6 +822,8 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             self.open_customers()
         elif name == "audit":
             self.open_audit(arg or None)
+        elif name in ("dashboard", "report"):
+            self.open_dashboard()
         elif name == "log":
             self.toggle_log()
         elif name == "help":

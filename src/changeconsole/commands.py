@@ -30,6 +30,7 @@ def console_commands(app: ChangeConsoleApp) -> list[PaletteCommand]:
         PaletteCommand("New change", "Compose a new change notice", app.open_compose),
         PaletteCommand("Dead-letter queues", "Per-customer DLQs: peek, redrive, export", app.open_dlq),
         PaletteCommand("Customers", "Customers and their last deliveries", app.open_customers),
+        PaletteCommand("Dashboard", "Changes and deliveries in plots (the report)", app.open_dashboard),
         PaletteCommand("Audit trail", "Who did what, when, to which change and customers", app.open_audit),
         PaletteCommand("Toggle AWS call log", "Show or hide the AWS calls this console made", app.toggle_log),
         PaletteCommand("Help", "Keys of the current screen", app.action_help),

@@ -634,6 +634,9 @@ class OperatorAction(StrEnum):
     CHANGE_RESEND = "change.resend"
     CHANGE_DELETE = "change.delete"
     CHANGE_REINDEX = "change.reindex"
+    CHANGE_PREVIEW = "change.preview"  # a read, in the customer's account (its contact list)
+    CHANGE_TEST_SEND = "change.test-send"
+    TEMPLATE_EDIT = "template.edit"
     CONTACTS_READ = "contacts.read"
     CONTACTS_EDIT = "contacts.edit"
     TOPICS_APPLY = "topics.apply"
@@ -664,6 +667,9 @@ BUILTIN_ROLES: dict[str, frozenset[OperatorAction]] = {
             A.CHANGE_RESEND,
             A.CHANGE_DELETE,
             A.CHANGE_REINDEX,
+            A.CHANGE_PREVIEW,
+            A.CHANGE_TEST_SEND,
+            A.TEMPLATE_EDIT,
         }
     ),
     CUSTOMER_MANAGERS: frozenset(
@@ -675,14 +681,17 @@ BUILTIN_ROLES: dict[str, frozenset[OperatorAction]] = {
             A.CUSTOMER_ADD,
             A.CUSTOMER_VERIFY,
             A.CUSTOMER_REMOVE,
+            A.CHANGE_PREVIEW,
         }
     ),
     AUDITORS: frozenset({A.READ, A.AUDIT_READ}),
 }
 # Reading contacts (``contacts.read``) is apart from ``read``: contacts live in the customers' accounts,
 # behind the roles operators assume there, which IAM lets only the roles that manage them assume.
+# Previewing a notice reads the customer's contact list through its role, like ``contacts.read``: change
+# and customer managers do it for their customers. Team templates belong to no customer.
 # Actions that act on no particular customer (every other one is checked against the role's scope).
-UNSCOPED_ACTIONS = frozenset({A.READ, A.AUDIT_READ})
+UNSCOPED_ACTIONS = frozenset({A.READ, A.AUDIT_READ, A.TEMPLATE_EDIT})
 _SHORT_MARK = "~short-form"
 PRINCIPAL_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}|\*):(role|user)/\S+\Z")
 TAG_KEY_RE = re.compile(r"^[\w.:/=+@ -]{1,128}\Z")
@@ -931,6 +940,7 @@ HDR_CHANGE = "X-Changeconsole-Change"
 HDR_VERSION = "X-Changeconsole-Version"
 HDR_EVENT = "X-Changeconsole-Event"
 HDR_CUSTOMER = "X-Changeconsole-Customer"
+HDR_TEST = "X-Changeconsole-Test"  # a test send (``change test-send``): never a delivery
 
 TRIGGER_PREFIX = "customers/"
 _TRIGGER_KEY_RE = re.compile(

@@ -151,6 +151,15 @@ def summary_of(c: Change) -> ChangeSummary:
         created_by=c.created_by,
         location="draft" if c.status is ChangeStatus.DRAFT else "archive",
         search=search_text(c),
+        created_at=c.created_at,
+        submitted_at=c.submitted_at,
+        submitted_by=c.submitted_by,
+        approved_at=c.approved_at,
+        approved_by=c.approved_by,
+        completed_at=c.completed_at,
+        cancelled_at=c.cancelled_at,
+        snow_ticket=c.snow_ticket,
+        jira_ticket=c.jira_ticket,
     )
 
 

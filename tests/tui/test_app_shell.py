@@ -30,11 +30,13 @@ from changeconsole.screens.changes import ChangesScreen
 from changeconsole.screens.compose import ComposeScreen
 from changeconsole.screens.contacts import ContactsScreen
 from changeconsole.screens.customers import CustomerDetailScreen, CustomersScreen
+from changeconsole.screens.dashboard import DashboardScreen
 from changeconsole.screens.delivery import DeliveryDetailScreen
 from changeconsole.screens.detail import DetailScreen
 from changeconsole.screens.dlq import DlqScreen
 from changeconsole.screens.help import HelpScreen, group_bindings
 from changeconsole.screens.modals import CommandLine, StartupErrorScreen
+from changeconsole.screens.preview import PreviewScreen
 from changeconsole.screens.progress import SubmitProgressScreen
 from changeconsole.screens.status import LiveStatusScreen
 from changeconsole.services.aws import AwsSettings
@@ -47,13 +49,21 @@ from support.waiting import wait_for, wait_until
 def test_every_stylesheet_is_a_file_of_the_package_beside_its_module() -> None:
     package = Path(changeconsole.__file__).parent
     styled = [ChangeConsoleApp, LiveStatusScreen, DeliveryDetailScreen, SubmitProgressScreen]
-    styled += [CustomersScreen, CustomerDetailScreen, DlqScreen, ContactsScreen, AuditScreen]
+    styled += [
+        CustomersScreen,
+        CustomerDetailScreen,
+        DlqScreen,
+        ContactsScreen,
+        AuditScreen,
+        PreviewScreen,
+        DashboardScreen,
+    ]
     for cls in styled:
         paths = cls.CSS_PATH if isinstance(cls.CSS_PATH, list) else [cls.CSS_PATH]
         for path in paths:
             sheet = Path(inspect.getfile(cls)).parent / str(path)
             assert sheet.is_file() and sheet.resolve().is_relative_to(package), (cls.__name__, path)
-    assert len(list(package.rglob("*.tcss"))) == 10
+    assert len(list(package.rglob("*.tcss"))) == 12
 
 
 async def test_help_is_built_from_the_live_bindings(tmp_path: Path) -> None:

@@ -27,7 +27,15 @@ async def test_tabs_count_and_filter(tmp_path: Path) -> None:
         await settle(pilot)
         assert isinstance(app.screen, ChangesScreen)
         labels = [str(tab.label) for tab in app.screen.query_one(Tabs).query("Tab")]
-        assert labels == ["Drafts 1", "Submitted 1", "Approved 1", "Completed 1", "Cancelled 0", "All 4"]
+        assert labels == [
+            "Drafts 1",
+            "Submitted 1",
+            "Approved 1",
+            "Completed 1",
+            "Cancelled 0",
+            "Mine 4",
+            "All 4",
+        ]
         assert rows(app)[0] == DONE_ID  # newest modified first
         await pilot.press("1")
         await settle(pilot)
@@ -39,7 +47,15 @@ async def test_tabs_count_and_filter(tmp_path: Path) -> None:
         await settle(pilot)
         assert rows(app) == [APPROVED_ID]
         labels = [str(tab.label) for tab in app.screen.query_one(Tabs).query("Tab")]
-        assert labels == ["Drafts 0", "Submitted 0", "Approved 1", "Completed 0", "Cancelled 0", "All 1"]
+        assert labels == [
+            "Drafts 0",
+            "Submitted 0",
+            "Approved 1",
+            "Completed 0",
+            "Cancelled 0",
+            "Mine 1",
+            "All 1",
+        ]
         # A refresh keeps the filter.
         app.screen.load()
         await settle(pilot)

@@ -16,6 +16,9 @@ from .customer_cmd import customer_group
 from .dlq_cmd import dlq_group
 from .local_cmd import local_group
 from .migrate_cmd import migrate_group, reindex_cmd
+from .notice_cmd import new_cmd, preview_cmd, test_send_cmd
+from .report_cmd import filter_group, report_cmd
+from .template_cmd import template_group
 from .worker_cmd import worker_cmd
 
 
@@ -65,3 +68,9 @@ main.add_command(migrate_group)
 change_group.add_command(reindex_cmd)
 main.add_command(audit_group)
 main.add_command(whoami_cmd)
+main.add_command(template_group)
+main.add_command(report_cmd)
+main.add_command(filter_group)
+change_group.add_command(preview_cmd)
+change_group.add_command(test_send_cmd)
+change_group.add_command(new_cmd)

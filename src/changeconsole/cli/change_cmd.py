@@ -6,11 +6,10 @@ stdout is data (tables, or ``--json`` as documented in docs/cli-json.md); stderr
 from __future__ import annotations
 
 import json
-import re
 import sys
 import threading
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +33,12 @@ from ..models import (
     DeliveryRecord,
     DeliveryState,
     EmailEvent,
-    iso_utc,
 )
+from ..services.bulk import BulkItem, BulkTransitions
 from ..services.fanout import ARCHIVE, DestinationState, FanoutResult, ProgressEvent
 from ..services.lifecycle import ChangeService
 from ..services.resend import DUPLICATE_WARNING, ResendResult, ResendService, UnknownRecipient
+from ..services.search import ChangeQuery, SavedFilters, my_relation, parse_date
 from ..services.status import DeliveryKey, StatusStore
 from ..services.waiting import WaitTimeout, pending_customers, wait_for_final
 from .common import (
@@ -112,24 +112,6 @@ def read_change_file(path: Path, customers: list[str] | None = None) -> tuple[Ch
         problems = validation_problems(exc)
         raise BadInput(f"{path}: {len(problems)} invalid field(s); nothing was written", problems) from None
     return change, raw
-
-
-def parse_date(value: str | None, *, end: bool) -> str | None:
-    """``YYYY-MM-DD`` (start or end of that UTC day) or an RFC 3339 timestamp → RFC 3339 UTC."""
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            day = date.fromisoformat(text)
-            clock = (23, 59, 59) if end else (0, 0, 0)
-            return iso_utc(datetime(day.year, day.month, day.day, *clock, tzinfo=UTC))
-        dt = datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError:
-        dt = None
-    if dt is None or dt.tzinfo is None:
-        raise BadInput(f"not a date: {value!r} (use YYYY-MM-DD or 2026-01-31T22:00:00Z)")
-    return iso_utc(dt)
 
 
 # -- progress narration (stderr) ------------------------------------------------------------------
@@ -452,25 +434,52 @@ def _nothing_changed(change: Change, as_json: bool) -> None:
     stderr.print("nothing changed, nothing sent")
 
 
+def parse_pin(text: str) -> tuple[str, int | None]:
+    """``ID`` or ``ID@VERSION`` (the version the operator reviewed)."""
+    change_id, sep, version = text.partition("@")
+    if not CHANGE_ID_RE.match(change_id):
+        raise BadInput(f"{change_id!r} is not a change id (CHG-…)")
+    if not sep:
+        return change_id, None
+    number = version.removeprefix("v")
+    if not number.isdigit() or not 1 <= int(number) <= MAX_VERSION:
+        raise BadInput(f"{text!r}: the version after @ must be a number 1..{MAX_VERSION}")
+    return change_id, int(number)
+
+
 def _transition_command(name: str, target: ChangeStatus) -> click.Command:
     def command(
-        change_id: str,
+        change_ids: tuple[str, ...],
         version: int | None,
         wait: bool,
         timeout: float,
         as_json: bool,
         reason: str | None = None,
     ) -> None:
+        targets = [parse_pin(t) for t in change_ids]
+        if len({cid for cid, _ in targets}) != len(targets):
+            raise BadInput("the same change is named twice")
         svc = _service()
+        if len(targets) > 1:
+            if version is not None:
+                raise BadInput("--version pins one change; with several ids pin each as ID@VERSION")
+            if wait:
+                raise BadInput("--wait takes one id; follow several with `changeconsole status ID --watch`")
+            _bulk(name, targets, svc, as_json=as_json, reason=reason)
+            return
+        change_id, pinned = targets[0]
+        if version is not None and pinned is not None and version != pinned:
+            raise BadInput(f"{change_ids[0]} and --version {version} name different versions")
+        expected = version if version is not None else pinned
         if target is ChangeStatus.CANCELLED:
             result = _fanout(
                 f"{name} {change_id}",
-                lambda p: svc.cancel(change_id, progress=p, expected_version=version, reason=reason),
+                lambda p: svc.cancel(change_id, progress=p, expected_version=expected, reason=reason),
             )
         else:
             method = svc.approve if target is ChangeStatus.APPROVED else svc.complete
             result = _fanout(
-                f"{name} {change_id}", lambda p: method(change_id, progress=p, expected_version=version)
+                f"{name} {change_id}", lambda p: method(change_id, progress=p, expected_version=expected)
             )
         _transition_output(result, as_json=as_json, wait=wait, timeout=timeout, action=f"{name} {change_id}")
 
@@ -479,20 +488,66 @@ def _transition_command(name: str, target: ChangeStatus) -> click.Command:
         decorated = click.option(
             "--reason",
             metavar="TEXT",
-            help="Why: recorded with the change (its modification) and told in the cancellation notice.",
+            help="Why: recorded with each change (its modification) and told in the cancellation notice.",
         )(decorated)
     decorated = click.option(
         "--version",
         "version",
         type=click.IntRange(min=1, max=MAX_VERSION),
-        help="The version you reviewed: refuse if the change moved on since.",
+        help="The version you reviewed (one id): refuse if the change moved on since.",
     )(decorated)
-    decorated = aws_options(click.argument("change_id", metavar="ID")(decorated))
+    decorated = aws_options(
+        click.argument("change_ids", metavar="ID[@VERSION]...", nargs=-1, required=True)(decorated)
+    )
     return change_group.command(
         name,
-        help=f"Move a change to {target.value} and notify its customers. With --version N, only if the "
-        "change is still at version N (the one you reviewed); otherwise nothing is written (exit 1).",
+        help=f"Move changes to {target.value} and notify their customers. Pin each to the version you "
+        "reviewed (ID@N, or --version N with one id): a change that moved on since is not written "
+        "(exit 1). With several ids each is done on its own: the others go on when one fails (refused, "
+        "moved on), and the ids that failed are named for a retry of only those.",
     )(decorated)
+
+
+def _bulk(
+    operation: str,
+    targets: list[tuple[str, int | None]],
+    svc: ChangeService,
+    *,
+    as_json: bool,
+    reason: str | None = None,
+) -> None:
+    """Several changes, each on its own; exit 1 naming the ones to retry when any did not succeed."""
+    stderr.print(f"{operation} {len(targets)} changes")
+
+    def narrate(item: BulkItem) -> None:
+        line = f"{item.change_id}: {item.outcome.value if item.outcome else '?'}"
+        stderr.print(escape(line + (f": {item.error}" if item.error else "")))
+
+    run = BulkTransitions(svc).run(operation, targets, on_item=narrate, reason=reason)
+    if as_json:
+        print_json(run.to_json())
+    else:
+        table = Table("change", "outcome", "now", "error", title=f"{operation}: {len(run.items)} changes")
+        for item in run.items:
+            now = f"v{item.result.change.version} {item.result.change.status.value}" if item.result else ""
+            table.add_row(
+                item.change_id, item.outcome.value if item.outcome else "", now, escape(item.error or "")
+            )
+        stdout.print(table)
+    if run.ok:
+        return
+    again = [i for i in run.failed if i.result is None or ARCHIVE in i.result.failed]
+    partial = [i for i in run.failed if i not in again]
+    hints = []
+    if again:
+        pins = " ".join(f"{i.change_id}@{i.version}" if i.version else i.change_id for i in again)
+        hints.append(f"retry those with `changeconsole change {operation} {pins}`")
+    for item in partial:
+        assert item.result is not None
+        hints.append(
+            f"`changeconsole change resend {item.change_id} --customers {','.join(item.result.failed)}`"
+        )
+    raise OperationFailed(f"{len(run.failed)} of {len(run.items)} did not succeed; " + "; ".join(hints))
 
 
 approve_cmd = _transition_command("approve", ChangeStatus.APPROVED)
@@ -670,6 +725,17 @@ def _narrate_resend(result: ResendResult) -> None:
 @click.option("--search", metavar="TEXT", help="Text in id, title, reason, tickets, impact, people.")
 @click.option("--from", "start_from", metavar="DATE", help="Window starts on/after (YYYY-MM-DD or RFC 3339).")
 @click.option("--to", "start_to", metavar="DATE", help="Window starts on/before (YYYY-MM-DD or RFC 3339).")
+@click.option("--since", metavar="DATE", help="Active since: last changed on/after DATE.")
+@click.option("--until", metavar="DATE", help="Active until: created on/before DATE.")
+@click.option(
+    "--operator", metavar="NAME", help="Created, submitted, approved or last changed by NAME (part)."
+)
+@click.option("--ticket", metavar="TICKET", help="ServiceNow or Jira ticket (part of it).")
+@click.option(
+    "--mine", is_flag=True, help="Yours: created, submitted or approved by you, or yours to act on next."
+)
+@click.option("--filter", "filter_name", metavar="NAME", help="Start from saved filter NAME (`filter list`).")
+@click.option("--save-filter", "save_as", metavar="NAME", help="Save these conditions as filter NAME.")
 @json_option
 @handle_errors
 def list_cmd(
@@ -678,13 +744,43 @@ def list_cmd(
     search: str | None,
     start_from: str | None,
     start_to: str | None,
+    since: str | None,
+    until: str | None,
+    operator: str | None,
+    ticket: str | None,
+    mine: bool,
+    filter_name: str | None,
+    save_as: str | None,
     as_json: bool,
 ) -> None:
     """List changes, newest first."""
-    frm, to = parse_date(start_from, end=False), parse_date(start_to, end=True)
-    rows = _service().list(status=status, customer=customer, text=search, start_from=frm, start_to=to)
+    saved = SavedFilters()
+    given = ChangeQuery(
+        text=search or "",
+        status=status,
+        customer=customer,
+        operator=operator,
+        ticket=ticket,
+        since=parse_date(since, end=False),
+        until=parse_date(until, end=True),
+        start_from=parse_date(start_from, end=False),
+        start_to=parse_date(start_to, end=True),
+        mine=mine,
+    )
+    query = saved.get(filter_name).merged(given) if filter_name else given
+    if save_as:
+        saved.save(save_as, query)
+        stderr.print(f"saved filter {escape(save_as)}: {escape(query.describe())}")
+    svc = _service()
+    me = svc.operator if query.mine else None
+    now = datetime.now(UTC)
+    rows = [r for r in svc.list(**query.index_filters()) if query.matches(r, me=me, now=now)]
     if as_json:
-        print_json({"count": len(rows), "changes": [r.to_json() for r in rows]})
+        data: dict[str, Any] = {"count": len(rows), "changes": [r.to_json() for r in rows]}
+        if me is not None:
+            for row, item in zip(rows, data["changes"], strict=True):
+                item["mine"] = my_relation(row, me, now)
+        print_json(data)
         return
     # The id is what operators copy: never wrapped or cut; the title gives way (it wraps) instead.
     table = Table()
@@ -696,9 +792,11 @@ def list_cmd(
     table.add_column("start", no_wrap=True)
     table.add_column("modified", no_wrap=True)
     table.add_column("by", min_width=6, max_width=24)
+    if me is not None:
+        table.add_column("yours", no_wrap=True)
     for r in rows:
         shown = ", ".join(r.customers[:3]) + (f" +{len(r.customers) - 3}" if len(r.customers) > 3 else "")
-        table.add_row(
+        cells = [
             r.change_id,
             r.status.value,
             str(r.version),
@@ -707,9 +805,12 @@ def list_cmd(
             r.implementation_start or "",
             r.modified_at or "",
             escape(r.modified_by or r.created_by or ""),  # a draft saved once has only its creator
-        )
+        ]
+        if me is not None:
+            cells.append(my_relation(r, me, now) or "")
+        table.add_row(*cells)
     stdout.print(table)
-    stderr.print(f"{len(rows)} change(s)")
+    stderr.print(f"{len(rows)} change(s)" + ("" if query.empty else f" · {escape(query.describe())}"))
 
 
 _LONG_FIELDS = ("changeReason", "implementationPlan", "testPlan", "customerImpact", "rollbackPlan")

@@ -24,6 +24,7 @@ from textual.widgets.data_table import RowDoesNotExist
 from ..colours import CHANGE_STATUS
 from ..errors import describe
 from ..models import ChangeStatus, OperatorAction
+from ..services.search import ChangeQuery, my_relation, text_matches
 from ..services.status import ChangeSummary
 from ..widgets.inputs import FormInput
 from ..widgets.navtable import NavTable
@@ -35,15 +36,17 @@ class TabSpec:
     id: str
     label: str
     statuses: frozenset[ChangeStatus] | None  # None: every status
+    mine: bool = False  # only the operator's (services.search.my_relation)
 
 
-# Keys 1-5 pick a status tab, 0 all of them (k9s: 0 is "all namespaces").
+# Keys 1-5 pick a status tab, 0 all of them (k9s: 0 is "all namespaces"); m the operator's own.
 TABS: tuple[TabSpec, ...] = (
     TabSpec("drafts", "Drafts", frozenset({ChangeStatus.DRAFT})),
     TabSpec("submitted", "Submitted", frozenset({ChangeStatus.SUBMITTED})),
     TabSpec("approved", "Approved", frozenset({ChangeStatus.APPROVED})),
     TabSpec("completed", "Completed", frozenset({ChangeStatus.COMPLETED})),
     TabSpec("cancelled", "Cancelled", frozenset({ChangeStatus.CANCELLED})),
+    TabSpec("mine", "Mine", None, mine=True),
     TabSpec("all", "All", None),
 )
 TAB_KEYS = {"drafts": "1", "submitted": "2", "approved": "3", "completed": "4", "cancelled": "5", "all": "0"}
@@ -58,6 +61,7 @@ class Column:
 
 
 COLUMNS: tuple[Column, ...] = (
+    Column("mark", "✓", lambda s: s.change_id, 1),  # marked for a bulk action (Space)
     Column("id", "ID", lambda s: s.change_id, 30),
     Column("title", "Title", lambda s: s.title.casefold()),
     Column("status", "Status", lambda s: s.status.value, 9),
@@ -112,9 +116,10 @@ def compact_time(value: str | None) -> str:
         return value
 
 
-def row_cells(summary: ChangeSummary) -> list[Any]:
+def row_cells(summary: ChangeSummary, marked: bool = False) -> list[Any]:
     who = summary.modified_by or summary.created_by or "—"
     return [
+        Text("✓", style="bold green") if marked else "",
         summary.change_id,
         Text(summary.title),  # a plain str cell would be parsed as Rich markup
         Text(summary.status.value, style=CHANGE_STATUS.get(summary.status, "")),
@@ -126,36 +131,47 @@ def row_cells(summary: ChangeSummary) -> list[Any]:
 
 def matches(summary: ChangeSummary, text: str) -> bool:
     """Every word of the filter appears in the id, title, status, customers or indexed search text."""
-    if not text.strip():
-        return True
-    haystack = " ".join(
-        [
-            summary.search,
-            summary.change_id.casefold(),
-            summary.title.casefold(),
-            summary.status.value,
-            " ".join(summary.customers),
-            (summary.modified_by or "").casefold(),
-        ]
-    )
-    return all(word in haystack for word in text.casefold().split())
+    return not text.strip() or text_matches(summary, text)
+
+
+BULK_ACTIONS: Mapping[str, OperatorAction] = {
+    "bulk_approve": OperatorAction.CHANGE_APPROVE,
+    "bulk_complete": OperatorAction.CHANGE_COMPLETE,
+    "bulk_cancel": OperatorAction.CHANGE_CANCEL,
+}
 
 
 class ChangesScreen(ConsoleScreen[None]):
     help_title = "Changes"
-    MUTATING: ClassVar[frozenset[str]] = frozenset({"new_change"})
-    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {"new_change": OperatorAction.CHANGE_DRAFT}
+    MUTATING: ClassVar[frozenset[str]] = frozenset({"new_change", *BULK_ACTIONS})
+    # A bulk key needs the action on some customer: a marked change outside the operator's scope
+    # is refused on its own (a failure in the results), the others go on.
+    REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {
+        "new_change": OperatorAction.CHANGE_DRAFT,
+        **BULK_ACTIONS,
+    }
     BINDINGS = [
         Binding("n", "new_change", "New"),
         Binding("enter", "open", "Open", show=False),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("s", "cycle_sort", "Sort by next column", group=SORTING),
         Binding("S", "reverse_sort", "Reverse sort", group=SORTING),
+        Binding("space", "mark", "Mark", key_display="space"),
         Binding("l", "live_status", "Live status"),
+        Binding("a", "bulk_approve", "Approve marked", show=False),
+        Binding("c", "bulk_complete", "Complete marked", show=False),
+        Binding("x", "bulk_cancel", "Cancel marked", show=False),
+        Binding("f", "search", "Search"),
+        Binding("m", "show_tab('mine')", "Mine", show=False),
+        Binding("D", "dashboard", "Dashboard", show=False),
         Binding("r", "refresh", "Refresh"),
         Binding("left", "tab(-1)", "Previous tab", show=False),
         Binding("right", "tab(1)", "Next tab", show=False),
-        *(Binding(TAB_KEYS[t.id], f"show_tab('{t.id}')", t.label, show=False) for t in TABS),
+        *(
+            Binding(TAB_KEYS[t.id], f"show_tab('{t.id}')", t.label, show=False)
+            for t in TABS
+            if t.id in TAB_KEYS
+        ),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
@@ -169,6 +185,8 @@ class ChangesScreen(ConsoleScreen[None]):
         self.loaded = False
         self.error: str | None = None
         self._shown: list[str] = []
+        self.marked: set[str] = set()
+        self.search_query = ChangeQuery()
         self._cursor_wanted: str | None = None  # put the cursor on this change once it is listed
 
     def compose_body(self) -> ComposeResult:
@@ -254,13 +272,28 @@ class ChangesScreen(ConsoleScreen[None]):
     # -- rendering ----------------------------------------------------------------------------------------
     def visible_rows(self) -> list[ChangeSummary]:
         spec = next(t for t in TABS if t.id == self.tab)
-        rows = [s for s in self.summaries if matches(s, self.filter_text)]
+        rows = self._filtered()
         if spec.statuses is not None:
             rows = [s for s in rows if s.status in spec.statuses]
+        if spec.mine:
+            rows = [s for s in rows if self._mine(s)]
         column = next(c for c in COLUMNS if c.key == self.sort_key)
         rows.sort(key=lambda s: s.change_id, reverse=self.sort_reverse)
         rows.sort(key=column.sort, reverse=self.sort_reverse)
         return rows
+
+    def _filtered(self) -> list[ChangeSummary]:
+        """The rows the ``/`` filter and the search let through (before the tab)."""
+        me, now = self.console.identity, self.now()
+        return [
+            s
+            for s in self.summaries
+            if matches(s, self.filter_text) and self.search_query.matches(s, me=me, now=now)
+        ]
+
+    def _mine(self, summary: ChangeSummary) -> bool:
+        me = self.console.identity
+        return me is not None and my_relation(summary, me, self.now()) is not None
 
     def render_rows(self) -> None:
         table = self.query_one(DataTable)
@@ -269,13 +302,14 @@ class ChangesScreen(ConsoleScreen[None]):
         cursor_key = self._cursor_key()
         if keys == self._shown:
             for summary in rows:
-                for column_key, value in zip(COLUMN_KEYS, row_cells(summary), strict=True):
+                cells = row_cells(summary, summary.change_id in self.marked)
+                for column_key, value in zip(COLUMN_KEYS, cells, strict=True):
                     if str(table.get_cell(summary.change_id, column_key)) != str(value):
                         table.update_cell(summary.change_id, column_key, value)
         else:
             table.clear()
             for summary in rows:
-                table.add_row(*row_cells(summary), key=summary.change_id)
+                table.add_row(*row_cells(summary, summary.change_id in self.marked), key=summary.change_id)
             self._shown = keys
             if cursor_key in keys:
                 table.move_cursor(row=keys.index(cursor_key), animate=False)
@@ -313,12 +347,15 @@ class ChangesScreen(ConsoleScreen[None]):
         return str(row_key.value) if row_key.value is not None else None
 
     def _update_labels(self) -> None:
-        filtered = [s for s in self.summaries if matches(s, self.filter_text)]
+        filtered = self._filtered()
         tabs = self.query_one(Tabs)
         for spec in TABS:
-            count = (
-                len(filtered) if spec.statuses is None else sum(s.status in spec.statuses for s in filtered)
-            )
+            if spec.mine:
+                count = sum(self._mine(s) for s in filtered)
+            elif spec.statuses is None:
+                count = len(filtered)
+            else:
+                count = sum(s.status in spec.statuses for s in filtered)
             tabs.query_one(f"#{spec.id}", Tab).label = f"{spec.label} {count}"
         shown = len(self._shown)
         empty = self.query_one("#changes-empty", Static)
@@ -341,6 +378,12 @@ class ChangesScreen(ConsoleScreen[None]):
         parts = [f"{shown} shown", f"sorted by {column.label.lower()} {arrow}"]
         if self.filter_text:
             parts.append(f"filter “{escape(self.filter_text)}”")
+        if not self.search_query.empty:
+            parts.append(f"search {escape(self.search_query.describe())} (f changes it)")
+        if self.marked:
+            parts.append(f"[b]{len(self.marked)} marked[/] (a/c/x act on them)")
+        if self.tab == "mine" and self.console.identity is None:
+            parts.append("[yellow]operator unknown: Mine shows nothing[/]")
         if self.console.local_data is not None:
             parts.append(f"local data kept in {escape(str(self.console.local_data))}")
         self.query_one("#changes-status", Static).update(" · ".join(parts))
@@ -382,6 +425,61 @@ class ChangesScreen(ConsoleScreen[None]):
         key = self._cursor_key()
         if key:
             self.console.open_status(key)
+
+    def action_mark(self) -> None:
+        key = self._cursor_key()
+        if key is None:
+            return
+        self.marked ^= {key}
+        self.render_rows()
+        table = self.query_one(DataTable)
+        if table.cursor_row < table.row_count - 1:
+            table.move_cursor(row=table.cursor_row + 1, animate=False)
+
+    def action_bulk_approve(self) -> None:
+        self._bulk("approve")
+
+    def action_bulk_complete(self) -> None:
+        self._bulk("complete")
+
+    def action_bulk_cancel(self) -> None:
+        self._bulk("cancel")
+
+    def _bulk(self, operation: str) -> None:
+        if self.refuse(f"bulk_{operation}", f"{operation} of several changes"):
+            return
+        from .bulk import BulkResultsScreen, bulk_confirmation
+
+        ids = self.marked or ({self._cursor_key()} - {None})
+        chosen = [s for s in self.summaries if s.change_id in ids]
+        if not chosen:
+            self.notify("Mark changes with Space first.", severity="warning")
+            return
+        modal, able = bulk_confirmation(operation, chosen)
+        if not able:
+            self.notify(f"None of the marked changes can be {operation}d.", severity="warning")
+            return
+
+        def answered(answer: bool | str | None) -> None:
+            if answer:
+                self.marked -= {s.change_id for s in able}
+                reason = answer if isinstance(answer, str) else None
+                self.app.push_screen(BulkResultsScreen(operation, able, reason=reason))
+
+        self.app.push_screen(modal, answered)
+
+    def action_search(self) -> None:
+        from .search import SearchModal
+
+        def chosen(query: ChangeQuery | None) -> None:
+            if query is not None:
+                self.search_query = query
+                self.render_rows()
+
+        self.app.push_screen(SearchModal(self.search_query), chosen)
+
+    def action_dashboard(self) -> None:
+        self.console.open_dashboard()
 
     def action_new_change(self) -> None:
         if self.refuse("new_change", "composing a change"):

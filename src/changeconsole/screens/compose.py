@@ -298,6 +298,7 @@ class ComposeScreen(ConsoleScreen[None]):
     REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {
         "save": OperatorAction.CHANGE_DRAFT,
         "submit": OperatorAction.CHANGE_SUBMIT,
+        "preview": OperatorAction.CHANGE_PREVIEW,
     }
     # A submitted or approved change has no draft: there both keys save and resubmit (check_action).
     BINDINGS = [
@@ -306,6 +307,8 @@ class ComposeScreen(ConsoleScreen[None]):
         Binding("ctrl+j", "submit", "Submit", key_display="^j", priority=True),
         Binding("ctrl+j", "resubmit", "Save & resubmit", key_display="^j", show=False, priority=True),
         Binding("ctrl+o", "jump", "Jump to field"),
+        Binding("ctrl+r", "preview", "Preview"),
+        Binding("ctrl+t", "templates", "Templates"),
         Binding("escape", "leave", "Back"),
     ]
 
@@ -354,8 +357,11 @@ class ComposeScreen(ConsoleScreen[None]):
             return self.console.decide(OperatorAction.CHANGE_EDIT, self.action_customers(action))
         return super().permission(action)
 
-    def action_customers(self, action: str) -> set[str]:
-        """The customers chosen, and those the change had (an edit touches both)."""
+    def action_customers(self, action: str) -> set[str] | None:
+        """The customers chosen, and those the change had (an edit touches both); a preview shows one
+        customer at a time (any in scope will do)."""
+        if action == "preview":
+            return None
         return self.selected | set(self.original.customers if self.original else [])
 
     # -- layout ------------------------------------------------------------------------------------------
@@ -829,6 +835,31 @@ class ComposeScreen(ConsoleScreen[None]):
         action = actions.get(event.button.id or "")
         if action is not None:
             action()
+
+    # -- preview and templates ---------------------------------------------------------------------------
+    def _form_change(self) -> Change | None:
+        """The form as a change (a draft's checks: no window needed), or None while it is invalid."""
+        change, problems = self.build(for_submit=False)
+        return change if change is not None and not problems else None
+
+    def action_preview(self) -> None:
+        if self.refuse("preview", "preview"):
+            return
+        change = self._form_change()
+        if change is None:
+            self.validate_form(show_all=True)
+            self.notify("Fix the form first: the preview renders a valid change.", severity="warning")
+            return
+        self.console.open_preview(change)
+
+    def action_templates(self) -> None:
+        from .templates import TemplatePicker
+
+        def chosen(template: Any) -> None:
+            if template is not None:
+                self.apply_document(template.content, source=f"template {template.name}")
+
+        self.app.push_screen(TemplatePicker(self._form_change, readonly=self.readonly), chosen)
 
     # -- jumping ------------------------------------------------------------------------------------------
     def action_jump(self) -> None:

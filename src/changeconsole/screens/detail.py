@@ -29,7 +29,7 @@ from ..widgets.navtable import NavTable
 from .base import DIFF_PICK, ConsoleScreen
 from .compose import to_local
 from .format import short_time
-from .modals import ConfirmModal, ReasonConfirmModal, TypeToConfirmModal
+from .modals import ConfirmModal, InputModal, ReasonConfirmModal, TypeToConfirmModal
 
 # Which actions each state allows (besides duplicate, allowed for any change).
 ALLOWED: dict[ChangeStatus, frozenset[str]] = {
@@ -195,7 +195,7 @@ class DetailScreen(ConsoleScreen[None]):
     help_title = "Change detail"
     ARMED = True
     MUTATING: ClassVar[frozenset[str]] = frozenset(
-        {"approve", "complete", "cancel_change", "edit", "duplicate", "delete"}
+        {"approve", "complete", "cancel_change", "edit", "duplicate", "delete", "save_template"}
     )
     REQUIRES: ClassVar[Mapping[str, OperatorAction]] = {
         "approve": OperatorAction.CHANGE_APPROVE,
@@ -204,6 +204,8 @@ class DetailScreen(ConsoleScreen[None]):
         "edit": OperatorAction.CHANGE_EDIT,
         "duplicate": OperatorAction.CHANGE_DRAFT,
         "delete": OperatorAction.CHANGE_DELETE,
+        "preview": OperatorAction.CHANGE_PREVIEW,
+        "save_template": OperatorAction.TEMPLATE_EDIT,
     }
     BINDINGS = [
         Binding("a", "approve", "Approve"),
@@ -213,6 +215,8 @@ class DetailScreen(ConsoleScreen[None]):
         Binding("d", "duplicate", "Duplicate"),
         Binding("delete", "delete", "Delete", key_display="del"),
         Binding("l", "live_status", "Live status"),
+        Binding("p", "preview", "Preview"),
+        Binding("T", "save_template", "Save as template"),
         Binding("h", "show_tab('tab-history')", "History"),
         Binding("i", "show_tab('tab-details')", "Details", show=False),
         Binding("v", "show_tab('tab-deliveries')", "Deliveries", show=False),
@@ -305,7 +309,7 @@ class DetailScreen(ConsoleScreen[None]):
     def allowed(self) -> set[str]:
         if self.change is None:
             return set()
-        return set(ALLOWED[self.change.status]) | {"duplicate"}
+        return set(ALLOWED[self.change.status]) | {"duplicate", "save_template"}
 
     def _show_actions(self) -> None:
         box = self.query_one("#detail-actions", Static)
@@ -440,6 +444,8 @@ class DetailScreen(ConsoleScreen[None]):
 
     # -- actions -------------------------------------------------------------------------------------------
     def action_customers(self, action: str) -> list[str] | None:
+        if action == "preview":  # one customer at a time: any of them in scope will do
+            return None
         return list(self.change.customers) if self.change is not None else None
 
     def roles_changed(self) -> None:
@@ -486,6 +492,35 @@ class DetailScreen(ConsoleScreen[None]):
 
     def action_live_status(self) -> None:
         self.console.open_status(self.change_id)
+
+    def action_preview(self) -> None:
+        if self.refuse("preview", "preview"):
+            return
+        if self.change is not None:
+            self.console.open_preview(self.change)
+
+    def action_save_template(self) -> None:
+        change = self._guard("save_template")
+        if change is None:
+            return
+        templates = self.services.templates
+
+        def named(name: str | None) -> None:
+            if name:
+                self.call_service(
+                    lambda: templates.save(name, change),
+                    done=lambda t: self.notify(f"Template {escape(t.name)} saved.", title="Templates"),
+                    group="save-template",
+                )
+
+        self.app.push_screen(
+            InputModal(
+                f"Save {change.change_id} as a template",
+                "Its content without id and window, shared by the team (new changes start from it).",
+                placeholder="e.g. monthly-patching",
+            ),
+            named,
+        )
 
     def action_approve(self) -> None:
         change = self._guard("approve")

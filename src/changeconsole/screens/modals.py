@@ -412,3 +412,40 @@ class StartupErrorScreen(Screen[None]):
 
     def action_retry(self) -> None:
         console_of(self).retry_startup()
+
+
+class InputModal(ModalScreen[str | None]):
+    """One line of text (an address, a name): enter confirms, esc cancels (None)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, body: str = "", *, value: str = "", placeholder: str = "") -> None:
+        super().__init__(classes="dialog-screen")
+        self.title_text, self.body, self.value, self.placeholder = title, body, value, placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(escape(self.title_text), classes="dialog-title")
+            if self.body:
+                yield Static(self.body, classes="dialog-body-text")
+            yield FormInput(value=self.value, placeholder=self.placeholder, id="modal-input")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("OK (enter)", id="ok", variant="primary", compact=True)
+                yield Button("Cancel (esc)", id="cancel", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def _value(self) -> str | None:
+        return self.query_one("#modal-input", Input).value.strip() or None
+
+    @on(Input.Submitted)
+    def _submitted(self) -> None:
+        self.dismiss(self._value())
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(self._value() if event.button.id == "ok" else None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -16,13 +16,17 @@ from .status import StatusStore
 
 if TYPE_CHECKING:
     from .audit import AuditReader
+    from .bulk import BulkTransitions
     from .contact_admin import ContactBook
     from .customer_admin import CustomerVerifier
     from .customers import CustomerService
     from .delivery_detail import DeliveryDetailService
     from .dlq import DlqService
     from .lifecycle import ChangeService
+    from .preview import PreviewService
+    from .reports import ReportService
     from .resend import ResendService
+    from .templates import TemplateStore
 
 
 class Services:
@@ -48,6 +52,30 @@ class Services:
         from .lifecycle import ChangeService
 
         return ChangeService(self.aws, self.config, status=self.status, authz=self.authz)
+
+    @cached_property
+    def preview(self) -> PreviewService:
+        from .preview import PreviewService
+
+        return PreviewService(self.aws, self.config, authz=self.authz)
+
+    @cached_property
+    def templates(self) -> TemplateStore:
+        from .templates import TemplateStore
+
+        return TemplateStore(self.aws, self.config, authz=self.authz)
+
+    @cached_property
+    def reports(self) -> ReportService:
+        from .reports import ReportService
+
+        return ReportService(self.status, self.config, authz=self.authz)
+
+    @cached_property
+    def bulk(self) -> BulkTransitions:
+        from .bulk import BulkTransitions
+
+        return BulkTransitions(self.changes)
 
     @cached_property
     def customers(self) -> CustomerService:

@@ -318,6 +318,7 @@ class Latest:
     version: int
     event: EmailEvent | None
     invite_version: int | None = None
+    topics: frozenset[str] = frozenset()  # SES topics of the notices sent
 
 
 @dataclass
@@ -1010,7 +1011,8 @@ class Ledger:
         if not item or "version" not in item:
             return None
         inv = item.get("invite_version")
-        return Latest(int(item["version"]), _event(item.get("event")), int(inv) if inv else None)
+        topics = frozenset(str(t) for t in item.get("topics") or ())
+        return Latest(int(item["version"]), _event(item.get("event")), int(inv) if inv else None, topics)
 
 
 def _readable(items: Iterable[dict[str, Any]], parse: Callable[[dict[str, Any]], T]) -> Iterator[T]:

@@ -68,7 +68,7 @@ LIFECYCLE_FIELDS = frozenset(
         "deletedBy",
     }
 )
-_STAMPS = {
+STAMPS = {
     ChangeStatus.SUBMITTED: ("submittedAt", "submittedBy"),
     ChangeStatus.APPROVED: ("approvedAt", "approvedBy"),
     ChangeStatus.COMPLETED: ("completedAt", "completedBy"),
@@ -225,7 +225,7 @@ class ChangeService:
             modifiedBy=who,
             writeToken=uuid.uuid4().hex,
         )
-        at, by = _STAMPS[target]
+        at, by = STAMPS[target]
         data[at], data[by] = now, who
         mod = self._modification(
             kind, now, version=version, from_status=current.status.value, to_status=target.value, **extra

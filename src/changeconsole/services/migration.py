@@ -113,6 +113,14 @@ def _same(summary: ChangeSummary, change: Change, location: str) -> bool:
         and summary.implementation_end == change.implementation_end
         and summary.modified_by == change.modified_by
         and summary.created_by == change.created_by
+        # Indexed since reports and search: an older entry lacks them and is rewritten.
+        and summary.created_at == change.created_at
+        and summary.submitted_at == change.submitted_at
+        and summary.submitted_by == change.submitted_by
+        and summary.approved_at == change.approved_at
+        and summary.approved_by == change.approved_by
+        and summary.snow_ticket == change.snow_ticket
+        and summary.jira_ticket == change.jira_ticket
     )
 
 

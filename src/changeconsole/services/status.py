@@ -184,6 +184,16 @@ class ChangeSummary:
     created_by: str | None
     location: str  # "draft" or "archive"
     search: str
+    # Who moved it and when (absent from index items written before they were indexed: reindex).
+    created_at: str | None = None
+    submitted_at: str | None = None
+    submitted_by: str | None = None
+    approved_at: str | None = None
+    approved_by: str | None = None
+    completed_at: str | None = None
+    cancelled_at: str | None = None
+    snow_ticket: str = ""
+    jira_ticket: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = dict(self.__dict__)
@@ -443,6 +453,67 @@ class StatusStore:
         )
         return list(readable(resp.get("Items", []), record_from_item))
 
+    def customer_outcomes(
+        self, customer: str, *, since: str | None = None, until: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """``state`` and recipient counts of each delivery record of ``customer`` last written in
+        ``[since, until]`` (RFC 3339, open ends allowed), from ``gsi2``, reading only those attributes."""
+        values: dict[str, Any] = {":pk": {"S": f"CUSTOMER#{customer}"}}
+        condition = "gsi2pk = :pk"
+        if since and until:
+            condition += " AND gsi2sk BETWEEN :a AND :b"
+            values[":a"], values[":b"] = {"S": since}, {"S": until + "~"}
+        elif since:
+            condition += " AND gsi2sk >= :a"
+            values[":a"] = {"S": since}
+        elif until:
+            condition += " AND gsi2sk <= :b"
+            values[":b"] = {"S": until + "~"}
+        for item in self._query(
+            IndexName="gsi2",
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=values,
+            ProjectionExpression="#c, #s, recipients_sent, recipients_failed",
+            ExpressionAttributeNames={"#c": "customer", "#s": "state"},  # reserved words
+        ):
+            yield from_item(item)
+
+    def all_outcomes(
+        self, *, since: str | None = None, until: str | None = None, segments: int = 8
+    ) -> Iterator[dict[str, Any]]:
+        """``customer_outcomes`` of every customer at once: one parallel ``Scan`` (``segments``) of the
+        table, reading only those attributes of the delivery records last written in the range. Cheaper
+        than a query per customer when most of the table is wanted (every customer, a long range)."""
+        names = {"#c": "customer", "#s": "state"}
+        values: dict[str, Any] = {":d": {"S": "DELIVERY#"}}
+        conditions = ["begins_with(sk, :d)"]
+        if since or until:
+            names["#u"] = "updated_at"
+        if since:
+            conditions.append("#u >= :a")
+            values[":a"] = {"S": since}
+        if until:
+            conditions.append("#u <= :b")
+            values[":b"] = {"S": until + "~"}
+
+        def segment(n: int) -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            for page in self._ddb.get_paginator("scan").paginate(
+                TableName=self.table,
+                Segment=n,
+                TotalSegments=segments,
+                FilterExpression=" AND ".join(conditions),
+                ProjectionExpression="#c, #s, recipients_sent, recipients_failed",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            ):
+                out.extend(from_item(item) for item in page.get("Items", []))
+            return out
+
+        with ThreadPoolExecutor(max_workers=segments) as pool:
+            for items in pool.map(segment, range(segments)):
+                yield from items
+
     @staticmethod
     def aggregate(records: Iterable[DeliveryRecord]) -> dict[str, int]:
         """Counts by state (every state present, zero when none)."""
@@ -479,6 +550,15 @@ class StatusStore:
             "created_by": change.created_by,
             "location": location,
             "search": search_text(change),
+            "created_at": change.created_at,
+            "submitted_at": change.submitted_at,
+            "submitted_by": change.submitted_by,
+            "approved_at": change.approved_at,
+            "approved_by": change.approved_by,
+            "completed_at": change.completed_at,
+            "cancelled_at": change.cancelled_at,
+            "snow_ticket": change.snow_ticket or None,
+            "jira_ticket": change.jira_ticket or None,
         }
         self._ddb.put_item(TableName=self.table, Item=to_item(data))
 
@@ -561,4 +641,13 @@ def _summary(item: dict[str, Any]) -> ChangeSummary:
         created_by=data.get("created_by"),
         location=data.get("location", "archive"),
         search=data.get("search", ""),
+        created_at=data.get("created_at"),
+        submitted_at=data.get("submitted_at"),
+        submitted_by=data.get("submitted_by"),
+        approved_at=data.get("approved_at"),
+        approved_by=data.get("approved_by"),
+        completed_at=data.get("completed_at"),
+        cancelled_at=data.get("cancelled_at"),
+        snow_ticket=data.get("snow_ticket") or "",
+        jira_ticket=data.get("jira_ticket") or "",
     )

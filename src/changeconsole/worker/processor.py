@@ -28,15 +28,10 @@ from ..errors import is_missing_object
 from ..models import (
     CHANGE_ID_RE,
     MAX_CHANGE_BYTES,
-    TOPIC_ANNOUNCE,
-    TOPIC_APPROVAL,
-    TOPIC_CALENDAR,
     Change,
-    ChangeStatus,
     Config,
     CustomerMapping,
     DeliveryState,
-    EmailEvent,
     Ignore,
     InvalidChange,
     IsolationViolation,
@@ -52,9 +47,10 @@ from ..services import emails
 from ..services.audit import AuditLog
 from ..services.aws import AwsFactory
 from ..services.changes import ChangeStore
-from ..services.contacts import Audience, ContactListResolver, TopicDefaultsCache, subscribed_audience
+from ..services.contacts import Audience, ContactListResolver, TopicDefaultsCache
 from ..services.dlq.attributes import dead_letter_attributes
 from ..services.ledger import ClaimOutcome, Lane, LaneBusy, Ledger, SlotOutcome, Tally
+from ..services.notices import Notice, PreparedNotice, Told, prepare_notice
 from ..services.status import DeliveryKey, StatusStore
 from .decision import Action, Decision, decide
 from .errors import Failure, FailureKind, backoff_delay, classify
@@ -204,13 +200,8 @@ class _Sending:
     delivery: _Delivery
     ses: SESV2Client  # the customer's SendEmail client (never retried by botocore)
     audience: Audience
-    topics: list[str]  # the first is the email's own topic
-    ics_method: str | None  # calendar method for aws-calendar subscribers, if any
     list_name: str
-    plain: emails.Bodies
-    with_ics: emails.Bodies
-    sender: str
-    link: str | None
+    notice: Notice  # the event's email, rendered once (``services/notices``)
 
 
 @dataclass(frozen=True)
@@ -592,71 +583,39 @@ class Processor:
         )
         return self._send_all(m, d)
 
-    def _topics(self, d: _Delivery) -> tuple[list[str], str | None]:
-        """(topics whose subscribers receive it, the first being the email's own; calendar method or None)."""
-        change, ev, lane = d.change, d.key.event, d.lane
-        scheduled = change.start_dt is not None and change.end_dt is not None
-        if ev is EmailEvent.REMOVED:
-            # Those who were told: the topics of the notices sent; calendars that got an invite.
-            told = [t for t in (TOPIC_ANNOUNCE, TOPIC_APPROVAL) if t in lane.topics]
-            topics = told or [topic_for(EmailEvent.CANCELLED, ever_approved=change.ever_approved)]
-            if scheduled and lane.invite_version:
-                return [*topics, TOPIC_CALENDAR], emails.ICS_CANCEL
-            return topics, None
-        primary = topic_for(ev, ever_approved=change.ever_approved)
-        if ev is EmailEvent.APPROVED and change.include_meeting and scheduled:
-            return [primary, TOPIC_CALENDAR], emails.ICS_REQUEST
-        if (
-            ev is EmailEvent.SUBMITTED
-            and change.prior_status is ChangeStatus.APPROVED
-            and scheduled
-            and lane.invite_version
-        ):
-            # An approved change edited back to submitted: the invite its approval sent is void.
-            return [primary, TOPIC_CALENDAR], emails.ICS_CANCEL
-        if (
-            ev is EmailEvent.CANCELLED
-            and change.ever_approved
-            and scheduled
-            and (change.include_meeting or lane.invite_version)
-        ):
-            return [primary, TOPIC_CALENDAR], emails.ICS_CANCEL
-        return [primary], None
-
     def _send_all(self, m: InFlight, d: _Delivery) -> Outcome:
-        key, change, mapping = d.key, d.change, d.mapping
+        key, mapping = d.key, d.mapping
         ses = _customer_call("assume_role", lambda: self.aws.customer_client(mapping, "sesv2"))
         # SendEmail goes through a client botocore never retries: a retried send could duplicate.
         sender_ses = _customer_call("assume_role", lambda: self.aws.customer_send_client(mapping))
-        topics, ics_method = self._topics(d)
-        list_name = _customer_call("contacts", lambda: self.contact_lists.name(ses, key.customer))
-        audience: Audience = _customer_call(
+        told = Told(frozenset(d.lane.topics), d.lane.invite_version)
+        prepared: PreparedNotice = _customer_call(
             "contacts",
-            lambda: subscribed_audience(ses, mapping, list_name, topics, defaults_cache=self.defaults_cache),
+            lambda: prepare_notice(
+                ses,
+                self.config,
+                d.change,
+                key.event,
+                key.customer,
+                told,
+                contact_lists=self.contact_lists,
+                defaults_cache=self.defaults_cache,
+            ),
         )
+        audience = prepared.audience
         recipients = audience.addresses()
-        booked = _Booked(topic=topics[0], total=len(audience.recipients))
+        booked = _Booked(topic=prepared.plan.topic, total=len(audience.recipients))
         if d.resend_only:
             recipients, booked.total, known = self._resend_scope(d, recipients, booked.topic)
             for result in known:
                 self._record(d, booked, result)
         if recipients:
-            plain = emails.render_bodies(change, key.event, mapping, self.config)
             sending = _Sending(
                 delivery=d,
                 ses=sender_ses,
                 audience=audience,
-                topics=topics,
-                ics_method=ics_method,
-                list_name=list_name,
-                plain=plain,
-                with_ics=(
-                    emails.render_bodies(change, key.event, mapping, self.config, invite=ics_method)
-                    if ics_method
-                    else plain
-                ),
-                sender=self.config.sender_for(key.customer),
-                link=emails.change_link(self.config, change.change_id),
+                list_name=prepared.list_name,
+                notice=prepared.notice,
             )
             done = self._send_each(sending, recipients)
             for each in done:
@@ -671,30 +630,10 @@ class Processor:
         if self.aborting():
             raise Interrupted()
         d = s.delivery
-        key, change = d.key, d.change
-        wants_ics = s.ics_method is not None and s.audience.has_topic(address, TOPIC_CALENDAR)
-        topic = next(t for t in s.topics if s.audience.has_topic(address, t))
-        ics = (
-            emails.calendar_invite(
-                change, method=s.ics_method, organizer=s.sender, attendee=address, link=s.link
-            )
-            if wants_ics and s.ics_method
-            else None
-        )
-        msg = emails.build_message(
-            s.with_ics if ics else s.plain,
-            change,
-            key.event,
-            d.mapping,
-            self.config,
-            recipient=address,
-            topic=topic,
-            ics=ics,
-            ics_method=s.ics_method,
-        )
-        kwargs = emails.send_kwargs(
-            msg, sender=s.sender, recipient=address, list_name=s.list_name, topic=topic
-        )
+        key = d.key
+        addressed = s.notice.addressed(address, s.audience.recipients[address])
+        topic = addressed.topic
+        kwargs = s.notice.send_kwargs(addressed, address, s.list_name)
         # Rendered first: the window between "sending" and the SES call is only this call.
         slot = self.ledger.begin_send(key, address, d.owner)
         if slot.outcome is SlotOutcome.BUSY:
@@ -714,7 +653,7 @@ class Processor:
             return SendResult(address, state, reason=reason, topic=topic, failure=f)
         message_id = str(resp.get("MessageId", ""))
         self.ledger.record_sent(key, address, d.owner, message_id)
-        invite = s.ics_method if ics is not None else None
+        invite = s.notice.plan.ics_method if addressed.ics is not None else None
         return SendResult(address, RecipientState.SENT, message_id, topic=topic, invite=invite)
 
     def _record(self, d: _Delivery, booked: _Booked, r: SendResult) -> None:

@@ -34,6 +34,9 @@ locals {
       "change.resend",
       "change.delete",
       "change.reindex",
+      "change.preview",
+      "change.test-send",
+      "template.edit",
     ]
     CustomerManagers = [
       "read",
@@ -43,6 +46,7 @@ locals {
       "customer.add",
       "customer.verify",
       "customer.remove",
+      "change.preview",
     ]
     Auditors = ["read", "audit.read"]
   }
@@ -61,7 +65,8 @@ locals {
     import        = ["dlq.import"]
     purge         = ["dlq.purge"]
     audit_read    = ["audit.read"]
-    customer_side = ["contacts.read", "contacts.edit", "topics.apply", "customer.verify", "customer.add"]
+    templates     = ["template.edit"]
+    customer_side = ["contacts.read", "contacts.edit", "topics.apply", "customer.verify", "customer.add", "change.preview", "change.test-send"]
     notifications = ["customer.verify", "customer.add", "customer.remove"]
     customer_queues = ["customer.add", "customer.remove"]
   }
@@ -111,7 +116,7 @@ data "aws_iam_policy_document" "role" {
     sid       = "ReadChanges"
     effect    = "Allow"
     actions   = ["s3:GetObject"]
-    resources = ["${local.objects}archive/*", "${local.objects}versions/*", "${local.objects}drafts/*"]
+    resources = ["${local.objects}archive/*", "${local.objects}versions/*", "${local.objects}drafts/*", "${local.objects}templates/*"]
   }
 
   statement {
@@ -126,6 +131,14 @@ data "aws_iam_policy_document" "role" {
     effect    = "Allow"
     actions   = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"]
     resources = [var.status_table_arn, "${var.status_table_arn}/index/*", var.ledger_table_arn]
+  }
+
+  # report and the dashboard: every customer's delivery outcomes in one parallel Scan.
+  statement {
+    sid       = "ScanStatus"
+    effect    = "Allow"
+    actions   = ["dynamodb:Scan"]
+    resources = [var.status_table_arn]
   }
 
   statement {
@@ -208,6 +221,17 @@ data "aws_iam_policy_document" "role" {
       effect    = "Allow"
       actions   = ["sqs:SendMessage"]
       resources = [for c in each.value.codes : "${local.queue_base}${c}"]
+    }
+  }
+
+  # Team templates (templates/{name}.json): saved, renamed (a copy, then a delete) and deleted.
+  dynamic "statement" {
+    for_each = local.has[each.key].templates ? ["templates"] : []
+    content {
+      sid       = "WriteTemplates"
+      effect    = "Allow"
+      actions   = ["s3:PutObject", "s3:DeleteObject"]
+      resources = ["${local.objects}templates/*"]
     }
   }
 
@@ -337,6 +361,7 @@ data "aws_iam_policy_document" "role" {
   }
 
   # -- customers ------------------------------------------------------------------------------------------
+  # Contacts, topics, verification, and a notice's preview and test send act in the customer's account.
   dynamic "statement" {
     for_each = local.has[each.key].customer_side && length(local.assumable[each.key]) > 0 ? ["assume"] : []
     content {
