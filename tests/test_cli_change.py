@@ -359,3 +359,20 @@ def test_list_never_cuts_the_id_and_names_who_saved_a_draft(
     for cid in ids:
         row = next(line for line in lines if cid in line)  # whole, on one line
         assert "carol" in row
+
+
+def test_list_on_80_columns_leaves_columns_out_instead_of_squashing_them(
+    cli: Cli, stack: LocalStackResult, codes
+) -> None:
+    """A pipe is 80 columns: the id stays whole and the title readable; start, customers and "by"
+    give way first (they were squashed to nothing)."""
+    cid = cli.json("change", "draft", cli.file(change_data(codes, changeTitle="Patch VPN")))["change_id"]
+    base = ["--config", str(stack.config_path), "--endpoint-url", stack.endpoint]
+    runner = CliRunner()
+    result = runner.invoke(main, [*base, "change", "list"], env={"COLUMNS": "80"}, catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.split()[:1] == ["id"])
+    assert header.split() == ["id", "status", "v", "title", "modified"]
+    row = next(line for line in lines if cid in line)
+    assert "Patch VPN" in row and max(len(line) for line in lines) <= 80

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 from pydantic import ValidationError
+from rich import box
 from rich.live import Live
 from rich.markup import escape
 from rich.syntax import Syntax
@@ -447,6 +448,13 @@ def parse_pin(text: str) -> tuple[str, int | None]:
     return change_id, int(number)
 
 
+def _short_time(stamp: str | None) -> str:
+    """``2026-12-14T22:00:00Z`` as ``2026-12-14 22:00Z`` (minutes are what a list needs)."""
+    if not stamp:
+        return ""
+    return stamp[:16].replace("T", " ") + ("Z" if stamp.endswith("Z") else "")
+
+
 def _transition_command(name: str, target: ChangeStatus) -> click.Command:
     def command(
         change_ids: tuple[str, ...],
@@ -782,30 +790,38 @@ def list_cmd(
                 item["mine"] = my_relation(row, me, now)
         print_json(data)
         return
-    # The id is what operators copy: never wrapped or cut; the title gives way (it wraps) instead.
-    table = Table()
-    table.add_column("id", no_wrap=True, min_width=max((len(r.change_id) for r in rows), default=2))
+    # The id is what operators copy: never wrapped or cut. The title gives way (it wraps); on a narrow
+    # terminal (or a pipe, 80 columns) the columns least needed are left out rather than squashed.
+    id_width = max((len(r.change_id) for r in rows), default=2)
+    optional = {"start": 19, "customers": 16, "by": 12}  # width each takes, left out in this order
+    base = id_width + 11 + 3 + 14 + 19 + (12 if me is not None else 0)  # status, v, title, modified
+    shown_cols = list(optional)
+    while shown_cols and stdout.width - base < sum(optional[c] for c in shown_cols):
+        shown_cols.pop(0)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("id", no_wrap=True, min_width=id_width)
     table.add_column("status", no_wrap=True)
     table.add_column("v", no_wrap=True)
     table.add_column("title", ratio=1, min_width=12)
-    table.add_column("customers", min_width=8, max_width=24)
-    table.add_column("start", no_wrap=True)
+    if "customers" in shown_cols:
+        table.add_column("customers", min_width=8, max_width=24)
+    if "start" in shown_cols:
+        table.add_column("start", no_wrap=True)
     table.add_column("modified", no_wrap=True)
-    table.add_column("by", min_width=6, max_width=24)
+    if "by" in shown_cols:
+        table.add_column("by", min_width=6, max_width=24)
     if me is not None:
         table.add_column("yours", no_wrap=True)
     for r in rows:
-        shown = ", ".join(r.customers[:3]) + (f" +{len(r.customers) - 3}" if len(r.customers) > 3 else "")
-        cells = [
-            r.change_id,
-            r.status.value,
-            str(r.version),
-            escape(r.title),
-            shown,
-            r.implementation_start or "",
-            r.modified_at or "",
-            escape(r.modified_by or r.created_by or ""),  # a draft saved once has only its creator
-        ]
+        cells = [r.change_id, r.status.value, str(r.version), escape(r.title)]
+        if "customers" in shown_cols:
+            more = f" +{len(r.customers) - 3}" if len(r.customers) > 3 else ""
+            cells.append(", ".join(r.customers[:3]) + more)
+        if "start" in shown_cols:
+            cells.append(_short_time(r.implementation_start))
+        cells.append(_short_time(r.modified_at))
+        if "by" in shown_cols:
+            cells.append(escape(r.modified_by or r.created_by or ""))  # a draft saved once: its creator
         if me is not None:
             cells.append(my_relation(r, me, now) or "")
         table.add_row(*cells)
