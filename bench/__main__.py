@@ -17,7 +17,7 @@ from typing import Any
 
 from .common import BenchResult, log, machine_info, print_table, write_results
 
-BENCHES = ("fanout", "throughput", "pickup", "console", "listing", "dashboard")
+BENCHES = ("fanout", "throughput", "pickup", "console", "listing", "dashboard", "pollmodels")
 
 
 def _runner(name: str) -> Callable[..., BenchResult]:
@@ -31,6 +31,8 @@ def _runner(name: str) -> Callable[..., BenchResult]:
         from .console import run
     elif name == "dashboard":
         from .dashboard import run
+    elif name == "pollmodels":
+        from .pollmodels import run
     else:
         from .listing import run
     return run
