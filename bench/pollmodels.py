@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,19 +135,15 @@ def measure(moto: MotoProcess, urls: list[str], model: str, idle: float, probes:
     total = warm + idle + probes * 0.3 + 5
     if model == "shards-4":
         for k in range(4):
+            args = [moto.endpoint, str(warm), str(idle), str(total), json.dumps(urls[k::4])]
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "bench.pollmodels", "--child", moto.endpoint]
-                    + [str(warm), str(idle), str(total)],
-                    stdin=subprocess.PIPE,
+                    [sys.executable, "-m", "bench.pollmodels", "--child", *args],
                     stdout=subprocess.PIPE,
                     text=True,
                     cwd=Path(__file__).resolve().parent.parent,
                 )
             )
-            assert procs[-1].stdin is not None
-            procs[-1].stdin.write(json.dumps(urls[k::4]))
-            procs[-1].stdin.close()
     else:
         poller = Poller(moto.endpoint, urls, model).start()
     time.sleep(warm)
@@ -193,7 +190,14 @@ def measure(moto: MotoProcess, urls: list[str], model: str, idle: float, probes:
     return row
 
 
-def run(*, sizes: list[int] | None = None, idle: float = 20.0, probes: int = 20, **_: Any) -> BenchResult:
+def run(
+    *,
+    sizes: list[int] | None = None,
+    idle: float = 20.0,
+    probes: int = 20,
+    save: Callable[[BenchResult], Any] | None = None,
+    **_: Any,
+) -> BenchResult:
     result = BenchResult("pollmodels")
     for q in sizes or [30, 300, 1000]:
         for model in MODELS:
@@ -202,16 +206,19 @@ def run(*, sizes: list[int] | None = None, idle: float = 20.0, probes: int = 20,
                 urls = [sqs.create_queue(QueueName=f"q{i:04d}")["QueueUrl"] for i in range(q)]
                 log(f"pollmodels: {model} x {q} queues")
                 result.rows.append(measure(moto, urls, model, idle, probes))
+                log(f"pollmodels: {result.rows[-1]}")
+                if save is not None:
+                    save(result)
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--child", nargs=4, metavar=("ENDPOINT", "WARM", "IDLE", "SECONDS"))
+    parser.add_argument("--child", nargs=5, metavar=("ENDPOINT", "WARM", "IDLE", "SECONDS", "URLS"))
     args = parser.parse_args()
     if args.child:
-        endpoint, warm, idle, seconds = args.child
-        child(endpoint, json.loads(sys.stdin.read()), float(warm), float(idle), float(seconds))
+        endpoint, warm, idle, seconds, urls = args.child
+        child(endpoint, json.loads(urls), float(warm), float(idle), float(seconds))
 
 
 if __name__ == "__main__":
