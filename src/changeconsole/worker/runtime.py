@@ -947,7 +947,8 @@ class Worker:
 
     def _summary(self) -> dict[str, Any]:
         s = self.stats()
-        return {k: s.get(k) for k in ("received", "processed", "dead_lettered", "emails_sent", "released")}
+        keys = ("received", "processed", "dead_lettered", "emails_sent", "released", "results")
+        return {k: s.get(k) for k in keys}
 
 
 def poll_wait_of(options: WorkerOptions, queues: int) -> int:
