@@ -149,3 +149,14 @@ variable "tags" {
   type    = map(string)
   default = {}
 }
+
+variable "shard_count" {
+  description = "Worker shards: one service per shard running `worker --shard K/N`, each scaled on its own queues' backlog (backlog_metric plus dimension Shard = \"K/N\"). 1: one service serving every queue."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.shard_count >= 1 && floor(var.shard_count) == var.shard_count
+    error_message = "shard_count must be a whole number >= 1."
+  }
+}
