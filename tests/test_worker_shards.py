@@ -16,10 +16,11 @@ from changeconsole.services.aws import AwsFactory
 from changeconsole.services.ledger import Ledger
 from changeconsole.services.lifecycle import ChangeService
 from changeconsole.services.status import DeliveryKey, StatusStore
-from changeconsole.worker import assign_customers
+from changeconsole.worker import assign_customers, shard_of
 from changeconsole.worker.supervisor import ShardSupervisor
 from support.aws import queue_url
 from support.changes import CHANGE_ID, END, START, change_doc
+from support.cli import Cli
 from support.mail import TOPIC_OF, email_keys, outbox, per_recipient, subscribed
 from support.waiting import wait_until
 from support.worker import FAST_WORKER_ARGS, WorkerProcess, final, records, submit
@@ -210,3 +211,21 @@ def test_the_supervisor_restarts_a_killed_shard_and_stops_all_with_a_drain(
     assert codes == [0, 0]  # SIGTERM: each shard drained and exited 0
     assert [s.restarts for s in supervisor.shards] == [1, 0]
     assert _exactly_once(aws_factory, config, moto_endpoint, keys, contacts) == 0
+
+
+def test_provision_and_customer_add_say_which_shard_serves_a_customer(
+    make_stack: Any, tmp_path: Path
+) -> None:
+    stack = make_stack(customers=6, contacts=0)
+    cli = Cli(stack, tmp_path)
+    codes = sorted(stack.config.customer_mappings)
+    data = cli.json("provision", "--shards", "4")
+    assert data["shards"] == {c: f"{shard_of(c, 4)}/4" for c in codes}
+    shown = cli("provision", "--shards", "4").stdout
+    assert all(f"{c}" in shown and f"{shard_of(c, 4)}/4" in shown for c in codes)
+    assert "shards" not in cli.json("provision")
+    role = "arn:aws:iam::000000000077:role/changeconsole-ses-sender"
+    added = cli.json("customer", "add", "initrode", "--name", "Initrode", "--role-arn", role, "--shards", "3")
+    assert added["shard"] == f"{shard_of('initrode', 3)}/3"
+    plain = cli("customer", "add", "initrode", "--name", "Initrode", "--role-arn", role, "--shards", "3")
+    assert f"served by worker shard {shard_of('initrode', 3)}/3" in plain.stderr
