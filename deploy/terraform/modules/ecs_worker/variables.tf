@@ -130,7 +130,7 @@ variable "backlog_metric" {
 }
 
 variable "backlog_per_task_target" {
-  description = "Messages waiting per task the autoscaler aims for; tune from bench/ (docs/runbooks/capacity.md)."
+  description = "Messages waiting per task the autoscaler aims for; tune from bench/ (docs/capacity.md)."
   type        = number
   default     = 50
 }
