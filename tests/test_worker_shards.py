@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from changeconsole.cli import main
 from changeconsole.models import FINAL_STATES, TOPIC_APPROVAL, Change, DeliveryState, EmailEvent
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.ledger import Ledger
@@ -229,3 +231,9 @@ def test_provision_and_customer_add_say_which_shard_serves_a_customer(
     assert added["shard"] == f"{shard_of('initrode', 3)}/3"
     plain = cli("customer", "add", "initrode", "--name", "Initrode", "--role-arn", role, "--shards", "3")
     assert f"served by worker shard {shard_of('initrode', 3)}/3" in plain.stderr
+
+
+def test_local_up_shards_needs_the_worker() -> None:
+    result = CliRunner().invoke(main, ["local", "up", "--shards", "2"])
+    assert result.exit_code == 2
+    assert "--shards needs --with-worker" in result.output
