@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from changeconsole.cli import main
-from changeconsole.models import FINAL_STATES, TOPIC_APPROVAL, Change, DeliveryState, EmailEvent
+from changeconsole.models import FINAL_STATES, TOPIC_APPROVAL, DeliveryState, EmailEvent
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.ledger import Ledger
 from changeconsole.services.lifecycle import ChangeService
@@ -21,7 +21,7 @@ from changeconsole.services.status import DeliveryKey, StatusStore
 from changeconsole.worker import assign_customers, shard_of
 from changeconsole.worker.supervisor import ShardSupervisor
 from support.aws import queue_url
-from support.changes import CHANGE_ID, END, START, change_doc
+from support.changes import CHANGE_ID, change_doc, make_change
 from support.cli import Cli
 from support.mail import TOPIC_OF, email_keys, outbox, per_recipient, subscribed
 from support.waiting import wait_until
@@ -80,16 +80,7 @@ def _submit_changes(aws: AwsFactory, config: Any, n: int) -> list[DeliveryKey]:
     codes = sorted(config.customer_mappings)
     keys = []
     for i in range(n):
-        change = Change.model_validate(
-            {
-                "changeTitle": f"Shard change {i}",
-                "changeReason": "resharding",
-                "customers": codes,
-                "implementationStart": START,
-                "implementationEnd": END,
-            }
-        )
-        result = service.submit(change)
+        result = service.submit(make_change(codes, changeTitle=f"Shard change {i}"))
         assert result.ok, result.errors
         keys += [
             DeliveryKey(result.change.change_id, result.change.version, EmailEvent.SUBMITTED, c)
