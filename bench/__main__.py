@@ -1,4 +1,4 @@
-"""``python -m bench [fanout|throughput|pickup|console|listing|dashboard ...] [--sizes 30,300]``.
+"""``python -m bench [BENCH ...] [--sizes 30,300]`` (BENCH: see ``BENCHES``).
 
 Each bench starts its own moto server in a separate process on 127.0.0.1 (so the CPU measured is
 ours), prints a table and merges its numbers into ``bench/results/latest.json``.
@@ -17,7 +17,9 @@ from typing import Any
 
 from .common import BenchResult, log, machine_info, print_table, write_results
 
-BENCHES = ("fanout", "throughput", "pickup", "console", "listing", "dashboard")
+BENCHES = ("fanout", "scale", "throughput", "pickup", "console", "listing", "dashboard", "pollmodels")
+# Run by default (no names given); pollmodels is the one-off comparison behind the polling model.
+DEFAULT = tuple(b for b in BENCHES if b != "pollmodels")
 
 
 def _runner(name: str) -> Callable[..., BenchResult]:
@@ -31,6 +33,10 @@ def _runner(name: str) -> Callable[..., BenchResult]:
         from .console import run
     elif name == "dashboard":
         from .dashboard import run
+    elif name == "scale":
+        from .scale import run
+    elif name == "pollmodels":
+        from .pollmodels import run
     else:
         from .listing import run
     return run
@@ -42,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sizes", default="30,300", help="fan-out customer counts (default 30,300; add 1000)"
     )
+    parser.add_argument("--shards", default="1,4", help="scale: worker shard counts (default 1,4)")
     parser.add_argument("--recipients", type=int, default=5, help="recipients per customer (fan-out)")
     parser.add_argument(
         "--concurrency", type=int, default=None, help="worker concurrency (default: worker's)"
@@ -59,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=None, help="results JSON (default bench/results/latest.json)")
     args = parser.parse_args(argv)
-    names = args.benches or list(BENCHES)
+    names = args.benches or list(DEFAULT)
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         parser.error(f"unknown bench(es) {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
@@ -72,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     options: dict[str, Any] = {
         "sizes": [int(s) for s in str(args.sizes).split(",") if s.strip()],
         "recipients": args.recipients,
+        "shard_counts": [int(s) for s in str(args.shards).split(",") if s.strip()],
         "concurrency": args.concurrency,
         "queues": args.queues,
         "probes": args.probes,

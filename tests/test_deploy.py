@@ -20,6 +20,7 @@ import stat
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -1260,3 +1261,148 @@ def test_unknown_values_stay_unknown() -> None:
     assert is_unknown(Ref("a.b", "arn"))
     assert is_unknown(f"{Ref('a.b', 'arn')}/x")
     assert not is_unknown("arn:aws:s3:::b")
+
+
+# -- sharded deployments (worker --shard K/N) ---------------------------------------------------------------
+
+
+def _sharded_plan(tmp_path: Path, shards: int) -> Plan:
+    env_dir = _drifted_copy(
+        tmp_path,
+        "environments/prod/terraform.tfvars",
+        "ses_reputation_alarms = true",
+        f"ses_reputation_alarms = true\nworker_shards         = {shards}",
+    )
+    prod = env_dir.parent / "prod"
+    return plan_root(prod, prod / "terraform.tfvars", cache=False)
+
+
+def test_ecs_runs_one_service_per_shard_scaled_on_its_own_backlog(tmp_path: Path) -> None:
+    plan = _sharded_plan(tmp_path, 4)
+    services = {s.key: s.args for s in plan.instances("aws_ecs_service")}
+    assert sorted(services) == ["0", "1", "2", "3"]
+    for key, td in ((t.key, t.args) for t in plan.instances("aws_ecs_task_definition")):
+        (container,) = json.loads(td["container_definitions"])
+        assert container["command"] == [*worker_argv(), "--shard", f"{key}/4"]
+        assert td["family"] == services[key]["name"] == f"changeconsole-prod-shard-{key}"
+    policies = {p.key: p.args for p in plan.instances("aws_appautoscaling_policy")}
+    assert sorted(policies) == sorted(services)
+    for key, policy in policies.items():
+        metrics = policy["target_tracking_scaling_policy_configuration"][0][
+            "customized_metric_specification"
+        ][0]
+        by_id = {m["id"]: m for m in metrics["metrics"]}
+        backlog = by_id["backlog"]["metric_stat"][0]["metric"][0]
+        dims = {d["name"]: d["value"] for d in backlog["dimensions"]}
+        assert dims == {"Deployment": "changeconsole-prod", "Shard": f"{key}/4"}
+        tasks = by_id["tasks"]["metric_stat"][0]["metric"][0]
+        assert {d["name"]: d["value"] for d in tasks["dimensions"]}["ServiceName"] == services[key]["name"]
+    targets = {t.key: t.args["resource_id"] for t in plan.instances("aws_appautoscaling_target")}
+    assert targets == {k: f"service/changeconsole-prod/{s['name']}" for k, s in services.items()}
+    (fn,) = plan.instances("aws_lambda_function")
+    assert fn.args["environment"][0]["variables"]["SHARD_COUNT"] == "4"
+    assert plan.outputs["ecs_service_names"] == {f"{k}/4": s["name"] for k, s in services.items()}
+
+
+def test_unsharded_ecs_keeps_one_service_under_its_old_address() -> None:
+    plan = env_plan("prod")
+    assert [s.key for s in plan.instances("aws_ecs_service")] == ["all"]
+    assert plan.outputs["ecs_service_names"] == {"all": "changeconsole-prod"}
+    main = (TF / "modules" / "ecs_worker" / "main.tf").read_text()
+    for address in (
+        "aws_ecs_task_definition.worker",
+        "aws_ecs_service.worker",
+        "aws_appautoscaling_target.worker",
+        "aws_appautoscaling_policy.backlog_per_task",
+    ):
+        assert f'from = {address}\n  to   = {address}["all"]' in main, address
+
+
+def test_backlog_publisher_publishes_each_shards_backlog(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from changeconsole.worker import shard_of
+
+    publisher = backlog_publisher()
+    codes = [f"c{i:03d}" for i in range(200)]
+    assert [publisher.shard_of(c, 7) for c in codes] == [shard_of(c, 7) for c in codes]
+    prefix = f"sh{uuid.uuid4().hex[:8]}-"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("QUEUE_NAME_PREFIX", prefix)
+    monkeypatch.setenv("DEPLOYMENT", f"{prefix}test")
+    monkeypatch.setenv("SHARD_COUNT", "3")
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=moto_endpoint)
+    expected = {f"{k}/3": 0 for k in range(3)}
+    for i, code in enumerate(codes[:9]):
+        url = sqs.create_queue(QueueName=f"{prefix}{code}")["QueueUrl"]
+        sqs.create_queue(QueueName=f"{prefix}{code}-dlq")
+        for n in range(i % 3):
+            sqs.send_message(QueueUrl=url, MessageBody=f"m{n}")
+        expected[f"{shard_of(code, 3)}/3"] += i % 3
+    totals = publisher.handler({}, None, session=boto3.session.Session(region_name="us-east-1"))
+    assert totals["QueueBacklog"] == sum(expected.values()) == 9
+    cw = boto3.client("cloudwatch", region_name="us-east-1", endpoint_url=moto_endpoint)
+    for shard, value in expected.items():
+        dims = [{"Name": "Deployment", "Value": f"{prefix}test"}, {"Name": "Shard", "Value": shard}]
+        metrics = cw.list_metrics(Namespace="ChangeConsole", MetricName="QueueBacklog", Dimensions=dims)
+        assert metrics["Metrics"], shard
+        stats = cw.get_metric_statistics(
+            Namespace="ChangeConsole",
+            MetricName="QueueBacklog",
+            Dimensions=dims,
+            StartTime=datetime.now(UTC) - timedelta(minutes=5),
+            EndTime=datetime.now(UTC) + timedelta(minutes=5),
+            Period=60,
+            Statistics=["Maximum"],
+        )
+        assert [p["Maximum"] for p in stats["Datapoints"]] == [float(value)], shard
+
+
+SHARDED = K8S / "sharded"
+
+
+def test_k8s_sharded_statefulset_ordinal_is_the_shard() -> None:
+    kustomization = yaml.safe_load((SHARDED / "kustomization.yaml").read_text())
+    files = [r for r in kustomization["resources"] if r != ".."]
+    assert ".." in kustomization["resources"] and all((SHARDED / f).is_file() for f in files)
+    docs = [d for f in files for d in load_yaml_docs(SHARDED / f)]
+    (sts,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    (svc,) = [d for d in docs if d["kind"] == "Service"]
+    spec = sts["spec"]
+    assert svc["spec"]["clusterIP"] == "None" and spec["serviceName"] == svc["metadata"]["name"]
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    (container,) = spec["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    n = int(env["SHARD_COUNT"]["value"])
+    assert spec["replicas"] == n
+    assert env["SHARD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    )
+    assert container["args"] == [*worker_argv(), "--shard", "$(SHARD_INDEX)/$(SHARD_COUNT)"]
+    # The same pod as the unsharded Deployment otherwise (image, probes, security, volumes).
+    base = k8s_objects()["Deployment/changeconsole-worker"]["spec"]["template"]["spec"]
+    (base_container,) = base["containers"]
+    for k in ("image", "livenessProbe", "readinessProbe", "startupProbe", "securityContext", "volumeMounts"):
+        assert container[k] == base_container[k], k
+    for k in ("securityContext", "volumes", "serviceAccountName", "terminationGracePeriodSeconds"):
+        assert spec["template"]["spec"][k] == base[k], k
+
+    bursts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    scaled = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ScaledObject"}
+    base_trigger = k8s_objects()["ScaledObject/changeconsole-worker"]["spec"]["triggers"][0]["metadata"]
+    assert len(bursts) == len(scaled) == n
+    for k in range(n):
+        name = f"changeconsole-worker-shard-{k}-burst"
+        (burst_container,) = bursts[name]["spec"]["template"]["spec"]["containers"]
+        assert burst_container["args"] == [*worker_argv(), "--shard", f"{k}/{n}"]
+        assert burst_container["image"] == base_container["image"]
+        so = scaled[name]["spec"]
+        assert so["scaleTargetRef"]["name"] == name and so["minReplicaCount"] == 0
+        meta = so["triggers"][0]["metadata"]
+        assert meta["metricName"] == "QueueBacklog" and meta["dimensionName"] == "Deployment;Shard"
+        assert meta["dimensionValue"] == f"{base_trigger['dimensionValue']};{k}/{n}"
+    # The base's unsharded Deployment and ScaledObject are dropped, by their real names.
+    deleted = {yaml.safe_load(p["patch"])["metadata"]["name"] for p in kustomization["patches"]}
+    assert deleted == {"changeconsole-worker"}
+    assert {"Deployment/changeconsole-worker", "ScaledObject/changeconsole-worker"} <= set(k8s_objects())

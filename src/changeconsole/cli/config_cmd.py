@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 from rich.table import Table
@@ -19,6 +20,7 @@ from .common import (
     stderr,
     stdout,
 )
+from .shards import shard_map, shards_option
 
 
 @click.group("config")
@@ -66,24 +68,29 @@ def validate(as_json: bool) -> None:
 @click.command("provision")
 @aws_options
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@shards_option
 @json_option
 @handle_errors
-def provision_cmd(dry_run: bool, as_json: bool) -> None:
+def provision_cmd(dry_run: bool, shards: int | None, as_json: bool) -> None:
     """Create or verify the central resources (bucket, queues, DLQs, notifications, tables, audit
-    retention) and report the operator roles (their permission sets are Terraform's)."""
+    retention) and report the operator roles (their permission sets are Terraform's); with --shards,
+    which worker shard serves each customer."""
     st = state()
-    actions = provision(st.aws(), st.config(), dry_run=dry_run)
-    roles = operator_roles_report(st.aws(), st.config())
+    config = st.config()
+    actions = provision(st.aws(), config, dry_run=dry_run)
+    roles = operator_roles_report(st.aws(), config)
     changed = [a for a in actions if a.result != "unchanged"]
+    by_shard = shard_map(config.customer_mappings, shards) if shards else None
     if as_json:
-        print_json(
-            {
-                "dry_run": dry_run,
-                "changed": len(changed),
-                "actions": [a.__dict__ for a in actions],
-                "operator_roles": [r.__dict__ for r in roles],
-            }
-        )
+        out: dict[str, Any] = {
+            "dry_run": dry_run,
+            "changed": len(changed),
+            "actions": [a.__dict__ for a in actions],
+            "operator_roles": [r.__dict__ for r in roles],
+        }
+        if by_shard is not None:
+            out["shards"] = by_shard
+        print_json(out)
         return
     table = Table("kind", "name", "result", "detail", box=None)
     for a in actions:
@@ -99,6 +106,11 @@ def provision_cmd(dry_run: bool, as_json: bool) -> None:
         stdout.print(roles_table)
     else:
         stderr.print("[yellow]no operator roles configured: every operator may do everything[/]")
+    if by_shard is not None:
+        shard_table = Table("customer", "worker shard", box=None)
+        for code, shard in by_shard.items():
+            shard_table.add_row(code, shard)
+        stdout.print(shard_table)
     if not changed:
         stderr.print(f"nothing to change: all {len(actions)} resources match the config")
     else:

@@ -37,6 +37,7 @@ from .common import (
     stderr,
     stdout,
 )
+from .shards import shard_label, shards_option
 
 _STYLE = {OK: "green", WARN: "yellow", FAIL: "red", "skipped": "dim"}
 
@@ -78,6 +79,7 @@ def customer_group() -> None:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="SESConfig.json for the contact list's topics (default: the three change topics).",
 )
+@shards_option
 @json_option
 @handle_errors
 def add_cmd(
@@ -92,6 +94,7 @@ def add_cmd(
     external_id: str | None,
     restricted: str | None,
     topics_file: Path | None,
+    shards: int | None,
     as_json: bool,
 ) -> None:
     """Onboard CODE: queue, DLQ and notification; config.json (atomic, with a backup); its contact
@@ -112,8 +115,14 @@ def add_cmd(
     topics = load_topics_file(topics_file) if topics_file else None
     report = _admin().add(new, topics=topics)
     if as_json:
-        print_json(report.to_json())
+        data = report.to_json()
+        if shards:
+            data["shard"] = shard_label(code, shards)
+        print_json(data)
     else:
+        if shards:
+            label = shard_label(code, shards)
+            stderr.print(f"{code} is served by worker shard {label} (worker --shard {label})")
         for action in report.provision:
             if action.result != "unchanged":
                 stderr.print(f"{action.kind} {action.name}: {action.result} {escape(action.detail)}")

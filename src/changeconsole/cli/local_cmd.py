@@ -17,11 +17,12 @@ from rich.table import Table
 from ..config import ConfigError, local_config_path
 from ..models import Config
 from ..services.aws import LOCAL_ENDPOINT, LOCAL_HOST, LOCAL_PORT, AwsSettings
-from ..services.localstack import LocalServer, is_listening, provision_local
+from ..services.localstack import LocalServer, LocalStackResult, is_listening, provision_local
 from ..services.localstate import Autosaver, keep_local_data, state_path
 from ..services.localstate import reset as reset_local_data
 from ..services.outbox import read_outbox
 from .common import (
+    BadInput,
     OperationFailed,
     aws_options,
     handle_errors,
@@ -34,6 +35,7 @@ from .common import (
 
 if TYPE_CHECKING:
     from ..worker import WorkerHandle
+    from ..worker.supervisor import ShardSupervisor
 
 
 @click.group("local")
@@ -68,11 +70,27 @@ def wait_for_signal() -> None:
     help=f"Where to write config.json [default: {local_config_path()}]",
 )
 @click.option("--with-worker", is_flag=True, help="Also run the queue worker in this process (until Ctrl-C).")
+@click.option(
+    "--shards",
+    default=None,
+    type=click.IntRange(1, 64),
+    help="With --with-worker: run N worker processes (`worker --shard K/N`) under a supervisor instead.",
+)
 @handle_errors
-def up(port: int, n_customers: int, n_contacts: int, config_out: Path | None, with_worker: bool) -> None:
+def up(
+    port: int,
+    n_customers: int,
+    n_contacts: int,
+    config_out: Path | None,
+    with_worker: bool,
+    shards: int | None,
+) -> None:
     """Start (or reuse) the local stack, provision it and run until Ctrl-C."""
+    if shards is not None and not with_worker:
+        raise BadInput("--shards needs --with-worker")
     server: LocalServer | None = None
-    worker = None
+    worker: WorkerHandle | None = None
+    supervisor: ShardSupervisor | None = None
     saver: Autosaver | None = None
     endpoint = f"http://{LOCAL_HOST}:{port}"
     if is_listening(LOCAL_HOST, port):
@@ -104,12 +122,17 @@ def up(port: int, n_customers: int, n_contacts: int, config_out: Path | None, wi
         else:
             hint = f"changeconsole --config {result.config_path} --endpoint-url {endpoint} change list"
         stderr.print(f"try: [bold]{hint}[/]   (Ctrl-C stops the stack)")
-        if with_worker:
+        if with_worker and shards:
+            supervisor = _start_shards(endpoint, result, shards)
+        elif with_worker:
             worker = _start_worker(endpoint, result.config)
-        if server is None and worker is None:
+        if server is None and worker is None and supervisor is None:
             return
         wait_for_signal()
     finally:
+        if supervisor is not None:
+            codes = supervisor.stop(timeout=LOCAL_SHUTDOWN + 10)
+            stderr.print(f"worker shards stopped (exit codes {codes})")
         if worker is not None:
             worker.stop(timeout=5.0)
             stderr.print(f"worker stopped ({worker.stats.get('emails_sent', 0)} email(s) sent)")
@@ -124,10 +147,8 @@ def up(port: int, n_customers: int, n_contacts: int, config_out: Path | None, wi
             stderr.print("local stack stopped")
 
 
-def _start_worker(endpoint: str, config: Config) -> WorkerHandle:
-    """The queue worker in threads of this process; its warnings and errors go to stderr as JSON."""
-    from ..services.localstack import local_factory
-    from ..worker import start_background
+def _worker_warnings_to_stderr() -> None:
+    """The worker's (and the shard supervisor's) warnings and errors on stderr, as JSON lines."""
     from ..worker.observe import JsonFormatter
 
     worker_log = logging.getLogger("changeconsole.worker")
@@ -136,9 +157,49 @@ def _start_worker(endpoint: str, config: Config) -> WorkerHandle:
         handler.setFormatter(JsonFormatter())
         handler.setLevel(logging.WARNING)
         worker_log.addHandler(handler)
+
+
+def _start_worker(endpoint: str, config: Config) -> WorkerHandle:
+    """The queue worker in threads of this process; its warnings and errors go to stderr as JSON."""
+    from ..services.localstack import local_factory
+    from ..worker import start_background
+
+    _worker_warnings_to_stderr()
     handle = start_background(local_factory(endpoint), config)
     stderr.print(f"worker running in this process for {len(handle.customers)} customer queue(s)")
     return handle
+
+
+# Local shards: a killed shard's messages come back within 30 s and its claims within 60 s.
+LOCAL_SHUTDOWN = 5.0
+LOCAL_SHARD_ARGS = ("--health-port", "0", "--no-emf", "--visibility-timeout", "30", "--claim-lease", "60")
+
+
+def _start_shards(endpoint: str, result: LocalStackResult, n: int) -> ShardSupervisor:
+    """N ``changeconsole worker --shard K/N`` processes against the local stack; their JSON logs (warnings
+    and up) go to this stderr, and a shard that dies is restarted."""
+    from ..worker.options import shard_of
+    from ..worker.supervisor import ShardSupervisor
+
+    args = [
+        "--config",
+        str(result.config_path),
+        "--endpoint-url",
+        endpoint,
+        *LOCAL_SHARD_ARGS,
+        "--shutdown-timeout",
+        str(LOCAL_SHUTDOWN),
+        "--log-level",
+        "warning",
+    ]
+    _worker_warnings_to_stderr()
+    supervisor = ShardSupervisor(n, worker_args=args).start()
+    counts = [0] * n
+    for code in result.config.customer_mappings:
+        counts[shard_of(code, n)] += 1
+    for k, (pid, count) in enumerate(zip(supervisor.pids(), counts, strict=True)):
+        stderr.print(f"worker shard {k}/{n}: pid {pid}, {count} customer queue(s)")
+    return supervisor
 
 
 @local_group.command("outbox")

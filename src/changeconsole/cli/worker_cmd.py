@@ -2,7 +2,8 @@
 
 Never imports Textual. Logs are JSON lines on stderr; CloudWatch EMF metric lines go to stdout.
 SIGTERM/SIGINT: stop receiving, finish in-flight work up to ``--shutdown-timeout``, release the
-rest, exit 0. ``--drain``: exit 0 once every assigned queue is empty.
+rest, exit 0. ``--drain``: exit 0 once every assigned queue is empty: nothing visible, in flight (e.g.
+held by a killed worker until its visibility ends) or delayed, as SQS counts them.
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ _SETTINGS = (
     ),
     _setting("--health-port", 8080, click.IntRange(0, 65535), "Port of /healthz and /readyz (0 disables)."),
     _setting("--health-host", "0.0.0.0", None, "Address of the health endpoints."),
-    click.option("--drain", is_flag=True, help="Exit 0 once every assigned queue is empty."),
+    click.option(
+        "--drain",
+        is_flag=True,
+        help="Exit 0 once every assigned queue is empty, counting messages in flight and delayed.",
+    ),
     _setting(
         "--shutdown-timeout",
         25.0,

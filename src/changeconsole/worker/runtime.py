@@ -39,10 +39,17 @@ from .processor import InFlight, Outcome, OutcomeKind, Processor, Result
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
-    from mypy_boto3_sqs.literals import MessageSystemAttributeNameType
+    from mypy_boto3_sqs.literals import MessageSystemAttributeNameType, QueueAttributeNameType
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
 SYSTEM_ATTRIBUTES: list[MessageSystemAttributeNameType] = ["ApproximateReceiveCount", "SentTimestamp"]
+# What --drain counts as "still there" (SQS's approximate counts).
+DEPTH_ATTRIBUTES: tuple[QueueAttributeNameType, ...] = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+DRAIN_RECHECK = 1.0
 # A message a stopping worker never started: visible again at once, for another worker.
 SHUTDOWN = Outcome(OutcomeKind.RELEASE, Result.SHUTDOWN, failure=False)
 
@@ -323,6 +330,9 @@ class Worker:
         self._room = threading.Condition()  # guards _reserved; paused pollers wait here
         self._reserved = 0  # messages the receives under way may return
         self._loop_beat = 0.0
+        self._drain_next = 0.0
+        self._drain_clean = 0
+        self._drain_waiting: tuple[str, int] | None = None
         self._last_sqs_ok = 0.0
         self.started_at = 0.0
         self._health: HealthServer | None = None
@@ -437,8 +447,49 @@ class Worker:
         return self._stopped.is_set()
 
     def drained(self) -> bool:
-        """--drain: every assigned queue answered empty and nothing is held."""
-        return all(s.drained for s in self.slots.values()) and self.scheduler.idle() and self.in_flight() == 0
+        """--drain: every assigned queue answered empty, nothing is held here, and SQS counts no message
+        in any of them (visible, in flight elsewhere, e.g. held by a killed worker, or delayed) on two
+        checks in a row, at least ``DRAIN_RECHECK`` s apart. A queue found holding messages is polled
+        again (its in-flight ones come back when their visibility ends)."""
+        if not (
+            all(s.drained for s in self.slots.values()) and self.scheduler.idle() and self.in_flight() == 0
+        ):
+            self._drain_clean = 0
+            return False
+        now = time.monotonic()
+        if now < self._drain_next:
+            return False
+        self._drain_next = now + DRAIN_RECHECK
+        for slot in self.slots.values():
+            left = self._queue_depth(slot)
+            if left:
+                with slot.lock:
+                    slot.drained = False
+                self._drain_clean = 0
+                if self._drain_waiting != (slot.code, left):
+                    self._drain_waiting = (slot.code, left)
+                    event(logging.INFO, "worker.drain_waiting", customer=slot.code, messages=left)
+                return False
+        self._drain_clean += 1
+        return self._drain_clean >= 2
+
+    def _queue_depth(self, slot: CustomerSlot) -> int:
+        """Messages SQS counts in the slot's queue: visible + not visible + delayed (1 when unknown)."""
+        if slot.queue_url is None:
+            return 1
+        try:
+            attrs = self.queues.client(slot.mapping).get_queue_attributes(
+                QueueUrl=slot.queue_url, AttributeNames=list(DEPTH_ATTRIBUTES)
+            )["Attributes"]
+        except Exception as exc:
+            event(
+                logging.WARNING,
+                "queue.depth_failed",
+                customer=slot.code,
+                error=classify(exc, "central").detail,
+            )
+            return 1
+        return sum(int(attrs.get(name, 0)) for name in DEPTH_ATTRIBUTES)
 
     def in_flight(self) -> int:
         with self._inflight_lock:
@@ -492,10 +543,10 @@ class Worker:
                         self._in_receive -= 1
                         self._poll_cond.notify_all()
                 self._poller_beats[index] = time.monotonic()
-            if all(s.drained for s in group):
-                return
             if not polled:
-                if paused:
+                if all(s.drained for s in group):  # --drain: until a depth check finds more
+                    self._stop_receiving.wait(0.25)
+                elif paused:
                     with self._room:
                         self._room.wait(1.0)
                 elif single:
@@ -896,7 +947,8 @@ class Worker:
 
     def _summary(self) -> dict[str, Any]:
         s = self.stats()
-        return {k: s.get(k) for k in ("received", "processed", "dead_lettered", "emails_sent", "released")}
+        keys = ("received", "processed", "dead_lettered", "emails_sent", "released", "results")
+        return {k: s.get(k) for k in keys}
 
 
 def poll_wait_of(options: WorkerOptions, queues: int) -> int:

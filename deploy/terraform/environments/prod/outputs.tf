@@ -28,6 +28,10 @@ output "ecs_service_name" {
   value = module.changeconsole.ecs_service_name
 }
 
+output "ecs_service_names" {
+  value = module.changeconsole.ecs_service_names
+}
+
 output "dashboard_name" {
   value = module.changeconsole.dashboard_name
 }

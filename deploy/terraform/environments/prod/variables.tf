@@ -111,3 +111,9 @@ variable "audit_retention" {
   })
   default = {}
 }
+
+variable "worker_shards" {
+  description = "Worker shards N (worker --shard K/N); see modules/stack."
+  type        = number
+  default     = 1
+}

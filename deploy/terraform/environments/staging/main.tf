@@ -54,6 +54,7 @@ module "changeconsole" {
   metrics_namespace     = var.metrics_namespace
   ecs                   = var.ecs
   eks_oidc_provider_arn = var.eks_oidc_provider_arn
+  worker_shards         = var.worker_shards
   alarm_topic_arns      = var.alarm_topic_arns
   ses_reputation_alarms = var.ses_reputation_alarms
   operator_access       = var.operator_access

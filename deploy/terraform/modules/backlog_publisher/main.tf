@@ -102,6 +102,7 @@ resource "aws_lambda_function" "publisher" {
       DLQ_SUFFIX        = var.dlq_suffix
       METRIC_NAMESPACE  = var.metrics_namespace
       DEPLOYMENT        = var.name
+      SHARD_COUNT       = tostring(var.shard_count)
     }
   }
 

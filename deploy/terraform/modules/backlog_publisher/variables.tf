@@ -18,6 +18,17 @@ variable "queue_arn_pattern" {
   type        = string
 }
 
+variable "shard_count" {
+  description = "Worker shards (worker --shard K/N): QueueBacklog is also published per shard (dimension Shard = \"K/N\"). 1: not sharded."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.shard_count >= 1 && floor(var.shard_count) == var.shard_count
+    error_message = "shard_count must be a whole number >= 1."
+  }
+}
+
 variable "metrics_namespace" {
   type    = string
   default = "ChangeConsole"

@@ -1,7 +1,9 @@
 # The worker on ECS Fargate: task definition (read-only root, /tmp volume, non-root, health check on
 # /healthz, stopTimeout longer than the drain deadline, config from an SSM parameter, secrets by
 # reference, awslogs), service, and target-tracking autoscaling on queue backlog per task
-# (QueueBacklog from backlog_publisher / RunningTaskCount from Container Insights).
+# (QueueBacklog from backlog_publisher / RunningTaskCount from Container Insights). With shard_count N > 1
+# there is one task definition, service and scaling policy per shard (for_each): shard K runs
+# `worker --shard K/N` and scales on the backlog of its own queues only.
 # deploy/ecs/*.json is the same definition for `aws ecs register-task-definition --cli-input-json`.
 
 terraform {
@@ -17,6 +19,9 @@ terraform {
 data "aws_region" "current" {}
 
 locals {
+  # Shard key => --shard value; "all" (no --shard) when not sharded.
+  shards       = var.shard_count > 1 ? { for k in range(var.shard_count) : tostring(k) => "${k}/${var.shard_count}" } : { all = "" }
+  shard_names  = { for key, shard in local.shards : key => shard == "" ? var.name : "${var.name}-shard-${key}" }
   cluster_arn  = var.create_cluster ? aws_ecs_cluster.this[0].arn : var.cluster_arn
   cluster_name = var.create_cluster ? aws_ecs_cluster.this[0].name : element(split("/", var.cluster_arn), 1)
   command = [
@@ -132,14 +137,18 @@ resource "aws_iam_role_policy" "execution_secrets" {
 }
 
 resource "aws_ecs_task_definition" "worker" {
-  family                   = var.name
+  for_each = local.shards
+
+  family                   = local.shard_names[each.key]
   requires_compatibilities = ["FARGATE"]
   network_mode             = "awsvpc"
   cpu                      = var.cpu
   memory                   = var.memory
   execution_role_arn       = aws_iam_role.execution.arn
   task_role_arn            = var.task_role_arn
-  container_definitions    = jsonencode([local.container])
+  container_definitions = jsonencode([
+    merge(local.container, { command = each.value == "" ? local.command : concat(local.command, ["--shard", each.value]) })
+  ])
 
   runtime_platform {
     operating_system_family = "LINUX"
@@ -177,9 +186,11 @@ resource "aws_security_group" "worker" {
 }
 
 resource "aws_ecs_service" "worker" {
-  name                               = var.name
+  for_each = local.shards
+
+  name                               = local.shard_names[each.key]
   cluster                            = local.cluster_arn
-  task_definition                    = aws_ecs_task_definition.worker.arn
+  task_definition                    = aws_ecs_task_definition.worker[each.key].arn
   desired_count                      = var.min_tasks
   launch_type                        = "FARGATE"
   platform_version                   = "LATEST"
@@ -208,19 +219,23 @@ resource "aws_ecs_service" "worker" {
 }
 
 resource "aws_appautoscaling_target" "worker" {
+  for_each = local.shards
+
   service_namespace  = "ecs"
   scalable_dimension = "ecs:service:DesiredCount"
-  resource_id        = "service/${local.cluster_name}/${aws_ecs_service.worker.name}"
+  resource_id        = "service/${local.cluster_name}/${aws_ecs_service.worker[each.key].name}"
   min_capacity       = var.min_tasks
   max_capacity       = var.max_tasks
 }
 
 resource "aws_appautoscaling_policy" "backlog_per_task" {
-  name               = "${var.name}-backlog-per-task"
+  for_each = local.shards
+
+  name               = "${local.shard_names[each.key]}-backlog-per-task"
   policy_type        = "TargetTrackingScaling"
-  service_namespace  = aws_appautoscaling_target.worker.service_namespace
-  scalable_dimension = aws_appautoscaling_target.worker.scalable_dimension
-  resource_id        = aws_appautoscaling_target.worker.resource_id
+  service_namespace  = aws_appautoscaling_target.worker[each.key].service_namespace
+  scalable_dimension = aws_appautoscaling_target.worker[each.key].scalable_dimension
+  resource_id        = aws_appautoscaling_target.worker[each.key].resource_id
 
   target_tracking_scaling_policy_configuration {
     target_value       = var.backlog_per_task_target
@@ -238,7 +253,7 @@ resource "aws_appautoscaling_policy" "backlog_per_task" {
             namespace   = var.backlog_metric.namespace
             metric_name = var.backlog_metric.name
             dynamic "dimensions" {
-              for_each = var.backlog_metric.dimensions
+              for_each = merge(var.backlog_metric.dimensions, each.value == "" ? {} : { Shard = each.value })
               content {
                 name  = dimensions.key
                 value = dimensions.value
@@ -263,7 +278,7 @@ resource "aws_appautoscaling_policy" "backlog_per_task" {
             }
             dimensions {
               name  = "ServiceName"
-              value = aws_ecs_service.worker.name
+              value = aws_ecs_service.worker[each.key].name
             }
           }
         }
@@ -277,4 +292,25 @@ resource "aws_appautoscaling_policy" "backlog_per_task" {
       }
     }
   }
+}
+
+# Before sharding these resources had no key: an existing stack keeps them as the "all" instance.
+moved {
+  from = aws_ecs_task_definition.worker
+  to   = aws_ecs_task_definition.worker["all"]
+}
+
+moved {
+  from = aws_ecs_service.worker
+  to   = aws_ecs_service.worker["all"]
+}
+
+moved {
+  from = aws_appautoscaling_target.worker
+  to   = aws_appautoscaling_target.worker["all"]
+}
+
+moved {
+  from = aws_appautoscaling_policy.backlog_per_task
+  to   = aws_appautoscaling_policy.backlog_per_task["all"]
 }

@@ -1,5 +1,11 @@
 output "service_name" {
-  value = aws_ecs_service.worker.name
+  description = "The service (sharded: shard 0's; see service_names)."
+  value       = aws_ecs_service.worker[keys(local.shards)[0]].name
+}
+
+output "service_names" {
+  description = "Shard (\"K/N\", or \"all\") => its service."
+  value       = { for key, shard in local.shards : (shard == "" ? "all" : shard) => aws_ecs_service.worker[key].name }
 }
 
 output "cluster_name" {
@@ -7,7 +13,7 @@ output "cluster_name" {
 }
 
 output "task_definition_arn" {
-  value = aws_ecs_task_definition.worker.arn
+  value = aws_ecs_task_definition.worker[keys(local.shards)[0]].arn
 }
 
 output "log_group_name" {

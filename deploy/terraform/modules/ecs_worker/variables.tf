@@ -130,7 +130,7 @@ variable "backlog_metric" {
 }
 
 variable "backlog_per_task_target" {
-  description = "Messages waiting per task the autoscaler aims for; tune from bench/ (docs/runbooks/capacity.md)."
+  description = "Messages waiting per task the autoscaler aims for; tune from bench/ (docs/capacity.md)."
   type        = number
   default     = 50
 }
@@ -148,4 +148,15 @@ variable "partition" {
 variable "tags" {
   type    = map(string)
   default = {}
+}
+
+variable "shard_count" {
+  description = "Worker shards: one service per shard running `worker --shard K/N`, each scaled on its own queues' backlog (backlog_metric plus dimension Shard = \"K/N\"). 1: one service serving every queue."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.shard_count >= 1 && floor(var.shard_count) == var.shard_count
+    error_message = "shard_count must be a whole number >= 1."
+  }
 }

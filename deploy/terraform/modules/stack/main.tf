@@ -83,6 +83,7 @@ module "backlog_publisher" {
   queue_name_prefix = var.queue_name_prefix
   queue_arn_pattern = local.queue_arn_pattern
   metrics_namespace = var.metrics_namespace
+  shard_count       = var.worker_shards
   tags              = local.tags
 }
 
@@ -99,6 +100,7 @@ module "ecs_worker" {
   min_tasks                = var.ecs.min_tasks
   max_tasks                = var.ecs.max_tasks
   backlog_metric           = module.backlog_publisher.metric
+  shard_count              = var.worker_shards
   partition                = var.partition
   tags                     = local.tags
 }

@@ -41,6 +41,11 @@ output "ecs_service_name" {
   value = length(module.ecs_worker) > 0 ? module.ecs_worker[0].service_name : null
 }
 
+output "ecs_service_names" {
+  description = "Shard (\"K/N\", or \"all\") => ECS service."
+  value       = length(module.ecs_worker) > 0 ? module.ecs_worker[0].service_names : {}
+}
+
 output "dashboard_name" {
   value = module.monitoring.dashboard_name
 }

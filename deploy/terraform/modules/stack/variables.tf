@@ -125,6 +125,12 @@ variable "ecs" {
   default = null
 }
 
+variable "worker_shards" {
+  description = "Worker shards N (worker --shard K/N, customers by a stable hash of their code): ECS runs one service per shard, and the backlog publisher publishes each shard's backlog for its autoscaling (ECS or KEDA). 1: not sharded."
+  type        = number
+  default     = 1
+}
+
 variable "eks_oidc_provider_arn" {
   description = "IRSA: the EKS cluster's IAM OIDC provider, trusted for the changeconsole-worker service account."
   type        = string
