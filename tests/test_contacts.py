@@ -10,12 +10,15 @@ from changeconsole.models import ALL_TOPICS, Config, CustomerMapping
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.contacts import (
     Contact,
+    ContactListResolver,
     TopicDefaultsCache,
     audience,
+    choose_contact_list,
     is_subscribed,
     iter_contacts,
     subscribed_audience,
 )
+from changeconsole.services.topics import DEFAULT_TOPICS
 from support.mail import subscribed
 
 T = "aws-announce"
@@ -151,3 +154,31 @@ def test_the_local_stack_contact_lists_give_the_expected_audiences(
         for topic in ALL_TOPICS:
             aud = subscribed_audience(ses, mapping, config.contact_list_for(code), [topic])
             assert set(aud.addresses()) == subscribed(code, 9, topic), (code, topic)
+
+
+def test_the_list_is_found_with_one_call_when_the_default_exists_and_by_listing_when_not(
+    make_stack: Any, aws_factory: AwsFactory
+) -> None:
+    """Choice as ``choose_contact_list`` (configured > the account's only list > the default): one
+    ``GetContactList`` of the default answers it when the default exists (and primes the topic
+    defaults); otherwise the account's lists are listed."""
+    config: Config = make_stack(customers=2, contacts=1).config
+    code, other = sorted(config.customer_mappings)
+    calls: list[str] = []
+    ses = aws_factory.customer_client(config.customer(code), "sesv2")
+    ses.meta.events.register("after-call", lambda model, **_: calls.append(model.name))
+    defaults = TopicDefaultsCache()
+    assert ContactListResolver(config).name(ses, code, defaults) == config.contact_list_name
+    assert calls == ["GetContactList"]
+    assert defaults.get(ses, code, config.contact_list_name) == {t.name: t.default for t in DEFAULT_TOPICS}
+    assert calls == ["GetContactList"]  # primed: no second read
+
+    # The other account's only list has another name: the default is missing, so its lists are listed.
+    other_ses = aws_factory.customer_client(config.customer(other), "sesv2")
+    other_ses.delete_contact_list(ContactListName=config.contact_list_name)
+    other_ses.create_contact_list(ContactListName="their-list")
+    other_calls: list[str] = []
+    other_ses.meta.events.register("after-call", lambda model, **_: other_calls.append(model.name))
+    assert ContactListResolver(config).name(other_ses, other, TopicDefaultsCache()) == "their-list"
+    assert other_calls == ["GetContactList", "ListContactLists"]
+    assert choose_contact_list(other_ses, config, other).name == "their-list"

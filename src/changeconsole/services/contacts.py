@@ -18,6 +18,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+from ..errors import error_code
 from ..models import Config, CustomerMapping
 
 OPT_IN = "OPT_IN"
@@ -197,7 +200,11 @@ class ContactListResolver:
         self._lock = threading.Lock()
         self._data: dict[str, tuple[float, str]] = {}
 
-    def name(self, ses: Any, code: str) -> str:
+    def name(self, ses: Any, code: str, defaults: TopicDefaultsCache | None = None) -> str:
+        """The list's name. Without a configured one, ``GetContactList`` of the config's default is
+        asked first: when it exists it is the choice whatever else the account has (the only list,
+        or the default among several), and its answer primes ``defaults`` (one call instead of
+        ``ListContactLists`` then ``GetContactList``). Only when it is missing are the lists listed."""
         configured = self.config.customer(code).contact_list_name
         if configured:
             return configured
@@ -206,7 +213,17 @@ class ContactListResolver:
             hit = self._data.get(code)
             if hit and now - hit[0] < self.ttl:
                 return hit[1]
-        name = choose_contact_list(ses, self.config, code).name
+        default = self.config.contact_list_name
+        try:
+            found = topic_defaults(ses, default)
+        except ClientError as exc:
+            if error_code(exc) != "NotFoundException":
+                raise
+            name = choose_contact_list(ses, self.config, code).name
+        else:
+            name = default
+            if defaults is not None:
+                defaults.put(code, name, found)
         with self._lock:
             self._data[code] = (now, name)
         return name
@@ -232,9 +249,13 @@ class TopicDefaultsCache:
             if hit and now - hit[0] < self.ttl:
                 return hit[1]
         defaults = topic_defaults(ses, list_name)
-        with self._lock:
-            self._data[key] = (now, defaults)
+        self.put(customer, list_name, defaults)
         return defaults
+
+    def put(self, customer: str, list_name: str, defaults: dict[str, str]) -> None:
+        """Remember ``defaults`` read elsewhere (``ContactListResolver.name``) from now on."""
+        with self._lock:
+            self._data[(customer, list_name)] = (time.monotonic(), defaults)
 
 
 def subscribed_audience(

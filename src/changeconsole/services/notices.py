@@ -177,6 +177,6 @@ def prepare_notice(
     ``ses``: a SES v2 client in the customer's own account (its contact list is read, every page)."""
     mapping = config.customer(customer)
     plan = plan_notice(change, event, told)
-    list_name = contact_lists.name(ses, customer)
+    list_name = contact_lists.name(ses, customer, defaults_cache)
     audience = subscribed_audience(ses, mapping, list_name, plan.topics, defaults_cache=defaults_cache)
     return PreparedNotice(list_name, plan, audience, render_notice(change, plan, mapping, config))

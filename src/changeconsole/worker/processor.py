@@ -65,6 +65,9 @@ if TYPE_CHECKING:
 
 MAX_MESSAGE_IDS = 1000  # kept on the delivery record; every id is also in the ledger
 LANE_POLL_SECONDS = 1.5  # how long a message polls a lane another worker holds before it retries via SQS
+# A delivery's record says "processing" only once it has lasted this long (the live status screen's
+# refresh period): a shorter one goes from queued to its outcome in one write.
+PROCESSING_AFTER = 1.0
 
 # States a worker never overwrites with processing/queued/dead_lettered.
 SETTLED = (DeliveryState.SENT, DeliveryState.PARTIAL, DeliveryState.SUPERSEDED, DeliveryState.SKIPPED)
@@ -167,6 +170,32 @@ class Outcome:
 
 
 @dataclass
+class _Start:
+    """When a claimed delivery started. Its record learns it (``started_at``, one more ``attempts``) with
+    the first write for the delivery: "processing" once it lasts ``PROCESSING_AFTER``, else its
+    outcome (or its retry, dead letter or release)."""
+
+    key: DeliveryKey
+    at: str  # started_at
+    since: float = field(default_factory=time.monotonic)
+    written: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def due(self) -> bool:
+        """Lasted long enough to show "processing", and not written yet."""
+        return not self.written and time.monotonic() - self.since >= PROCESSING_AFTER
+
+    def take(self, key: DeliveryKey) -> str | None:
+        """``started_at`` for the write of ``key``'s record about to be made: once, then None."""
+        with self.lock:
+            if self.written or key != self.key:
+                return None
+            self.written = True
+        return self.at
+
+
+@dataclass
 class _Delivery:
     key: DeliveryKey
     change: Change  # the archive record of ``key.version``
@@ -177,6 +206,7 @@ class _Delivery:
     retargeted: bool = False  # not the delivery the trigger names (the lane's lock names the trigger's)
     # Reopened by an operator (``change resend-unknown``): send only to recipients in ``retry``.
     resend_only: bool = False
+    start: _Start | None = None  # set once claimed
 
 
 @dataclass
@@ -191,6 +221,10 @@ class _Job:
     def working(self) -> DeliveryKey | None:
         """The delivery whose record follows this message's fate."""
         return self.delivery.key if self.delivery is not None else self.key
+
+    @property
+    def start(self) -> _Start | None:
+        return self.delivery.start if self.delivery is not None else None
 
 
 @dataclass(frozen=True)
@@ -316,6 +350,7 @@ class Processor:
                     state=DeliveryState.QUEUED,
                     last_error="interrupted by worker shutdown",
                     unless_state=(*SETTLED, DeliveryState.FAILED),
+                    start=job.start,
                 )
             return Outcome(OutcomeKind.RELEASE, Result.INTERRUPTED, failure=False)
         except Busy as exc:
@@ -327,8 +362,8 @@ class Processor:
             failure = exc.failure if isinstance(exc, StageFailure) else classify(exc, "central")
             self._release_claim(m)
             if failure.permanent:
-                return self._dead_letter(m, failure, job.working, trigger)
-            return self._transient(m, failure, job.working, trigger)
+                return self._dead_letter(m, failure, job.working, trigger, start=job.start)
+            return self._transient(m, failure, job.working, trigger, start=job.start)
 
     # -- steps ----------------------------------------------------------------------------
     def _check_trigger(self, m: InFlight, trigger: Trigger) -> None:
@@ -563,16 +598,7 @@ class Processor:
         if d.retargeted:  # what a successor reconciles, should this worker die while sending
             self.ledger.mark_lane_delivery(d.lane, key)
         d.resend_only = claim.resend_only
-        started = iso_utc(utcnow())
-        self._status(
-            key,
-            state=DeliveryState.PROCESSING,
-            started_at=started,
-            worker_id=self.worker_id,
-            last_error=None,
-            add_attempt=True,
-            unless_state=SETTLED,
-        )
+        d.start = _Start(key, iso_utc(utcnow()))
         event(
             logging.INFO,
             "delivery.started",
@@ -582,6 +608,22 @@ class Processor:
             resend_only=d.resend_only or None,
         )
         return self._send_all(m, d)
+
+    def _still_processing(self, d: _Delivery) -> None:
+        """Write "processing" once the delivery has lasted ``PROCESSING_AFTER`` (checked between steps,
+        by whichever thread gets there first)."""
+        started = d.start.take(d.key) if d.start is not None and d.start.due else None
+        if started is None:
+            return
+        self.status.update(
+            d.key,
+            unless_state=SETTLED,
+            add_attempt=True,
+            state=DeliveryState.PROCESSING,
+            started_at=started,
+            worker_id=self.worker_id,
+            last_error=None,
+        )
 
     def _send_all(self, m: InFlight, d: _Delivery) -> Outcome:
         key, mapping = d.key, d.mapping
@@ -604,6 +646,7 @@ class Processor:
         )
         audience = prepared.audience
         recipients = audience.addresses()
+        self._still_processing(d)
         booked = _Booked(topic=prepared.plan.topic, total=len(audience.recipients))
         if d.resend_only:
             recipients, booked.total, known = self._resend_scope(d, recipients, booked.topic)
@@ -630,6 +673,7 @@ class Processor:
         if self.aborting():
             raise Interrupted()
         d = s.delivery
+        self._still_processing(d)
         key = d.key
         addressed = s.notice.addressed(address, s.audience.recipients[address])
         topic = addressed.topic
@@ -809,6 +853,7 @@ class Processor:
             worker_id=self.worker_id,
             last_error=last_error,
             topic=booked.topic,
+            start=d.start,
         )
         self.ledger.finish_claim(key, d.owner, done=True, result=state.value)
         m.claim = None
@@ -827,7 +872,13 @@ class Processor:
 
     # -- exits ---------------------------------------------------------------------------------
     def _transient(
-        self, m: InFlight, failure: Failure, key: DeliveryKey | None, trigger: Trigger | None
+        self,
+        m: InFlight,
+        failure: Failure,
+        key: DeliveryKey | None,
+        trigger: Trigger | None,
+        *,
+        start: _Start | None = None,
     ) -> Outcome:
         if m.receive_count >= self.config.max_receive_count:
             # SQS would move it to the DLQ on the next receive: do it now, with the reason, and record it.
@@ -836,7 +887,7 @@ class Processor:
                 "retries_exhausted",
                 f"{m.receive_count} attempts; last error {failure.reason}: {failure.detail}"[:500],
             )
-            return self._dead_letter(m, exhausted, key, trigger)
+            return self._dead_letter(m, exhausted, key, trigger, start=start)
         delay = backoff_delay(m.receive_count, self.options.backoff_base, self.options.backoff_cap)
         if failure.throttled:
             self.cooldown(m.customer, float(delay))
@@ -847,6 +898,7 @@ class Processor:
                 last_error=f"{failure.reason}: {failure.detail}",
                 next_attempt_in=delay,
                 unless_state=(*SETTLED, DeliveryState.FAILED),
+                start=start,
             )
         event(
             logging.WARNING,
@@ -873,6 +925,7 @@ class Processor:
         trigger: Trigger | None,
         *,
         record: bool = True,
+        start: _Start | None = None,
     ) -> Outcome:
         """To the customer's DLQ with reason attributes, then the original is deleted."""
         change_id = key.change_id if key else (trigger.change_id if trigger else None)
@@ -903,6 +956,7 @@ class Processor:
                 last_error=f"{failure.reason}: {failure.detail}",
                 worker_id=self.worker_id,
                 unless_state=SETTLED,
+                start=start,
             )
         self.metrics.count(m.customer, "MessagesDeadLettered")
         about: dict[str, Any] = {
@@ -924,11 +978,15 @@ class Processor:
         key: DeliveryKey,
         *,
         unless_state: Iterable[DeliveryState] = (),
-        add_attempt: bool = False,
+        start: _Start | None = None,
         **fields: Any,
     ) -> None:
+        """Write ``key``'s record; with the delivery's start if it has not been written yet."""
         fields = {k: v for k, v in fields.items() if v is not None or k == "last_error"}
-        self.status.update(key, unless_state=unless_state, add_attempt=add_attempt, **fields)
+        started = start.take(key) if start is not None else None
+        if started is not None:
+            fields["started_at"] = started
+        self.status.update(key, unless_state=unless_state, add_attempt=started is not None, **fields)
 
     def _release_claim(self, m: InFlight) -> None:
         if m.claim is None:
