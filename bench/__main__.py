@@ -17,9 +17,20 @@ from typing import Any
 
 from .common import BenchResult, log, machine_info, print_table, write_results
 
-BENCHES = ("fanout", "scale", "throughput", "pickup", "console", "listing", "dashboard", "pollmodels")
-# Run by default (no names given); pollmodels is the one-off comparison behind the polling model.
-DEFAULT = tuple(b for b in BENCHES if b != "pollmodels")
+BENCHES = (
+    "fanout",
+    "scale",
+    "throughput",
+    "pickup",
+    "console",
+    "listing",
+    "dashboard",
+    "pollmodels",
+    "opcost",
+)
+# Run by default (no names given); pollmodels is the one-off comparison behind the polling model,
+# opcost the moto CPU per call behind "Calls per customer" (docs/performance.md).
+DEFAULT = tuple(b for b in BENCHES if b not in ("pollmodels", "opcost"))
 
 
 def _runner(name: str) -> Callable[..., BenchResult]:
@@ -37,6 +48,8 @@ def _runner(name: str) -> Callable[..., BenchResult]:
         from .scale import run
     elif name == "pollmodels":
         from .pollmodels import run
+    elif name == "opcost":
+        from .opcost import run
     else:
         from .listing import run
     return run

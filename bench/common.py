@@ -293,6 +293,13 @@ class RecordingFactory(AwsFactory):
             holder["customer"] = customer.customer_code
         return client
 
+    def customer_send_client(self, customer: CustomerMapping) -> Any:
+        client = super().customer_send_client(customer)
+        holder = self._holders.get(id(client))
+        if holder is not None:
+            holder["customer"] = customer.customer_code
+        return client
+
 
 def recording_factory(endpoint: str, recorder: CallRecorder, role: str, **kwargs: Any) -> RecordingFactory:
     settings = AwsSettings(region="us-east-1", endpoint_url=endpoint, local=True, **kwargs)

@@ -10,8 +10,12 @@ For each size N (the first N customers of one provisioned stack):
   profile.
 * **floor**: the same calls (counts per operation and stage, same body sizes), issued with plain
   boto3 at the same concurrency (bench/floor.py).
+* **minimal floor**: only the calls a delivery cannot do without (put the trigger, receive, get it,
+  assume the role, list contacts, send each email, delete message and trigger), plain boto3, same
+  concurrency and email size.
 
-Reports ours ÷ floor end to end and per stage, CPU of both processes, and per-customer cost for the
+All three run on the same moto process in the same run. Reports ours ÷ floor and ours ÷ minimal floor
+end to end, per stage against the floor, CPU of both processes, and per-customer cost for the
 linearity check.
 """
 
@@ -340,6 +344,10 @@ def run(
             ours, profile, problems = run_ours(moto, config, codes, recipients, conc)
             log(f"fanout: ours {ours['e2e_s']:.1f}s; floor")
             floor, floor_problems = run_floor(moto, config, codes, recipients, profile, conc)
+            log(f"fanout: floor {floor['e2e_s']:.1f}s; minimal floor")
+            minimal_profile = CallProfile.minimal(n, recipients, profile.email_size)
+            minimal, minimal_problems = run_floor(moto, config, codes, recipients, minimal_profile, conc)
+            floor_problems += [p.replace("floor:", "minimal floor:") for p in minimal_problems]
             per_customer = ours["e2e_s"] / n
             cpu_per_customer = ours["ours_cpu_s"] / n
             base_per_customer = base_per_customer or per_customer
@@ -350,6 +358,8 @@ def run(
                 "ours_s": ours["e2e_s"],
                 "floor_s": floor["e2e_s"],
                 "ratio": ours["e2e_s"] / floor["e2e_s"] if floor["e2e_s"] else float("nan"),
+                "minimal_s": minimal["e2e_s"],
+                "ratio_minimal": ours["e2e_s"] / minimal["e2e_s"] if minimal["e2e_s"] else float("nan"),
                 "ms_per_customer": 1000 * per_customer,
                 "cpu_ms_per_customer": 1000 * cpu_per_customer,
                 "linearity": per_customer / base_per_customer,
@@ -358,6 +368,9 @@ def run(
                 "server_cpu_s": ours["server_cpu_s"],
                 "floor_server_cpu_s": floor["server_cpu_s"],
                 "calls_per_customer": ours["calls_per_customer"],
+                # + the trigger's put, the receive and the message's delete (the floor's own calls)
+                "minimal_calls_per_customer": round(sum(minimal_profile.totals().values()) / n + 3, 1),
+                "minimal_server_cpu_s": minimal["server_cpu_s"],
                 "session_cpu_ms_per_customer": 1000 * ours["customer_client_cpu_s"] / n,
                 "idle_polls": ours["idle_polls"],
                 "emails": ours["emails"],
@@ -373,7 +386,8 @@ def run(
                 result.notes.append(f"n={n}: {p}")
             log(
                 f"fanout: n={n} ours {ours['e2e_s']:.2f}s floor {floor['e2e_s']:.2f}s "
-                f"ratio {row['ratio']:.2f}"
+                f"ratio {row['ratio']:.2f}; minimal floor {minimal['e2e_s']:.2f}s "
+                f"ratio {row['ratio_minimal']:.2f}"
             )
             if save is not None:
                 save(result)
@@ -389,6 +403,8 @@ COLUMNS = [
     "ours_s",
     "floor_s",
     "ratio",
+    "minimal_s",
+    "ratio_minimal",
     "ms_per_customer",
     "cpu_ms_per_customer",
     "linearity",
@@ -405,5 +421,6 @@ COLUMNS = [
     "server_cpu_s",
     "floor_server_cpu_s",
     "calls_per_customer",
+    "minimal_calls_per_customer",
     "session_cpu_ms_per_customer",
 ]

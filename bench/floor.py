@@ -1,4 +1,10 @@
-"""The bare API floor: the same AWS calls our code made, issued with plain boto3 and no logic of ours.
+"""The bare API floors: plain boto3 and no logic of ours, on the same moto process as our run.
+
+* **same-calls floor**: the same AWS calls our code made (``CallProfile`` of our run);
+* **minimal floor** (``CallProfile.minimal``): only what a delivery cannot do without: put the trigger,
+  receive it, get it, assume the customer's role, list its contacts, send each email, delete the
+  message and the trigger (7 calls + one per recipient).
+
 
 A floor run replays a *call profile* taken from one of our runs (how many calls of each operation, in
 which stage, how big the bodies were) with the same concurrency: an upload pool (like the fan-out)
@@ -48,6 +54,22 @@ class CallProfile:
     trigger_size: int = 2048
     object_size: int = 2048
     email_size: int = 8192
+
+    @classmethod
+    def minimal(cls, customers: int, recipients: int, email_size: int) -> CallProfile:
+        """The minimal floor's calls (the trigger's put, the receive and the message's delete are
+        the floor's own)."""
+        send: Counter[Op] = Counter(
+            {
+                ("s3", "GetObject"): customers,
+                ("sts", "AssumeRole"): customers,
+                ("sesv2", "ListContacts"): customers,
+                _SEND: customers * recipients,
+            }
+        )
+        return cls(
+            customers, send=send, status=Counter({("s3", "DeleteObject"): customers}), email_size=email_size
+        )
 
     def totals(self) -> Counter[Op]:
         return self.upload + self.send + self.status
@@ -298,9 +320,9 @@ class Floor:
 
     # -- the run ------------------------------------------------------------------------------------
     def _ordered(self, counts: Counter[Op], index: int, customers: int) -> list[tuple[Op, int]]:
-        """This customer's share of each op, SendEmail last within the send stage."""
+        """This customer's share of each op: the role before the calls made with it, SendEmail last."""
         out: list[tuple[Op, int]] = []
-        for op in sorted(counts, key=lambda o: (o == ("sesv2", "SendEmail"), o)):
+        for op in sorted(counts, key=lambda o: (o == _SEND, o[0] == "sesv2", o)):
             if op in _FIXED or op[1].startswith("ReceiveMessage"):
                 continue
             out.append((op, share(counts[op], customers, index)))
