@@ -123,19 +123,23 @@ class RecipientState(StrEnum):
     SENT = "sent"
     RETRY = "retry"  # the SES call failed without sending (or an operator reopened it): may be sent
     FAILED = "failed"  # rejected by SES, or withdrawn: never sent
-    UNKNOWN = "unknown"  # cut off between the mark and SES's answer: maybe sent, never re-sent by itself
+    # cut off between the mark and SES's answer: maybe sent. Its Send/Delivery event makes it sent; with
+    # none after ``events.unknown_grace_seconds`` the reconciler sends it again once (or holds it).
+    UNKNOWN = "unknown"
 
 
 # Allowed changes of a recipient's ledger item; ``None``: no item yet. Every conditional write of a
 # recipient in the ledger is one of these (tests/test_ledger_transitions.py).
 RECIPIENT_TRANSITIONS: dict[RecipientState | None, frozenset[RecipientState]] = {
     None: frozenset({RecipientState.SENDING}),
-    RecipientState.RETRY: frozenset({RecipientState.SENDING, RecipientState.FAILED}),
+    # sent again; withdrawn; or its earlier send confirmed by that send's SES event
+    RecipientState.RETRY: frozenset({RecipientState.SENDING, RecipientState.FAILED, RecipientState.SENT}),
     # the sender records SES's answer; a mark whose sender lost the delivery becomes unknown
     RecipientState.SENDING: frozenset(
         {RecipientState.SENT, RecipientState.RETRY, RecipientState.FAILED, RecipientState.UNKNOWN}
     ),
-    # the sender, if still alive, records what happened over it; an operator reopens it (retry)
+    # the sender, if still alive, records what happened over it (or its SES event does); the reconciler
+    # or an operator reopens it (retry)
     RecipientState.UNKNOWN: frozenset(
         {RecipientState.SENT, RecipientState.RETRY, RecipientState.FAILED, RecipientState.UNKNOWN}
     ),
@@ -808,6 +812,23 @@ class AuditRetention(BaseModel):
         return self
 
 
+class EventsConfig(BaseModel):
+    """SES events: where they go, and what the worker does with what they say (``services.events``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    # SES configuration set every send names, provisioned in each customer's account
+    configuration_set: str = Field("changeconsole", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    topic_name: str = Field("changeconsole-ses-events", pattern=r"^[A-Za-z0-9_-]{1,256}$")  # SNS, central
+    queue_name: str = Field("changeconsole-ses-events", pattern=r"^[A-Za-z0-9_-]{1,80}$")  # SQS, central
+    # An ``unknown`` recipient with no Send/Delivery event after this long is sent again once (resend)
+    # or left for an operator (hold).
+    unknown_grace_seconds: float = Field(900.0, ge=1, le=86400)
+    unknown_policy: Literal["resend", "hold"] = "resend"
+    # What a hard bounce or a complaint does to the contact in the customer's list.
+    reputation_policy: Literal["unsubscribe_all", "opt_out_topic"] = "opt_out_topic"
+
+
 class Config(BaseModel):
     """The deployed ``config.json`` plus our optional additions."""
 
@@ -831,6 +852,7 @@ class Config(BaseModel):
     require_distinct_approver: bool | None = None
     identity_center: IdentityCenterConfig | None = None
     audit_retention: AuditRetention = Field(default_factory=AuditRetention)
+    events: EventsConfig = Field(default_factory=EventsConfig)
 
     @model_validator(mode="after")
     def _keys_match_codes(self) -> Config:

@@ -372,12 +372,25 @@ def raw_bytes(msg: EmailMessage) -> bytes:
 
 
 def send_kwargs(
-    msg: EmailMessage, *, sender: str, recipient: str, list_name: str, topic: str
+    msg: EmailMessage,
+    *,
+    sender: str,
+    recipient: str,
+    list_name: str,
+    topic: str,
+    configuration_set: str | None = None,
+    tags: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """Arguments of ``sesv2.send_email`` for one recipient (raw MIME + SES list management)."""
-    return {
+    """Arguments of ``sesv2.send_email`` for one recipient (raw MIME + SES list management; the
+    configuration set and email tags its SES events carry, ``services.events.email_tags``)."""
+    kwargs: dict[str, Any] = {
         "FromEmailAddress": sender,
         "Destination": {"ToAddresses": [recipient]},
         "Content": {"Raw": {"Data": raw_bytes(msg)}},
         "ListManagementOptions": {"ContactListName": list_name, "TopicName": topic},
     }
+    if configuration_set:
+        kwargs["ConfigurationSetName"] = configuration_set
+    if tags:
+        kwargs["EmailTags"] = tags
+    return kwargs

@@ -48,6 +48,7 @@ T = TypeVar("T")
 
 CLAIM_SK = "CLAIM"
 RESEND_SK = "RESEND"  # present once an operator reopened the delivery (see ``reopen_for_resend``)
+RECONCILE_PK = "RECONCILE"  # sk = a delivery's pk: it has ``unknown`` recipients awaiting their events
 LATEST_SK = "LATEST"
 RCPT_PREFIX = "RCPT#"
 LOCK_ATTRIBUTES = ("lock_owner", "lock_until", "lock_delivery", "lock_at")
@@ -163,7 +164,9 @@ MARK_UNKNOWN = RecipientWrite(
 TAKE_OVER = RecipientWrite("take_over", (_R.SENDING,), (_R.UNKNOWN,), "#o = :owner")
 WITHDRAW = RecipientWrite("withdraw", (_R.RETRY,), (_R.FAILED,))
 REOPEN = RecipientWrite("reopen", (_R.UNKNOWN,), (_R.RETRY,))
-RECIPIENT_WRITES = (BEGIN_SEND, SETTLE, MARK_UNKNOWN, TAKE_OVER, WITHDRAW, REOPEN)
+# The SES event of this very send (same claim token) says SES accepted it.
+CONFIRM = RecipientWrite("confirm", (_R.SENDING, _R.UNKNOWN, _R.RETRY), (_R.SENT,), "claim_token = :tok")
+RECIPIENT_WRITES = (BEGIN_SEND, SETTLE, MARK_UNKNOWN, TAKE_OVER, WITHDRAW, REOPEN, CONFIRM)
 
 
 # -- keys -------------------------------------------------------------------------------------------
@@ -247,6 +250,7 @@ class RecipientMark(_Item):
     settled_at: str | None = None
     resend_by: str | None = None  # the operator who reopened it (``retry``)
     resend_at: str | None = None
+    claim_token: str | None = None  # of this send: its SES events carry it (``services.events``)
 
     @model_validator(mode="before")
     @classmethod
@@ -268,6 +272,20 @@ class ResendMarker(_Item):
     resend_by: str | None = None
     resend_at: str | None = None
     recipients: tuple[str, ...] = ()
+
+
+class ReconcileItem(_Item):
+    """A delivery settled with ``unknown`` recipients: due for the reconciler at ``due_at``."""
+
+    sk: str  # the delivery's pk
+    customer: str
+    due_at: float
+    rev: int = 0  # +1 on every reconciler write (two reconcilers never both act)
+    resent: frozenset[str] = frozenset()  # lower-cased addresses the reconciler sent again already
+
+    @property
+    def key(self) -> DeliveryKey | None:
+        return key_of_delivery_pk(self.sk)
 
 
 @dataclass(frozen=True)
@@ -570,11 +588,12 @@ class Ledger:
     def recipient(self, key: DeliveryKey, email: str) -> RecipientMark | None:
         return self._read(delivery_pk(key), rcpt_sk(email), RecipientMark.model_validate)
 
-    def begin_send(self, key: DeliveryKey, email: str, owner: str) -> SendSlot:
-        """Mark a recipient ``sending`` unless it was ever sent, rejected or left ambiguous."""
+    def begin_send(self, key: DeliveryKey, email: str, owner: str, *, token: str | None = None) -> SendSlot:
+        """Mark a recipient ``sending`` unless it was ever sent, rejected or left ambiguous (``token``: the
+        claim token the send's email tags carry)."""
         now = time.time()
         lease_until = now + self.send_lease
-        fields = {"lease_until": lease_until, "started_at": iso_utc(utcnow())}
+        fields = {"lease_until": lease_until, "started_at": iso_utc(utcnow()), "claim_token": token}
         if self._put_mark(BEGIN_SEND, key, email, owner, RecipientState.SENDING, fields):
             return SendSlot(SlotOutcome.GO, lease_until=lease_until)
         return self._settled_slot(key, email, self.recipient(key, email), now)
@@ -665,6 +684,27 @@ class Ledger:
             ConditionExpression=write.condition,
             ExpressionAttributeNames=write.names,
             ExpressionAttributeValues=write.values(state, **values),
+        )
+
+    def confirm_sent(self, key: DeliveryKey, email: str, token: str, message_id: str) -> bool:
+        """SES's event of the send holding ``token`` says it was accepted: ``sending``/``unknown`` (or
+        ``retry``, reopened but not sent again yet) becomes ``sent``. False when the mark is another
+        send's, or settled already."""
+        target = RecipientState.SENT
+        return self._update_if(
+            delivery_pk(key),
+            rcpt_sk(email),
+            UpdateExpression="SET #s = :to, message_id = :mid, settled_at = :t, confirmed_by = :by",
+            ConditionExpression=CONFIRM.condition,
+            ExpressionAttributeNames=CONFIRM.names,
+            ExpressionAttributeValues=CONFIRM.values(
+                target,
+                to={"S": target.value},
+                mid={"S": message_id or "-"},
+                t={"S": iso_utc(utcnow())},
+                by={"S": "ses-event"},
+                tok={"S": token},
+            ),
         )
 
     def withdraw(self, key: DeliveryKey, email: str, error: str) -> bool:
@@ -824,6 +864,91 @@ class Ledger:
                 ),
             }
         }
+
+    # -- automatic reconciliation of unknown recipients (``services.events.Reconciler``) ---------------
+    def note_unknown(self, key: DeliveryKey, due_at: float) -> None:
+        """The delivery settled with ``unknown`` recipients: the reconciler looks at it at ``due_at``."""
+        self._ddb.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": RECONCILE_PK}, "sk": {"S": delivery_pk(key)}},
+            UpdateExpression="SET due_at = :d, customer = :c, rev = if_not_exists(rev, :zero) + :one, "
+            "expires_at = :x",
+            ExpressionAttributeValues={
+                ":d": {"N": repr(due_at)},
+                ":c": {"S": key.customer},
+                ":zero": {"N": "0"},
+                ":one": {"N": "1"},
+                ":x": {"N": str(self._expires())},
+            },
+        )
+
+    def reconciles(self) -> list[ReconcileItem]:
+        """Every delivery awaiting the reconciler (all pages)."""
+        pages = self._ddb.get_paginator("query").paginate(
+            TableName=self.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": RECONCILE_PK}},
+            ConsistentRead=True,
+        )
+        items = (item for page in pages for item in page.get("Items", []))
+        return list(_readable(items, ReconcileItem.model_validate))
+
+    def drop_reconcile(self, item: ReconcileItem) -> bool:
+        """Nothing is left to reconcile (unless someone wrote the item since ``item`` was read)."""
+        try:
+            self._ddb.delete_item(
+                TableName=self.table,
+                Key={"pk": {"S": RECONCILE_PK}, "sk": {"S": item.sk}},
+                ConditionExpression="rev = :rev",
+                ExpressionAttributeValues={":rev": {"N": str(item.rev)}},
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def auto_reopen(
+        self,
+        item: ReconcileItem,
+        key: DeliveryKey,
+        emails: list[str],
+        *,
+        by: str,
+        resend_id: str,
+        next_due: float,
+    ) -> bool:
+        """The reconciler's resend: in one transaction, each ``unknown`` recipient → ``retry``, the settled
+        claim reopened in ``resend`` mode, and the reconcile item notes them as resent (only if its
+        ``rev`` is still the one read: of two reconcilers only one acts). False when anything changed."""
+        at = iso_utc(utcnow())
+        todo = list(dict.fromkeys(e.casefold() for e in emails))[: _TXN_RECIPIENTS - 1]
+        ops = [
+            self._reopen_claim_op(key, by, at, resend_id, True),
+            self._resend_marker_op(key, by, at, resend_id, todo),
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {"pk": {"S": RECONCILE_PK}, "sk": {"S": item.sk}},
+                    "UpdateExpression": "SET rev = rev + :one, due_at = :d ADD resent :a",
+                    "ConditionExpression": "rev = :rev",
+                    "ExpressionAttributeValues": {
+                        ":one": {"N": "1"},
+                        ":d": {"N": repr(next_due)},
+                        ":a": {"SS": todo},
+                        ":rev": {"N": str(item.rev)},
+                    },
+                }
+            },
+            *(self._reopen_rcpt_op(key, addr, by, at) for addr in todo),
+        ]
+        try:
+            self._ddb.transact_write_items(TransactItems=ops)
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
 
     # -- reconciling a delivery that did not finish ----------------------------------------------
     def reconcile(self, key: DeliveryKey) -> Tally:

@@ -131,13 +131,24 @@ class Notice:
         )
         return Addressed(message, topic, ics)
 
-    def send_kwargs(self, addressed: Addressed, address: str, list_name: str) -> dict[str, Any]:
+    def send_kwargs(
+        self,
+        addressed: Addressed,
+        address: str,
+        list_name: str,
+        *,
+        configuration_set: str | None = None,
+        tags: list[dict[str, str]] | None = None,
+    ) -> dict[str, Any]:
+        """``SendEmail`` arguments (with the configuration set and email tags its SES events carry)."""
         return emails.send_kwargs(
             addressed.message,
             sender=self.sender,
             recipient=address,
             list_name=list_name,
             topic=addressed.topic,
+            configuration_set=configuration_set,
+            tags=tags,
         )
 
 

@@ -74,6 +74,7 @@ class _CustomerMetrics:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     latency_ms: list[float] = field(default_factory=list)
     oldest_age_s: float = 0.0
+    gauges: dict[str, float] = field(default_factory=dict)  # percentages (e.g. BounceRate), last value
 
 
 class Metrics:
@@ -100,6 +101,10 @@ class Metrics:
     def count(self, customer: str, name: str, value: int = 1) -> None:
         with self._lock:
             self._data[customer].counts[name] += value
+
+    def gauge(self, customer: str, name: str, percent: float) -> None:
+        with self._lock:
+            self._data[customer].gauges[name] = percent
 
     def latency(self, customer: str, seconds: float) -> None:
         with self._lock:
@@ -133,6 +138,9 @@ class Metrics:
             doc["ProcessingLatency"] = m.latency_ms[-self.MAX_VALUES :]
         metrics.append({"Name": "OldestMessageAge", "Unit": "Seconds"})
         doc["OldestMessageAge"] = round(m.oldest_age_s, 3)
+        for name, percent in m.gauges.items():
+            metrics.append({"Name": name, "Unit": "Percent"})
+            doc[name] = round(percent, 4)
         doc["_aws"] = {
             "Timestamp": int(time.time() * 1000),
             "CloudWatchMetrics": [
@@ -148,6 +156,8 @@ class Metrics:
             dims = [{"Name": "Customer", "Value": code}]
             for name, value in m.counts.items():
                 items.append({"MetricName": name, "Dimensions": dims, "Value": value, "Unit": "Count"})
+            for name, percent in m.gauges.items():
+                items.append({"MetricName": name, "Dimensions": dims, "Value": percent, "Unit": "Percent"})
             if m.latency_ms:
                 vals = m.latency_ms
                 items.append(

@@ -49,6 +49,7 @@ from ..services.aws import AwsFactory
 from ..services.changes import ChangeStore
 from ..services.contacts import Audience, ContactListResolver, TopicDefaultsCache
 from ..services.dlq.attributes import dead_letter_attributes
+from ..services.events import email_tags, new_token
 from ..services.ledger import ClaimOutcome, Lane, LaneBusy, Ledger, SlotOutcome, Tally
 from ..services.notices import Notice, PreparedNotice, Told, prepare_notice
 from ..services.status import DeliveryKey, StatusStore
@@ -677,9 +678,16 @@ class Processor:
         key = d.key
         addressed = s.notice.addressed(address, s.audience.recipients[address])
         topic = addressed.topic
-        kwargs = s.notice.send_kwargs(addressed, address, s.list_name)
+        token = new_token()
+        kwargs = s.notice.send_kwargs(
+            addressed,
+            address,
+            s.list_name,
+            configuration_set=self.config.events.configuration_set,
+            tags=email_tags(key, token, topic),
+        )
         # Rendered first: the window between "sending" and the SES call is only this call.
-        slot = self.ledger.begin_send(key, address, d.owner)
+        slot = self.ledger.begin_send(key, address, d.owner, token=token)
         if slot.outcome is SlotOutcome.BUSY:
             return SendResult(
                 address, RecipientState.SENDING, retry_in=max(1.0, slot.lease_until - time.time() + 1.0)
@@ -855,6 +863,9 @@ class Processor:
             topic=booked.topic,
             start=d.start,
         )
+        if any(reason == RecipientState.UNKNOWN.value for reason in failed.values()):
+            # Their SES events confirm them; with none by then the reconciler decides (services.events).
+            self.ledger.note_unknown(key, time.time() + self.config.events.unknown_grace_seconds)
         self.ledger.finish_claim(key, d.owner, done=True, result=state.value)
         m.claim = None
         self._delete_trigger(d.trigger)

@@ -32,6 +32,7 @@ from ..services.ledger import Ledger
 from ..services.queues import QueueUrlCache
 from ..services.status import StatusStore
 from .errors import backoff_delay, classify
+from .events import EventStage
 from .health import HealthServer
 from .observe import Metrics, event
 from .options import WorkerOptions, assign_customers
@@ -311,6 +312,18 @@ class Worker:
         }
         for slot in self.slots.values():
             slot.capacity.set()
+        self.events = EventStage(
+            aws,
+            config,
+            queues=self.queues,
+            ledger=self.ledger,
+            status=self.status,
+            audit=self.audit,
+            metrics=self.metrics,
+            customers=self.codes,
+            poll_wait=options.poll_wait,
+            worker_id=self.worker_id,
+        )
         self.scheduler = FairScheduler(
             options.concurrency, options.customer_cap, self._run_one, on_start=self._room_freed
         )
@@ -358,6 +371,7 @@ class Worker:
         for target, name in (
             (self._heartbeat_loop, "cc-heartbeat"),
             (self._housekeeping_loop, "cc-housekeeping"),
+            (lambda: self.events.run(self._stop_background), "cc-events"),
         ):
             t = threading.Thread(target=target, name=name, daemon=True)
             self._aux.append(t)
