@@ -168,7 +168,10 @@ def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -
             config = provision_local(
                 endpoint, customers=customers, config_path=config_path, progress=progress
             ).config
-        notes.append(f"Using the local stack already running at {endpoint}.")
+        notes.append(
+            f"Using the local stack already running at {endpoint} (SES events come from the process "
+            "running the stack: `local up`)."
+        )
     else:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise StartupFailed(
@@ -203,9 +206,14 @@ def bootstrap_local(state: CliState, call_log: AwsCallLog, progress: Progress) -
         config = result.config
         cleanup.insert(0, saver.stop)  # the last save, before the stack stops
         local_data = saver.state.path
+        from .services.event_relay import LocalEventRelay
+        from .services.localstack import local_factory
+
+        relay = LocalEventRelay(local_factory(endpoint), config).start()
+        cleanup.insert(0, relay.stop)
         notes.append(
-            f"Local stack at {endpoint}; it stops when you quit. Its data is kept in "
-            f"{local_data} (`changeconsole local reset` clears it)."
+            f"Local stack at {endpoint} with the local SES event relay; it stops when you quit. Its data "
+            f"is kept in {local_data} (`changeconsole local reset` clears it)."
         )
     # Run a worker here so one command shows the whole flow; a second worker on the same stack
     # (e.g. `local up --with-worker`) is harmless because the ledger decides every send. A read-only

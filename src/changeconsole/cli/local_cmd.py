@@ -17,7 +17,8 @@ from rich.table import Table
 from ..config import ConfigError, local_config_path
 from ..models import Config
 from ..services.aws import LOCAL_ENDPOINT, LOCAL_HOST, LOCAL_PORT, AwsSettings
-from ..services.localstack import LocalServer, LocalStackResult, is_listening, provision_local
+from ..services.event_relay import LocalEventRelay
+from ..services.localstack import LocalServer, LocalStackResult, is_listening, local_factory, provision_local
 from ..services.localstate import Autosaver, keep_local_data, state_path
 from ..services.localstate import reset as reset_local_data
 from ..services.outbox import read_outbox
@@ -92,6 +93,7 @@ def up(
     worker: WorkerHandle | None = None
     supervisor: ShardSupervisor | None = None
     saver: Autosaver | None = None
+    relay: LocalEventRelay | None = None
     endpoint = f"http://{LOCAL_HOST}:{port}"
     if is_listening(LOCAL_HOST, port):
         stderr.print(f"reusing the local stack already listening at {endpoint}")
@@ -122,6 +124,11 @@ def up(
         else:
             hint = f"changeconsole --config {result.config_path} --endpoint-url {endpoint} change list"
         stderr.print(f"try: [bold]{hint}[/]   (Ctrl-C stops the stack)")
+        if server is not None:
+            relay = LocalEventRelay(local_factory(endpoint), result.config).start()
+            stderr.print("local SES event relay running (Send, Delivery, Bounce, Complaint → events queue)")
+        else:
+            stderr.print("no SES events: the local event relay runs in the process that runs the stack")
         if with_worker and shards:
             supervisor = _start_shards(endpoint, result, shards)
         elif with_worker:
@@ -130,6 +137,8 @@ def up(
             return
         wait_for_signal()
     finally:
+        if relay is not None:
+            relay.stop()
         if supervisor is not None:
             codes = supervisor.stop(timeout=LOCAL_SHUTDOWN + 10)
             stderr.print(f"worker shards stopped (exit codes {codes})")
@@ -161,7 +170,6 @@ def _worker_warnings_to_stderr() -> None:
 
 def _start_worker(endpoint: str, config: Config) -> WorkerHandle:
     """The queue worker in threads of this process; its warnings and errors go to stderr as JSON."""
-    from ..services.localstack import local_factory
     from ..worker import start_background
 
     _worker_warnings_to_stderr()

@@ -555,7 +555,11 @@ class CustomerAdmin:
         actions = Provisioner(self.aws, config, threads=self.threads).run()
         mine = {config.customer(new.code).queue_name, config.customer(new.code).dlq_name}
         report.provision = [
-            a for a in actions if a.name in mine or a.kind in ("notifications", "bucket", "table")
+            a
+            for a in actions
+            if a.name in mine
+            or a.name.startswith(f"{new.code}:")
+            or a.kind in ("notifications", "bucket", "table", "events_queue", "events_topic")
         ]
         if existing is None:
             report.backup = _str(write_config(updated, self.config_path, backup=True))

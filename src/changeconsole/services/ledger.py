@@ -642,15 +642,24 @@ class Ledger:
             ),
         )
 
-    def record_sent(self, key: DeliveryKey, email: str, owner: str, message_id: str) -> None:
+    def record_sent(
+        self, key: DeliveryKey, email: str, owner: str, message_id: str, *, token: str | None = None
+    ) -> None:
         """Record a send. Overwrites an ``unknown`` mark of ours (we know better now)."""
-        self._settle(key, email, owner, RecipientState.SENT, message_id=message_id)
+        self._settle(key, email, owner, RecipientState.SENT, message_id=message_id, token=token)
 
     def record_failure(
-        self, key: DeliveryKey, email: str, owner: str, state: RecipientState, error: str
+        self,
+        key: DeliveryKey,
+        email: str,
+        owner: str,
+        state: RecipientState,
+        error: str,
+        *,
+        token: str | None = None,
     ) -> None:
         """``retry`` (nothing was sent), ``failed`` (rejected) or ``unknown`` (maybe sent)."""
-        self._settle(key, email, owner, RecipientState(state), error=error[:500])
+        self._settle(key, email, owner, RecipientState(state), error=error[:500], token=token)
 
     def _settle(
         self,
@@ -661,9 +670,16 @@ class Ledger:
         *,
         message_id: str | None = None,
         error: str | None = None,
+        token: str | None = None,
     ) -> None:
         # False: not ours any more (already settled by us, or taken over): keep what is there.
-        fields = {"message_id": message_id, "error": error, "settled_at": iso_utc(utcnow())}
+        # ``token`` stays on the item: a later SES event of this send still finds it.
+        fields = {
+            "message_id": message_id,
+            "error": error,
+            "settled_at": iso_utc(utcnow()),
+            "claim_token": token,
+        }
         self._put_mark(SETTLE, key, email, owner, state, fields, me={"S": owner})
 
     def _put_mark(

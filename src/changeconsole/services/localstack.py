@@ -26,6 +26,7 @@ from ..models import (
     Config,
 )
 from .aws import LOCAL_ACCOUNT, LOCAL_HOST, LOCAL_PORT, AwsFactory, AwsSettings
+from .event_relay import ses_send_tap
 from .provision import Action, provision
 from .topics import DEFAULT_TOPICS
 
@@ -186,7 +187,8 @@ def atomic_dynamodb(app: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class LocalServer:
-    """moto's threaded server in this process, DynamoDB requests made atomic (``atomic_dynamodb``)."""
+    """moto's threaded server in this process, DynamoDB requests made atomic (``atomic_dynamodb``), SES
+    sends noted for the local event relay (``event_relay.ses_send_tap``)."""
 
     def __init__(self, port: int = LOCAL_PORT, host: str = LOCAL_HOST) -> None:
         from moto.moto_server.werkzeug_app import (
@@ -199,7 +201,7 @@ class LocalServer:
 
         class _Server(ThreadedMotoServer):
             def _server_entry(self) -> None:  # moto's, with the middleware around its app
-                app = atomic_dynamodb(DomainDispatcherApplication(create_backend_app))
+                app = ses_send_tap(atomic_dynamodb(DomainDispatcherApplication(create_backend_app)))
                 self._server = make_server(
                     self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
                 )

@@ -36,6 +36,10 @@ STATUS_GSI_CUSTOMER = "gsi2"  # gsi2pk = "CUSTOMER#<code>", gsi2sk = "<updated_a
 # gsi3pk = "CHANGE#<id>", gsi3sk = "<write time, µs>#v<version>#<event>#<code>": the records of a change
 # written since a point in time (the live status screen's poll; services/status.changed_since).
 STATUS_GSI_CHANGED = "gsi3"
+EVENTS_RETENTION = 4 * 24 * 3600
+EVENT_DESTINATION = "changeconsole-central"
+# Every SES event type the worker reads (services/events.py).
+SES_EVENT_TYPES = ["SEND", "DELIVERY", "BOUNCE", "COMPLAINT", "REJECT", "DELIVERY_DELAY", "RENDERING_FAILURE"]
 
 
 def notification_id(code: str) -> str:
@@ -440,6 +444,160 @@ class Provisioner:
         detail = _audit_detail(spec) + (f" ({', '.join(changed)} set)" if changed else "")
         self._record("audit", "audit/", result, detail)
 
+    # -- SES events: central topic and queue, a configuration set in each customer's account ----------
+    def events(self) -> None:
+        """SNS topic ``events.topic_name`` (SES of the customer accounts may publish) → SQS
+        ``events.queue_name``, then each customer's configuration set and its event destination."""
+        ev = self.config.events
+        account = self.aws.client("sts").get_caller_identity()["Account"]
+        region = self.config.aws_region
+        topic_arn = f"arn:aws:sns:{region}:{account}:{ev.topic_name}"
+        queue_arn = f"arn:aws:sqs:{region}:{account}:{ev.queue_name}"
+        self._ensure_queue(
+            "events_queue",
+            ev.queue_name,
+            {
+                "MessageRetentionPeriod": str(EVENTS_RETENTION),
+                "ReceiveMessageWaitTimeSeconds": str(LONG_POLL_SECONDS),
+                "SqsManagedSseEnabled": "true",
+            },
+            account,
+        )
+        sns = self.aws.client("sns")
+        topics = {
+            t["TopicArn"] for p in sns.get_paginator("list_topics").paginate() for t in p.get("Topics", [])
+        }
+        accounts = sorted({c.account_id for c in self.config.customer_mappings.values()})
+        topic_policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "AllowCustomerSesEvents",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "ses.amazonaws.com"},
+                    "Action": "SNS:Publish",
+                    "Resource": topic_arn,
+                    "Condition": {"StringEquals": {"AWS:SourceAccount": accounts}},
+                }
+            ],
+        }
+        if topic_arn not in topics:
+            if not self.dry_run:
+                sns.create_topic(Name=ev.topic_name)
+            self._record("events_topic", ev.topic_name, "created")
+        if topic_arn in topics:
+            changed = self._topic_wiring(sns, topic_arn, topic_policy, queue_arn, account)
+            self._record("events_topic", ev.topic_name, "updated" if changed else "unchanged", changed)
+        elif not self.dry_run:
+            self._topic_wiring(sns, topic_arn, topic_policy, queue_arn, account)
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            list(
+                pool.map(
+                    lambda c: self.configuration_set(c, topic_arn), sorted(self.config.customer_mappings)
+                )
+            )
+
+    def _topic_wiring(
+        self, sns: Any, topic_arn: str, topic_policy: dict[str, Any], queue_arn: str, account: str
+    ) -> str:
+        """Topic policy, the queue's subscription, the queue policy letting the topic send: what changed
+        (a dry run reads the topic only)."""
+        changed = []
+        have = sns.get_topic_attributes(TopicArn=topic_arn).get("Attributes", {})
+        if not have.get("Policy") or json.loads(have["Policy"]) != topic_policy:
+            changed.append("topic policy")
+            if not self.dry_run:
+                sns.set_topic_attributes(
+                    TopicArn=topic_arn, AttributeName="Policy", AttributeValue=json.dumps(topic_policy)
+                )
+        subs = sns.list_subscriptions_by_topic(TopicArn=topic_arn).get("Subscriptions", [])
+        if not any(s.get("Endpoint") == queue_arn for s in subs):
+            changed.append("queue subscription")
+            if not self.dry_run:
+                sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+        if self.dry_run:
+            return ", ".join(changed)
+        sqs = self.aws.client("sqs")
+        url = sqs.get_queue_url(QueueName=self.config.events.queue_name, QueueOwnerAWSAccountId=account)[
+            "QueueUrl"
+        ]
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "AllowSesEventsTopic",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "sns.amazonaws.com"},
+                    "Action": "sqs:SendMessage",
+                    "Resource": queue_arn,
+                    "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+                }
+            ],
+        }
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"]).get("Attributes", {})
+        if not attrs.get("Policy") or json.loads(attrs["Policy"]) != policy:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+            changed.append("queue policy")
+        return ", ".join(changed)
+
+    def configuration_set(self, code: str, topic_arn: str) -> None:
+        """The customer's configuration set (its own account) and its event destination to the topic.
+
+        An endpoint without event destinations (moto, the local stack) gets the set only: the action
+        says so, and the local event relay stands in (services/event_relay.py)."""
+        name = self.config.events.configuration_set
+        label = f"{code}:{name}"
+        try:
+            ses = self.aws.customer_client(self.config.customer(code), "sesv2")
+            try:
+                ses.get_configuration_set(ConfigurationSetName=name)
+            except ClientError as exc:
+                if not _is_missing(exc, "NotFoundException"):
+                    raise
+                if not self.dry_run:
+                    ses.create_configuration_set(ConfigurationSetName=name)
+                self._record("configuration_set", label, "created")
+            else:
+                self._record("configuration_set", label, "unchanged")
+            if not self.dry_run:
+                self._record("event_destination", label, *self._event_destination(ses, name, topic_arn))
+        except (ClientError, BotoCoreError) as exc:
+            self._record("configuration_set", label, "failed", describe(exc))
+
+    @staticmethod
+    def _event_destination(ses: Any, name: str, topic_arn: str) -> tuple[str, str]:
+        want = {
+            "Enabled": True,
+            "MatchingEventTypes": SES_EVENT_TYPES,
+            "SnsDestination": {"TopicArn": topic_arn},
+        }
+        try:
+            have = ses.get_configuration_set_event_destinations(ConfigurationSetName=name).get(
+                "EventDestinations", []
+            )
+        except (ClientError, BotoCoreError) as exc:
+            return (
+                "skipped",
+                f"event destinations not supported here ({describe(exc)}); the local event relay stands in",
+            )
+        mine = next((d for d in have if d.get("Name") == EVENT_DESTINATION), None)
+        if mine is None:
+            ses.create_configuration_set_event_destination(
+                ConfigurationSetName=name, EventDestinationName=EVENT_DESTINATION, EventDestination=want
+            )
+            return "created", ""
+        same = (
+            bool(mine.get("Enabled"))
+            and sorted(mine.get("MatchingEventTypes", [])) == sorted(SES_EVENT_TYPES)
+            and (mine.get("SnsDestination") or {}).get("TopicArn") == topic_arn
+        )
+        if same:
+            return "unchanged", ""
+        ses.update_configuration_set_event_destination(
+            ConfigurationSetName=name, EventDestinationName=EVENT_DESTINATION, EventDestination=want
+        )
+        return "updated", ""
+
     def run(self) -> list[Action]:
         self.bucket()
         self.queues()
@@ -447,6 +605,7 @@ class Provisioner:
             self.notifications()
         self.tables()
         self.audit_retention()
+        self.events()
         order = {"bucket": 0, "audit": 1, "table": 2, "notifications": 3, "dlq": 4, "queue": 5}
         self.actions.sort(key=lambda a: (order.get(a.kind, 9), a.name))
         return self.actions

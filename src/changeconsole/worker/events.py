@@ -103,11 +103,20 @@ class EventStage:
             time.sleep(min(wait, 1))
             return
         sqs = self._sqs()
-        resp = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait)
+        # A worker that dies holding events must not hide them past the grace period: the reconciler
+        # would resend what they confirm. So they come back well within it.
+        visibility = int(max(2.0, min(30.0, self.config.events.unknown_grace_seconds / 3)))
+        resp = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait, VisibilityTimeout=visibility
+        )
         done = []
         rates: set[str] = set()
         for i, msg in enumerate(resp.get("Messages", [])):
-            handled = self.recorder.handle(str(msg.get("Body", "")))
+            try:
+                handled = self.recorder.handle(str(msg.get("Body", "")))
+            except Exception as exc:  # left in the queue: it comes back after its visibility timeout
+                event(logging.WARNING, "events.apply_failed", error=classify(exc, "central").detail)
+                continue
             if handled.refused:
                 self.refused += 1
             else:

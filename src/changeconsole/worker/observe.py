@@ -100,7 +100,8 @@ class Metrics:
 
     def count(self, customer: str, name: str, value: int = 1) -> None:
         with self._lock:
-            self._data[customer].counts[name] += value
+            counts = self._data[customer].counts
+            counts[name] = counts.get(name, 0) + value
 
     def gauge(self, customer: str, name: str, percent: float) -> None:
         with self._lock:

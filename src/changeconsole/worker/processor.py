@@ -700,11 +700,11 @@ class Processor:
         except Exception as exc:
             f = classify(exc, "send")
             state = f.recipient_state
-            self.ledger.record_failure(key, address, d.owner, state, f.detail)
+            self.ledger.record_failure(key, address, d.owner, state, f.detail, token=token)
             reason = f.reason if f.recipient_only else state.value
             return SendResult(address, state, reason=reason, topic=topic, failure=f)
         message_id = str(resp.get("MessageId", ""))
-        self.ledger.record_sent(key, address, d.owner, message_id)
+        self.ledger.record_sent(key, address, d.owner, message_id, token=token)
         invite = s.notice.plan.ics_method if addressed.ics is not None else None
         return SendResult(address, RecipientState.SENT, message_id, topic=topic, invite=invite)
 
