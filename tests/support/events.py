@@ -13,9 +13,12 @@ from changeconsole.services.events import email_tags
 from changeconsole.services.status import DeliveryKey
 
 
-def with_events(config: Config, path: Path | None = None, **events: Any) -> Config:
-    """``config`` with ``events`` keys set (and written to ``path``, for a worker subprocess)."""
-    raw = config.to_json_dict()
+def with_events(
+    config: Config, path: Path | None = None, *, top: dict[str, Any] | None = None, **events: Any
+) -> Config:
+    """``config`` with ``events`` keys (and ``top``-level keys) set, written to ``path`` for a worker
+    subprocess."""
+    raw = {**config.to_json_dict(), **(top or {})}
     raw["events"] = {**raw.get("events", {}), **events}
     if path is not None:
         path.write_text(json.dumps(raw), encoding="utf-8")
