@@ -35,6 +35,26 @@ module "ses_role" {
   role_name         = var.role_name
   ses_identity      = var.ses_identity
   ses_region        = var.ses_region
-  contact_list_name = var.contact_list_name
-  customer_code     = var.customer_code
+  contact_list_name      = var.contact_list_name
+  customer_code          = var.customer_code
+  configuration_set_name = var.configuration_set_name
+}
+
+# Every send names this configuration set; its event destination publishes the customer's SES events
+# to the MSP's central topic (customer_side.events_topic_arn), where the worker reads them.
+resource "aws_sesv2_configuration_set" "events" {
+  configuration_set_name = var.configuration_set_name
+}
+
+resource "aws_sesv2_configuration_set_event_destination" "central" {
+  configuration_set_name = aws_sesv2_configuration_set.events.configuration_set_name
+  event_destination_name = "changeconsole-central"
+
+  event_destination {
+    enabled              = true
+    matching_event_types = ["SEND", "DELIVERY", "BOUNCE", "COMPLAINT", "REJECT", "DELIVERY_DELAY", "RENDERING_FAILURE"]
+    sns_destination {
+      topic_arn = var.events_topic_arn
+    }
+  }
 }

@@ -38,3 +38,14 @@ variable "customer_code" {
   type        = string
   default     = ""
 }
+
+variable "configuration_set_name" {
+  description = "customer_side.configuration_set_name (= config.json events.configuration_set)."
+  type        = string
+  default     = "changeconsole"
+}
+
+variable "events_topic_arn" {
+  description = "customer_side.events_topic_arn: the MSP's central SES events topic."
+  type        = string
+}

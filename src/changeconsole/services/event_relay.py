@@ -213,6 +213,7 @@ class LocalEventRelay:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._topic_arn: str | None = None
+        self._pending: list[dict[str, Any]] = []
 
     def start(self) -> LocalEventRelay:
         with self.tap.lock:
@@ -240,17 +241,20 @@ class LocalEventRelay:
         self.relay_now()
 
     def relay_now(self) -> int:
-        """Publish what is noted so far; how many events."""
-        n = 0
+        """Publish what is noted so far (and what failed before: kept until published); how many events."""
         for send in self.tap.take():
-            if send.configuration_set != self.config.events.configuration_set:
-                continue  # SES publishes events only through the configuration set's destination
-            for ses_event in ses_events(send, self.config.aws_region):
-                try:
-                    self._publish(ses_event)
-                    n += 1
-                except Exception:
-                    log.exception("local event relay: publish failed")
+            if send.configuration_set == self.config.events.configuration_set:
+                # SES publishes events only through the configuration set's destination
+                self._pending.extend(ses_events(send, self.config.aws_region))
+        n = 0
+        while self._pending:
+            try:
+                self._publish(self._pending[0])
+            except Exception as exc:  # the stack is busy: the rest goes out next round, in order
+                log.warning("local event relay: publish failed (%s); retrying", type(exc).__name__)
+                break
+            self._pending.pop(0)
+            n += 1
         self.published += n
         return n
 

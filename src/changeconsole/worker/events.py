@@ -70,10 +70,12 @@ class EventStage:
         next_reconcile = 0.0
         while not stop.is_set():
             try:
-                if time.monotonic() >= next_reconcile:
+                drained = self._poll(min(self.poll_wait, int(self.reconcile_every) or 1))
+                # Only with every waiting event applied: an event still queued (e.g. published while
+                # no worker ran) may confirm what the reconciler would otherwise send again.
+                if drained and time.monotonic() >= next_reconcile:
                     next_reconcile = time.monotonic() + self.reconcile_every
                     self._reconcile()
-                self._poll(min(self.poll_wait, int(self.reconcile_every) or 1))
             except Exception as exc:
                 event(logging.WARNING, "events.failed", error=classify(exc, "central").detail)
                 stop.wait(1.0)
@@ -97,11 +99,14 @@ class EventStage:
             )
         return self._url
 
-    def _poll(self, wait: int) -> None:
+    def _poll(self, wait: int) -> bool:
+        """Apply what the events queue holds; True when it answered empty (every event applied).
+
+        Without the queue nothing is drained: the reconciler never resends what no event can confirm."""
         url = self._queue_url()
         if url is None:
             time.sleep(min(wait, 1))
-            return
+            return False
         sqs = self._sqs()
         # A worker that dies holding events must not hide them past the grace period: the reconciler
         # would resend what they confirm. So they come back well within it.
@@ -127,11 +132,20 @@ class EventStage:
             done.append({"Id": str(i), "ReceiptHandle": msg["ReceiptHandle"]})
         if done:
             sqs.delete_message_batch(QueueUrl=url, Entries=done)
+        if not resp.get("Messages"):
+            # Nothing visible; none held elsewhere either (a worker that died holding events hides them
+            # until their visibility runs out).
+            attrs = sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            ).get("Attributes", {})
+            return all(int(attrs.get(a, "0")) == 0 for a in attrs) and len(attrs) == 2
         for code in rates:  # the customer's rates as metrics (CloudWatch alarms watch them)
             rep = self.outcomes.reputation(code)
             if rep.sends:
                 self.metrics.gauge(code, "BounceRate", 100.0 * (rep.bounce_rate or 0.0))
                 self.metrics.gauge(code, "ComplaintRate", 100.0 * (rep.complaint_rate or 0.0))
+        return False
 
     def _reconcile(self) -> None:
         report = self.reconciler.run_once()

@@ -80,6 +80,22 @@ data "aws_iam_policy_document" "permissions" {
     resources = ["${local.ses_arn_base}:contact-list/${var.contact_list_name}"]
   }
 
+  # A hard bounce or complaint (an SES event) opts the contact out or unsubscribes it, per
+  # config.json events.reputation_policy; the address is looked up in the account's suppression list.
+  statement {
+    sid       = "ReputationUpdates"
+    effect    = "Allow"
+    actions   = ["ses:UpdateContact"]
+    resources = ["${local.ses_arn_base}:contact-list/${var.contact_list_name}"]
+  }
+
+  statement {
+    sid       = "SuppressionLookup"
+    effect    = "Allow"
+    actions   = ["ses:GetSuppressedDestination"]
+    resources = ["*"]
+  }
+
   # Without a contact_list_name for the customer in config.json, the worker uses the account's own
   # list (SES allows one per account): it lists them to find its name. No resource-level scoping exists.
   statement {

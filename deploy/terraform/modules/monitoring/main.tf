@@ -4,6 +4,9 @@
 # * <name>-error-rate-<code>:     failed / (processed + failed) of the customer, from the worker's EMF
 # * <name>-ses-bounce-<code>,
 #   <name>-ses-complaint-<code>:  SES reputation of the customer's sending account (cross-account)
+# * <name>-events-bounce-<code>,
+#   <name>-events-complaint-<code>: the customer's rates from the SES events the worker applied (BounceRate,
+#                                  ComplaintRate in %, worker/events.py), against SES's warning levels
 
 terraform {
   required_version = ">= 1.5.0"
@@ -119,6 +122,32 @@ resource "aws_cloudwatch_metric_alarm" "worker_error_rate" {
   }
 
   tags = var.tags
+}
+
+# The worker's own view of each customer's reputation: hard bounces and complaints over sends, from the
+# SES events it applied (percent; SES warns at 5 % bounces and 0.1 % complaints).
+resource "aws_cloudwatch_metric_alarm" "event_rates" {
+  for_each = merge([
+    for code, q in var.queues : {
+      "events-bounce-${code}"    = { code = code, metric = "BounceRate", threshold = var.events_bounce_rate_percent, anchor = "ses-bounce-rate" }
+      "events-complaint-${code}" = { code = code, metric = "ComplaintRate", threshold = var.events_complaint_rate_percent, anchor = "ses-complaint-rate" }
+    }
+  ]...)
+
+  alarm_name          = "${var.name}-${each.key}"
+  alarm_description   = "${each.value.metric} of customer ${each.value.code} from its SES events at or above ${each.value.threshold}%. Runbook: docs/runbooks/monitoring.md#${each.value.anchor}"
+  namespace           = var.metrics_namespace
+  metric_name         = each.value.metric
+  dimensions          = zipmap([var.worker_customer_dimension], [each.value.code])
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = each.value.threshold
+  comparison_operator = "GreaterThanOrEqualToThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.ok_actions
+  tags                = var.tags
 }
 
 resource "aws_cloudwatch_metric_alarm" "ses_reputation" {

@@ -84,3 +84,15 @@ variable "tags" {
   type    = map(string)
   default = {}
 }
+
+variable "events_bounce_rate_percent" {
+  description = "BounceRate (%, from SES events) at which a customer alarms: SES's warning level."
+  type        = number
+  default     = 5
+}
+
+variable "events_complaint_rate_percent" {
+  description = "ComplaintRate (%, from SES events) at which a customer alarms: SES's warning level."
+  type        = number
+  default     = 0.1
+}

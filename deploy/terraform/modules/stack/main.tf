@@ -59,6 +59,16 @@ module "tables" {
   tags              = local.tags
 }
 
+module "ses_events" {
+  source = "../ses_events"
+
+  topic_name           = var.events_topic_name
+  queue_name           = var.events_queue_name
+  customer_account_ids = sort(distinct([for code, c in var.customers : c.account_id]))
+  kms_key_arn          = var.kms_key_arn
+  tags                 = local.tags
+}
+
 module "worker_iam" {
   source = "../worker_iam"
 
@@ -69,6 +79,7 @@ module "worker_iam" {
   table_arns            = [module.tables.status_table_arn, module.tables.ledger_table_arn]
   ses_role_arns         = [for code, c in module.customer : c.ses_role_arn]
   metrics_namespace     = var.metrics_namespace
+  events_queue_arn      = module.ses_events.queue_arn
   kms_key_arns          = var.kms_key_arn == "" ? [] : [var.kms_key_arn]
   # ECS when the stack runs the worker there, or when nothing else is trusted (a role needs a principal).
   trust_ecs_tasks       = var.ecs != null || var.eks_oidc_provider_arn == ""

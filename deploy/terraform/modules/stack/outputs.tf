@@ -34,7 +34,11 @@ output "config_customer_mappings" {
 
 output "customer_side" {
   description = "Per customer: inputs of modules/customer_ses_role in the customer's account."
-  value       = { for code, c in module.customer : code => merge(c.customer_side, { worker_role_arn = module.worker_iam.role_arn }) }
+  value = { for code, c in module.customer : code => merge(c.customer_side, {
+    worker_role_arn        = module.worker_iam.role_arn
+    events_topic_arn       = module.ses_events.topic_arn
+    configuration_set_name = var.configuration_set_name
+  }) }
 }
 
 output "ecs_service_name" {

@@ -182,3 +182,21 @@ variable "tags" {
   type    = map(string)
   default = {}
 }
+
+variable "events_topic_name" {
+  description = "config.json events.topic_name."
+  type        = string
+  default     = "changeconsole-ses-events"
+}
+
+variable "events_queue_name" {
+  description = "config.json events.queue_name."
+  type        = string
+  default     = "changeconsole-ses-events"
+}
+
+variable "configuration_set_name" {
+  description = "config.json events.configuration_set (created in each customer's account)."
+  type        = string
+  default     = "changeconsole"
+}

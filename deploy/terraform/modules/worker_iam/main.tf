@@ -154,8 +154,17 @@ data "aws_iam_policy_document" "worker" {
       "dynamodb:Query",
       "dynamodb:PutItem",
       "dynamodb:UpdateItem",
+      "dynamodb:DeleteItem",
     ]
     resources = local.table_resources
+  }
+
+  # SES events (services/events.py): read from the central events queue, deleted once applied.
+  statement {
+    sid       = "ConsumeSesEvents"
+    effect    = "Allow"
+    actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:GetQueueAttributes"]
+    resources = [var.events_queue_arn]
   }
 
   statement {

@@ -70,3 +70,8 @@ variable "tags" {
   type    = map(string)
   default = {}
 }
+
+variable "events_queue_arn" {
+  description = "The central SES events queue (modules/ses_events)."
+  type        = string
+}
