@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from changeconsole.config import parse_config_text
-from changeconsole.models import BUILTIN_ROLES, Config, OperatorAction
+from changeconsole.models import BUILTIN_ROLES, Config, EventsConfig, OperatorAction
 from changeconsole.services import provision
 from deploy.tfeval import (
     REF_MARKER,
@@ -759,7 +759,11 @@ def parity_problems(cfg: Config, plan: Plan) -> list[str]:
             ref_name(plan, pol.args["statement"][0]["resources"][0]): pol.args["statement"]
             for pol in plan.instances("aws_iam_policy_document", "queue")
         }
-        applied = {plan.resolve(p.args["policy"]).key for p in plan.instances("aws_sqs_queue_policy")}
+        applied = {
+            doc.key
+            for p in plan.instances("aws_sqs_queue_policy")
+            if (doc := plan.resolve(p.args["policy"])).name == "queue"
+        }
         check("queue policies", sorted(n.customer for n in want.notifications), sorted(applied))
         for n in want.notifications:
             statements = policies.get(cfg.customer_mappings[n.customer].queue_name)
@@ -894,6 +898,52 @@ def test_operator_access_module_knows_the_apps_built_in_roles() -> None:
         ModuleInstance(load_module(TF / "modules" / "operator_access"), both, "", TF)
 
 
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_ses_events_topic_queue_and_policies_match_provision(env: str) -> None:
+    """The central SES events wiring Terraform declares is what `provision` creates (Provisioner.events)."""
+    cfg, plan = env_config(env), env_plan(env)
+    (topic,) = plan.instances("aws_sns_topic", "events")
+    (queue,) = plan.instances("aws_sqs_queue", "events")
+    assert topic.args["name"] == cfg.events.topic_name
+    assert queue.args["name"] == cfg.events.queue_name
+    assert queue.args["message_retention_seconds"] == provision.EVENTS_RETENTION
+    assert queue.args["receive_wait_time_seconds"] == provision.LONG_POLL_SECONDS
+    assert queue.args["sqs_managed_sse_enabled"] is True
+    (sub,) = plan.instances("aws_sns_topic_subscription", "events")
+    assert sub.args["protocol"] == "sqs"
+    assert plan.resolve(sub.args["endpoint"]).name == "events"
+    (topic_doc,) = plan.instances("aws_iam_policy_document", "topic")
+    (statement,) = topic_doc.args["statement"]
+    assert statement["actions"] == ["SNS:Publish"]
+    assert statement["principals"] == [{"type": "Service", "identifiers": ["ses.amazonaws.com"]}]
+    (cond,) = statement["condition"]
+    assert cond["variable"] == "AWS:SourceAccount"
+    assert sorted(cond["values"]) == sorted({m.account_id for m in cfg.customer_mappings.values()})
+    (queue_doc,) = plan.instances("aws_iam_policy_document", "events_queue")
+    (qs,) = queue_doc.args["statement"]
+    assert qs["actions"] == ["sqs:SendMessage"]
+    assert qs["principals"] == [{"type": "Service", "identifiers": ["sns.amazonaws.com"]}]
+
+
+def test_customer_account_creates_the_configuration_set_with_every_event_type() -> None:
+    module = load_module(TF / "customer-account")
+    inputs = {
+        "account_id": "210000000001",
+        "worker_role_arn": "arn:aws:iam::333333333333:role/changeconsole-prod-worker",
+        "external_id": "cc-prod-acme-d2a8f61500",
+        "ses_identity": "notices.acme.example.com",
+        "ses_region": "us-east-1",
+        "events_topic_arn": "arn:aws:sns:us-east-1:333333333333:changeconsole-ses-events",
+    }
+    plan = ModuleInstance(module, inputs, "", TF).plan()
+    (cs,) = plan.instances("aws_sesv2_configuration_set")
+    assert cs.args["configuration_set_name"] == EventsConfig().configuration_set
+    (dest,) = plan.instances("aws_sesv2_configuration_set_event_destination")
+    (ed,) = dest.args["event_destination"]
+    assert sorted(ed["matching_event_types"]) == sorted(provision.SES_EVENT_TYPES)
+    assert ed["sns_destination"] == [{"topic_arn": inputs["events_topic_arn"]}]
+
+
 def _drifted_copy(tmp_path: Path, rel: str, old: str, new: str) -> Path:
     copy = tmp_path / "terraform"
     shutil.copytree(TF, copy)
@@ -950,7 +1000,10 @@ def test_sqs_direct_transport_has_no_notifications_on_either_side(tmp_path: Path
     cfg = env_config("dev").model_copy(update={"transport": "sqs-direct"})
     assert provision.plan(cfg).notifications == []
     assert plan.instances("aws_s3_bucket_notification") == []
-    assert plan.instances("aws_sqs_queue_policy") == []
+    # only the SES events queue's policy (its topic sends to it) is left
+    assert [p.address for p in plan.instances("aws_sqs_queue_policy")] == [
+        "module.changeconsole.module.ses_events.aws_sqs_queue_policy.events"
+    ]
     assert parity_problems(cfg, plan) == []
     assert parity_problems(env_config("dev"), plan), "s3-events config vs sqs-direct Terraform must differ"
 
@@ -1047,6 +1100,7 @@ def test_worker_ses_role_list_is_split_under_the_policy_size_limit() -> None:
             "dlq_arn_pattern": "arn:aws:sqs:eu-west-1:111111111111:changeconsole-*-dlq",
             "table_arns": ["arn:aws:dynamodb:eu-west-1:111111111111:table/t"],
             "ses_role_arns": roles,
+            "events_queue_arn": "arn:aws:sqs:eu-west-1:111111111111:changeconsole-ses-events",
         },
         "",
         TF,
@@ -1080,6 +1134,7 @@ def test_worker_role_without_any_principal_is_refused() -> None:
         "dlq_arn_pattern": "arn:aws:sqs:eu-west-1:111111111111:changeconsole-*-dlq",
         "table_arns": [],
         "ses_role_arns": [],
+        "events_queue_arn": "arn:aws:sqs:eu-west-1:111111111111:changeconsole-ses-events",
         "trust_ecs_tasks": False,
     }
     with pytest.raises(TfError, match="needs a principal"):
@@ -1102,12 +1157,22 @@ def test_customer_ses_role_trusts_only_the_worker_with_external_id() -> None:
         for d in plan.instances("aws_iam_policy_document", "permissions")
         for s in d.args["statement"]
     }
-    assert set(statements) == {"SendFromIdentity", "ReadContactList", "FindContactList"}
+    assert set(statements) == {
+        "SendFromIdentity",
+        "ReadContactList",
+        "FindContactList",
+        "ReputationUpdates",
+        "SuppressionLookup",
+    }
     assert statements["FindContactList"]["actions"] == ["ses:ListContactLists"]
     send = statements["SendFromIdentity"]
     assert sorted(send["actions"]) == ["ses:SendEmail", "ses:SendRawEmail"]
-    (identity,) = send["resources"]
+    identity, configuration_set = send["resources"]
     assert identity.endswith(f":identity/{values['ses_identity']}")
+    assert configuration_set.endswith(f":configuration-set/{values['configuration_set_name']}")
+    # a hard bounce or complaint changes this list's contact, nothing else
+    assert statements["ReputationUpdates"]["actions"] == ["ses:UpdateContact"]
+    assert statements["ReputationUpdates"]["resources"] == statements["ReadContactList"]["resources"]
     contacts = statements["ReadContactList"]
     assert sorted(contacts["actions"]) == ["ses:GetContact", "ses:GetContactList", "ses:ListContacts"]
     assert contacts["resources"][0].endswith(f":contact-list/{values['contact_list_name']}")

@@ -86,6 +86,7 @@ def ses_role_policy(config: Config, code: str) -> list[dict[str, Any]]:
         "ses_identity": LOCAL_SENDER_DOMAIN,
         "ses_region": m.region or config.aws_region,
         "contact_list_name": config.contact_list_for(code),
+        "configuration_set_name": config.events.configuration_set,
         "role_name": m.ses_role_arn.rsplit("/", 1)[1],
     }
     plan = ModuleInstance(load_module(TF / "modules" / "customer_ses_role"), inputs, "", TF).plan()
@@ -270,7 +271,8 @@ def test_the_policy_check_denies_what_the_role_does_not_allow(make_stack: Any) -
     assert allowed(policy, Need("sqs:SendMessage", dlq))
     table = f"arn:aws:dynamodb:{config.aws_region}:{LOCAL_ACCOUNT}:table/{config.ledger_table_name}"
     assert allowed(policy, Need("dynamodb:UpdateItem", table))
-    assert not allowed(policy, Need("dynamodb:DeleteItem", table))
+    assert not allowed(policy, Need("dynamodb:DeleteItem", table, {"dynamodb:LeadingKeys": ["DELIVERY#x"]}))
+    assert allowed(policy, Need("dynamodb:DeleteItem", table, {"dynamodb:LeadingKeys": ["RECONCILE"]}))
     bucket = f"arn:aws:s3:::{config.s3_config.bucket_name}"
     assert allowed(policy, Need("s3:GetObject", f"{bucket}/archive/x.json"))
     assert not allowed(policy, Need("s3:GetObject", f"{bucket}/versions/x/v1.json"))

@@ -184,14 +184,12 @@ def needs(call: Call, config: Config) -> list[Need]:
         assert call.customer is not None, call
         base = f"arn:aws:ses:{region}:{config.customer(call.customer).account_id}"
         if call.operation == "SendEmail":
-            return [
-                Need(
-                    action,
-                    f"{base}:identity/{p['FromEmailAddress'].rpartition('@')[2]}",
-                    {"ses:FromAddress": p["FromEmailAddress"]},
-                )
-            ]
-        if call.operation == "ListContactLists":  # no resource-level permission in SES
+            ctx = {"ses:FromAddress": p["FromEmailAddress"]}
+            out = [Need(action, f"{base}:identity/{p['FromEmailAddress'].rpartition('@')[2]}", ctx)]
+            if p.get("ConfigurationSetName"):  # SES also authorises the send on the configuration set
+                out.append(Need(action, f"{base}:configuration-set/{p['ConfigurationSetName']}", ctx))
+            return out
+        if call.operation in ("ListContactLists", "GetSuppressedDestination"):  # no resource-level permission
             return [Need(action, "*")]
         return [Need(action, f"{base}:contact-list/{p['ContactListName']}")]
     raise AssertionError(f"no IAM mapping for {call.service}.{call.operation}")
@@ -270,6 +268,8 @@ def known(plan: Plan, value: Any, facts: dict[str, str]) -> Any:
             return f"arn:aws:s3:::{inst.args['bucket']}"
         if inst.rtype == "aws_dynamodb_table" and attr == "arn":
             return f"arn:aws:dynamodb:{facts['region']}:{facts['account_id']}:table/{inst.args['name']}"
+        if inst.rtype == "aws_sqs_queue" and attr == "arn":
+            return f"arn:aws:sqs:{facts['region']}:{facts['account_id']}:{inst.args['name']}"
         raise AssertionError(f"no known value for {address}.{attr}")
 
     return REF_MARKER.sub(one, value)

@@ -49,7 +49,7 @@ resource "aws_sqs_queue" "events" {
   tags                       = var.tags
 }
 
-data "aws_iam_policy_document" "queue" {
+data "aws_iam_policy_document" "events_queue" {
   statement {
     sid       = "AllowSesEventsTopic"
     effect    = "Allow"
@@ -69,7 +69,7 @@ data "aws_iam_policy_document" "queue" {
 
 resource "aws_sqs_queue_policy" "events" {
   queue_url = aws_sqs_queue.events.id
-  policy    = data.aws_iam_policy_document.queue.json
+  policy    = data.aws_iam_policy_document.events_queue.json
 }
 
 resource "aws_sns_topic_subscription" "events" {

@@ -154,9 +154,21 @@ data "aws_iam_policy_document" "worker" {
       "dynamodb:Query",
       "dynamodb:PutItem",
       "dynamodb:UpdateItem",
-      "dynamodb:DeleteItem",
     ]
     resources = local.table_resources
+  }
+
+  # Only the reconciler's own items (partition RECONCILE, services/ledger.py) are ever deleted.
+  statement {
+    sid       = "DropReconcileItems"
+    effect    = "Allow"
+    actions   = ["dynamodb:DeleteItem"]
+    resources = local.table_resources
+    condition {
+      test     = "ForAllValues:StringLike"
+      variable = "dynamodb:LeadingKeys"
+      values   = ["RECONCILE"]
+    }
   }
 
   # SES events (services/events.py): read from the central events queue, deleted once applied.
