@@ -89,7 +89,7 @@ def test_stack_has_thirty_customers(stack: LocalStackResult) -> None:
 def test_thirty_queues_and_dlqs_with_redrive(stack: LocalStackResult, aws: AwsFactory) -> None:
     sqs = aws.client("sqs")
     urls = sqs.list_queues(QueueNamePrefix="changeconsole-", MaxResults=1000)["QueueUrls"]
-    assert len(urls) == 2 * N
+    assert len(urls) == 2 * N + 1  # and the central SES events queue
     for code, mapping in stack.config.customer_mappings.items():
         url = sqs.get_queue_url(QueueName=mapping.queue_name)["QueueUrl"]
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
@@ -193,8 +193,11 @@ def test_thirty_isolated_customer_accounts(stack: LocalStackResult, aws: AwsFact
 
 def test_second_provision_changes_nothing(stack: LocalStackResult, aws: AwsFactory) -> None:
     actions = provision(aws, stack.config)
-    assert len(actions) == 1 + 1 + 2 + 1 + 2 * N  # bucket, audit retention, tables, notifications, queues
-    assert [a for a in actions if a.result != "unchanged"] == []
+    # bucket, audit retention, tables, notifications, queues, events queue and topic; per customer its
+    # configuration set and event destination (moto has none: skipped, the local event relay stands in)
+    assert len(actions) == 1 + 1 + 2 + 1 + 2 * N + 2 + 2 * N
+    assert [a for a in actions if a.result not in ("unchanged", "skipped")] == []
+    assert {a.result for a in actions if a.kind == "event_destination"} == {"skipped"}
     dry = provision(aws, stack.config, dry_run=True)
     assert {a.result for a in dry} == {"unchanged"}
     assert provision_customer_account(aws, stack.config, "acme", CONTACTS) == 0
@@ -206,11 +209,11 @@ def test_provision_cli_second_run_reports_nothing_changed(stack: LocalStackResul
     data = json.loads(result.stdout)
     assert data["changed"] == 0
     assert data["dry_run"] is False
-    assert len(data["actions"]) == 5 + 2 * N
+    assert len(data["actions"]) == 5 + 2 * N + 2 + 2 * N
     assert data["operator_roles"] == []
     human = CliRunner().invoke(main, ["provision", "--config", str(stack.config_path), "--local"])
     assert human.exit_code == 0
-    assert f"nothing to change: all {5 + 2 * N} resources match the config" in human.stderr
+    assert f"nothing to change: {5 + 2 * N + 2 + N} resources match the config; {N} skipped" in human.stderr
 
 
 def test_config_validate_accepts_the_written_config(stack: LocalStackResult) -> None:

@@ -45,6 +45,19 @@ RECIPIENT_STATE: dict[str, str] = {
     RecipientState.UNKNOWN: "bold magenta",
 }
 
+# What a recipient's SES events said (``services.events.Outcome``), by how bad it is for the customer's
+# reputation.
+SES_OUTCOME: dict[str, str] = {
+    "sent": "grey70",
+    "delivered": "green3",
+    "delayed": "yellow",
+    "soft_bounced": "yellow",
+    "rejected": "bold red1",
+    "rendering_failed": "bold red1",
+    "bounced": "bold red1",
+    "complained": "bold magenta",
+}
+
 # The outcome of an operator action in the audit trail (``services.audit``).
 AUDIT_RESULT: dict[str, str] = {
     "ok": "green3",

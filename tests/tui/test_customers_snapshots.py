@@ -28,6 +28,7 @@ from changeconsole.services.customers import (
     CustomerStats,
     QueueDepth,
 )
+from changeconsole.services.events import Reputation
 from changeconsole.services.localstack import build_local_config
 from support.console import FakeServices, console_app, settle, show
 from support.waiting import wait_for
@@ -97,7 +98,12 @@ class FakeCustomers:
         if code == "hooli":
             queue = dlq = QueueDepth(error="AccessDenied: not authorized to perform sqs:GetQueueAttributes")
         last = self.deliveries.get(code, [None])[0]
-        return CustomerStats(code, CustomerDepths(code, queue, dlq), last)
+        # SES event rates: globex above both warning levels, acme below, the rest with no sends yet
+        reputation = {
+            "globex": Reputation("globex", sends=200, delivered=186, bounces=12, complaints=1),
+            "acme": Reputation("acme", sends=400, delivered=399, bounces=1),
+        }.get(code)
+        return CustomerStats(code, CustomerDepths(code, queue, dlq), last, reputation=reputation)
 
     def all_stats(self, codes: list[str], *, on_result: Any = None, cancelled: Any = None) -> dict[str, Any]:
         out = {}

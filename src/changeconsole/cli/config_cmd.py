@@ -73,13 +73,15 @@ def validate(as_json: bool) -> None:
 @handle_errors
 def provision_cmd(dry_run: bool, shards: int | None, as_json: bool) -> None:
     """Create or verify the central resources (bucket, queues, DLQs, notifications, tables, audit
-    retention) and report the operator roles (their permission sets are Terraform's); with --shards,
-    which worker shard serves each customer."""
+    retention, SES events topic and queue) and each customer's SES configuration set, and report the
+    operator roles (their permission sets are Terraform's); with --shards, which worker shard serves
+    each customer."""
     st = state()
     config = st.config()
     actions = provision(st.aws(), config, dry_run=dry_run)
     roles = operator_roles_report(st.aws(), config)
-    changed = [a for a in actions if a.result != "unchanged"]
+    # "skipped" (e.g. SES event destinations where the endpoint has none) and "failed" change nothing
+    changed = [a for a in actions if a.result in ("created", "updated", "would-create", "would-update")]
     by_shard = shard_map(config.customer_mappings, shards) if shards else None
     if as_json:
         out: dict[str, Any] = {
@@ -94,7 +96,7 @@ def provision_cmd(dry_run: bool, shards: int | None, as_json: bool) -> None:
         return
     table = Table("kind", "name", "result", "detail", box=None)
     for a in actions:
-        colour = "dim" if a.result == "unchanged" else "green"
+        colour = {"unchanged": "dim", "skipped": "yellow", "failed": "bold red"}.get(a.result, "green")
         table.add_row(a.kind, a.name, f"[{colour}]{a.result}[/]", a.detail)
     stdout.print(table)
     if roles:
@@ -111,7 +113,13 @@ def provision_cmd(dry_run: bool, shards: int | None, as_json: bool) -> None:
         for code, shard in by_shard.items():
             shard_table.add_row(code, shard)
         stdout.print(shard_table)
-    if not changed:
+    skipped = [a for a in actions if a.result == "skipped"]
+    if not changed and skipped:
+        stderr.print(
+            f"nothing to change: {len(actions) - len(skipped)} resources match the config; "
+            f"{len(skipped)} skipped ({skipped[0].detail})"
+        )
+    elif not changed:
         stderr.print(f"nothing to change: all {len(actions)} resources match the config")
     else:
         verb = "would change" if dry_run else "changed"

@@ -70,14 +70,19 @@ CUSTOMER_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("announce", "Annc", 4),
     ("calendar", "Cal", 4),
     ("contacts", "All", 4),
+    ("bounce", "Bnc%", 5),  # hard bounces / sends, from SES events (SES warns at 5 %)
+    ("complaint", "Cmp%", 5),  # complaints / sends (SES warns at 0.1 %)
     ("check", "Check", 5),
     ("last", "Last delivery", 14),  # fills the rest of the line
 )
 CUSTOMER_KEYS: tuple[str, ...] = tuple(c[0] for c in CUSTOMER_COLUMNS)
 TOPIC_COLUMNS = {TOPIC_APPROVAL: "approval", TOPIC_ANNOUNCE: "announce", TOPIC_CALENDAR: "calendar"}
 _NUMERIC = {
-    k: w for k, _label, w in CUSTOMER_COLUMNS if k in ("queue", "dlq", *TOPIC_COLUMNS.values(), "contacts")
+    k: w
+    for k, _label, w in CUSTOMER_COLUMNS
+    if k in ("queue", "dlq", *TOPIC_COLUMNS.values(), "contacts", "bounce", "complaint")
 }
+RATE_WARNING = "!"  # appended to a rate at or above SES's warning level
 CHECK_STYLES = {OK: "bold green3", WARN: "bold yellow", FAIL: "bold red1", SKIPPED: "grey50"}
 
 
@@ -98,6 +103,19 @@ def last_delivery_text(stats: CustomerStats | None, now: datetime) -> str:
     if record is None:
         return "never"
     return f"{record.state.value} {age(record.updated_at or record.queued_at, now)}".strip()
+
+
+def rate_text(stats: CustomerStats | None, kind: str) -> str:
+    """A customer's bounce or complaint rate in percent, ``!`` at or above SES's warning level; ``-``
+    before any send event."""
+    if stats is None:
+        return LOADING
+    rep = stats.reputation
+    if rep is None or not rep.sends:
+        return "-"
+    rate = rep.bounce_rate if kind == "bounce" else rep.complaint_rate
+    text = f"{100 * (rate or 0):.1f}" if kind == "bounce" else f"{100 * (rate or 0):.2f}"
+    return text + (RATE_WARNING if kind in rep.warning else "")
 
 
 def check_text(report: VerifyReport | None, loading: bool) -> str:
@@ -130,6 +148,8 @@ def customer_cells(
         depth_text(stats.depths.queue if stats else None),
         depth_text(stats.depths.dlq if stats else None),
         *topic_cells,
+        rate_text(stats, "bounce"),
+        rate_text(stats, "complaint"),
         check,
         last_delivery_text(stats, now),
     )
@@ -149,6 +169,8 @@ def customer_cell(column: str, value: str) -> Text:
         return Text(value, style="bold dodger_blue1", justify=justify)
     if column == "check" and value in CHECK_STYLES:
         return Text(value, style=CHECK_STYLES[value])
+    if column in ("bounce", "complaint") and value.endswith(RATE_WARNING):
+        return Text(value, style="bold red1", justify=justify)
     if column == "last" and value:
         state = value.split(" ", 1)[0]
         style = DELIVERY_STATE.get(state)

@@ -19,7 +19,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from ..colours import DELIVERY_STATE, RECIPIENT_STATE
+from ..colours import DELIVERY_STATE, RECIPIENT_STATE, SES_OUTCOME
 from ..errors import describe
 from ..models import DeliveryRecord, DeliveryState, OperatorAction
 from ..services.delivery_detail import DeliveryDetail
@@ -33,6 +33,7 @@ from .modals import ConfirmModal
 RECIPIENT_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("email", "Recipient", 30),
     ("state", "Result", 8),
+    ("ses", "SES says", 12),  # from its SES events: delivered, bounced, complained, …
     ("at", "At", 20),
     ("message_id", "Message id", 18),
     ("error", "Error", 30),
@@ -202,11 +203,16 @@ class DeliveryDetailScreen(ConsoleScreen[None]):
         head = Text("Recipients  ", style="bold")
         by_state = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         head.append(by_state or "none recorded in the ledger yet")
+        by_outcome = ", ".join(f"{n} {o}" for o, n in sorted(self.detail.outcome_counts.items()))
+        if by_outcome:
+            head.append(f"   SES: {by_outcome}")
         title.update(head)
         for rr in self.detail.recipients:
+            said = rr.outcome.outcome.value if rr.outcome is not None else ""
             table.add_row(
                 Text(rr.email),
                 Text(rr.state, style=RECIPIENT_STATE.get(rr.state, "")),
+                Text(said, style=SES_OUTCOME.get(said, "")),
                 Text(rr.at or ""),
                 Text(rr.message_id or ""),
                 Text(one_line(rr.error), style="red1"),
@@ -247,8 +253,8 @@ class DeliveryDetailScreen(ConsoleScreen[None]):
             style="bold magenta",
         )
         text.append(
-            ": a worker stopped mid-send, so they may or may not have this email. They are never resent"
-            " automatically."
+            ": a worker stopped mid-send, so they may or may not have this email. Their SES event confirms"
+            " them; with none after the grace period they are sent again once (events.unknown_policy)."
         )
         if self.resending:
             text.append("  Resending…", style="italic")

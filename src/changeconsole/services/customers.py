@@ -28,6 +28,7 @@ from ..models import ALL_TOPICS, Config, CustomerMapping, DeliveryRecord, Operat
 from .authz import Authorizer
 from .aws import AwsFactory
 from .contacts import Contact, ContactListResolver, is_subscribed, iter_contacts, topic_defaults
+from .events import OutcomeStore, Reputation
 from .queues import DELAYED, IN_FLIGHT, VISIBLE, QueueUrlCache, is_missing_queue, message_counts
 from .status import StatusStore
 
@@ -118,6 +119,7 @@ class CustomerStats:
     depths: CustomerDepths
     last_delivery: DeliveryRecord | None
     last_delivery_error: str | None = None
+    reputation: Reputation | None = None  # bounce and complaint rates from its SES events
 
 
 class CustomerService:
@@ -189,9 +191,10 @@ class CustomerService:
         depths = self.depths(code)
         try:
             last = self.last_delivery(code)
+            reputation = OutcomeStore(self.aws, self.config).reputation(code)
         except (ClientError, BotoCoreError) as exc:
             return CustomerStats(code, depths, None, describe(exc))
-        return CustomerStats(code, depths, last)
+        return CustomerStats(code, depths, last, reputation=reputation)
 
     def all_stats(
         self,

@@ -18,6 +18,7 @@ from ..errors import describe
 from ..models import Config, DeliveryRecord, RecipientState, iso_utc
 from .aws import AwsFactory
 from .customers import CustomerService, QueueDepth
+from .events import OutcomeStore, RecipientOutcome
 from .ledger import ClaimItem, ClaimState, Ledger, RecipientMark
 from .status import DeliveryKey
 
@@ -34,15 +35,17 @@ class RecipientResult:
     message_id: str | None = None
     error: str | None = None
     at: str | None = None  # when it was settled (or, still sending, when the send began)
+    outcome: RecipientOutcome | None = None  # what SES's events said (delivered, bounced, complained…)
 
     @classmethod
-    def from_mark(cls, mark: RecipientMark) -> RecipientResult:
+    def from_mark(cls, mark: RecipientMark, outcome: RecipientOutcome | None = None) -> RecipientResult:
         return cls(
             email=mark.email,
             state=mark.state,
             message_id=mark.message_id,
             error=mark.error,
             at=mark.settled_at or mark.started_at,
+            outcome=outcome,
         )
 
 
@@ -89,12 +92,22 @@ class DeliveryDetail:
             out[r.state] = out.get(r.state, 0) + 1
         return out
 
+    @property
+    def outcome_counts(self) -> dict[str, int]:
+        """Recipients by what SES's events said last (delivered, bounced, complained, …)."""
+        out: dict[str, int] = {}
+        for r in self.recipients:
+            if r.outcome is not None:
+                out[r.outcome.outcome.value] = out.get(r.outcome.outcome.value, 0) + 1
+        return out
+
 
 class DeliveryDetailService:
     def __init__(self, aws: AwsFactory, config: Config, customers: CustomerService | None = None) -> None:
         self.aws = aws
         self.config = config
         self.ledger = Ledger(aws, config)
+        self.outcomes = OutcomeStore(aws, config)
         self.customers = customers or CustomerService(aws, config)
 
     def detail(self, record: DeliveryRecord | DeliveryKey) -> DeliveryDetail:
@@ -103,11 +116,13 @@ class DeliveryDetailService:
         try:
             recipients = self.ledger.recipients(key)
             claim = self.ledger.get_claim(key)
+            outcomes = self.outcomes.outcomes(key)
         except (ClientError, BotoCoreError) as exc:
             detail.error = describe(exc)
         else:
             detail.recipients = sorted(
-                (RecipientResult.from_mark(mark) for mark in recipients.values()), key=lambda r: r.email
+                (RecipientResult.from_mark(mark, outcomes.get(addr)) for addr, mark in recipients.items()),
+                key=lambda r: r.email,
             )
             if claim is not None:
                 detail.claim = ClaimInfo.from_item(claim)

@@ -13,8 +13,10 @@ Items (docs/architecture.md):
 
 At-most-once per recipient: a recipient is marked ``sending`` right before its SES call and ``sent``
 right after. A ``sending`` mark whose lease expired (its worker died between the two writes) becomes
-``unknown`` and is never sent again, so a crash can lose at most the sends in flight at that moment
-(each recorded as ``unknown``), and never duplicates one.
+``unknown``: never sent again by a worker on its own. The mark keeps its claim token, which the send's
+email tags carry: an SES event of that send confirms it ``sent`` (``confirm_sent``); with none after the
+grace period the reconciler (``services.events``) reopens it once (``auto_reopen``: one transaction with
+the claim and its ``RECONCILE`` item, so two reconcilers never both act).
 
 An operator who decides to send an ``unknown`` recipient again (``services.resend``) turns it back
 into ``retry`` — conditionally on it still being ``unknown`` — and reopens the settled delivery in
@@ -969,8 +971,8 @@ class Ledger:
     # -- reconciling a delivery that did not finish ----------------------------------------------
     def reconcile(self, key: DeliveryKey) -> Tally:
         """Count the recipient items of a delivery its caller took over (holding its lane): ``sent``
-        stays sent; a ``sending`` mark becomes ``unknown`` (maybe sent, never re-sent automatically,
-        surfaced for ``change resend-unknown``) unless its sender records the outcome first."""
+        stays sent; a ``sending`` mark becomes ``unknown`` (maybe sent: its SES event or the reconciler
+        settles it) unless its sender records the outcome first."""
         tally = Tally()
         for addr, mark in self.recipients(key).items():
             state = mark.state

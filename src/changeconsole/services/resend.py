@@ -1,10 +1,11 @@
 """Operator action: send again to recipients whose delivery outcome is ``unknown``.
 
 A worker killed between marking a recipient ``sending`` and recording the SES answer leaves that
-recipient ``unknown`` (``services.ledger``): never re-sent automatically, because the worker cannot tell
-"SES accepted it" from "SES never got it". Only an operator can decide that a possible duplicate is
-better than a possible loss. This service (Textual-free; used by ``change resend-unknown`` and the
-console's delivery drill-in):
+recipient ``unknown`` (``services.ledger``): the worker cannot tell "SES accepted it" from "SES never got
+it". Its SES event settles that (``services.events``): with none after the grace period the reconciler
+sends it again once (``unknown_policy: resend``), or leaves it here (``hold``, or already resent once).
+An operator then decides that a possible duplicate is better than a possible loss. This service
+(Textual-free; used by ``change resend-unknown`` and the console's delivery drill-in):
 
 1. lists the ``unknown`` recipients of a change (every round, or one version/event; per customer);
 2. for the chosen ones, in one ledger transaction per delivery, flips each ``unknown`` → ``retry``
