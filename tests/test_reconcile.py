@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from changeconsole.models import TOPIC_APPROVAL, DeliveryState, EmailEvent, RecipientState
 from changeconsole.services.audit import AuditLog
 from changeconsole.services.aws import AwsFactory
@@ -55,6 +57,7 @@ def _reconciler(aws: AwsFactory, config: Any, clock: Any = time.time) -> Reconci
         ledger=Ledger(aws, config),
         status=StatusStore(aws, config),
         audit=AuditLog(aws, config, source="worker"),
+        send_trigger=lambda key: pytest.fail(f"nothing may be resent: {key}"),
         clock=clock,
     )
 

@@ -51,7 +51,6 @@ from ..models import (
     DeliveryState,
     EmailEvent,
     RecipientState,
-    direct_message,
     iso_utc,
     utcnow,
     version_tag,
@@ -626,8 +625,8 @@ class Reconciler:
         ledger: Ledger,
         status: StatusStore,
         audit: AuditLog,
+        send_trigger: Callable[[DeliveryKey], None],
         customers: Iterable[str] | None = None,
-        send_trigger: Callable[[DeliveryKey], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.aws = aws
@@ -636,7 +635,7 @@ class Reconciler:
         self.status = status
         self.audit = audit
         self.customers = set(customers) if customers is not None else None
-        self.send_trigger = send_trigger or self._send_trigger
+        self.send_trigger = send_trigger  # rings the customer's queue (a direct trigger)
         self.clock = clock
 
     @property
@@ -744,17 +743,3 @@ class Reconciler:
             log.warning("reconciler: trigger for %s failed: %s", delivery_pk(key), describe(exc))
             return
         report.retriggered += 1
-
-    def _send_trigger(self, key: DeliveryKey) -> None:
-        """A direct trigger in the customer's queue: it only rings the bell (the worker reads the archive)."""
-        mapping = self.config.customer(key.customer)
-        sqs = self.aws.client("sqs")
-        url = sqs.get_queue_url(QueueName=mapping.queue_name, QueueOwnerAWSAccountId=mapping.queue_account)
-        body = direct_message(
-            key.customer,
-            key.change_id,
-            key.version,
-            key.event,
-            change={"changeId": key.change_id, "version": key.version},
-        )
-        sqs.send_message(QueueUrl=url["QueueUrl"], MessageBody=body)

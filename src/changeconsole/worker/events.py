@@ -8,7 +8,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..models import Config
+from ..models import Config, direct_message
 from ..services.audit import AuditLog
 from ..services.aws import AwsFactory
 from ..services.events import EventRecorder, Outcome, OutcomeStore, Reconciler
@@ -159,8 +159,7 @@ class EventStage:
             )
 
     def _send_trigger(self, key: DeliveryKey) -> None:
-        from ..models import direct_message
-
+        """A direct trigger in the customer's queue: it only rings the bell (the worker reads the archive)."""
         mapping = self.config.customer(key.customer)
         body = direct_message(
             key.customer,
