@@ -9,11 +9,13 @@ import pytest
 from textual.widgets import DataTable, Static
 
 from changeconsole.models import DeliveryState, EmailEvent
-from changeconsole.screens.customers import CustomerDetailScreen, CustomersScreen
+from changeconsole.screens.customers import CUSTOMER_COLUMNS, CustomerDetailScreen, CustomersScreen, rate_text
 from changeconsole.screens.delivery import DeliveryDetailScreen
 from changeconsole.screens.format import age
 from changeconsole.services.aws import AwsFactory
 from changeconsole.services.bundle import Services
+from changeconsole.services.customers import CustomerDepths, CustomerStats, QueueDepth
+from changeconsole.services.events import Reputation
 from changeconsole.services.status import DeliveryKey
 from support.console import console_app, show
 from support.waiting import wait_for
@@ -144,3 +146,22 @@ async def test_unreachable_aws_shows_errors_per_cell_and_a_banner(make_stack: An
         banner = screen.query_one("#customers-error", Static)
         assert not banner.has_class("hidden")
         assert "AWS unreachable" in str(banner.render())
+
+
+@pytest.mark.parametrize(
+    ("sends", "bounces", "complaints", "bounce", "complaint"),
+    [
+        (0, 0, 0, "-", "-"),  # no send event yet
+        (1000, 10, 0, "1.0", "0.00"),
+        (1000, 50, 1, "5.0!", "0.10!"),  # at SES's warning levels
+        (5, 1, 1, "20!", "20!"),  # wide rates still fit the column
+    ],
+)
+def test_rates_against_ses_warning_levels(
+    sends: int, bounces: int, complaints: int, bounce: str, complaint: str
+) -> None:
+    rep = Reputation("acme", sends=sends, bounces=bounces, complaints=complaints)
+    stats = CustomerStats("acme", CustomerDepths("acme", QueueDepth(), QueueDepth()), None, reputation=rep)
+    assert (rate_text(stats, "bounce"), rate_text(stats, "complaint")) == (bounce, complaint)
+    widths = {k: w for k, _label, w in CUSTOMER_COLUMNS}
+    assert len(bounce) <= widths["bounce"] and len(complaint) <= widths["complaint"]

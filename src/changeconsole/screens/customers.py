@@ -113,8 +113,8 @@ def rate_text(stats: CustomerStats | None, kind: str) -> str:
     rep = stats.reputation
     if rep is None or not rep.sends:
         return "-"
-    rate = rep.bounce_rate if kind == "bounce" else rep.complaint_rate
-    text = f"{100 * (rate or 0):.1f}" if kind == "bounce" else f"{100 * (rate or 0):.2f}"
+    pct = 100 * ((rep.bounce_rate if kind == "bounce" else rep.complaint_rate) or 0.0)
+    text = f"{pct:.2f}" if pct < 1 else f"{pct:.1f}" if pct < 10 else f"{pct:.0f}"  # fits the column
     return text + (RATE_WARNING if kind in rep.warning else "")
 
 
