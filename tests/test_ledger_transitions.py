@@ -137,6 +137,13 @@ def test_every_conditional_write_of_a_recipient_matches_a_row(
     assert ledger.withdraw(KEY, f, "unsubscribed")  # retry -> failed
     assert not ledger.withdraw(KEY, f, "unsubscribed")
 
+    g = "g@acme.example.com"
+    assert ledger.begin_send(KEY, g, "w1", token="t-g").outcome is SlotOutcome.GO
+    ledger.record_failure(KEY, g, "w1", _R.UNKNOWN, "ReadTimeoutError", token="t-g")
+    assert not ledger.confirm_sent(KEY, g, "t-other", "msg-x")  # another send's event: refused
+    assert ledger.confirm_sent(KEY, g, "t-g", "msg-g")  # its own SES event: unknown -> sent
+    assert not ledger.confirm_sent(KEY, g, "t-g", "msg-g")  # again: sent is final
+
     assert ledger.finish_claim(KEY, "w1", done=True, result="partial")
     out = ledger.reopen_for_resend(KEY, [d, e, a], by="op", resend_id="r1")  # a refused, then retried
     assert sorted(out.reopened) == [d, e] and set(out.refused) == {a}
@@ -153,7 +160,15 @@ def test_every_conditional_write_of_a_recipient_matches_a_row(
             assert after == before, f"{sk}: a refused write changed it ({before} -> {after})"
     assert used == {w.name for w in RECIPIENT_WRITES}
     states = {m.address: m.state for m in ledger.recipients(KEY).values()}
-    assert states == {a: _R.SENT, b: _R.FAILED, c: _R.SENT, d: _R.RETRY, e: _R.RETRY, f: _R.FAILED}
+    assert states == {
+        a: _R.SENT,
+        b: _R.FAILED,
+        c: _R.SENT,
+        d: _R.RETRY,
+        e: _R.RETRY,
+        f: _R.FAILED,
+        g: _R.SENT,
+    }
 
 
 def test_readers_skip_and_log_items_they_cannot_read(
