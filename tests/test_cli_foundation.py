@@ -139,14 +139,27 @@ def test_provision_dry_run_then_create_then_nothing_changed(moto_endpoint: str, 
     assert plan["dry_run"] is True
     assert {a["result"] for a in plan["actions"]} == {"would-create"}
     kinds = {a["kind"] for a in plan["actions"]}
-    assert kinds == {"bucket", "audit", "dlq", "queue", "table", "notifications"}
+    assert kinds == {
+        "bucket",
+        "audit",
+        "dlq",
+        "queue",
+        "table",
+        "notifications",
+        "events_queue",
+        "events_topic",
+        "configuration_set",
+    }
     s3 = local_factory(moto_endpoint, max_attempts=1).client("s3")
     assert s3.list_buckets()["Buckets"] == []
 
     first = cli(*base, "--json")
     assert first.exit_code == 0, first.stderr
     created = json.loads(first.stdout)
-    assert created["changed"] == len(created["actions"]) == 1 + 1 + 2 + 1 + 2 * 2
+    # and the SES events queue and topic, each customer's configuration set; its event destination is
+    # skipped (moto has none) and changes nothing
+    assert created["changed"] == 1 + 1 + 2 + 1 + 2 * 2 + 2 + 2
+    assert len(created["actions"]) == created["changed"] + 2
     audit = next(a for a in created["actions"] if a["kind"] == "audit")
     assert (audit["name"], audit["detail"]) == ("audit/", "to GLACIER_IR after 90 d (lifecycle rule set)")
     rules = s3.get_bucket_lifecycle_configuration(Bucket=raw["s3_config"]["bucket_name"])["Rules"]
@@ -157,7 +170,7 @@ def test_provision_dry_run_then_create_then_nothing_changed(moto_endpoint: str, 
     assert second.exit_code == 0
     again = json.loads(second.stdout)
     assert again["changed"] == 0
-    assert {a["result"] for a in again["actions"]} == {"unchanged"}
+    assert {a["result"] for a in again["actions"]} == {"unchanged", "skipped"}
     human = cli(*base)
     assert human.exit_code == 0
     assert "nothing to change" in human.stderr
@@ -212,7 +225,7 @@ def test_local_up_provisions_a_running_server_and_returns(moto_endpoint: str, tm
     assert validated.exit_code == 0
     aws = local_factory(moto_endpoint, max_attempts=1)
     urls = aws.client("sqs").list_queues(QueueNamePrefix="changeconsole-")["QueueUrls"]
-    assert len(urls) == 6
+    assert len(urls) == 6 + 1  # and the SES events queue
     cfg = Config.model_validate(written)
     for code in cfg.customer_mappings:
         ses = aws.customer_client(cfg.customer(code), "sesv2")
