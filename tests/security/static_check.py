@@ -31,6 +31,9 @@ ACCEPTED: dict[tuple[str, str, str], str] = {
         "urlopen of the local stack's own moto-api (reset, data.json, liveness) at the configured local "
         "endpoint (http://127.0.0.1:PORT); the URL is ours, never user- or network-supplied"
     ),
+    ("B105", "src/changeconsole/services/events.py", "cc-claim"): (
+        "the name of an SES email tag (TAG_TOKEN: it carries a send's claim token), not a secret"
+    ),
     ("B311", "src/changeconsole/worker/errors.py", "random"): (
         "random jitter of retry backoff (visibility delay), not a security value"
     ),
