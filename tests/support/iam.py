@@ -191,7 +191,15 @@ def needs(call: Call, config: Config) -> list[Need]:
             return out
         if call.operation in ("ListContactLists", "GetSuppressedDestination"):  # no resource-level permission
             return [Need(action, "*")]
+        if "ConfigurationSetName" in p:
+            return [Need(action, f"{base}:configuration-set/{p['ConfigurationSetName']}")]
         return [Need(action, f"{base}:contact-list/{p['ContactListName']}")]
+    if call.service == "sns":
+        if call.operation == "ListTopics":  # no resource-level permission
+            return [Need(action, "*")]
+        if call.operation == "CreateTopic":
+            return [Need(action, f"arn:aws:sns:{region}:{LOCAL_ACCOUNT}:{p['Name']}")]
+        return [Need(action, p["TopicArn"])]
     raise AssertionError(f"no IAM mapping for {call.service}.{call.operation}")
 
 
