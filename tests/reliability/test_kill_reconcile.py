@@ -113,7 +113,10 @@ def test_twenty_sigkills_lose_nothing_and_send_nothing_twice_without_an_operator
                 kill_points.append(sent_so_far(relay))
                 worker.kill()
             worker.start()
-            wait_until(all_sent, 180, "every delivery sent, nothing left to reconcile", interval=0.25)
+            try:
+                wait_until(all_sent, 180, "every delivery sent, nothing left to reconcile", interval=0.25)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; kills after {kill_points}; not sent: {not_sent()}") from None
             worker.wait_started()
             assert worker.terminate() == 0
         finally:
