@@ -1,4 +1,4 @@
-"""Unknown recipients resolved without an operator: by their SES event, else sent again once after the
+"""Unknown recipients resolved without an operator: by their SES event, else sent again after the
 grace period (``unknown_policy: resend``) or held (``hold``)."""
 
 from __future__ import annotations
@@ -118,8 +118,65 @@ def test_two_reconcilers_never_both_reopen(make_stack: Any, aws_factory: AwsFact
     assert (first, second) == (True, False)
     (again,) = ledger.reconciles()
     assert again.resent == {lost}
-    # Once resent, a recipient the reconciler finds unknown again is held, never sent a third time.
+    mark = ledger.recipient(key, lost)
+    assert mark is not None and mark.state is RecipientState.RETRY and mark.auto_resends == 1
     assert _reconciler(aws_factory, config)._hold_reason(key, []) is not None
+
+
+def _died_again(aws: AwsFactory, config: Any, key: DeliveryKey) -> None:
+    """What the resend leaves when its worker is SIGKILLed inside the SES call too, once another worker
+    settled the delivery: the reopened recipient ``unknown`` again, the claim ``done``, due to reconcile."""
+    ddb = aws.client("dynamodb")
+    for addr, mark in Ledger(aws, config).recipients(key).items():
+        if mark.state is RecipientState.RETRY:
+            ddb.update_item(
+                TableName=config.ledger_table_name,
+                Key={"pk": {"S": delivery_pk(key)}, "sk": {"S": rcpt_sk(addr)}},
+                UpdateExpression="SET #s = :u, claim_token = :t",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues={":u": {"S": "unknown"}, ":t": {"S": new_token()}},
+            )
+    ddb.update_item(
+        TableName=config.ledger_table_name,
+        Key={"pk": {"S": delivery_pk(key)}, "sk": {"S": "CLAIM"}},
+        UpdateExpression="SET #s = :d",
+        ExpressionAttributeNames={"#s": "state"},
+        ExpressionAttributeValues={":d": {"S": "done"}},
+    )
+    Ledger(aws, config).note_unknown(key, time.time())
+
+
+def test_each_resend_that_itself_ends_unknown_earns_one_more_up_to_the_limit_then_it_is_held(
+    make_stack: Any, aws_factory: AwsFactory
+) -> None:
+    config, change, key, lost, _token = _partial(
+        make_stack, aws_factory, unknown_grace_seconds=600, max_auto_resends=2
+    )
+    ledger = Ledger(aws_factory, config)
+    with running_worker(aws_factory, config):
+        wait_until(lambda: settled(aws_factory, config, change, key.customer, DeliveryState.PARTIAL), 30)
+    rung: list[DeliveryKey] = []
+    reconciler = Reconciler(
+        aws_factory,
+        config,
+        ledger=ledger,
+        status=StatusStore(aws_factory, config),
+        audit=AuditLog(aws_factory, config, source="worker"),
+        send_trigger=rung.append,
+        clock=lambda: time.time() + 601,
+    )
+    for n in (1, 2):
+        assert reconciler.run_once().resent == [f"{delivery_pk(key)}: {lost}"], n
+        mark = ledger.recipient(key, lost)
+        assert mark is not None and mark.state is RecipientState.RETRY and mark.auto_resends == n
+        _died_again(aws_factory, config, key)
+    report = reconciler.run_once()
+    assert report.resent == [] and report.held == [f"{delivery_pk(key)}: {lost}"]
+    assert rung == [key, key] and ledger.reconciles() == []
+    rec = record(aws_factory, config, key.customer, change.version, "submitted", change.change_id)
+    assert rec is not None and "sent again 2 time(s)" in (rec.last_error or "")
+    mark = ledger.recipient(key, lost)
+    assert mark is not None and mark.state is RecipientState.UNKNOWN
 
 
 def test_hold_policy_leaves_unknown_recipients_to_an_operator(

@@ -124,7 +124,7 @@ class RecipientState(StrEnum):
     RETRY = "retry"  # the SES call failed without sending (or an operator reopened it): may be sent
     FAILED = "failed"  # rejected by SES, or withdrawn: never sent
     # cut off between the mark and SES's answer: maybe sent. Its Send/Delivery event makes it sent; with
-    # none after ``events.unknown_grace_seconds`` the reconciler sends it again once (or holds it).
+    # none after ``events.unknown_grace_seconds`` the reconciler sends it again (or holds it).
     UNKNOWN = "unknown"
 
 
@@ -821,10 +821,13 @@ class EventsConfig(BaseModel):
     configuration_set: str = Field("changeconsole", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     topic_name: str = Field("changeconsole-ses-events", pattern=r"^[A-Za-z0-9_-]{1,256}$")  # SNS, central
     queue_name: str = Field("changeconsole-ses-events", pattern=r"^[A-Za-z0-9_-]{1,80}$")  # SQS, central
-    # An ``unknown`` recipient with no Send/Delivery event after this long is sent again once (resend)
-    # or left for an operator (hold).
+    # An ``unknown`` recipient with no Send/Delivery event after this long is sent again (resend) or
+    # left for an operator (hold).
     unknown_grace_seconds: float = Field(900.0, ge=1, le=86400)
     unknown_policy: Literal["resend", "hold"] = "resend"
+    # Automatic resends per recipient. Each follows a send that itself ended unknown (its worker died
+    # inside the SES call) with no event since; past this, an operator decides.
+    max_auto_resends: int = Field(3, ge=1, le=10)
     # What a hard bounce or a complaint does to the contact in the customer's list.
     reputation_policy: Literal["unsubscribe_all", "opt_out_topic"] = "opt_out_topic"
 

@@ -2,7 +2,8 @@
 subscribed recipient gets exactly one email and nobody does anything.
 
 A kill inside a recipient's SES window leaves it ``unknown``; its Send event (SES accepted it) makes it
-``sent``, and with no event by the end of the grace period it is sent again once. The test asserts 0
+``sent``, and with no event by the end of the grace period it is sent again (once per send that ended
+``unknown``: a second kill inside the resend's SES window earns one more). The test asserts 0
 lost, 0 duplicates, no ``unknown`` left and no operator action (nothing calls ``resend-unknown``).
 The seed is printed; set CHANGECONSOLE_SEED to replay one run.
 """

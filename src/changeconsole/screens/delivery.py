@@ -254,7 +254,7 @@ class DeliveryDetailScreen(ConsoleScreen[None]):
         )
         text.append(
             ": a worker stopped mid-send, so they may or may not have this email. Their SES event confirms"
-            " them; with none after the grace period they are sent again once (events.unknown_policy)."
+            " them; with none after the grace period they are sent again (events.unknown_policy)."
         )
         if self.resending:
             text.append("  Resending…", style="italic")

@@ -21,8 +21,9 @@ to ``EventRecorder.handle``:
 
 ``Reconciler`` resolves ``unknown`` recipients (a worker died between its ledger mark and SES's answer)
 without an operator: their Send/Delivery event confirms them (above); a delivery still holding
-``unknown`` recipients ``events.unknown_grace_seconds`` after it settled is reopened for them once
-(``unknown_policy: resend``), through the ledger's conditional writes, or left to an operator (``hold``).
+``unknown`` recipients ``events.unknown_grace_seconds`` after it settled is reopened for them
+(``unknown_policy: resend``; once per send of theirs that ended unknown, up to
+``events.max_auto_resends``), through the ledger's conditional writes, or left to an operator (``hold``).
 """
 
 from __future__ import annotations
@@ -673,7 +674,8 @@ class Reconciler:
             if self.ledger.drop_reconcile(item):
                 report.confirmed += 1
             return
-        fresh = [a for a in unknown if a not in item.resent]
+        limit = self.config.events.max_auto_resends
+        fresh = [a for a in unknown if marks[a].auto_resends < limit]
         why = self._hold_reason(key, fresh)
         if why is not None:
             self._hold(item, key, unknown, why, report)
@@ -687,7 +689,7 @@ class Reconciler:
             key,
             state=DeliveryState.QUEUED,
             last_error=f"{len(fresh)} recipient(s) unknown with no SES event after {self.grace:.0f}s: "
-            "sent again once",
+            "sent again",
             resend_requested_by=RECONCILER,
             resend_requested_at=iso_utc(utcnow()),
         )
@@ -708,7 +710,8 @@ class Reconciler:
         if self.config.events.unknown_policy == "hold":
             return "unknown_policy is hold"
         if not fresh:
-            return "sent again once already with no SES event since"
+            n = self.config.events.max_auto_resends
+            return f"sent again {n} time(s) already, each ending unknown with no SES event"
         latest = self.ledger.latest(key.change_id, key.customer)
         if latest is not None and latest.version > key.version:
             return f"superseded: version {latest.version} was sent since"

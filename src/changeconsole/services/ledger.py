@@ -253,6 +253,7 @@ class RecipientMark(_Item):
     resend_by: str | None = None  # the operator who reopened it (``retry``)
     resend_at: str | None = None
     claim_token: str | None = None  # of this send: its SES events carry it (``services.events``)
+    auto_resends: int = 0  # times the reconciler reopened it (each after a send that left it unknown)
 
     @model_validator(mode="before")
     @classmethod
@@ -868,17 +869,19 @@ class Ledger:
         }
         return {"Put": {"TableName": self.table, "Item": to_item(data)}}
 
-    def _reopen_rcpt_op(self, key: DeliveryKey, addr: str, by: str, at: str) -> Any:
+    def _reopen_rcpt_op(self, key: DeliveryKey, addr: str, by: str, at: str, *, auto: bool = False) -> Any:
         target = RecipientState.RETRY
+        extra = {"one": {"N": "1"}} if auto else {}
         return {
             "Update": {
                 "TableName": self.table,
                 "Key": {"pk": {"S": delivery_pk(key)}, "sk": {"S": rcpt_sk(addr)}},
-                "UpdateExpression": "SET #s = :to, resend_by = :by, resend_at = :at",
+                "UpdateExpression": "SET #s = :to, resend_by = :by, resend_at = :at"
+                + (" ADD auto_resends :one" if auto else ""),
                 "ConditionExpression": REOPEN.condition,
                 "ExpressionAttributeNames": REOPEN.names,
                 "ExpressionAttributeValues": REOPEN.values(
-                    target, to={"S": target.value}, by={"S": by}, at={"S": at}
+                    target, to={"S": target.value}, by={"S": by}, at={"S": at}, **extra
                 ),
             }
         }
@@ -958,7 +961,7 @@ class Ledger:
                     },
                 }
             },
-            *(self._reopen_rcpt_op(key, addr, by, at) for addr in todo),
+            *(self._reopen_rcpt_op(key, addr, by, at, auto=True) for addr in todo),
         ]
         try:
             self._ddb.transact_write_items(TransactItems=ops)

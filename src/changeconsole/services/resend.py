@@ -3,7 +3,8 @@
 A worker killed between marking a recipient ``sending`` and recording the SES answer leaves that
 recipient ``unknown`` (``services.ledger``): the worker cannot tell "SES accepted it" from "SES never got
 it". Its SES event settles that (``services.events``): with none after the grace period the reconciler
-sends it again once (``unknown_policy: resend``), or leaves it here (``hold``, or already resent once).
+sends it again (``unknown_policy: resend``; again after each resend that itself ended unknown, up to
+``events.max_auto_resends``), or leaves it here (``hold``, or that many resends already).
 An operator then decides that a possible duplicate is better than a possible loss. This service
 (Textual-free; used by ``change resend-unknown`` and the console's delivery drill-in):
 
