@@ -85,12 +85,24 @@ def test_verify_fails_on_a_missing_list_and_topics(stack: Any, aws_factory: AwsF
     assert not report.ok
 
 
-def test_onboard_with_one_call_then_send_to_it(stack: Any, aws_factory: AwsFactory) -> None:
+def test_onboard_with_one_call_then_send_to_it(
+    stack: Any, aws_factory: AwsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = json.loads(stack.config_path.read_text())
     before["operator_notes"] = {"kept": True}  # an unknown key of the deployed file
     stack.config_path.write_text(json.dumps(before))
+    entered: list[str] = []  # the customer accounts the add acts in
+    customer_client = aws_factory.customer_client
+
+    def recording(customer: Any, service: str) -> Any:
+        entered.append(customer.customer_code)
+        return customer_client(customer, service)
+
+    monkeypatch.setattr(aws_factory, "customer_client", recording)
     report = admin(aws_factory, stack).add(NewCustomer(code="initrode", name="Initrode", role_arn=NEW_ROLE))
+    monkeypatch.undo()
     assert report.ok, report.to_json()
+    assert set(entered) == {"initrode"}  # the other customers' roles are not assumed
     assert report.config_result == "written" and report.backup is not None
     assert json.loads(Path(report.backup).read_text()) == before
     after = json.loads(stack.config_path.read_text())

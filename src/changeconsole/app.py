@@ -31,10 +31,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from rich.markup import escape
+from textual.actions import SkipAction
 from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
-from textual.widgets import Input
+from textual.screen import ModalScreen
+from textual.widgets import Input, TextArea
 
 from .commands import ConsoleCommands
 from .config import ConfigError, load_config, local_config_path
@@ -297,7 +299,8 @@ class ChangeConsoleApp(ThreadResults, App[int]):
     BINDINGS = [
         Binding("f1", "help", "Help"),
         Binding("question_mark", "help", "Help", show=False),
-        Binding("colon", "command_line", "Command", key_display=":"),
+        # Priority, so the command line opens before the keys typed after ``:`` are routed.
+        Binding("colon", "command_line", "Command", key_display=":", priority=True),
         Binding("ctrl+l", "toggle_log", "AWS log"),
         Binding("escape", "go_back", "Back", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
@@ -782,8 +785,8 @@ class ChangeConsoleApp(ThreadResults, App[int]):
             self.pop_screen()
 
     def action_command_line(self) -> None:
-        if isinstance(self.screen, CommandLine):
-            return
+        if isinstance(self.screen, ModalScreen) or isinstance(self.focused, Input | TextArea):
+            raise SkipAction()  # a dialog is open, or ``:`` is text being typed
         self.push_screen(CommandLine(self.command_words), self.run_command)
 
     def command_words(self) -> Iterable[str]:

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual import events
 from textual.widgets import DataTable, Input, SelectionList
 
 from changeconsole.screens.changes import ChangesScreen
 from changeconsole.screens.compose import JUMPS, ComposeScreen
+from changeconsole.screens.customers import CustomersScreen
 from changeconsole.screens.detail import DetailScreen
 from changeconsole.screens.modals import CommandLine, JumpPalette
 from changeconsole.screens.status import LiveStatusScreen
@@ -105,6 +107,27 @@ async def test_tab_takes_the_completion_of_the_command_line(tmp_path: Path) -> N
         await wait_for(pilot, lambda: line._suggestion == "customers", what="the suggestion")
         await pilot.press("tab")
         assert line.value == "customers"
+
+
+async def test_a_command_typed_in_one_burst_after_the_colon_is_not_lost(tmp_path: Path) -> None:
+    """As a terminal delivers ``:customers⏎`` pasted or typed fast: every key queued before any is
+    handled. None may reach the change list's own bindings (``s`` sorts, ``r`` refreshes)."""
+    app = fake_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        for key, char in [("colon", ":"), *((c, c) for c in "customers"), ("enter", "\r")]:
+            app.post_message(events.Key(key, char))
+        await wait_for(pilot, lambda: isinstance(app.screen, CustomersScreen), what="the customers screen")
+        assert [type(s).__name__ for s in app.screen_stack[1:]] == ["ChangesScreen", "CustomersScreen"]
+
+
+async def test_a_colon_typed_into_a_field_is_text(tmp_path: Path) -> None:
+    app = fake_app(tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"a:b")
+        assert not isinstance(app.screen, CommandLine)
+        assert isinstance(app.focused, Input) and app.focused.value == "a:b"
 
 
 async def leave_compose(pilot: Any) -> None:

@@ -552,7 +552,7 @@ class CustomerAdmin:
         updated.setdefault("customer_mappings", {})[new.code] = {**(existing or {}), **mapping}
         config = _validated(updated, self.config_path)
         # Central resources first: a config naming a queue that does not exist would dead-end triggers.
-        actions = Provisioner(self.aws, config, threads=self.threads).run()
+        actions = Provisioner(self.aws, config, threads=self.threads, only=[new.code]).run()
         mine = {config.customer(new.code).queue_name, config.customer(new.code).dlq_name}
         report.provision = [
             a

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,12 +170,24 @@ def _is_missing(exc: ClientError, *codes: str) -> bool:
 
 
 class Provisioner:
-    def __init__(self, aws: AwsFactory, config: Config, *, dry_run: bool = False, threads: int = 16) -> None:
+    """Creates or updates what ``config`` needs. ``only``: the per-customer part (queues, configuration
+    sets) for these customer codes alone (``customer add``); the shared part is always checked."""
+
+    def __init__(
+        self,
+        aws: AwsFactory,
+        config: Config,
+        *,
+        dry_run: bool = False,
+        threads: int = 16,
+        only: Iterable[str] | None = None,
+    ) -> None:
         self.aws = aws
         self.config = config
         self.dry_run = dry_run
         self.threads = threads
         self.plan = plan(config)
+        self.customers = sorted(config.customer_mappings if only is None else set(only))
         self._lock = threading.Lock()
         self.actions: list[Action] = []
 
@@ -298,7 +311,7 @@ class Provisioner:
             self._queue_policy(spec, account)
 
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            list(pool.map(one, self.plan.queues))
+            list(pool.map(one, [q for q in self.plan.queues if q.customer in self.customers]))
 
     # -- notifications -----------------------------------------------------------------
     def notifications(self) -> None:
@@ -491,11 +504,7 @@ class Provisioner:
         elif not self.dry_run:
             self._topic_wiring(sns, topic_arn, topic_policy, queue_arn, account)
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            list(
-                pool.map(
-                    lambda c: self.configuration_set(c, topic_arn), sorted(self.config.customer_mappings)
-                )
-            )
+            list(pool.map(lambda c: self.configuration_set(c, topic_arn), self.customers))
 
     def _topic_wiring(
         self, sns: Any, topic_arn: str, topic_policy: dict[str, Any], queue_arn: str, account: str
