@@ -847,6 +847,9 @@ class Config(BaseModel):
     transport: Literal["s3-events", "sqs-direct"] = "s3-events"
     contact_list_name: str = "changeconsole"
     max_receive_count: int = Field(3, ge=1, le=1000)
+    # Receives of a message that ended without an outcome (its worker died holding it) before the worker
+    # dead-letters it as ``worker_crashes``; they do not use up ``max_receive_count``.
+    max_crash_count: int = Field(10, ge=1, le=1000)
     branding: Branding = Field(default_factory=Branding)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     # Role name -> principals (the short form) or a role object; absent/empty: no roles enforced.

@@ -83,6 +83,13 @@ class TriggerMissing(PermanentMessageError):
     reason = "trigger_missing"
 
 
+class CrashLoop(PermanentMessageError):
+    """Received ``max_crash_count`` times with no outcome (each time its worker died): dead-lettered, so a
+    message that kills the worker cannot do so forever."""
+
+    reason = "worker_crashes"
+
+
 class Interrupted(Exception):
     """Shutdown deadline reached between two recipients: the message is released to another worker."""
 
@@ -121,15 +128,33 @@ class InFlight:
     message_id: str
     receipt: str
     body: str
-    receive_count: int
+    receive_count: int  # SQS's, of this copy (a retry is a fresh copy)
     sent_at: float  # epoch seconds (SentTimestamp)
     attributes: dict[str, Any] = field(default_factory=dict)
+    failures: int = 0  # failed attempts of earlier copies (``cc-failures``)
+    carried_crashes: int = 0  # receives of earlier copies that ended with no outcome (``cc-crashes``)
     received_at: float = field(default_factory=time.monotonic)
     visible_until: float = 0.0  # monotonic
     claim: tuple[DeliveryKey, str] | None = None  # renewed by the heartbeat while held
     claim_lease_until: float = 0.0  # epoch
     lane: Lane | None = None  # the (change, customer) lock, renewed by the heartbeat while held
     settled: bool = False
+
+    @property
+    def crashes(self) -> int:
+        """Receives that ended with no outcome: every earlier receive of this copy (a receive that ends
+        with one deletes it or replaces it by a fresh copy), plus those of earlier copies."""
+        return self.carried_crashes + self.receive_count - 1
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt this is, counting failed ones only (the retry budget, ``max_receive_count``)."""
+        return self.failures + 1
+
+    @property
+    def receives(self) -> int:
+        """Receives that failed or ended with no outcome, plus this one (``cc-receive-count``)."""
+        return self.failures + self.crashes + 1
 
 
 class OutcomeKind(StrEnum):
@@ -162,7 +187,7 @@ class Outcome:
     delay: int = 0
     emails: int = 0
     throttled: bool = False
-    failure: bool = True  # False: a retry/release that must not count towards maxReceiveCount
+    failure: bool = True  # False: a retry/release that must not count towards the retry budget
 
     @property
     def label(self) -> str:
@@ -337,6 +362,12 @@ class Processor:
         try:
             mapping = self.config.customer(m.customer)
             self._check_trigger(m, trigger)
+            if m.crashes >= self.config.max_crash_count:
+                raise CrashLoop(
+                    f"received {m.crashes} time(s) by a worker that died before it finished "
+                    f"(max_crash_count {self.config.max_crash_count})",
+                    customer=m.customer,
+                )
             change_id = trigger.change_id or self._trigger_change_id(trigger)
             lane = self._take_lane(m, change_id, job.key)
             try:
@@ -891,15 +922,15 @@ class Processor:
         *,
         start: _Start | None = None,
     ) -> Outcome:
-        if m.receive_count >= self.config.max_receive_count:
-            # SQS would move it to the DLQ on the next receive: do it now, with the reason, and record it.
+        if m.attempt >= self.config.max_receive_count:
+            # The retry budget is used up: to the DLQ now, with the reason, and recorded.
             exhausted = Failure(
                 FailureKind.PERMANENT,
                 "retries_exhausted",
-                f"{m.receive_count} attempts; last error {failure.reason}: {failure.detail}"[:500],
+                f"{m.attempt} attempts; last error {failure.reason}: {failure.detail}"[:500],
             )
             return self._dead_letter(m, exhausted, key, trigger, start=start)
-        delay = backoff_delay(m.receive_count, self.options.backoff_base, self.options.backoff_cap)
+        delay = backoff_delay(m.attempt, self.options.backoff_base, self.options.backoff_cap)
         if failure.throttled:
             self.cooldown(m.customer, float(delay))
         if key is not None:
@@ -922,7 +953,7 @@ class Processor:
             reason=failure.reason,
             detail=failure.detail,
             retry_in=delay,
-            receive_count=m.receive_count,
+            attempt=m.attempt,
         )
         return Outcome(
             OutcomeKind.RETRY, Result.RETRY, failure.reason, delay=delay, throttled=failure.throttled
@@ -954,7 +985,7 @@ class Processor:
             event=ev,
             failed_at=iso_utc(utcnow()),
             source_message_id=m.message_id,
-            receive_count=m.receive_count,
+            receive_count=m.receives,
             worker=self.worker_id,
         )
         self.queues.dead_letter(m, attrs)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from ..models import Config, CustomerMapping, DeliveryState
 from ..services.audit import AuditLog
 from ..services.aws import AwsFactory
-from ..services.dlq.attributes import sendable
+from ..services.dlq.attributes import requeue_attributes, retry_counters
 from ..services.ledger import Ledger
 from ..services.queues import QueueUrlCache
 from ..services.status import StatusStore
@@ -655,10 +655,27 @@ class Worker:
                 self._apply(m, SHUTDOWN)
             return
         for m in messages:
-            self.scheduler.submit(m)
+            if not self._rotate(m):
+                self.scheduler.submit(m)
+
+    def _rotate(self, m: InFlight) -> bool:
+        """True when ``m`` was replaced by a fresh copy instead of being worked on: on the last receive SQS
+        allows, a message whose earlier receives ended with no outcome (its worker died) would be moved
+        to the DLQ by SQS should this worker die too. The copy carries the crashes (``max_crash_count``
+        bounds them) and is worked on when received."""
+        if not 1 < self.config.max_receive_count <= m.receive_count:
+            return False
+        if m.crashes >= self.config.max_crash_count or not self._requeue(m, 0):
+            return False  # worked on now: dead-lettered as worker_crashes, or SQS's redrive is the backstop
+        with self._stats_lock:
+            self.stats_data.results["rotated"] = self.stats_data.results.get("rotated", 0) + 1
+        self._apply(m, Outcome(OutcomeKind.DELETE, Result.REQUEUED))
+        return True
 
     def _inflight_of(self, slot: CustomerSlot, raw: MessageTypeDef, now: float) -> InFlight:
         attrs = raw.get("Attributes") or {}
+        attributes: dict[str, Any] = dict(raw.get("MessageAttributes") or {})
+        failures, crashes = retry_counters(attributes)
         sent_ms = int(attrs.get("SentTimestamp") or 0)
         sent_at = sent_ms / 1000 if sent_ms else time.time()
         age = max(0.0, time.time() - sent_at)
@@ -674,7 +691,9 @@ class Worker:
             body=str(raw.get("Body", "")),
             receive_count=int(attrs.get("ApproximateReceiveCount") or 1),
             sent_at=sent_at,
-            attributes=raw.get("MessageAttributes") or {},
+            attributes=attributes,
+            failures=failures,
+            carried_crashes=crashes,
             received_at=now,
             visible_until=now + self.options.visibility_timeout,
         )
@@ -685,7 +704,7 @@ class Worker:
             outcome = self.processor.process(m)
         except Exception as exc:  # e.g. the DLQ itself unreachable: try again later
             failure = classify(exc, "central")
-            delay = backoff_delay(m.receive_count, self.options.backoff_base, self.options.backoff_cap)
+            delay = backoff_delay(m.attempt, self.options.backoff_base, self.options.backoff_cap)
             event(
                 logging.ERROR,
                 "message.error",
@@ -727,7 +746,13 @@ class Worker:
             self.metrics.count(m.customer, "MessagesProcessed")
 
     def _apply(self, m: InFlight, outcome: Outcome) -> None:
-        """Delete (batched), retry later (visibility = backoff) or release (visibility 0)."""
+        """Delete (batched), retry later or release (visibility 0).
+
+        A retry replaces the message by a fresh copy (SQS's receive count 0) that carries its counters
+        (``cc-failures`` + 1 for a failure), so SQS's receive count of a copy counts only receives that
+        ended with no outcome: crashes (``_rotate``). A release at shutdown leaves it as it is (counted
+        like a crash) unless SQS would dead-letter it on its next receive. A failure out of budget, or a
+        copy that cannot be sent, keeps the message and sets its visibility instead."""
         if m.settled:
             return
         slot = self.slots[m.customer]
@@ -740,10 +765,17 @@ class Worker:
             if full or self.scheduler.active(m.customer) <= 1 or self._stop_receiving.is_set():
                 self._flush_slot(slot)
             return
-        delay = outcome.delay if outcome.kind is OutcomeKind.RETRY else 0
-        # SQS would dead-letter it on the next receive, for no fault of its own: requeue a copy.
+        retry = outcome.kind is OutcomeKind.RETRY
+        delay = outcome.delay if retry else 0
+        failed = retry and outcome.failure
         last = m.receive_count >= self.config.max_receive_count
-        if not outcome.failure and last and self._requeue(m, min(delay, 900)):
+        copy = (retry or last) and not (failed and m.attempt >= self.config.max_receive_count)
+        with self._stats_lock:
+            if retry:
+                self.stats_data.retried += 1
+            else:
+                self.stats_data.released += 1
+        if copy and self._requeue(m, min(delay, 900), failed=failed):
             self._apply(m, Outcome(OutcomeKind.DELETE, Result.REQUEUED))
             return
         try:
@@ -758,16 +790,13 @@ class Worker:
                 message_id=m.message_id,
                 error=classify(exc, "central").detail,
             )
-        with self._stats_lock:
-            if outcome.kind is OutcomeKind.RETRY:
-                self.stats_data.retried += 1
-            else:
-                self.stats_data.released += 1
         self._settle(m)
 
-    def _requeue(self, m: InFlight, delay: int) -> bool:
-        """A fresh copy (receive count 0) of ``m`` in its queue; the original is then deleted."""
-        attributes = sendable(m.attributes or {})
+    def _requeue(self, m: InFlight, delay: int, *, failed: bool = False) -> bool:
+        """A fresh copy (receive count 0) of ``m`` in its queue with its retry counters (one more failure
+        when ``failed``); the caller then deletes the original."""
+        failures = m.failures + int(failed)
+        attributes = requeue_attributes(m.attributes or {}, failures=failures, crashes=m.crashes)
         kwargs: dict[str, Any] = {"QueueUrl": m.queue_url, "MessageBody": m.body, "DelaySeconds": int(delay)}
         if attributes:
             kwargs["MessageAttributes"] = attributes
@@ -788,6 +817,8 @@ class Worker:
             customer=m.customer,
             message_id=m.message_id,
             receive_count=m.receive_count,
+            failures=failures,
+            crashes=m.crashes,
             delay=delay,
         )
         return True

@@ -1,8 +1,9 @@
-"""The message attributes of dead-lettered and redriven messages: the one owner of that format.
+"""The message attributes of dead-lettered, redriven and requeued messages: the one owner of that format.
 
 The worker dead-letters a message with ``cc-*`` attributes (why, whose, which delivery; see
 ``docs/architecture.md``); a redrive adds the marker ``cc-redriven-at``/``cc-redrive-count``/
-``cc-redriven-by``. SQS allows ten attributes per message: whatever does not fit goes into one
+``cc-redriven-by``; a fresh copy the worker puts back carries the retry counters ``cc-failures`` and
+``cc-crashes``. SQS allows ten attributes per message: whatever does not fit goes into one
 ``cc-packed`` JSON attribute, which every reader expands (``unpack_attributes``).
 """
 
@@ -38,6 +39,12 @@ MARKER_BY = "cc-redriven-by"
 REDRIVE_MARKERS = (MARKER_AT, MARKER_COUNT, MARKER_BY)
 # Original attributes that did not fit next to ours, as JSON.
 PACKED_ATTRIBUTE = "cc-packed"
+# What the earlier copies of a requeued message used up: failed attempts, and receives that ended with no
+# outcome (the worker died holding it, or released it at shutdown). A dead letter or a redrive drops them:
+# a redriven message starts with a full budget.
+FAILURES = "cc-failures"
+CRASHES = "cc-crashes"
+RETRY_COUNTERS = (FAILURES, CRASHES)
 
 
 def attr_text(value: dict[str, Any]) -> str:
@@ -141,11 +148,38 @@ def fit_attributes(
     return {PACKED_ATTRIBUTE: _pack(base), **markers}
 
 
+def retry_counters(attrs: dict[str, dict[str, Any]]) -> tuple[int, int]:
+    """(failures, crashes) a received message carries (0 when absent or not a number)."""
+    full = unpack_attributes(attrs)
+
+    def count(name: str) -> int:
+        try:
+            return max(0, int(attr_text(full[name]))) if name in full else 0
+        except ValueError:
+            return 0
+
+    return count(FAILURES), count(CRASHES)
+
+
+def requeue_attributes(
+    original: dict[str, dict[str, Any]], *, failures: int, crashes: int
+) -> dict[str, dict[str, Any]]:
+    """The attributes of a fresh copy of a message: its own plus the retry counters (those not 0)."""
+    counters = {FAILURES: failures, CRASHES: crashes}
+    markers = {name: string_attr(str(n)) for name, n in counters.items() if n > 0}
+    return sendable(fit_attributes(_without_counters(original), markers))
+
+
+def _without_counters(attrs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in unpack_attributes(attrs).items() if k not in RETRY_COUNTERS}
+
+
 def redrive_attributes(
     original: dict[str, dict[str, Any]], *, at: datetime, by: str
 ) -> dict[str, dict[str, Any]]:
-    """The attributes a redriven message carries: its own plus the redrive marker (count + 1)."""
-    full = unpack_attributes(original)
+    """The attributes a redriven message carries: its own plus the redrive marker (count + 1), without
+    retry counters."""
+    full = _without_counters(original)
     try:
         count = int(attr_text(full[MARKER_COUNT])) if MARKER_COUNT in full else 0
     except ValueError:
@@ -155,7 +189,7 @@ def redrive_attributes(
         MARKER_COUNT: string_attr(str(count + 1)),
         MARKER_BY: string_attr(by or "unknown"),
     }
-    return fit_attributes(original, markers)
+    return fit_attributes(full, markers)
 
 
 def dead_letter_attributes(
@@ -172,7 +206,8 @@ def dead_letter_attributes(
     receive_count: int,
     worker: str,
 ) -> dict[str, dict[str, Any]]:
-    """The worker's ``cc-*`` attributes (one line each; None left out) plus the original ones.
+    """The worker's ``cc-*`` attributes (one line each; None left out) plus the original ones (without
+    retry counters: ``cc-receive-count`` sums them up).
 
     Originals that do not fit (e.g. a redriven message's marker) go into ``cc-packed``; ours then give
     up ``cc-worker``, ``cc-source-message-id`` and ``cc-receive-count``, in that order, to make room.
@@ -192,7 +227,7 @@ def dead_letter_attributes(
     ours = {
         k: string_attr(" ".join(str(v).split())[:1000] or "-") for k, v in values.items() if v is not None
     }
-    rest = {k: v for k, v in unpack_attributes(original).items() if k not in ours}
+    rest = {k: v for k, v in _without_counters(original).items() if k not in ours}
     if len(rest) + len(ours) <= MAX_MESSAGE_ATTRIBUTES:
         return {**sendable(rest), **ours}
     for name in _DROP_ORDER:
