@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,7 +22,13 @@ from botocore.exceptions import (
 )
 
 from changeconsole.models import Config, InvalidChange, IsolationViolation, MalformedMessage, UnknownCustomer
-from changeconsole.services.dlq.attributes import dead_letter_attributes
+from changeconsole.services.dlq.attributes import (
+    dead_letter_attributes,
+    redrive_attributes,
+    requeue_attributes,
+    retry_counters,
+    unpack_attributes,
+)
 from changeconsole.services.localstack import build_local_config
 from changeconsole.worker import WorkerOptions, assign_customers, parse_shard, shard_of
 from changeconsole.worker.errors import backoff_delay, classify
@@ -196,6 +203,36 @@ def test_dlq_attributes_fit_sqs_limit_and_keep_the_redrive_marker() -> None:
     third = dead_letter_attributes(again, **_cc())
     inner = json.loads(third["cc-packed"]["StringValue"])
     assert "cc-packed" not in inner and inner["cc-redrive-count"]["StringValue"] == "1"
+
+
+def test_retry_counters_ride_on_copies_within_the_limit_and_are_dropped_by_dead_letter_and_redrive() -> None:
+    # An S3 event message carries no attributes: a copy gets only the counters that are not 0.
+    first = requeue_attributes({}, failures=0, crashes=2)
+    assert first == {"cc-crashes": {"DataType": "String", "StringValue": "2"}}
+    assert retry_counters(first) == (0, 2)
+    again = requeue_attributes(first, failures=1, crashes=3)
+    assert retry_counters(again) == (1, 3) and len(again) == 2
+    # A message already holding 10 attributes: they go packed, the counters fit next to them.
+    own = {f"a{i}": {"DataType": "String", "StringValue": str(i)} for i in range(10)}
+    copy = requeue_attributes(own, failures=2, crashes=1)
+    assert len(copy) <= 10 and retry_counters(copy) == (2, 1)
+    assert unpack_attributes(copy) == {**own, **requeue_attributes({}, failures=2, crashes=1)}
+    # Neither a dead letter nor a redrive keeps them: a redriven message starts with full budgets.
+    assert retry_counters(dead_letter_attributes(copy, **_cc())) == (0, 0)
+    assert retry_counters(redrive_attributes(copy, at=datetime(2026, 3, 3, tzinfo=UTC), by="ops")) == (0, 0)
+    # Garbage reads as 0, never as a negative or a crash.
+    junk = {
+        "cc-failures": {"DataType": "String", "StringValue": "-4"},
+        "cc-crashes": {"DataType": "String", "StringValue": "x"},
+    }
+    assert retry_counters(junk) == (0, 0)
+
+
+def test_a_message_counts_crashes_and_failed_attempts_apart() -> None:
+    m = InFlight("acme", "url", "m-1", "r-1", "{}", 3, time.time(), failures=1, carried_crashes=4)
+    assert (m.crashes, m.attempt, m.receives) == (6, 2, 8)
+    fresh = InFlight("acme", "url", "m-2", "r-2", "{}", 1, time.time())
+    assert (fresh.crashes, fresh.attempt, fresh.receives) == (0, 1, 1)
 
 
 # -- scheduling ---------------------------------------------------------------------------------

@@ -496,6 +496,8 @@ class Processor:
             got = self.ledger.acquire_lane(change_id, customer, owner, delivery=key)
             if not isinstance(got, LaneBusy) or waited + pause > LANE_POLL_SECONDS or self.aborting():
                 return got
+            if not waited:
+                event(logging.INFO, "lane.waiting", customer=customer, change_id=change_id, holder=got.owner)
             time.sleep(pause)
             waited += pause
             pause *= 2

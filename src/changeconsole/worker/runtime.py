@@ -659,11 +659,12 @@ class Worker:
                 self.scheduler.submit(m)
 
     def _rotate(self, m: InFlight) -> bool:
-        """True when ``m`` was replaced by a fresh copy instead of being worked on: on the last receive SQS
-        allows, a message whose earlier receives ended with no outcome (its worker died) would be moved
-        to the DLQ by SQS should this worker die too. The copy carries the crashes (``max_crash_count``
-        bounds them) and is worked on when received."""
-        if not 1 < self.config.max_receive_count <= m.receive_count:
+        """True when ``m`` was replaced by a fresh copy instead of being worked on: it is received again
+        after a receive that ended with no outcome (its worker died), and SQS would move it to the DLQ
+        after ``max_receive_count`` such receives. Replaced at once, before anything else: a worker dying
+        again within that moment leaves the next receive to try again. The copy carries the crashes
+        (``max_crash_count`` bounds them) and is worked on when received."""
+        if m.receive_count < 2:
             return False
         if m.crashes >= self.config.max_crash_count or not self._requeue(m, 0):
             return False  # worked on now: dead-lettered as worker_crashes, or SQS's redrive is the backstop
