@@ -32,6 +32,7 @@ from changeconsole.services.dlq import (
     unpack_attributes,
 )
 from changeconsole.services.localstack import local_factory, provision_local, reset
+from changeconsole.services.provision import sqs_max_receive_count
 from support.aws import audit_events, drain, empty_stack, url_of, visible
 from support.dlq import put_dead_letters, trigger_body, worker_attributes
 
@@ -93,7 +94,7 @@ def test_sqs_redrive_by_max_receive_count_reaches_the_dlq_and_is_explained(
     sqs = aws_factory.client("sqs")
     url = url_of(aws_factory, source_name(config, code))
     sqs.send_message(QueueUrl=url, MessageBody="{not json", MessageAttributes={"origin": string_attr("t")})
-    for _ in range(config.max_receive_count):
+    for _ in range(sqs_max_receive_count(config)):  # receives no worker acted on
         got = sqs.receive_message(QueueUrl=url, VisibilityTimeout=0, WaitTimeSeconds=0)
         assert len(got.get("Messages", [])) == 1
     assert sqs.receive_message(QueueUrl=url, VisibilityTimeout=0, WaitTimeSeconds=0).get("Messages") is None
@@ -104,7 +105,7 @@ def test_sqs_redrive_by_max_receive_count_reaches_the_dlq_and_is_explained(
     assert msg.reason == "max_receive_count"
     assert "maxReceiveCount" in msg.detail
     assert msg.attrs == {"origin": "t"}
-    assert msg.receive_count > config.max_receive_count
+    assert msg.receive_count > sqs_max_receive_count(config)
     assert msg.sent_at is not None and msg.first_seen is not None
     assert peek.age_source == "peek" and peek.oldest_age_seconds is not None
 

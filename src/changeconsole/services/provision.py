@@ -106,9 +106,16 @@ def audit_spec(config: Config) -> AuditSpec:
     return AuditSpec(rule if kept else None, r.object_lock_mode is not None)
 
 
+def sqs_max_receive_count(config: Config) -> int:
+    """The queue's RedrivePolicy maxReceiveCount: a backstop. The worker keeps both budgets itself
+    (``max_receive_count`` failed attempts, ``max_crash_count`` crashes, carried by each fresh copy), but
+    SQS also counts receives no worker saw (a killed worker's pending long polls): room for those."""
+    return config.max_receive_count + config.max_crash_count
+
+
 def queue_spec(config: Config, customer: CustomerMapping) -> QueueSpec:
     redrive = json.dumps(
-        {"deadLetterTargetArn": customer.effective_dlq_arn, "maxReceiveCount": config.max_receive_count},
+        {"deadLetterTargetArn": customer.effective_dlq_arn, "maxReceiveCount": sqs_max_receive_count(config)},
         separators=(",", ":"),
     )
     return QueueSpec(

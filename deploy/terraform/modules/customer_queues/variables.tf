@@ -21,9 +21,16 @@ variable "dlq_suffix" {
 }
 
 variable "max_receive_count" {
-  description = "Receives before SQS moves a message to the DLQ (config.json max_receive_count)."
+  description = "config.json max_receive_count: failed attempts before the worker dead-letters a message."
   type        = number
   default     = 3
+  nullable    = false
+}
+
+variable "max_crash_count" {
+  description = "config.json max_crash_count. SQS's maxReceiveCount is max_receive_count + this (provision.sqs_max_receive_count)."
+  type        = number
+  default     = 10
   nullable    = false
 }
 
