@@ -19,9 +19,10 @@ from changeconsole.models import (
 )
 from changeconsole.services.changes import ChangeNotFound, ConflictError
 from changeconsole.services.fanout import FanoutResult
+from changeconsole.services.ledger import Ledger
 from changeconsole.services.lifecycle import ChangeRejected, ChangeService, NotDeletable
 from changeconsole.services.status import DeliveryKey
-from changeconsole.services.waiting import WaitTimeout, wait_for_final
+from changeconsole.services.waiting import WaitTimeout, reconciling, wait_for_final
 from support.aws import audit_events, bucket_keys, data_keys
 from support.changes import END, START, make_change, triggers_by_customer
 
@@ -369,6 +370,28 @@ def test_wait_for_final_returns_final_records_or_times_out_naming_pending(svc, c
     with pytest.raises(WaitTimeout) as missing:
         wait_for_final(svc.status, cid, version, EmailEvent.SUBMITTED, [*codes[:3], codes[3]], timeout=0)
     assert missing.value.pending == [codes[3]]  # never queued: not final
+
+
+def test_a_partial_awaiting_the_reconciler_is_not_final_yet(svc, stack, aws_factory, codes) -> None:
+    result = svc.submit(make_change(codes[:2]))
+    cid, version = result.change.change_id, result.change.version
+    partial, sent = (DeliveryKey(cid, version, EmailEvent.SUBMITTED, c) for c in codes[:2])
+    svc.status.update(partial, state=DeliveryState.PARTIAL)
+    svc.status.update(sent, state=DeliveryState.SENT)
+    ledger = Ledger(aws_factory, stack.config)
+    ledger.note_unknown(partial, due_at=0.0)  # unknown recipients: their event or a resend settles them
+    settling = reconciling(ledger, cid, version, EmailEvent.SUBMITTED)
+    with pytest.raises(WaitTimeout) as err:
+        wait_for_final(
+            svc.status, cid, version, EmailEvent.SUBMITTED, codes[:2], timeout=0, settling=settling
+        )
+    assert err.value.pending == [codes[0]]
+    (item,) = ledger.reconciles()
+    assert ledger.drop_reconcile(item)  # held for an operator (or settled): final now
+    records = wait_for_final(
+        svc.status, cid, version, EmailEvent.SUBMITTED, codes[:2], timeout=0, settling=settling
+    )
+    assert [r.state for r in records] == [DeliveryState.PARTIAL, DeliveryState.SENT]
 
 
 def test_a_cancellation_keeps_its_reason_in_the_modification(svc, codes) -> None:

@@ -37,11 +37,12 @@ from ..models import (
 )
 from ..services.bulk import BulkItem, BulkTransitions
 from ..services.fanout import ARCHIVE, DestinationState, FanoutResult, ProgressEvent
+from ..services.ledger import Ledger
 from ..services.lifecycle import ChangeService
 from ..services.resend import DUPLICATE_WARNING, ResendResult, ResendService, UnknownRecipient
 from ..services.search import ChangeQuery, SavedFilters, my_relation, parse_date
 from ..services.status import DeliveryKey, StatusStore
-from ..services.waiting import WaitTimeout, pending_customers, wait_for_final
+from ..services.waiting import WaitTimeout, pending_customers, reconciling, wait_for_final
 from .common import (
     BadInput,
     OperationFailed,
@@ -66,6 +67,11 @@ def _status_store() -> StatusStore:
     st = state()
     st.reader()
     return StatusStore(st.aws(), st.config())
+
+
+def _reconciling(change_id: str, version: int, event: EmailEvent) -> Callable[[], set[str]]:
+    st = state()
+    return reconciling(Ledger(st.aws(), st.config()), change_id, version, event)
 
 
 # -- input ------------------------------------------------------------------------------
@@ -288,6 +294,7 @@ def _wait(result: FanoutResult, *, timeout: float, as_json: bool) -> tuple[dict[
                 customers,
                 timeout,
                 on_update=narrator,
+                settling=_reconciling(change.change_id, change.version, result.event),
             )
         except WaitTimeout as exc:
             records, timed_out = exc.records, True
@@ -318,7 +325,10 @@ def _fanout(title: str, call: Callable[[Callable[[ProgressEvent], None]], Any]) 
 
 
 wait_option = click.option(
-    "--wait", is_flag=True, help="Wait until every targeted customer is final; exit 0 only if all were sent."
+    "--wait",
+    is_flag=True,
+    help="Wait until every targeted customer is final (a partial whose unknown recipients await their SES "
+    "events or the reconciler is not); exit 0 only if all were sent.",
 )
 timeout_option = click.option(
     "--timeout",
@@ -1020,6 +1030,7 @@ def status_cmd(
                     customers,
                     timeout if timeout is not None else float("inf"),
                     on_update=narrator,
+                    settling=_reconciling(change_id, first.version, first.event),
                 )
             except WaitTimeout as exc:
                 records = exc.records

@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable, Iterable
 
 from ..errors import OperationError
-from ..models import FINAL_STATES, DeliveryRecord, EmailEvent
+from ..models import FINAL_STATES, DeliveryRecord, DeliveryState, EmailEvent
+from .ledger import Ledger
 from .status import StatusStore
 
 
@@ -38,11 +39,13 @@ def wait_for_final(
     on_update: Callable[[list[DeliveryRecord]], None] | None = None,
     *,
     stop: threading.Event | None = None,
+    settling: Callable[[], set[str]] | None = None,
 ) -> list[DeliveryRecord]:
     """Poll the status table until each customer's record is final; return the records (sorted).
 
-    ``on_update`` gets the records whenever any of them changed. Raises ``WaitTimeout`` after
-    ``timeout`` seconds (or when ``stop`` is set).
+    ``on_update`` gets the records whenever any of them changed. ``settling`` names the customers whose
+    ``partial`` is not final yet: recipients ``unknown`` awaiting their SES event or the reconciler
+    (``reconciling``). Raises ``WaitTimeout`` after ``timeout`` seconds (or when ``stop`` is set).
     """
     wanted = set(customers)
     deadline = time.monotonic() + timeout
@@ -58,8 +61,26 @@ def wait_for_final(
             on_update(records)
         last = fingerprint
         pending = pending_customers(records, wanted)
+        if not pending and settling is not None:
+            partial = {r.customer for r in records if r.state is DeliveryState.PARTIAL}
+            pending = sorted(settling() & partial) if partial else []
         if not pending:
             return records
         remaining = deadline - time.monotonic()
         if remaining <= 0 or stop.wait(min(poll, remaining)):
             raise WaitTimeout(timeout, records, pending)
+
+
+def reconciling(ledger: Ledger, change_id: str, version: int, event: EmailEvent) -> Callable[[], set[str]]:
+    """``settling`` for ``wait_for_final``: customers of this round whose delivery awaits the
+    reconciler (``unknown`` recipients; their SES event or a resend settles them)."""
+
+    def customers() -> set[str]:
+        keys = (item.key for item in ledger.reconciles())
+        return {
+            k.customer
+            for k in keys
+            if k is not None and (k.change_id, k.version, k.event) == (change_id, version, event)
+        }
+
+    return customers
