@@ -1,10 +1,13 @@
 """Scale: one fan-out to N customers with the worker as 1 or 4 shard processes, N = 30, 300, 1,000.
 
 The deployed shape: ``changeconsole worker --shard K/S`` processes (S = 1 or 4) serve one provisioned
-local stack (moto in its own process). Per size and shard count, a config of the first N customers is
-written, the workers start and report ready (every queue resolved, SQS answering) and deliver a
-warm-up change to one customer per shard (not measured), then one ``ChangeService.submit`` to the N
-customers runs in this process. Done = every delivery record final.
+local stack (moto in its own process), every size on one transport (``--transport``, default
+``sqs-direct``: the fan-out sends each trigger to the customer's queue, what ``docs/capacity.md``
+prescribes past 100 customers, where S3 allows no more notification configurations per bucket).
+Per size and shard count, a config of the first N customers is written, the workers start and report
+ready (every queue resolved, SQS answering) and deliver a warm-up change to one customer per shard
+(not measured), then one ``ChangeService.submit`` to the N customers runs in this process. Done =
+every delivery record final.
 
 Reported per customer, apart: end to end (submit start → the last record's ``finished_at``), **our**
 CPU (the submit in this process + every worker process, from /proc, between submit start and done)
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from changeconsole.config import write_config
-from changeconsole.models import FINAL_STATES, Config, DeliveryRecord, DeliveryState
+from changeconsole.models import FINAL_STATES, Config, DeliveryRecord, DeliveryState, Transport
 from changeconsole.services.localstack import local_factory
 from changeconsole.services.status import StatusStore
 from changeconsole.worker import shard_of
@@ -166,6 +169,7 @@ def run_one(
     row = {
         "customers": n,
         "shards": shards,
+        "transport": sub.transport,
         "sent": states.get("sent", 0),
         "e2e_s": e2e,
         "s_per_customer": e2e / n,
@@ -186,6 +190,7 @@ def run(
     sizes: list[int],
     recipients: int = 5,
     shard_counts: list[int] | None = None,
+    transport: Transport = "sqs-direct",
     save: Any = None,
     **_: Any,
 ) -> BenchResult:
@@ -193,11 +198,11 @@ def run(
     sizes = sorted(set(sizes))
     with tempfile.TemporaryDirectory() as tmp, MotoProcess() as moto:
         workdir = Path(tmp)
-        config = provision(moto.endpoint, max(sizes), recipients, workdir)
+        config = provision(moto.endpoint, max(sizes), recipients, workdir, transport)
         all_codes = sorted(config.customer_mappings)
         for shards in shard_counts or [1, 4]:
             for n in sizes:
-                log(f"scale: {n} customers, {shards} shard(s)")
+                log(f"scale: {n} customers, {shards} shard(s), {transport}")
                 row, problems = run_one(moto, config, all_codes[:n], shards, recipients, workdir)
                 result.rows.append(row)
                 result.notes += [f"n={n} shards={shards}: {p}" for p in problems]
@@ -212,6 +217,7 @@ def run(
             row["server_cpu_growth"] = row["server_cpu_ms_per_customer"] / first["server_cpu_ms_per_customer"]
             row["time_growth"] = row["s_per_customer"] / first["s_per_customer"]
     result.notes.append(
+        f"transport {transport} for every row (docs/capacity.md: sqs-direct past 100 customers); "
         "growth columns: per-customer value ÷ the same at the smallest size with the same shard count; "
         "ours = the submit (this process) + every worker process; server = the moto process"
     )
