@@ -11,7 +11,10 @@ every delivery record final.
 
 Reported per customer, apart: end to end (submit start → the last record's ``finished_at``), **our**
 CPU (the submit in this process + every worker process, from /proc, between submit start and done)
-and the **stand-in's** CPU (the moto process). The status polling that detects "done" is not counted.
+and the **stand-in's** CPU (the moto process). Our CPU is also split into the rest cost (the workers'
+CPU rate at rest, measured for one long-poll cycle before the submit, times the run's wall time: paid
+per second of run, so it grows with however long the stand-in takes) and the rest, the delivery work.
+The status polling that detects "done" is not counted.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from changeconsole.worker import shard_of
 
 from .common import CLK_TCK, BenchResult, CpuSample, MotoProcess, free_port, log
 from .fanout import make_change, provision
+
+IDLE_WINDOW = 20.0  # one long poll per queue (the worker's poll_wait)
 
 
 def proc_cpu(pid: int) -> float:
@@ -142,6 +147,10 @@ def run_one(
         warm = service.submit(make_change(sorted(firsts.values())))
         _wait_final(status, warm.change.change_id, len(firsts), 120)
         threads = workers.threads()
+        # The rest cost: every worker at rest for one long-poll cycle (each queue receives once).
+        idle_cpu0, idle_t0 = workers.cpu(), time.perf_counter()
+        time.sleep(IDLE_WINDOW)
+        idle_rate = (workers.cpu() - idle_cpu0) / (time.perf_counter() - idle_t0)
         start = CpuSample.now(moto)
         workers_cpu0 = workers.cpu()
         started = datetime.now().astimezone()
@@ -151,6 +160,7 @@ def run_one(
         records = _wait_final(status, result.change.change_id, len(codes), max(180.0, 3.0 * len(codes)))
         end = CpuSample.now(moto)
         workers_cpu = workers.cpu() - workers_cpu0
+        rest = idle_rate * (end.wall - start.wall)
     finally:
         exit_codes = workers.stop()
     if any(exit_codes):
@@ -177,6 +187,9 @@ def run_one(
         "submit_cpu_ms_per_customer": 1000 * submit_cpu / n,
         "worker_cpu_ms_per_customer": 1000 * workers_cpu / n,
         "server_cpu_ms_per_customer": 1000 * server / n,
+        "worker_idle_cpu_pct": 100 * idle_rate,
+        "rest_cpu_ms_per_customer": 1000 * rest / n,
+        "ours_less_rest_ms_per_customer": 1000 * (ours - rest) / n,
         "submit_returned_s": submitted,
         "worker_threads": threads,
         "ours_cpu_s": ours,
@@ -214,12 +227,18 @@ def run(
         for row in result.rows:
             first = base[row["shards"]]
             row["ours_cpu_growth"] = row["ours_cpu_ms_per_customer"] / first["ours_cpu_ms_per_customer"]
+            row["ours_less_rest_growth"] = (
+                row["ours_less_rest_ms_per_customer"] / first["ours_less_rest_ms_per_customer"]
+            )
             row["server_cpu_growth"] = row["server_cpu_ms_per_customer"] / first["server_cpu_ms_per_customer"]
             row["time_growth"] = row["s_per_customer"] / first["s_per_customer"]
     result.notes.append(
         f"transport {transport} for every row (docs/capacity.md: sqs-direct past 100 customers); "
         "growth columns: per-customer value ÷ the same at the smallest size with the same shard count; "
-        "ours = the submit (this process) + every worker process; server = the moto process"
+        "ours = the submit (this process) + every worker process; server = the moto process; "
+        f"rest = the workers' CPU rate at rest (measured for {IDLE_WINDOW:.0f} s before the submit: idle "
+        "long polls, housekeeping) x the run's wall time, an upper bound (queues busy delivering do not "
+        "long-poll); ours less rest = the delivery work"
     )
     return result
 
@@ -234,7 +253,10 @@ COLUMNS = [
     "worker_cpu_ms_per_customer",
     "submit_cpu_ms_per_customer",
     "server_cpu_ms_per_customer",
+    "rest_cpu_ms_per_customer",
+    "ours_less_rest_ms_per_customer",
     "ours_cpu_growth",
+    "ours_less_rest_growth",
     "server_cpu_growth",
     "time_growth",
     "worker_threads",
