@@ -62,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         "--sizes", default="30,300", help="fan-out customer counts (default 30,300; add 1000)"
     )
     parser.add_argument("--shards", default="1,4", help="scale: worker shard counts (default 1,4)")
+    parser.add_argument(
+        "--transport",
+        choices=("sqs-direct", "s3-events"),
+        default="sqs-direct",
+        help="scale: how the fan-out rings each queue, every row alike (default sqs-direct: "
+        "docs/capacity.md's shape past 100 customers; fanout always measures s3-events)",
+    )
     parser.add_argument("--recipients", type=int, default=5, help="recipients per customer (fan-out)")
     parser.add_argument(
         "--concurrency", type=int, default=None, help="worker concurrency (default: worker's)"
@@ -93,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": [int(s) for s in str(args.sizes).split(",") if s.strip()],
         "recipients": args.recipients,
         "shard_counts": [int(s) for s in str(args.shards).split(",") if s.strip()],
+        "transport": args.transport,
         "concurrency": args.concurrency,
         "queues": args.queues,
         "probes": args.probes,

@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from changeconsole.models import ALL_TOPICS, Change, Config, DeliveryState
+from changeconsole.models import ALL_TOPICS, Change, Config, DeliveryState, Transport
 from changeconsole.services.localstack import local_factory, provision_local
 from changeconsole.services.status import StatusStore
 
@@ -56,11 +56,18 @@ def bench_address(code: str, i: int) -> str:
     return f"bench{i:02d}@{code}.example.com"
 
 
-def provision(endpoint: str, customers: int, recipients: int, workdir: Path) -> Config:
+def provision(
+    endpoint: str, customers: int, recipients: int, workdir: Path, transport: Transport = "s3-events"
+) -> Config:
     """The local stack with ``recipients`` contacts per customer, each opted in to every topic."""
     started = time.perf_counter()
     result = provision_local(
-        endpoint, customers=customers, contacts=0, config_path=workdir / "config.json", threads=16
+        endpoint,
+        customers=customers,
+        contacts=0,
+        config_path=workdir / "config.json",
+        threads=16,
+        transport=transport,
     )
     config = result.config
     aws = local_factory(endpoint, max_attempts=3)
@@ -83,9 +90,10 @@ def provision(endpoint: str, customers: int, recipients: int, workdir: Path) -> 
 
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(contacts, sorted(config.customer_mappings)))
-        list(pool.map(purge, sorted(config.customer_mappings)))
+        if transport == "s3-events":
+            list(pool.map(purge, sorted(config.customer_mappings)))
     log(
-        f"fanout: provisioned {customers} customers x {recipients} contacts "
+        f"fanout: provisioned {customers} customers x {recipients} contacts ({transport}) "
         f"in {time.perf_counter() - started:.0f}s"
     )
     return config

@@ -357,6 +357,25 @@ def test_fair_scheduler_counts_waiting_messages_and_reports_each_start() -> None
         sched.stop()
 
 
+def test_fair_scheduler_reports_a_customer_idle_once_nothing_of_it_waits_or_runs() -> None:
+    gate = threading.Event()
+    idle: list[str] = []
+    sched = FairScheduler(threads=2, cap=1, run=lambda m: gate.wait(10), on_idle=idle.append)
+    sched.start()
+    try:
+        sched.submit(_msg("a", 0))
+        sched.submit(_msg("a", 1))  # waits behind a-0 (cap 1)
+        sched.submit(_msg("b", 0))
+        assert wait_until(lambda: sched.busy == 2, 5)
+        assert idle == []
+        gate.set()
+        assert wait_until(lambda: len(idle) == 2, 5)  # called after the scheduler's lock is let go
+        assert sorted(idle) == ["a", "b"]  # a once, after its second message, not after the first
+    finally:
+        gate.set()
+        sched.stop()
+
+
 def test_metrics_go_to_cloudwatch_when_enabled(aws_factory: Any) -> None:
     raw = build_local_config(2, endpoint="http://127.0.0.1:1")
     raw["metrics"] = {"namespace": "CCTest", "cloudwatch": True}

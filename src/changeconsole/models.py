@@ -832,6 +832,10 @@ class EventsConfig(BaseModel):
     reputation_policy: Literal["unsubscribe_all", "opt_out_topic"] = "opt_out_topic"
 
 
+# How the fan-out rings a customer's queue: S3 event notifications, or an SQS message it sends itself.
+Transport = Literal["s3-events", "sqs-direct"]
+
+
 class Config(BaseModel):
     """The deployed ``config.json`` plus our optional additions."""
 
@@ -844,7 +848,7 @@ class Config(BaseModel):
     # Our additions (optional, with defaults).
     status_table_name: str = "changeconsole-status"
     ledger_table_name: str = "changeconsole-ledger"
-    transport: Literal["s3-events", "sqs-direct"] = "s3-events"
+    transport: Transport = "s3-events"
     contact_list_name: str = "changeconsole"
     max_receive_count: int = Field(3, ge=1, le=1000)
     # Receives of a message that ended without an outcome (its worker died holding it) before the worker

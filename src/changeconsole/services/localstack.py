@@ -24,6 +24,7 @@ from ..models import (
     TOPIC_APPROVAL,
     TOPIC_CALENDAR,
     Config,
+    Transport,
 )
 from .aws import LOCAL_ACCOUNT, LOCAL_HOST, LOCAL_PORT, AwsFactory, AwsSettings
 from .event_relay import ses_send_tap
@@ -124,7 +125,9 @@ def contact_address(code: str, index: int) -> str:
     return f"{first}.{last}{suffix}@{code}.example.com"
 
 
-def build_local_config(n_customers: int, *, endpoint: str) -> dict[str, Any]:
+def build_local_config(
+    n_customers: int, *, endpoint: str, transport: Transport = "s3-events"
+) -> dict[str, Any]:
     mappings: dict[str, Any] = {}
     for i in range(n_customers):
         code, name = customer_identity(i)
@@ -147,7 +150,7 @@ def build_local_config(n_customers: int, *, endpoint: str) -> dict[str, Any]:
         "customer_mappings": mappings,
         "status_table_name": "changeconsole-status",
         "ledger_table_name": "changeconsole-ledger",
-        "transport": "s3-events",
+        "transport": transport,
         "contact_list_name": "changeconsole",
         "branding": {"provider_name": "Example MSP", "footer": "Example MSP · 24x7 operations"},
         "local": {"endpoint_url": endpoint},
@@ -291,10 +294,11 @@ def provision_local(
     config_path: Path | None = None,
     threads: int = 16,
     progress: Callable[[str], None] | None = None,
+    transport: Transport = "s3-events",
 ) -> LocalStackResult:
     """Provision the central account and every customer account; write config.json."""
     started = time.monotonic()
-    raw = build_local_config(customers, endpoint=endpoint)
+    raw = build_local_config(customers, endpoint=endpoint, transport=transport)
     config = Config.model_validate(raw)
     path = config_path or local_config_path()
     aws = local_factory(endpoint, max_attempts=3)

@@ -51,6 +51,8 @@ DEPTH_ATTRIBUTES: tuple[QueueAttributeNameType, ...] = (
     "ApproximateNumberOfMessagesDelayed",
 )
 DRAIN_RECHECK = 1.0
+# A paused poller is woken when it may receive again; this only bounds a missed wake-up.
+PAUSE_SAFETY = 5.0
 # A message a stopping worker never started: visible again at once, for another worker.
 SHUTDOWN = Outcome(OutcomeKind.RELEASE, Result.SHUTDOWN, failure=False)
 
@@ -101,9 +103,11 @@ class FairScheduler:
         run: Callable[[InFlight], None],
         *,
         on_start: Callable[[], None] | None = None,
+        on_idle: Callable[[str], None] | None = None,
     ) -> None:
         self.cap = cap
         self._on_start = on_start  # called (no lock held) each time a waiting message starts
+        self._on_idle = on_idle  # called (no lock held) when a customer has nothing waiting or running
         self._waiting = 0
         self._run = run
         self._cond = threading.Condition()
@@ -159,6 +163,9 @@ class FairScheduler:
                     self._busy -= 1
                     self._mark(code)
                     self._cond.notify_all()
+                    idle = not self._running[code] and not self._pending[code]
+                if idle and self._on_idle is not None:
+                    self._on_idle(code)
 
     def active(self, code: str) -> int:
         """Messages of ``code`` waiting or running."""
@@ -325,9 +332,17 @@ class Worker:
             worker_id=self.worker_id,
         )
         self.scheduler = FairScheduler(
-            options.concurrency, options.customer_cap, self._run_one, on_start=self._room_freed
+            options.concurrency,
+            options.customer_cap,
+            self._run_one,
+            on_start=self._room_freed,
+            on_idle=self._customer_idle,
         )
         self._inflight: dict[int, InFlight] = {}
+        # Slots holding acknowledgements (a slot's acks are not empty => its code is here, both changed
+        # under the slot's lock), so housekeeping never walks every slot.
+        self._acking: set[str] = set()
+        self._acks_lock = threading.Lock()
         self._inflight_lock = threading.Lock()
         self._stop_receiving = threading.Event()
         self._stop_background = threading.Event()
@@ -340,8 +355,14 @@ class Worker:
         self._poller_beats = [0.0] * len(self._groups)
         self._poll_cond = threading.Condition()
         self._in_receive = 0  # pollers inside a receive call (stop waits for them)
-        self._room = threading.Condition()  # guards _reserved; paused pollers wait here
+        self._room = threading.Lock()  # guards _reserved and _paused
         self._reserved = 0  # messages the receives under way may return
+        # Pollers paused for room in the local backlog, oldest first, each woken by its own event: when
+        # room frees (one per message) or its customer has nothing here any more. Never a timed wake-up
+        # of every paused poller: with a thousand queues that was a thousand wake-ups a second.
+        self._paused: dict[int, threading.Event] = {}
+        self._wakes = [threading.Event() for _ in self._groups]
+        self._poller_of = {slot.code: i for i, group in enumerate(self._groups) for slot in group}
         self._loop_beat = 0.0
         self._drain_next = 0.0
         self._drain_clean = 0
@@ -410,6 +431,8 @@ class Worker:
         timeout = self.options.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + max(0.0, timeout)
         self._stop_receiving.set()
+        with self._room:
+            self._wake(len(self._paused))
         event(
             logging.INFO,
             "worker.stopping",
@@ -524,6 +547,7 @@ class Worker:
         while not self._stop_receiving.is_set():
             polled = False
             paused = False
+            self._wakes[index].clear()  # a wake-up from here on ends the pause below at once
             for slot in group:
                 if self._stop_receiving.is_set():
                     break
@@ -539,7 +563,7 @@ class Worker:
                     free = slot.prefetch - slot.outstanding
                 if free <= 0:
                     continue
-                n = self._reserve(slot.code, free)
+                n = self._reserve(index, slot.code, free)
                 if n == 0:
                     paused = True
                     continue
@@ -561,21 +585,23 @@ class Worker:
                 if all(s.drained for s in group):  # --drain: until a depth check finds more
                     self._stop_receiving.wait(0.25)
                 elif paused:
-                    with self._room:
-                        self._room.wait(1.0)
+                    self._wakes[index].wait(PAUSE_SAFETY)
                 elif single:
                     group[0].capacity.wait(0.25)
                 else:
                     self._stop_receiving.wait(0.05)
 
-    def _reserve(self, code: str, free: int) -> int:
-        """How many messages a receive for ``code`` may ask for (0: pause). Batches only while the local
-        backlog (waiting messages plus receives under way) has room; past it, a customer with nothing
-        here still takes one message, so no customer waits behind another's backlog."""
+    def _reserve(self, poller: int, code: str, free: int) -> int:
+        """How many messages a receive for ``code`` may ask for (0: pause, and ``poller`` is woken when
+        that may change). Batches only while the local backlog (waiting messages plus receives under
+        way) has room; past it, a customer with nothing here still takes one message, so no customer
+        waits behind another's backlog."""
         with self._room:
             left = self.options.backlog_cap - self.scheduler.waiting - self._reserved
             if left <= 0 and self.scheduler.active(code) > 0:
+                self._paused.setdefault(poller, self._wakes[poller])
                 return 0
+            self._paused.pop(poller, None)
             n = min(10, free, max(1, left))
             self._reserved += n
             return n
@@ -583,12 +609,26 @@ class Worker:
     def _unreserve(self, n: int) -> None:
         with self._room:
             self._reserved -= n
-            self._room.notify(n)
+            self._wake(n)
 
     def _room_freed(self) -> None:
         """A waiting message started: one paused poller may receive again (not all of them at once)."""
         with self._room:
-            self._room.notify(1)
+            self._wake(1)
+
+    def _customer_idle(self, code: str) -> None:
+        """``code`` has nothing waiting or running: its poller, if paused, may take one message again."""
+        poller = self._poller_of.get(code)
+        with self._room:
+            wake = self._paused.pop(poller, None) if poller is not None else None
+        if wake is not None:
+            wake.set()
+
+    def _wake(self, n: int) -> None:
+        """Wake the ``n`` longest-paused pollers (``_room`` held)."""
+        for _ in range(min(n, len(self._paused))):
+            poller = next(iter(self._paused))
+            self._paused.pop(poller).set()
 
     def _resolve(self, slot: CustomerSlot) -> bool:
         try:
@@ -761,6 +801,8 @@ class Worker:
             with slot.lock:
                 if not slot.acks:
                     slot.acks_since = time.monotonic()
+                    with self._acks_lock:
+                        self._acking.add(slot.code)
                 slot.acks.append(m)
                 full = len(slot.acks) >= 10
             if full or self.scheduler.active(m.customer) <= 1 or self._stop_receiving.is_set():
@@ -864,9 +906,18 @@ class Worker:
                 self._settle(m)
 
     def _flush_acks(self, *, force: bool = False) -> None:
+        """Flush the slots holding acknowledgements older than ``ack_linger`` (or all: ``force``)."""
         now = time.monotonic()
-        for slot in self.slots.values():
-            if slot.acks and (force or now - slot.acks_since >= self.options.ack_linger):
+        with self._acks_lock:
+            codes = list(self._acking)
+        for code in codes:
+            slot = self.slots[code]
+            with slot.lock:
+                if not slot.acks:
+                    with self._acks_lock:
+                        self._acking.discard(code)
+                    continue
+            if force or now - slot.acks_since >= self.options.ack_linger:
                 self._flush_slot(slot)
 
     # -- background ----------------------------------------------------------------------------------
