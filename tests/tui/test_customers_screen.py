@@ -165,3 +165,23 @@ def test_rates_against_ses_warning_levels(
     assert (rate_text(stats, "bounce"), rate_text(stats, "complaint")) == (bounce, complaint)
     widths = {k: w for k, _label, w in CUSTOMER_COLUMNS}
     assert len(bounce) <= widths["bounce"] and len(complaint) <= widths["complaint"]
+
+
+async def test_narrow_terminal_cuts_names_not_the_checks_or_last_delivery(services: Services) -> None:
+    screen = CustomersScreen()
+    async with console_app(services, live=False).run_test(size=(120, 40)) as pilot:
+        await show(pilot, screen)
+        table = screen.table
+
+        def fits() -> bool:
+            return table.virtual_size.width <= table.size.width
+
+        await wait_for(pilot, fits)
+        widths = {str(k.value): c.width for k, c in table.columns.items()}
+        assert widths["name"] < 16 and widths["last"] >= 14  # name gave up width, Last delivery kept it
+        assert widths["check"] == 5 and widths["bounce"] == 5
+        await pilot.resize_terminal(170, 40)
+        await wait_for(
+            pilot, lambda: table.columns[next(k for k in table.columns if k.value == "name")].width == 16
+        )
+        assert fits()

@@ -75,6 +75,9 @@ CUSTOMER_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("check", "Check", 5),
     ("last", "Last delivery", 14),  # fills the rest of the line
 )
+# Narrower terminals cut these first (name, then environment, then code), so the checks, rates and last
+# delivery stay on screen at 120 columns.
+CUSTOMER_SQUEEZE = {"name": 8, "env": 7, "code": 10}
 CUSTOMER_KEYS: tuple[str, ...] = tuple(c[0] for c in CUSTOMER_COLUMNS)
 TOPIC_COLUMNS = {TOPIC_APPROVAL: "approval", TOPIC_ANNOUNCE: "announce", TOPIC_CALENDAR: "calendar"}
 _NUMERIC = {
@@ -232,7 +235,12 @@ class CustomersScreen(ConsoleScreen[None]):
             "filter: code, name, environment or account", table="#customers-table", id="customers-filter"
         )
         yield LiveTable(
-            id="customers-table", cursor_type="row", zebra_stripes=True, fill_column="last", fill_min=14
+            id="customers-table",
+            cursor_type="row",
+            zebra_stripes=True,
+            fill_column="last",
+            fill_min=14,
+            squeeze=CUSTOMER_SQUEEZE,
         )
 
     def on_mount(self) -> None:

@@ -34,15 +34,27 @@ class LiveTable(NavTable):
       requests are coalesced into one at the end (layout refreshes still go through at once).
     - ``fill_column``: that column's width takes whatever the other (fixed-width) columns leave, so
       the table never scrolls sideways when the terminal is wide enough (re-fit on every resize).
+    - ``squeeze``: column key => narrowest width. When the fill column would get less than
+      ``fill_min``, these columns give up width first, in the order given, down to that minimum (their
+      cells are cut); they grow back to the width they were added with when there is room again.
     """
 
     _batching = False
     _pending_repaint = False
 
-    def __init__(self, *, fill_column: str | None = None, fill_min: int = 16, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        fill_column: str | None = None,
+        fill_min: int = 16,
+        squeeze: dict[str, int] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.fill_column = fill_column
         self.fill_min = fill_min
+        self.squeeze = dict(squeeze or {})
+        self._natural: dict[ColumnKey, int] = {}  # squeezable columns' widths as added
 
     def fit_fill_column(self) -> None:
         if self.fill_column is None:
@@ -51,12 +63,13 @@ class LiveTable(NavTable):
         column = self.columns.get(key)
         if column is None or not self.size.width:
             return
+        squeezed = self._squeeze_widths(key)
         others = sum(c.get_render_width(self) for k, c in self.columns.items() if k != key)
         # Always leave room for the vertical scrollbar, so rows arriving later never cause a
         # horizontal one.
         avail = self.size.width - self.styles.scrollbar_size_vertical - others - 2 * self.cell_padding
         width = max(self.fill_min, avail)
-        if width == column.width:
+        if width == column.width and not squeezed:
             return
         column.width = width
         if self.row_count:
@@ -65,6 +78,31 @@ class LiveTable(NavTable):
             self.update_cell(row_key, key, self.get_cell(row_key, key), update_width=True)
         else:
             self.refresh(layout=True)
+
+    def _squeeze_widths(self, fill: ColumnKey) -> bool:
+        """Give the squeezable columns the widths the table's width allows; True when one changed."""
+        if not self.squeeze:
+            return False
+        columns = [(ColumnKey(k), low) for k, low in self.squeeze.items() if ColumnKey(k) in self.columns]
+        for key, _low in columns:
+            self._natural.setdefault(key, self.columns[key].width)
+        fixed = sum(
+            c.width + 2 * self.cell_padding
+            for k, c in self.columns.items()
+            if k != fill and k not in self._natural
+        )
+        room = self.size.width - self.styles.scrollbar_size_vertical - fixed
+        room -= self.fill_min + 2 * self.cell_padding
+        short = sum(self._natural[k] + 2 * self.cell_padding for k, _ in columns) - room
+        changed = False
+        for key, low in columns:
+            natural = self._natural[key]
+            give = min(max(0, short), natural - min(low, natural))
+            short -= give
+            if self.columns[key].width != natural - give:
+                self.columns[key].width = natural - give
+                changed = True
+        return changed
 
     def on_resize(self) -> None:
         self.fit_fill_column()
