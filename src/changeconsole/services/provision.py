@@ -43,6 +43,10 @@ EVENT_DESTINATION = "changeconsole-central"
 SES_EVENT_TYPES = ["SEND", "DELIVERY", "BOUNCE", "COMPLAINT", "REJECT", "DELIVERY_DELAY", "RENDERING_FAILURE"]
 
 
+# Event notification configurations S3 accepts per bucket (its quota).
+S3_NOTIFICATION_LIMIT = 100
+
+
 def notification_id(code: str) -> str:
     return f"changeconsole-{code}"
 
@@ -383,6 +387,12 @@ class Provisioner:
         detail = f"{len(want)} queues ({added} added)"
         if adopted:
             detail += f"; replaced another system's: {', '.join(sorted(adopted))}"
+        if len(config["QueueConfigurations"]) > S3_NOTIFICATION_LIMIT:
+            detail += (
+                f"; {len(config['QueueConfigurations'])} notification configurations, over the "
+                f"{S3_NOTIFICATION_LIMIT} S3 allows per bucket: AWS refuses this, use transport "
+                "sqs-direct (docs/capacity.md)"
+            )
         self._record("notifications", self.plan.bucket, "created" if not ours else "updated", detail)
 
     # -- tables ----------------------------------------------------------------------
