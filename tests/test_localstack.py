@@ -96,7 +96,7 @@ def test_thirty_queues_and_dlqs_with_redrive(stack: LocalStackResult, aws: AwsFa
         assert attrs["QueueArn"] == mapping.sqs_queue_arn
         redrive = json.loads(attrs["RedrivePolicy"])
         assert redrive["deadLetterTargetArn"] == mapping.effective_dlq_arn, code
-        assert int(redrive["maxReceiveCount"]) == 3 + 10  # max_receive_count + max_crash_count (backstop)
+        assert int(redrive["maxReceiveCount"]) == 3 + 50  # max_receive_count + max_receives_without_outcome
         assert attrs["VisibilityTimeout"] == "120"
         assert attrs["ReceiveMessageWaitTimeSeconds"] == "20"
         dlq_url = sqs.get_queue_url(QueueName=mapping.dlq_name)["QueueUrl"]

@@ -228,11 +228,11 @@ def test_retry_counters_ride_on_copies_within_the_limit_and_are_dropped_by_dead_
     assert retry_counters(junk) == (0, 0)
 
 
-def test_a_message_counts_crashes_and_failed_attempts_apart() -> None:
-    m = InFlight("acme", "url", "m-1", "r-1", "{}", 3, time.time(), failures=1, carried_crashes=4)
-    assert (m.crashes, m.attempt, m.receives) == (6, 2, 8)
+def test_a_message_counts_receives_without_outcome_and_failed_attempts_apart() -> None:
+    m = InFlight("acme", "url", "m-1", "r-1", "{}", 3, time.time(), failures=1, carried_unfinished=4)
+    assert (m.unfinished, m.attempt, m.receives) == (6, 2, 8)
     fresh = InFlight("acme", "url", "m-2", "r-2", "{}", 1, time.time())
-    assert (fresh.crashes, fresh.attempt, fresh.receives) == (0, 1, 1)
+    assert (fresh.unfinished, fresh.attempt, fresh.receives) == (0, 1, 1)
 
 
 # -- scheduling ---------------------------------------------------------------------------------

@@ -851,9 +851,13 @@ class Config(BaseModel):
     transport: Transport = "s3-events"
     contact_list_name: str = "changeconsole"
     max_receive_count: int = Field(3, ge=1, le=1000)
-    # Receives of a message that ended without an outcome (its worker died holding it) before the worker
-    # dead-letters it as ``worker_crashes``; they do not use up ``max_receive_count``.
+    # Take-overs of a delivery's ledger claim (each one a worker that died holding it) before the worker
+    # dead-letters its message as ``worker_crashes``; they do not use up ``max_receive_count``.
     max_crash_count: int = Field(10, ge=1, le=1000)
+    # Receives of a message that ended with no outcome (a worker died before it claimed the delivery,
+    # or SQS handed it to a killed worker's pending long poll) before the worker dead-letters it as
+    # ``receives_exhausted``. Generous: such receives are mostly nobody's fault.
+    max_receives_without_outcome: int = Field(50, ge=1, le=1000)
     branding: Branding = Field(default_factory=Branding)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     # Role name -> principals (the short form) or a role object; absent/empty: no roles enforced.

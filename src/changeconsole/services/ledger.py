@@ -4,6 +4,8 @@ Items (docs/architecture.md):
 
 - ``DELIVERY#{changeId}#v{version}#{event}#{customer}`` / ``CLAIM``: one worker owns a delivery
   (``in_progress`` with a lease expiry; ``released`` = retakable at once; ``done`` = settled).
+  ``takeovers`` counts the claims that found it ``in_progress`` with its lease run out: each one a
+  worker that died holding the delivery (the worker's crash budget, ``max_crash_count``).
 - same pk / ``RCPT#{email}``: one recipient's send (``sending`` with a lease, ``sent``, ``retry``,
   ``failed``, ``unknown``).
 - ``LATEST#{changeId}#{customer}`` / ``LATEST``: the lane of one change and customer: what was sent
@@ -236,6 +238,7 @@ class ClaimItem(_Item):
     resend_id: str | None = None  # the operator's reopening (``reopen_for_resend``)
     resend_by: str | None = None
     resend_at: str | None = None
+    takeovers: int = 0  # claims that found it held by a worker whose lease ran out (it died holding it)
 
 
 class RecipientMark(_Item):
@@ -299,6 +302,7 @@ class Claim:
     owner: str | None = None
     lease_until: float = 0.0
     resend_only: bool = False  # reopened by an operator: send only to recipients in ``retry``
+    takeovers: int = 0  # of this claim, this one included (``ClaimItem.takeovers``)
 
     @property
     def acquired(self) -> bool:
@@ -501,13 +505,31 @@ class Ledger:
             if not _conditional_failed(exc):
                 raise
         else:
-            # A first claim (no old item: the common case) was never reopened: no extra read.
-            reopened = bool(resp.get("Attributes")) and self.resend_marker(key) is not None
-            return Claim(ClaimOutcome.ACQUIRED, owner, lease_until, resend_only=reopened)
+            # A first claim (no old item: the common case) was never reopened nor taken over: no extra call.
+            old = from_item(dict(resp.get("Attributes") or {}))
+            reopened = bool(old) and self.resend_marker(key) is not None
+            takeovers = self._count_takeover(key, owner, old)
+            return Claim(ClaimOutcome.ACQUIRED, owner, lease_until, resend_only=reopened, takeovers=takeovers)
         item = self.get_claim(key)
         if item is not None and item.state is ClaimState.DONE:
             return Claim(ClaimOutcome.DONE, item.owner)
         return Claim(ClaimOutcome.BUSY, item.owner if item else None, item.lease_until if item else 0.0)
+
+    def _count_takeover(self, key: DeliveryKey, owner: str, old: dict[str, Any]) -> int:
+        """The take-overs of a claim just acquired over ``old`` (its replaced item): one more when the
+        previous holder died holding it (``in_progress``: the claim's condition let it through only with
+        its lease run out). The put replaced the item, so a count is written back (owner's only)."""
+        takeovers = int(old.get("takeovers") or 0) + (old.get("state") == ClaimState.IN_PROGRESS.value)
+        if takeovers:
+            self._update_if(
+                delivery_pk(key),
+                CLAIM_SK,
+                UpdateExpression="SET takeovers = :n",
+                ConditionExpression=OWNED_BY_ME,
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":n": {"N": str(takeovers)}, ":me": {"S": owner}},
+            )
+        return takeovers
 
     def resend_marker(self, key: DeliveryKey) -> ResendMarker | None:
         """The ``RESEND`` item of a delivery an operator reopened (who, when, which recipients)."""
@@ -533,9 +555,12 @@ class Ledger:
         )
         return lease_until if ok else None
 
-    def finish_claim(self, key: DeliveryKey, owner: str, *, done: bool, result: str | None = None) -> bool:
+    def finish_claim(
+        self, key: DeliveryKey, owner: str, *, done: bool, result: str | None = None, forget: bool = False
+    ) -> bool:
         """``done`` settles the delivery (``result``: its delivery state); otherwise release it so any
-        worker may retake it at once."""
+        worker may retake it at once. Settling it, or ``forget``, drops its count of take-overs (a
+        delivery dead-lettered for them starts with a full budget when redriven)."""
         names = {"#o": "owner", "#s": "state"}
         values: dict[str, Any] = {
             ":me": {"S": owner},
@@ -548,6 +573,8 @@ class Ledger:
             names["#r"] = "result"
             values[":r"] = {"S": str(result)}
             expr += ", #r = :r"
+        if done or forget:
+            expr += " REMOVE takeovers"
         return self._update_if(
             delivery_pk(key),
             CLAIM_SK,

@@ -111,10 +111,11 @@ def audit_spec(config: Config) -> AuditSpec:
 
 
 def sqs_max_receive_count(config: Config) -> int:
-    """The queue's RedrivePolicy maxReceiveCount: a backstop. The worker keeps both budgets itself
-    (``max_receive_count`` failed attempts, ``max_crash_count`` crashes, carried by each fresh copy), but
-    SQS also counts receives no worker saw (a killed worker's pending long polls): room for those."""
-    return config.max_receive_count + config.max_crash_count
+    """The queue's RedrivePolicy maxReceiveCount: a backstop. The worker keeps both budgets of a
+    message itself (``max_receive_count`` failed attempts, ``max_receives_without_outcome`` receives
+    with no outcome, carried by each fresh copy; a crash is counted by its delivery's ledger claim, not
+    here), so SQS only acts when the worker could not (its fresh copy could not be sent)."""
+    return config.max_receive_count + config.max_receives_without_outcome
 
 
 def queue_spec(config: Config, customer: CustomerMapping) -> QueueSpec:

@@ -84,10 +84,18 @@ class TriggerMissing(PermanentMessageError):
 
 
 class CrashLoop(PermanentMessageError):
-    """Received ``max_crash_count`` times with no outcome (each time its worker died): dead-lettered, so a
-    message that kills the worker cannot do so forever."""
+    """Its delivery's claim was taken over ``max_crash_count`` times (each time from a worker that died
+    holding it): dead-lettered, so a message that kills the worker cannot do so forever."""
 
     reason = "worker_crashes"
+
+
+class ReceivesExhausted(PermanentMessageError):
+    """Received ``max_receives_without_outcome`` times with no outcome (its worker died before it
+    claimed the delivery, or a killed worker's long poll took it): dead-lettered, so a message that kills
+    the worker before its claim cannot do so forever either."""
+
+    reason = "receives_exhausted"
 
 
 class Interrupted(Exception):
@@ -132,7 +140,7 @@ class InFlight:
     sent_at: float  # epoch seconds (SentTimestamp)
     attributes: dict[str, Any] = field(default_factory=dict)
     failures: int = 0  # failed attempts of earlier copies (``cc-failures``)
-    carried_crashes: int = 0  # receives of earlier copies that ended with no outcome (``cc-crashes``)
+    carried_unfinished: int = 0  # receives of earlier copies that ended with no outcome (``cc-crashes``)
     received_at: float = field(default_factory=time.monotonic)
     visible_until: float = 0.0  # monotonic
     claim: tuple[DeliveryKey, str] | None = None  # renewed by the heartbeat while held
@@ -141,10 +149,12 @@ class InFlight:
     settled: bool = False
 
     @property
-    def crashes(self) -> int:
+    def unfinished(self) -> int:
         """Receives that ended with no outcome: every earlier receive of this copy (a receive that ends
-        with one deletes it or replaces it by a fresh copy), plus those of earlier copies."""
-        return self.carried_crashes + self.receive_count - 1
+        with one deletes it or replaces it by a fresh copy), plus those of earlier copies. Not crashes:
+        SQS also counts receives of a killed worker's pending long polls, which nobody saw (crashes are
+        the claim's take-overs, ``Ledger.claim``)."""
+        return self.carried_unfinished + self.receive_count - 1
 
     @property
     def attempt(self) -> int:
@@ -154,7 +164,7 @@ class InFlight:
     @property
     def receives(self) -> int:
         """Receives that failed or ended with no outcome, plus this one (``cc-receive-count``)."""
-        return self.failures + self.crashes + 1
+        return self.failures + self.unfinished + 1
 
 
 class OutcomeKind(StrEnum):
@@ -362,10 +372,11 @@ class Processor:
         try:
             mapping = self.config.customer(m.customer)
             self._check_trigger(m, trigger)
-            if m.crashes >= self.config.max_crash_count:
-                raise CrashLoop(
-                    f"received {m.crashes} time(s) by a worker that died before it finished "
-                    f"(max_crash_count {self.config.max_crash_count})",
+            if m.unfinished >= self.config.max_receives_without_outcome:
+                raise ReceivesExhausted(
+                    f"received {m.unfinished} time(s) without an outcome: by a worker that died before it "
+                    "claimed the delivery, or by a killed worker's pending long poll "
+                    f"(max_receives_without_outcome {self.config.max_receives_without_outcome})",
                     customer=m.customer,
                 )
             change_id = trigger.change_id or self._trigger_change_id(trigger)
@@ -629,6 +640,13 @@ class Processor:
         if not claim.acquired:
             raise Busy(max(1.0, claim.lease_until - time.time() + 1.0))
         m.claim, m.claim_lease_until = (key, d.owner), claim.lease_until
+        if claim.takeovers >= self.config.max_crash_count:
+            self._release_claim(m, forget=True)  # a redrive starts with a full budget
+            raise CrashLoop(
+                f"{claim.takeovers} take-overs of a worker that died holding it "
+                f"(max_crash_count {self.config.max_crash_count})",
+                customer=m.customer,
+            )
         if d.retargeted:  # what a successor reconciles, should this worker die while sending
             self.ledger.mark_lane_delivery(d.lane, key)
         d.resend_only = claim.resend_only
@@ -639,6 +657,7 @@ class Processor:
             **_key_fields(key),
             message_id=m.message_id,
             receive_count=m.receive_count,
+            takeovers=claim.takeovers or None,
             resend_only=d.resend_only or None,
         )
         return self._send_all(m, d)
@@ -1032,12 +1051,12 @@ class Processor:
             fields["started_at"] = started
         self.status.update(key, unless_state=unless_state, add_attempt=started is not None, **fields)
 
-    def _release_claim(self, m: InFlight) -> None:
+    def _release_claim(self, m: InFlight, *, forget: bool = False) -> None:
         if m.claim is None:
             return
         key, owner = m.claim
         try:
-            self.ledger.finish_claim(key, owner, done=False)
+            self.ledger.finish_claim(key, owner, done=False, forget=forget)
         except Exception as exc:  # the lease expires on its own
             event(
                 logging.WARNING,

@@ -702,12 +702,12 @@ class Worker:
         """True when ``m`` was replaced by a fresh copy instead of being worked on: it is received again
         after a receive that ended with no outcome (its worker died), and SQS would move it to the DLQ
         after ``max_receive_count`` such receives. Replaced at once, before anything else: a worker dying
-        again within that moment leaves the next receive to try again. The copy carries the crashes
-        (``max_crash_count`` bounds them) and is worked on when received."""
+        again within that moment leaves the next receive to try again. The copy carries the count of
+        such receives (``max_receives_without_outcome`` bounds them) and is worked on when received."""
         if m.receive_count < 2:
             return False
-        if m.crashes >= self.config.max_crash_count or not self._requeue(m, 0):
-            return False  # worked on now: dead-lettered as worker_crashes, or SQS's redrive is the backstop
+        if m.unfinished >= self.config.max_receives_without_outcome or not self._requeue(m, 0):
+            return False  # worked on now: dead-lettered (receives_exhausted), or SQS redrives it
         with self._stats_lock:
             self.stats_data.results["rotated"] = self.stats_data.results.get("rotated", 0) + 1
         self._apply(m, Outcome(OutcomeKind.DELETE, Result.REQUEUED))
@@ -716,7 +716,7 @@ class Worker:
     def _inflight_of(self, slot: CustomerSlot, raw: MessageTypeDef, now: float) -> InFlight:
         attrs = raw.get("Attributes") or {}
         attributes: dict[str, Any] = dict(raw.get("MessageAttributes") or {})
-        failures, crashes = retry_counters(attributes)
+        failures, unfinished = retry_counters(attributes)
         sent_ms = int(attrs.get("SentTimestamp") or 0)
         sent_at = sent_ms / 1000 if sent_ms else time.time()
         age = max(0.0, time.time() - sent_at)
@@ -734,7 +734,7 @@ class Worker:
             sent_at=sent_at,
             attributes=attributes,
             failures=failures,
-            carried_crashes=crashes,
+            carried_unfinished=unfinished,
             received_at=now,
             visible_until=now + self.options.visibility_timeout,
         )
@@ -791,8 +791,8 @@ class Worker:
 
         A retry replaces the message by a fresh copy (SQS's receive count 0) that carries its counters
         (``cc-failures`` + 1 for a failure), so SQS's receive count of a copy counts only receives that
-        ended with no outcome: crashes (``_rotate``). A release at shutdown leaves it as it is (counted
-        like a crash) unless SQS would dead-letter it on its next receive. A failure out of budget, or a
+        ended with no outcome (``_rotate``). A release at shutdown leaves it as it is (counted like
+        one) unless SQS would dead-letter it on its next receive. A failure out of budget, or a
         copy that cannot be sent, keeps the message and sets its visibility instead."""
         if m.settled:
             return
@@ -839,7 +839,7 @@ class Worker:
         """A fresh copy (receive count 0) of ``m`` in its queue with its retry counters (one more failure
         when ``failed``); the caller then deletes the original."""
         failures = m.failures + int(failed)
-        attributes = requeue_attributes(m.attributes or {}, failures=failures, crashes=m.crashes)
+        attributes = requeue_attributes(m.attributes or {}, failures=failures, crashes=m.unfinished)
         kwargs: dict[str, Any] = {"QueueUrl": m.queue_url, "MessageBody": m.body, "DelaySeconds": int(delay)}
         if attributes:
             kwargs["MessageAttributes"] = attributes
@@ -861,7 +861,7 @@ class Worker:
             message_id=m.message_id,
             receive_count=m.receive_count,
             failures=failures,
-            crashes=m.crashes,
+            unfinished=m.unfinished,
             delay=delay,
         )
         return True

@@ -1,6 +1,6 @@
 # One SQS queue and one dead-letter queue per customer, exactly as `changeconsole provision` creates
 # them (services/provision.py: queue_spec): names changeconsole-{code} and changeconsole-{code}-dlq,
-# RedrivePolicy maxReceiveCount 3 + 10 (a backstop: the worker counts failures and crashes itself), SQS-managed SSE, visibility 120 s, long polling 20 s, retention 4 days
+# RedrivePolicy maxReceiveCount 3 + 50 (a backstop: the worker counts failures and receives without an outcome itself), SQS-managed SSE, visibility 120 s, long polling 20 s, retention 4 days
 # on the queue and 14 days on the DLQ. tests/test_deploy.py checks the two stay identical.
 
 terraform {
@@ -41,7 +41,7 @@ resource "aws_sqs_queue" "queue" {
 
   redrive_policy = jsonencode({
     deadLetterTargetArn = aws_sqs_queue.dlq[each.key].arn
-    maxReceiveCount     = var.max_receive_count + var.max_crash_count
+    maxReceiveCount     = var.max_receive_count + var.max_receives_without_outcome
   })
 
   tags = merge(var.tags, {

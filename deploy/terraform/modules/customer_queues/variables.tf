@@ -27,10 +27,10 @@ variable "max_receive_count" {
   nullable    = false
 }
 
-variable "max_crash_count" {
-  description = "config.json max_crash_count. SQS's maxReceiveCount is max_receive_count + this (provision.sqs_max_receive_count)."
+variable "max_receives_without_outcome" {
+  description = "config.json max_receives_without_outcome. SQS's maxReceiveCount is max_receive_count + this (provision.sqs_max_receive_count)."
   type        = number
-  default     = 10
+  default     = 50
   nullable    = false
 }
 

@@ -54,6 +54,9 @@ RECURS_UNTIL_FIXED: dict[str, str] = {
     "role_unavailable": "the customer's SES role cannot be assumed",
     "ses_unavailable": "the customer's SES account refuses to send",
     "contact_list_missing": "the customer's SES contact list is missing",
+    # Workers died working on it (e.g. out of memory): again until what kills them is fixed.
+    "worker_crashes": "every worker that took over its delivery had died holding it",
+    "receives_exhausted": "workers died with it before they claimed its delivery",
 }
 
 
