@@ -28,7 +28,7 @@ from support.events import with_events
 from support.mail import email_keys, outbox, subscribed
 from support.proxy import Proxy, proxy
 from support.waiting import wait_until
-from support.worker import WorkerProcess, put_trigger, record
+from support.worker import WorkerProcess, put_trigger, record, running_worker
 
 CONTACTS = 3
 KEY = DeliveryKey("CHG-2026-03-01T10-00-00-trn123", 1, EmailEvent.SUBMITTED, "acme")
@@ -174,4 +174,33 @@ def test_a_trigger_that_kills_every_worker_holding_it_is_dead_lettered_after_max
     key = DeliveryKey(CHANGE_ID, rec.version, rec.event, code)
     claim = Ledger(aws_factory, config).get_claim(key)
     assert claim is not None and claim.state is ClaimState.RELEASED and claim.takeovers == 0
+    assert outbox(moto_endpoint, CHANGE_ID) == []
+
+
+def test_a_trigger_received_max_receives_without_outcome_times_is_dead_lettered_before_its_claim(
+    make_stack: Any, aws_factory: AwsFactory, moto_endpoint: str
+) -> None:
+    stack = make_stack(customers=1, contacts=CONTACTS)
+    config = stack.config.model_copy(update={"max_receives_without_outcome": 3})
+    code = sorted(config.customer_mappings)[0]
+    sqs, url = aws_factory.client("sqs"), queue_url(aws_factory, config, code)
+    sqs.purge_queue(QueueUrl=url)
+    put_trigger(aws_factory, config, change_doc([code]), code)
+    # The trigger as a copy that carries its receives so far (``cc-crashes``): one more is the last.
+    got = wait_until(lambda: sqs.receive_message(QueueUrl=url).get("Messages"), 30, "the trigger")
+    sqs.send_message(
+        QueueUrl=url,
+        MessageBody=got[0]["Body"],
+        MessageAttributes={"cc-crashes": {"DataType": "String", "StringValue": "3"}},
+    )
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=got[0]["ReceiptHandle"])
+    with running_worker(aws_factory, config):
+        wait_until(lambda: queue_depth(aws_factory, config, code, dlq=True) == 1, 30, "dead-lettered")
+    dead = [attrs(m) for m in dlq_messages(aws_factory, config, code)]
+    assert [d["cc-reason"] for d in dead] == ["receives_exhausted"]
+    assert "max_receives_without_outcome 3" in dead[0]["cc-detail"]
+    key = DeliveryKey(CHANGE_ID, 2, EmailEvent.SUBMITTED, code)
+    assert Ledger(aws_factory, config).get_claim(key) is None  # dead-lettered before any claim
+    rec = record(aws_factory, config, code)
+    assert rec is not None and rec.state is DeliveryState.DEAD_LETTERED
     assert outbox(moto_endpoint, CHANGE_ID) == []
