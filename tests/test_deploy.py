@@ -736,6 +736,17 @@ def parity_problems(cfg: Config, plan: Plan) -> list[str]:
             f"{spec.customer} DLQ SSE", dattrs["SqsManagedSseEnabled"] == "true", d["sqs_managed_sse_enabled"]
         )
 
+    doorbells = plan.instances("aws_sqs_queue", "doorbell")
+    check("doorbell queues", sorted(want.doorbells), sorted(q.args["name"] for q in doorbells))
+    for q in doorbells:
+        attrs = {
+            "MessageRetentionPeriod": str(q.args["message_retention_seconds"]),
+            "VisibilityTimeout": str(q.args["visibility_timeout_seconds"]),
+            "ReceiveMessageWaitTimeSeconds": str(q.args["receive_wait_time_seconds"]),
+            "SqsManagedSseEnabled": str(q.args["sqs_managed_sse_enabled"]).lower(),
+        }
+        check(f"doorbell {q.args['name']} attributes", provision.doorbell_attributes(), attrs)
+
     buckets = plan.instances("aws_s3_bucket")
     check("bucket", [want.bucket], [b.args["bucket"] for b in buckets])
     notifications = plan.instances("aws_s3_bucket_notification")
@@ -1006,6 +1017,14 @@ def test_sqs_direct_transport_has_no_notifications_on_either_side(tmp_path: Path
     ]
     assert parity_problems(cfg, plan) == []
     assert parity_problems(env_config("dev"), plan), "s3-events config vs sqs-direct Terraform must differ"
+    assert [q.args["name"] for q in plan.instances("aws_sqs_queue", "doorbell")] == provision.plan(
+        cfg
+    ).doorbells
+    assert provision.plan(cfg).doorbells == [
+        f"changeconsole-doorbell-{k}-of-{cfg.worker_shards}" for k in range(cfg.worker_shards)
+    ]
+    other = cfg.model_copy(update={"worker_shards": cfg.worker_shards + 1})
+    assert any("doorbell queues" in p for p in parity_problems(other, plan)), "a shard count drift must show"
 
 
 def test_evaluator_rejects_undeclared_references_and_inputs(tmp_path: Path) -> None:

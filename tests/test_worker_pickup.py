@@ -50,6 +50,7 @@ def moto_process() -> Iterator[str]:
 def test_one_process_long_polls_300_idle_queues_with_bounded_threads(moto_process: str) -> None:
     raw = build_local_config(QUEUES, endpoint=moto_process)
     raw["transport"] = "sqs-direct"  # no bucket notifications: the probes are the only messages
+    raw["doorbell"] = {"enabled": False}  # every queue long-polled (tests/test_worker_doorbell.py: rung)
     config = Config.model_validate(raw)
     aws = local_factory(moto_process, max_attempts=3)
     provision(aws, config, threads=32)

@@ -5,6 +5,7 @@ Every model keeps keys it does not know (``extra="allow"``) so stored JSON survi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -836,6 +837,26 @@ class EventsConfig(BaseModel):
 Transport = Literal["s3-events", "sqs-direct"]
 
 
+class DoorbellConfig(BaseModel):
+    """``sqs-direct``: whoever puts a trigger in a customer's queue also sends ``{"customer": code}`` to
+    its shard's doorbell queue, so workers long-poll only queues that have work (``worker.runtime``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    enabled: bool = True
+    # Queue ``<queue_prefix>-<K>-of-<N>`` per worker shard K of ``worker_shards`` N (central account).
+    queue_prefix: str = Field("changeconsole-doorbell", pattern=r"^[A-Za-z0-9_-]{1,60}$")
+    # Seconds between two depth checks of an idle (unpolled) queue: the backstop for a lost ring.
+    sweep_seconds: float = Field(300.0, ge=1, le=3600)
+
+
+def shard_of(code: str, n: int) -> int:
+    """The worker shard (``--shard K/N``) of a customer: sha256 of the code (not ``hash()``), so it is
+    stable across processes and Python versions."""
+    digest = hashlib.sha256(code.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % n
+
+
 class Config(BaseModel):
     """The deployed ``config.json`` plus our optional additions."""
 
@@ -867,6 +888,9 @@ class Config(BaseModel):
     identity_center: IdentityCenterConfig | None = None
     audit_retention: AuditRetention = Field(default_factory=AuditRetention)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    # The deployment's worker shard count N (``worker --shard K/N``): the doorbell queues are per shard.
+    worker_shards: int = Field(1, ge=1, le=1024)
+    doorbell: DoorbellConfig = Field(default_factory=DoorbellConfig)
 
     @model_validator(mode="after")
     def _keys_match_codes(self) -> Config:
@@ -882,6 +906,17 @@ class Config(BaseModel):
             return self.customer_mappings[code]
         except KeyError:
             raise UnknownCustomer(code) from None
+
+    @property
+    def uses_doorbell(self) -> bool:
+        return self.transport == "sqs-direct" and self.doorbell.enabled
+
+    def doorbell_queue(self, shard: int) -> str:
+        """The doorbell queue of worker shard ``shard`` (0-based) of ``worker_shards``."""
+        return f"{self.doorbell.queue_prefix}-{shard}-of-{self.worker_shards}"
+
+    def doorbell_queues(self) -> list[str]:
+        return [self.doorbell_queue(k) for k in range(self.worker_shards)] if self.uses_doorbell else []
 
     def contact_list_for(self, code: str) -> str:
         return self.customer(code).contact_list_name or self.contact_list_name

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..config import ConfigError, local_config_path
-from ..models import Config
+from ..models import Config, Transport
 from ..services.aws import LOCAL_ENDPOINT, LOCAL_HOST, LOCAL_PORT, AwsSettings
 from ..services.event_relay import LocalEventRelay
 from ..services.localstack import LocalServer, LocalStackResult, is_listening, local_factory, provision_local
@@ -75,7 +75,15 @@ def wait_for_signal() -> None:
     "--shards",
     default=None,
     type=click.IntRange(1, 64),
-    help="With --with-worker: run N worker processes (`worker --shard K/N`) under a supervisor instead.",
+    help="With --with-worker: run N worker processes (`worker --shard K/N`) under a supervisor instead "
+    "(the config's worker_shards is N).",
+)
+@click.option(
+    "--transport",
+    type=click.Choice(["s3-events", "sqs-direct"]),
+    default="s3-events",
+    show_default=True,
+    help="How a fan-out reaches the customer queues; sqs-direct also provisions the shards' doorbell queues.",
 )
 @handle_errors
 def up(
@@ -85,6 +93,7 @@ def up(
     config_out: Path | None,
     with_worker: bool,
     shards: int | None,
+    transport: Transport,
 ) -> None:
     """Start (or reuse) the local stack, provision it and run until Ctrl-C."""
     if shards is not None and not with_worker:
@@ -109,6 +118,8 @@ def up(
             contacts=n_contacts,
             config_path=config_out,
             progress=lambda msg: stderr.print(f"[dim]{msg}[/]"),
+            transport=transport,
+            worker_shards=shards or 1,
         )
         if server is not None:  # a stack of ours: its data comes back, and is kept
             saver, _ = keep_local_data(
@@ -186,7 +197,7 @@ LOCAL_SHARD_ARGS = ("--health-port", "0", "--no-emf", "--visibility-timeout", "3
 def _start_shards(endpoint: str, result: LocalStackResult, n: int) -> ShardSupervisor:
     """N ``changeconsole worker --shard K/N`` processes against the local stack; their JSON logs (warnings
     and up) go to this stderr, and a shard that dies is restarted."""
-    from ..worker.options import shard_of
+    from ..models import shard_of
     from ..worker.supervisor import ShardSupervisor
 
     args = [

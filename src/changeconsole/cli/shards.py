@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 import click
 
+from ..models import shard_of
+
 shards_option = click.option(
     "--shards",
     type=click.IntRange(1, 1024),
@@ -18,8 +20,6 @@ shards_option = click.option(
 
 
 def shard_label(code: str, n: int) -> str:
-    from ..worker.options import shard_of  # here: importing the worker package loads its runtime
-
     return f"{shard_of(code, n)}/{n}"
 
 

@@ -3,7 +3,8 @@
 Transport ``s3-events``: a trigger object ``customers/{code}/{id}/v{n:04d}-{event}.json`` (full change
 snapshot) per customer; S3 notifies the customer's queue. Transport ``sqs-direct``: one SQS message per
 customer with the snapshot embedded, or over ``DIRECT_INLINE_LIMIT`` an S3 reference to
-``payloads/{code}/{id}/v{n:04d}-{event}.json``. A trigger only rings the bell: the worker decides from
+``payloads/{code}/{id}/v{n:04d}-{event}.json``, and a ring of the customer's shard's doorbell
+(``services.doorbell``, batched per fan-out). A trigger only rings the bell: the worker decides from
 the archive what to send (the snapshot is kept for workers of older releases).
 
 Customers the new version no longer targets (``removed``) get a trigger with event ``removed``: the
@@ -28,6 +29,7 @@ from ..errors import describe
 from ..models import Change, Config, EmailEvent, direct_message, trigger_key, version_tag
 from .aws import AwsFactory
 from .changes import ConflictError
+from .doorbell import Doorbell
 from .status import DeliveryKey, StatusStore
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,7 @@ class Fanout:
         self.bucket = config.s3_config.bucket_name
         self._queue_urls: dict[str, str] = {}
         self._lock = threading.Lock()
+        self.doorbell = Doorbell(aws, config)
 
     @staticmethod
     def start(
@@ -202,8 +205,11 @@ class Fanout:
             else:
                 emit(code, DestinationState.DONE)
 
-        with ThreadPoolExecutor(max_workers=max(1, min(self.threads, len(todo)))) as pool:
-            list(pool.map(one, todo))
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, min(self.threads, len(todo)))) as pool:
+                list(pool.map(one, todo))
+        finally:
+            self.doorbell.flush()
         return result
 
     # -- transports ---------------------------------------------------------------------
@@ -239,6 +245,7 @@ class Fanout:
             message = direct_message(code, change.change_id, change.version, event, change=snapshot)
         sqs = self.aws.client("sqs", mapping.queue_region)
         sqs.send_message(QueueUrl=self.queue_url(code), MessageBody=message)
+        self.doorbell.add(code)
 
     def queue_url(self, code: str) -> str:
         """The customer's queue URL (looked up once, then cached)."""

@@ -126,7 +126,7 @@ def contact_address(code: str, index: int) -> str:
 
 
 def build_local_config(
-    n_customers: int, *, endpoint: str, transport: Transport = "s3-events"
+    n_customers: int, *, endpoint: str, transport: Transport = "s3-events", worker_shards: int = 1
 ) -> dict[str, Any]:
     mappings: dict[str, Any] = {}
     for i in range(n_customers):
@@ -151,6 +151,7 @@ def build_local_config(
         "status_table_name": "changeconsole-status",
         "ledger_table_name": "changeconsole-ledger",
         "transport": transport,
+        "worker_shards": worker_shards,
         "contact_list_name": "changeconsole",
         "branding": {"provider_name": "Example MSP", "footer": "Example MSP · 24x7 operations"},
         "local": {"endpoint_url": endpoint},
@@ -295,10 +296,11 @@ def provision_local(
     threads: int = 16,
     progress: Callable[[str], None] | None = None,
     transport: Transport = "s3-events",
+    worker_shards: int = 1,
 ) -> LocalStackResult:
     """Provision the central account and every customer account; write config.json."""
     started = time.monotonic()
-    raw = build_local_config(customers, endpoint=endpoint, transport=transport)
+    raw = build_local_config(customers, endpoint=endpoint, transport=transport, worker_shards=worker_shards)
     config = Config.model_validate(raw)
     path = config_path or local_config_path()
     aws = local_factory(endpoint, max_attempts=3)

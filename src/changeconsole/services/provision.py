@@ -38,6 +38,10 @@ STATUS_GSI_CUSTOMER = "gsi2"  # gsi2pk = "CUSTOMER#<code>", gsi2sk = "<updated_a
 # written since a point in time (the live status screen's poll; services/status.changed_since).
 STATUS_GSI_CHANGED = "gsi3"
 EVENTS_RETENTION = 4 * 24 * 3600
+# A ring carries no work (the customer's queue is the truth): kept an hour, received again 30 s after a
+# worker took it and stopped before deleting it.
+DOORBELL_RETENTION = 3600
+DOORBELL_VISIBILITY = 30
 EVENT_DESTINATION = "changeconsole-central"
 # Every SES event type the worker reads (services/events.py).
 SES_EVENT_TYPES = ["SEND", "DELIVERY", "BOUNCE", "COMPLAINT", "REJECT", "DELIVERY_DELAY", "RENDERING_FAILURE"]
@@ -90,10 +94,21 @@ class AuditSpec:
     object_lock: bool
 
 
+def doorbell_attributes() -> dict[str, str]:
+    return {
+        "MessageRetentionPeriod": str(DOORBELL_RETENTION),
+        "VisibilityTimeout": str(DOORBELL_VISIBILITY),
+        "ReceiveMessageWaitTimeSeconds": str(LONG_POLL_SECONDS),
+        "SqsManagedSseEnabled": "true",
+    }
+
+
 @dataclass
 class Plan:
     bucket: str
     queues: list[QueueSpec]
+    # sqs-direct with the doorbell: one queue per worker shard (``Config.doorbell_queues``).
+    doorbells: list[str]
     notifications: list[NotificationSpec]
     tables: list[TableSpec]
     audit: AuditSpec
@@ -158,6 +173,7 @@ def plan(config: Config) -> Plan:
     return Plan(
         bucket=config.s3_config.bucket_name,
         queues=[queue_spec(config, c) for c in customers],
+        doorbells=config.doorbell_queues(),
         notifications=notifications,
         tables=[
             TableSpec(
@@ -324,6 +340,14 @@ class Provisioner:
 
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
             list(pool.map(one, [q for q in self.plan.queues if q.customer in self.customers]))
+
+    def doorbells(self) -> None:
+        """The doorbell queues (``plan.doorbells``), in the account of the credentials used."""
+        if not self.plan.doorbells:
+            return
+        account = self.aws.client("sts").get_caller_identity()["Account"]
+        for name in self.plan.doorbells:
+            self._ensure_queue("doorbell", name, doorbell_attributes(), account)
 
     # -- notifications -----------------------------------------------------------------
     def notifications(self) -> None:
@@ -628,12 +652,13 @@ class Provisioner:
     def run(self) -> list[Action]:
         self.bucket()
         self.queues()
+        self.doorbells()
         if self.plan.notifications:
             self.notifications()
         self.tables()
         self.audit_retention()
         self.events()
-        order = {"bucket": 0, "audit": 1, "table": 2, "notifications": 3, "dlq": 4, "queue": 5}
+        order = {"bucket": 0, "audit": 1, "table": 2, "notifications": 3, "dlq": 4, "queue": 5, "doorbell": 6}
         self.actions.sort(key=lambda a: (order.get(a.kind, 9), a.name))
         return self.actions
 

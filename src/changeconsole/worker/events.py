@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..models import Config, direct_message
 from ..services.audit import AuditLog
 from ..services.aws import AwsFactory
+from ..services.doorbell import Doorbell
 from ..services.events import EventRecorder, Outcome, OutcomeStore, Reconciler
 from ..services.ledger import Ledger
 from ..services.status import DeliveryKey, StatusStore
@@ -42,6 +43,7 @@ class EventStage:
         self.aws = aws
         self.config = config
         self.queues = queues
+        self.doorbell = Doorbell(aws, config)
         self.metrics = metrics
         self.poll_wait = poll_wait
         self.recorder = EventRecorder(
@@ -169,3 +171,4 @@ class EventStage:
             change={"changeId": key.change_id, "version": key.version},
         )
         self.queues.client(mapping).send_message(QueueUrl=self.queues.url(mapping), MessageBody=body)
+        self.doorbell.ring([key.customer])

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import uuid
 from dataclasses import dataclass, field
 
-from ..models import Config, UnknownCustomer
+from ..models import Config, UnknownCustomer, shard_of
 
 
 @dataclass
@@ -25,6 +24,7 @@ class WorkerOptions:
     claim_lease: float = 300.0  # also the lease of a (change, customer) lane
     busy_retry: float = 5.0  # a message whose lane or claim another worker holds comes back within this
     send_lease: float = 120.0
+    doorbell_receivers: int = 2  # doorbell mode: long polls of this shard's doorbell queue in flight
     max_pollers: int = 1024  # one long-polling thread per queue up to this; beyond, pollers share queues
     max_waiting: int | None = None  # received, waiting for a delivery thread (default 2 x concurrency)
     shutdown_timeout: float = 25.0
@@ -76,12 +76,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if n < 1 or not 0 <= k < n:
         raise ValueError(f"--shard {text}: need N >= 1 and 0 <= K < N (K is 0-based)")
     return k, n
-
-
-def shard_of(code: str, n: int) -> int:
-    """Stable across processes and Python versions (not ``hash()``): sha256 of the code."""
-    digest = hashlib.sha256(code.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % n
 
 
 def assign_customers(

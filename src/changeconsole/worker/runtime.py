@@ -8,6 +8,15 @@ a time (a flood for one customer never starves the others), a send pool of
 ``concurrency * send_parallelism`` threads (created on demand), a heartbeat thread and a housekeeping
 thread. Pollers pause while ``backlog_cap`` received messages wait for a delivery thread, so a burst
 stays in SQS rather than waiting out its visibility in this process.
+
+Doorbell mode (transport ``sqs-direct``, ``doorbell.enabled``, the worker's shard count N equal to the
+config's ``worker_shards``, not ``--drain``, no ``--customers`` subset): a queue is HOT (long-polled as
+above) or COLD (no receive at all). ``doorbell_receivers`` threads long-poll this shard's doorbell queue;
+a ring (``services.doorbell``) heats its customer's queue and wakes its poller. At start each queue is
+heated when SQS counts messages in it (visible, in flight or delayed: e.g. held by a worker that died).
+A hot queue cools after an empty receive only when nothing of it is held here, no ring came since that
+receive started, and SQS counts nothing in it. Every ``doorbell.sweep_seconds`` each cold queue's depth
+is checked (staggered): the backstop for a lost ring or a message put by hand.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from ..models import Config, CustomerMapping, DeliveryState
 from ..services.audit import AuditLog
 from ..services.aws import AwsFactory
 from ..services.dlq.attributes import requeue_attributes, retry_counters
+from ..services.doorbell import Doorbell, rung_customer
 from ..services.ledger import Ledger
 from ..services.queues import QueueUrlCache
 from ..services.status import StatusStore
@@ -53,6 +63,8 @@ DEPTH_ATTRIBUTES: tuple[QueueAttributeNameType, ...] = (
 DRAIN_RECHECK = 1.0
 # A paused poller is woken when it may receive again; this only bounds a missed wake-up.
 PAUSE_SAFETY = 5.0
+# Doorbell mode: queues checked at start (URL and depth) at once, so a thousand pollers do not all ask.
+PRIME_AT_ONCE = 8
 # A message a stopping worker never started: visible again at once, for another worker.
 SHUTDOWN = Outcome(OutcomeKind.RELEASE, Result.SHUTDOWN, failure=False)
 
@@ -221,6 +233,9 @@ class CustomerSlot:
     last_poll: float = 0.0
     poll_errors: int = 0
     drained: bool = False
+    hot: bool = True  # long-polled (doorbell mode: until it cools)
+    rung: bool = False  # doorbell mode: a ring (or a sweep) came since the last receive started
+    primed: bool = False  # doorbell mode: its depth was checked at start
     acks: list[InFlight] = field(default_factory=list)
     acks_since: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -243,6 +258,8 @@ class WorkerStats:
     superseded: int = 0
     emails_sent: int = 0
     ignored: int = 0
+    rings: int = 0  # doorbell rings received for customers of this worker
+    swept: int = 0  # cold queues the sweep found holding messages
     pickup: deque[float] = field(default_factory=lambda: deque(maxlen=5000))
     results: dict[str, int] = field(default_factory=dict)
 
@@ -314,8 +331,12 @@ class Worker:
             aborting=self._abort.is_set,
             cooldown=self.cooldown,
         )
+        self.doorbell = Doorbell(self.sqs_aws, config)
+        self.doorbell_off = self._doorbell_off()
+        self.doorbell_on = self.doorbell_off is None
         self.slots = {
-            code: CustomerSlot(code, config.customer(code), options.prefetch) for code in self.codes
+            code: CustomerSlot(code, config.customer(code), options.prefetch, hot=not self.doorbell_on)
+            for code in self.codes
         }
         for slot in self.slots.values():
             slot.capacity.set()
@@ -363,6 +384,9 @@ class Worker:
         self._paused: dict[int, threading.Event] = {}
         self._wakes = [threading.Event() for _ in self._groups]
         self._poller_of = {slot.code: i for i, group in enumerate(self._groups) for slot in group}
+        self._prime_gate = threading.BoundedSemaphore(PRIME_AT_ONCE)
+        self._doorbell_beats = [0.0] * (options.doorbell_receivers if self.doorbell_on and self.codes else 0)
+        self._doorbell_threads: list[threading.Thread] = []
         self._loop_beat = 0.0
         self._drain_next = 0.0
         self._drain_clean = 0
@@ -380,6 +404,7 @@ class Worker:
         self.started_at = time.monotonic()
         self._loop_beat = self.started_at
         self._poller_beats = [self.started_at] * len(self._groups)
+        self._doorbell_beats = [self.started_at] * len(self._doorbell_beats)
         if self.options.health_port:
             self._health = HealthServer(
                 self.options.health_host, self.options.health_port, health=self.health, ready=self.readiness
@@ -389,13 +414,20 @@ class Worker:
             t = threading.Thread(target=self._poll_group, args=(i, group), name=f"cc-poll-{i}", daemon=True)
             self._pollers.append(t)
             t.start()
-        for target, name in (
+        background: list[tuple[Callable[[], None], str]] = [
             (self._heartbeat_loop, "cc-heartbeat"),
             (self._housekeeping_loop, "cc-housekeeping"),
             (lambda: self.events.run(self._stop_background), "cc-events"),
-        ):
+        ]
+        if self._doorbell_beats:
+            background.append((self._sweep_loop, "cc-doorbell-sweep"))
+        for target, name in background:
             t = threading.Thread(target=target, name=name, daemon=True)
             self._aux.append(t)
+            t.start()
+        for i in range(len(self._doorbell_beats)):  # not joined at stop: a long poll ends on its own
+            t = threading.Thread(target=self._doorbell_loop, args=(i,), name=f"cc-doorbell-{i}", daemon=True)
+            self._doorbell_threads.append(t)
             t.start()
         event(
             logging.INFO,
@@ -407,7 +439,10 @@ class Worker:
             customer_cap=self.options.customer_cap,
             shard=_shard_text(self.options.shard),
             drain=self.options.drain or None,
+            doorbell=self.config.doorbell_queue(self._shard[0]) if self.doorbell_on else None,
         )
+        if self.doorbell_off and self.config.uses_doorbell:
+            event(logging.INFO, "doorbell.off", worker_id=self.worker_id, reason=self.doorbell_off)
         if len(self._groups) < len(self.codes):
             event(
                 logging.WARNING,
@@ -418,6 +453,23 @@ class Worker:
                 hint="more queues than max_pollers: pickup slows; split customers with --shard K/N",
             )
         return self
+
+    @property
+    def _shard(self) -> tuple[int, int]:
+        return self.options.shard or (0, 1)
+
+    def _doorbell_off(self) -> str | None:
+        """Why this worker polls every queue although the config uses the doorbell (None: it does not)."""
+        if not self.config.uses_doorbell:
+            return "not sqs-direct" if self.config.doorbell.enabled else "doorbell.enabled is off"
+        if self.options.drain:
+            return "--drain polls every queue until it is empty"
+        if self.options.customers:
+            return "--customers: the doorbell queue is the whole shard's"
+        n = self._shard[1]
+        if n != self.config.worker_shards:
+            return f"this worker's shard count {n} is not worker_shards {self.config.worker_shards}"
+        return None
 
     @property
     def health_port(self) -> int | None:
@@ -433,6 +485,9 @@ class Worker:
         self._stop_receiving.set()
         with self._room:
             self._wake(len(self._paused))
+        if self.doorbell_on:  # cold pollers wait for a ring
+            for wake in self._wakes:
+                wake.set()
         event(
             logging.INFO,
             "worker.stopping",
@@ -555,7 +610,12 @@ class Worker:
                 self._poller_beats[index] = now
                 if slot.drained:
                     continue
-                if slot.queue_url is None and not self._resolve(slot):
+                if self.doorbell_on:
+                    if not slot.primed and not self._prime(slot):
+                        continue
+                    if not slot.hot:
+                        continue
+                elif slot.queue_url is None and not self._resolve(slot):
                     continue
                 if slot.cooling(now) > 0:
                     continue
@@ -573,6 +633,8 @@ class Worker:
                         break
                     self._in_receive += 1
                 polled = True
+                with slot.lock:
+                    slot.rung = False  # a ring from here on means: receive again before cooling
                 try:
                     self._receive(slot, n, wait)
                 finally:
@@ -586,6 +648,8 @@ class Worker:
                     self._stop_receiving.wait(0.25)
                 elif paused:
                     self._wakes[index].wait(PAUSE_SAFETY)
+                elif self.doorbell_on and all(s.primed and not s.hot for s in group):
+                    self._wakes[index].wait(self.options.poll_wait)  # cold: until a ring
                 elif single:
                     group[0].capacity.wait(0.25)
                 else:
@@ -679,6 +743,8 @@ class Worker:
             if self.options.drain and self.scheduler.active(slot.code) == 0:
                 with slot.lock:
                     slot.drained = slot.outstanding == 0
+            if self.doorbell_on:
+                self._maybe_cool(slot)
             return
         messages = [self._inflight_of(slot, r, now) for r in raw]
         with slot.lock:
@@ -697,6 +763,110 @@ class Worker:
         for m in messages:
             if not self._rotate(m):
                 self.scheduler.submit(m)
+
+    # -- doorbell mode ---------------------------------------------------------------------------
+    def _prime(self, slot: CustomerSlot) -> bool:
+        """Resolve the slot's queue and heat it when SQS counts messages in it (a few slots at a time)."""
+        with self._prime_gate:
+            if self._stop_receiving.is_set():
+                return False
+            if slot.queue_url is None:
+                try:
+                    slot.queue_url = self.queues.url(slot.mapping)
+                    self._last_sqs_ok = time.monotonic()
+                except Exception as exc:
+                    failed: Exception | None = exc
+                else:
+                    failed = None
+            else:
+                failed = None
+            if failed is None and self._queue_depth(slot):
+                self._heat(slot)
+        if failed is not None:
+            self._poll_error(slot, failed, "queue.resolve_failed")
+            return False
+        slot.primed = True
+        return True
+
+    def _maybe_cool(self, slot: CustomerSlot) -> None:
+        """After an empty receive: cold when nothing of it is held here, no ring came since the receive
+        started and SQS counts no message in its queue (visible, in flight elsewhere or delayed)."""
+        if slot.rung or slot.outstanding or self.scheduler.active(slot.code):
+            return
+        if self._queue_depth(slot):
+            return
+        with slot.lock:  # a ring sets rung under this lock: it either keeps the slot hot or reheats it
+            if not slot.rung and not slot.outstanding:
+                slot.hot = False
+
+    def _heat(self, slot: CustomerSlot) -> None:
+        with slot.lock:
+            slot.rung = True
+            slot.hot = True
+        wake = self._wakes[self._poller_of[slot.code]] if self._wakes else None
+        if wake is not None:
+            wake.set()
+
+    def _doorbell_loop(self, index: int) -> None:
+        """Long-poll this shard's doorbell queue: each ring heats its customer's queue."""
+        sqs = self.doorbell.client()
+        errors = 0
+        url: str | None = None
+        while not self._stop_receiving.is_set():
+            self._doorbell_beats[index] = time.monotonic()
+            try:
+                url = url or self.doorbell.queue_url(self._shard[0])
+                resp = sqs.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=self.options.poll_wait
+                )
+            except Exception as exc:
+                errors += 1
+                if not self._stop_receiving.is_set() and (errors == 1 or errors % 10 == 0):
+                    failure = classify(exc, "central")
+                    event(
+                        logging.WARNING,
+                        "doorbell.receive_failed",
+                        reason=failure.reason,
+                        detail=failure.detail,
+                        errors=errors,
+                    )
+                self._stop_receiving.wait(min(30.0, 0.5 * 2 ** min(errors, 6)) * random.uniform(0.5, 1.0))
+                continue
+            errors = 0
+            raw = resp.get("Messages") or []
+            if not raw or self._stop_receiving.is_set():
+                continue  # stopping: the rings come back for another replica
+            rings = 0
+            for r in raw:
+                slot = self.slots.get(rung_customer(str(r.get("Body", ""))) or "")
+                if slot is not None:
+                    rings += 1
+                    self._heat(slot)
+            with self._stats_lock:
+                self.stats_data.rings += rings
+            try:
+                sqs.delete_message_batch(
+                    QueueUrl=url,
+                    Entries=[{"Id": str(j), "ReceiptHandle": r["ReceiptHandle"]} for j, r in enumerate(raw)],
+                )
+            except Exception as exc:  # they come back and ring again: harmless
+                event(logging.WARNING, "doorbell.delete_failed", error=classify(exc, "central").detail)
+
+    def _sweep_loop(self) -> None:
+        """Check one cold queue's depth at a time, each every ``doorbell.sweep_seconds``."""
+        slots = list(self.slots.values())
+        step = self.config.doorbell.sweep_seconds / len(slots)
+        i = random.randrange(len(slots))
+        while not self._stop_background.wait(step):
+            slot = slots[i % len(slots)]
+            i += 1
+            if not slot.primed or slot.hot or self._stop_receiving.is_set():
+                continue
+            if self._queue_depth(slot):
+                with self._stats_lock:
+                    self.stats_data.swept += 1
+                event(logging.INFO, "doorbell.swept", customer=slot.code)
+                self._heat(slot)
 
     def _rotate(self, m: InFlight) -> bool:
         """True when ``m`` was replaced by a fresh copy instead of being worked on: it is received again
@@ -854,6 +1024,7 @@ class Worker:
                 error=classify(exc, "central").detail,
             )
             return False
+        self.doorbell.ring([m.customer], int(delay))
         event(
             logging.INFO,
             "message.requeued",
@@ -1002,7 +1173,7 @@ class Worker:
         now = time.monotonic()
         loop_age = now - self._loop_beat
         limit = self.options.poll_wait + self.sqs_aws.settings.read_timeout + 30
-        oldest = max((now - b for b in self._poller_beats), default=0.0)
+        oldest = max((now - b for b in (*self._poller_beats, *self._doorbell_beats)), default=0.0)
         ok = self._started and not self._stopped.is_set() and loop_age < 30 and oldest < limit
         return ok, {
             "loop_age_s": round(loop_age, 2),
@@ -1034,6 +1205,7 @@ class Worker:
             worker_id=self.worker_id,
             customers=len(self.codes),
             pollers=len(self._groups),
+            hot=sum(1 for slot in self.slots.values() if slot.hot),
             in_flight=self.in_flight(),
             busy=self.scheduler.busy,
             waiting=self.scheduler.waiting,

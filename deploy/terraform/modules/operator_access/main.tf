@@ -219,8 +219,8 @@ data "aws_iam_policy_document" "role" {
     content {
       sid       = "TriggerCustomersDirect"
       effect    = "Allow"
-      actions   = ["sqs:SendMessage"]
-      resources = [for c in each.value.codes : "${local.queue_base}${c}"]
+      actions   = ["sqs:SendMessage", "sqs:GetQueueUrl"]
+      resources = concat([for c in each.value.codes : "${local.queue_base}${c}"], var.doorbell_queue_arns)
     }
   }
 

@@ -89,3 +89,9 @@ variable "tags" {
   type    = map(string)
   default = {}
 }
+
+variable "doorbell_queue_arns" {
+  description = "The doorbell queues a fan-out rings after each sqs-direct trigger (empty: none)."
+  type        = list(string)
+  default     = []
+}

@@ -16,6 +16,22 @@ locals {
   queue_arn_pattern = "arn:${var.partition}:sqs:${var.aws_region}:${var.central_account_id}:${var.queue_name_prefix}*"
   dlq_arn_pattern   = "arn:${var.partition}:sqs:${var.aws_region}:${var.central_account_id}:${var.queue_name_prefix}*-dlq"
   tags              = merge(var.tags, { "changeconsole:environment" = var.environment })
+  # sqs-direct: a ring per trigger tells shard K's workers which customer queue to long-poll.
+  doorbell_queues = var.transport == "sqs-direct" && var.doorbell_enabled ? {
+    for k in range(var.worker_shards) : tostring(k) => "${var.doorbell_queue_prefix}-${k}-of-${var.worker_shards}"
+  } : {}
+}
+
+# Rings carry no work: kept an hour, back after 30 s when a worker stopped before deleting them
+# (services/provision.py doorbell_attributes).
+resource "aws_sqs_queue" "doorbell" {
+  for_each                   = local.doorbell_queues
+  name                       = each.value
+  message_retention_seconds  = 3600
+  visibility_timeout_seconds = 30
+  receive_wait_time_seconds  = 20
+  sqs_managed_sse_enabled    = true
+  tags                       = local.tags
 }
 
 module "customer" {
@@ -80,6 +96,7 @@ module "worker_iam" {
   ses_role_arns         = [for code, c in module.customer : c.ses_role_arn]
   metrics_namespace     = var.metrics_namespace
   events_queue_arn      = module.ses_events.queue_arn
+  doorbell_queue_arns   = [for q in aws_sqs_queue.doorbell : q.arn]
   kms_key_arns          = var.kms_key_arn == "" ? [] : [var.kms_key_arn]
   # ECS when the stack runs the worker there, or when nothing else is trusted (a role needs a principal).
   trust_ecs_tasks       = var.ecs != null || var.eks_oidc_provider_arn == ""
@@ -143,6 +160,7 @@ module "operator_access" {
   status_table_arn  = module.tables.status_table_arn
   ledger_table_arn  = module.tables.ledger_table_arn
   queue_name_prefix = var.queue_name_prefix
+  doorbell_queue_arns = [for q in aws_sqs_queue.doorbell : q.arn]
   customer_roles    = { for code, c in module.customer : code => c.ses_role_arn }
   roles             = var.operator_access.roles
   abac_attributes   = var.operator_access.abac_attributes

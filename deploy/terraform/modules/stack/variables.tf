@@ -200,3 +200,15 @@ variable "configuration_set_name" {
   type        = string
   default     = "changeconsole"
 }
+
+variable "doorbell_enabled" {
+  description = "config.json doorbell.enabled: with transport sqs-direct, one doorbell queue per worker shard (workers long-poll only the customer queues that were rung)."
+  type        = bool
+  default     = true
+}
+
+variable "doorbell_queue_prefix" {
+  description = "config.json doorbell.queue_prefix: shard K of N rings <prefix>-<K>-of-<N>."
+  type        = string
+  default     = "changeconsole-doorbell"
+}

@@ -139,6 +139,25 @@ data "aws_iam_policy_document" "worker" {
     resources = [var.dlq_arn_pattern]
   }
 
+  # Doorbell mode: a queue's depth decides whether it is long-polled (worker/runtime.py).
+  statement {
+    sid       = "CustomerQueueDepth"
+    effect    = "Allow"
+    actions   = ["sqs:GetQueueAttributes"]
+    resources = [var.queue_arn_pattern]
+  }
+
+  # sqs-direct: the shard's doorbell is received from, and rung with each retry copy.
+  dynamic "statement" {
+    for_each = length(var.doorbell_queue_arns) > 0 ? ["doorbell"] : []
+    content {
+      sid       = "Doorbell"
+      effect    = "Allow"
+      actions   = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage", "sqs:GetQueueUrl"]
+      resources = var.doorbell_queue_arns
+    }
+  }
+
   statement {
     sid       = "RequeueAndDeadLetter"
     effect    = "Allow"

@@ -75,3 +75,9 @@ variable "events_queue_arn" {
   description = "The central SES events queue (modules/ses_events)."
   type        = string
 }
+
+variable "doorbell_queue_arns" {
+  description = "The doorbell queues (one per worker shard; transport sqs-direct), empty for none."
+  type        = list(string)
+  default     = []
+}

@@ -47,6 +47,7 @@ from ...models import Config, CustomerMapping, OperatorAction, iso_utc, utcnow
 from ..audit import OK, PARTIAL
 from ..authz import ActionRecord, Authorizer
 from ..aws import AwsFactory
+from ..doorbell import Doorbell
 from ..queues import IN_FLIGHT, VISIBLE, QueueUrlCache, is_missing_queue, message_counts
 from .attributes import redrive_attributes
 from .errors import DlqError, DlqInputError, PurgeRefused, QueueMissing
@@ -268,6 +269,7 @@ class DlqService:
         self._native_unsupported: str | None = None
         self._noretry: AwsFactory | None = None
         self.authz = authz or Authorizer(aws, config, clock=now, via="api")
+        self.doorbell = Doorbell(aws, config)
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -601,7 +603,7 @@ class DlqService:
                             result.cancelled = True
                             scan.hold(pending)
                             break
-                        self._move(source_url, dlq_url, chunk, scan, result, by)
+                        self._move(source_url, dlq_url, chunk, scan, result, by, c.customer_code)
                         done = {m.message_id for m in chunk}
                         pending = [m for m in pending if m.message_id not in done]
                         report()
@@ -623,8 +625,9 @@ class DlqService:
         scan: _Scan,
         result: RedriveResult,
         by: str,
+        code: str,
     ) -> None:
-        sent = self._send(source_url, chunk, result.failed, redrive_by=by)
+        sent = self._send(source_url, chunk, result.failed, redrive_by=by, ring=code)
         for m, new_id in sent:
             result.new_ids[m.message_id] = new_id
         sent_ids = {m.message_id for m, _new_id in sent}
@@ -666,10 +669,12 @@ class DlqService:
         failures: list[RedriveFailure],
         *,
         redrive_by: str | None,
+        ring: str | None = None,
     ) -> list[tuple[DlqMessage, str]]:
         """Send ``chunk`` in one batch: (message, new id) of each sent; a failure for each not sent.
 
         With ``redrive_by`` each message gets the redrive marker; without, its attributes as they are.
+        ``ring``: the customer whose queue ``url`` is, rung at its doorbell after a send.
         """
         now = self.now()
         entries = []
@@ -689,7 +694,10 @@ class DlqService:
             failures.extend(RedriveFailure(m.message_id, "send", describe(exc)) for m in chunk)
             return []
         failures.extend(_refused(resp, chunk, "send"))
-        return [(chunk[int(ok["Id"])], ok.get("MessageId", "")) for ok in resp.get("Successful", [])]
+        sent = [(chunk[int(ok["Id"])], ok.get("MessageId", "")) for ok in resp.get("Successful", [])]
+        if ring is not None and sent:
+            self.doorbell.ring([ring])
+        return sent
 
     def _native_redrive(
         self,
@@ -952,7 +960,13 @@ class DlqService:
             limiter = RateLimiter(rate, monotonic=self.monotonic, sleep=self.sleep)
             for chunk in _chunks(todo, limiter.batch_size):
                 limiter.acquire(len(chunk))
-                sent = self._send(url, chunk, result.failed, redrive_by=None if to == "dlq" else by)
+                sent = self._send(
+                    url,
+                    chunk,
+                    result.failed,
+                    redrive_by=None if to == "dlq" else by,
+                    ring=None if to == "dlq" else code,
+                )
                 for m, new_id in sent:
                     result.sent[m.message_id] = new_id
             result.audit_key = self._audit(
