@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         "--transport",
         choices=("sqs-direct", "s3-events"),
         default="sqs-direct",
-        help="scale: how the fan-out rings each queue, every row alike (default sqs-direct: "
+        help="scale and pickup: how the fan-out rings each queue, every row alike (default sqs-direct: "
         "docs/capacity.md's shape past 100 customers; fanout always measures s3-events)",
     )
     parser.add_argument("--recipients", type=int, default=5, help="recipients per customer (fan-out)")

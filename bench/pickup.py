@@ -1,9 +1,10 @@
 """Pickup latency with one worker serving 300 idle customer queues (bar: p95 <= 1 s).
 
 The worker runs in this process (``start_background``; moto in its own process). Each probe submits a
-change to one random customer and measures trigger PUT start → the worker's ReceiveMessage returning
-that message; the probe waits for the delivery to be acknowledged and a random 0-0.5 s more, so the
-queues are idle again when the next probe starts.
+change to one random customer and measures the trigger's start (S3 PUT with ``s3-events``, SQS
+SendMessage with ``sqs-direct``, where the worker is in doorbell mode: the ring wakes the customer's
+poller) → the worker's ReceiveMessage returning that message; the probe waits for the delivery to be
+acknowledged and a random 0-0.5 s more, so the queues are idle again when the next probe starts.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Any
+
+from changeconsole.models import Transport
 
 from .common import (
     BenchResult,
@@ -26,15 +29,17 @@ from .common import (
 )
 from .fanout import make_change, provision, worker_factories
 
+TRIGGERS = ("PutObject", "SendMessage")  # s3-events, sqs-direct
 
-def run(*, queues: int = 300, probes: int = 60, **_: Any) -> BenchResult:
+
+def run(*, queues: int = 300, probes: int = 60, transport: Transport = "sqs-direct", **_: Any) -> BenchResult:
     from changeconsole.services.lifecycle import ChangeService
     from changeconsole.worker import WorkerOptions, start_background
 
     result = BenchResult("pickup")
     rng = random.Random(300)
     with tempfile.TemporaryDirectory() as tmp, MotoProcess() as moto:
-        config = provision(moto.endpoint, queues, 1, Path(tmp))
+        config = provision(moto.endpoint, queues, 1, Path(tmp), transport)
         codes = sorted(config.customer_mappings)
         recorder = CallRecorder({config.customer(c).queue_name: c for c in codes})
         worker_aws = recording_factory(moto.endpoint, recorder, "worker")
@@ -56,10 +61,16 @@ def run(*, queues: int = 300, probes: int = 60, **_: Any) -> BenchResult:
         latencies: list[float] = []
         missed = 0
         try:
-            # Every queue has been long-polled once (each poll returns after its wait): steady state.
-            warm.wait(120)
+            # Every queue has been long-polled once (each poll returns after its wait), or in doorbell
+            # mode checked once and left cold: steady state.
+            if handle.worker.doorbell_on:
+                slots = handle.worker.slots.values()
+                while not all(s.primed for s in slots) and not warm.wait(0.2):
+                    pass
+            else:
+                warm.wait(120)
             recorder.unlisten(on_poll)
-            log(f"pickup: {len(polled)}/{len(codes)} queues polled; {probes} probes")
+            log(f"pickup: {len(polled)}/{len(codes)} queues polled; {probes} probes; {transport}")
             start = CpuSample.now(moto)
             for _ in range(probes):
                 code = rng.choice(codes)
@@ -76,7 +87,7 @@ def run(*, queues: int = 300, probes: int = 60, **_: Any) -> BenchResult:
                 ) -> None:
                     if call.customer != code:
                         return
-                    if call.role == "submit" and call.op == "PutObject" and "put" not in seen:
+                    if call.role == "submit" and call.op in TRIGGERS and "put" not in seen:
                         seen["put"] = call.t - call.seconds
                     elif call.role == "worker" and call.op == "ReceiveMessage" and call.messages:
                         seen.setdefault("received", call.t)
@@ -101,6 +112,8 @@ def run(*, queues: int = 300, probes: int = 60, **_: Any) -> BenchResult:
     result.rows.append(
         {
             "queues": queues,
+            "transport": transport,
+            "doorbell": stats.get("rings", 0) > 0,
             "probes": len(latencies),
             "missed": missed,
             "p50_s": percentile(latencies, 0.5),

@@ -4,6 +4,8 @@ The deployed shape: ``changeconsole worker --shard K/S`` processes (S = 1 or 4) 
 local stack (moto in its own process), every size on one transport (``--transport``, default
 ``sqs-direct``: the fan-out sends each trigger to the customer's queue, what ``docs/capacity.md``
 prescribes past 100 customers, where S3 allows no more notification configurations per bucket).
+With ``sqs-direct`` the workers run in doorbell mode (the config's ``worker_shards`` is S, each shard's
+doorbell queue provisioned): they long-poll only queues that were rung.
 Per size and shard count, a config of the first N customers is written, the workers start and report
 ready (every queue resolved, SQS answering) and deliver a warm-up change to one customer per shard
 (not measured), then one ``ChangeService.submit`` to the N customers runs in this process. Done =
@@ -33,6 +35,7 @@ from typing import Any
 from changeconsole.config import write_config
 from changeconsole.models import FINAL_STATES, Config, DeliveryRecord, DeliveryState, Transport
 from changeconsole.services.localstack import local_factory
+from changeconsole.services.provision import Provisioner
 from changeconsole.services.status import StatusStore
 from changeconsole.worker import shard_of
 
@@ -132,9 +135,11 @@ def run_one(
     problems: list[str] = []
     raw = config.to_json_dict()
     raw["customer_mappings"] = {c: raw["customer_mappings"][c] for c in codes}
+    raw["worker_shards"] = shards  # the shards' doorbell queues (sqs-direct)
     path = workdir / f"config-{len(codes)}.json"
     write_config(raw, path)
     sub = Config.model_validate(raw)
+    Provisioner(local_factory(moto.endpoint, max_attempts=3), sub).doorbells()
     workers = Shards(moto.endpoint, path, shards, workdir)
     aws = local_factory(moto.endpoint, max_attempts=3)
     status = StatusStore(aws, sub)

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from changeconsole.models import ChangeStatus, DeliveryState, EmailEvent, trigger_key
+from changeconsole.models import ChangeStatus, DeliveryState, EmailEvent, shard_of, trigger_key
+from changeconsole.services.doorbell import rung_customer
 from changeconsole.services.fanout import (
     ARCHIVE,
     DIRECT_INLINE_LIMIT,
@@ -18,6 +19,7 @@ from changeconsole.services.fanout import (
     payload_key,
 )
 from changeconsole.services.lifecycle import ChangeService
+from changeconsole.services.provision import Provisioner
 from changeconsole.services.status import DeliveryKey
 from support.aws import bucket_keys
 from support.changes import make_change, receive_triggers, triggers_by_customer
@@ -202,8 +204,19 @@ def test_retry_after_an_archive_write_that_did_land(svc, aws_factory, codes) -> 
     assert retried.ok, retried.errors
 
 
+def _direct(stack: Any, doorbell: bool = False) -> Any:
+    """The stack's config on sqs-direct (``doorbell``: ringing, its queues provisioned by the test)."""
+    config = stack.config
+    return config.model_copy(
+        update={
+            "transport": "sqs-direct",
+            "doorbell": config.doorbell.model_copy(update={"enabled": doorbell}),
+        }
+    )
+
+
 def test_sqs_direct_transport_embeds_or_references_the_snapshot(stack, aws_factory, codes) -> None:
-    config = stack.config.model_copy(update={"transport": "sqs-direct"})
+    config = _direct(stack)
     svc = ChangeService(aws_factory, config, operator="alice")
     lookups: list[str] = []
     sqs = aws_factory.client("sqs")
@@ -253,7 +266,7 @@ def test_sqs_direct_transport_embeds_or_references_the_snapshot(stack, aws_facto
 
 
 def test_sqs_direct_failure_for_one_queue_and_retry(stack, aws_factory, codes) -> None:
-    config = stack.config.model_copy(update={"transport": "sqs-direct"})
+    config = _direct(stack)
     svc = ChangeService(aws_factory, config, operator="alice")
     sqs = aws_factory.client("sqs")
     broken = codes[1]
@@ -295,3 +308,37 @@ def test_resend_sends_the_current_event_again(svc, stack, aws_factory, codes) ->
     assert result.ok and result.customers == [codes[1]] and ARCHIVE not in result.states
     found = triggers_by_customer(aws_factory, stack.config, {codes[1]: 1})
     assert [len(found[c]) for c in codes[:3]] == [0, 1, 0]
+
+
+def test_sqs_direct_rings_each_customers_shard_doorbell_in_batches(stack, aws_factory, codes) -> None:
+    config = _direct(stack, doorbell=True).model_copy(update={"worker_shards": 2})
+    Provisioner(aws_factory, config).doorbells()
+    svc = ChangeService(aws_factory, config, operator="alice")
+    sqs = aws_factory.client("sqs")
+    batches: list[tuple[str, int]] = []
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        batches.append((params["QueueUrl"].rsplit("/", 1)[1], len(params["Entries"])))
+
+    hook = "provide-client-params.sqs.SendMessageBatch"
+    sqs.meta.events.register(hook, count)
+    try:
+        result = svc.submit(make_change(codes))
+    finally:
+        sqs.meta.events.unregister(hook, count)
+    assert result.ok
+    rung: dict[str, list[str]] = {}
+    for k in range(2):
+        url = svc.fanout.doorbell.queue_url(k)
+        while msgs := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+            rung.setdefault(config.doorbell_queue(k), []).extend(rung_customer(m["Body"]) for m in msgs)
+            sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)],
+            )
+    want: dict[str, list[str]] = {}
+    for code in codes:
+        want.setdefault(config.doorbell_queue(shard_of(code, 2)), []).append(code)
+    assert {q: sorted(c) for q, c in rung.items()} == {q: sorted(c) for q, c in want.items()}
+    per_queue = {q: [n for name, n in batches if name == q] for q in want}
+    assert all(sum(ns) == len(want[q]) and len(ns) <= 1 + len(want[q]) // 10 for q, ns in per_queue.items())
