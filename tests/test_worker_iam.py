@@ -67,6 +67,9 @@ def worker_policy(config: Config) -> list[dict[str, Any]]:
         "status_table_name": config.status_table_name,
         "ledger_table_name": config.ledger_table_name,
         "metrics_namespace": config.metrics.namespace,
+        "worker_shards": config.worker_shards,
+        "doorbell_enabled": config.doorbell.enabled,
+        "doorbell_queue_prefix": config.doorbell.queue_prefix,
     }
     plan = ModuleInstance(load_module(TF / "modules" / "stack"), inputs, "", TF).plan()
     facts = {"account_id": LOCAL_ACCOUNT, "region": config.aws_region, "partition": "aws"}
@@ -259,6 +262,69 @@ def test_every_call_the_worker_makes_is_allowed_by_the_terraform_policies(
     assert all(allowed(policy, Need("sqs:ChangeMessageVisibility", arn)) for arn in queues)
     # Listing the account's contact lists is only needed where the default list is missing (not here).
     assert all(allowed(roles[code], Need("ses:ListContactLists", "*")) for code in roles)
+
+
+def _denied(recorder: Recorder, config: Config) -> list[str]:
+    policy = worker_policy(config)
+    return sorted(
+        {
+            f"{need} ({call.service}.{call.operation})"
+            for call in recorder.calls
+            if call.customer is None
+            for need in needs(call, config)
+            if not allowed(policy, need)
+        }
+    )
+
+
+@pytest.mark.timeout(180)
+def test_doorbell_mode_calls_are_allowed_by_the_terraform_policies(
+    make_stack: Any, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sqs-direct with the doorbell: the worker checks queue depths, long-polls and deletes rings, and
+    rings with each retry copy; two shards, so the doorbell queues are the shards' own."""
+    stack = make_stack(customers=3, contacts=1, transport="sqs-direct", worker_shards=2)
+    config = stack.config
+    setup = local_factory(moto_endpoint, max_attempts=1)
+    svc = ChangeService(setup, config, operator="iam-suite")
+    recorder = Recorder(lambda: "worker" if threading.current_thread().name.startswith("cc-") else None)
+    recorder.install(monkeypatch)
+    worker_aws = local_factory(moto_endpoint, max_attempts=1)
+    codes = sorted(config.customer_mappings)
+    throttle = _throttle_once()
+    for code in codes:  # the first send of all is throttled: a retry copy, and its ring
+        worker_aws.customer_send_client(config.customer(code)).meta.events.register_first(
+            "before-send.sesv2.SendEmail", throttle
+        )
+    data = {"changeTitle": "Doorbell walk", "customers": codes, "implementationStart": START}
+    workers = [running_worker(worker_aws, config, shard=(k, 2), worker_id=f"iam-{k}") for k in range(2)]
+    with workers[0] as w0, workers[1] as w1:
+        assert w0.worker.doorbell_on and w1.worker.doorbell_on
+        change = svc.submit(Change.model_validate({**data, "implementationEnd": END})).change
+        status = StatusStore(setup, config)
+        wait_until(
+            lambda: (
+                all(r.is_final for r in status.records(change.change_id))
+                and len(status.records(change.change_id)) == len(codes)
+            ),
+            90,
+            what="every delivery final",
+        )
+        assert w0.stats["rings"] + w1.stats["rings"] >= len(codes)
+    bells = {f"{config.doorbell.queue_prefix}-{k}-of-2" for k in range(2)}
+
+    def on_bell(call: Any) -> bool:
+        return str(call.params.get("QueueUrl", call.params.get("QueueName", ""))).rsplit("/", 1)[-1] in bells
+
+    seen = {(call.operation, on_bell(call)) for call in recorder.calls if call.service == "sqs"}
+    assert {
+        ("GetQueueUrl", True),
+        ("ReceiveMessage", True),
+        ("DeleteMessageBatch", True),
+        ("SendMessageBatch", True),
+        ("GetQueueAttributes", False),
+    } <= seen, seen
+    assert not (denied := _denied(recorder, config)), "denied:\n" + "\n".join(denied)
 
 
 def test_the_policy_check_denies_what_the_role_does_not_allow(make_stack: Any) -> None:
