@@ -7,7 +7,10 @@ alone. Models:
 - ``pool-short``: 8 threads share the queues, zero-wait receives round-robin, an idle queue backs off
   from 0.05 s to 0.5 s between receives (the cap keeps pickup inside 1 s);
 - ``pool-long``: 8 threads share the queues, each long poll ``max(1, 20 * 8 / queues)`` seconds;
-- ``shards-4``: four processes, each one thread per queue for a quarter of the queues (our CPU summed).
+- ``shards-4``: four processes, each one thread per queue for a quarter of the queues (our CPU summed);
+- ``doorbell``: the sender also rings a doorbell queue with the queue's index; one thread long-polls the
+  doorbell (20 s, 10 rings a receive) and hands each ring to 8 threads that receive that queue at once
+  (zero wait). Idle queues are never received from (the worker's doorbell mode without its hot state).
 
 Per model and size: ``--idle`` seconds with no traffic (our CPU %, moto CPU %, receives/s), then
 ``--probes`` messages to random queues, latency = SendMessage returned → ReceiveMessage returned it.
@@ -25,6 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,7 @@ import boto3
 from .common import BenchResult, MotoProcess, log, percentile
 
 POOL = 8
-MODELS = ("thread-per-queue", "pool-short", "pool-long", "shards-4")
+MODELS = ("thread-per-queue", "pool-short", "pool-long", "shards-4", "doorbell")
 
 
 def _client(endpoint: str, pool: int) -> Any:
@@ -50,7 +54,7 @@ def _client(endpoint: str, pool: int) -> Any:
 class Poller:
     """Receives from ``urls`` with one model in threads of this process until stopped."""
 
-    def __init__(self, endpoint: str, urls: list[str], model: str) -> None:
+    def __init__(self, endpoint: str, urls: list[str], model: str, bell: str | None = None) -> None:
         self.urls = urls
         self.model = model
         threads = len(urls) if model == "thread-per-queue" else min(POOL, len(urls))
@@ -59,6 +63,11 @@ class Poller:
         self.receives = 0
         self.received: dict[str, float] = {}  # message body -> monotonic time received
         self.lock = threading.Lock()
+        if model == "doorbell":
+            assert bell is not None
+            self.pool = ThreadPoolExecutor(POOL)
+            self.threads = [threading.Thread(target=self._bell, args=(bell,), daemon=True)]
+            return
         groups = [[u] for u in urls] if threads == len(urls) else [urls[i::threads] for i in range(threads)]
         self.threads = [threading.Thread(target=self._loop, args=(g,), daemon=True) for g in groups]
 
@@ -82,6 +91,21 @@ class Poller:
         for m in msgs:
             self.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
         return bool(msgs)
+
+    def _bell(self, bell: str) -> None:
+        while not self.stop.is_set():
+            try:
+                resp = self.sqs.receive_message(QueueUrl=bell, MaxNumberOfMessages=10, WaitTimeSeconds=20)
+            except Exception:  # the server stopped under the long poll
+                return
+            rings = resp.get("Messages") or []
+            with self.lock:
+                self.receives += 1
+            for r in rings:
+                self.pool.submit(self._receive, self.urls[int(r["Body"])], 0)
+            if rings:
+                entries = [{"Id": str(i), "ReceiptHandle": r["ReceiptHandle"]} for i, r in enumerate(rings)]
+                self.sqs.delete_message_batch(QueueUrl=bell, Entries=entries)
 
     def _loop(self, group: list[str]) -> None:
         if self.model == "pool-short":
@@ -125,7 +149,9 @@ def child(endpoint: str, urls: list[str], warm: float, idle: float, seconds: flo
     os._exit(0)  # the long polls still under way need not be waited for
 
 
-def measure(moto: MotoProcess, urls: list[str], model: str, idle: float, probes: int) -> dict[str, Any]:
+def measure(
+    moto: MotoProcess, urls: list[str], model: str, idle: float, probes: int, bell: str | None = None
+) -> dict[str, Any]:
     rng = random.Random(len(urls))
     sender = _client(moto.endpoint, 4)
     warm = 22.0  # every long poll issued and one cycle of 20 s polls seen
@@ -145,7 +171,7 @@ def measure(moto: MotoProcess, urls: list[str], model: str, idle: float, probes:
                 )
             )
     else:
-        poller = Poller(moto.endpoint, urls, model).start()
+        poller = Poller(moto.endpoint, urls, model, bell).start()
     time.sleep(warm)
     cpu0, srv0, t0 = _cpu(), moto.cpu_seconds(), time.monotonic()
     rec0 = poller.receives if poller else 0
@@ -156,8 +182,11 @@ def measure(moto: MotoProcess, urls: list[str], model: str, idle: float, probes:
     rec_idle = (poller.receives - rec0) if poller else None
     for i in range(probes):
         body = f"probe-{i}"
-        sender.send_message(QueueUrl=rng.choice(urls), MessageBody=body)
+        index = rng.randrange(len(urls))
+        sender.send_message(QueueUrl=urls[index], MessageBody=body)
         sent[body] = time.monotonic()
+        if bell is not None:
+            sender.send_message(QueueUrl=bell, MessageBody=str(index))
         time.sleep(rng.uniform(0.1, 0.5))
     time.sleep(2)
     received: dict[str, float] = {}
@@ -195,17 +224,19 @@ def run(
     sizes: list[int] | None = None,
     idle: float = 20.0,
     probes: int = 20,
+    models: tuple[str, ...] = MODELS,
     save: Callable[[BenchResult], Any] | None = None,
     **_: Any,
 ) -> BenchResult:
     result = BenchResult("pollmodels")
     for q in sizes or [30, 300, 1000]:
-        for model in MODELS:
+        for model in models:
             with MotoProcess() as moto:
                 sqs = _client(moto.endpoint, 16)
                 urls = [sqs.create_queue(QueueName=f"q{i:04d}")["QueueUrl"] for i in range(q)]
+                bell = sqs.create_queue(QueueName="doorbell")["QueueUrl"] if model == "doorbell" else None
                 log(f"pollmodels: {model} x {q} queues")
-                result.rows.append(measure(moto, urls, model, idle, probes))
+                result.rows.append(measure(moto, urls, model, idle, probes, bell))
                 log(f"pollmodels: {result.rows[-1]}")
                 if save is not None:
                     save(result)
