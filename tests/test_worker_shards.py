@@ -224,6 +224,21 @@ def test_provision_and_customer_add_say_which_shard_serves_a_customer(
     assert f"served by worker shard {shard_of('initrode', 3)}/3" in plain.stderr
 
 
+def test_provision_warns_when_shards_differ_from_the_doorbell_shard_count(
+    make_stack: Any, tmp_path: Path
+) -> None:
+    stack = make_stack(customers=2, contacts=0, transport="sqs-direct", worker_shards=2)
+    cli = Cli(stack, tmp_path)
+    assert "doorbell.off" in cli("provision", "--shards", "3").stderr
+    assert "doorbell" not in cli("provision", "--shards", "2").stderr
+    doorbells = [a for a in cli.json("provision")["actions"] if a["kind"] == "doorbell"]
+    assert sorted(a["name"] for a in doorbells) == [
+        "changeconsole-doorbell-0-of-2",
+        "changeconsole-doorbell-1-of-2",
+    ]
+    assert {a["result"] for a in doorbells} == {"unchanged"}  # local up provisioned them
+
+
 def test_local_up_shards_needs_the_worker() -> None:
     result = CliRunner().invoke(main, ["local", "up", "--shards", "2"])
     assert result.exit_code == 2

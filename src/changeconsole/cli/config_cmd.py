@@ -78,6 +78,12 @@ def provision_cmd(dry_run: bool, shards: int | None, as_json: bool) -> None:
     each customer."""
     st = state()
     config = st.config()
+    if shards and config.uses_doorbell and shards != config.worker_shards:
+        stderr.print(
+            f"[yellow]warning:[/] --shards {shards} but config.json worker_shards is "
+            f"{config.worker_shards}: the doorbell queues are provisioned for {config.worker_shards}, "
+            f"and workers of --shard K/{shards} poll every queue (doorbell.off)"
+        )
     actions = provision(st.aws(), config, dry_run=dry_run)
     roles = operator_roles_report(st.aws(), config)
     # "skipped" (e.g. SES event destinations where the endpoint has none) and "failed" change nothing
