@@ -128,7 +128,8 @@ def run(*, queues: int = 300, probes: int = 60, transport: Transport = "sqs-dire
     )
     result.notes.append(f"worker stats at the end: {stats}")
     result.notes.append(
-        "latency = trigger PUT start → ReceiveMessage returned it; ours_cpu_pct includes the probes' own "
+        "latency = the trigger's PUT (s3-events) or SendMessage (sqs-direct) start → ReceiveMessage "
+        "returned it; ours_cpu_pct includes the probes' own "
         "submits; worker_threads = the worker's own count (pollers, delivery and send pools)"
     )
     return result
