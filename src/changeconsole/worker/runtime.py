@@ -767,22 +767,19 @@ class Worker:
     # -- doorbell mode ---------------------------------------------------------------------------
     def _prime(self, slot: CustomerSlot) -> bool:
         """Resolve the slot's queue and heat it when SQS counts messages in it (a few slots at a time)."""
+        failed: Exception | None = None
         with self._prime_gate:
             if self._stop_receiving.is_set():
                 return False
-            if slot.queue_url is None:
-                try:
-                    slot.queue_url = self.queues.url(slot.mapping)
-                    self._last_sqs_ok = time.monotonic()
-                except Exception as exc:
-                    failed: Exception | None = exc
-                else:
-                    failed = None
+            try:
+                slot.queue_url = slot.queue_url or self.queues.url(slot.mapping)
+            except Exception as exc:
+                failed = exc
             else:
-                failed = None
-            if failed is None and self._queue_depth(slot):
-                self._heat(slot)
-        if failed is not None:
+                self._last_sqs_ok = time.monotonic()
+                if self._queue_depth(slot):
+                    self._heat(slot)
+        if failed is not None:  # its back-off outside the gate
             self._poll_error(slot, failed, "queue.resolve_failed")
             return False
         slot.primed = True
@@ -803,9 +800,7 @@ class Worker:
         with slot.lock:
             slot.rung = True
             slot.hot = True
-        wake = self._wakes[self._poller_of[slot.code]] if self._wakes else None
-        if wake is not None:
-            wake.set()
+        self._wakes[self._poller_of[slot.code]].set()
 
     def _doorbell_loop(self, index: int) -> None:
         """Long-poll this shard's doorbell queue: each ring heats its customer's queue."""
