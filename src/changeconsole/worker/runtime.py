@@ -717,8 +717,7 @@ class Worker:
                 detail=failure.detail,
                 errors=slot.poll_errors,
             )
-        pause = min(30.0, 0.5 * 2 ** min(slot.poll_errors, 6)) * random.uniform(0.5, 1.0)
-        self._stop_receiving.wait(pause)
+        self._stop_receiving.wait(error_pause(slot.poll_errors))
 
     def _receive(self, slot: CustomerSlot, n: int, wait: int) -> None:
         assert slot.queue_url is not None
@@ -825,7 +824,7 @@ class Worker:
                         detail=failure.detail,
                         errors=errors,
                     )
-                self._stop_receiving.wait(min(30.0, 0.5 * 2 ** min(errors, 6)) * random.uniform(0.5, 1.0))
+                self._stop_receiving.wait(error_pause(errors))
                 continue
             errors = 0
             raw = resp.get("Messages") or []
@@ -1223,6 +1222,11 @@ def poll_wait_of(options: WorkerOptions, queues: int) -> int:
     if queues <= 1:
         return options.poll_wait
     return min(options.poll_wait, max(2, options.poll_wait // queues))
+
+
+def error_pause(errors: int) -> float:
+    """Seconds to wait after the ``errors``-th failed receive in a row: exponential, jittered, <= 30."""
+    return min(30.0, 0.5 * 2 ** min(errors, 6)) * random.uniform(0.5, 1.0)
 
 
 def _shard_text(shard: tuple[int, int] | None) -> str | None:
