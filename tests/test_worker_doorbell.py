@@ -23,6 +23,7 @@ from changeconsole.services.provision import provision
 from changeconsole.services.status import StatusStore
 from changeconsole.worker import Worker, WorkerOptions
 from changeconsole.worker.processor import Outcome, OutcomeKind, Processor, Result
+from changeconsole.worker.runtime import PARKED
 from support.changes import make_change
 from support.iam import Recorder
 from support.waiting import wait_until
@@ -76,6 +77,12 @@ def test_rung_queue_is_delivered_and_idle_queues_are_never_received_from(
         )
         assert handle.stats["rings"] >= 1
         wait_until(lambda: handle.stats["hot"] == 0, 30, what="the delivered queue cools again")
+        # Every poller parks on its cold queue (no timed wake-ups) and the worker stays healthy.
+        wait_until(
+            lambda: all(b == PARKED for b in handle.worker._poller_beats), 30, what="every poller parked"
+        )
+        ok, detail = handle.worker.health()
+        assert ok and detail["oldest_poll_age_s"] < 30
     received = _received_from(recorder)
     assert urls[a] in received
     assert not received & {urls[c] for c in idle}, "idle queues must not be long-polled"

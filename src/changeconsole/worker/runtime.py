@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import sys
 import threading
@@ -63,6 +64,8 @@ DEPTH_ATTRIBUTES: tuple[QueueAttributeNameType, ...] = (
 DRAIN_RECHECK = 1.0
 # A paused poller is woken when it may receive again; this only bounds a missed wake-up.
 PAUSE_SAFETY = 5.0
+# The beat of a poller parked on cold queues (doorbell mode): alive, with nothing to poll.
+PARKED = math.inf
 # Doorbell mode: queues checked at start (URL and depth) at once, so a thousand pollers do not all ask.
 PRIME_AT_ONCE = 8
 # A message a stopping worker never started: visible again at once, for another worker.
@@ -649,7 +652,11 @@ class Worker:
                 elif paused:
                     self._wakes[index].wait(PAUSE_SAFETY)
                 elif self.doorbell_on and all(s.primed and not s.hot for s in group):
-                    self._wakes[index].wait(self.options.poll_wait)  # cold: until a ring
+                    # Cold: parked until a ring, the sweep or stop sets its wake-up (none is missed: it
+                    # was cleared before the slots were looked at). No timed wake-ups: with a thousand
+                    # cold queues those were most of the worker's CPU at rest.
+                    self._poller_beats[index] = PARKED
+                    self._wakes[index].wait()
                 elif single:
                     group[0].capacity.wait(0.25)
                 else:
@@ -1167,7 +1174,8 @@ class Worker:
         now = time.monotonic()
         loop_age = now - self._loop_beat
         limit = self.options.poll_wait + self.sqs_aws.settings.read_timeout + 30
-        oldest = max((now - b for b in (*self._poller_beats, *self._doorbell_beats)), default=0.0)
+        beats = (*self._poller_beats, *self._doorbell_beats)
+        oldest = max((now - b for b in beats if b != PARKED), default=0.0)
         ok = self._started and not self._stopped.is_set() and loop_age < 30 and oldest < limit
         return ok, {
             "loop_age_s": round(loop_age, 2),
