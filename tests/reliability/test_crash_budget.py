@@ -67,11 +67,17 @@ def test_the_ledger_counts_take_overs_of_a_claim_whose_holder_died(
     assert live.get_claim(KEY).takeovers == 0  # type: ignore[union-attr]
 
 
-def _kill_at_poll(worker: WorkerProcess, p: Proxy, polls: int) -> None:
-    """Start ``worker``, SIGKILL it once it has ``polls`` more long polls under way: they stay open."""
-    started = p.polls_started
+def _kill_at_poll(worker: WorkerProcess, p: Proxy, queues: list[str]) -> None:
+    """Start ``worker``, SIGKILL it once it has a long poll under way on each of ``queues`` (not only
+    some other queue's, such as the events queue's): they stay open."""
+    before = {q: p.polls_by_queue[q] for q in queues}
     worker.start()
-    wait_until(lambda: p.polls_started >= started + polls, 60, "the worker's long polls", interval=0.01)
+    wait_until(
+        lambda: all(p.polls_by_queue[q] > n for q, n in before.items()),
+        60,
+        "the worker's long polls on every customer queue",
+        interval=0.01,
+    )
     worker.kill()
 
 
@@ -91,7 +97,7 @@ def test_kills_while_long_polls_are_pending_dead_letter_no_healthy_trigger(
         worker = WorkerProcess(stack.config_path, p.endpoint, *args, log_path=tmp_path / "w.log")
         try:
             for r in range(rounds):
-                _kill_at_poll(worker, p, len(codes))
+                _kill_at_poll(worker, p, [config.customer(c).queue_name for c in codes])
                 taken = p.taken
                 if r == 0:  # the triggers arrive while only dead polls wait on the queues
                     for code in codes:

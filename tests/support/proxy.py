@@ -6,11 +6,13 @@ point, until it is killed). Only the test's side changes: the worker runs as shi
 from __future__ import annotations
 
 import http.client
+import json
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 _HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "server", "date"})
 
@@ -22,6 +24,15 @@ def _service(authorization: str) -> str:
     return parts[3] if len(parts) > 3 else ""
 
 
+def _queue_name(body: bytes) -> str:
+    """The queue a ReceiveMessage call names (JSON or query protocol): the last part of its URL."""
+    try:
+        url = str(json.loads(body).get("QueueUrl") or "")
+    except ValueError:
+        url = (parse_qs(body.decode("utf-8", "replace")).get("QueueUrl") or [""])[0]
+    return url.rstrip("/").rpartition("/")[2]
+
+
 class Proxy:
     def __init__(self, upstream: str, *, hold_service: str | None = None) -> None:
         target = urlsplit(upstream)
@@ -29,7 +40,7 @@ class Proxy:
         self.hold_service = hold_service
         self.held = 0  # calls held so far
         self.polls = 0  # SQS ReceiveMessage calls under way
-        self.polls_started = 0
+        self.polls_by_queue: Counter[str] = Counter()  # long polls started, per queue name
         self.taken = 0  # messages the ReceiveMessage calls took (whether or not their caller still lives)
         self.lock = threading.Lock()
         self.released = threading.Event()
@@ -58,7 +69,8 @@ class Proxy:
                 poll = "ReceiveMessage" in self.headers.get("X-Amz-Target", "") or b"ReceiveMessage" in body
                 with proxy.lock:
                     proxy.polls += poll
-                    proxy.polls_started += poll
+                    if poll:
+                        proxy.polls_by_queue[_queue_name(body)] += 1
                 try:
                     conn = http.client.HTTPConnection(proxy.host, proxy.port, timeout=120)
                     headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
