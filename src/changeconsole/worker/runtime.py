@@ -62,9 +62,11 @@ DEPTH_ATTRIBUTES: tuple[QueueAttributeNameType, ...] = (
     "ApproximateNumberOfMessagesDelayed",
 )
 DRAIN_RECHECK = 1.0
-# A paused poller is woken when it may receive again; this only bounds a missed wake-up.
-PAUSE_SAFETY = 5.0
-# The beat of a poller parked on cold queues (doorbell mode): alive, with nothing to poll.
+# A paused poller is woken when it may receive again; this only bounds a missed wake-up. Long: a
+# thousand customers each holding a message here are a thousand paused pollers for the whole backlog.
+PAUSE_SAFETY = 60.0
+# The beat of a poller parked until a wake-up (cold queues in doorbell mode, or paused for room in the
+# local backlog): alive, with nothing to poll now.
 PARKED = math.inf
 # Doorbell mode: queues checked at start (URL and depth) at once, so a thousand pollers do not all ask.
 PRIME_AT_ONCE = 8
@@ -650,6 +652,7 @@ class Worker:
                 if all(s.drained for s in group):  # --drain: until a depth check finds more
                     self._stop_receiving.wait(0.25)
                 elif paused:
+                    self._poller_beats[index] = PARKED  # alive, waiting for room: not a stuck poll
                     self._wakes[index].wait(PAUSE_SAFETY)
                 elif self.doorbell_on and all(s.primed and not s.hot for s in group):
                     # Cold: parked until a ring, the sweep or stop sets its wake-up (none is missed: it
