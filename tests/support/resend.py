@@ -12,7 +12,7 @@ from typing import Any
 
 from changeconsole.models import TOPIC_APPROVAL, Change, DeliveryState, EmailEvent
 from changeconsole.services.aws import AwsFactory
-from changeconsole.services.ledger import delivery_pk, rcpt_sk
+from changeconsole.services.ledger import ClaimState, Ledger, delivery_pk, rcpt_sk
 from changeconsole.services.lifecycle import ChangeService
 from changeconsole.services.status import DeliveryKey, to_item
 
@@ -69,8 +69,15 @@ def partial_delivery(make_stack: Any, aws: AwsFactory) -> tuple[Any, Change, Del
 
 
 def settled(aws: AwsFactory, config: Any, change: Change, code: str, state: DeliveryState) -> bool:
+    """The delivery record is in ``state`` and its ledger claim is done: the worker writes the record's
+    outcome before it settles the claim, and a resend refuses a delivery whose claim is not done yet."""
     r = record(aws, config, code, change.version, "submitted", change.change_id)
-    return r is not None and r.state is state
+    if r is None or r.state is not state:
+        return False
+    claim = Ledger(aws, config).get_claim(
+        DeliveryKey(change.change_id, change.version, EmailEvent.SUBMITTED, code)
+    )
+    return claim is not None and claim.state is ClaimState.DONE
 
 
 def expected_recipients(codes: list[str]) -> set[tuple[str, str]]:
