@@ -8,8 +8,10 @@ named ``cc-*``).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -196,3 +198,44 @@ def test_doorbell_is_off_with_its_reason_when_the_shard_count_differs(
         (WorkerOptions(customers=[sorted(config.customer_mappings)[0]]), "--customers"),
     ):
         assert reason in (Worker(aws, config, options).doorbell_off or "")
+
+
+@pytest.mark.timeout(120)
+def test_the_sweep_leaves_a_queue_alone_for_a_period_after_sqs_told_its_depth(
+    make_stack: Any, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sweep checks a queue's depth no sooner than its jittered period (90-100 % of sweep_seconds)
+    # after the queue's last depth check of any kind (at start, on cooling, by the sweep).
+    period = 2.0
+    stack = make_stack(customers=3, contacts=2, transport="sqs-direct")
+    config = _config(stack, sweep_seconds=period)
+    checks: dict[str, list[tuple[float, bool]]] = {}  # (when, made by the sweep)
+    lock = threading.Lock()
+    original = Worker._queue_depth
+
+    def timed(self: Worker, slot: Any) -> int:
+        depth = original(self, slot)
+        with lock:
+            by_sweep = threading.current_thread().name == "cc-doorbell-sweep"
+            checks.setdefault(slot.code, []).append((time.monotonic(), by_sweep))
+        return depth
+
+    monkeypatch.setattr(Worker, "_queue_depth", timed)
+    aws = local_factory(moto_endpoint, max_attempts=1)
+    svc = ChangeService(aws, config, operator="alice")
+    a = sorted(config.customer_mappings)[0]
+    with running_worker(aws, config) as handle:
+        wait_until(lambda: _primed(handle), 30, what="every queue checked at start")
+        result = svc.submit(make_change([a]))
+        wait_until(lambda: _sent(config, aws, result.change.change_id, a), 30, what="the delivery")
+        wait_until(lambda: handle.stats["hot"] == 0, 30, what="the delivered queue cools again")
+        wait_until(
+            lambda: all(sum(s for _, s in checks.get(c, ())) >= 2 for c in config.customer_mappings),
+            30,
+            what="two sweep checks of every queue",
+        )
+    with lock:
+        seen = {code: list(times) for code, times in checks.items()}
+    for code, times in seen.items():
+        gaps = [b - a for (a, _), (b, sweep) in itertools.pairwise(times) if sweep]
+        assert gaps and min(gaps) >= 0.9 * period - 0.05, (code, gaps)

@@ -19,6 +19,7 @@ class WorkerOptions:
     send_parallelism: int = 4  # SES sends in flight per delivery
     poll_wait: int = 20  # long polling (seconds)
     visibility_timeout: int = 120  # per receive; a heartbeat extends it for long deliveries
+    waiting_visibility_timeout: int | None = None  # extension of a message not started yet (default 5x)
     backoff_base: float = 30.0  # first transient retry after ~base seconds (jittered)
     backoff_cap: float = 900.0  # 15 min
     claim_lease: float = 300.0  # also the lease of a (change, customer) lane
@@ -55,6 +56,16 @@ class WorkerOptions:
         if self.max_waiting:
             return max(1, self.max_waiting)
         return max(10, 2 * self.concurrency)
+
+    @property
+    def waiting_visibility(self) -> int:
+        """What the heartbeat extends a received message that still waits for a delivery thread to: longer
+        than a running one's, so a backlog held here costs fewer extensions (at 1,000 customers each
+        holding one message, one call per queue per extension). A worker that dies holding it hides it
+        this long at most; SIGTERM releases it at once."""
+        if self.waiting_visibility_timeout:
+            return max(self.visibility_timeout, self.waiting_visibility_timeout)
+        return max(self.visibility_timeout, min(900, 5 * self.visibility_timeout))
 
     @property
     def heartbeat_every(self) -> float:

@@ -143,6 +143,7 @@ class InFlight:
     carried_unfinished: int = 0  # receives of earlier copies that ended with no outcome (``cc-crashes``)
     received_at: float = field(default_factory=time.monotonic)
     visible_until: float = 0.0  # monotonic
+    started: bool = False  # a delivery thread took it (until then the heartbeat extends it longer)
     claim: tuple[DeliveryKey, str] | None = None  # renewed by the heartbeat while held
     claim_lease_until: float = 0.0  # epoch
     lane: Lane | None = None  # the (change, customer) lock, renewed by the heartbeat while held

@@ -15,13 +15,18 @@ above) or COLD (no receive at all). ``doorbell_receivers`` threads long-poll thi
 a ring (``services.doorbell``) heats its customer's queue and wakes its poller. At start each queue is
 heated when SQS counts messages in it (visible, in flight or delayed: e.g. held by a worker that died).
 A hot queue cools after an empty receive only when nothing of it is held here, no ring came since that
-receive started, and SQS counts nothing in it. Every ``doorbell.sweep_seconds`` each cold queue's depth
-is checked (staggered): the backstop for a lost ring or a message put by hand.
+receive started, and SQS counts nothing in it. Each cold queue's depth is checked again within
+``doorbell.sweep_seconds`` of its last check (the sweep): the backstop for a lost ring or a message put
+by hand.
+
+The heartbeat extends a held message's visibility to ``visibility_timeout`` while it runs, and to the
+longer ``waiting_visibility`` while it waits for a delivery thread.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import logging
 import math
 import random
@@ -241,6 +246,7 @@ class CustomerSlot:
     hot: bool = True  # long-polled (doorbell mode: until it cools)
     rung: bool = False  # doorbell mode: a ring (or a sweep) came since the last receive started
     primed: bool = False  # doorbell mode: its depth was checked at start
+    checked_at: float = -math.inf  # monotonic: when SQS last told its depth
     acks: list[InFlight] = field(default_factory=list)
     acks_since: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -586,6 +592,7 @@ class Worker:
                 error=classify(exc, "central").detail,
             )
             return 1
+        slot.checked_at = time.monotonic()
         return sum(int(attrs.get(name, 0)) for name in DEPTH_ATTRIBUTES)
 
     def in_flight(self) -> int:
@@ -857,20 +864,35 @@ class Worker:
                 event(logging.WARNING, "doorbell.delete_failed", error=classify(exc, "central").detail)
 
     def _sweep_loop(self) -> None:
-        """Check one cold queue's depth at a time, each every ``doorbell.sweep_seconds``."""
+        """Check each cold queue's depth within ``doorbell.sweep_seconds`` of when SQS last told it (at
+        start, when it cooled, or here): a queue that just cooled is not checked again at once. Each
+        next visit is jittered into the period's last tenth, so checks made together spread out."""
+        period = self.config.doorbell.sweep_seconds
         slots = list(self.slots.values())
-        step = self.config.doorbell.sweep_seconds / len(slots)
-        i = random.randrange(len(slots))
-        while not self._stop_background.wait(step):
-            slot = slots[i % len(slots)]
-            i += 1
-            if not slot.primed or slot.hot or self._stop_receiving.is_set():
+        if not slots:
+            return
+        start = time.monotonic()
+        # (when, slot index, its checked_at when this visit was planned)
+        due = [(start + random.random() * period, i, -math.inf) for i in range(len(slots))]
+        heapq.heapify(due)
+        while True:
+            at, i, seen = due[0]
+            if self._stop_background.wait(max(0.0, at - time.monotonic())):
+                return
+            slot = slots[i]
+            if slot.checked_at > seen:  # told since this visit was planned: plan from then
+                heapq.heapreplace(due, (self._sweep_due(slot.checked_at, period), i, slot.checked_at))
                 continue
-            if self._queue_depth(slot):
+            if slot.primed and not slot.hot and not self._stop_receiving.is_set() and self._queue_depth(slot):
                 with self._stats_lock:
                     self.stats_data.swept += 1
                 event(logging.INFO, "doorbell.swept", customer=slot.code)
                 self._heat(slot)
+            heapq.heapreplace(due, (self._sweep_due(time.monotonic(), period), i, slot.checked_at))
+
+    @staticmethod
+    def _sweep_due(since: float, period: float) -> float:
+        return since + period * (1 - 0.1 * random.random())
 
     def _rotate(self, m: InFlight) -> bool:
         """True when ``m`` was replaced by a fresh copy instead of being worked on: it is received again
@@ -915,6 +937,7 @@ class Worker:
 
     # -- one message --------------------------------------------------------------------------------
     def _run_one(self, m: InFlight) -> None:
+        m.started = True
         try:
             outcome = self.processor.process(m)
         except Exception as exc:  # e.g. the DLQ itself unreachable: try again later
@@ -1106,30 +1129,31 @@ class Worker:
 
     def _heartbeat(self) -> None:
         """Extend the visibility of held messages and the leases of held claims and lanes before they
-        lapse."""
+        lapse. A message still waiting for a delivery thread is extended to ``waiting_visibility``."""
         now = time.monotonic()
         vis = self.options.visibility_timeout
         with self._inflight_lock:
             held = [m for m in self._inflight.values() if not m.settled]
-        due: dict[str, list[InFlight]] = {}
+        due: dict[str, list[tuple[InFlight, int]]] = {}
         for m in held:
             if m.visible_until - now < vis / 2:
-                due.setdefault(m.queue_url, []).append(m)
+                extend = vis if m.started else self.options.waiting_visibility
+                due.setdefault(m.queue_url, []).append((m, extend))
         for url, msgs in due.items():
-            client = self.queues.client(self.slots[msgs[0].customer].mapping)
+            client = self.queues.client(self.slots[msgs[0][0].customer].mapping)
             for i in range(0, len(msgs), 10):
                 chunk = msgs[i : i + 10]
                 resp = client.change_message_visibility_batch(
                     QueueUrl=url,
                     Entries=[
-                        {"Id": str(j), "ReceiptHandle": m.receipt, "VisibilityTimeout": vis}
-                        for j, m in enumerate(chunk)
+                        {"Id": str(j), "ReceiptHandle": m.receipt, "VisibilityTimeout": extend}
+                        for j, (m, extend) in enumerate(chunk)
                     ],
                 )
                 failed = {int(f["Id"]) for f in resp.get("Failed") or []}
-                for j, m in enumerate(chunk):
+                for j, (m, extend) in enumerate(chunk):
                     if j not in failed:
-                        m.visible_until = now + vis
+                        m.visible_until = now + extend
         renew_by = time.time() + self.options.claim_lease / 2
         for m in held:
             claim, lane = m.claim, m.lane
