@@ -55,6 +55,13 @@ _SETTINGS = (
         "Seconds a received message stays hidden (extended while it is worked on).",
     ),
     _setting(
+        "--waiting-visibility-timeout",
+        None,
+        click.IntRange(5, 43200),
+        "Seconds a received message waiting for a delivery thread is hidden for at each extension "
+        "[default: 5 x visibility timeout, at most 900]; a worker killed holding it hides it this long.",
+    ),
+    _setting(
         "--backoff-base",
         30.0,
         click.FloatRange(0.5, 900),
@@ -132,7 +139,7 @@ def worker_cmd(
         worker.start()
     except OSError as exc:  # e.g. the health port is taken
         raise BadInput(f"cannot start the worker: {exc}") from None
-    while not stop.wait(0.25):
+    while not stop.wait(0.25 if options.drain else 5.0):  # a signal sets stop: no need to wake often
         if options.drain and worker.drained():
             event(logging.INFO, "worker.drained", customers=len(codes))
             break

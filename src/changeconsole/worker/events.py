@@ -66,16 +66,18 @@ class EventStage:
 
     @property
     def reconcile_every(self) -> float:
-        return max(0.5, min(5.0, self.config.events.unknown_grace_seconds / 4))
+        """How often due reconcile items are looked for: a quarter of the grace period, at most a
+        minute (an item acts at most this late; at rest each look is a query and a depth check)."""
+        return max(0.5, min(60.0, self.config.events.unknown_grace_seconds / 4))
 
     def run(self, stop: threading.Event) -> None:
         next_reconcile = 0.0
         while not stop.is_set():
             try:
-                drained = self._poll(min(self.poll_wait, int(self.reconcile_every) or 1))
+                empty = self._poll(min(self.poll_wait, int(self.reconcile_every) or 1))
                 # Only with every waiting event applied: an event still queued (e.g. published while
                 # no worker ran) may confirm what the reconciler would otherwise send again.
-                if drained and time.monotonic() >= next_reconcile:
+                if empty and time.monotonic() >= next_reconcile and self._drained():
                     next_reconcile = time.monotonic() + self.reconcile_every
                     self._reconcile()
             except Exception as exc:
@@ -102,7 +104,7 @@ class EventStage:
         return self._url
 
     def _poll(self, wait: int) -> bool:
-        """Apply what the events queue holds; True when it answered empty (every event applied).
+        """Apply what the events queue holds; True when it answered empty.
 
         Without the queue nothing is drained: the reconciler never resends what no event can confirm."""
         url = self._queue_url()
@@ -135,19 +137,29 @@ class EventStage:
         if done:
             sqs.delete_message_batch(QueueUrl=url, Entries=done)
         if not resp.get("Messages"):
-            # Nothing visible; none held elsewhere either (a worker that died holding events hides them
-            # until their visibility runs out).
-            attrs = sqs.get_queue_attributes(
-                QueueUrl=url,
-                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-            ).get("Attributes", {})
-            return all(int(attrs.get(a, "0")) == 0 for a in attrs) and len(attrs) == 2
+            return True
         for code in rates:  # the customer's rates as metrics (CloudWatch alarms watch them)
             rep = self.outcomes.reputation(code)
             if rep.sends:
                 self.metrics.gauge(code, "BounceRate", 100.0 * (rep.bounce_rate or 0.0))
                 self.metrics.gauge(code, "ComplaintRate", 100.0 * (rep.complaint_rate or 0.0))
         return False
+
+    def _drained(self) -> bool:
+        """Nothing visible in the events queue and none held elsewhere either (a worker that died
+        holding events hides them until their visibility runs out)."""
+        url = self._queue_url()
+        if url is None:
+            return False
+        attrs = (
+            self._sqs()
+            .get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )
+            .get("Attributes", {})
+        )
+        return all(int(attrs.get(a, "0")) == 0 for a in attrs) and len(attrs) == 2
 
     def _reconcile(self) -> None:
         report = self.reconciler.run_once()

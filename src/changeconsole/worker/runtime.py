@@ -70,6 +70,7 @@ DRAIN_RECHECK = 1.0
 # A paused poller is woken when it may receive again; this only bounds a missed wake-up. Long: a
 # thousand customers each holding a message here are a thousand paused pollers for the whole backlog.
 PAUSE_SAFETY = 60.0
+IDLE_TICK = 1.0  # the housekeeping loop's wake-up with no acknowledgement to flush (seconds)
 # The beat of a poller parked until a wake-up (cold queues in doorbell mode, or paused for room in the
 # local backlog): alive, with nothing to poll now.
 PARKED = math.inf
@@ -378,6 +379,7 @@ class Worker:
         self._inflight_lock = threading.Lock()
         self._stop_receiving = threading.Event()
         self._stop_background = threading.Event()
+        self._acks_added = threading.Event()  # wakes the housekeeping loop: acknowledgements to flush
         self._stopped = threading.Event()
         self._started = False
         self._groups = (
@@ -528,6 +530,7 @@ class Worker:
             self._apply(m, SHUTDOWN)
         self._flush_acks(force=True)
         self._stop_background.set()
+        self._acks_added.set()
         for t in self._aux:
             t.join(2.0)
         self._final_flush()
@@ -1000,6 +1003,7 @@ class Worker:
                     slot.acks_since = time.monotonic()
                     with self._acks_lock:
                         self._acking.add(slot.code)
+                    self._acks_added.set()
                 slot.acks.append(m)
                 full = len(slot.acks) >= 10
             if full or self.scheduler.active(m.customer) <= 1 or self._stop_receiving.is_set():
@@ -1181,7 +1185,19 @@ class Worker:
         tick = max(0.02, min(0.25, self.options.ack_linger))
         next_metrics = time.monotonic() + self.options.metrics_interval
         next_audit = time.monotonic() + self.options.audit_interval
-        while not self._stop_background.wait(tick):
+        idle = max(tick, min(IDLE_TICK, self.options.metrics_interval, self.options.audit_interval))
+        while True:
+            # Every ``tick`` while acknowledgements wait to be flushed, else once a second or so
+            # (metrics, audit, the health beat) unless one comes: not 20 timed wake-ups a second.
+            self._acks_added.clear()
+            with self._acks_lock:
+                lingering = bool(self._acking)
+            if lingering:
+                self._stop_background.wait(tick)
+            else:
+                self._acks_added.wait(idle)
+            if self._stop_background.is_set():
+                return
             now = time.monotonic()
             self._loop_beat = now
             try:
